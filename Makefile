@@ -1,0 +1,34 @@
+# Two entry points for a fresh machine: `make demo` (the main job) and `make test` (the suite).
+# Each creates what it needs. torch==2.13.0 is installed first: on these machines that pin is a local
+# CPU build, while a bare `torch` requirement would pull several GB of CUDA wheels.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# transformers 4.56.2's sentencepiece ("slow") tokenizers are the tokenizer oracle. They need
+# huggingface_hub<1, which cannot live beside transformers 5.23.0, so they get a venv of their own.
+ORACLE_VENV ?= .venv-tokenizer-oracle
+
+.PHONY: demo test lint completions
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+$(ORACLE_VENV)/.installed:
+	$(PYTHON) -m venv $(ORACLE_VENV)
+	$(ORACLE_VENV)/bin/python -m pip install -q transformers==4.56.2 sentencepiece protobuf
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m bigbird_cli.demo
+
+test: $(VENV)/.installed $(ORACLE_VENV)/.installed
+	$(VENV)/bin/ruff check core bigbird_cli tests
+	BIGBIRD_TOKENIZER_ORACLE=$(CURDIR)/$(ORACLE_VENV)/bin/python PATH=$(CURDIR)/$(VENV)/bin:$$PATH \
+		$(PY) -m pytest -q tests
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check core bigbird_cli tests

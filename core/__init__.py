@@ -1,0 +1,30 @@
+"""bigbird-cli core: configs, attention, models, tokenizers, generation, checkpoint I/O and task logic."""
+
+from .bigbird import (
+    BigBirdForCausalLM,
+    BigBirdForMaskedLM,
+    BigBirdForMultipleChoice,
+    BigBirdForPreTraining,
+    BigBirdForQuestionAnswering,
+    BigBirdForSequenceClassification,
+    BigBirdForTokenClassification,
+    BigBirdModel,
+)
+from .checkpoints import CheckpointError, resolve_checkpoint
+from .config import BigBirdConfig, BigBirdPegasusConfig, load_config
+
+__all__ = [
+    "BigBirdConfig",
+    "BigBirdForCausalLM",
+    "BigBirdForMaskedLM",
+    "BigBirdForMultipleChoice",
+    "BigBirdForPreTraining",
+    "BigBirdForQuestionAnswering",
+    "BigBirdForSequenceClassification",
+    "BigBirdForTokenClassification",
+    "BigBirdModel",
+    "BigBirdPegasusConfig",
+    "CheckpointError",
+    "load_config",
+    "resolve_checkpoint",
+]

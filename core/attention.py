@@ -1,0 +1,358 @@
+"""The one attention module of the toolkit: full attention and BigBird block-sparse (ITC) attention.
+
+Both families (BigBird and the BigBirdPegasus encoder) use `Attention`; the Pegasus decoder uses
+`full_attention` directly. Block-sparse attention follows the ITC layout of the paper:
+
+* query blocks 0 and n-1 are global: they attend to every key;
+* every other query block i attends to key block 0, the window i-1, i, i+1, `num_random_blocks` random
+  blocks, and key block n-1. Rows 1 and n-2 see the first/last block through their window already, so the
+  duplicate slot is excluded rather than counted twice.
+
+All rows 1..n-2 are computed together on blocked views of Q/K/V: a handful of batched matmuls and one
+softmax, with no Python loop over blocks or heads.
+
+Random-block plans are pure functions returning an int64 tensor (heads, n-2, r) of key-block indices:
+`hf_plan` (transformers' eval behaviour: all zeros), `seeded_plan` (google-research: a fixed plan per
+layer from `np.random.seed(layer_idx)`), and `draw_plan` (a fresh plan, used while training).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Masked scores get this added, as in the original implementation; exp(-1e4) underflows to 0 in fp32.
+MASK_PENALTY = -10000.0
+# Layouts of the paper's plans: these lengths use the original 1024-token random plan.
+LEGACY_PLAN_LENGTHS = (1024, 3072, 4096)
+
+
+# --------------------------------------------------------------------------------------------------
+# Random-block plans
+# --------------------------------------------------------------------------------------------------
+def hf_plan(num_blocks: int, num_heads: int, num_random_blocks: int) -> torch.Tensor:
+    """transformers' eval-mode plan: every random slot points at key block 0."""
+    return torch.zeros(num_heads, num_blocks - 2, num_random_blocks, dtype=torch.long)
+
+
+def seeded_plan(
+    layer_idx: int, seq_len: int, block_size: int, num_heads: int, num_random_blocks: int, max_seq_len: int
+) -> torch.Tensor:
+    """google-research's plan: the random state is seeded with the layer index, so the plan is fixed."""
+    return draw_plan(np.random.RandomState(layer_idx), seq_len, block_size, num_heads, num_random_blocks, max_seq_len)
+
+
+def draw_plan(
+    rng: np.random.RandomState,
+    seq_len: int,
+    block_size: int,
+    num_heads: int,
+    num_random_blocks: int,
+    max_seq_len: int,
+) -> torch.Tensor:
+    """Draw a random-block plan with the original algorithm (the same draws, in the same order)."""
+    num_blocks = seq_len // block_size
+    if seq_len in LEGACY_PLAN_LENGTHS:
+        rows = [_legacy_rows(rng, max_seq_len // block_size, num_random_blocks, block_size) for _ in range(num_heads)]
+        plan = np.stack([r[: num_blocks - 2] for r in rows])
+    else:
+        plan = _planned_rows(rng, num_blocks, num_heads, num_random_blocks)
+    return torch.from_numpy(plan.astype(np.int64))
+
+
+def _legacy_rows(rng: np.random.RandomState, num_blocks: int, r: int, block_size: int) -> np.ndarray:
+    """The plan the paper used for 1024/3072/4096 tokens: random blocks drawn below token 1024.
+
+    Rows near the end draw from the whole prefix, as the original did (it never excluded their window).
+    """
+    rows = np.zeros((num_blocks - 2, r), dtype=np.int64)
+    middle = np.arange(1, num_blocks - 1)
+    last = 1024 // block_size - 1 if 1024 > 2 * block_size else num_blocks - 1
+    for i in range(1, num_blocks - 1):
+        if i == 1:
+            choices = middle[2:last]
+        elif i == 2:
+            choices = middle[3:last]
+        elif i in (num_blocks - 3, num_blocks - 2):
+            choices = middle[:last]
+        else:
+            start, end = i - 2, i
+            if start > last:
+                choices = middle[:last]
+            elif end + 1 == last:
+                choices = middle[:start]
+            else:
+                choices = np.concatenate((middle[:start], middle[end + 1 : last]))
+        rows[i - 1] = rng.permutation(choices)[:r]
+    return rows
+
+
+def _row_choices(rng: np.random.RandomState, block: int, start: int, end: int, r: int) -> np.ndarray:
+    """Pick `r` blocks in [start, end) outside the row's window and the global blocks, by permutation."""
+    illegal = {block - 1, block, block + 1, 0, end - 1}
+    if block == 1:
+        illegal.add(end - 2)
+    if block == end - 2:
+        illegal.add(1)
+    picked = [b for b in rng.permutation(np.arange(start, end)) if b not in illegal]
+    return np.array(picked[:r], dtype=np.int64)
+
+
+def _planned_rows(rng: np.random.RandomState, num_blocks: int, num_heads: int, r: int) -> np.ndarray:
+    """The general plan: rows are split in up to two spans, each drawing from its own range of key blocks."""
+    if 2 * r + 5 < num_blocks:
+        spans = [(2 * r + 5, r), (num_blocks, 0)]
+    elif r + 5 < num_blocks:
+        spans = [(r + 5, r // 2), (num_blocks, r - r // 2)]
+    else:
+        spans = [(num_blocks, r)]
+    ends = [end for end, _ in spans]
+    counts = [count for _, count in spans]
+    last_span = ends.index(num_blocks)
+    plan = np.zeros((num_heads, num_blocks, sum(counts[: last_span + 1])), dtype=np.int64)
+    offset = np.cumsum([0, *counts])  # column where each span's random blocks start
+
+    def fill(rows: range, span: int, key_start: int) -> None:
+        cols = slice(offset[span], offset[span + 1])
+        for row in rows:
+            for h in range(num_heads):
+                plan[h, row, cols] = _row_choices(rng, row, key_start, ends[span], counts[span])
+
+    for idx in range(last_span + 1):
+        if idx > 0:
+            if counts[idx] > 0:
+                fill(range(1, ends[idx - 1]), idx, ends[idx - 1])
+            for earlier in range(idx):
+                if counts[earlier] > 0:
+                    fill(range(ends[idx - 1], ends[idx]), earlier, ends[earlier - 1] if earlier > 0 else 0)
+        if counts[idx] == 0:
+            continue
+        first_row = ends[idx - 1] if idx > 0 else 1
+        fill(range(first_row, ends[idx]), idx, ends[idx - 1] if idx > 0 else 0)
+    return plan[:, 1 : num_blocks - 1]
+
+
+# --------------------------------------------------------------------------------------------------
+# Masks and padding
+# --------------------------------------------------------------------------------------------------
+def additive_mask(mask: torch.Tensor, dtype: torch.dtype, causal: bool = False) -> torch.Tensor:
+    """(B, T) validity mask → (B, 1, Tq, T) additive bias: 0 where attended, the dtype's min elsewhere."""
+    keep = mask.bool()[:, None, None, :]
+    if causal:
+        t = mask.shape[1]
+        keep = keep & torch.ones(t, t, dtype=torch.bool, device=mask.device).tril()
+    bias = torch.zeros(keep.shape, dtype=dtype, device=mask.device)
+    return bias.masked_fill(~keep, torch.finfo(dtype).min)
+
+
+def sparse_fits(seq_len: int, block_size: int, num_random_blocks: int) -> bool:
+    """Block-sparse needs room for the global, window and random blocks; shorter inputs run full attention."""
+    return seq_len > (5 + 2 * num_random_blocks) * block_size
+
+
+def pad_to_block_size(seq_len: int, block_size: int) -> int:
+    """How many tokens to append so that `seq_len` becomes a multiple of `block_size`."""
+    return (-seq_len) % block_size
+
+
+# --------------------------------------------------------------------------------------------------
+# Attention kernels
+# --------------------------------------------------------------------------------------------------
+def full_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor | None,
+    dropout: float = 0.0,
+    output_probs: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Softmax attention over (B, H, T, D) tensors with an additive bias; probabilities only on request."""
+    if not output_probs:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout), None
+    scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    if bias is not None:
+        scores = scores + bias
+    probs = scores.softmax(dim=-1)
+    return F.dropout(probs, dropout, training=dropout > 0) @ v, probs
+
+
+def block_sparse_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor,
+    block_size: int,
+    plan: torch.Tensor,
+    output_probs: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """ITC block-sparse attention over (B, H, T, D) tensors; T is a multiple of `block_size`.
+
+    `mask` is the (B, T) validity of tokens; `plan` the (H, T/block_size - 2, r) random key blocks.
+    Outputs at padded query positions are zero, as in the reference.
+    """
+    b, h, t, d = q.shape
+    bs = block_size
+    n = t // bs
+    r = plan.shape[-1]
+    scale = 1.0 / math.sqrt(d)
+    dtype = q.dtype
+    valid = mask.to(dtype)
+    key_bias = (1.0 - valid) * MASK_PENALTY  # (B, T)
+
+    # Global query blocks 0 and n-1 attend to every key.
+    q_global = torch.cat([q[:, :, :bs], q[:, :, -bs:]], dim=2)
+    global_ctx, global_probs = full_attention(q_global, k, v, key_bias[:, None, None, :], output_probs=output_probs)
+
+    # Rows 1..n-2: first block, 3-block window, random blocks, last block.
+    qb = q.view(b, h, n, bs, d)[:, :, 1:-1] * scale  # (B, H, n-2, bs, D)
+    kb = k.view(b, h, n, bs, d)
+    vb = v.view(b, h, n, bs, d)
+    k_win = torch.cat([kb[:, :, :-2], kb[:, :, 1:-1], kb[:, :, 2:]], dim=3)  # (B, H, n-2, 3bs, D)
+    v_win = torch.cat([vb[:, :, :-2], vb[:, :, 1:-1], vb[:, :, 2:]], dim=3)
+    plan = plan.to(q.device)
+    heads = torch.arange(h, device=q.device)[:, None, None]
+    k_rand = kb[:, heads, plan].flatten(3, 4)  # (B, H, n-2, r*bs, D)
+    v_rand = vb[:, heads, plan].flatten(3, 4)
+
+    blocks = key_bias.view(b, n, bs)
+    first_bias = blocks[:, None, None, :1].expand(b, 1, n - 2, 1, bs).clone()
+    last_bias = blocks[:, None, None, -1:].expand(b, 1, n - 2, 1, bs).clone()
+    # Rows 1 and n-2 already see block 0 / block n-1 in their window: exclude the duplicate slot.
+    first_bias[:, :, 0] = torch.finfo(dtype).min
+    last_bias[:, :, -1] = torch.finfo(dtype).min
+    win_bias = torch.cat([blocks[:, :-2], blocks[:, 1:-1], blocks[:, 2:]], dim=-1)[:, None, :, None, :]
+    rand_bias = key_bias.view(b, n, bs)[:, plan].flatten(3, 4)[:, :, :, None, :]  # (B, H, n-2, 1, r*bs)
+
+    qf = qb.flatten(2, 3)  # (B, H, (n-2)*bs, D): one matmul against each global key block
+    scores = torch.cat(
+        [
+            (qf @ kb[:, :, 0].transpose(-1, -2)).view(b, h, n - 2, bs, bs) + first_bias,
+            qb @ k_win.transpose(-1, -2) + win_bias,
+            qb @ k_rand.transpose(-1, -2) + rand_bias,
+            (qf @ kb[:, :, -1].transpose(-1, -2)).view(b, h, n - 2, bs, bs) + last_bias,
+        ],
+        dim=-1,
+    )
+    probs = scores.softmax(dim=-1)
+    p_first, p_win, p_rand, p_last = probs.split([bs, 3 * bs, r * bs, bs], dim=-1)
+    middle = p_win @ v_win + p_rand @ v_rand
+    middle = middle + (p_first.flatten(2, 3) @ vb[:, :, 0]).view_as(middle)
+    middle = middle + (p_last.flatten(2, 3) @ vb[:, :, -1]).view_as(middle)
+
+    context = torch.cat([global_ctx[:, :, :bs], middle.flatten(2, 3), global_ctx[:, :, bs:]], dim=2)
+    context = context * valid[:, None, :, None]
+    if not output_probs:
+        return context, None
+    return context, _dense_probs(global_probs, probs, plan, b, h, n, bs, r)
+
+
+def _dense_probs(
+    global_probs: torch.Tensor, probs: torch.Tensor, plan: torch.Tensor, b: int, h: int, n: int, bs: int, r: int
+) -> torch.Tensor:
+    """Lay the sparse probabilities out as a dense (B, H, T, T) matrix (for output_attentions only)."""
+    dense = global_probs.new_zeros(b, h, n, bs, n, bs)
+    dense[:, :, 0] = global_probs[:, :, :bs].view(b, h, bs, n, bs)
+    dense[:, :, -1] = global_probs[:, :, bs:].view(b, h, bs, n, bs)
+    rows = torch.arange(1, n - 1, device=probs.device)
+    window = rows[:, None] + torch.arange(-1, 2, device=probs.device)
+    # Slot order: first, last, window, random, so that a real probability overwrites an excluded duplicate.
+    slots = [
+        (torch.zeros_like(rows)[:, None], 0, 1),
+        (torch.full_like(rows, n - 1)[:, None], 4 + r, 5 + r),
+        (window, 1, 4),
+    ]
+    middle = dense[:, :, 1:-1]  # (B, H, n-2, bs, n, bs)
+    for blocks, lo, hi in slots:
+        values = probs[..., lo * bs : hi * bs].unflatten(-1, (hi - lo, bs))
+        index = blocks[None, None, :, None, :, None].expand(b, h, n - 2, bs, hi - lo, bs)
+        middle.scatter_(4, index, values)
+    if r:
+        values = probs[..., 4 * bs : (4 + r) * bs].unflatten(-1, (r, bs))
+        index = plan[None, :, :, None, :, None].expand(b, h, n - 2, bs, r, bs)
+        middle.scatter_(4, index, values)
+    return dense.view(b, h, n * bs, n * bs)
+
+
+# --------------------------------------------------------------------------------------------------
+# The module
+# --------------------------------------------------------------------------------------------------
+class Attention(nn.Module):
+    """Query/key/value projections plus full or block-sparse attention, chosen per call.
+
+    Returns the per-head context merged back to (B, T, hidden); the output projection belongs to the
+    family's layer, which differs between BigBird (dense + LayerNorm) and Pegasus (a bare linear).
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        *,
+        bias: bool,
+        block_size: int,
+        num_random_blocks: int,
+        layer_idx: int,
+        random_plan: str = "hf",
+        max_seq_len: int = 4096,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden size {hidden_size} is not a multiple of the {num_heads} attention heads")
+        if random_plan not in ("hf", "seeded"):
+            raise ValueError(f"random_plan must be 'hf' or 'seeded', not {random_plan!r}")
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.block_size = block_size
+        self.num_random_blocks = num_random_blocks
+        self.layer_idx = layer_idx
+        self.random_plan = random_plan
+        self.max_seq_len = max_seq_len
+        self.dropout = dropout
+        self.query = nn.Linear(hidden_size, hidden_size, bias=bias)
+        self.key = nn.Linear(hidden_size, hidden_size, bias=bias)
+        self.value = nn.Linear(hidden_size, hidden_size, bias=bias)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+
+    def plan(self, seq_len: int) -> torch.Tensor:
+        """The random-block plan for this layer and length (fresh draws while training)."""
+        args = (seq_len, self.block_size, self.num_heads, self.num_random_blocks, self.max_seq_len)
+        if self.training:
+            seed = int(torch.randint(0, 2**31 - 1, ()).item())
+            return draw_plan(np.random.RandomState(seed), *args)
+        if self.random_plan == "seeded":
+            return seeded_plan(self.layer_idx, *args)
+        return hf_plan(seq_len // self.block_size, self.num_heads, self.num_random_blocks)
+
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        mask: torch.Tensor,
+        *,
+        sparse: bool,
+        bias: torch.Tensor | None = None,
+        kv: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`mask` is the (B, T) token validity; `bias` overrides the full-attention bias (causal, or over `kv`).
+
+        With `kv` (encoder states) this is cross-attention: keys and values come from `kv`, always full.
+        """
+        source = hidden if kv is None else kv
+        q, k, v = self._heads(self.query(hidden)), self._heads(self.key(source)), self._heads(self.value(source))
+        if sparse:
+            context, probs = block_sparse_attention(
+                q, k, v, mask, self.block_size, self.plan(hidden.shape[1]), output_probs=output_attentions
+            )
+        else:
+            if bias is None:
+                bias = additive_mask(mask, q.dtype)
+            dropout = self.dropout if self.training else 0.0
+            context, probs = full_attention(q, k, v, bias, dropout, output_probs=output_attentions)
+        return context.transpose(1, 2).flatten(2), probs

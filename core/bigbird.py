@@ -1,0 +1,437 @@
+"""The BigBird encoder family: embeddings, encoder layers, and the eight model classes of the seed."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import Attention, additive_mask, pad_to_block_size, sparse_fits
+from .config import BigBirdConfig
+from .modeling import ModelOutput, PretrainedModel, activation
+
+
+class Embeddings(nn.Module):
+    """Word + token-type + absolute position embeddings, then dropout and LayerNorm (in that order)."""
+
+    def __init__(self, config: BigBirdConfig) -> None:
+        super().__init__()
+        self.tokens = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.types = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.scale = config.hidden_size**0.5 if config.rescale_embeddings else 1.0
+
+    def forward(self, embeds: torch.Tensor, token_type_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        x = embeds * self.scale + self.types(token_type_ids) + self.positions(position_ids)
+        return self.norm(self.dropout(x))
+
+
+class EncoderLayer(nn.Module):
+    """Post-norm transformer layer: attention, (cross-attention for decoders), feed-forward."""
+
+    def __init__(self, config: BigBirdConfig, layer_idx: int) -> None:
+        super().__init__()
+        h = config.hidden_size
+
+        def attention() -> Attention:
+            return Attention(
+                h,
+                config.num_attention_heads,
+                bias=config.use_bias,
+                block_size=config.block_size,
+                num_random_blocks=config.num_random_blocks,
+                layer_idx=layer_idx,
+                random_plan=config.random_plan,
+                max_seq_len=config.max_position_embeddings,
+                dropout=config.attention_probs_dropout_prob,
+            )
+
+        self.attn = attention()
+        self.attn_out = nn.Linear(h, h)
+        self.attn_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
+        if config.add_cross_attention:
+            self.cross = attention()
+            self.cross_out = nn.Linear(h, h)
+            self.cross_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
+        self.ffn_in = nn.Linear(h, config.intermediate_size)
+        self.ffn_out = nn.Linear(config.intermediate_size, h)
+        self.ffn_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
+        self.act = activation(config.hidden_act)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        *,
+        sparse: bool,
+        bias: torch.Tensor | None,
+        encoder_states: torch.Tensor | None = None,
+        encoder_bias: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        context, probs = self.attn(x, mask, sparse=sparse, bias=bias, output_attentions=output_attentions)
+        x = self.attn_norm(self.dropout(self.attn_out(context)) + x)
+        cross_probs = None
+        if encoder_states is not None:
+            context, cross_probs = self.cross(
+                x, mask, sparse=False, bias=encoder_bias, kv=encoder_states, output_attentions=output_attentions
+            )
+            x = self.cross_norm(self.dropout(self.cross_out(context)) + x)
+        x = self.ffn_norm(self.dropout(self.ffn_out(self.act(self.ffn_in(x)))) + x)
+        return x, probs, cross_probs
+
+
+class BigBirdPretrainedModel(PretrainedModel):
+    config_class = BigBirdConfig
+    family = "bigbird"
+
+
+class BigBirdModel(BigBirdPretrainedModel):
+    """The bare encoder: `last_hidden_state` and a tanh `pooler_output` over the first token."""
+
+    def __init__(self, config: BigBirdConfig, add_pooling_layer: bool = True) -> None:
+        super().__init__(config)
+        self.embeddings = Embeddings(config)
+        self.layers = nn.ModuleList(EncoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.pooler = nn.Linear(config.hidden_size, config.hidden_size) if add_pooling_layer else None
+        self.init_weights()
+
+    def uses_sparse(self, seq_len: int) -> bool:
+        """Block-sparse for this call? Decoders and inputs too short for the sparse layout run full attention."""
+        c = self.config
+        return (
+            c.attention_type == "block_sparse"
+            and not c.is_decoder
+            and sparse_fits(seq_len, c.block_size, c.num_random_blocks)
+        )
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> ModelOutput:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        embeds = self.embeddings.tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        batch, seq_len = embeds.shape[:2]
+        device = embeds.device
+        if attention_mask is None:
+            attention_mask = torch.ones(batch, seq_len, dtype=torch.long, device=device)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros(batch, seq_len, dtype=torch.long, device=device)
+        if position_ids is None:
+            position_ids = torch.arange(seq_len, device=device).expand(batch, seq_len)
+
+        sparse = self.uses_sparse(seq_len)
+        pad = pad_to_block_size(seq_len, self.config.block_size) if sparse else 0
+        if pad:
+            # Pad invisibly to a whole number of blocks; padded tokens are masked and cut off again below.
+            pad_ids = torch.full((batch, pad), self.config.pad_token_id, dtype=torch.long, device=device)
+            embeds = torch.cat([embeds, self.embeddings.tokens(pad_ids)], dim=1)
+            attention_mask = F.pad(attention_mask, (0, pad), value=0)
+            token_type_ids = F.pad(token_type_ids, (0, pad), value=0)
+            position_ids = F.pad(position_ids, (0, pad), value=self.config.pad_token_id)
+
+        x = self.embeddings(embeds, token_type_ids, position_ids)
+        bias = None if sparse else additive_mask(attention_mask, x.dtype, causal=self.config.is_decoder)
+        encoder_bias = None
+        if encoder_hidden_states is not None:
+            if encoder_attention_mask is None:
+                encoder_attention_mask = torch.ones(encoder_hidden_states.shape[:2], device=device)
+            encoder_bias = additive_mask(encoder_attention_mask, x.dtype)
+
+        hidden_states, attentions, cross_attentions = [x[:, :seq_len]], [], []
+        for layer in self.layers:
+            x, probs, cross = layer(
+                x,
+                attention_mask,
+                sparse=sparse,
+                bias=bias,
+                encoder_states=encoder_hidden_states,
+                encoder_bias=encoder_bias,
+                output_attentions=output_attentions,
+            )
+            hidden_states.append(x[:, :seq_len])
+            attentions.append(probs)
+            cross_attentions.append(cross)
+
+        pooled = torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None
+        return ModelOutput(
+            last_hidden_state=x[:, :seq_len],
+            pooler_output=pooled,
+            past_key_values=None,
+            hidden_states=tuple(hidden_states) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None,
+            cross_attentions=tuple(cross_attentions)
+            if output_attentions and encoder_hidden_states is not None
+            else None,
+        )
+
+
+class LMHead(nn.Module):
+    """dense → activation → LayerNorm → vocabulary projection (tied to the word embeddings) + bias."""
+
+    def __init__(self, config: BigBirdConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = activation(config.hidden_act)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.norm(self.act(self.dense(x)))) + self.bias
+
+
+def _encoder_args(kwargs: dict) -> dict:
+    """The keyword arguments a head passes straight through to the encoder."""
+    keys = ("attention_mask", "token_type_ids", "position_ids", "inputs_embeds")
+    keys += ("output_hidden_states", "output_attentions")
+    return {k: kwargs[k] for k in keys if k in kwargs}
+
+
+def _extras(out: ModelOutput) -> dict:
+    return {"hidden_states": out.hidden_states, "attentions": out.attentions}
+
+
+class BigBirdForMaskedLM(BigBirdPretrainedModel):
+    tied = (("lm.decoder.weight", "bert.embeddings.tokens.weight"),)
+
+    def __init__(self, config: BigBirdConfig) -> None:
+        super().__init__(config)
+        self.bert = BigBirdModel(config)
+        self.lm = LMHead(config)
+        self.init_weights()
+
+    def forward(self, input_ids=None, labels=None, **kwargs) -> ModelOutput:
+        out = self.bert(input_ids, **_encoder_args(kwargs))
+        logits = self.lm(out.last_hidden_state)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten().to(logits.device))
+        return ModelOutput(loss=loss, logits=logits, **_extras(out))
+
+
+class BigBirdForCausalLM(BigBirdPretrainedModel):
+    """Left-to-right LM: full causal self-attention (and cross-attention when the config adds it)."""
+
+    tied = (("lm.decoder.weight", "bert.embeddings.tokens.weight"),)
+
+    def __init__(self, config: BigBirdConfig) -> None:
+        super().__init__(config)
+        self.bert = BigBirdModel(config)
+        self.lm = LMHead(config)
+        self.init_weights()
+
+    def forward(
+        self, input_ids=None, labels=None, encoder_hidden_states=None, encoder_attention_mask=None, **kwargs
+    ) -> ModelOutput:
+        out = self.bert(
+            input_ids,
+            encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask,
+            **_encoder_args(kwargs),
+        )
+        logits = self.lm(out.last_hidden_state)
+        loss = None
+        if labels is not None:
+            shifted = logits[:, :-1].flatten(0, 1).float()
+            loss = F.cross_entropy(shifted, labels[:, 1:].flatten().to(logits.device), ignore_index=-100)
+        return ModelOutput(
+            loss=loss, logits=logits, past_key_values=None, cross_attentions=out.cross_attentions, **_extras(out)
+        )
+
+
+class BigBirdForPreTraining(BigBirdPretrainedModel):
+    """Masked-LM and next-sentence heads, as in the original pre-training."""
+
+    tied = (("lm.decoder.weight", "bert.embeddings.tokens.weight"),)
+
+    def __init__(self, config: BigBirdConfig) -> None:
+        super().__init__(config)
+        self.bert = BigBirdModel(config)
+        self.lm = LMHead(config)
+        self.nsp = nn.Linear(config.hidden_size, 2)
+        self.init_weights()
+
+    def forward(self, input_ids=None, labels=None, next_sentence_label=None, **kwargs) -> ModelOutput:
+        out = self.bert(input_ids, **_encoder_args(kwargs))
+        logits = self.lm(out.last_hidden_state)
+        nsp_logits = self.nsp(out.pooler_output)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten().to(logits.device))
+            if next_sentence_label is not None:
+                loss = loss + F.cross_entropy(nsp_logits, next_sentence_label.flatten().to(logits.device))
+        return ModelOutput(loss=loss, prediction_logits=logits, seq_relationship_logits=nsp_logits, **_extras(out))
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str | None) -> torch.Tensor:
+    """Regression for one label, cross-entropy for integer labels, BCE for multi-label float targets."""
+    num_labels = logits.shape[-1]
+    if problem_type is None:
+        if num_labels == 1:
+            problem_type = "regression"
+        elif labels.dtype in (torch.long, torch.int):
+            problem_type = "single_label_classification"
+        else:
+            problem_type = "multi_label_classification"
+    if problem_type == "regression":
+        return F.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype))
+    if problem_type == "single_label_classification":
+        return F.cross_entropy(logits.view(-1, num_labels), labels.view(-1))
+    return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+
+
+class ClassificationHead(nn.Module):
+    """First token → dropout → dense → activation → dropout → labels."""
+
+    def __init__(self, config: BigBirdConfig) -> None:
+        super().__init__()
+        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.out = nn.Linear(config.hidden_size, config.num_labels)
+        self.act = activation(config.hidden_act)
+        self.dropout = nn.Dropout(p)
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.dense(self.dropout(states[:, 0])))
+        return self.out(self.dropout(x))
+
+
+class BigBirdForSequenceClassification(BigBirdPretrainedModel):
+    def __init__(self, config: BigBirdConfig) -> None:
+        super().__init__(config)
+        self.bert = BigBirdModel(config)
+        self.classifier = ClassificationHead(config)
+        self.init_weights()
+
+    def forward(self, input_ids=None, labels=None, **kwargs) -> ModelOutput:
+        out = self.bert(input_ids, **_encoder_args(kwargs))
+        logits = self.classifier(out.last_hidden_state)
+        loss = classification_loss(logits, labels, self.config.problem_type) if labels is not None else None
+        return ModelOutput(loss=loss, logits=logits, **_extras(out))
+
+
+class BigBirdForMultipleChoice(BigBirdPretrainedModel):
+    """Scores each of the C choices of a (B, C, T) input from its pooled output."""
+
+    def __init__(self, config: BigBirdConfig) -> None:
+        super().__init__(config)
+        self.bert = BigBirdModel(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, 1)
+        self.init_weights()
+
+    def forward(self, input_ids=None, labels=None, **kwargs) -> ModelOutput:
+        args = _encoder_args(kwargs)
+        shape_source = input_ids if input_ids is not None else args["inputs_embeds"]
+        num_choices = shape_source.shape[1]
+        flat = {k: (v.flatten(0, 1) if isinstance(v, torch.Tensor) else v) for k, v in args.items()}
+        out = self.bert(input_ids.flatten(0, 1) if input_ids is not None else None, **flat)
+        logits = self.classifier(self.dropout(out.pooler_output)).view(-1, num_choices)
+        loss = F.cross_entropy(logits, labels) if labels is not None else None
+        return ModelOutput(loss=loss, logits=logits, **_extras(out))
+
+
+class BigBirdForTokenClassification(BigBirdPretrainedModel):
+    def __init__(self, config: BigBirdConfig) -> None:
+        super().__init__(config)
+        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.bert = BigBirdModel(config)
+        self.dropout = nn.Dropout(p)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.init_weights()
+
+    def forward(self, input_ids=None, labels=None, **kwargs) -> ModelOutput:
+        out = self.bert(input_ids, **_encoder_args(kwargs))
+        logits = self.classifier(self.dropout(out.last_hidden_state))
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.view(-1, self.config.num_labels), labels.view(-1))
+        return ModelOutput(loss=loss, logits=logits, **_extras(out))
+
+
+class QAHead(nn.Module):
+    """A feed-forward block over the encoder output, then start/end logits (trivia-qa head)."""
+
+    def __init__(self, config: BigBirdConfig) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.ffn_in = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.ffn_out = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.out = nn.Linear(config.hidden_size, 2)
+        self.act = activation(config.hidden_act)
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        x = self.ffn_in(self.dropout(states))
+        x = self.norm(self.dropout(self.ffn_out(self.act(x))) + states)
+        return self.out(x)
+
+
+def question_mask(question_lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """1 for the question's tokens (positions below its length), 0 for the context."""
+    positions = torch.arange(seq_len, device=question_lengths.device)[None, :]
+    return (positions < question_lengths.view(-1, 1)).long()
+
+
+def span_loss(start_logits, end_logits, start_positions, end_positions) -> torch.Tensor:
+    """Mean of start and end cross-entropies; positions outside the sequence are ignored."""
+    ignored = start_logits.shape[1]
+    start = start_positions.view(-1).clamp(0, ignored)
+    end = end_positions.view(-1).clamp(0, ignored)
+    return (
+        F.cross_entropy(start_logits, start, ignore_index=ignored)
+        + F.cross_entropy(end_logits, end, ignore_index=ignored)
+    ) / 2
+
+
+class BigBirdForQuestionAnswering(BigBirdPretrainedModel):
+    """Extractive QA. Question tokens (up to the first [SEP], or `question_lengths`) can't be answers:
+    their logits are pushed down by 1e6, except [CLS], which stands for "no answer"."""
+
+    def __init__(self, config: BigBirdConfig, add_pooling_layer: bool = False) -> None:
+        super().__init__(config)
+        self.bert = BigBirdModel(config, add_pooling_layer=add_pooling_layer)
+        self.qa = QAHead(config)
+        self.init_weights()
+
+    def forward(
+        self, input_ids=None, question_lengths=None, start_positions=None, end_positions=None, **kwargs
+    ) -> ModelOutput:
+        args = _encoder_args(kwargs)
+        seq_len = (input_ids if input_ids is not None else args["inputs_embeds"]).shape[1]
+        if question_lengths is None and input_ids is not None:
+            question_lengths = (input_ids == self.config.sep_token_id).int().argmax(dim=-1) + 1
+        logits_mask = None
+        if question_lengths is not None:
+            logits_mask = question_mask(question_lengths, seq_len)
+            if args.get("token_type_ids") is None:
+                args["token_type_ids"] = 1 - logits_mask
+            logits_mask[:, 0] = 0
+        out = self.bert(input_ids, **args)
+        logits = self.qa(out.last_hidden_state)
+        if logits_mask is not None:
+            logits = logits - logits_mask[:, :, None] * 1e6
+        start_logits, end_logits = logits.unbind(dim=-1)
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = span_loss(start_logits, end_logits, start_positions, end_positions)
+        return ModelOutput(
+            loss=loss,
+            start_logits=start_logits.contiguous(),
+            end_logits=end_logits.contiguous(),
+            pooler_output=out.pooler_output,
+            **_extras(out),
+        )

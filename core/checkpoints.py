@@ -1,0 +1,273 @@
+"""Checkpoint I/O: find a checkpoint (Hub id or directory), read and write its weights, and translate names.
+
+Our modules use short names (`layers.3.attn.query`); checkpoints on the Hub use the reference's names
+(`encoder.layer.3.attention.self.query`). The translation is one explicit table per family below, applied
+to module prefixes on `.` boundaries, so that every tensor's name can be read off the table.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+CONFIG_FILES = ["config.json", "generation_config.json"]
+TOKENIZER_FILES = ["spiece.model", "tokenizer_config.json", "special_tokens_map.json"]
+SAFETENSORS_FILES = ["model.safetensors", "model.safetensors.index.json", "model-*.safetensors"]
+PICKLE_FILES = ["pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*.bin"]
+
+
+class CheckpointError(Exception):
+    """A checkpoint can't be had or doesn't fit the model; the message is one sentence for the user."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Finding a checkpoint
+# --------------------------------------------------------------------------------------------------
+def resolve_checkpoint(
+    name_or_path: str | Path, *, revision: str | None = None, allow_patterns: list[str] | None = None
+) -> Path:
+    """A local directory as is, or a Hub id downloaded (or found in the cache) through huggingface_hub.
+
+    huggingface_hub honours HF_HOME, HF_HUB_OFFLINE and HF_TOKEN. Only the files a checkpoint needs are
+    fetched: config, tokenizer, and safetensors weights, falling back to pickled weights when a repo has none.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    name = str(name_or_path)
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise CheckpointError(f"{name} is not a checkpoint directory and not a Hub model id.")
+    patterns = allow_patterns or CONFIG_FILES + TOKENIZER_FILES + SAFETENSORS_FILES
+    directory = _download(name, revision, patterns)
+    if allow_patterns is None and not _has_weights(directory):
+        directory = _download(name, revision, CONFIG_FILES + TOKENIZER_FILES + PICKLE_FILES)
+    return directory
+
+
+def _download(repo_id: str, revision: str | None, patterns: list[str]) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    at = f" at revision {revision}" if revision else ""
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
+    except GatedRepoError:
+        raise CheckpointError(f"model {repo_id} is gated: set HF_TOKEN to a token that has access.") from None
+    except RevisionNotFoundError:
+        raise CheckpointError(f"model {repo_id} has no revision {revision}.") from None
+    except RepositoryNotFoundError:
+        raise CheckpointError(f"model {repo_id} was not found on the Hub (or is private: set HF_TOKEN).") from None
+    except HFValidationError:
+        raise CheckpointError(f"{repo_id} is not a checkpoint directory and not a valid Hub model id.") from None
+    except LocalEntryNotFoundError:
+        raise CheckpointError(
+            f"model {repo_id}{at} is not in the local Hub cache and can't be downloaded (offline?)."
+        ) from None
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"model {repo_id}{at} could not be downloaded: {err}".rstrip(".") + ".") from None
+
+
+def _has_weights(directory: Path) -> bool:
+    return any((directory / n).exists() for n in ("model.safetensors", "model.safetensors.index.json"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading and writing tensors
+# --------------------------------------------------------------------------------------------------
+def read_state_dict(directory: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of a checkpoint directory: safetensors (single or sharded) first, else pytorch_model.bin.
+
+    Pickled weights are read with `weights_only=True`: a pickle that would build anything but tensors is
+    refused, never executed.
+    """
+    directory = Path(directory)
+    for single, index, reader in (
+        ("model.safetensors", "model.safetensors.index.json", _read_safetensors),
+        ("pytorch_model.bin", "pytorch_model.bin.index.json", _read_pickle),
+    ):
+        if (directory / single).exists():
+            return reader(directory / single)
+        if (directory / index).exists():
+            weight_map = json.loads((directory / index).read_text())["weight_map"]
+            tensors: dict[str, torch.Tensor] = {}
+            for shard in sorted(set(weight_map.values())):
+                tensors.update(reader(directory / shard))
+            return tensors
+    raise CheckpointError(f"{directory} has no model.safetensors or pytorch_model.bin weights.")
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "unsupported content"
+        raise CheckpointError(
+            f"refused to load {path.name}: it holds more than tensors and loading it could run code ({first})."
+        ) from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path.name} does not hold a dictionary of tensors.")
+    return data
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(path), metadata={"format": "pt"})
+
+
+# --------------------------------------------------------------------------------------------------
+# Name tables
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NameTable:
+    """Our module prefixes ↔ checkpoint prefixes for one family.
+
+    `base` applies inside the base model (under `base_prefix` in a head model); `heads` to the rest.
+    `{i}` stands for a layer index. `aliases` lists other checkpoint names a tensor has been stored under.
+    """
+
+    base_prefix: tuple[str, str]
+    base: list[tuple[str, str]]
+    heads: list[tuple[str, str]] = field(default_factory=list)
+    aliases: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _compile(template: str) -> str:
+    return re.escape(template).replace(re.escape("{i}"), r"(\d+)")
+
+
+def _translate_prefix(name: str, pairs: list[tuple[str, str]], reverse: bool) -> str | None:
+    best: tuple[int, str] | None = None
+    for ours, theirs in pairs:
+        src, dst = (theirs, ours) if reverse else (ours, theirs)
+        m = re.match(_compile(src) + r"(?=\.|$)", name)
+        if m and (best is None or m.end() > best[0]):
+            out = dst
+            for group in m.groups():
+                out = out.replace("{i}", group, 1)
+            best = (m.end(), out + name[m.end() :])
+    return None if best is None else best[1]
+
+
+def translate(name: str, table: NameTable, *, to_checkpoint: bool = True) -> str | None:
+    """Our parameter name → the checkpoint's (or back with `to_checkpoint=False`); None if unknown."""
+    ours_prefix, theirs_prefix = table.base_prefix
+    src_prefix, dst_prefix = (ours_prefix, theirs_prefix) if to_checkpoint else (theirs_prefix, ours_prefix)
+    if name.startswith(src_prefix + "."):
+        inner = _translate_prefix(name[len(src_prefix) + 1 :], table.base, reverse=not to_checkpoint)
+        return None if inner is None else f"{dst_prefix}.{inner}"
+    head = _translate_prefix(name, table.heads, reverse=not to_checkpoint)
+    return head if head is not None else _translate_prefix(name, table.base, reverse=not to_checkpoint)
+
+
+BIGBIRD_TABLE = NameTable(
+    base_prefix=("bert", "bert"),
+    base=[
+        ("embeddings.tokens", "embeddings.word_embeddings"),
+        ("embeddings.positions", "embeddings.position_embeddings"),
+        ("embeddings.types", "embeddings.token_type_embeddings"),
+        ("embeddings.norm", "embeddings.LayerNorm"),
+        ("layers.{i}.attn", "encoder.layer.{i}.attention.self"),
+        ("layers.{i}.attn_out", "encoder.layer.{i}.attention.output.dense"),
+        ("layers.{i}.attn_norm", "encoder.layer.{i}.attention.output.LayerNorm"),
+        ("layers.{i}.cross", "encoder.layer.{i}.crossattention.self"),
+        ("layers.{i}.cross_out", "encoder.layer.{i}.crossattention.output.dense"),
+        ("layers.{i}.cross_norm", "encoder.layer.{i}.crossattention.output.LayerNorm"),
+        ("layers.{i}.ffn_in", "encoder.layer.{i}.intermediate.dense"),
+        ("layers.{i}.ffn_out", "encoder.layer.{i}.output.dense"),
+        ("layers.{i}.ffn_norm", "encoder.layer.{i}.output.LayerNorm"),
+        ("pooler", "pooler"),
+    ],
+    heads=[
+        ("lm.dense", "cls.predictions.transform.dense"),
+        ("lm.norm", "cls.predictions.transform.LayerNorm"),
+        ("lm.decoder", "cls.predictions.decoder"),
+        ("lm.bias", "cls.predictions.bias"),
+        ("nsp", "cls.seq_relationship"),
+        ("classifier.dense", "classifier.dense"),
+        ("classifier.out", "classifier.out_proj"),
+        ("classifier", "classifier"),
+        ("qa.ffn_in", "qa_classifier.intermediate.dense"),
+        ("qa.ffn_out", "qa_classifier.output.dense"),
+        ("qa.norm", "qa_classifier.output.LayerNorm"),
+        ("qa.out", "qa_classifier.qa_outputs"),
+    ],
+    aliases={"cls.predictions.bias": ["cls.predictions.decoder.bias"]},
+)
+
+TABLES: dict[str, NameTable] = {"bigbird": BIGBIRD_TABLE}
+
+
+def _candidates(name: str, table: NameTable) -> list[str]:
+    """Where a tensor may sit in a file: its name, then with/without the base prefix, then old aliases."""
+    prefix = table.base_prefix[1] + "."
+    other = name[len(prefix) :] if name.startswith(prefix) else prefix + name
+    return [name, other, *table.aliases.get(name, [])]
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading into / saving from a model
+# --------------------------------------------------------------------------------------------------
+def _tied_targets(model: nn.Module) -> set[str]:
+    if not getattr(model.config, "tie_word_embeddings", True):
+        return set()
+    return {target for target, _ in getattr(model, "tied", ())}
+
+
+def load_weights(model: nn.Module, directory: str | Path) -> None:
+    """Fill `model` from a checkpoint directory; a missing or mis-shaped tensor is an error naming it."""
+    table = TABLES[model.family]
+    stored = read_state_dict(directory)
+    tied = _tied_targets(model)
+    values: dict[str, torch.Tensor] = {}
+    for ours, param in model.state_dict().items():
+        if ours in tied:
+            continue
+        theirs = translate(ours, table)
+        if theirs is None:
+            raise CheckpointError(f"{type(model).__name__}.{ours} has no entry in the {model.family} name table.")
+        found = next((c for c in _candidates(theirs, table) if c in stored), None)
+        if found is None:
+            raise CheckpointError(f"{directory}: weight {theirs} is missing from the checkpoint.")
+        tensor = stored[found]
+        if tensor.shape != param.shape:
+            raise CheckpointError(
+                f"{directory}: weight {found} has shape {tuple(tensor.shape)}, the model expects {tuple(param.shape)}."
+            )
+        values[ours] = tensor
+    model.load_state_dict(values, strict=False)
+    model.tie_weights()
+
+
+def checkpoint_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's tensors under checkpoint names, tied copies left out (the loader restores them)."""
+    table = TABLES[model.family]
+    tied = _tied_targets(model)
+    out = {}
+    for ours, tensor in model.state_dict().items():
+        if ours in tied:
+            continue
+        theirs = translate(ours, table)
+        if theirs is None:
+            raise CheckpointError(f"{type(model).__name__}.{ours} has no entry in the {model.family} name table.")
+        out[theirs] = tensor
+    return out
+
+
+def save_weights(model: nn.Module, directory: str | Path) -> None:
+    write_safetensors(checkpoint_state_dict(model), Path(directory) / "model.safetensors")

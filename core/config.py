@@ -1,0 +1,231 @@
+"""Model configurations, read from and written to a Hub `config.json`.
+
+A config is a flat bag of fields with the seed's names and defaults. Keys we do not know are kept in
+`extra` and written back unchanged, so a round trip through this toolkit never loses what another tool
+put in the file.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+# Fields every model config carries, whatever the family (the Hub's common keys).
+COMMON_DEFAULTS: dict[str, Any] = {
+    "architectures": None,
+    "is_decoder": False,
+    "add_cross_attention": False,
+    "tie_word_embeddings": True,
+    "problem_type": None,
+    "torch_dtype": None,
+}
+
+
+class ModelConfig:
+    """Base of the family configs: defaults, aliases, labels, and JSON I/O."""
+
+    model_type: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+    # Other names a field is known by (Pegasus calls hidden_size `d_model`).
+    aliases: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.extra: dict[str, Any] = {}
+        for key, value in {**COMMON_DEFAULTS, **self.defaults}.items():
+            object.__setattr__(self, key, copy.deepcopy(value))
+        id2label = kwargs.pop("id2label", None)
+        num_labels = kwargs.pop("num_labels", None)
+        kwargs.pop("label2id", None)  # always derived from id2label
+        kwargs.pop("model_type", None)
+        for key, value in kwargs.items():
+            setattr(self, key, value)
+        if id2label is not None:
+            self.id2label = {int(k): v for k, v in id2label.items()}
+        else:
+            self.num_labels = 2 if num_labels is None else num_labels
+        if num_labels is not None and num_labels != len(self.id2label):
+            self.num_labels = num_labels
+
+    # Attribute access ---------------------------------------------------------------------------
+    def _known(self, key: str) -> bool:
+        return key in COMMON_DEFAULTS or key in self.defaults
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        key = type(self).aliases.get(key, key)
+        if key in ("extra", "id2label") or self._known(key):
+            object.__setattr__(self, key, value)
+        else:
+            self.extra[key] = value
+
+    def __getattr__(self, key: str) -> Any:
+        # Only called when normal lookup fails: aliases first, then keys kept from the file.
+        aliases = type(self).aliases
+        if key in aliases:
+            return getattr(self, aliases[key])
+        extra = self.__dict__.get("extra", {})
+        if key in extra:
+            return extra[key]
+        raise AttributeError(f"{type(self).__name__} has no field {key!r}")
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.id2label)
+
+    @num_labels.setter
+    def num_labels(self, n: int) -> None:
+        self.id2label = {i: f"LABEL_{i}" for i in range(n)}
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {label: i for i, label in self.id2label.items()}
+
+    # Serialisation -------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.extra)
+        for key in {**COMMON_DEFAULTS, **self.defaults}:
+            out[key] = copy.deepcopy(getattr(self, key))
+        out["id2label"] = {str(i): label for i, label in self.id2label.items()}
+        out["label2id"] = self.label2id
+        out["model_type"] = self.model_type
+        return {k: out[k] for k in sorted(out) if out[k] is not None or k not in COMMON_DEFAULTS}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        return cls(**data)
+
+    def to_json_file(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> ModelConfig:
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        self.to_json_file(Path(directory) / "config.json")
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, *, revision: str | None = None) -> ModelConfig:
+        from .checkpoints import resolve_checkpoint
+
+        return cls.from_json_file(resolve_checkpoint(name_or_path, revision=revision) / "config.json")
+
+    def copy(self) -> ModelConfig:
+        return type(self).from_dict(self.to_dict())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ModelConfig) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({json.dumps(self.to_dict(), sort_keys=True)})"
+
+
+class BigBirdConfig(ModelConfig):
+    """Configuration of the BigBird encoder family (google/bigbird-roberta-base and its heads)."""
+
+    model_type = "big_bird"
+    defaults = {
+        "vocab_size": 50358,
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+        "hidden_act": "gelu_new",
+        "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1,
+        "max_position_embeddings": 4096,
+        "type_vocab_size": 2,
+        "initializer_range": 0.02,
+        "layer_norm_eps": 1e-12,
+        "use_cache": True,
+        "pad_token_id": 0,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "sep_token_id": 66,
+        "attention_type": "block_sparse",
+        "use_bias": True,
+        "rescale_embeddings": False,
+        "block_size": 64,
+        "num_random_blocks": 3,
+        "classifier_dropout": None,
+        # Ours: how random blocks are planned ("hf" reproduces transformers, "seeded" google-research).
+        "random_plan": "hf",
+    }
+
+
+# Generation settings a Hub config.json (or generation_config.json) may carry.
+GENERATION_DEFAULTS: dict[str, Any] = {
+    "max_length": 20,
+    "min_length": 0,
+    "num_beams": 1,
+    "length_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "repetition_penalty": 1.0,
+    "early_stopping": False,
+    "num_return_sequences": 1,
+    "forced_bos_token_id": None,
+    "forced_eos_token_id": None,
+}
+
+
+class BigBirdPegasusConfig(ModelConfig):
+    """Configuration of the BigBirdPegasus encoder-decoder (google/bigbird-pegasus-large-*)."""
+
+    model_type = "bigbird_pegasus"
+    aliases = {
+        "num_attention_heads": "encoder_attention_heads",
+        "hidden_size": "d_model",
+        "attention_probs_dropout_prob": "attention_dropout",
+        "num_hidden_layers": "encoder_layers",
+    }
+    defaults = {
+        "vocab_size": 96103,
+        "max_position_embeddings": 4096,
+        "encoder_layers": 16,
+        "encoder_ffn_dim": 4096,
+        "encoder_attention_heads": 16,
+        "decoder_layers": 16,
+        "decoder_ffn_dim": 4096,
+        "decoder_attention_heads": 16,
+        "encoder_layerdrop": 0.0,
+        "decoder_layerdrop": 0.0,
+        "use_cache": True,
+        "is_encoder_decoder": True,
+        "activation_function": "gelu_new",
+        "d_model": 1024,
+        "dropout": 0.1,
+        "attention_dropout": 0.0,
+        "activation_dropout": 0.0,
+        "init_std": 0.02,
+        "decoder_start_token_id": 2,
+        "classifier_dropout": 0.0,
+        "scale_embedding": True,
+        "pad_token_id": 0,
+        "bos_token_id": 2,
+        "eos_token_id": 1,
+        "attention_type": "block_sparse",
+        "block_size": 64,
+        "num_random_blocks": 3,
+        "use_bias": False,
+        "random_plan": "hf",
+        **GENERATION_DEFAULTS,
+    }
+
+
+CONFIG_CLASSES: dict[str, type[ModelConfig]] = {
+    BigBirdConfig.model_type: BigBirdConfig,
+    BigBirdPegasusConfig.model_type: BigBirdPegasusConfig,
+}
+
+
+def load_config(directory: str | Path) -> ModelConfig:
+    """Read `config.json` in a checkpoint directory into the config class its `model_type` names."""
+    data = json.loads((Path(directory) / "config.json").read_text(encoding="utf-8"))
+    model_type = data.get("model_type")
+    if model_type not in CONFIG_CLASSES:
+        raise ValueError(
+            f"{directory}: config.json has model_type {model_type!r}; expected one of {sorted(CONFIG_CLASSES)}."
+        )
+    return CONFIG_CLASSES[model_type].from_dict(data)

@@ -1,0 +1,130 @@
+"""What every model class shares: output objects, activations, weight init, and from/save_pretrained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+
+
+class ModelOutput(dict):
+    """A model's outputs by the seed's names, readable as attributes (`out.logits`) or keys (`out["logits"]`).
+
+    Fields that were not computed are None, so `out.loss` exists whether or not labels were given.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        return tuple(v for v in self.values() if v is not None)
+
+
+ACTIVATIONS = {
+    "gelu": F.gelu,
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_fast": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "selu": F.selu,
+    "silu": F.silu,
+    "swish": F.silu,
+    "tanh": torch.tanh,
+}
+
+
+def activation(name: str):
+    """The activation function a config names."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+class PretrainedModel(nn.Module):
+    """Base of every model class: random init from a config, and loading/saving in the Hub layout.
+
+    Subclasses set `config_class` and `family` (the key of the name-mapping table in checkpoints.py).
+    """
+
+    config_class: ClassVar[type[ModelConfig]]
+    family: ClassVar[str]
+    # Parameters that share storage with another one, as (ours, source): saved once, restored on load.
+    tied: ClassVar[tuple[tuple[str, str], ...]] = ()
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def init_weights(self) -> None:
+        """Normal(0, initializer_range) for linear and embedding weights, zero biases, unit norms."""
+        std = getattr(self.config, "initializer_range", None) or getattr(self.config, "init_std", 0.02)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=std)
+                if module.padding_idx is not None:
+                    module.weight.data[module.padding_idx].zero_()
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """Point each tied parameter at its source (e.g. the MLM decoder at the word embeddings)."""
+        if not getattr(self.config, "tie_word_embeddings", True):
+            return
+        for target, source in self.tied:
+            owner_name, _, attr = target.rpartition(".")
+            setattr(self.get_submodule(owner_name), attr, self.get_parameter(source))
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        *,
+        revision: str | None = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | str | None = None,
+        config: ModelConfig | None = None,
+    ):
+        """Load a Hub id or a local checkpoint directory; the model comes back in eval mode."""
+        from .checkpoints import load_weights, resolve_checkpoint
+
+        directory = resolve_checkpoint(name_or_path, revision=revision)
+        config = config or cls.config_class.from_json_file(directory / "config.json")
+        model = cls(config)
+        load_weights(model, directory)
+        if dtype is not None:
+            model.to(dtype=getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+        if device is not None:
+            model.to(device)
+        return model.eval()
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write config.json and model.safetensors under the checkpoint's tensor names."""
+        from .checkpoints import save_weights
+
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        config = self.config.copy()
+        config.architectures = [type(self).__name__]
+        config.save_pretrained(directory)
+        save_weights(self, directory)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
