@@ -87,7 +87,7 @@ def _legacy_rows(rng: np.random.RandomState, num_blocks: int, r: int, block_size
                 choices = middle[:start]
             else:
                 choices = np.concatenate((middle[:start], middle[end + 1 : last]))
-        rows[i - 1] = rng.permutation(choices)[:r]
+        rows[i - 1] = _fill(rng.permutation(choices)[:r], r)
     return rows
 
 
@@ -99,7 +99,12 @@ def _row_choices(rng: np.random.RandomState, block: int, start: int, end: int, r
     if block == end - 2:
         illegal.add(1)
     picked = [b for b in rng.permutation(np.arange(start, end)) if b not in illegal]
-    return np.array(picked[:r], dtype=np.int64)
+    return _fill(np.array(picked[:r], dtype=np.int64), r)
+
+
+def _fill(picked: np.ndarray, r: int) -> np.ndarray:
+    """Pad a row that found fewer than `r` legal blocks with block 0 (the original raises on such lengths)."""
+    return np.concatenate([picked, np.zeros(r - len(picked), dtype=np.int64)])
 
 
 def _planned_rows(rng: np.random.RandomState, num_blocks: int, num_heads: int, r: int) -> np.ndarray:

@@ -54,7 +54,7 @@ class ModelConfig:
 
     def __setattr__(self, key: str, value: Any) -> None:
         key = type(self).aliases.get(key, key)
-        if key in ("extra", "id2label") or self._known(key):
+        if key in ("extra", "id2label") or self._known(key) or isinstance(getattr(type(self), key, None), property):
             object.__setattr__(self, key, value)
         else:
             self.extra[key] = value

@@ -1,0 +1,258 @@
+"""Parity of the BigBird family with transformers 5.23.0, computed in the same run on tiny random models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+
+import core
+from core.checkpoints import BIGBIRD_TABLE, checkpoint_state_dict, translate
+
+CLASSES = [
+    "BigBirdModel",
+    "BigBirdForPreTraining",
+    "BigBirdForMaskedLM",
+    "BigBirdForCausalLM",
+    "BigBirdForSequenceClassification",
+    "BigBirdForMultipleChoice",
+    "BigBirdForTokenClassification",
+    "BigBirdForQuestionAnswering",
+]
+OUTPUT_NAMES = [
+    "last_hidden_state",
+    "pooler_output",
+    "logits",
+    "prediction_logits",
+    "seq_relationship_logits",
+    "start_logits",
+    "end_logits",
+    "loss",
+]
+TOL = 1e-4
+SEP = 66
+
+
+def tiny_config(**overrides) -> dict:
+    """A small BigBird: 8-token blocks so that a couple of hundred tokens exercise every block-sparse part."""
+    base = dict(
+        vocab_size=120,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        max_position_embeddings=512,
+        block_size=8,
+        num_random_blocks=2,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        initializer_range=0.2,  # larger than the default so that differences would show
+        sep_token_id=SEP,
+        num_labels=3,
+    )
+    return {**base, **overrides}
+
+
+def reference_and_ours(name: str, tmp_path, **config) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """A random transformers model, saved in the Hub layout and loaded by us."""
+    torch.manual_seed(0)
+    ref_config = transformers.BigBirdConfig(**tiny_config(**config))
+    if name == "BigBirdForCausalLM":
+        ref_config.is_decoder = True
+    ref = getattr(transformers, name)(ref_config).eval()
+    ref.save_pretrained(tmp_path)
+    return ref, getattr(core, name).from_pretrained(tmp_path)
+
+
+def make_inputs(name: str, seq_len: int, batch: int = 2, seed: int = 1) -> dict[str, torch.Tensor]:
+    """A padded batch: the last row ends early. QA inputs get a question ended by [SEP].
+
+    A block-sparse decoder is compared on inputs short enough for the reference to fall back to full causal
+    attention: on longer ones transformers runs block-sparse attention in a decoder, which is not causal (the
+    future leaks into every position); we always run a decoder with full causal attention.
+    """
+    if name == "BigBirdForCausalLM":
+        seq_len = seq_len % 64 + 8
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 60, (batch, seq_len), generator=g)
+    mask = torch.ones(batch, seq_len, dtype=torch.long)
+    mask[-1, seq_len - seq_len // 3 :] = 0
+    ids[-1, seq_len - seq_len // 3 :] = 0
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    if name == "BigBirdForQuestionAnswering":
+        ids[:, 7] = SEP
+    if name == "BigBirdForMultipleChoice":
+        inputs = {k: v[:, None].repeat(1, 3, 1) for k, v in inputs.items()}
+        inputs["input_ids"][:, 1, 3] += 1
+    return inputs
+
+
+def labels_for(name: str, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    ids = inputs["input_ids"]
+    batch = ids.shape[0]
+    if name in ("BigBirdForMaskedLM", "BigBirdForCausalLM", "BigBirdForTokenClassification"):
+        labels = ids % 3 if name == "BigBirdForTokenClassification" else ids.clone()
+        return {"labels": labels}
+    if name == "BigBirdForPreTraining":
+        return {"labels": ids.clone(), "next_sentence_label": torch.tensor([0, 1][:batch])}
+    if name == "BigBirdForSequenceClassification":
+        return {"labels": torch.tensor([2, 0][:batch])}
+    if name == "BigBirdForMultipleChoice":
+        return {"labels": torch.tensor([1, 2][:batch])}
+    if name == "BigBirdForQuestionAnswering":
+        return {"start_positions": torch.tensor([9, 12]), "end_positions": torch.tensor([11, 20])}
+    return {}
+
+
+def assert_outputs_match(ref_out, our_out, valid: torch.Tensor | None = None) -> list[str]:
+    compared = []
+    for key in OUTPUT_NAMES:
+        theirs = getattr(ref_out, key, None)
+        if theirs is None:
+            continue
+        ours = our_out[key]
+        assert ours is not None, f"{key} missing from our outputs"
+        assert ours.shape == theirs.shape, key
+        diff = (ours - theirs).abs().max().item()
+        assert diff <= TOL, f"{key}: max |diff| {diff}"
+        compared.append(key)
+    return compared
+
+
+@pytest.mark.parametrize("seq_len", [200, 203])
+@pytest.mark.parametrize("attention_type", ["block_sparse", "original_full"])
+@pytest.mark.parametrize("name", CLASSES)
+def test_parity_all_classes(name, attention_type, seq_len, tmp_path):
+    ref, ours = reference_and_ours(name, tmp_path, attention_type=attention_type)
+    inputs = make_inputs(name, seq_len)
+    labels = labels_for(name, inputs)
+    with torch.no_grad():
+        ref_out = ref(**inputs, **labels)
+        our_out = ours(**inputs, **labels)
+    compared = assert_outputs_match(ref_out, our_out)
+    assert len(compared) >= 2
+    assert name == "BigBirdModel" or "loss" in compared
+
+
+@pytest.mark.parametrize(
+    "variation",
+    [{"rescale_embeddings": True}, {"use_bias": False}, {"num_random_blocks": 3, "block_size": 16}],
+    ids=["rescale_embeddings", "no_bias", "r3_bs16"],
+)
+def test_parity_config_variations(variation, tmp_path):
+    ref, ours = reference_and_ours("BigBirdForMaskedLM", tmp_path, **variation)
+    inputs = make_inputs("BigBirdForMaskedLM", 301)
+    with torch.no_grad():
+        assert_outputs_match(ref(**inputs), ours(**inputs))
+
+
+@pytest.mark.parametrize("attention_type", ["block_sparse", "original_full"])
+def test_parity_hidden_states_and_attentions(attention_type, tmp_path):
+    ref, ours = reference_and_ours("BigBirdModel", tmp_path, attention_type=attention_type)
+    inputs = make_inputs("BigBirdModel", 200)
+    with torch.no_grad():
+        ref_out = ref(**inputs, output_hidden_states=True, output_attentions=True)
+        our_out = ours(**inputs, output_hidden_states=True, output_attentions=True)
+    assert len(our_out.hidden_states) == len(ref_out.hidden_states)
+    for theirs, mine in zip(ref_out.hidden_states, our_out.hidden_states, strict=True):
+        assert (theirs - mine).abs().max() <= TOL
+    # Attention probabilities are compared on real (unpadded) query rows: a padded query's output is zeroed
+    # in block-sparse mode, and the reference spreads that row's (unused) weights differently.
+    valid = inputs["attention_mask"].bool()
+    for theirs, mine in zip(ref_out.attentions, our_out.attentions, strict=True):
+        assert theirs.shape == mine.shape
+        rows = valid[:, None, :, None].expand_as(theirs)
+        assert (theirs - mine).abs()[rows].max() <= TOL
+
+
+def test_parity_token_type_ids_position_ids_and_inputs_embeds(tmp_path):
+    ref, ours = reference_and_ours("BigBirdModel", tmp_path)
+    inputs = make_inputs("BigBirdModel", 203)
+    types = torch.zeros_like(inputs["input_ids"])
+    types[:, 100:] = 1
+    positions = torch.arange(203).expand(2, 203) + 3
+    embeds = ours.embeddings.tokens(inputs["input_ids"]).detach()
+    with torch.no_grad():
+        for kwargs in (
+            {"input_ids": inputs["input_ids"], "token_type_ids": types, "position_ids": positions},
+            {"inputs_embeds": embeds},
+        ):
+            ref_out = ref(attention_mask=inputs["attention_mask"], **kwargs)
+            our_out = ours(attention_mask=inputs["attention_mask"], **kwargs)
+            assert_outputs_match(ref_out, our_out)
+
+
+def test_question_answering_masks_the_question(tmp_path):
+    ref, ours = reference_and_ours("BigBirdForQuestionAnswering", tmp_path)
+    inputs = make_inputs("BigBirdForQuestionAnswering", 150)
+    lengths = torch.tensor([[5], [9]])
+    with torch.no_grad():
+        ref_out = ref(**inputs, question_lengths=lengths)
+        our_out = ours(**inputs, question_lengths=lengths)
+    assert_outputs_match(ref_out, our_out)
+    # Question tokens (but not [CLS]) are pushed out of reach.
+    assert (our_out.start_logits[0, 1:5] < -1e5).all() and our_out.start_logits[0, 0] > -1e5
+    assert (our_out.start_logits[0, 5:] > -1e5).all()
+
+
+def test_backward_gradients_match(tmp_path):
+    ref, ours = reference_and_ours("BigBirdForMaskedLM", tmp_path)
+    inputs = make_inputs("BigBirdForMaskedLM", 203)
+    labels = labels_for("BigBirdForMaskedLM", inputs)
+    ref(**inputs, **labels).loss.backward()
+    ours(**inputs, **labels).loss.backward()
+    ref_grads = {k: p.grad for k, p in ref.named_parameters() if p.grad is not None}
+    checked = 0
+    for name, param in ours.named_parameters():
+        theirs = translate(name, BIGBIRD_TABLE)
+        if theirs in ref_grads:
+            assert param.grad is not None, name
+            assert (param.grad - ref_grads[theirs]).abs().max() <= TOL, name
+            checked += 1
+    assert checked > 20
+
+
+def test_causal_lm_is_causal_and_cross_attention_reads_the_encoder():
+    """transformers 5.23 also feeds encoder states to the *self*-attention of a BigBird decoder layer, so its
+    cross-attention decoder is no oracle; we check the properties a decoder must have instead."""
+    torch.manual_seed(0)
+    config = core.BigBirdConfig(**tiny_config(is_decoder=True, add_cross_attention=True))
+    model = core.BigBirdForCausalLM(config).eval()
+    ids = torch.randint(5, 60, (1, 20))
+    encoder = torch.randn(1, 9, 32)
+    with torch.no_grad():
+        full = model(ids, encoder_hidden_states=encoder).logits
+        prefix = model(ids[:, :12], encoder_hidden_states=encoder).logits
+        other = model(ids, encoder_hidden_states=encoder + 1).logits
+    assert (full[:, :12] - prefix).abs().max() <= TOL
+    assert (full - other).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("name", CLASSES)
+def test_round_trip_ours_to_transformers(name, tmp_path):
+    torch.manual_seed(3)
+    config = core.BigBirdConfig(**tiny_config(is_decoder=name == "BigBirdForCausalLM"))
+    ours = getattr(core, name)(config).eval()
+    ours.save_pretrained(tmp_path)
+    ref = getattr(transformers, name).from_pretrained(tmp_path).eval()
+    inputs = make_inputs(name, 203)
+    with torch.no_grad():
+        assert assert_outputs_match(ref(**inputs), ours(**inputs))
+    back = getattr(core, name).from_pretrained(tmp_path)
+    with torch.no_grad():
+        assert assert_outputs_match(ref(**inputs), back(**inputs))
+
+
+@pytest.mark.parametrize("name", CLASSES)
+def test_name_table_round_trip(name):
+    """ours → checkpoint names are exactly transformers' parameter names, and translate back to ours."""
+    config = tiny_config(is_decoder=name == "BigBirdForCausalLM")
+    ours = getattr(core, name)(core.BigBirdConfig(**config))
+    ref = getattr(transformers, name)(transformers.BigBirdConfig(**config))
+    ours_to_theirs = checkpoint_state_dict(ours)
+    ref_names = {k for k in ref.state_dict() if not k.endswith((".position_ids", ".token_type_ids"))}
+    tied_in_ref = {"cls.predictions.decoder.weight", "cls.predictions.decoder.bias"}
+    assert set(ours_to_theirs) == ref_names - tied_in_ref
+    for our_name in ours.state_dict():
+        theirs = translate(our_name, BIGBIRD_TABLE)
+        assert translate(theirs, BIGBIRD_TABLE, to_checkpoint=False) == our_name
