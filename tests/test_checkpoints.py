@@ -1,0 +1,217 @@
+"""Checkpoint I/O: weight formats, refusing code-carrying pickles, clear errors, configs, and Hub-cache lookup."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+import core
+from core.checkpoints import CheckpointError, checkpoint_state_dict, read_state_dict, write_safetensors
+
+TINY = dict(
+    vocab_size=80,
+    hidden_size=16,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    intermediate_size=24,
+    max_position_embeddings=256,
+    block_size=8,
+    num_random_blocks=1,
+)
+
+
+def tiny_model(cls=core.BigBirdForMaskedLM, **overrides):
+    torch.manual_seed(0)
+    return cls(core.BigBirdConfig(**TINY, **overrides)).eval()
+
+
+def logits(model, ids=None):
+    ids = torch.arange(3, 40)[None] if ids is None else ids
+    with torch.no_grad():
+        out = model(ids)
+    return out.logits if "logits" in out else out.last_hidden_state
+
+
+def test_pytorch_bin_single_and_sharded(tmp_path):
+    model = tiny_model()
+    model.config.save_pretrained(tmp_path / "single")
+    torch.save(checkpoint_state_dict(model), tmp_path / "single" / "pytorch_model.bin")
+    loaded = core.BigBirdForMaskedLM.from_pretrained(tmp_path / "single")
+    assert torch.equal(logits(loaded), logits(model))
+
+    sharded = tmp_path / "sharded"
+    model.config.save_pretrained(sharded)
+    tensors = checkpoint_state_dict(model)
+    names = sorted(tensors)
+    halves = {"pytorch_model-00001-of-00002.bin": names[::2], "pytorch_model-00002-of-00002.bin": names[1::2]}
+    weight_map = {}
+    for shard, keys in halves.items():
+        torch.save({k: tensors[k] for k in keys}, sharded / shard)
+        weight_map.update(dict.fromkeys(keys, shard))
+    (sharded / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    assert torch.equal(logits(core.BigBirdForMaskedLM.from_pretrained(sharded)), logits(model))
+
+
+def test_sharded_safetensors(tmp_path):
+    model = tiny_model()
+    model.config.save_pretrained(tmp_path)
+    tensors = checkpoint_state_dict(model)
+    names = sorted(tensors)
+    weight_map = {}
+    for i, keys in enumerate((names[:5], names[5:])):
+        shard = f"model-0000{i + 1}-of-00002.safetensors"
+        write_safetensors({k: tensors[k] for k in keys}, tmp_path / shard)
+        weight_map.update(dict.fromkeys(keys, shard))
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    assert torch.equal(logits(core.BigBirdForMaskedLM.from_pretrained(tmp_path)), logits(model))
+
+
+class RunsCode:
+    """Unpickling this would call `Path.touch` on a marker file: it stands for any code a pickle can run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_malicious_pickle_is_refused_and_never_run(tmp_path):
+    marker = tmp_path / "pwned"
+    tiny_model().config.save_pretrained(tmp_path)
+    torch.save({"bert.embeddings.word_embeddings.weight": RunsCode(marker)}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="refused to load pytorch_model.bin"):
+        core.BigBirdForMaskedLM.from_pretrained(tmp_path)
+    assert not marker.exists()
+
+
+def test_missing_and_misshaped_weights_name_the_tensor(tmp_path):
+    model = tiny_model()
+    model.save_pretrained(tmp_path)
+    tensors = read_state_dict(tmp_path)
+    del tensors["bert.encoder.layer.0.output.dense.weight"]
+    write_safetensors(tensors, tmp_path / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"bert\.encoder\.layer\.0\.output\.dense\.weight is missing"):
+        core.BigBirdForMaskedLM.from_pretrained(tmp_path)
+    tensors["bert.encoder.layer.0.output.dense.weight"] = torch.zeros(3, 3)
+    write_safetensors(tensors, tmp_path / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"output\.dense\.weight has shape \(3, 3\)"):
+        core.BigBirdForMaskedLM.from_pretrained(tmp_path)
+
+
+def test_tied_decoder_with_or_without_a_stored_copy(tmp_path):
+    model = tiny_model()
+    model.save_pretrained(tmp_path)
+    assert "cls.predictions.decoder.weight" not in read_state_dict(tmp_path)
+    loaded = core.BigBirdForMaskedLM.from_pretrained(tmp_path)
+    assert loaded.lm.decoder.weight is loaded.bert.embeddings.tokens.weight
+    tensors = read_state_dict(tmp_path)
+    tensors["cls.predictions.decoder.weight"] = tensors["bert.embeddings.word_embeddings.weight"].clone()
+    tensors["position_ids"] = torch.arange(4)  # stray buffers in old checkpoints are ignored
+    write_safetensors(tensors, tmp_path / "model.safetensors")
+    assert torch.equal(logits(core.BigBirdForMaskedLM.from_pretrained(tmp_path)), logits(model))
+
+
+def test_untied_decoder_is_loaded_from_the_file(tmp_path):
+    model = tiny_model(tie_word_embeddings=False)
+    with torch.no_grad():
+        model.lm.decoder.weight.add_(1.0)
+    model.save_pretrained(tmp_path)
+    loaded = core.BigBirdForMaskedLM.from_pretrained(tmp_path)
+    assert loaded.lm.decoder.weight is not loaded.bert.embeddings.tokens.weight
+    assert torch.equal(logits(loaded), logits(model))
+
+
+def test_base_model_loads_from_a_head_checkpoint(tmp_path):
+    model = tiny_model()
+    model.save_pretrained(tmp_path)
+    base = core.BigBirdModel.from_pretrained(tmp_path)
+    with torch.no_grad():
+        expected = model.bert(torch.arange(3, 40)[None]).last_hidden_state
+    assert torch.equal(logits(base), expected)
+
+
+def test_dtype_and_device_arguments(tmp_path):
+    tiny_model().save_pretrained(tmp_path)
+    model = core.BigBirdForMaskedLM.from_pretrained(tmp_path, dtype="bfloat16", device="cpu")
+    assert model.dtype == torch.bfloat16 and not model.training
+    assert logits(model).dtype == torch.bfloat16
+
+
+def test_config_keeps_unknown_keys_and_architectures(tmp_path):
+    data = {
+        "model_type": "big_bird",
+        "architectures": ["BigBirdForQuestionAnswering"],
+        "hidden_size": 16,
+        "some_future_key": {"nested": [1, 2]},
+        "id2label": {"0": "neg", "1": "pos"},
+    }
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    config = core.load_config(tmp_path)
+    assert isinstance(config, core.BigBirdConfig)
+    assert config.some_future_key == {"nested": [1, 2]} and config.id2label == {0: "neg", 1: "pos"}
+    assert config.num_labels == 2 and config.label2id == {"neg": 0, "pos": 1}
+    config.save_pretrained(tmp_path / "out")
+    written = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert written["some_future_key"] == {"nested": [1, 2]}
+    assert written["architectures"] == ["BigBirdForQuestionAnswering"]
+    assert transformers.BigBirdConfig.from_pretrained(tmp_path / "out").id2label == {0: "neg", 1: "pos"}
+
+
+def test_config_defaults_match_the_seed():
+    ours = core.BigBirdConfig().to_dict()
+    theirs = transformers.BigBirdConfig().to_dict()
+    for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
+        assert ours[key] == theirs[key]
+    for key in ("hidden_act", "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "sep_token_id"):
+        assert ours[key] == theirs[key]
+    for key in ("attention_type", "use_bias", "rescale_embeddings", "block_size", "num_random_blocks"):
+        assert ours[key] == theirs[key]
+
+
+def test_not_a_checkpoint_is_one_clear_sentence(tmp_path):
+    with pytest.raises(CheckpointError, match="is not a checkpoint directory"):
+        core.resolve_checkpoint(str(tmp_path / "nope"))
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="has no model.safetensors or pytorch_model.bin"):
+        read_state_dict(tmp_path)
+
+
+HUB_SCRIPT = textwrap.dedent(
+    """
+    import sys, core
+    from core.checkpoints import CheckpointError
+    path = core.resolve_checkpoint("google/tiny-bird")
+    print(path)
+    model = core.BigBirdForMaskedLM.from_pretrained("google/tiny-bird")
+    try:
+        core.resolve_checkpoint("google/not-cached")
+    except CheckpointError as err:
+        print("ERROR", err)
+    """
+)
+
+
+def test_hub_id_resolves_from_the_local_cache_offline(tmp_path):
+    """A Hub id is looked up in HF_HOME's cache through huggingface_hub, with HF_HUB_OFFLINE=1 honoured."""
+    snapshot = tmp_path / "hf" / "hub" / "models--google--tiny-bird" / "snapshots" / ("a" * 40)
+    tiny_model().save_pretrained(snapshot)
+    refs = snapshot.parent.parent / "refs"
+    refs.mkdir()
+    (refs / "main").write_text("a" * 40)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    env.pop("HF_HUB_CACHE", None)
+    run = subprocess.run([sys.executable, "-c", HUB_SCRIPT], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.strip().splitlines()
+    assert Path(lines[0]) == snapshot
+    assert lines[1].startswith("ERROR model google/not-cached is not in the local Hub cache")
+    assert lines[1].count(".") <= 2  # one sentence
