@@ -1,0 +1,299 @@
+"""Documents and the readers that turn the CLI's inputs into them.
+
+Every input kind (files, folders, stdin, inline text, JSONL records, dataset rows) becomes the same small
+`Document`, so the tasks and the batch loop never care where text came from. A document that cannot be read
+(an empty or binary file, a file that vanished, a malformed JSONL line, a missing field) is still yielded, with
+`error` set to a one-sentence reason: one bad input must become one error record, never stop the batch.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+DEFAULT_GLOBS: tuple[str, ...] = ("*.txt", "*.md")
+# A NUL byte in the first few kilobytes is how grep and git tell binary files from text.
+BINARY_SNIFF_BYTES = 8192
+
+
+@dataclass
+class Document:
+    """One unit of work: an id for the output record, where it came from, and its text.
+
+    `error` marks a document that could not be read (its record will carry the error instead of results);
+    `warning` marks one that was read with a caveat (invalid UTF-8 replaced). `fields` holds extra per-document
+    inputs a task may use, such as a JSONL record's `question`.
+    """
+
+    id: str
+    source: str
+    text: str = ""
+    error: str | None = None
+    warning: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+class InputError(Exception):
+    """An input that cannot be opened at all (a dataset that can't be loaded): a usage error, not a bad document."""
+
+
+# Bytes → text -------------------------------------------------------------------------------------------------
+
+
+def decode_text(data: bytes, what: str) -> tuple[str, str | None, str | None]:
+    """Decode raw bytes as UTF-8 and return `(text, error, warning)`.
+
+    Binary data and empty input are errors. Invalid UTF-8 is decoded with replacement characters and a
+    warning, since a few bad bytes in an otherwise good text file should not cost the whole document.
+    """
+    if b"\x00" in data[:BINARY_SNIFF_BYTES]:
+        return "", f"{what} looks like a binary file (it contains NUL bytes), not text.", None
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]  # a UTF-8 byte-order mark is not part of the text
+    warning = None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        text = data.decode("utf-8", errors="replace")
+        warning = f"{what} is not valid UTF-8 (first bad byte at offset {exc.start}); bad bytes were replaced."
+    if not text.strip():
+        return "", f"{what} is empty.", None
+    return text, None, warning
+
+
+def read_file(path: Path, doc_id: str) -> Document:
+    """Read one text file into a Document; any failure becomes the document's error."""
+    source = str(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return Document(doc_id, source, error=f"{path} does not exist (it may have been moved or deleted).")
+    except IsADirectoryError:
+        return Document(doc_id, source, error=f"{path} is a directory, not a file.")
+    except OSError as exc:
+        return Document(doc_id, source, error=f"{path} could not be read: {exc.strerror or exc}.")
+    text, error, warning = decode_text(data, str(path))
+    return Document(doc_id, source, text, error=error, warning=warning)
+
+
+def read_stream(stream: BinaryIO, doc_id: str = "stdin", source: str = "stdin") -> Document:
+    """Read a whole byte stream (stdin) as one Document."""
+    text, error, warning = decode_text(stream.read(), source)
+    return Document(doc_id, source, text, error=error, warning=warning)
+
+
+# Paths ------------------------------------------------------------------------------------------------------
+
+
+def folder_files(folder: Path, globs: Sequence[str]) -> list[Path]:
+    """Files under `folder` (recursively) whose names match any of `globs`, in a stable sorted order.
+
+    Sorting by the relative path makes the document order, and therefore shards, the same on every machine.
+    Hidden files and folders (names starting with a dot) are skipped, so `.git` never becomes input.
+    """
+    found: set[Path] = set()
+    for pattern in globs:
+        for path in folder.rglob(pattern):
+            rel = path.relative_to(folder)
+            if path.is_file() and not any(part.startswith(".") for part in rel.parts):
+                found.add(path)
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def iter_paths(
+    paths: Sequence[str], globs: Sequence[str] = DEFAULT_GLOBS, stdin: BinaryIO | None = None
+) -> Iterator[Document]:
+    """Documents for positional PATHS: a file is one document, a folder is every matching file under it,
+    `-` is all of stdin as one document.
+
+    Ids are the file path as given, the path relative to the folder given, or `stdin`.
+    """
+    for given in paths:
+        if given == "-":
+            yield read_stream(stdin if stdin is not None else sys.stdin.buffer)
+            continue
+        path = Path(given)
+        if path.is_dir():
+            files = folder_files(path, globs)
+            if not files:
+                # An empty folder yields nothing; the caller reports "no input" if nothing else came either.
+                continue
+            for file in files:
+                yield read_file(file, file.relative_to(path).as_posix())
+        else:
+            yield read_file(path, given)
+
+
+def iter_texts(texts: Sequence[str]) -> Iterator[Document]:
+    """Documents for `--text` strings, with ids `text:0`, `text:1`, ..."""
+    for i, text in enumerate(texts):
+        doc = Document(f"text:{i}", "--text", text)
+        if not text.strip():
+            doc.error = f"--text number {i} is empty."
+        yield doc
+
+
+# Records (JSONL lines, dataset rows) -------------------------------------------------------------------------
+
+
+def record_document(
+    record: Any, fallback_id: str, source: str, text_field: str, id_field: str, extra_fields: Sequence[str]
+) -> Document:
+    """Turn one JSON object / dataset row into a Document, checking the fields it must have."""
+    if not isinstance(record, dict):
+        return Document(fallback_id, source, error=f"{source} is a JSON {type(record).__name__}, not an object.")
+    raw_id = record.get(id_field)
+    doc_id = fallback_id if raw_id is None or raw_id == "" else str(raw_id)
+    fields = {name: record[name] for name in extra_fields if record.get(name) is not None}
+    text = record.get(text_field)
+    if text is None:
+        return Document(doc_id, source, error=f"{source} has no {text_field!r} field.", fields=fields)
+    if not isinstance(text, str):
+        return Document(
+            doc_id, source, error=f"{source}: field {text_field!r} is a {type(text).__name__}, not a string."
+        )
+    if not text.strip():
+        return Document(doc_id, source, error=f"{source}: field {text_field!r} is empty.", fields=fields)
+    return Document(doc_id, source, text, fields=fields)
+
+
+def iter_jsonl(
+    name: str,
+    text_field: str = "text",
+    id_field: str = "id",
+    extra_fields: Sequence[str] = (),
+    stdin: BinaryIO | None = None,
+) -> Iterator[Document]:
+    """Documents from a JSONL file (or `-` for stdin), one per non-blank line.
+
+    A line that is not valid JSON, or lacks the text field, becomes an error document with id `<file>:<line>`
+    (or the record's id where it has one). A file that cannot be opened is one error document.
+    """
+    label = "stdin" if name == "-" else name
+    if name == "-":
+        stream: BinaryIO = stdin if stdin is not None else sys.stdin.buffer
+        yield from _jsonl_lines(stream, label, text_field, id_field, extra_fields)
+        return
+    try:
+        handle = open(name, "rb")
+    except OSError as exc:
+        yield Document(label, label, error=f"{name} could not be opened: {exc.strerror or exc}.")
+        return
+    with handle:
+        yield from _jsonl_lines(handle, label, text_field, id_field, extra_fields)
+
+
+def _jsonl_lines(
+    stream: Iterable[bytes], label: str, text_field: str, id_field: str, extra_fields: Sequence[str]
+) -> Iterator[Document]:
+    for lineno, raw in enumerate(stream, start=1):
+        if not raw.strip():
+            continue
+        where = f"{label}:{lineno}"
+        line = raw.decode("utf-8", errors="replace")
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield Document(where, where, error=f"line {lineno} of {label} is not valid JSON ({exc.msg}).")
+            continue
+        yield record_document(record, where, where, text_field, id_field, extra_fields)
+
+
+# Datasets ---------------------------------------------------------------------------------------------------
+
+# Local file suffix → the `datasets` builder that reads it.
+DATASET_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
+
+
+def load_dataset_stream(name_or_path: str, split: str) -> Iterable[Any]:
+    """Open a dataset for streaming with the `datasets` library: a local json/csv/parquet/text file or folder,
+    or a Hub dataset id. Streaming reads rows as they are needed instead of loading the whole set.
+
+    Raises InputError with one sentence when it cannot be opened (missing file, unknown split, offline).
+    """
+    import datasets  # imported here: it takes a second or two, and most runs don't need it
+
+    datasets.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    path = Path(name_or_path)
+    try:
+        if path.is_file():
+            builder = DATASET_BUILDERS.get(path.suffix.lower())
+            if builder is None:
+                raise InputError(
+                    f"{name_or_path}: unknown dataset file type {path.suffix!r}; "
+                    f"use one of {', '.join(sorted(DATASET_BUILDERS))}."
+                )
+            return datasets.load_dataset(builder, data_files={split: str(path)}, split=split, streaming=True)
+        return datasets.load_dataset(name_or_path, split=split, streaming=True)
+    except InputError:
+        raise
+    except Exception as exc:  # datasets raises many kinds (FileNotFoundError, ConnectionError, ValueError, ...)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"dataset {name_or_path!r} (split {split!r}) could not be opened: {reason}") from exc
+
+
+def iter_dataset(
+    name_or_path: str,
+    split: str = "train",
+    text_field: str = "text",
+    id_field: str = "id",
+    extra_fields: Sequence[str] = (),
+    rows: Iterable[Any] | None = None,
+) -> Iterator[Document]:
+    """Documents from dataset rows; ids come from the id field, or `<split>:<row number>` without one.
+
+    `rows` lets a caller pass an already-opened stream (so the dataset is opened, and any error raised, before
+    the model loads); otherwise the dataset is opened here.
+    """
+    if rows is None:
+        rows = load_dataset_stream(name_or_path, split)
+    for i, row in enumerate(rows):
+        where = f"{name_or_path}[{split}]:{i}"
+        yield record_document(row, f"{split}:{i}", where, text_field, id_field, extra_fields)
+
+
+# All inputs together ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Inputs:
+    """Everything a command was asked to read, in the order the documents are produced."""
+
+    paths: Sequence[str] = ()
+    texts: Sequence[str] = ()
+    jsonl: Sequence[str] = ()
+    dataset: str | None = None
+    split: str = "train"
+    globs: Sequence[str] = DEFAULT_GLOBS
+    text_field: str = "text"
+    id_field: str = "id"
+    extra_fields: Sequence[str] = ()
+
+    def is_empty(self) -> bool:
+        return not (self.paths or self.texts or self.jsonl or self.dataset)
+
+    def open(self, stdin: BinaryIO | None = None) -> Iterator[Document]:
+        """The documents of all inputs: paths, then --text, then JSONL files, then the dataset.
+
+        The dataset is opened before the first document is produced, so a dataset that can't be had fails
+        fast with InputError, before any model is loaded.
+        """
+        if sum(p == "-" for p in self.paths) + sum(j == "-" for j in self.jsonl) > 1:
+            raise InputError("stdin can be read only once: give '-' as a path or as --jsonl, not both.")
+        rows = load_dataset_stream(self.dataset, self.split) if self.dataset else None
+        return self._documents(rows, stdin)
+
+    def _documents(self, rows: Iterable[Any] | None, stdin: BinaryIO | None) -> Iterator[Document]:
+        yield from iter_paths(self.paths, self.globs, stdin)
+        yield from iter_texts(self.texts)
+        for name in self.jsonl:
+            yield from iter_jsonl(name, self.text_field, self.id_field, self.extra_fields, stdin)
+        if self.dataset:
+            yield from iter_dataset(
+                self.dataset, self.split, self.text_field, self.id_field, self.extra_fields, rows=rows
+            )
