@@ -1,0 +1,251 @@
+"""The one batch loop: documents in, records out, for every task.
+
+It owns what every command shares: picking this shard's documents, skipping ids a previous run finished
+(`--resume`), grouping documents of similar length into batches (less padding), turning failures into error
+records, writing records in input order as soon as they are ready, progress on stderr, and the exit code.
+A task only ever sees a list of readable documents and returns one record per document.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from core.documents import Document, InputError
+from core.tasks.records import Record, error_record
+
+from .options import CommonOptions
+from .output import JsonlWriter, console, error, info, open_jsonl, read_done_ids, warn
+
+# Documents read ahead of the model when --batch-size > 1, as a multiple of the batch size: enough to form
+# batches of similar lengths, few enough that records still stream out steadily.
+BUCKET_WINDOW = 8
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class Task(Protocol):
+    """What the runner needs from a task: a model label for records, and documents → records."""
+
+    model_name: str
+
+    def __call__(self, docs: list[Document]) -> list[Record]: ...
+
+
+@dataclass(frozen=True)
+class Shard:
+    """The `index`-th (0-based) of `count` deterministic slices: document number k belongs to shard k % count."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, spec: str) -> Shard:
+        """Parse `I/N` (0 <= I < N); ValueError with a one-sentence reason otherwise."""
+        try:
+            index_text, count_text = spec.split("/")
+            index, count = int(index_text), int(count_text)
+        except ValueError:
+            raise ValueError(f"--shard takes I/N (for example 0/4), not {spec!r}.") from None
+        if count < 1 or not 0 <= index < count:
+            raise ValueError(f"--shard {spec}: I must be between 0 and N-1 (shards are numbered from 0).")
+        return cls(index, count)
+
+    def select(self, docs: Iterable[Document]) -> Iterator[Document]:
+        return (doc for k, doc in enumerate(docs) if k % self.count == self.index)
+
+
+@dataclass
+class RunStats:
+    """What happened, for the summary line and the exit code."""
+
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_SOME_FAILED if self.failed else EXIT_OK
+
+
+def run(
+    task: Task,
+    docs: Iterable[Document],
+    writer: JsonlWriter,
+    *,
+    batch_size: int = 1,
+    shard: Shard | None = None,
+    skip_ids: set[str] | frozenset[str] = frozenset(),
+    progress: bool = False,
+) -> RunStats:
+    """Run `task` over `docs` and write one record per document to `writer`, in input order.
+
+    A batch that raises is retried one document at a time, so an exception caused by one document becomes
+    that document's error record and its batch-mates still get results.
+    """
+    stats = RunStats()
+    if shard is not None:
+        docs = shard.select(docs)
+
+    def todo() -> Iterator[Document]:
+        for doc in docs:
+            if doc.id in skip_ids:
+                stats.skipped += 1
+            else:
+                yield doc
+
+    def emit(record: Record) -> None:
+        writer.write(record)
+        if "error" in record:
+            stats.failed += 1
+            error(f"{record['id']}: {record['error']}")
+        else:
+            stats.ok += 1
+        advance()
+
+    advance, stop = _progress(progress)
+    try:
+        window_size = 1 if batch_size <= 1 else batch_size * BUCKET_WINDOW
+        for window in _windows(todo(), window_size):
+            _run_window(task, window, batch_size, emit)
+    finally:
+        stop()
+    return stats
+
+
+def _windows(docs: Iterator[Document], size: int) -> Iterator[list[Document]]:
+    window: list[Document] = []
+    for doc in docs:
+        window.append(doc)
+        if len(window) >= size:
+            yield window
+            window = []
+    if window:
+        yield window
+
+
+def _run_window(task: Task, window: list[Document], batch_size: int, emit: Callable[[Record], None]) -> None:
+    """Process one read-ahead window: readable documents in batches sorted by length, records out in order."""
+    records: list[Record | None] = [None] * len(window)
+    written = 0
+
+    def flush() -> None:
+        nonlocal written
+        while written < len(window) and records[written] is not None:
+            emit(records[written])  # type: ignore[arg-type]
+            written += 1
+
+    for i, doc in enumerate(window):
+        if doc.warning:
+            warn(f"{doc.id}: {doc.warning}")
+        if doc.error is not None:
+            records[i] = error_record(doc, task.model_name, doc.error)
+    flush()
+    readable = sorted((i for i, doc in enumerate(window) if doc.error is None), key=lambda i: len(window[i].text))
+    for start in range(0, len(readable), batch_size):
+        batch = readable[start : start + batch_size]
+        for i, record in zip(batch, _process(task, [window[i] for i in batch]), strict=True):
+            records[i] = record
+        flush()
+
+
+def _process(task: Task, batch: list[Document]) -> list[Record]:
+    try:
+        records = task(batch)
+        if len(records) != len(batch):
+            raise RuntimeError(f"the task returned {len(records)} records for {len(batch)} documents")
+        return records
+    except Exception as exc:  # any failure must become error records, not end the run
+        if len(batch) > 1:
+            return [record for doc in batch for record in _process(task, [doc])]
+        return [error_record(batch[0], task.model_name, _reason(exc))]
+
+
+def _reason(exc: Exception) -> str:
+    """One sentence for an unexpected exception: its message, or its type when it has none."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else f"{type(exc).__name__} while processing the document."
+
+
+def _progress(enabled: bool) -> tuple[Callable[[], None], Callable[[], None]]:
+    """A counter on stderr (`advance`, `stop`), or two no-ops when progress is off."""
+    if not enabled:
+        return (lambda: None), (lambda: None)
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        SpinnerColumn(), TextColumn("{task.completed} documents"), TimeElapsedColumn(), console=console, transient=True
+    )
+    task_id = bar.add_task("documents", total=None)
+    bar.start()
+    return (lambda: bar.advance(task_id)), bar.stop
+
+
+def run_command(
+    task_name: str, common: CommonOptions, make_task: Callable[[], Task], *, extra_fields: tuple[str, ...] = ()
+) -> int:
+    """Everything a task command does after parsing: check the options, open the inputs, load the task, run it,
+    and return the exit code. Usage problems and a model that can't be had are one sentence on stderr and 2.
+
+    The inputs are opened (and the first document read) before the model loads, so a typo in a path or an empty
+    folder is reported in a second, not after loading gigabytes of weights.
+    """
+    from core.tasks import TaskError  # with torch: only once the options are known to be good
+
+    if common.model is None:
+        error(f"{task_name} needs a model: give --model or set BIGBIRD_MODEL_{task_name.upper()}.")
+        return EXIT_USAGE
+    if common.resume and common.output is None:
+        error("--resume needs -o FILE: it continues the output file of an earlier run.")
+        return EXIT_USAGE
+    try:
+        shard = Shard.parse(common.shard) if common.shard else None
+    except ValueError as exc:
+        error(str(exc))
+        return EXIT_USAGE
+    inputs = common.inputs(extra_fields)
+    if inputs.is_empty():
+        error("no input: give files or folders, - for stdin, --text, --jsonl or --dataset.")
+        return EXIT_USAGE
+    try:
+        docs = inputs.open()
+        first = next(docs, None)
+    except InputError as exc:
+        error(str(exc))
+        return EXIT_USAGE
+    if first is None:
+        error("no input: the files and folders given hold no documents (see --glob).")
+        return EXIT_USAGE
+    if common.threads:
+        import torch
+
+        torch.set_num_threads(common.threads)
+    try:
+        task = make_task()
+    except TaskError as exc:
+        error(str(exc))
+        return EXIT_USAGE
+
+    skip_ids = read_done_ids(common.output) if common.resume and common.output else set()
+    stats = RunStats()
+    try:
+        with open_jsonl(common.output, resume=common.resume) as writer:
+            stats = run(
+                task,
+                itertools.chain([first], docs),
+                writer,
+                batch_size=common.batch_size,
+                shard=shard,
+                skip_ids=skip_ids,
+                progress=console.is_terminal and not common.quiet,
+            )
+    except KeyboardInterrupt:
+        target = common.output or "FILE"
+        error(f"interrupted; the records written so far are whole: rerun with --resume -o {target} to finish.")
+        return EXIT_INTERRUPTED
+    if not common.quiet:
+        skipped = f", {stats.skipped} skipped (already done)" if stats.skipped else ""
+        info(f"{task_name}: {stats.ok} done, {stats.failed} failed{skipped}.")
+    return stats.exit_code

@@ -1,0 +1,42 @@
+"""The shape of an output record, shared by every task and by the runner's error records.
+
+Every record carries the same leading keys (`id`, `source`, `model`, `input_tokens`, `truncated`, `chunks`)
+so JSONL consumers can rely on them; a task adds its own fields, and a failed document carries `error` instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.documents import Document
+
+Record = dict[str, Any]
+
+
+def make_record(doc: Document, model: str, *, input_tokens: int, truncated: bool, chunks: int, **fields: Any) -> Record:
+    """A successful document's record: the common keys, the task's fields, and a read warning if there was one."""
+    record: Record = {
+        "id": doc.id,
+        "source": doc.source,
+        "model": model,
+        "input_tokens": input_tokens,
+        "truncated": truncated,
+        "chunks": chunks,
+        **fields,
+    }
+    if doc.warning:
+        record["warning"] = doc.warning
+    return record
+
+
+def error_record(doc: Document, model: str, reason: str, *, input_tokens: int | None = None) -> Record:
+    """A failed document's record: the common keys (token count if it was known) and a one-sentence `error`."""
+    return {
+        "id": doc.id,
+        "source": doc.source,
+        "model": model,
+        "input_tokens": input_tokens,
+        "truncated": False,
+        "chunks": 0,
+        "error": reason,
+    }

@@ -1,0 +1,105 @@
+"""The batch loop with a fake task: order, bucketing, error isolation, shards, resume, and the JSONL writer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bigbird_cli.output import JsonlWriter, compact_for_resume, open_jsonl, read_done_ids
+from bigbird_cli.runner import Shard, run
+from core.documents import Document
+from core.tasks.records import make_record
+
+
+class FakeTask:
+    """Upper-cases text; fails on documents containing 'boom' (the whole batch raises, as a model would)."""
+
+    model_name = "fake"
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    def __call__(self, docs):
+        self.batches.append([d.id for d in docs])
+        if any("boom" in d.text for d in docs):
+            raise RuntimeError("boom happened")
+        return [
+            make_record(d, "fake", input_tokens=len(d.text), truncated=False, chunks=1, out=d.text.upper())
+            for d in docs
+        ]
+
+
+def docs_of(texts):
+    return [Document(f"d{i}", "test", t) for i, t in enumerate(texts)]
+
+
+def run_to_file(tmp_path, task, docs, name="out.jsonl", **kwargs):
+    path = tmp_path / name
+    with open_jsonl(path, resume=kwargs.pop("resume", False)) as writer:
+        stats = run(task, docs, writer, **kwargs)
+    return stats, [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_order_follows_input_and_batches_are_bucketed_by_length(tmp_path):
+    texts = ["x" * n for n in (5, 1, 9, 2, 7, 3)]
+    task = FakeTask()
+    stats, records = run_to_file(tmp_path, task, docs_of(texts), batch_size=2)
+    assert [r["id"] for r in records] == [f"d{i}" for i in range(6)]
+    assert [r["out"] for r in records] == [t.upper() for t in texts]
+    assert task.batches == [["d1", "d3"], ["d5", "d0"], ["d4", "d2"]]
+    assert (stats.ok, stats.failed, stats.exit_code) == (6, 0, 0)
+
+
+def test_a_failing_document_becomes_an_error_record_and_its_batch_mates_succeed(tmp_path):
+    docs = docs_of(["fine", "boom", "also fine"])
+    docs.append(Document("unreadable", "test", error="it is empty."))
+    stats, records = run_to_file(tmp_path, FakeTask(), docs, batch_size=4)
+    assert [r["id"] for r in records] == ["d0", "d1", "d2", "unreadable"]
+    assert records[0]["out"] == "FINE" and records[2]["out"] == "ALSO FINE"
+    assert records[1]["error"] == "RuntimeError: boom happened" and "out" not in records[1]
+    assert records[3]["error"] == "it is empty."
+    for record in records:
+        assert {"id", "source", "model", "input_tokens", "truncated", "chunks"} <= set(record)
+    assert (stats.ok, stats.failed, stats.exit_code) == (2, 2, 1)
+
+
+def test_shards_cover_the_input_exactly_once():
+    docs = docs_of([str(i) for i in range(10)])
+    seen = [d.id for i in range(3) for d in Shard(i, 3).select(docs)]
+    assert sorted(seen) == sorted(d.id for d in docs) and len(seen) == len(docs)
+    assert Shard.parse("2/3") == Shard(2, 3)
+    for bad in ("3/3", "-1/2", "1", "a/b", "0/0"):
+        with pytest.raises(ValueError):
+            Shard.parse(bad)
+
+
+def test_resume_skips_done_ids_and_retries_errors(tmp_path):
+    path = tmp_path / "out.jsonl"
+    path.write_text(
+        json.dumps({"id": "d0", "out": "X"})
+        + "\n"
+        + json.dumps({"id": "d1", "error": "bad"})
+        + "\n"
+        + '{"id": "d2", "ou'
+    )
+    assert read_done_ids(path) == {"d0"}
+    task = FakeTask()
+    stats, records = run_to_file(tmp_path, task, docs_of(["x", "y", "z"]), resume=True, skip_ids=read_done_ids(path))
+    assert [r["id"] for r in records] == ["d0", "d1", "d2"] and "error" not in records[1]
+    assert stats.skipped == 1 and stats.ok == 2
+
+
+def test_compact_keeps_a_clean_file_untouched(tmp_path):
+    path = tmp_path / "out.jsonl"
+    path.write_text('{"id": "a"}\n')
+    before = path.stat().st_mtime_ns
+    compact_for_resume(path)
+    assert path.stat().st_mtime_ns == before
+
+
+def test_writer_writes_whole_unicode_lines(tmp_path):
+    path = tmp_path / "w.jsonl"
+    with JsonlWriter(open(path, "wb"), close=True) as writer:
+        writer.write({"id": "é", "text": "ünï\ncode"})
+    assert path.read_text(encoding="utf-8") == '{"id": "é", "text": "ünï\\ncode"}\n'
