@@ -1,0 +1,82 @@
+"""The `bigbird` Typer app: one subcommand per task, plus convert and bench.
+
+Subcommand modules import torch and the models only when they run, so `--help`, `--version` and shell
+completion (which runs this program on every TAB) stay fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from . import __version__
+from .commands import bench, classify, convert, mask, qa, summarize
+
+PROG_NAME = "bigbird"
+# The environment variable Typer/Click completion scripts call back with (derived from the program name).
+COMPLETE_VAR = "_BIGBIRD_COMPLETE"
+SHELLS = ("bash", "zsh", "fish")
+COMPLETIONS_DIR = Path(__file__).resolve().parent.parent / "completions"
+
+app = typer.Typer(
+    name=PROG_NAME,
+    help="Long-text summarization, question answering, classification and fill-mask with BigBird and "
+    "BigBirdPegasus. Results are JSONL, one record per document; logs go to stderr.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"{PROG_NAME} {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version and exit."),
+    ] = False,
+) -> None:
+    """Long-text summarization, question answering, classification and fill-mask with BigBird and BigBirdPegasus."""
+
+
+app.command("summarize")(summarize.command)
+app.command("qa")(qa.command)
+app.command("classify")(classify.command)
+app.command("mask")(mask.command)
+app.command("convert")(convert.command)
+app.command("bench")(bench.command)
+
+
+def completion_script(shell: str) -> str:
+    """The completion script for `shell`, as `bigbird --show-completion` prints it (it calls back into bigbird)."""
+    from typer._completion_shared import get_completion_script
+
+    return get_completion_script(prog_name=PROG_NAME, complete_var=COMPLETE_VAR, shell=shell) + "\n"
+
+
+def write_completions(directory: Path = COMPLETIONS_DIR) -> list[Path]:
+    """Regenerate completions/ (bigbird.bash, _bigbird for zsh, bigbird.fish); tests check they are current."""
+    names = {"bash": f"{PROG_NAME}.bash", "zsh": f"_{PROG_NAME}", "fish": f"{PROG_NAME}.fish"}
+    written = []
+    for shell in SHELLS:
+        path = directory / names[shell]
+        path.write_text(completion_script(shell), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def main() -> None:
+    """Console-script entry point (`bigbird`)."""
+    app(prog_name=PROG_NAME)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""`bigbird mask`: fill-mask predictions for [MASK] tokens in long documents."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ..options import CommonOptions, task_command
+from ..runner import run_command
+
+DEFAULT_MODEL = "google/bigbird-roberta-base"
+
+
+@task_command("mask", DEFAULT_MODEL)
+def command(
+    common: CommonOptions,
+    top_k: Annotated[int, typer.Option(min=1, help="Predictions per mask token.")] = 5,
+) -> None:
+    """Fill in the [MASK] tokens of each document: `predictions` holds, for each mask, the top-k
+    {token, token_id, score, sequence}.
+
+    In long documents each mask is predicted from a window centred on it.
+
+    **Example:** bigbird mask --text "Paris is the [MASK] of France."
+    """
+    from core.tasks import MaskTask
+
+    def make_task() -> MaskTask:
+        return MaskTask(common.model, **common.task_settings(), top_k=top_k)
+
+    raise typer.Exit(run_command("mask", common, make_task))

@@ -1,0 +1,52 @@
+"""`bigbird qa`: extractive question answering over long documents."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ..options import CommonOptions, task_command
+from ..runner import run_command
+
+DEFAULT_MODEL = "google/bigbird-base-trivia-itc"
+
+
+@task_command("qa", DEFAULT_MODEL)
+def command(
+    common: CommonOptions,
+    question: Annotated[
+        str | None,
+        typer.Option(
+            "--question",
+            "-Q",
+            help="The question, for every document [default: each record's field].",
+            show_default=False,
+        ),
+    ] = None,
+    question_field: Annotated[str, typer.Option(help="Question field of JSONL records and dataset rows.")] = "question",
+    top_k: Annotated[int, typer.Option(min=1, help="Answers per document (more than 1 adds an `answers` list).")] = 1,
+    max_answer_tokens: Annotated[int, typer.Option(min=1, help="Longest answer span, in tokens.")] = 30,
+) -> None:
+    """Answer a question from each document: `answer`, `score`, and character offsets
+    `start`/`end` into the document (text[start:end] == answer).
+
+    Long documents are read in overlapping windows and the best span over all of them wins.
+
+    **Example:** bigbird qa report.txt --question "Who wrote the report?"
+
+    **Example:** bigbird qa --jsonl questions.jsonl -o answers.jsonl  (records with text and question)
+    """
+    from core.tasks import QATask
+
+    def make_task() -> QATask:
+        return QATask(
+            common.model,
+            **common.task_settings(),
+            question=question,
+            question_field=question_field,
+            top_k=top_k,
+            max_answer_tokens=max_answer_tokens,
+        )
+
+    raise typer.Exit(run_command("qa", common, make_task, extra_fields=(question_field,)))

@@ -1,0 +1,299 @@
+"""The options every task command shares (inputs, model, output), declared once.
+
+summarize, qa, classify and mask take the same eighteen options; writing them out four times would let the
+commands drift apart. `task_command` adds them to a command function's signature (Typer reads signatures), and
+hands the function one `CommonOptions` in their place.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from core.documents import DEFAULT_GLOBS, Inputs
+
+INPUT, MODEL, OUTPUT = "Input", "Model", "Output"
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class DType(str, Enum):
+    float32 = "float32"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+
+
+class Strategy(str, Enum):
+    chunk = "chunk"
+    truncate = "truncate"
+
+
+@dataclass
+class CommonOptions:
+    """The shared options, as the command received them."""
+
+    paths: list[str]
+    text: list[str]
+    jsonl: list[str]
+    dataset: str | None
+    split: str
+    glob: list[str]
+    text_field: str
+    id_field: str
+    model: str | None
+    revision: str | None
+    device: Device
+    dtype: DType | None
+    threads: int | None
+    batch_size: int
+    strategy: Strategy
+    output: Path | None
+    resume: bool
+    shard: str | None
+    quiet: bool
+
+    def task_settings(self) -> dict[str, Any]:
+        """The keyword arguments every Task takes besides the model name."""
+        return {
+            "revision": self.revision,
+            "device": self.device.value,
+            "dtype": self.dtype.value if self.dtype else None,
+            "strategy": self.strategy.value,
+            "batch_size": self.batch_size,
+        }
+
+    def inputs(self, extra_fields: tuple[str, ...] = ()) -> Inputs:
+        return Inputs(
+            paths=self.paths,
+            texts=self.text,
+            jsonl=self.jsonl,
+            dataset=self.dataset,
+            split=self.split,
+            globs=tuple(self.glob) or DEFAULT_GLOBS,
+            text_field=self.text_field,
+            id_field=self.id_field,
+            extra_fields=extra_fields,
+        )
+
+
+def _shared_parameters(task: str, default_model: str | None) -> list[inspect.Parameter]:
+    """The shared options as signature parameters; `--model` default and env var depend on the task."""
+    model_help = (
+        f"Hub model id or local checkpoint directory [default: {default_model}]."
+        if default_model
+        else "Hub model id or local checkpoint directory (required)."
+    )
+    declared: dict[str, tuple[Any, Any]] = {
+        "paths": (
+            Annotated[
+                list[str] | None,
+                typer.Argument(
+                    metavar="PATHS",
+                    help="Files, folders (searched recursively, see --glob) or - for stdin.",
+                    rich_help_panel=INPUT,
+                    show_default=False,
+                ),
+            ],
+            None,
+        ),
+        "text": (
+            Annotated[
+                list[str] | None,
+                typer.Option(
+                    "--text",
+                    metavar="TEXT",
+                    help="A document given inline (repeatable).",
+                    rich_help_panel=INPUT,
+                    show_default=False,
+                ),
+            ],
+            None,
+        ),
+        "jsonl": (
+            Annotated[
+                list[str] | None,
+                typer.Option(
+                    "--jsonl",
+                    metavar="FILE|-",
+                    help="JSONL file of records (- for stdin; repeatable).",
+                    rich_help_panel=INPUT,
+                    show_default=False,
+                ),
+            ],
+            None,
+        ),
+        "dataset": (
+            Annotated[
+                str | None,
+                typer.Option(
+                    "--dataset",
+                    metavar="NAME_OR_PATH",
+                    help="A Hub dataset or a local json/csv/parquet/text file, streamed.",
+                    rich_help_panel=INPUT,
+                ),
+            ],
+            None,
+        ),
+        "split": (Annotated[str, typer.Option(help="Dataset split.", rich_help_panel=INPUT)], "train"),
+        "glob": (
+            Annotated[
+                list[str] | None,
+                typer.Option(
+                    "--glob",
+                    metavar="PATTERN",
+                    help=f"File patterns for folders (repeatable) [default: {' '.join(DEFAULT_GLOBS)}].",
+                    rich_help_panel=INPUT,
+                    show_default=False,
+                ),
+            ],
+            None,
+        ),
+        "text_field": (
+            Annotated[str, typer.Option(help="Text field of JSONL records and dataset rows.", rich_help_panel=INPUT)],
+            "text",
+        ),
+        "id_field": (
+            Annotated[str, typer.Option(help="Id field of JSONL records and dataset rows.", rich_help_panel=INPUT)],
+            "id",
+        ),
+        "model": (
+            Annotated[
+                str | None,
+                typer.Option(
+                    "--model",
+                    "-m",
+                    help=model_help,
+                    show_default=False,
+                    envvar=f"BIGBIRD_MODEL_{task.upper()}",
+                    rich_help_panel=MODEL,
+                ),
+            ],
+            default_model,
+        ),
+        "revision": (
+            Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit).", rich_help_panel=MODEL)],
+            None,
+        ),
+        "device": (Annotated[Device, typer.Option(help="Where the model runs.", rich_help_panel=MODEL)], Device.cpu),
+        "dtype": (
+            Annotated[
+                DType | None,
+                typer.Option(
+                    help="Weights dtype [default: the checkpoint's, float32].",
+                    rich_help_panel=MODEL,
+                    show_default=False,
+                ),
+            ],
+            None,
+        ),
+        "threads": (
+            Annotated[
+                int | None,
+                typer.Option(
+                    min=1,
+                    help="CPU threads for torch [default: torch's choice].",
+                    rich_help_panel=MODEL,
+                    show_default=False,
+                ),
+            ],
+            None,
+        ),
+        "batch_size": (
+            Annotated[int, typer.Option(min=1, help="Documents per batch (grouped by length).", rich_help_panel=MODEL)],
+            1,
+        ),
+        "strategy": (
+            Annotated[
+                Strategy,
+                typer.Option(
+                    help="Documents longer than the model's window: chunk them, or cut them at the window.",
+                    rich_help_panel=MODEL,
+                ),
+            ],
+            Strategy.chunk,
+        ),
+        "output": (
+            Annotated[
+                Path | None,
+                typer.Option(
+                    "--output",
+                    "-o",
+                    help="Write JSONL here instead of stdout.",
+                    rich_help_panel=OUTPUT,
+                    show_default=False,
+                ),
+            ],
+            None,
+        ),
+        "resume": (
+            Annotated[
+                bool,
+                typer.Option(
+                    "--resume", help="With -o: skip ids already done in FILE, append the rest.", rich_help_panel=OUTPUT
+                ),
+            ],
+            False,
+        ),
+        "shard": (
+            Annotated[
+                str | None,
+                typer.Option(
+                    metavar="I/N",
+                    help="Process only slice I of N (0-based): document k goes to slice k mod N.",
+                    rich_help_panel=OUTPUT,
+                ),
+            ],
+            None,
+        ),
+        "quiet": (
+            Annotated[
+                bool,
+                typer.Option("--quiet", "-q", help="No progress and no summary on stderr.", rich_help_panel=OUTPUT),
+            ],
+            False,
+        ),
+    }
+    assert list(declared) == [f.name for f in fields(CommonOptions)]
+    return [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+        for name, (annotation, default) in declared.items()
+    ]
+
+
+def task_command(task: str, default_model: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate a command function taking `common: CommonOptions` plus its own options.
+
+    The returned function's signature lists the input options, then the command's own, then the shared model
+    and output options, which is also the order `--help` shows them in.
+    """
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        own = [p for name, p in inspect.signature(func, eval_str=True).parameters.items() if name != "common"]
+        shared = _shared_parameters(task, default_model)
+        names = [p.name for p in shared]
+
+        @functools.wraps(func)
+        def wrapper(**kwargs: Any) -> Any:
+            common = CommonOptions(**{name: kwargs.pop(name) for name in names})
+            common.paths, common.text, common.jsonl = common.paths or [], common.text or [], common.jsonl or []
+            common.glob = common.glob or []
+            return func(common=common, **kwargs)
+
+        cut = names.index("model")  # inputs first, then the command's own options, then model and output
+        params = shared[:cut] + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + shared[cut:]
+        wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        return wrapper
+
+    return decorate
