@@ -1,0 +1,207 @@
+"""What every task shares: loading a checkpoint's model and tokenizer, tokenizing with character offsets,
+wrapping token windows in the family's special tokens, splitting long inputs, and batched forward passes.
+
+A Task is a plain class: `__init__` loads, `__call__(documents) -> records`. Nothing here knows about the CLI,
+so the same object works from Python, in the CLI's runner, or inside a distributed batch map.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from core.config import ModelConfig, load_config
+from core.documents import Document
+
+from .records import Record, error_record, make_record
+
+BIGBIRD, PEGASUS = "big_bird", "bigbird_pegasus"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class TaskError(Exception):
+    """A task can't start (model missing or unreadable, wrong kind of checkpoint); the message is one sentence."""
+
+
+@dataclass
+class Encoding:
+    """A text's tokens without special tokens, each with its (start, end) character span in the text."""
+
+    ids: list[int]
+    offsets: list[tuple[int, int]]
+
+
+def split_even(n: int, capacity: int) -> list[tuple[int, int]]:
+    """Split n tokens into the fewest windows of at most `capacity`, all of near-equal length.
+
+    Near-equal windows avoid a last chunk of a handful of tokens, which would weigh as much as a full one when
+    chunk probabilities are averaged, and would make a poor summary input.
+    """
+    if n <= capacity:
+        return [(0, n)]
+    count = math.ceil(n / capacity)
+    bounds = [round(i * n / count) for i in range(count + 1)]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+def sliding_windows(n: int, capacity: int, overlap: int) -> list[tuple[int, int]]:
+    """Windows of `capacity` tokens stepping by `capacity - overlap`, the last one ending at n."""
+    if n <= capacity:
+        return [(0, n)]
+    step = max(1, capacity - overlap)
+    starts = list(range(0, n - capacity, step)) + [n - capacity]
+    return [(s, s + capacity) for s in starts]
+
+
+class Task:
+    """Base of the four tasks: load the checkpoint in `__init__`, turn documents into records in `__call__`.
+
+    Subclasses name the model class to use for each family in `heads` (model_type → class name in core).
+    """
+
+    name: ClassVar[str] = ""
+    heads: ClassVar[dict[str, str]] = {}
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        revision: str | None = None,
+        device: str = "cpu",
+        dtype: str | None = None,
+        strategy: str = "chunk",
+        batch_size: int = 1,
+    ) -> None:
+        if strategy not in ("chunk", "truncate"):
+            raise ValueError(f"strategy must be 'chunk' or 'truncate', not {strategy!r}")
+        self.model_name = str(model)
+        self.device = torch.device(device)
+        self.strategy = strategy
+        self.batch_size = max(1, batch_size)
+        self.path, self.config = self._resolve(model, revision)
+        self.family: str = self.config.model_type
+        self.model = self._load_model(dtype)
+        self.tokenizer = self._load_tokenizer()
+        # Longest input the model takes, special tokens included.
+        self.max_tokens = int(self.config.max_position_embeddings)
+        limit = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(limit, int) and 0 < limit < self.max_tokens:
+            self.max_tokens = limit
+
+    # Loading -----------------------------------------------------------------------------------------------
+
+    def _resolve(self, model: str, revision: str | None) -> tuple[Path, ModelConfig]:
+        from core.checkpoints import CheckpointError, resolve_checkpoint
+
+        try:
+            path = resolve_checkpoint(model, revision=revision)
+        except CheckpointError as exc:
+            raise TaskError(str(exc)) from None
+        if not (path / "config.json").is_file():
+            raise TaskError(f"{model} has no config.json, so it is not a checkpoint this tool can read.")
+        try:
+            config = load_config(path)
+        except (ValueError, OSError) as exc:
+            raise TaskError(f"{model}: config.json can't be used ({_first_line(exc)}).") from None
+        if config.model_type not in self.heads:
+            kinds = " or ".join("BigBird" if f == BIGBIRD else "BigBirdPegasus" for f in self.heads)
+            raise TaskError(f"{self.name} needs a {kinds} checkpoint, and {model} is a {config.model_type} model.")
+        return path, config
+
+    def _load_model(self, dtype: str | None) -> torch.nn.Module:
+        import core
+
+        cls = getattr(core, self.heads[self.family])
+        try:
+            return cls.from_pretrained(self.path, device=self.device, dtype=DTYPES[dtype] if dtype else None)
+        except Exception as exc:  # weights missing, of the wrong shape, or unreadable: one sentence, no traceback
+            raise TaskError(
+                f"{self.model_name}: the {cls.__name__} weights can't be loaded ({_first_line(exc)})."
+            ) from None
+
+    def _load_tokenizer(self) -> Any:
+        from core.tokenizers import BigBirdTokenizer, PegasusTokenizer
+
+        cls = BigBirdTokenizer if self.family == BIGBIRD else PegasusTokenizer
+        try:
+            return cls.from_pretrained(self.path)
+        except Exception as exc:
+            raise TaskError(f"{self.model_name}: the tokenizer can't be loaded ({_first_line(exc)}).") from None
+
+    def generation_defaults(self) -> dict[str, Any]:
+        """Generation settings of the checkpoint: config.json's, overridden by generation_config.json's."""
+        settings = {key: getattr(self.config, key, None) for key in GENERATION_KEYS}
+        extra = self.path / "generation_config.json"
+        if extra.is_file():
+            data = json.loads(extra.read_text(encoding="utf-8"))
+            settings.update({key: data[key] for key in GENERATION_KEYS if key in data})
+        return settings
+
+    # Tokens -------------------------------------------------------------------------------------------------
+
+    def encode(self, text: str) -> Encoding:
+        """Tokenize without special tokens, keeping each token's character span."""
+        out = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return Encoding(list(out["input_ids"]), [tuple(span) for span in out["offset_mapping"]])
+
+    @property
+    def num_special(self) -> int:
+        """Special tokens around one text: [CLS] … [SEP] for BigBird, … </s> for Pegasus."""
+        return 2 if self.family == BIGBIRD else 1
+
+    def wrap(self, ids: Sequence[int], pair: Sequence[int] | None = None) -> list[int]:
+        """Add the family's special tokens around one text, or a (first, second) pair of texts."""
+        if self.family == BIGBIRD:
+            cls, sep = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
+            return [cls, *ids, sep] + ([*pair, sep] if pair is not None else [])
+        return [*ids, *(pair or []), self.tokenizer.eos_token_id]
+
+    def windows(self, n: int, capacity: int) -> tuple[list[tuple[int, int]], bool]:
+        """Non-overlapping windows over n tokens under the strategy, and whether text was cut off."""
+        if self.strategy == "truncate" or n <= capacity:
+            return [(0, min(n, capacity))], n > capacity
+        return split_even(n, capacity), False
+
+    def batches(self, sequences: Sequence[Sequence[int]]) -> list[tuple[list[int], torch.Tensor, torch.Tensor]]:
+        """Sub-batches of at most `batch_size` sequences, sorted by length (less padding), as
+        `(original indices, input_ids, attention_mask)` tensors on the model's device."""
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        pad = self.tokenizer.pad_token_id
+        out = []
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            width = max(len(sequences[i]) for i in idx)
+            ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                ids[row, : len(sequences[i])] = torch.tensor(sequences[i], dtype=torch.long)
+                mask[row, : len(sequences[i])] = 1
+            out.append((idx, ids.to(self.device), mask.to(self.device)))
+        return out
+
+    # Records ------------------------------------------------------------------------------------------------
+
+    def record(self, doc: Document, *, input_tokens: int, truncated: bool, chunks: int, **fields: Any) -> Record:
+        return make_record(
+            doc, self.model_name, input_tokens=input_tokens, truncated=truncated, chunks=chunks, **fields
+        )
+
+    def error(self, doc: Document, reason: str, *, input_tokens: int | None = None) -> Record:
+        return error_record(doc, self.model_name, reason, input_tokens=input_tokens)
+
+    def __call__(self, docs: list[Document]) -> list[Record]:
+        raise NotImplementedError
+
+
+GENERATION_KEYS = ("num_beams", "max_length", "min_length", "length_penalty", "no_repeat_ngram_size")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0].rstrip(".") if text else type(exc).__name__
