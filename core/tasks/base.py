@@ -148,7 +148,7 @@ class Task:
     def encode(self, text: str) -> Encoding:
         """Tokenize without special tokens, keeping each token's character span."""
         out = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        return Encoding(list(out["input_ids"]), [tuple(span) for span in out["offset_mapping"]])
+        return Encoding([int(i) for i in out["input_ids"]], [(int(a), int(b)) for a, b in out["offset_mapping"]])
 
     @property
     def num_special(self) -> int:
