@@ -1,0 +1,203 @@
+"""`bigbird bench`: time and memory of our models (and transformers on the same weights); logic in core.bench.
+
+JSONL records go to stdout (or -o) as each row finishes; the table and progress go to stderr, so stdout stays
+pure JSONL.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+PRESET_NAMES = "bigbird-roberta-base, bigbird-roberta-large, bigbird-pegasus-large, tiny, tiny-pegasus"
+DEFAULT_PRESET = "bigbird-roberta-base"
+
+
+class BenchTask(str, Enum):
+    encode = "encode"
+    summarize = "summarize"
+
+
+class BenchDType(str, Enum):
+    float32 = "float32"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+
+
+class Compare(str, Enum):
+    transformers = "transformers"
+
+
+class Quantize(str, Enum):
+    int8 = "int8"
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"takes comma-separated whole numbers, not {text!r}.", param_hint=option) from None
+    if not values or min(values) < 1:
+        raise typer.BadParameter("takes positive numbers, e.g. 512,1024.", param_hint=option)
+    return values
+
+
+def command(
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Real architecture with random weights: {PRESET_NAMES} [default: {DEFAULT_PRESET}].",
+            show_default=False,
+        ),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Benchmark this checkpoint (Hub id or directory) instead.", show_default=False)
+    ] = None,
+    revision: Annotated[str | None, typer.Option(help="Hub revision of --model.", show_default=False)] = None,
+    task: Annotated[BenchTask, typer.Option(help="encode: encoder forward; summarize: encoder + generate.")] = (
+        BenchTask.encode
+    ),
+    seq_lens: Annotated[str, typer.Option(help="Input lengths in tokens, comma-separated.")] = "512,1024,2048,4096",
+    batch_sizes: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1",
+    attention: Annotated[
+        str, typer.Option(help="Attention types, comma-separated: block_sparse, original_full.")
+    ] = "block_sparse",
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="torch CPU threads [default: torch's].", show_default=False)
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
+    dtype: Annotated[BenchDType, typer.Option(help="Weights and activations dtype.")] = BenchDType.float32,
+    repeat: Annotated[int, typer.Option(min=1, help="Timed calls per row (after warm-up).")] = 3,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed calls per row first.")] = 1,
+    num_beams: Annotated[int, typer.Option(min=1, help="Beams for --task summarize.")] = 5,
+    new_tokens: Annotated[int, typer.Option(min=1, help="Tokens generated per input for --task summarize.")] = 64,
+    compare: Annotated[
+        Compare | None,
+        typer.Option(
+            help="Also run the same weights in transformers, interleaved; adds the ratio theirs/ours.",
+            show_default=False,
+        ),
+    ] = None,
+    quantize: Annotated[
+        Quantize | None,
+        typer.Option(
+            help="Dynamic int8 linear layers (CPU encoder); adds fp32 timings and the cosine to fp32.",
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write JSONL here instead of stdout.", show_default=False)
+    ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(help="Draw time and memory against length to this PNG (needs matplotlib).", show_default=False),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or table on stderr.")] = False,
+) -> None:
+    """Measure speed and peak memory: median/min/max seconds, tokens/s and peak memory per row, as JSONL.
+
+    With [bold]--compare transformers[/bold] every row also times transformers on the same weights, in the same
+    process, interleaved call by call, and reports [bold]ratio[/bold] = transformers seconds / ours.
+
+    [bold]Example:[/bold] bigbird bench --seq-lens 1024,2048,4096 --threads 2 --compare transformers
+    """
+    from rich.console import Console
+
+    from core.bench import BenchError, BenchSpec, run_bench
+    from core.bench import plot as draw
+    from core.checkpoints import CheckpointError
+
+    from ..output import console, error, info, open_jsonl
+
+    spec = BenchSpec(
+        preset=None if model else (preset or DEFAULT_PRESET),
+        model=model,
+        revision=revision,
+        task=task.value,
+        seq_lens=_int_list(seq_lens, "--seq-lens"),
+        batch_sizes=_int_list(batch_sizes, "--batch-sizes"),
+        attentions=[a.strip() for a in attention.split(",") if a.strip()],
+        threads=threads,
+        device=device,
+        dtype=dtype.value,
+        repeat=repeat,
+        warmup=warmup,
+        num_beams=num_beams,
+        new_tokens=new_tokens,
+        compare=compare.value if compare else None,
+        quantize=quantize.value if quantize else None,
+    )
+    if model and preset:
+        error("name the weights with one of --preset and --model, not both.")
+        raise typer.Exit(2)
+    records: list[dict[str, Any]] = []
+    try:
+        spec.check()
+        with open_jsonl(output) as writer:
+            for record in run_bench(spec, progress=None if quiet else info):
+                writer.write(record)
+                records.append(record)
+        if plot is not None:
+            draw(records, plot)
+    except (BenchError, CheckpointError) as err:
+        error(str(err))
+        raise typer.Exit(2 if not records else 1) from None
+    if not quiet:
+        # Off a terminal rich would squeeze the table into 80 columns; a log file can take the full width.
+        wide = console if console.is_terminal else Console(stderr=True, highlight=False, width=220)
+        wide.print(results_table(records))
+
+
+def results_table(records: list[dict[str, Any]]):
+    """The records as a rich table: ours, then transformers and the ratio, then int8 vs fp32 when present."""
+    from rich.table import Table
+
+    def mib(n: int) -> str:
+        return f"{n / 2**20:,.0f}"
+
+    first = records[0] if records else {}
+    title = f"bigbird bench: {first.get('model', '')} {first.get('task', '')} ({first.get('dtype', '')}, "
+    title += f"{first.get('device', '')}, {first.get('threads', '')} threads, repeat {first.get('repeat', '')})"
+    table = Table(title=title)
+    compare = any("transformers" in r for r in records)
+    quantized = any("fp32" in r for r in records)
+    for name in ("attention", "batch", "tokens", "ours s", "min", "max", "tok/s", "peak MiB"):
+        table.add_column(name, justify="left" if name == "attention" else "right")
+    if quantized:
+        for name in ("fp32 s", "int8 speedup", "cos min"):
+            table.add_column(name, justify="right")
+    if compare:
+        for name in ("transformers s", "min", "max", "peak MiB", "ratio", "max |diff|"):
+            table.add_column(name, justify="right")
+    for r in records:
+        row = [
+            r["attention"],
+            str(r["batch_size"]),
+            str(r["seq_len"]),
+            f"{r['median_s']:.3f}",
+            f"{r['min_s']:.3f}",
+            f"{r['max_s']:.3f}",
+            f"{r['tokens_per_s']:,.0f}",
+            mib(r["peak_mem_bytes"]),
+        ]
+        if quantized:
+            row += [f"{r['fp32']['median_s']:.3f}", f"{r['speedup_vs_fp32']:.2f}×", f"{r['cosine_min']:.4f}"]
+        if compare:
+            t = r["transformers"]
+            if "max_abs_diff" in r:
+                agreement = f"{r['max_abs_diff']:.1e}"
+            else:
+                agreement = "same tokens" if r.get("same_tokens") else "other tokens"
+            row += [
+                f"{t['median_s']:.3f}",
+                f"{t['min_s']:.3f}",
+                f"{t['max_s']:.3f}",
+                mib(t["peak_mem_bytes"]),
+                f"{r['ratio']:.2f}×",
+                agreement,
+            ]
+        table.add_row(*row)
+    return table

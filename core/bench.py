@@ -1,0 +1,518 @@
+"""`bigbird bench`: the instrument behind every speed claim of this project.
+
+A run is a grid of rows (sequence length × batch size × attention type). For each row every implementation
+under test (ours; with `compare="transformers"` the same weights in transformers; with `quantize="int8"` our
+fp32 model as the baseline) gets warm-up calls, then `repeat` timed calls, interleaved call by call so that
+whatever else the machine does hits all of them alike. Each row yields one JSON-ready record.
+
+Memory is measured per implementation and row, not per process: on Linux the resident high-water mark
+(VmHWM) is reset through /proc/self/clear_refs before each timed call, so the peak belongs to that call (it
+still includes everything resident, the weights among them; `mem_base_bytes` is what was resident before the
+call). Where the reset is not allowed, the process-wide ru_maxrss is reported and `mem_scope` says so. On CUDA
+it is `torch.cuda.max_memory_allocated` after a reset of the peak statistics.
+
+transformers is not a dependency: it is imported lazily, only on the `compare="transformers"` path.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import importlib.util
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import BigBirdConfig, BigBirdPegasusConfig, ModelConfig
+
+# Real architectures (their configs' sizes) with random weights: speed does not depend on the weights.
+PRESETS: dict[str, tuple[type[ModelConfig], dict[str, Any]]] = {
+    "bigbird-roberta-base": (BigBirdConfig, {}),
+    "bigbird-roberta-large": (
+        BigBirdConfig,
+        {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096},
+    ),
+    "bigbird-pegasus-large": (BigBirdPegasusConfig, {}),
+    # Small enough for the test suite, large enough that 256+ tokens take the block-sparse path.
+    "tiny": (
+        BigBirdConfig,
+        {
+            "vocab_size": 1000,
+            "hidden_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "intermediate_size": 128,
+            "max_position_embeddings": 1024,
+            "block_size": 16,
+            "num_random_blocks": 2,
+        },
+    ),
+    "tiny-pegasus": (
+        BigBirdPegasusConfig,
+        {
+            "vocab_size": 1000,
+            "d_model": 64,
+            "encoder_layers": 2,
+            "decoder_layers": 2,
+            "encoder_attention_heads": 4,
+            "decoder_attention_heads": 4,
+            "encoder_ffn_dim": 128,
+            "decoder_ffn_dim": 128,
+            "max_position_embeddings": 1024,
+            "block_size": 16,
+            "num_random_blocks": 2,
+        },
+    ),
+}
+TASKS = ("encode", "summarize")
+ATTENTIONS = ("block_sparse", "original_full")
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# First token id used for random inputs: keeps clear of pad/bos/eos/unk.
+FIRST_ORDINARY_ID = 5
+
+
+class BenchError(Exception):
+    """A benchmark that can't run as asked; the message is one sentence for the user."""
+
+
+@dataclass
+class BenchSpec:
+    """What to measure. Exactly one of `preset` and `model` names the weights."""
+
+    preset: str | None = "bigbird-roberta-base"
+    model: str | None = None
+    revision: str | None = None
+    task: str = "encode"
+    seq_lens: list[int] = field(default_factory=lambda: [512, 1024, 2048, 4096])
+    batch_sizes: list[int] = field(default_factory=lambda: [1])
+    attentions: list[str] = field(default_factory=lambda: ["block_sparse"])
+    threads: int | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+    repeat: int = 3
+    warmup: int = 1
+    num_beams: int = 5
+    new_tokens: int = 64
+    compare: str | None = None
+    quantize: str | None = None
+    seed: int = 0
+
+    def check(self) -> None:
+        """Refuse an impossible spec before any model is built (building a large one takes a while)."""
+        if (self.preset is None) == (self.model is None):
+            raise BenchError("name the weights with exactly one of --preset and --model.")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise BenchError(f"unknown preset {self.preset!r}; use one of {', '.join(PRESETS)}.")
+        if self.task not in TASKS:
+            raise BenchError(f"unknown task {self.task!r}; use one of {', '.join(TASKS)}.")
+        for kind in self.attentions:
+            if kind not in ATTENTIONS:
+                raise BenchError(f"unknown attention {kind!r}; use one of {', '.join(ATTENTIONS)}.")
+        if self.dtype not in DTYPES:
+            raise BenchError(f"unknown dtype {self.dtype!r}; use one of {', '.join(DTYPES)}.")
+        if not self.seq_lens or min(self.seq_lens) < 1 or not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise BenchError("sequence lengths and batch sizes must be positive.")
+        if self.repeat < 1 or self.warmup < 0:
+            raise BenchError("--repeat must be at least 1 and the warm-up count can't be negative.")
+        if self.task == "summarize" and (self.num_beams < 1 or self.new_tokens < 1):
+            raise BenchError("--num-beams and --new-tokens must be at least 1.")
+        if self.compare not in (None, "transformers"):
+            raise BenchError(f"--compare takes 'transformers', not {self.compare!r}.")
+        if self.compare == "transformers" and importlib.util.find_spec("transformers") is None:
+            raise BenchError("--compare transformers needs the transformers package (pip install transformers).")
+        if self.quantize not in (None, "int8"):
+            raise BenchError(f"--quantize takes 'int8', not {self.quantize!r}.")
+        if self.quantize and (self.device != "cpu" or self.dtype != "float32" or self.task != "encode"):
+            raise BenchError("--quantize int8 runs the encoder on the CPU from float32 weights only.")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise BenchError("--device cuda was asked for but no CUDA device is available.")
+
+
+# --------------------------------------------------------------------------------------------------
+# Memory
+# --------------------------------------------------------------------------------------------------
+class MemoryMeter:
+    """Peak memory of one call: resettable VmHWM on Linux, ru_maxrss elsewhere, CUDA allocator peak on GPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        if device.type == "cuda":
+            self.scope = "cuda_max_memory_allocated"
+        elif self._can_reset_hwm():
+            self.scope = "rss_hwm_per_call"
+        else:
+            self.scope = "rss_max_process"
+
+    @staticmethod
+    def _can_reset_hwm() -> bool:
+        try:
+            with open("/proc/self/clear_refs", "w") as handle:
+                handle.write("5")
+            return _status_kb("VmHWM") is not None
+        except OSError:
+            return False
+
+    def current(self) -> int:
+        """Bytes in use now (resident set, or allocated on the GPU)."""
+        if self.device.type == "cuda":
+            return torch.cuda.memory_allocated(self.device)
+        rss = _status_kb("VmRSS")
+        return rss * 1024 if rss is not None else 0
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        elif self.scope == "rss_hwm_per_call":
+            with open("/proc/self/clear_refs", "w") as handle:
+                handle.write("5")
+
+    def peak(self) -> int:
+        """Bytes at the high-water mark since the last reset (since process start for `rss_max_process`)."""
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device)
+        if self.scope == "rss_hwm_per_call":
+            return (_status_kb("VmHWM") or 0) * 1024
+        # ru_maxrss is in kilobytes on Linux and in bytes on macOS.
+        usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return usage if sys.platform == "darwin" else usage * 1024
+
+
+def _status_kb(key: str) -> int | None:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Models under test
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Runner:
+    """One implementation under test: `run(input_ids, attention_mask)` does the work of a row once."""
+
+    name: str
+    run: Callable[[torch.Tensor, torch.Tensor], Any]
+    set_attention: Callable[[str], None]
+
+
+def build_config(spec: BenchSpec) -> ModelConfig:
+    if spec.preset is not None:
+        config_class, fields = PRESETS[spec.preset]
+        return config_class(**fields)
+    from .checkpoints import resolve_checkpoint
+    from .config import load_config
+
+    return load_config(resolve_checkpoint(spec.model, revision=spec.revision))
+
+
+def build_model(spec: BenchSpec, config: ModelConfig) -> nn.Module:
+    """Our model: the encoder family's base model, or the full Pegasus model (its encoder serves `encode`)."""
+    if config.model_type == "bigbird_pegasus":
+        try:
+            from .pegasus import BigBirdPegasusForConditionalGeneration as cls
+        except ImportError:
+            raise BenchError("this build has no BigBirdPegasus models yet.") from None
+    else:
+        if spec.task == "summarize":
+            raise BenchError("--task summarize needs a BigBirdPegasus model (e.g. --preset bigbird-pegasus-large).")
+        from .bigbird import BigBirdModel as cls
+    if spec.preset is not None:
+        torch.manual_seed(spec.seed)
+        model = cls(config)
+    else:
+        model = cls.from_pretrained(spec.model, revision=spec.revision, config=config)
+    return model.to(device=spec.device, dtype=DTYPES[spec.dtype]).eval()
+
+
+def _encoder(model: nn.Module) -> nn.Module:
+    """The encoder of a model: itself for BigBird, the encoder stack for Pegasus."""
+    if hasattr(model, "get_encoder"):
+        return model.get_encoder()
+    inner = getattr(model, "model", None)
+    return getattr(inner, "encoder", model)
+
+
+def _our_runner(name: str, model: nn.Module, spec: BenchSpec) -> Runner:
+    def set_attention(kind: str) -> None:
+        setter = getattr(model, "set_attention_type", None)
+        if setter is not None:
+            setter(kind)
+        else:
+            model.config.attention_type = kind
+
+    if spec.task == "encode":
+        encoder = _encoder(model)
+
+        def run(ids: torch.Tensor, mask: torch.Tensor) -> Any:
+            return encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+
+    else:
+
+        def run(ids: torch.Tensor, mask: torch.Tensor) -> Any:
+            return model.generate(
+                ids, mask, num_beams=spec.num_beams, max_new_tokens=spec.new_tokens, min_new_tokens=spec.new_tokens
+            )
+
+    return Runner(name, run, set_attention)
+
+
+def quantize_int8(model: nn.Module) -> nn.Module:
+    """A copy of `model` whose linear layers run dynamic int8 (weights int8, activations quantized per call)."""
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        # torch marks its eager quantization deprecated in favour of torchao, which is not a dependency here.
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+
+
+def _transformers_runner(model: nn.Module, spec: BenchSpec) -> tuple[Runner, str]:
+    """The same weights in transformers: saved by us, loaded by transformers, then pointed at our tensors.
+
+    Sharing storage keeps one copy of the weights in memory, so neither side's peak carries the other's weights.
+    """
+    transformers = importlib.import_module("transformers")
+    from .checkpoints import checkpoint_state_dict
+
+    config = model.config
+    class_name = "BigBirdPegasusForConditionalGeneration" if config.model_type == "bigbird_pegasus" else "BigBirdModel"
+    with tempfile.TemporaryDirectory(prefix="bigbird-bench-") as tmp:
+        model.save_pretrained(tmp)
+        theirs = getattr(transformers, class_name).from_pretrained(tmp, dtype=DTYPES[spec.dtype])
+    theirs = theirs.to(spec.device).eval()
+    ours = checkpoint_state_dict(model)
+    current = theirs.state_dict()
+    same = {k: v for k, v in ours.items() if k in current and current[k].shape == v.shape}
+    theirs.load_state_dict(same, strict=False, assign=True)
+    if hasattr(theirs, "tie_weights"):
+        theirs.tie_weights()
+    gc.collect()
+
+    def set_attention(kind: str) -> None:
+        # transformers switches itself to full attention for a short input and stays there: set it every time.
+        target = theirs.get_encoder() if hasattr(theirs, "get_encoder") else theirs
+        target.set_attention_type(kind)
+
+    if spec.task == "encode":
+        encoder = theirs.get_encoder() if config.model_type == "bigbird_pegasus" else theirs
+
+        def run(ids: torch.Tensor, mask: torch.Tensor) -> Any:
+            return encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+
+    else:
+
+        def run(ids: torch.Tensor, mask: torch.Tensor) -> Any:
+            return theirs.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                num_beams=spec.num_beams,
+                max_new_tokens=spec.new_tokens,
+                min_new_tokens=spec.new_tokens,
+                do_sample=False,
+            )
+
+    return Runner("transformers", run, set_attention), transformers.__version__
+
+
+# --------------------------------------------------------------------------------------------------
+# Measuring
+# --------------------------------------------------------------------------------------------------
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _inputs(config: ModelConfig, batch: int, seq_len: int, seed: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + seq_len * 131 + batch)
+    ids = torch.randint(FIRST_ORDINARY_ID, config.vocab_size, (batch, seq_len), generator=gen)
+    return ids.to(device), torch.ones_like(ids, device=device)
+
+
+def _summary(times: list[float], peaks: list[int], work_tokens: int) -> dict[str, Any]:
+    median = statistics.median(times)
+    return {
+        "median_s": round(median, 6),
+        "min_s": round(min(times), 6),
+        "max_s": round(max(times), 6),
+        "tokens_per_s": round(work_tokens / median, 2) if median > 0 else None,
+        "peak_mem_bytes": max(peaks),
+    }
+
+
+def _compare_outputs(a: Any, b: Any) -> dict[str, Any]:
+    """How far apart two implementations' results are: max |diff| of hidden states, or same generated tokens."""
+    if a.is_floating_point():
+        return {"max_abs_diff": (a.float() - b.float()).abs().max().item()}
+    n = min(a.shape[-1], b.shape[-1])
+    return {"same_tokens": bool(a.shape == b.shape and torch.equal(a[..., :n].cpu(), b[..., :n].cpu()))}
+
+
+def min_token_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The lowest cosine similarity between two (B, T, H) hidden states over all tokens."""
+    return F.cosine_similarity(a.float(), b.float(), dim=-1).min().item()
+
+
+def run_bench(spec: BenchSpec, progress: Callable[[str], None] | None = None) -> Iterator[dict[str, Any]]:
+    """Measure every row of `spec`, yielding one record per row as soon as it is done."""
+    spec.check()
+    say = progress or (lambda message: None)
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    device = torch.device(spec.device)
+    config = build_config(spec)
+    too_long = [n for n in spec.seq_lens if n > config.max_position_embeddings]
+    if too_long:
+        raise BenchError(f"sequence lengths {too_long} exceed the model's {config.max_position_embeddings} positions.")
+    say(f"building {spec.preset or spec.model} ({config.model_type})")
+    model = build_model(spec, config)
+    n_params = sum(p.numel() for p in model.parameters())
+    runners: list[Runner] = []
+    versions = {"torch": torch.__version__}
+    if spec.quantize == "int8":
+        runners.append(_our_runner("ours", quantize_int8(model), spec))
+        runners.append(_our_runner("fp32", model, spec))
+    else:
+        runners.append(_our_runner("ours", model, spec))
+    if spec.compare == "transformers":
+        say("loading the same weights into transformers")
+        runner, versions["transformers"] = _transformers_runner(model, spec)
+        runners.append(runner)
+    meter = MemoryMeter(device)
+
+    with torch.inference_mode():
+        for attention in spec.attentions:
+            for batch in spec.batch_sizes:
+                for seq_len in spec.seq_lens:
+                    say(f"{attention} batch {batch} × {seq_len} tokens")
+                    yield _measure_row(spec, config, runners, meter, device, attention, batch, seq_len) | {
+                        "parameters": n_params,
+                        "versions": versions,
+                        # Other work on the machine skews timings; the load average lets a reader see it did.
+                        "machine": {
+                            "cpu_count": os.cpu_count(),
+                            "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+                            "platform": platform.platform(),
+                        },
+                    }
+
+
+def _measure_row(
+    spec: BenchSpec,
+    config: ModelConfig,
+    runners: list[Runner],
+    meter: MemoryMeter,
+    device: torch.device,
+    attention: str,
+    batch: int,
+    seq_len: int,
+) -> dict[str, Any]:
+    ids, mask = _inputs(config, batch, seq_len, spec.seed, spec.device)
+    # Each implementation's first result is kept to compare the implementations' numbers with each other.
+    outputs: dict[str, Any] = {}
+    for _ in range(spec.warmup):
+        for runner in runners:
+            runner.set_attention(attention)
+            outputs.setdefault(runner.name, runner.run(ids, mask))
+    times: dict[str, list[float]] = {r.name: [] for r in runners}
+    peaks: dict[str, list[int]] = {r.name: [] for r in runners}
+    bases: dict[str, list[int]] = {r.name: [] for r in runners}
+    for _ in range(spec.repeat):
+        for runner in runners:
+            runner.set_attention(attention)
+            gc.collect()
+            _sync(device)
+            bases[runner.name].append(meter.current())
+            meter.reset()
+            start = time.perf_counter()
+            out = runner.run(ids, mask)
+            _sync(device)
+            times[runner.name].append(time.perf_counter() - start)
+            peaks[runner.name].append(meter.peak())
+            outputs.setdefault(runner.name, out)
+            del out
+
+    # Resident memory before the call that reached the highest peak: peak minus this is what the call added.
+    base = {name: bases[name][max(range(len(p)), key=p.__getitem__)] for name, p in peaks.items()}
+    work_tokens = batch * (seq_len if spec.task == "encode" else spec.new_tokens)
+    record: dict[str, Any] = {
+        "task": spec.task,
+        "model": spec.preset or spec.model,
+        "attention": attention,
+        "seq_len": seq_len,
+        "batch_size": batch,
+        "dtype": spec.dtype,
+        "device": spec.device,
+        "threads": torch.get_num_threads(),
+        "repeat": spec.repeat,
+        "warmup": spec.warmup,
+        "quantize": spec.quantize,
+    }
+    if spec.task == "summarize":
+        record |= {"num_beams": spec.num_beams, "new_tokens": spec.new_tokens}
+    record |= _summary(times["ours"], peaks["ours"], work_tokens)
+    record |= {"mem_base_bytes": base["ours"], "mem_scope": meter.scope}
+    if "fp32" in times:
+        record["fp32"] = _summary(times["fp32"], peaks["fp32"], work_tokens) | {"mem_base_bytes": base["fp32"]}
+        record["speedup_vs_fp32"] = round(record["fp32"]["median_s"] / record["median_s"], 3)
+        record["cosine_min"] = min_token_cosine(outputs["ours"], outputs["fp32"])
+    if "transformers" in times:
+        theirs = _summary(times["transformers"], peaks["transformers"], work_tokens)
+        record["transformers"] = theirs | {"mem_base_bytes": base["transformers"]}
+        record["ratio"] = round(theirs["median_s"] / record["median_s"], 3)
+        reference = outputs["fp32"] if "fp32" in outputs else outputs["ours"]
+        record |= _compare_outputs(reference, outputs["transformers"])
+    return record
+
+
+# --------------------------------------------------------------------------------------------------
+# Plot
+# --------------------------------------------------------------------------------------------------
+def plot(records: list[dict[str, Any]], path: str | Path) -> None:
+    """Time and peak memory against sequence length, one line per implementation × attention × batch size."""
+    try:
+        matplotlib = importlib.import_module("matplotlib")
+    except ImportError:
+        raise BenchError("--plot needs matplotlib: pip install 'bigbird-cli[plot]'.") from None
+    matplotlib.use("Agg")
+    plt = importlib.import_module("matplotlib.pyplot")
+    fig, (ax_time, ax_mem) = plt.subplots(1, 2, figsize=(11, 4.2))
+    series: dict[str, list[tuple[int, float, float]]] = {}
+    for r in records:
+        key = f"{r['attention']} b{r['batch_size']}"
+        series.setdefault(f"ours {key}", []).append((r["seq_len"], r["median_s"], r["peak_mem_bytes"]))
+        for other in ("transformers", "fp32"):
+            if other in r:
+                o = r[other]
+                series.setdefault(f"{other} {key}", []).append((r["seq_len"], o["median_s"], o["peak_mem_bytes"]))
+    for label, points in series.items():
+        points.sort()
+        xs = [p[0] for p in points]
+        ax_time.plot(xs, [p[1] for p in points], marker="o", label=label)
+        ax_mem.plot(xs, [p[2] / 2**20 for p in points], marker="o", label=label)
+    title = records[0]["model"] if records else ""
+    ax_time.set(xlabel="sequence length (tokens)", ylabel="median seconds", title=f"{title}: time")
+    ax_mem.set(xlabel="sequence length (tokens)", ylabel="peak memory (MiB)", title=f"{title}: peak memory")
+    for ax in (ax_time, ax_mem):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(str(path), dpi=120)
+    plt.close(fig)
