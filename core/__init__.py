@@ -12,6 +12,14 @@ from .bigbird import (
 )
 from .checkpoints import CheckpointError, resolve_checkpoint
 from .config import BigBirdConfig, BigBirdPegasusConfig, load_config
+from .generation import DecoderCache
+from .pegasus import (
+    BigBirdPegasusForCausalLM,
+    BigBirdPegasusForConditionalGeneration,
+    BigBirdPegasusForQuestionAnswering,
+    BigBirdPegasusForSequenceClassification,
+    BigBirdPegasusModel,
+)
 
 __all__ = [
     "BigBirdConfig",
@@ -24,7 +32,13 @@ __all__ = [
     "BigBirdForTokenClassification",
     "BigBirdModel",
     "BigBirdPegasusConfig",
+    "BigBirdPegasusForCausalLM",
+    "BigBirdPegasusForConditionalGeneration",
+    "BigBirdPegasusForQuestionAnswering",
+    "BigBirdPegasusForSequenceClassification",
+    "BigBirdPegasusModel",
     "CheckpointError",
+    "DecoderCache",
     "load_config",
     "resolve_checkpoint",
 ]

@@ -210,7 +210,56 @@ BIGBIRD_TABLE = NameTable(
     aliases={"cls.predictions.bias": ["cls.predictions.decoder.bias"]},
 )
 
-TABLES: dict[str, NameTable] = {"bigbird": BIGBIRD_TABLE}
+
+def _pegasus_attention(ours: str, theirs: str) -> list[tuple[str, str]]:
+    """A decoder attention block: our query/key/value/out are the reference's q_proj/k_proj/v_proj/out_proj."""
+    names = (("query", "q_proj"), ("key", "k_proj"), ("value", "v_proj"), ("out", "out_proj"))
+    return [(f"{ours}.{a}", f"{theirs}.{b}") for a, b in names]
+
+
+# BigBirdPegasus. The shared embedding matrix is stored once (`model.shared.weight`); the encoder's and decoder's
+# token embeddings and the LM head are tied to it (older checkpoints also store the copies, listed as aliases).
+PEGASUS_TABLE = NameTable(
+    base_prefix=("model", "model"),
+    base=[
+        ("shared", "shared"),
+        ("encoder.tokens", "encoder.embed_tokens"),
+        ("encoder.positions", "encoder.embed_positions"),
+        ("encoder.layers.{i}.attn", "encoder.layers.{i}.self_attn.self"),
+        ("encoder.layers.{i}.attn_out", "encoder.layers.{i}.self_attn.output"),
+        ("encoder.layers.{i}.attn_norm", "encoder.layers.{i}.self_attn_layer_norm"),
+        ("encoder.layers.{i}.ffn_in", "encoder.layers.{i}.fc1"),
+        ("encoder.layers.{i}.ffn_out", "encoder.layers.{i}.fc2"),
+        ("encoder.layers.{i}.ffn_norm", "encoder.layers.{i}.final_layer_norm"),
+        ("encoder.norm", "encoder.layernorm_embedding"),
+        ("decoder.tokens", "decoder.embed_tokens"),
+        ("decoder.positions", "decoder.embed_positions"),
+        *_pegasus_attention("decoder.layers.{i}.attn", "decoder.layers.{i}.self_attn"),
+        ("decoder.layers.{i}.attn_norm", "decoder.layers.{i}.self_attn_layer_norm"),
+        *_pegasus_attention("decoder.layers.{i}.cross", "decoder.layers.{i}.encoder_attn"),
+        ("decoder.layers.{i}.cross_norm", "decoder.layers.{i}.encoder_attn_layer_norm"),
+        ("decoder.layers.{i}.ffn_in", "decoder.layers.{i}.fc1"),
+        ("decoder.layers.{i}.ffn_out", "decoder.layers.{i}.fc2"),
+        ("decoder.layers.{i}.ffn_norm", "decoder.layers.{i}.final_layer_norm"),
+        ("decoder.norm", "decoder.layernorm_embedding"),
+    ],
+    heads=[
+        ("lm_head", "lm_head"),
+        ("final_logits_bias", "final_logits_bias"),
+        ("classifier.dense", "classification_head.dense"),
+        ("classifier.out", "classification_head.out_proj"),
+        ("qa", "qa_outputs"),
+    ],
+    aliases={
+        "model.shared.weight": ["model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight"],
+        # A decoder-only model read from a seq2seq checkpoint takes the shared matrix.
+        "model.decoder.embed_tokens.weight": ["model.shared.weight"],
+        "lm_head.weight": ["model.shared.weight"],
+    },
+)
+
+
+TABLES: dict[str, NameTable] = {"bigbird": BIGBIRD_TABLE, "pegasus": PEGASUS_TABLE}
 
 
 def _candidates(name: str, table: NameTable) -> list[str]:
