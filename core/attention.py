@@ -185,6 +185,21 @@ def full_attention(
     return F.dropout(probs, dropout, training=dropout > 0) @ v, probs
 
 
+def key_block_table(num_blocks: int, plan: torch.Tensor) -> torch.Tensor:
+    """For each head and query block 1..n-2, the key blocks it reads: first, window (3), random (r), last.
+
+    Returns an int64 (H, n-2, 5 + r) table; slot 0 of row 1 and the last slot of row n-2 repeat a window
+    block and are excluded by the caller.
+    """
+    h, rows, _ = plan.shape
+    middle = torch.arange(1, num_blocks - 1, device=plan.device)
+    window = middle[:, None] + torch.arange(-1, 2, device=plan.device)
+    first = torch.zeros(rows, 1, dtype=torch.long, device=plan.device)
+    last = torch.full((rows, 1), num_blocks - 1, dtype=torch.long, device=plan.device)
+    fixed = torch.cat([first, window], dim=1).expand(h, rows, 4)
+    return torch.cat([fixed, plan, last.expand(h, rows, 1)], dim=2)
+
+
 def block_sparse_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -197,13 +212,13 @@ def block_sparse_attention(
     """ITC block-sparse attention over (B, H, T, D) tensors; T is a multiple of `block_size`.
 
     `mask` is the (B, T) validity of tokens; `plan` the (H, T/block_size - 2, r) random key blocks.
+    Each middle query block's keys are gathered into one (5 + r)-block row, so that all rows go through a
+    single fused attention call (no score tensor is materialised unless probabilities are asked for).
     Outputs at padded query positions are zero, as in the reference.
     """
     b, h, t, d = q.shape
     bs = block_size
     n = t // bs
-    r = plan.shape[-1]
-    scale = 1.0 / math.sqrt(d)
     dtype = q.dtype
     valid = mask.to(dtype)
     key_bias = (1.0 - valid) * MASK_PENALTY  # (B, T)
@@ -212,73 +227,40 @@ def block_sparse_attention(
     q_global = torch.cat([q[:, :, :bs], q[:, :, -bs:]], dim=2)
     global_ctx, global_probs = full_attention(q_global, k, v, key_bias[:, None, None, :], output_probs=output_probs)
 
-    # Rows 1..n-2: first block, 3-block window, random blocks, last block.
-    qb = q.view(b, h, n, bs, d)[:, :, 1:-1] * scale  # (B, H, n-2, bs, D)
-    kb = k.view(b, h, n, bs, d)
-    vb = v.view(b, h, n, bs, d)
-    k_win = torch.cat([kb[:, :, :-2], kb[:, :, 1:-1], kb[:, :, 2:]], dim=3)  # (B, H, n-2, 3bs, D)
-    v_win = torch.cat([vb[:, :, :-2], vb[:, :, 1:-1], vb[:, :, 2:]], dim=3)
-    plan = plan.to(q.device)
+    # Rows 1..n-2 read the key blocks of the table, gathered per head into rows of (5 + r) blocks.
+    table = key_block_table(n, plan.to(q.device))
     heads = torch.arange(h, device=q.device)[:, None, None]
-    k_rand = kb[:, heads, plan].flatten(3, 4)  # (B, H, n-2, r*bs, D)
-    v_rand = vb[:, heads, plan].flatten(3, 4)
+    rows = h * (n - 2)
+    k_rows = k.view(b, h, n, bs, d)[:, heads, table].view(b, rows, -1, d)
+    v_rows = v.view(b, h, n, bs, d)[:, heads, table].view(b, rows, -1, d)
+    bias = key_bias.view(b, n, bs)[:, table].view(b, h, n - 2, -1)
+    bias[:, :, 0, :bs] = torch.finfo(dtype).min  # row 1 sees block 0 through its window
+    bias[:, :, -1, -bs:] = torch.finfo(dtype).min  # row n-2 sees block n-1 through its window
+    q_rows = q.view(b, h, n, bs, d)[:, :, 1:-1].reshape(b, rows, bs, d)
+    middle, probs = full_attention(q_rows, k_rows, v_rows, bias.view(b, rows, 1, -1), output_probs=output_probs)
 
-    blocks = key_bias.view(b, n, bs)
-    first_bias = blocks[:, None, None, :1].expand(b, 1, n - 2, 1, bs).clone()
-    last_bias = blocks[:, None, None, -1:].expand(b, 1, n - 2, 1, bs).clone()
-    # Rows 1 and n-2 already see block 0 / block n-1 in their window: exclude the duplicate slot.
-    first_bias[:, :, 0] = torch.finfo(dtype).min
-    last_bias[:, :, -1] = torch.finfo(dtype).min
-    win_bias = torch.cat([blocks[:, :-2], blocks[:, 1:-1], blocks[:, 2:]], dim=-1)[:, None, :, None, :]
-    rand_bias = key_bias.view(b, n, bs)[:, plan].flatten(3, 4)[:, :, :, None, :]  # (B, H, n-2, 1, r*bs)
-
-    qf = qb.flatten(2, 3)  # (B, H, (n-2)*bs, D): one matmul against each global key block
-    scores = torch.cat(
-        [
-            (qf @ kb[:, :, 0].transpose(-1, -2)).view(b, h, n - 2, bs, bs) + first_bias,
-            qb @ k_win.transpose(-1, -2) + win_bias,
-            qb @ k_rand.transpose(-1, -2) + rand_bias,
-            (qf @ kb[:, :, -1].transpose(-1, -2)).view(b, h, n - 2, bs, bs) + last_bias,
-        ],
-        dim=-1,
-    )
-    probs = scores.softmax(dim=-1)
-    p_first, p_win, p_rand, p_last = probs.split([bs, 3 * bs, r * bs, bs], dim=-1)
-    middle = p_win @ v_win + p_rand @ v_rand
-    middle = middle + (p_first.flatten(2, 3) @ vb[:, :, 0]).view_as(middle)
-    middle = middle + (p_last.flatten(2, 3) @ vb[:, :, -1]).view_as(middle)
-
-    context = torch.cat([global_ctx[:, :, :bs], middle.flatten(2, 3), global_ctx[:, :, bs:]], dim=2)
+    middle = middle.view(b, h, (n - 2) * bs, d)
+    context = torch.cat([global_ctx[:, :, :bs], middle, global_ctx[:, :, bs:]], dim=2)
     context = context * valid[:, None, :, None]
     if not output_probs:
         return context, None
-    return context, _dense_probs(global_probs, probs, plan, b, h, n, bs, r)
+    return context, _dense_probs(global_probs, probs.view(b, h, n - 2, bs, -1), table, bs)
 
 
-def _dense_probs(
-    global_probs: torch.Tensor, probs: torch.Tensor, plan: torch.Tensor, b: int, h: int, n: int, bs: int, r: int
-) -> torch.Tensor:
+def _dense_probs(global_probs: torch.Tensor, probs: torch.Tensor, table: torch.Tensor, bs: int) -> torch.Tensor:
     """Lay the sparse probabilities out as a dense (B, H, T, T) matrix (for output_attentions only)."""
+    b, h, rows, _, width = probs.shape
+    n, slots = rows + 2, width // bs
     dense = global_probs.new_zeros(b, h, n, bs, n, bs)
     dense[:, :, 0] = global_probs[:, :, :bs].view(b, h, bs, n, bs)
     dense[:, :, -1] = global_probs[:, :, bs:].view(b, h, bs, n, bs)
-    rows = torch.arange(1, n - 1, device=probs.device)
-    window = rows[:, None] + torch.arange(-1, 2, device=probs.device)
-    # Slot order: first, last, window, random, so that a real probability overwrites an excluded duplicate.
-    slots = [
-        (torch.zeros_like(rows)[:, None], 0, 1),
-        (torch.full_like(rows, n - 1)[:, None], 4 + r, 5 + r),
-        (window, 1, 4),
-    ]
-    middle = dense[:, :, 1:-1]  # (B, H, n-2, bs, n, bs)
-    for blocks, lo, hi in slots:
-        values = probs[..., lo * bs : hi * bs].unflatten(-1, (hi - lo, bs))
-        index = blocks[None, None, :, None, :, None].expand(b, h, n - 2, bs, hi - lo, bs)
-        middle.scatter_(4, index, values)
-    if r:
-        values = probs[..., 4 * bs : (4 + r) * bs].unflatten(-1, (r, bs))
-        index = plan[None, :, :, None, :, None].expand(b, h, n - 2, bs, r, bs)
-        middle.scatter_(4, index, values)
+    values = probs.unflatten(-1, (slots, bs))
+    # Excluded duplicate slots hold 0: write first/last, then window, then random, so real values win.
+    for group in ([0, slots - 1], [1, 2, 3], list(range(4, slots - 1))):
+        if not group:
+            continue
+        index = table[None, :, :, None, group, None].expand(b, h, rows, bs, len(group), bs)
+        dense[:, :, 1:-1].scatter_(4, index, values[:, :, :, :, group])
     return dense.view(b, h, n * bs, n * bs)
 
 
