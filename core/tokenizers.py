@@ -123,6 +123,7 @@ class SentencePieceTokenizer:
     def __init__(
         self,
         vocab_file: str | Path,
+        sp: spm.SentencePieceProcessor,
         special_tokens: dict[str, str],
         added_tokens: dict[int, AddedToken],
         *,
@@ -131,7 +132,7 @@ class SentencePieceTokenizer:
         clean_up_tokenization_spaces: bool = False,
     ) -> None:
         self.vocab_file = Path(vocab_file)
-        self.sp = spm.SentencePieceProcessor(model_file=str(vocab_file))
+        self.sp = sp
         self.special_tokens = special_tokens
         self.additional_special_tokens = list(additional_special_tokens)
         self.added_tokens_decoder = added_tokens
@@ -206,10 +207,10 @@ class SentencePieceTokenizer:
         return [self.convert_tokens_to_ids(token) for token in tokens]
 
     def convert_ids_to_tokens(self, ids: int | Sequence[int], skip_special_tokens: bool = False) -> str | list[str]:
+        ids = _as_ids(ids)
         if isinstance(ids, int):
             token = self.added_tokens_decoder.get(ids)
             return token.content if token is not None else self.sp.id_to_piece(ids - self.id_offset)
-        ids = _as_int_list(ids)
         return [self.convert_ids_to_tokens(i) for i in ids if not (skip_special_tokens and i in self._special_id_set)]
 
     # Splitting and sentencepiece ----------------------------------------------------------------------------
@@ -495,7 +496,8 @@ class SentencePieceTokenizer:
         clean_up_tokenization_spaces: bool | None = None,
     ) -> str:
         """Text of `token_ids`: sentencepiece decodes the ordinary pieces, added tokens are written as they are."""
-        ids = [token_ids] if isinstance(token_ids, int) else _as_int_list(token_ids)
+        ids = _as_ids(token_ids)
+        ids = [ids] if isinstance(ids, int) else ids
         stretches: list[tuple[bool, str]] = []
         run: list[int] = []
         for index in ids:
@@ -568,6 +570,7 @@ class BigBirdTokenizer(SentencePieceTokenizer):
             added[index] = token
         super().__init__(
             vocab_file,
+            sp,
             {role: token.content for role, token in tokens.items()},
             added,
             model_max_length=model_max_length,
@@ -615,6 +618,7 @@ class PegasusTokenizer(SentencePieceTokenizer):
         self.mask_token_sent = mask_sent.content
         super().__init__(
             vocab_file,
+            sp,
             {"eos": eos.content, "unk": unk.content, "pad": pad.content, "mask": mask.content},
             added,
             additional_special_tokens=[token.content for token in reserved[2:3] + reserved[4:]],
@@ -680,9 +684,12 @@ def _train_spm(
     texts: Sequence[str], out_dir: Path, vocab_size: int, options: dict[str, Any], config: dict, token_map: dict
 ) -> int:
     """Train a unigram model in memory (single-threaded, unshuffled: the same corpus gives the same bytes)."""
+    lines = [line for text in texts for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ValueError("No text to train a sentencepiece model on.")
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=_training_lines(texts),
+        sentence_iterator=iter(lines),
         model_writer=model,
         vocab_size=vocab_size,
         model_type="unigram",
@@ -700,11 +707,6 @@ def _train_spm(
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     (out_dir / "special_tokens_map.json").write_text(json.dumps(token_map, indent=2) + "\n", encoding="utf-8")
     return spm.SentencePieceProcessor(model_proto=model.getvalue()).get_piece_size()
-
-
-def _training_lines(texts: Sequence[str]) -> Iterator[str]:
-    for text in texts:
-        yield from (line for line in text.splitlines() if line.strip())
 
 
 # Helpers ---------------------------------------------------------------------------------------------------
@@ -772,10 +774,11 @@ def _as_batch(value: str | Sequence[str] | None, batched: bool, size: int) -> li
     return values
 
 
-def _as_int_list(ids: Any) -> list[int]:
+def _as_ids(ids: Any) -> int | list[int]:
+    """Ids given as an int, a list, a numpy array or a tensor (scalars included), as Python ints."""
     if hasattr(ids, "tolist"):
         ids = ids.tolist()
-    return [int(i) for i in ids]
+    return int(ids) if isinstance(ids, int) else [int(i) for i in ids]
 
 
 def _as_rows(sequences: Any) -> list[Any]:

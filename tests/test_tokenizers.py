@@ -18,13 +18,14 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import sentencepiece as spm
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.tokenizers import BigBirdTokenizer, PegasusTokenizer, train_bigbird_spm, train_pegasus_spm
+from core.tokenizers import AddedToken, BigBirdTokenizer, PegasusTokenizer, train_bigbird_spm, train_pegasus_spm
 
 REPO = Path(__file__).resolve().parents[1]
 ORACLE_SCRIPT = Path(__file__).with_name("tokenizer_oracle.py")
@@ -363,6 +364,31 @@ def test_question_spans_survive_truncating_only_the_context(tokenizers: dict) ->
     assert "".join(question[a:b] for a, b in question_spans) == "Whowroteit?"
     context_spans = [s for s, t in zip(spans[:-1], types[:-1], strict=True) if t == 1]
     assert context[context_spans[0][0] : context_spans[-1][1]].startswith("Paragraph 0: the ﬁrst")
+
+
+def test_ids_in_any_container_and_pegasus_type_ids(tokenizers: dict) -> None:
+    bigbird, pegasus = tokenizers["bigbird"], tokenizers["pegasus"]
+    ids = bigbird("the quick fox").input_ids
+    text = bigbird.decode(ids)
+    assert bigbird.decode(torch.tensor(ids)) == bigbird.decode(np.array(ids)) == text
+    assert bigbird.batch_decode(torch.tensor([ids, ids])) == [text, text]
+    assert bigbird.convert_ids_to_tokens(np.int64(67)) == bigbird.convert_ids_to_tokens(torch.tensor(67)) == "[MASK]"
+    # transformers 4.56.2 gives Pegasus pairs one token type too few; ours cover the </s> too.
+    out = pegasus("first part", "second part", return_token_type_ids=True)
+    assert len(out.token_type_ids) == len(out.input_ids) and out.token_type_ids[-1] == 1
+
+
+def test_token_flags_come_from_the_checkpoint_files(model_dirs: dict, tmp_path: Path) -> None:
+    (tmp_path / "spiece.model").write_bytes((model_dirs["bigbird"] / "spiece.model").read_bytes())
+    mask = {"content": "[MASK]", "lstrip": False, "rstrip": True}
+    (tmp_path / "special_tokens_map.json").write_text(json.dumps({"mask_token": mask}))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 10**30}))
+    tokenizer = BigBirdTokenizer.from_pretrained(tmp_path)
+    assert tokenizer.model_max_length is None
+    assert tokenizer.added_tokens_decoder[67] == AddedToken("[MASK]", lstrip=False, rstrip=True)
+    assert BigBirdTokenizer(model_dirs["bigbird"] / "spiece.model").added_tokens_decoder[67].lstrip  # the default
+    with pytest.raises(ValueError, match="model_max_length"):
+        tokenizer("a", padding="max_length")
 
 
 def test_truncation_that_cannot_fit(tokenizers: dict) -> None:
