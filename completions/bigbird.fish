@@ -1,0 +1,1 @@
+complete --command bigbird --no-files --arguments "(env _BIGBIRD_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) bigbird)" --condition "env _BIGBIRD_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) bigbird"

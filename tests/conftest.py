@@ -1,0 +1,124 @@
+"""Shared fixtures: tiny checkpoints (made once per session) and a way to run the installed `bigbird` command.
+
+The checkpoints have random weights and a small window (max_position_embeddings=256), so a few hundred words
+are already a "long" document: chunking, sliding windows and block-sparse attention all run in the CLI tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Window of the tiny CLI checkpoints: 16 blocks of 16 tokens, long enough for block-sparse attention to engage.
+WINDOW = 256
+
+# (family, head, config overrides) for each checkpoint the CLI tests use, by name.
+TINY_MODELS = {
+    "mask": ("bigbird", "masked_lm", {}),
+    "qa": ("bigbird", "question_answering", {}),
+    "classify": ("bigbird", "sequence_classification", {"id2label": {0: "negative", 1: "neutral", 2: "positive"}}),
+    "summarize": ("pegasus", "conditional_generation", {"max_length": 12, "num_beams": 2}),
+    "pegasus-qa": ("pegasus", "question_answering", {}),
+    "pegasus-classify": ("pegasus", "sequence_classification", {"id2label": {0: "no", 1: "yes"}}),
+}
+
+
+class TinyModels:
+    """Checkpoint directories by name (see TINY_MODELS), each made on first use and kept for the session."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.made: dict[str, Path] = {}
+
+    def __getitem__(self, name: str) -> Path:
+        if name not in self.made:
+            from core.tiny import make_tiny_checkpoint
+
+            family, head, overrides = TINY_MODELS[name]
+            seed = list(TINY_MODELS).index(name)
+            self.made[name] = make_tiny_checkpoint(
+                self.root / name, family, head, seed=seed, max_position_embeddings=WINDOW, **overrides
+            )
+        return self.made[name]
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> TinyModels:
+    return TinyModels(tmp_path_factory.mktemp("tiny-models"))
+
+
+LONG_TEXT = " ".join(
+    [
+        "Rivers carry sediment to the sea, where it settles and slowly builds wide, flat deltas.",
+        "The museum opened a new wing with paintings, sculptures and a small library of rare books.",
+        "Every morning the baker lights the oven at four and the first bread is ready by six.",
+        "The weather turned cold in November, and the first snow fell on the hills above the town.",
+    ]
+    * 6
+)
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> Path:
+    """A folder of documents: short and long (beyond the tiny window), nested, plus a file the glob skips."""
+    root = tmp_path_factory.mktemp("corpus")
+    (root / "notes").mkdir()
+    (root / "baker.txt").write_text("Every morning the baker lights the oven at four and the bread is ready by six.\n")
+    (root / "long.md").write_text(LONG_TEXT + "\n")
+    (root / "notes" / "museum.txt").write_text(
+        "The museum opened a new wing with paintings and sculptures. Researchers summarized the results.\n"
+    )
+    (root / "notes" / "skip.json").write_text("{}\n")
+    return root
+
+
+def bigbird_executable() -> str:
+    """The installed `bigbird` console script: on PATH (make test), else beside this interpreter."""
+    found = shutil.which("bigbird")
+    if found:
+        return found
+    beside = Path(sys.executable).with_name("bigbird")
+    if beside.exists():
+        return str(beside)
+    pytest.skip("the bigbird command is not installed (pip install -e .)")
+
+
+@pytest.fixture(scope="session")
+def hf_home(tmp_path_factory) -> Path:
+    """An empty HF_HOME, so the CLI never reads or writes the user's Hub cache."""
+    return tmp_path_factory.mktemp("hf-home")
+
+
+@pytest.fixture(scope="session")
+def bigbird(hf_home):
+    """Run the installed `bigbird` command: bigbird(*args, input=bytes, env={...}) -> CompletedProcess."""
+    exe = bigbird_executable()
+
+    def run(*args: str | Path, input: bytes | None = None, env: dict[str, str] | None = None, check_rc=None):
+        full_env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+        full_env.pop("BIGBIRD_MODEL_SUMMARIZE", None)
+        full_env.update(env or {})
+        result = subprocess.run(
+            [exe, *map(str, args)], input=input or b"", capture_output=True, env=full_env, timeout=300
+        )
+        if check_rc is not None:
+            assert result.returncode == check_rc, result.stderr.decode()
+        return result
+
+    return run
+
+
+def jsonl(data: bytes | str | Path) -> list[dict]:
+    """Parse JSONL output (bytes from stdout, or a file path); every line must be a whole JSON object."""
+    if isinstance(data, Path):
+        data = data.read_bytes()
+    if isinstance(data, bytes):
+        data = data.decode("utf-8")
+    assert data == "" or data.endswith("\n"), "output must end with a newline"
+    return [json.loads(line) for line in data.splitlines()]

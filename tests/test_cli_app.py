@@ -1,0 +1,83 @@
+"""The app around the tasks: --version, --help with worked examples, usage errors, completion scripts."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from bigbird_cli import __version__
+from bigbird_cli.app import COMPLETIONS_DIR, app, completion_script, write_completions
+
+runner = CliRunner()
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"bigbird {__version__}"
+
+
+@pytest.mark.parametrize("command", ["summarize", "qa", "classify", "mask"])
+def test_help_shows_a_worked_example(command):
+    result = runner.invoke(app, [command, "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    assert f"Example: bigbird {command} " in result.output
+    for option in ("--model", "--device", "--dtype", "--threads", "--batch-size", "--output", "--resume", "--shard",
+                   "--quiet", "--strategy", "--text", "--jsonl", "--dataset", "--glob"):  # fmt: skip
+        assert option in result.output
+
+
+def test_every_command_is_registered():
+    result = runner.invoke(app, ["--help"], terminal_width=200)
+    for command in ("summarize", "qa", "classify", "mask", "convert", "bench"):
+        assert command in result.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["mask"], "no input"),
+        (["mask", "--text", "x", "--resume"], "--resume needs -o"),
+        (["mask", "--text", "x", "--shard", "3/3"], "--shard 3/3"),
+        (["mask", "--text", "x", "--shard", "half"], "--shard takes I/N"),
+        (["classify", "--text", "x"], "classify needs a model"),
+        (["mask", "-", "--jsonl", "-"], "stdin can be read only once"),
+        (["mask", "--dataset", "no/such-dataset-here.csv"], "could not be opened"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_sentence(args, message, tmp_path, monkeypatch):
+    monkeypatch.delenv("BIGBIRD_MODEL_CLASSIFY", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_an_empty_folder_is_no_input(tmp_path):
+    result = runner.invoke(app, ["mask", str(tmp_path)])
+    assert result.exit_code == 2 and "hold no documents" in result.output
+
+
+def test_completion_scripts_are_current(tmp_path):
+    """completions/ must match what the app generates; regenerate with write_completions() if this fails."""
+    written = write_completions(tmp_path)
+    for path in written:
+        assert (COMPLETIONS_DIR / path.name).read_text() == path.read_text(), f"completions/{path.name} is stale"
+    assert "_BIGBIRD_COMPLETE=complete_bash" in completion_script("bash")
+
+
+def test_completion_completes_commands_and_options(monkeypatch):
+    monkeypatch.setenv("_BIGBIRD_COMPLETE", "complete_bash")
+    monkeypatch.setenv("COMP_WORDS", "bigbird qa --to")
+    monkeypatch.setenv("COMP_CWORD", "2")
+    result = runner.invoke(app, [], prog_name="bigbird")
+    assert "--top-k" in result.output
+
+
+def test_install_completion_writes_the_script(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    result = runner.invoke(app, ["--install-completion", "bash"], prog_name="bigbird")
+    assert result.exit_code == 0, result.output
+    script = tmp_path / ".bash_completions" / "bigbird.sh"
+    assert "_BIGBIRD_COMPLETE" in script.read_text() and str(script) in (tmp_path / ".bashrc").read_text()
