@@ -262,6 +262,7 @@ class Encoder(nn.Module):
             hidden_states.append(x[:, :seq_len])
             attentions.append(probs)
         x = self.norm(x[:, :seq_len])
+        hidden_states[-1] = x  # the inputs of each layer, then the final (normed) output, as the reference
         return ModelOutput(
             last_hidden_state=x,
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
@@ -324,8 +325,10 @@ class Decoder(nn.Module):
             hidden_states.append(x)
             attentions.append(probs)
             cross_attentions.append(cross)
+        x = self.norm(x)
+        hidden_states[-1] = x
         return ModelOutput(
-            last_hidden_state=self.norm(x),
+            last_hidden_state=x,
             past_key_values=cache if use_cache else None,
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
             attentions=tuple(attentions) if output_attentions else None,
