@@ -104,6 +104,9 @@ class SentencePieceTokenizer:
     """
 
     id_offset = 0
+    # The keyword arguments `from_pretrained` reads from tokenizer_config.json / special_tokens_map.json.
+    token_keys: tuple[str, ...] = ()
+    setting_keys: tuple[str, ...] = ("model_max_length", "clean_up_tokenization_spaces")
 
     bos_token = _Role("bos", as_id=False)
     bos_token_id = _Role("bos", as_id=True)
@@ -155,25 +158,12 @@ class SentencePieceTokenizer:
         config = _read_json(directory / "tokenizer_config.json")
         token_map = _read_json(directory / "special_tokens_map.json")
         declared = {entry["content"]: entry for entry in config.get("added_tokens_decoder", {}).values()}
-        kwargs: dict[str, Any] = {}
-        for key in cls._config_token_keys():
+        kwargs: dict[str, Any] = {key: config[key] for key in cls.setting_keys if key in config}
+        for key in cls.token_keys:
             value = token_map.get(key, config.get(key))
             if value is not None:
                 kwargs[key] = _added_token(value, declared)
-        for key in ("model_max_length", "clean_up_tokenization_spaces", "offset"):
-            if key in config and key in cls._config_keys():
-                kwargs[key] = config[key]
         return cls(directory / "spiece.model", **kwargs)
-
-    @classmethod
-    def _config_token_keys(cls) -> tuple[str, ...]:
-        return tuple(key for key in cls._config_keys() if key.endswith(("_token", "_token_sent")))
-
-    @classmethod
-    def _config_keys(cls) -> tuple[str, ...]:
-        import inspect
-
-        return tuple(inspect.signature(cls.__init__).parameters)[2:]
 
     # Vocabulary ---------------------------------------------------------------------------------------------
 
@@ -284,14 +274,10 @@ class SentencePieceTokenizer:
         ids: list[int] = []
         spans: list[np.ndarray] = []
         for start, end, index in parts:
-            if index is not None:
-                ids.append(index)
-                spans.append(np.array([[start, end]], dtype=np.int64))
-                continue
-            tokens = next(encoded)
-            ids.extend(tokens.ids)
+            tokens = next(encoded) if index is None else None
+            ids.extend([index] if tokens is None else tokens.ids)
             if with_offsets:
-                spans.append(tokens.offsets + start)
+                spans.append(np.array([[start, end]], dtype=np.int64) if tokens is None else tokens.offsets + start)
         if not with_offsets:
             return _Tokens(ids, None)
         return _Tokens(ids, np.concatenate(spans) if spans else np.zeros((0, 2), dtype=np.int64))
@@ -440,10 +426,10 @@ class SentencePieceTokenizer:
             input_ids = self.build_inputs_with_special_tokens(ids0, ids1)
             type_ids = self.create_token_type_ids_from_sequences(ids0, ids1)
             special_mask = self.get_special_tokens_mask(ids0, ids1)
-        else:
+        else:  # nothing added, so nothing marked special (added tokens found in the text are content here)
             input_ids = ids0 + (ids1 or [])
             type_ids = [0] * len(ids0) + [1] * len(ids1 or [])
-            special_mask = self.get_special_tokens_mask(input_ids, already_has_special_tokens=True)
+            special_mask = [0] * len(input_ids)
         row = {"input_ids": input_ids, "token_type_ids": type_ids, "attention_mask": [1] * len(input_ids)}
         row["special_tokens_mask"] = special_mask
         if first.offsets is not None:
@@ -544,6 +530,8 @@ class BigBirdTokenizer(SentencePieceTokenizer):
     `</s>` 2, `[CLS]` 65, `[SEP]` 66, `[MASK]` 67, `<unk>` 100); one the vocabulary lacks gets the next free id.
     """
 
+    token_keys = ("unk_token", "bos_token", "eos_token", "pad_token", "sep_token", "cls_token", "mask_token")
+
     def __init__(
         self,
         vocab_file: str | Path,
@@ -594,6 +582,9 @@ class PegasusTokenizer(SentencePieceTokenizer):
     `<unk_{offset-1}>` from 4 on. With the usual offset of 103 that list runs to id 104, over the shifted ids of
     sentencepiece's own `<pad>` and `</s>` (unused by the model); sentencepiece's `<unk>` (2) becomes 105.
     """
+
+    token_keys = ("pad_token", "eos_token", "unk_token", "mask_token", "mask_token_sent")
+    setting_keys = SentencePieceTokenizer.setting_keys + ("offset",)
 
     def __init__(
         self,

@@ -131,6 +131,9 @@ def cases(family: str) -> list[dict]:
     out.append({"op": "call", "text": batch, "kwargs": {"padding": True, "truncation": True, "max_length": 9}})
     out.append({"op": "call", "text": batch, "kwargs": {"return_special_tokens_mask": True}})
     firsts, seconds = [p[0] for p in PAIRS], [p[1] for p in PAIRS]
+    bare = {"add_special_tokens": False, "return_special_tokens_mask": True}
+    out.append({"op": "call", "text": firsts, "text_pair": seconds, "kwargs": bare | {"padding": True}})
+    out.append({"op": "call", "text": TEXTS, "kwargs": bare})
     kwargs = {"padding": True, "truncation": "only_second", "max_length": 30, "return_token_type_ids": type_ids}
     out.append({"op": "call", "text": firsts[:2], "text_pair": seconds[:2], "kwargs": kwargs})
     size = 450  # below both vocabularies (checked in test_training_is_deterministic_and_quick)
