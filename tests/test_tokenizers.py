@@ -136,7 +136,7 @@ def cases(family: str) -> list[dict]:
     out.append({"op": "call", "text": TEXTS, "kwargs": bare})
     kwargs = {"padding": True, "truncation": "only_second", "max_length": 30, "return_token_type_ids": type_ids}
     out.append({"op": "call", "text": firsts[:2], "text_pair": seconds[:2], "kwargs": kwargs})
-    size = 450  # below both vocabularies (checked in test_training_is_deterministic_and_quick)
+    size = 450  # below both vocabularies (checked in test_special_ids_are_laid_out_as_in_the_real_checkpoints)
     out.append({"op": "ids_to_tokens", "ids": list(range(size))})
     out.append({"op": "ids_to_tokens", "ids": list(range(size)), "skip": True})
     out.append({"op": "tokens_to_ids", "tokens": ["[MASK]", "<mask_1>", "<unk>", "▁the", "no-such-piece", "<s>", "a"]})
@@ -326,6 +326,7 @@ def test_special_ids_are_laid_out_as_in_the_real_checkpoints(tokenizers: dict) -
     assert pegasus.cls_token_id is None and pegasus.sep_token_id is None
     assert bigbird.model_max_length == pegasus.model_max_length == 4096
     assert bigbird("x").input_ids[0] == 65 and pegasus("x").input_ids[-1] == 1
+    assert min(len(bigbird), len(pegasus)) > 450  # the parity cases convert ids up to 449
 
 
 def test_training_is_deterministic_and_quick(tmp_path: Path) -> None:
