@@ -1,0 +1,137 @@
+"""Tasks through the Python API: chunking strategies, windows, offsets, and loading errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import LONG_TEXT, WINDOW
+
+from core.documents import Document
+from core.tasks import ClassifyTask, MaskTask, QATask, SummarizeTask, TaskError
+from core.tasks.base import sliding_windows, split_even
+
+
+def doc(text: str, id: str = "d", **fields) -> Document:
+    return Document(id, "test", text, fields=fields)
+
+
+@pytest.mark.parametrize("n, capacity", [(1, 5), (5, 5), (6, 5), (100, 7), (1000, 254)])
+def test_split_even_covers_evenly(n, capacity):
+    windows = split_even(n, capacity)
+    assert windows[0][0] == 0 and windows[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(windows, windows[1:], strict=False))
+    sizes = [e - s for s, e in windows]
+    assert max(sizes) <= capacity and max(sizes) - min(sizes) <= 1 and len(windows) == -(-n // capacity)
+
+
+@pytest.mark.parametrize("n, capacity, overlap", [(3, 5, 1), (10, 5, 1), (100, 30, 7), (31, 30, 7)])
+def test_sliding_windows_overlap_and_cover(n, capacity, overlap):
+    windows = sliding_windows(n, capacity, overlap)
+    assert windows[0][0] == 0 and windows[-1][1] == n
+    assert all(e - s == min(n, capacity) for s, e in windows)
+    assert all(b[0] <= a[1] - overlap for a, b in zip(windows, windows[1:], strict=False))
+
+
+@pytest.fixture(scope="module")
+def classify(tiny_models):
+    return ClassifyTask(str(tiny_models["classify"]))
+
+
+def test_classify_averages_chunk_probabilities(classify):
+    [record] = classify([doc(LONG_TEXT)])
+    ids = classify.encode(LONG_TEXT).ids
+    windows = split_even(len(ids), WINDOW - 2)
+    assert record["chunks"] == len(windows) > 1 and record["input_tokens"] == len(ids) and not record["truncated"]
+    probs = classify.probabilities([classify.wrap(ids[s:e]) for s, e in windows]).mean(0)
+    assert record["scores"] == pytest.approx(dict(zip(classify.labels, probs.tolist(), strict=True)), abs=1e-6)
+    assert record["label"] == max(record["scores"], key=record["scores"].get)
+    assert sum(record["scores"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_classify_batched_equals_one_by_one(classify):
+    docs = [doc("Short text.", "a"), doc(LONG_TEXT, "b"), doc("A medium length sentence about rivers.", "c")]
+    together = ClassifyTask(classify.model_name, batch_size=3)(docs)
+    for got, one in zip(together, [classify([d])[0] for d in docs], strict=True):
+        assert got["scores"] == pytest.approx(one["scores"], abs=1e-5)
+
+
+def test_classify_truncate_and_top_k(tiny_models):
+    task = ClassifyTask(str(tiny_models["classify"]), strategy="truncate", top_k=2)
+    [record] = task([doc(LONG_TEXT)])
+    assert record["chunks"] == 1 and record["truncated"] and len(record["scores"]) == 2
+    assert list(record["scores"])[0] == record["label"]
+
+
+def test_qa_slides_windows_and_offsets_point_into_the_document(tiny_models):
+    task = QATask(str(tiny_models["qa"]), top_k=3)
+    text = LONG_TEXT + " The answer is forty two."
+    records = task([doc(text, "long", question="What is the answer?"), doc("The oven is lit at four.", "short")])
+    long, short = records
+    assert long["chunks"] > 1 and not long["truncated"]
+    assert len(long["answers"]) == 3 and len({(a["start"], a["end"]) for a in long["answers"]}) == 3
+    assert [a["score"] for a in long["answers"]] == sorted((a["score"] for a in long["answers"]), reverse=True)
+    for answer in long["answers"]:
+        assert text[answer["start"] : answer["end"]] == answer["answer"]
+    assert "no question" in short["error"] and "answer" not in short
+    truncated = QATask(str(tiny_models["qa"]), strategy="truncate", question="What?")([doc(text)])[0]
+    assert truncated["chunks"] == 1 and truncated["truncated"]
+
+
+def test_mask_predicts_each_mask_from_a_window_centred_on_it(tiny_models):
+    task = MaskTask(str(tiny_models["mask"]), top_k=2)
+    text = "The [MASK] of rivers. " + LONG_TEXT + " Snow fell on the [MASK] above the [MASK]."
+    [record] = task([doc(text)])
+    enc = task.encode(text)
+    masks = [k for k, t in enumerate(enc.ids) if t == task.mask_id]
+    capacity = WINDOW - 2
+    starts = [min(max(0, k - capacity // 2), len(enc.ids) - capacity) for k in masks]
+    # The last two masks sit within half a window of the end: they share the window that ends there.
+    assert len(record["predictions"]) == 3 and record["chunks"] == len(set(starts)) == 2 and not record["truncated"]
+    for k, start, predictions in zip(masks, starts, record["predictions"], strict=True):
+        with torch.inference_mode():
+            logits = task.model(torch.tensor([task.wrap(enc.ids[start : start + capacity])])).logits[0]
+        probs = logits[k - start + 1].softmax(-1)
+        top = probs.topk(2)
+        assert [p["token_id"] for p in predictions] == top.indices.tolist()
+        assert [p["score"] for p in predictions] == pytest.approx(top.values.tolist(), abs=1e-5)
+        a, b = enc.offsets[k]
+        for p in predictions:
+            assert p["sequence"] == text[:a] + p["token"] + text[b:]
+    cut = MaskTask(str(tiny_models["mask"]), strategy="truncate")([doc(text)])[0]
+    assert cut["truncated"] and len(cut["predictions"]) == 1
+
+
+def test_summarize_chunks_then_summarizes_the_summaries(tiny_models):
+    task = SummarizeTask(str(tiny_models["summarize"]), max_new_tokens=5, num_beams=1)
+    assert task.generate_kwargs == {
+        "num_beams": 1,
+        "length_penalty": 0.8,
+        "no_repeat_ngram_size": 0,
+        "max_new_tokens": 5,
+        "min_length": 0,
+    }
+    calls = []
+    original = task.summarize_ids
+    task.summarize_ids = lambda inputs: calls.append(len(inputs)) or original(inputs)
+    short, long = task([doc("The committee met on Tuesday.", "s"), doc(LONG_TEXT * 2, "l")])
+    assert short["chunks"] == 1 and long["chunks"] == len(split_even(long["input_tokens"], WINDOW - 1)) > 1
+    assert calls == [1 + long["chunks"], 1]  # all chunks at once, then the joined summaries of the long one
+    assert isinstance(long["summary"], str) and not long["truncated"]
+    [cut] = SummarizeTask(str(tiny_models["summarize"]), strategy="truncate", max_new_tokens=3)([doc(LONG_TEXT)])
+    assert cut["truncated"] and cut["chunks"] == 1
+
+
+def test_defaults_come_from_the_checkpoint(tiny_models):
+    task = SummarizeTask(str(tiny_models["summarize"]))
+    assert task.generate_kwargs["num_beams"] == 2 and task.generate_kwargs["max_length"] == 12
+
+
+def test_loading_errors_are_one_sentence(tiny_models, tmp_path):
+    with pytest.raises(TaskError, match="needs a BigBirdPegasus checkpoint"):
+        SummarizeTask(str(tiny_models["mask"]))
+    with pytest.raises(TaskError, match="needs a BigBird checkpoint"):
+        MaskTask(str(tiny_models["summarize"]))
+    with pytest.raises(TaskError, match="config.json"):
+        MaskTask(str(tmp_path))
+    with pytest.raises(TaskError):
+        MaskTask(str(tmp_path / "missing" / "deeper" / "dir"))
