@@ -19,7 +19,12 @@ CASES = {
     "qa": ("qa", ["qa", "-Q", QUESTION, "--top-k", "2"], lambda m: QATask(m, question=QUESTION, top_k=2), ["answer"]),
     "pegasus-qa": ("pegasus-qa", ["qa", "-Q", QUESTION], lambda m: QATask(m, question=QUESTION), ["answer"]),
     "classify": ("classify", ["classify"], lambda m: ClassifyTask(m), ["label", "score", "scores"]),
-    "pegasus-classify": ("pegasus-classify", ["classify"], lambda m: ClassifyTask(m, top_k=1), ["label"]),
+    "pegasus-classify": (
+        "pegasus-classify",
+        ["classify", "--top-k", "1"],
+        lambda m: ClassifyTask(m, top_k=1),
+        ["label"],
+    ),
     "mask": ("mask", ["mask", "--top-k", "3"], lambda m: MaskTask(m, top_k=3), ["predictions"]),
 }
 
