@@ -112,6 +112,26 @@ def test_resume_after_a_kill_completes_the_output(bigbird, tiny_models, tmp_path
             assert record["source"] == f"stdin:{int(record['id'][5:]) + 1}"
 
 
+def test_ctrl_c_leaves_whole_lines_and_says_how_to_resume(tiny_models, tmp_path):
+    out = tmp_path / "out.jsonl"
+    cmd = [bigbird_executable(), "mask", "--jsonl", "-", "-m", str(tiny_models["mask"]), "-o", str(out)]
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
+    try:
+        proc.stdin.write(b'{"id": "a", "text": "A [MASK] here."}\n{"id": "b", "text": "no mask"}\n')
+        proc.stdin.flush()
+        assert b"no [MASK] token" in proc.stderr.readline()  # both records are written by now
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+        stderr = proc.stderr.read().decode()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert f"--resume -o {out}" in stderr and "Traceback" not in stderr
+    assert [r["id"] for r in jsonl(out)] == ["a", "b"]
+
+
 def test_shards_cover_the_input_exactly_once(bigbird, tiny_models, tmp_path, reference):
     seen = []
     for i in range(3):

@@ -82,6 +82,8 @@ class Task:
             raise ValueError(f"strategy must be 'chunk' or 'truncate', not {strategy!r}")
         self.model_name = str(model)
         self.device = torch.device(device)
+        if not _device_available(self.device):
+            raise TaskError(f"--device {device}: no such device is available on this machine.")
         self.strategy = strategy
         self.batch_size = max(1, batch_size)
         self.path, self.config = self._resolve(model, revision)
@@ -205,3 +207,11 @@ GENERATION_KEYS = ("num_beams", "max_length", "min_length", "length_penalty", "n
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0].rstrip(".") if text else type(exc).__name__
+
+
+def _device_available(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_available()
+    if device.type == "mps":
+        return torch.backends.mps.is_available()
+    return True
