@@ -1,0 +1,216 @@
+"""`generate` is token-identical to transformers 5.23.0's on tiny random BigBirdPegasus models (same run).
+
+Models come in four variants (seed × encoder attention × end-of-sequence bias × embedding scale): with the eos token's
+logit biased up, rows of a batch end at different steps, so finished rows, padding and finished beam hypotheses are
+exercised. Unscaled token embeddings and larger weights keep the random models from repeating one token forever.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+from test_pegasus_parity import randomize, tiny_config
+
+import core
+from core import generation
+from core.generation import DecoderCache
+
+EOS, PAD, START = 1, 0, 2
+
+# (seed, encoder attention, extra logit on eos, scale_embedding)
+MODELS = [
+    (0, "block_sparse", 0.0, False),
+    (1, "original_full", 2.0, False),
+    (2, "block_sparse", 2.0, False),
+    (3, "original_full", 0.0, True),
+]
+GREEDY = [
+    {},
+    {"no_repeat_ngram_size": 2},
+    {"repetition_penalty": 1.4},
+    {"min_length": 8},
+    {"max_new_tokens": 10, "min_new_tokens": 5},
+    {"forced_eos_token_id": EOS},
+]
+BEAM = [
+    {"num_beams": 2, "length_penalty": 0.6},
+    {"num_beams": 3, "length_penalty": 1.2, "no_repeat_ngram_size": 3},
+    {"num_beams": 4, "length_penalty": 0.8, "min_length": 7, "num_return_sequences": 2},
+    {"num_beams": 5, "length_penalty": 1.0, "early_stopping": True},
+    {"num_beams": 5, "length_penalty": 1.1, "early_stopping": "never", "no_repeat_ngram_size": 2, "min_new_tokens": 4},
+    {"num_beams": 3, "length_penalty": 0.7, "repetition_penalty": 1.3, "forced_eos_token_id": EOS},
+    {"num_beams": 4, "length_penalty": 0.9, "num_return_sequences": 4, "max_new_tokens": 6},
+]
+MAX_LENGTH = 16
+
+transformers.logging.set_verbosity_error()
+
+
+class Pair:
+    """Our model and the reference loaded from our checkpoint."""
+
+    def __init__(self, ours, ref, attention_type: str) -> None:
+        self.ours, self.ref, self.attention_type = ours, ref, attention_type
+
+    def both(self, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        # The reference switches its encoder to full attention for good after a short input: switch it back.
+        self.ref.model.encoder.set_attention_type(self.attention_type)
+        with torch.no_grad():
+            return self.ours.generate(**kwargs), self.ref.generate(**kwargs)
+
+
+def make_pair(directory, seed: int, attention_type: str, eos_bias: float, **config) -> Pair:
+    torch.manual_seed(seed)
+    settings = tiny_config(**{"attention_type": attention_type, "scale_embedding": False, "init_std": 0.4, **config})
+    ours = core.BigBirdPegasusForConditionalGeneration(core.BigBirdPegasusConfig(**settings)).eval()
+    randomize(ours, seed)
+    with torch.no_grad():
+        ours.final_logits_bias.mul_(0.3)
+        ours.final_logits_bias[0, EOS] += eos_bias
+    ours.save_pretrained(directory)
+    ref = transformers.BigBirdPegasusForConditionalGeneration.from_pretrained(directory).eval()
+    return Pair(ours, ref, attention_type)
+
+
+@pytest.fixture(scope="module", params=MODELS, ids=lambda m: f"seed{m[0]}-{m[1]}-eos{m[2]:g}-scale{m[3]:d}")
+def pair(request, tmp_path_factory) -> Pair:
+    seed, attention_type, eos_bias, scale = request.param
+    pair = make_pair(tmp_path_factory.mktemp("gen"), seed, attention_type, eos_bias, scale_embedding=scale)
+    pair.eos_bias = eos_bias
+    return pair
+
+
+def batch_inputs(seed: int = 5, lengths=(61, 47, 30)) -> dict[str, torch.Tensor]:
+    """Three right-padded rows of different lengths; the longest runs block-sparse attention."""
+    g = torch.Generator().manual_seed(seed)
+    width = max(lengths)
+    ids = torch.randint(3, 100, (len(lengths), width), generator=g)
+    mask = torch.zeros(len(lengths), width, dtype=torch.long)
+    for row, n in enumerate(lengths):
+        mask[row, :n] = 1
+        ids[row, n:] = PAD
+        ids[row, n - 1] = EOS
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def rows_ending_early(seqs: torch.Tensor) -> int:
+    """Rows whose first eos comes before the last column (padding follows it)."""
+    is_eos = seqs[:, 1:] == EOS
+    first = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1) + 1, seqs.shape[1])
+    return int((first < seqs.shape[1] - 1).sum())
+
+
+@pytest.mark.parametrize("options", GREEDY, ids=lambda o: "greedy-" + "-".join(f"{k}={v}" for k, v in o.items()))
+def test_greedy_matches_reference(pair, options):
+    ours, theirs = pair.both(**batch_inputs(), **{"max_length": MAX_LENGTH, **options})
+    assert ours.shape == theirs.shape and torch.equal(ours, theirs), f"\nours\n{ours}\nreference\n{theirs}"
+    assert (ours[:, 0] == START).all()
+    if pair.eos_bias and "min_length" not in options and "min_new_tokens" not in options:
+        assert rows_ending_early(ours) >= 1
+
+
+@pytest.mark.parametrize("options", BEAM, ids=lambda o: "beam-" + "-".join(f"{k}={v}" for k, v in o.items()))
+def test_beam_search_matches_reference(pair, options):
+    ours, theirs = pair.both(**batch_inputs(), **{"max_length": MAX_LENGTH, **options})
+    assert ours.shape == theirs.shape and torch.equal(ours, theirs), f"\nours\n{ours}\nreference\n{theirs}"
+    assert ours.shape[0] == 3 * options.get("num_return_sequences", 1)
+
+
+@pytest.mark.parametrize("num_beams", [1, 4])
+def test_one_row_finishes_early(tmp_path, num_beams):
+    """With a strong eos bias some rows end while others go on: they are padded, and the tokens still match."""
+    pair = make_pair(tmp_path, seed=7, attention_type="block_sparse", eos_bias=4.0)
+    inputs = batch_inputs(seed=11)
+    ours, theirs = pair.both(**inputs, max_length=24, num_beams=num_beams, length_penalty=0.8)
+    assert torch.equal(ours, theirs)
+    assert 1 <= rows_ending_early(ours) < ours.shape[0] or ours.shape[1] < 24
+    assert (ours == EOS).any()
+
+
+@pytest.mark.parametrize("seed", [21, 22, 23])
+def test_more_seeds_mixed_settings(tmp_path, seed):
+    pair = make_pair(tmp_path, seed=seed, attention_type="block_sparse", eos_bias=1.5)
+    inputs = batch_inputs(seed=seed, lengths=(70, 58, 64))
+    for options in (
+        {"num_beams": 3, "length_penalty": 0.6, "no_repeat_ngram_size": 2, "min_length": 5},
+        {"num_beams": 5, "length_penalty": 1.2},
+        {"num_beams": 2, "length_penalty": 1.0, "early_stopping": True, "min_new_tokens": 3},
+        {"num_beams": 1, "no_repeat_ngram_size": 3},
+    ):
+        ours, theirs = pair.both(**inputs, max_length=20, **options)
+        assert torch.equal(ours, theirs), options
+
+
+def test_defaults_come_from_the_checkpoint(tmp_path):
+    """Without options, both read num_beams, length_penalty, lengths and n-gram size from the checkpoint."""
+    pair = make_pair(
+        tmp_path,
+        seed=4,
+        attention_type="block_sparse",
+        eos_bias=1.0,
+        num_beams=3,
+        length_penalty=0.7,
+        no_repeat_ngram_size=2,
+        max_length=12,
+        min_length=4,
+    )
+    ours, theirs = pair.both(**batch_inputs())
+    assert torch.equal(ours, theirs) and ours.shape[1] <= 12
+
+
+def test_without_attention_mask_every_token_is_attended(tmp_path):
+    """Like the reference, an encoder-decoder does not infer a mask from pad tokens."""
+    pair = make_pair(tmp_path, seed=5, attention_type="original_full", eos_bias=0.0)
+    ours, theirs = pair.both(input_ids=batch_inputs()["input_ids"], max_length=10, num_beams=2)
+    assert torch.equal(ours, theirs)
+
+
+def test_cache_is_preallocated_and_cross_attention_is_shared_by_beams(tmp_path, monkeypatch):
+    pair = make_pair(tmp_path, seed=6, attention_type="block_sparse", eos_bias=0.0)
+    caches, grown = [], []
+
+    class Recording(DecoderCache):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            caches.append(self)
+
+        @staticmethod
+        def _grow(old, like, size, used):
+            grown.append(size)
+            return DecoderCache._grow(old, like, size, used)
+
+    monkeypatch.setattr(generation, "DecoderCache", Recording)
+    inputs = batch_inputs()
+    ours, theirs = pair.both(**inputs, max_length=MAX_LENGTH, num_beams=5)
+    assert torch.equal(ours, theirs)
+    (cache,) = caches
+    layers = len(pair.ours.model.decoder.layers)
+    assert grown == [MAX_LENGTH] * (2 * layers)  # keys and values of each layer, allocated once
+    for keys, (cross_k, cross_v) in zip(cache.keys, cache.cross, strict=True):
+        assert keys.shape[0] == 3 * 5  # self-attention: one row per beam
+        assert cross_k.shape[0] == cross_v.shape[0] == 3  # cross-attention: one row per input
+        assert cross_k.shape[2] == inputs["input_ids"].shape[1]
+
+
+def test_cache_grows_and_reorders():
+    cache = DecoderCache(num_layers=1)
+    k = torch.arange(2 * 1 * 3 * 2, dtype=torch.float).view(2, 1, 3, 2)
+    keys, _ = cache.append(0, k, k)
+    assert keys.shape == (2, 1, 3, 2) and cache.length == 3
+    keys, values = cache.append(0, k[:, :, :1] + 100, k[:, :, :1] + 100)
+    assert keys.shape == (2, 1, 4, 2) and torch.equal(keys[:, :, :3], k) and cache.length == 4
+    cache.reorder(torch.tensor([1, 1]))
+    assert torch.equal(cache.keys[0][0, :, :4], cache.keys[0][1, :, :4])
+    assert torch.equal(cache.values[0][0, :, :3], k[1])
+
+
+def test_bad_options_are_refused(tmp_path):
+    pair = make_pair(tmp_path, seed=0, attention_type="original_full", eos_bias=0.0)
+    ids = batch_inputs()["input_ids"]
+    with pytest.raises(TypeError, match="num_beam"):
+        pair.ours.generate(ids, num_beam=3)
+    with pytest.raises(ValueError, match="num_return_sequences"):
+        pair.ours.generate(ids, num_beams=2, num_return_sequences=3)
+    with pytest.raises(ValueError, match="max_length"):
+        pair.ours.generate(ids, max_length=1)
