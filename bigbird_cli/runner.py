@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from core.documents import Document, InputError
+from core.documents import Document, InputError, first_line
 from core.tasks.records import Record, error_record
 
 from .options import CommonOptions
@@ -165,8 +165,8 @@ def _process(task: Task, batch: list[Document]) -> list[Record]:
 
 def _reason(exc: Exception) -> str:
     """One sentence for an unexpected exception: its message, or its type when it has none."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else f"{type(exc).__name__} while processing the document."
+    text = first_line(exc)
+    return f"{type(exc).__name__}: {text}." if text else f"{type(exc).__name__} while processing the document."
 
 
 def _progress(enabled: bool) -> tuple[Callable[[], None], Callable[[], None]]:

@@ -41,6 +41,13 @@ class InputError(Exception):
     """An input that cannot be opened at all (a dataset that can't be loaded): a usage error, not a bad document."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message without its final period ('' when it has none), for building
+    the one-sentence reasons that error records and usage errors carry."""
+    lines = str(exc).strip().splitlines()
+    return lines[0].rstrip(".") if lines else ""
+
+
 # Bytes → text -------------------------------------------------------------------------------------------------
 
 
@@ -233,8 +240,8 @@ def load_dataset_stream(name_or_path: str, split: str) -> Iterable[Any]:
     except InputError:
         raise
     except Exception as exc:  # datasets raises many kinds (FileNotFoundError, ConnectionError, ValueError, ...)
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"dataset {name_or_path!r} (split {split!r}) could not be opened: {reason}") from exc
+        reason = first_line(exc) or type(exc).__name__
+        raise InputError(f"dataset {name_or_path!r} (split {split!r}) could not be opened: {reason}.") from exc
 
 
 def iter_dataset(

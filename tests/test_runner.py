@@ -57,7 +57,7 @@ def test_a_failing_document_becomes_an_error_record_and_its_batch_mates_succeed(
     stats, records = run_to_file(tmp_path, FakeTask(), docs, batch_size=4)
     assert [r["id"] for r in records] == ["d0", "d1", "d2", "unreadable"]
     assert records[0]["out"] == "FINE" and records[2]["out"] == "ALSO FINE"
-    assert records[1]["error"] == "RuntimeError: boom happened" and "out" not in records[1]
+    assert records[1]["error"] == "RuntimeError: boom happened." and "out" not in records[1]
     assert records[3]["error"] == "it is empty."
     for record in records:
         assert {"id", "source", "model", "input_tokens", "truncated", "chunks"} <= set(record)

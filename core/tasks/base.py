@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import torch
 
 from core.config import ModelConfig, load_config
-from core.documents import Document
+from core.documents import Document, first_line
 
 from .records import Record, error_record, make_record
 
@@ -110,7 +110,7 @@ class Task:
         try:
             config = load_config(path)
         except (ValueError, OSError) as exc:
-            raise TaskError(f"{model}: config.json can't be used ({_first_line(exc)}).") from None
+            raise TaskError(f"{model}: config.json can't be used ({_why(exc)}).") from None
         if config.model_type not in self.heads:
             kinds = " or ".join("BigBird" if f == BIGBIRD else "BigBirdPegasus" for f in self.heads)
             raise TaskError(f"{self.name} needs a {kinds} checkpoint, and {model} is a {config.model_type} model.")
@@ -123,9 +123,7 @@ class Task:
         try:
             return cls.from_pretrained(self.path, device=self.device, dtype=DTYPES[dtype] if dtype else None)
         except Exception as exc:  # weights missing, of the wrong shape, or unreadable: one sentence, no traceback
-            raise TaskError(
-                f"{self.model_name}: the {cls.__name__} weights can't be loaded ({_first_line(exc)})."
-            ) from None
+            raise TaskError(f"{self.model_name}: the {cls.__name__} weights can't be loaded ({_why(exc)}).") from None
 
     def _load_tokenizer(self) -> Any:
         from core.tokenizers import BigBirdTokenizer, PegasusTokenizer
@@ -134,7 +132,7 @@ class Task:
         try:
             return cls.from_pretrained(self.path)
         except Exception as exc:
-            raise TaskError(f"{self.model_name}: the tokenizer can't be loaded ({_first_line(exc)}).") from None
+            raise TaskError(f"{self.model_name}: the tokenizer can't be loaded ({_why(exc)}).") from None
 
     def generation_defaults(self) -> dict[str, Any]:
         """Generation settings of the checkpoint: config.json's, overridden by generation_config.json's."""
@@ -204,9 +202,8 @@ class Task:
 GENERATION_KEYS = ("num_beams", "max_length", "min_length", "length_penalty", "no_repeat_ngram_size")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0].rstrip(".") if text else type(exc).__name__
+def _why(exc: BaseException) -> str:
+    return first_line(exc) or type(exc).__name__
 
 
 def _device_available(device: torch.device) -> bool:
