@@ -22,7 +22,6 @@ from core.documents import Document, first_line
 from .records import Record, error_record, make_record
 
 BIGBIRD, PEGASUS = "big_bird", "bigbird_pegasus"
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 class TaskError(Exception):
@@ -121,7 +120,7 @@ class Task:
 
         cls = getattr(core, self.heads[self.family])
         try:
-            return cls.from_pretrained(self.path, device=self.device, dtype=DTYPES[dtype] if dtype else None)
+            return cls.from_pretrained(self.path, device=self.device, dtype=dtype)
         except Exception as exc:  # weights missing, of the wrong shape, or unreadable: one sentence, no traceback
             raise TaskError(f"{self.model_name}: the {cls.__name__} weights can't be loaded ({_why(exc)}).") from None
 
