@@ -9,6 +9,8 @@ A task only ever sees a list of readable documents and returns one record per do
 from __future__ import annotations
 
 import itertools
+import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -241,6 +243,11 @@ def run_command(
                 skip_ids=skip_ids,
                 progress=console.is_terminal and not common.quiet,
             )
+    except BrokenPipeError:
+        # The reader went away (`bigbird ... | head`): stop quietly, as other command-line tools do. Pointing
+        # stdout at /dev/null keeps Python from complaining when it flushes stdout on exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_SOME_FAILED
     except KeyboardInterrupt:
         target = common.output or "FILE"
         error(f"interrupted; the records written so far are whole: rerun with --resume -o {target} to finish.")
