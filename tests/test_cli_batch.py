@@ -174,3 +174,37 @@ def test_wrong_kind_of_checkpoint_is_a_usage_error(bigbird, tiny_models):
 def test_python_dash_m_runs_the_same_app():
     result = subprocess.run([sys.executable, "-m", "bigbird_cli", "--version"], capture_output=True, check=True)
     assert result.stdout.decode().startswith("bigbird ")
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+@pytest.mark.parametrize("quiet", [False, True])
+def test_progress_only_on_a_terminal_and_not_when_quiet(tiny_models, quiet):
+    """stderr on a pseudo-terminal shows the progress counter; --quiet shows nothing (stdout stays pure JSONL)."""
+    import threading
+
+    master, slave = os.openpty()
+    cmd = [bigbird_executable(), "mask", "-m", str(tiny_models["mask"]), *text_args(["a [MASK]", "b [MASK]"])]
+    proc = subprocess.Popen(cmd + (["--quiet"] if quiet else []), stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    seen = bytearray()
+
+    def drain() -> None:  # read while it runs, so a full terminal buffer can never block it
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            seen.extend(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    stdout, _ = proc.communicate(timeout=120)
+    reader.join(timeout=10)
+    os.close(master)
+    assert proc.returncode == 0 and [r["id"] for r in jsonl(stdout)] == ["text:0", "text:1"]
+    if quiet:
+        assert bytes(seen) == b""
+    else:
+        assert b"2 documents" in seen and b"mask: 2 done, 0 failed." in seen
