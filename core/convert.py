@@ -74,7 +74,7 @@ class ConvertOptions:
 # Checks on the options (all done before any tensor is read, so a bad flag fails fast)
 # --------------------------------------------------------------------------------------------------
 def parse_size(text: str | int) -> int:
-    """"2GB" → 2·10⁹ bytes, "500MiB" → 500·2²⁰, a bare number is bytes (decimal units, as the Hub counts)."""
+    """ "2GB" → 2·10⁹ bytes, "500MiB" → 500·2²⁰, a bare number is bytes (decimal units, as the Hub counts)."""
     if isinstance(text, int):
         size = text
     else:
@@ -184,8 +184,13 @@ def _import_model_modules() -> None:
 
 
 def _storage_key(tensor: torch.Tensor) -> tuple[int, int, tuple[int, ...], tuple[int, ...], torch.dtype]:
-    return (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.stride(),
-            tensor.dtype)
+    return (
+        tensor.untyped_storage().data_ptr(),
+        tensor.storage_offset(),
+        tuple(tensor.shape),
+        tensor.stride(),
+        tensor.dtype,
+    )
 
 
 def prepare_tensors(

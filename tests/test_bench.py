@@ -1,0 +1,159 @@
+"""`bigbird bench` on the tiny preset: records, comparisons, memory, errors; through core.bench and the CLI.
+
+Speed itself is never asserted here (timings depend on the machine); the tests check what is reported and that
+the implementations being compared compute the same numbers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+import torch
+from conftest import jsonl
+
+from core.bench import BenchError, BenchSpec, MemoryMeter, run_bench
+
+TIMING_FIELDS = {"median_s", "min_s", "max_s", "tokens_per_s", "peak_mem_bytes"}
+RECORD_FIELDS = TIMING_FIELDS | {
+    "task",
+    "model",
+    "attention",
+    "seq_len",
+    "batch_size",
+    "dtype",
+    "device",
+    "threads",
+    "repeat",
+    "warmup",
+    "mem_base_bytes",
+    "mem_scope",
+    "parameters",
+    "versions",
+    "machine",
+}
+has_transformers = importlib.util.find_spec("transformers") is not None
+
+
+def tiny(**kwargs) -> BenchSpec:
+    return BenchSpec(**{"preset": "tiny", "seq_lens": [256], "repeat": 1, **kwargs})
+
+
+def test_tiny_preset_records():
+    spec = tiny(seq_lens=[256, 320], batch_sizes=[1, 2], attentions=["block_sparse", "original_full"], repeat=2)
+    records = list(run_bench(spec))
+    assert [(r["attention"], r["batch_size"], r["seq_len"]) for r in records] == [
+        (a, b, n) for a in ("block_sparse", "original_full") for b in (1, 2) for n in (256, 320)
+    ]
+    for r in records:
+        assert RECORD_FIELDS <= set(r)
+        assert r["task"] == "encode" and r["model"] == "tiny" and r["repeat"] == 2
+        assert 0 < r["min_s"] <= r["median_s"] <= r["max_s"]
+        assert r["tokens_per_s"] == pytest.approx(r["batch_size"] * r["seq_len"] / r["median_s"], rel=1e-3)
+        assert r["peak_mem_bytes"] > 0
+        assert "transformers" not in r and "ratio" not in r
+        json.dumps(r)  # JSON-ready
+
+
+@pytest.mark.skipif(not has_transformers, reason="transformers is not installed")
+def test_compare_transformers_gives_ratios_on_the_same_weights():
+    spec = tiny(seq_lens=[256, 300], attentions=["block_sparse", "original_full"], compare="transformers")
+    records = list(run_bench(spec))
+    assert len(records) == 4
+    for r in records:
+        theirs = r["transformers"]
+        assert TIMING_FIELDS <= set(theirs)
+        assert r["ratio"] == pytest.approx(theirs["median_s"] / r["median_s"], rel=1e-2)
+        # Same weights, same attention: the speed comparison is between equal computations.
+        assert r["max_abs_diff"] < 1e-4
+        assert r["versions"]["transformers"]
+
+
+def test_compare_without_transformers_is_a_clear_error(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "transformers" else real(name, *a)
+    )
+    with pytest.raises(BenchError, match="needs the transformers package"):
+        list(run_bench(tiny(compare="transformers")))
+
+
+def test_int8_reports_cosine_to_fp32():
+    (record,) = run_bench(tiny(quantize="int8"))
+    assert record["quantize"] == "int8"
+    assert TIMING_FIELDS <= set(record["fp32"])
+    assert record["speedup_vs_fp32"] == pytest.approx(record["fp32"]["median_s"] / record["median_s"], rel=1e-2)
+    assert 0.9 < record["cosine_min"] <= 1.0 + 1e-6
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (tiny(preset="bigbird-roberta-huge"), "unknown preset"),
+        (tiny(seq_lens=[2048]), r"sequence lengths \[2048\] exceed the model's 1024 positions"),
+        (tiny(task="summarize"), "summarize needs a BigBirdPegasus model"),
+        (tiny(attentions=["sparse"]), "unknown attention"),
+        (tiny(quantize="int8", dtype="bfloat16"), "int8 runs the encoder on the CPU from float32"),
+        (tiny(preset=None), "exactly one of --preset and --model"),
+    ],
+)
+def test_refuses_impossible_specs(spec, message):
+    with pytest.raises(BenchError, match=message):
+        list(run_bench(spec))
+
+
+def test_peak_memory_is_per_call():
+    meter = MemoryMeter(torch.device("cpu"))
+    if meter.scope != "rss_hwm_per_call":
+        pytest.skip("the resident high-water mark can't be reset here")
+    meter.reset()
+    big = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+    del big
+    after_big = meter.peak()
+    meter.reset()
+    assert meter.peak() < after_big - 32 * 2**20  # the earlier peak is forgotten
+
+
+@pytest.mark.skipif(importlib.util.find_spec("core.pegasus") is None, reason="BigBirdPegasus is not in this build")
+def test_summarize_on_tiny_pegasus():
+    spec = tiny(preset="tiny-pegasus", task="summarize", num_beams=2, new_tokens=4)
+    (record,) = run_bench(spec)
+    assert record["task"] == "summarize" and record["num_beams"] == 2 and record["new_tokens"] == 4
+    assert record["tokens_per_s"] == pytest.approx(4 / record["median_s"], rel=1e-3)
+
+
+# --------------------------------------------------------------------------------------------------
+# Through the installed `bigbird` command (the `bigbird` fixture of conftest.py runs it in a subprocess)
+# --------------------------------------------------------------------------------------------------
+BASE_ARGS = ("bench", "--preset", "tiny", "--repeat", "1", "--threads", "1")
+
+
+@pytest.mark.skipif(not has_transformers, reason="transformers is not installed")
+def test_cli_stdout_is_pure_jsonl_and_the_table_goes_to_stderr(bigbird):
+    result = bigbird(*BASE_ARGS, "--seq-lens", "256,288", "--compare", "transformers", check_rc=0)
+    records = jsonl(result.stdout)
+    assert [r["seq_len"] for r in records] == [256, 288]
+    assert all(r["ratio"] > 0 and r["max_abs_diff"] < 1e-4 for r in records)
+    stderr = result.stderr.decode()
+    assert "bigbird bench: tiny encode" in stderr and "transformers s" in stderr and "ratio" in stderr
+
+
+def test_cli_output_file_quiet_and_plot(bigbird, tmp_path):
+    out, png = tmp_path / "bench.jsonl", tmp_path / "bench.png"
+    result = bigbird(*BASE_ARGS, "--seq-lens", "256,288", "-o", out, "--plot", png, "--quiet")
+    assert result.stdout == b""
+    records = jsonl(out)  # written as they came, whether or not the plot can be drawn
+    assert len(records) == 2 and all(RECORD_FIELDS <= set(r) for r in records)
+    if importlib.util.find_spec("matplotlib") is None:
+        assert result.returncode == 1 and "--plot needs matplotlib" in result.stderr.decode()
+    else:
+        assert result.returncode == 0, result.stderr.decode()
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_errors_are_one_line_and_exit_2(bigbird):
+    result = bigbird(*BASE_ARGS, "--seq-lens", "4096", check_rc=2)
+    assert result.stdout == b""
+    assert "exceed the model's 1024 positions" in result.stderr.decode()
+    bigbird(*BASE_ARGS, "--seq-lens", "abc", check_rc=2)

@@ -1,0 +1,243 @@
+"""`bigbird convert`: round trips, sharding, dtype, config rewrites, refusals; through core.convert and the CLI."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from typer.testing import CliRunner
+
+from core import BigBirdConfig, BigBirdForMaskedLM, CheckpointError
+from core.checkpoints import checkpoint_state_dict
+from core.convert import ConvertError, ConvertOptions, convert, parse_size
+
+TOKENIZER_FILES = {"spiece.model": b"not really a sentencepiece model", "tokenizer_config.json": b'{"x": 1}'}
+
+
+def tiny_config() -> BigBirdConfig:
+    config = BigBirdConfig(
+        vocab_size=300,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        block_size=16,
+        num_random_blocks=2,
+    )
+    config.architectures = ["BigBirdForMaskedLM"]
+    return config
+
+
+@pytest.fixture(scope="module")
+def pickled_checkpoint(tmp_path_factory) -> Path:
+    """A tiny BigBirdForMaskedLM as transformers used to ship them: pytorch_model.bin under checkpoint names,
+    the output layer stored as an alias of the word embeddings, plus tokenizer files."""
+    directory = tmp_path_factory.mktemp("src")
+    config = tiny_config()
+    torch.manual_seed(0)
+    model = BigBirdForMaskedLM(config)
+    state = checkpoint_state_dict(model)
+    state["cls.predictions.decoder.weight"] = state["bert.embeddings.word_embeddings.weight"]  # shared storage
+    torch.save(state, directory / "pytorch_model.bin")
+    config.to_json_file(directory / "config.json")
+    for name, data in TOKENIZER_FILES.items():
+        (directory / name).write_bytes(data)
+    return directory
+
+
+def probe(directory: Path) -> torch.Tensor:
+    ids = torch.randint(5, 300, (2, 200), generator=torch.Generator().manual_seed(1))
+    model = BigBirdForMaskedLM.from_pretrained(directory, dtype=torch.float32)
+    with torch.inference_mode():
+        return model(ids).logits
+
+
+def stored_names(directory: Path) -> dict[str, torch.dtype]:
+    names = {}
+    for path in directory.glob("*.safetensors"):
+        with safe_open(str(path), "pt") as handle:
+            for key in handle.keys():
+                names[key] = handle.get_tensor(key).dtype
+    return names
+
+
+def test_round_trip_bin_to_safetensors_keeps_names_and_outputs(pickled_checkpoint, tmp_path):
+    dst = tmp_path / "out"
+    report = convert(pickled_checkpoint, dst, ConvertOptions(verify=True))
+
+    assert sorted(p.name for p in dst.iterdir()) == ["config.json", "model.safetensors", *sorted(TOKENIZER_FILES)]
+    for name, data in TOKENIZER_FILES.items():
+        assert (dst / name).read_bytes() == data
+    source_names = set(torch.load(pickled_checkpoint / "pytorch_model.bin", weights_only=True))
+    # Names kept as they are; only the alias that loaders re-tie themselves is left out.
+    assert report["dropped_tied"] == ["cls.predictions.decoder.weight"]
+    assert set(stored_names(dst)) == source_names - {"cls.predictions.decoder.weight"}
+    assert torch.equal(probe(pickled_checkpoint), probe(dst))
+    assert report["verify"]["max_abs_diff"] == 0.0
+    assert report["dtype"] == "float32" and report["shards"] == 1
+    assert report["parameters"] == sum(t.numel() for t in BigBirdForMaskedLM(tiny_config()).state_dict().values()) - (
+        300 * 32
+    )  # the tied output layer is counted once
+    assert report["files"][str(dst / "model.safetensors")] == (dst / "model.safetensors").stat().st_size
+    assert not list(tmp_path.glob(".out.*")), "the temporary directory was left behind"
+
+
+def test_transformers_loads_the_result(pickled_checkpoint, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    dst = tmp_path / "out"
+    convert(pickled_checkpoint, dst)
+    theirs = transformers.BigBirdForMaskedLM.from_pretrained(dst).eval()
+    ids = torch.randint(5, 300, (2, 200), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        logits = theirs(ids).logits
+    torch.testing.assert_close(logits, probe(dst), atol=1e-4, rtol=1e-4)
+
+
+def test_sharded_output_has_an_index_and_loads(pickled_checkpoint, tmp_path):
+    dst = tmp_path / "sharded"
+    report = convert(pickled_checkpoint, dst, ConvertOptions(max_shard_size="20KB"))
+    shards = sorted(dst.glob("model-*-of-*.safetensors"))
+    assert report["shards"] == len(shards) > 1
+    assert not (dst / "model.safetensors").exists()
+    index = json.loads((dst / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"].values()) == {p.name for p in shards}
+    assert set(index["weight_map"]) == set(stored_names(dst))
+    assert index["metadata"]["total_size"] == report["weights_bytes"]
+    # Every shard respects the limit unless it holds a single larger tensor.
+    for path in shards:
+        with safe_open(str(path), "pt") as handle:
+            sizes = [handle.get_tensor(k).numel() * 4 for k in handle.keys()]
+        assert sum(sizes) <= 20_000 or len(sizes) == 1
+    assert torch.equal(probe(pickled_checkpoint), probe(dst))
+
+
+class Payload:
+    """Unpickling this would create `marker`: a stand-in for code a malicious checkpoint runs."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_malicious_pickle_is_refused_and_never_run(tmp_path):
+    src = tmp_path / "evil"
+    src.mkdir()
+    tiny_config().to_json_file(src / "config.json")
+    marker = tmp_path / "pwned"
+    torch.save(
+        {"bert.embeddings.word_embeddings.weight": torch.zeros(3), "x": Payload(marker)}, src / "pytorch_model.bin"
+    )
+    # The payload is live: a plain pickle load would have run it.
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(src / "pytorch_model.bin", weights_only=True)
+    assert not marker.exists()
+
+    with pytest.raises(CheckpointError, match="refused to load pytorch_model.bin.*could run code"):
+        convert(src, tmp_path / "out")
+    assert not marker.exists()
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_dtype_change(pickled_checkpoint, tmp_path, dtype):
+    dst = tmp_path / dtype
+    report = convert(pickled_checkpoint, dst, ConvertOptions(dtype=dtype, verify=True))
+    assert report["dtype"] == dtype
+    assert set(stored_names(dst).values()) == {getattr(torch, dtype)}
+    config = json.loads((dst / "config.json").read_text())
+    assert config["torch_dtype"] == config["dtype"] == dtype
+    assert 0 < report["verify"]["max_abs_diff"] < 0.05
+    assert report["weights_bytes"] == report["parameters"] * 2
+
+
+def test_refuses_to_overwrite_without_force(pickled_checkpoint, tmp_path):
+    dst = tmp_path / "out"
+    convert(pickled_checkpoint, dst)
+    (dst / "stale.txt").write_text("from before")
+    with pytest.raises(ConvertError, match="already exists; pass --force"):
+        convert(pickled_checkpoint, dst, ConvertOptions(dtype="float16"))
+    assert (dst / "stale.txt").exists() and set(stored_names(dst).values()) == {torch.float32}
+
+    convert(pickled_checkpoint, dst, ConvertOptions(dtype="float16", force=True))
+    assert not (dst / "stale.txt").exists()
+    assert set(stored_names(dst).values()) == {torch.float16}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"], "temporary or backup directories were left"
+
+
+def test_refuses_a_destination_inside_the_source(pickled_checkpoint):
+    with pytest.raises(ConvertError, match="overlaps the source"):
+        convert(pickled_checkpoint, pickled_checkpoint / "converted")
+
+
+def test_config_rewrite(pickled_checkpoint, tmp_path):
+    dst = tmp_path / "full"
+    options = ConvertOptions(attention_type="original_full", block_size=32, num_random_blocks=1, verify=True)
+    report = convert(pickled_checkpoint, dst, options)
+    config = json.loads((dst / "config.json").read_text())
+    assert (config["attention_type"], config["block_size"], config["num_random_blocks"]) == ("original_full", 32, 1)
+    assert report["attention_type"] == "original_full"
+    # Full attention sees every token, the block-sparse source does not: the outputs differ, and verify says so.
+    assert report["verify"]["max_abs_diff"] > 0
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (ConvertOptions(block_size=48), "block size 48 does not divide the model's 512 positions"),
+        (ConvertOptions(block_size=0), "block size must be positive"),
+        (ConvertOptions(attention_type="sparse"), "unknown attention type 'sparse'"),
+        (ConvertOptions(num_random_blocks=-1), "random blocks can't be negative"),
+        (ConvertOptions(dtype="int8"), "unknown dtype 'int8'"),
+        (ConvertOptions(max_shard_size="big"), "is not a size"),
+    ],
+)
+def test_refuses_settings_the_model_cannot_run(pickled_checkpoint, tmp_path, options, message):
+    with pytest.raises(ConvertError, match=message):
+        convert(pickled_checkpoint, tmp_path / "out", options)
+    assert not list(tmp_path.iterdir())
+
+
+def test_parse_size():
+    assert parse_size("2GB") == 2 * 10**9
+    assert parse_size("500MB") == 500 * 10**6
+    assert parse_size("1.5 KiB") == 1536
+    assert parse_size("1000") == 1000
+
+
+# --------------------------------------------------------------------------------------------------
+# Through the command line
+# --------------------------------------------------------------------------------------------------
+def invoke(*args: str):
+    from bigbird_cli.app import app
+
+    return CliRunner().invoke(app, ["convert", *args])
+
+
+def test_cli_prints_one_json_object(pickled_checkpoint, tmp_path):
+    dst = tmp_path / "out"
+    result = invoke(str(pickled_checkpoint), str(dst), "--dtype", "bfloat16", "--max-shard-size", "30KB", "--verify")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["destination"] == str(dst) and report["dtype"] == "bfloat16" and report["shards"] > 1
+    assert set(report["files"]) >= {str(dst / "model.safetensors.index.json"), str(dst / "config.json")}
+    assert report["verify"]["max_abs_diff"] < 0.05
+
+    again = invoke(str(pickled_checkpoint), str(dst))
+    assert again.exit_code == 1 and again.stdout == ""
+    assert "already exists; pass --force" in again.stderr
+    assert invoke(str(pickled_checkpoint), str(dst), "--force").exit_code == 0
+
+
+def test_cli_refuses_bad_settings(pickled_checkpoint, tmp_path):
+    result = invoke(str(pickled_checkpoint), str(tmp_path / "out"), "--block-size", "100")
+    assert result.exit_code == 1 and "does not divide" in result.stderr
+    result = invoke(str(pickled_checkpoint), str(tmp_path / "out"), "--attention-type", "sparse")
+    assert result.exit_code == 2  # not one of the choices: a usage error
+    assert not (tmp_path / "out").exists()
