@@ -87,6 +87,15 @@ def test_int8_reports_cosine_to_fp32():
     assert 0.9 < record["cosine_min"] <= 1.0 + 1e-6
 
 
+def test_model_checkpoint_instead_of_a_preset(tmp_path):
+    from core import BigBirdConfig, BigBirdForMaskedLM
+    from core.tiny import BIGBIRD_TINY
+
+    BigBirdForMaskedLM(BigBirdConfig(**{**BIGBIRD_TINY, "vocab_size": 400})).save_pretrained(tmp_path)
+    (record,) = run_bench(BenchSpec(preset=None, model=str(tmp_path), seq_lens=[256], repeat=1))
+    assert record["model"] == str(tmp_path) and record["median_s"] > 0
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [

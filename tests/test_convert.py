@@ -241,3 +241,45 @@ def test_cli_refuses_bad_settings(pickled_checkpoint, tmp_path):
     result = invoke(str(pickled_checkpoint), str(tmp_path / "out"), "--attention-type", "sparse")
     assert result.exit_code == 2  # not one of the choices: a usage error
     assert not (tmp_path / "out").exists()
+
+
+def test_pegasus_bin_with_shared_embeddings(tmp_path):
+    """transformers' BigBirdPegasus pickles share one embedding among four names; safetensors stores it once."""
+    transformers = pytest.importorskip("transformers")
+    from core.pegasus import BigBirdPegasusForConditionalGeneration
+
+    config = transformers.BigBirdPegasusConfig(
+        vocab_size=300,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=512,
+        block_size=16,
+        num_random_blocks=2,
+    )
+    torch.manual_seed(0)
+    theirs = transformers.BigBirdPegasusForConditionalGeneration(config).eval()
+    src = tmp_path / "src"
+    src.mkdir()
+    config.to_json_file(src / "config.json")
+    torch.save(theirs.state_dict(), src / "pytorch_model.bin")
+
+    report = convert(src, tmp_path / "dst", ConvertOptions(verify=True))
+    assert sorted(report["dropped_tied"]) == [
+        "lm_head.weight",
+        "model.decoder.embed_tokens.weight",
+        "model.encoder.embed_tokens.weight",
+    ]
+    assert report["verify"]["max_abs_diff"] == 0.0
+    ids = torch.randint(5, 300, (1, 200), generator=torch.Generator().manual_seed(0))
+    decoder_ids = ids[:, :7]
+    with torch.inference_mode():
+        expected = theirs(input_ids=ids, decoder_input_ids=decoder_ids).logits
+        reloaded = transformers.BigBirdPegasusForConditionalGeneration.from_pretrained(tmp_path / "dst").eval()
+        ours = BigBirdPegasusForConditionalGeneration.from_pretrained(tmp_path / "dst")
+        torch.testing.assert_close(reloaded(input_ids=ids, decoder_input_ids=decoder_ids).logits, expected)
+        torch.testing.assert_close(ours(input_ids=ids, decoder_input_ids=decoder_ids).logits, expected)
