@@ -99,10 +99,10 @@ def command(
 ) -> None:
     """Measure speed and peak memory: median/min/max seconds, tokens/s and peak memory per row, as JSONL.
 
-    With [bold]--compare transformers[/bold] every row also times transformers on the same weights, in the same
-    process, interleaved call by call, and reports [bold]ratio[/bold] = transformers seconds / ours.
+    With **--compare transformers** every row also times transformers on the same weights, in the same
+    process, interleaved call by call, and reports **ratio** = transformers seconds / ours.
 
-    [bold]Example:[/bold] bigbird bench --seq-lens 1024,2048,4096 --threads 2 --compare transformers
+    **Example:** bigbird bench --seq-lens 1024,2048,4096 --threads 2 --compare transformers
     """
     from rich.console import Console
 

@@ -50,7 +50,7 @@ def command(
     bigbird and transformers both load. Pickled weights are read with weights_only: a pickle that carries code
     is refused, never run. Tensor names are kept as they are. Prints one JSON object describing what it wrote.
 
-    [bold]Example:[/bold] bigbird convert google/bigbird-roberta-base ./roberta-fp16 --dtype float16 --verify
+    **Example:** bigbird convert google/bigbird-roberta-base ./roberta-fp16 --dtype float16 --verify
     """
     from core.checkpoints import CheckpointError
     from core.convert import ConvertOptions, convert
