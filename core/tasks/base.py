@@ -161,11 +161,12 @@ class Task:
             return [cls, *ids, sep] + ([*pair, sep] if pair is not None else [])
         return [*ids, *(pair or []), self.tokenizer.eos_token_id]
 
-    def windows(self, n: int, capacity: int) -> tuple[list[tuple[int, int]], bool]:
-        """Non-overlapping windows over n tokens under the strategy, and whether text was cut off."""
+    def windows(self, n: int, capacity: int, overlap: int = 0) -> tuple[list[tuple[int, int]], bool]:
+        """Windows over n tokens under the strategy (near-equal chunks, or sliding ones when `overlap` is given),
+        and whether text was cut off."""
         if self.strategy == "truncate" or n <= capacity:
             return [(0, min(n, capacity))], n > capacity
-        return split_even(n, capacity), False
+        return (sliding_windows(n, capacity, overlap) if overlap else split_even(n, capacity)), False
 
     def batches(self, sequences: Sequence[Sequence[int]]) -> list[tuple[list[int], torch.Tensor, torch.Tensor]]:
         """Sub-batches of at most `batch_size` sequences, sorted by length (less padding), as

@@ -14,7 +14,7 @@ import torch
 
 from core.documents import Document
 
-from .base import BIGBIRD, PEGASUS, Encoding, Task, sliding_windows
+from .base import BIGBIRD, PEGASUS, Encoding, Task
 from .records import Record
 
 # Question tokens kept at most: the rest of the window goes to the document.
@@ -53,10 +53,7 @@ class QATask(Task):
             q_ids = self.encode(str(question)).ids[:MAX_QUESTION_TOKENS]
             enc = self.encode(doc.text)
             capacity = self.max_tokens - len(self.wrap(q_ids, []))
-            if self.strategy == "truncate" or len(enc.ids) <= capacity:
-                windows, cut = [(0, min(len(enc.ids), capacity))], len(enc.ids) > capacity
-            else:
-                windows, cut = sliding_windows(len(enc.ids), capacity, capacity // 4), False
+            windows, cut = self.windows(len(enc.ids), capacity, overlap=capacity // 4)
             prepared[i] = (enc, q_ids, cut)
             jobs.extend((i, s, e) for s, e in windows)
 
