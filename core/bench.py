@@ -448,6 +448,8 @@ def _measure_row(
     }
     if spec.task == "summarize":
         record |= {"num_beams": spec.num_beams, "new_tokens": spec.new_tokens}
+    # Encoding is counted in input tokens per second, summarizing in generated tokens per second.
+    record["tokens_per_s_counts"] = "input" if spec.task == "encode" else "generated"
     record |= _summary(times["ours"], peaks["ours"], work_tokens)
     record |= {"mem_base_bytes": base["ours"], "mem_scope": meter.scope}
     if "fp32" in times:

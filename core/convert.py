@@ -347,7 +347,12 @@ def convert(src: str | Path, dst: str | Path, options: ConvertOptions | None = N
     max_bytes = parse_size(options.max_shard_size)
     source = resolve_checkpoint(src, revision=options.revision)
     _check_destination(source, dst, options.force)
-    config = load_config(source)
+    if not (source / "config.json").is_file():
+        raise ConvertError(f"{source} has no config.json, so it is not a checkpoint this toolkit can convert.")
+    try:
+        config = load_config(source)
+    except ValueError as err:
+        raise ConvertError(str(err)) from None
     warnings = rewrite_config(config, options)
 
     tensors = read_state_dict(source)

@@ -87,6 +87,19 @@ def test_round_trip_bin_to_safetensors_keeps_names_and_outputs(pickled_checkpoin
     assert not list(tmp_path.glob(".out.*")), "the temporary directory was left behind"
 
 
+def test_resharding_a_safetensors_checkpoint(pickled_checkpoint, tmp_path):
+    convert(pickled_checkpoint, tmp_path / "sharded", ConvertOptions(max_shard_size="20KB"))
+    report = convert(tmp_path / "sharded", tmp_path / "single")
+    assert report["shards"] == 1 and (tmp_path / "single" / "model.safetensors").exists()
+    assert torch.equal(probe(pickled_checkpoint), probe(tmp_path / "single"))
+
+
+def test_refuses_a_directory_without_config(tmp_path):
+    (tmp_path / "src").mkdir()
+    with pytest.raises(ConvertError, match="has no config.json"):
+        convert(tmp_path / "src", tmp_path / "out")
+
+
 def test_transformers_loads_the_result(pickled_checkpoint, tmp_path):
     transformers = pytest.importorskip("transformers")
     dst = tmp_path / "out"
