@@ -30,5 +30,8 @@ test: $(VENV)/.installed $(ORACLE_VENV)/.installed
 	BIGBIRD_TOKENIZER_ORACLE=$(CURDIR)/$(ORACLE_VENV)/bin/python PATH=$(CURDIR)/$(VENV)/bin:$$PATH \
 		$(PY) -m pytest -q tests
 
+completions: $(VENV)/.installed
+	$(PY) -c "from bigbird_cli.app import write_completions; write_completions()"
+
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check core bigbird_cli tests

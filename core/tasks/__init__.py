@@ -6,21 +6,29 @@ task = SummarizeTask("google/bigbird-pegasus-large-arxiv")
 records = task([Document("a", "mine", long_text)])
 """
 
-from .base import Task, TaskError
-from .classify import ClassifyTask
-from .mask import MaskTask
-from .qa import QATask
-from .records import Record, error_record, make_record
-from .summarize import SummarizeTask
+from __future__ import annotations
 
-__all__ = [
-    "ClassifyTask",
-    "MaskTask",
-    "QATask",
-    "Record",
-    "SummarizeTask",
-    "Task",
-    "TaskError",
-    "error_record",
-    "make_record",
-]
+import importlib
+from typing import Any
+
+_MODULE_OF = {
+    "Task": ".base",
+    "TaskError": ".base",
+    "ClassifyTask": ".classify",
+    "MaskTask": ".mask",
+    "QATask": ".qa",
+    "SummarizeTask": ".summarize",
+    "Record": ".records",
+    "error_record": ".records",
+    "make_record": ".records",
+}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use, so that the CLI's help and completion don't pay for importing torch.
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'core.tasks' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_MODULE_OF[name], __name__), name)
+    globals()[name] = value
+    return value
