@@ -480,16 +480,19 @@ def plot(records: list[dict[str, Any]], path: str | Path) -> None:
     series: dict[str, list[tuple[int, float, float]]] = {}
     for r in records:
         key = f"{r['attention']} b{r['batch_size']}"
-        series.setdefault(f"ours {key}", []).append((r["seq_len"], r["median_s"], r["peak_mem_bytes"]))
+        ours = f"ours {r['quantize']}" if r.get("quantize") else "ours"
+        series.setdefault(f"{ours} {key}", []).append((r["seq_len"], r["median_s"], r["peak_mem_bytes"]))
         for other in ("transformers", "fp32"):
             if other in r:
                 o = r[other]
                 series.setdefault(f"{other} {key}", []).append((r["seq_len"], o["median_s"], o["peak_mem_bytes"]))
+    styles = {"ours": "-", "transformers": "--", "fp32": ":"}
     for label, points in series.items():
         points.sort()
         xs = [p[0] for p in points]
-        ax_time.plot(xs, [p[1] for p in points], marker="o", label=label)
-        ax_mem.plot(xs, [p[2] / 2**20 for p in points], marker="o", label=label)
+        style = styles.get(label.split()[0], "-")
+        ax_time.plot(xs, [p[1] for p in points], style, marker="o", label=label)
+        ax_mem.plot(xs, [p[2] / 2**20 for p in points], style, marker="o", label=label)
     title = records[0]["model"] if records else ""
     ax_time.set(xlabel="sequence length (tokens)", ylabel="median seconds", title=f"{title}: time")
     ax_mem.set(xlabel="sequence length (tokens)", ylabel="peak memory (MiB)", title=f"{title}: peak memory")
