@@ -94,6 +94,22 @@ def test_resharding_a_safetensors_checkpoint(pickled_checkpoint, tmp_path):
     assert torch.equal(probe(pickled_checkpoint), probe(tmp_path / "single"))
 
 
+def test_sharded_pickle_source(pickled_checkpoint, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "config.json").write_bytes((pickled_checkpoint / "config.json").read_bytes())
+    state = torch.load(pickled_checkpoint / "pytorch_model.bin", weights_only=True)
+    names = list(state)
+    weight_map = {}
+    for k, part in enumerate((names[: len(names) // 2], names[len(names) // 2 :]), start=1):
+        shard = f"pytorch_model-0000{k}-of-00002.bin"
+        torch.save({n: state[n].clone() for n in part}, src / shard)
+        weight_map.update(dict.fromkeys(part, shard))
+    (src / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    convert(src, tmp_path / "out")
+    assert torch.equal(probe(pickled_checkpoint), probe(tmp_path / "out"))
+
+
 def test_refuses_a_directory_without_config(tmp_path):
     (tmp_path / "src").mkdir()
     with pytest.raises(ConvertError, match="has no config.json"):
