@@ -118,26 +118,27 @@ def resolve_settings(config: Any, options: dict[str, Any]) -> Settings:
     if unknown:
         raise TypeError(f"generate() got unknown options: {', '.join(sorted(unknown))}")
 
-    def pick(name: str) -> Any:
+    def pick(name: str, default: Any = None) -> Any:
+        """The option if given, else the config's value, else `default`."""
         value = options.get(name)
-        return getattr(config, name, None) if value is None else value
+        if value is None:
+            value = getattr(config, name, None)
+        return default if value is None else value
 
     prompt = 1  # the decoder starts from its start token alone
     max_new, min_new = pick("max_new_tokens"), pick("min_new_tokens")
-    start = pick("decoder_start_token_id")
-    if start is None:
-        start = pick("bos_token_id")
+    start = pick("decoder_start_token_id", pick("bos_token_id"))
     if start is None:
         raise ValueError("decoder_start_token_id (or bos_token_id) has to be set to generate")
     settings = Settings(
         max_length=max_new + prompt if max_new is not None else pick("max_length"),
-        min_length=min_new + prompt if min_new is not None else (pick("min_length") or 0),
-        num_beams=pick("num_beams") or 1,
-        length_penalty=pick("length_penalty") if pick("length_penalty") is not None else 1.0,
-        early_stopping=pick("early_stopping") if pick("early_stopping") is not None else False,
-        num_return_sequences=pick("num_return_sequences") or 1,
-        no_repeat_ngram_size=pick("no_repeat_ngram_size") or 0,
-        repetition_penalty=pick("repetition_penalty") if pick("repetition_penalty") is not None else 1.0,
+        min_length=min_new + prompt if min_new is not None else pick("min_length", 0),
+        num_beams=pick("num_beams", 1),
+        length_penalty=pick("length_penalty", 1.0),
+        early_stopping=pick("early_stopping", False),
+        num_return_sequences=pick("num_return_sequences", 1),
+        no_repeat_ngram_size=pick("no_repeat_ngram_size", 0),
+        repetition_penalty=pick("repetition_penalty", 1.0),
         forced_bos_token_id=pick("forced_bos_token_id"),
         forced_eos_token_id=pick("forced_eos_token_id"),
         eos_token_id=pick("eos_token_id"),

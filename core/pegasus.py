@@ -12,6 +12,7 @@ once per input, never copied per beam.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ def shift_tokens_right(ids: torch.Tensor, pad_token_id: int, start_token_id: int
 
 
 def _decoder_bias(
-    mask: torch.Tensor | None, num_rows: int, new: int, past: int, dtype: torch.dtype, device: torch.device
+    mask: torch.Tensor | None, new: int, past: int, dtype: torch.dtype, device: torch.device
 ) -> torch.Tensor | None:
     """Additive (rows, 1, new, past+new) bias: causal over the cache plus the new tokens, and the padding mask.
 
@@ -52,8 +53,7 @@ def _decoder_bias(
     query_pos = torch.arange(past, total, device=device)[:, None]
     keep = (torch.arange(total, device=device)[None, :] <= query_pos)[None, None]  # (1, 1, new, total)
     if mask is not None:
-        keep = keep & mask.bool()[:, None, None, :]
-    keep = keep.expand(num_rows if mask is not None else 1, 1, new, total)
+        keep = keep & mask.bool()[:, None, None, :]  # (rows, 1, new, total)
     return torch.zeros(keep.shape, dtype=dtype, device=device).masked_fill(~keep, torch.finfo(dtype).min)
 
 
@@ -306,7 +306,7 @@ class Decoder(nn.Module):
             cache = DecoderCache(len(self.layers))
         past = cache.length if cache is not None else 0
         x = self.dropout(embeds + self.positions(torch.arange(past, past + new, device=device)))
-        bias = _decoder_bias(attention_mask, rows, new, past, x.dtype, device)
+        bias = _decoder_bias(attention_mask, new, past, x.dtype, device)
         memory_bias = None
         if encoder_hidden_states is not None and encoder_attention_mask is not None:
             memory_bias = additive_mask(encoder_attention_mask, x.dtype)
@@ -351,8 +351,6 @@ def _ties(prefix: str) -> tuple[tuple[str, str], ...]:
 
 def read_pegasus_config(directory: Path) -> BigBirdPegasusConfig:
     """config.json, with generation_config.json's settings (when present) taking precedence, as on the Hub."""
-    import json
-
     config = BigBirdPegasusConfig.from_json_file(directory / "config.json")
     extra = directory / "generation_config.json"
     if extra.is_file():
@@ -498,14 +496,21 @@ class BigBirdPegasusForConditionalGeneration(BigBirdPegasusPretrainedModel):
             loss = F.cross_entropy(logits.view(-1, self.config.vocab_size), labels.view(-1).to(logits.device))
         return ModelOutput(loss=loss, logits=logits, **_seq2seq_extras(out))
 
-    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **options: Any):
-        """Greedy or beam-search summaries as token ids, decoder start token first (see core.generation)."""
+    def generate(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **options: Any
+    ) -> torch.Tensor:
+        """Summaries as token ids (batch * num_return_sequences, length), decoder start token first.
+
+        Options (each defaults to the checkpoint's config / generation_config.json): num_beams, length_penalty,
+        early_stopping (True, False or "never"), num_return_sequences, max_length or max_new_tokens, min_length or
+        min_new_tokens (lengths count the start token), no_repeat_ngram_size, repetition_penalty,
+        forced_bos_token_id, forced_eos_token_id, and the eos/pad/decoder start token ids. Token-identical to
+        transformers 5.23's generate; see core.generation for how memory differs.
+        """
         return generate(self, input_ids, attention_mask, **options)
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Also write generation_config.json, so that other tools generate with the same settings."""
-        import json
-
         super().save_pretrained(directory)
         c = self.config
         settings = {k: getattr(c, k) for k in GENERATION_DEFAULTS if getattr(c, k) != GENERATION_DEFAULTS[k]}

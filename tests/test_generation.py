@@ -47,6 +47,15 @@ MAX_LENGTH = 16
 transformers.logging.set_verbosity_error()
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine thread barriers cost more than the math."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class Pair:
     """Our model and the reference loaded from our checkpoint."""
 

@@ -31,6 +31,15 @@ PAD = 0
 transformers.logging.set_verbosity_error()  # the reference warns about block padding and attention fallbacks
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine thread barriers cost more than the math."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_config(**overrides) -> dict:
     """A small BigBirdPegasus: 8-token blocks and one random block, so 57+ tokens run block-sparse attention."""
     base = dict(
