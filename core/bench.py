@@ -16,6 +16,8 @@ transformers is not a dependency: it is imported lazily, only on the `compare="t
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import gc
 import importlib
 import importlib.util
@@ -149,9 +151,13 @@ class MemoryMeter:
         return rss * 1024 if rss is not None else 0
 
     def reset(self) -> None:
+        """Start a new measurement. On the CPU, free heap pages go back to the OS first: otherwise what an
+        earlier, larger call left in the allocator's free lists would count as resident in every later call."""
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        elif self.scope == "rss_hwm_per_call":
+            return
+        _release_free_heap()
+        if self.scope == "rss_hwm_per_call":
             with open("/proc/self/clear_refs", "w") as handle:
                 handle.write("5")
 
@@ -164,6 +170,23 @@ class MemoryMeter:
         # ru_maxrss is in kilobytes on Linux and in bytes on macOS.
         usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return usage if sys.platform == "darwin" else usage * 1024
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+def _release_free_heap() -> None:
+    """glibc's malloc_trim: hand the heap's free pages back to the OS (a no-op elsewhere)."""
+    gc.collect()
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def _status_kb(key: str) -> int | None:
@@ -418,10 +441,9 @@ def _measure_row(
     for _ in range(spec.repeat):
         for runner in runners:
             runner.set_attention(attention)
-            gc.collect()
             _sync(device)
-            bases[runner.name].append(meter.current())
             meter.reset()
+            bases[runner.name].append(meter.current())
             start = time.perf_counter()
             out = runner.run(ids, mask)
             _sync(device)
