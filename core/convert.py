@@ -213,14 +213,19 @@ def prepare_tensors(
             alias_of.update({n: keep for n in names if n != keep})
     out: dict[str, torch.Tensor] = {}
     dropped: list[str] = []
+    storages_kept: set[int] = set()
     for name, tensor in tensors.items():
         if name in alias_of and name in tied:
             dropped.append(name)
             continue
+        storage = tensor.untyped_storage().data_ptr() if tensor.device.type != "meta" and tensor.numel() else None
         if dtype is not None and tensor.is_floating_point():
             tensor = tensor.to(dtype)
-        if name in alias_of:
+        if storage in storages_kept:
+            # Another kept tensor uses this memory (an alias, or another view of it): store a copy.
             tensor = tensor.clone()
+        elif storage is not None:
+            storages_kept.add(storage)
         out[name] = tensor.contiguous()
     return out, dropped
 

@@ -145,6 +145,21 @@ def test_sharded_output_has_an_index_and_loads(pickled_checkpoint, tmp_path):
     assert torch.equal(probe(pickled_checkpoint), probe(dst))
 
 
+def test_views_of_one_tensor_are_stored_as_copies(tmp_path):
+    """Names that are not tied but share memory (here: two views of one fused matrix) each keep their values."""
+    src = tmp_path / "src"
+    src.mkdir()
+    tiny_config().to_json_file(src / "config.json")
+    fused = torch.arange(12.0).view(4, 3)
+    state = {"a.weight": fused[:2], "b.weight": fused[2:], "c.weight": fused[:2]}
+    torch.save(state, src / "pytorch_model.bin")
+    report = convert(src, tmp_path / "out")
+    assert report["dropped_tied"] == []
+    with safe_open(str(tmp_path / "out" / "model.safetensors"), "pt") as handle:
+        for name, tensor in state.items():
+            assert torch.equal(handle.get_tensor(name), tensor)
+
+
 class Payload:
     """Unpickling this would create `marker`: a stand-in for code a malicious checkpoint runs."""
 
