@@ -151,6 +151,24 @@ def test_more_seeds_mixed_settings(tmp_path, seed):
         assert torch.equal(ours, theirs), options
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"eos_token_id": [EOS, 7]},
+        {"eos_token_id": [EOS, 7], "num_beams": 3},
+        {"pad_token_id": 5, "num_beams": 2},
+        {"num_beams": 4, "forced_bos_token_id": 9, "repetition_penalty": 0.7},
+        {"decoder_start_token_id": 4, "num_beams": 3, "length_penalty": -0.5, "early_stopping": "never"},
+    ],
+    ids=["two-eos-greedy", "two-eos-beams", "pad5", "forced-bos", "start4-negative-penalty-never"],
+)
+def test_token_options(tmp_path_factory, options):
+    """Several eos ids (more candidates kept per step), another pad or start token, forced BOS, negative penalty."""
+    pair = make_pair(tmp_path_factory.mktemp("tokens"), seed=2, attention_type="block_sparse", eos_bias=2.0)
+    ours, theirs = pair.both(**batch_inputs(), max_length=14, **options)
+    assert torch.equal(ours, theirs)
+
+
 def test_defaults_come_from_the_checkpoint(tmp_path):
     """Without options, both read num_beams, length_penalty, lengths and n-gram size from the checkpoint."""
     pair = make_pair(
