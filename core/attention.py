@@ -19,6 +19,7 @@ layer from `np.random.seed(layer_idx)`), and `draw_plan` (a fresh plan, used whi
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -303,6 +304,21 @@ class Attention(nn.Module):
         self.query = nn.Linear(hidden_size, hidden_size, bias=bias)
         self.key = nn.Linear(hidden_size, hidden_size, bias=bias)
         self.value = nn.Linear(hidden_size, hidden_size, bias=bias)
+
+    @classmethod
+    def from_config(cls, config: Any, layer_idx: int) -> Attention:
+        """The encoder attention a BigBird or BigBirdPegasus config describes (Pegasus names map by alias)."""
+        return cls(
+            config.hidden_size,
+            config.num_attention_heads,
+            bias=config.use_bias,
+            block_size=config.block_size,
+            num_random_blocks=config.num_random_blocks,
+            layer_idx=layer_idx,
+            random_plan=config.random_plan,
+            max_seq_len=config.max_position_embeddings,
+            dropout=config.attention_probs_dropout_prob,
+        )
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)

@@ -35,24 +35,11 @@ class EncoderLayer(nn.Module):
         super().__init__()
         h = config.hidden_size
 
-        def attention() -> Attention:
-            return Attention(
-                h,
-                config.num_attention_heads,
-                bias=config.use_bias,
-                block_size=config.block_size,
-                num_random_blocks=config.num_random_blocks,
-                layer_idx=layer_idx,
-                random_plan=config.random_plan,
-                max_seq_len=config.max_position_embeddings,
-                dropout=config.attention_probs_dropout_prob,
-            )
-
-        self.attn = attention()
+        self.attn = Attention.from_config(config, layer_idx)
         self.attn_out = nn.Linear(h, h)
         self.attn_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
         if config.add_cross_attention:
-            self.cross = attention()
+            self.cross = Attention.from_config(config, layer_idx)
             self.cross_out = nn.Linear(h, h)
             self.cross_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
         self.ffn_in = nn.Linear(h, config.intermediate_size)

@@ -66,17 +66,7 @@ class EncoderLayer(nn.Module):
     def __init__(self, config: BigBirdPegasusConfig, layer_idx: int) -> None:
         super().__init__()
         d = config.d_model
-        self.attn = Attention(
-            d,
-            config.encoder_attention_heads,
-            bias=config.use_bias,
-            block_size=config.block_size,
-            num_random_blocks=config.num_random_blocks,
-            layer_idx=layer_idx,
-            random_plan=config.random_plan,
-            max_seq_len=config.max_position_embeddings,
-            dropout=config.attention_dropout,
-        )
+        self.attn = Attention.from_config(config, layer_idx)
         self.attn_out = nn.Linear(d, d, bias=config.use_bias)
         self.attn_norm = nn.LayerNorm(d)
         self.ffn_in = nn.Linear(d, config.encoder_ffn_dim)
