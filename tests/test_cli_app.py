@@ -77,6 +77,8 @@ def test_completion_completes_commands_and_options(monkeypatch):
 
 def test_install_completion_writes_the_script(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
+    # Name the shell instead of detecting it: under `make`, the parent process is /bin/sh, which typer refuses.
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")
     result = runner.invoke(app, ["--install-completion", "bash"], prog_name="bigbird")
     assert result.exit_code == 0, result.output
     script = tmp_path / ".bash_completions" / "bigbird.sh"
