@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
+from bigbird_cli.options import DType
+
 PRESET_NAMES = "bigbird-roberta-base, bigbird-roberta-large, bigbird-pegasus-large, tiny, tiny-pegasus"
 DEFAULT_PRESET = "bigbird-roberta-base"
 
@@ -19,12 +21,6 @@ DEFAULT_PRESET = "bigbird-roberta-base"
 class BenchTask(str, Enum):
     encode = "encode"
     summarize = "summarize"
-
-
-class BenchDType(str, Enum):
-    float32 = "float32"
-    float16 = "float16"
-    bfloat16 = "bfloat16"
 
 
 class Compare(str, Enum):
@@ -69,7 +65,7 @@ def command(
         int | None, typer.Option(min=1, help="torch CPU threads [default: torch's].", show_default=False)
     ] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
-    dtype: Annotated[BenchDType, typer.Option(help="Weights and activations dtype.")] = BenchDType.float32,
+    dtype: Annotated[DType, typer.Option(help="Weights and activations dtype.")] = DType.float32,
     repeat: Annotated[int, typer.Option(min=1, help="Timed calls per row (after warm-up).")] = 3,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed calls per row first.")] = 1,
     num_beams: Annotated[int, typer.Option(min=1, help="Beams for --task summarize.")] = 5,

@@ -8,11 +8,7 @@ from typing import Annotated
 
 import typer
 
-
-class ConvertDType(str, Enum):
-    float32 = "float32"
-    float16 = "float16"
-    bfloat16 = "bfloat16"
+from bigbird_cli.options import DType
 
 
 class AttentionType(str, Enum):
@@ -24,7 +20,7 @@ def command(
     src: Annotated[str, typer.Argument(help="Hub model id or checkpoint directory.", show_default=False)],
     dst: Annotated[str, typer.Argument(help="Directory to write (must not exist, unless --force).")],
     dtype: Annotated[
-        ConvertDType | None, typer.Option(help="Cast floating weights [default: the source's].", show_default=False)
+        DType | None, typer.Option(help="Cast floating weights [default: the source's].", show_default=False)
     ] = None,
     attention_type: Annotated[
         AttentionType | None, typer.Option(help="Rewrite config.json's attention type.", show_default=False)
