@@ -102,7 +102,7 @@ class PretrainedModel(nn.Module):
         from .checkpoints import load_weights, resolve_checkpoint
 
         directory = resolve_checkpoint(name_or_path, revision=revision)
-        config = config or cls.config_class.from_json_file(directory / "config.json")
+        config = config or cls.read_config(directory)
         model = cls(config)
         load_weights(model, directory)
         if dtype is not None:
@@ -110,6 +110,11 @@ class PretrainedModel(nn.Module):
         if device is not None:
             model.to(device)
         return model.eval()
+
+    @classmethod
+    def read_config(cls, directory: Path) -> ModelConfig:
+        """The checkpoint's configuration (a family may read more files than config.json)."""
+        return cls.config_class.from_json_file(directory / "config.json")
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write config.json and model.safetensors under the checkpoint's tensor names."""

@@ -356,21 +356,9 @@ class BigBirdPegasusPretrainedModel(PretrainedModel):
     family = "pegasus"
 
     @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str | Path,
-        *,
-        revision: str | None = None,
-        device: str | torch.device | None = None,
-        dtype: torch.dtype | str | None = None,
-        config: BigBirdPegasusConfig | None = None,
-    ):
-        """As PretrainedModel.from_pretrained, reading generation_config.json over config.json's defaults."""
-        from .checkpoints import resolve_checkpoint
-
-        directory = resolve_checkpoint(name_or_path, revision=revision)
-        config = config or read_pegasus_config(directory)
-        return super().from_pretrained(directory, device=device, dtype=dtype, config=config)
+    def read_config(cls, directory: Path) -> BigBirdPegasusConfig:
+        """config.json, with generation_config.json's settings over its generation defaults."""
+        return read_pegasus_config(directory)
 
 
 def _encoder_outputs(encoder_outputs: Any) -> ModelOutput:
