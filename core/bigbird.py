@@ -191,8 +191,12 @@ def _extras(out: ModelOutput) -> dict:
     return {"hidden_states": out.hidden_states, "attentions": out.attentions}
 
 
+# The vocabulary projection of every LM head shares the word embeddings.
+LM_TIED = (("lm.decoder.weight", "bert.embeddings.tokens.weight"),)
+
+
 class BigBirdForMaskedLM(BigBirdPretrainedModel):
-    tied = (("lm.decoder.weight", "bert.embeddings.tokens.weight"),)
+    tied = LM_TIED
 
     def __init__(self, config: BigBirdConfig) -> None:
         super().__init__(config)
@@ -212,7 +216,7 @@ class BigBirdForMaskedLM(BigBirdPretrainedModel):
 class BigBirdForCausalLM(BigBirdPretrainedModel):
     """Left-to-right LM: full causal self-attention (and cross-attention when the config adds it)."""
 
-    tied = (("lm.decoder.weight", "bert.embeddings.tokens.weight"),)
+    tied = LM_TIED
 
     def __init__(self, config: BigBirdConfig) -> None:
         super().__init__(config)
@@ -242,7 +246,7 @@ class BigBirdForCausalLM(BigBirdPretrainedModel):
 class BigBirdForPreTraining(BigBirdPretrainedModel):
     """Masked-LM and next-sentence heads, as in the original pre-training."""
 
-    tied = (("lm.decoder.weight", "bert.embeddings.tokens.weight"),)
+    tied = LM_TIED
 
     def __init__(self, config: BigBirdConfig) -> None:
         super().__init__(config)
