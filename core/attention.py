@@ -186,19 +186,65 @@ def full_attention(
     return F.dropout(probs, dropout, training=dropout > 0) @ v, probs
 
 
-def key_block_table(num_blocks: int, plan: torch.Tensor) -> torch.Tensor:
-    """For each head and query block 1..n-2, the key blocks it reads: first, window (3), random (r), last.
+def other_key_blocks(num_blocks: int, plan: torch.Tensor, merge_repeats: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each head and query block 1..n-2, the key blocks it reads outside its window: first, random, last.
 
-    Returns an int64 (H, n-2, 5 + r) table; slot 0 of row 1 and the last slot of row n-2 repeat a window
-    block and are excluded by the caller.
+    Returns an int64 table (H, n-2, 2 + r) and a per-slot additive bias (n-2, 2 + r): row 1's first slot and
+    row n-2's last slot repeat a window block and are excluded.
+
+    With `merge_repeats` and transformers' eval plan (every random slot is block 0), the table shrinks to
+    (1, 1, 2): the blocks 0 and n-1 for every row, block 0 carrying log(1 + r) of bias, since m equal keys weigh
+    in the softmax as one key with log(m) added to its score (row 1 has only the r random copies).
     """
-    h, rows, _ = plan.shape
-    middle = torch.arange(1, num_blocks - 1, device=plan.device)
-    window = middle[:, None] + torch.arange(-1, 2, device=plan.device)
-    first = torch.zeros(rows, 1, dtype=torch.long, device=plan.device)
-    last = torch.full((rows, 1), num_blocks - 1, dtype=torch.long, device=plan.device)
-    fixed = torch.cat([first, window], dim=1).expand(h, rows, 4)
-    return torch.cat([fixed, plan, last.expand(h, rows, 1)], dim=2)
+    heads, rows, r = plan.shape
+    device = plan.device
+    lowest = torch.finfo(torch.float32).min
+    if merge_repeats and not plan.any():
+        table = torch.tensor([[[0, num_blocks - 1]]], device=device)
+        bias = torch.zeros(rows, 2, device=device)
+        bias[:, 0] = math.log(1 + r)
+        bias[0, 0] = math.log(r) if r else lowest
+        bias[-1, 1] = lowest
+        return table, bias
+    first = torch.zeros(heads, rows, 1, dtype=torch.long, device=device)
+    table = torch.cat([first, plan, torch.full_like(first, num_blocks - 1)], dim=2)
+    bias = torch.zeros(rows, r + 2, device=device)
+    bias[0, 0] = lowest
+    bias[-1, -1] = lowest
+    return table, bias
+
+
+def fused_kernel_applies(*tensors: torch.Tensor) -> bool:
+    """Whether torch's fused CPU kernel can run: CPU tensors with no gradient to track (it returns a log-sum-exp
+    that autograd does not differentiate)."""
+    tracked = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    return all(t.device.type == "cpu" for t in tensors) and not tracked and _flash_for_cpu() is not None
+
+
+def _flash_for_cpu() -> Any:
+    """torch's fused CPU attention kernel that also returns each query's log-sum-exp (None where absent).
+
+    The public `scaled_dot_product_attention` keeps the log-sum-exp to itself, and merging two partial
+    softmaxes needs it.
+    """
+    return getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
+
+def partial_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, fused: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Softmax attention over one part of each query's keys, with the part's log-sum-exp for merging.
+
+    (B, H, L, D) queries against (B, H, S, D) keys with a (B, H, 1, S) additive bias. `fused` runs torch's
+    CPU kernel, which reads strided and overlapping views in place and never materialises the scores;
+    otherwise the scores are spelled out (differentiable, any device) and returned for attention maps.
+    """
+    if fused:
+        out, lse = _flash_for_cpu()(q, k, v, 0.0, False, attn_mask=bias.to(q.dtype))
+        return out, lse, None
+    scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1]) + bias
+    lse = scores.logsumexp(dim=-1)
+    return torch.exp(scores - lse[..., None]) @ v, lse, scores
 
 
 def block_sparse_attention(
@@ -209,59 +255,100 @@ def block_sparse_attention(
     block_size: int,
     plan: torch.Tensor,
     output_probs: bool = False,
+    fused: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """ITC block-sparse attention over (B, H, T, D) tensors; T is a multiple of `block_size`.
 
     `mask` is the (B, T) validity of tokens; `plan` the (H, T/block_size - 2, r) random key blocks.
-    Each middle query block's keys are gathered into one (5 + r)-block row, so that all rows go through a
-    single fused attention call (no score tensor is materialised unless probabilities are asked for).
-    Outputs at padded query positions are zero, as in the reference.
+    Middle query blocks attend in two parts merged through their log-sum-exps: the sliding window, read as
+    overlapping views of K and V (nothing is copied), and the other blocks (first, random, last). `fused`
+    picks torch's fused CPU kernel for both parts (the default where it applies and no probabilities are
+    asked for); the spelled-out path gives the same numbers. Outputs at padded query positions are zero,
+    as in the reference.
     """
     b, h, t, d = q.shape
     bs = block_size
     n = t // bs
-    dtype = q.dtype
-    valid = mask.to(dtype)
+    if fused is None:
+        fused = not output_probs and fused_kernel_applies(q, k, v)
+    valid = mask.to(q.dtype)
     key_bias = (1.0 - valid) * MASK_PENALTY  # (B, T)
 
     # Global query blocks 0 and n-1 attend to every key.
     q_global = torch.cat([q[:, :, :bs], q[:, :, -bs:]], dim=2)
     global_ctx, global_probs = full_attention(q_global, k, v, key_bias[:, None, None, :], output_probs=output_probs)
 
-    # Rows 1..n-2 read the key blocks of the table, gathered per head into rows of (5 + r) blocks.
-    table = key_block_table(n, plan.to(q.device))
-    heads = torch.arange(h, device=q.device)[:, None, None]
-    rows = h * (n - 2)
-    k_rows = k.view(b, h, n, bs, d)[:, heads, table].view(b, rows, -1, d)
-    v_rows = v.view(b, h, n, bs, d)[:, heads, table].view(b, rows, -1, d)
-    bias = key_bias.view(b, n, bs)[:, table].view(b, h, n - 2, -1)
-    bias[:, :, 0, :bs] = torch.finfo(dtype).min  # row 1 sees block 0 through its window
-    bias[:, :, -1, -bs:] = torch.finfo(dtype).min  # row n-2 sees block n-1 through its window
-    q_rows = q.view(b, h, n, bs, d)[:, :, 1:-1].reshape(b, rows, bs, d)
-    middle, probs = full_attention(q_rows, k_rows, v_rows, bias.view(b, rows, 1, -1), output_probs=output_probs)
+    # Rows 1..n-2, with batch and heads in one leading dim: (B*H, n-2, ...). With one sequence the dims merge
+    # as they are; a batch needs (B, H, T, D) memory for that, so that every window stays a view.
+    if b > 1:
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    q_rows = q.unflatten(2, (n, bs))[:, :, 1:-1].flatten(0, 1)
 
+    def per_head(bias: torch.Tensor) -> torch.Tensor:
+        """(B, H|1, n-2, S) key bias → (B*H, n-2, 1, S)."""
+        return bias[:, :, :, None].expand(b, h, -1, -1, -1).flatten(0, 1)
+
+    def windows(x: torch.Tensor) -> torch.Tensor:
+        return x.unfold(2, 3 * bs, bs).transpose(-1, -2).flatten(0, 1)
+
+    window_bias = per_head(key_bias.unfold(1, 3 * bs, bs)[:, None])
+    window = partial_attention(q_rows, windows(k), windows(v), window_bias, fused)
+
+    table, slot_bias = other_key_blocks(n, plan.to(q.device), merge_repeats=not output_probs)
+    other_bias = key_bias.view(b, n, bs)[:, table] + slot_bias[:, :, None].to(q.dtype)
+    other_bias = per_head(other_bias.flatten(-2).expand(b, -1, n - 2, -1))
+    other = partial_attention(q_rows, _gather_blocks(k, table, bs), _gather_blocks(v, table, bs), other_bias, fused)
+
+    lse = torch.logaddexp(window[1], other[1])
+    middle = window[0] * torch.exp(window[1] - lse)[..., None] + other[0] * torch.exp(other[1] - lse)[..., None]
     middle = middle.view(b, h, (n - 2) * bs, d)
     context = torch.cat([global_ctx[:, :, :bs], middle, global_ctx[:, :, bs:]], dim=2)
     context = context * valid[:, None, :, None]
     if not output_probs:
         return context, None
-    return context, _dense_probs(global_probs, probs.view(b, h, n - 2, bs, -1), table, bs)
+    window_probs, other_probs = (
+        torch.exp(part[2] - lse[..., None]).view(b, h, n - 2, bs, -1) for part in (window, other)
+    )
+    return context, _dense_probs(global_probs, window_probs, other_probs, table, bs)
 
 
-def _dense_probs(global_probs: torch.Tensor, probs: torch.Tensor, table: torch.Tensor, bs: int) -> torch.Tensor:
+def _gather_blocks(x: torch.Tensor, table: torch.Tensor, bs: int) -> torch.Tensor:
+    """(B, H, T, D) and a (H|1, n-2|1, slots) block table → each row's key blocks, (B*H, n-2, slots*bs, D).
+
+    A table shared by all heads and rows becomes a broadcast view of the few blocks it names.
+    """
+    b, h, t, d = x.shape
+    blocks = x.unflatten(2, (t // bs, bs))
+    if table.shape[:2] == (1, 1):
+        picked = blocks[:, :, table[0, 0]].flatten(2, 3)[:, :, None]
+        return picked.expand(-1, -1, t // bs - 2, -1, -1).flatten(0, 1)
+    heads = torch.arange(h, device=x.device)[:, None, None]
+    return blocks[:, heads, table].flatten(3, 4).flatten(0, 1)
+
+
+def _dense_probs(
+    global_probs: torch.Tensor, window_probs: torch.Tensor, other_probs: torch.Tensor, table: torch.Tensor, bs: int
+) -> torch.Tensor:
     """Lay the sparse probabilities out as a dense (B, H, T, T) matrix (for output_attentions only)."""
-    b, h, rows, _, width = probs.shape
-    n, slots = rows + 2, width // bs
+    b, h, rows = window_probs.shape[:3]
+    n = rows + 2
     dense = global_probs.new_zeros(b, h, n, bs, n, bs)
     dense[:, :, 0] = global_probs[:, :, :bs].view(b, h, bs, n, bs)
     dense[:, :, -1] = global_probs[:, :, bs:].view(b, h, bs, n, bs)
-    values = probs.unflatten(-1, (slots, bs))
-    # Excluded duplicate slots hold 0: write first/last, then window, then random, so real values win.
-    for group in ([0, slots - 1], [1, 2, 3], list(range(4, slots - 1))):
-        if not group:
-            continue
-        index = table[None, :, :, None, group, None].expand(b, h, rows, bs, len(group), bs)
-        dense[:, :, 1:-1].scatter_(4, index, values[:, :, :, :, group])
+    middle = torch.arange(1, n - 1, device=table.device)
+    window_table = (middle[:, None] + torch.arange(-1, 2, device=table.device)).expand(h, rows, 3)
+
+    def write(values: torch.Tensor, blocks: torch.Tensor) -> None:
+        slots = blocks.shape[-1]
+        index = blocks[None, :, :, None, :, None].expand(b, h, rows, bs, slots, bs)
+        dense[:, :, 1:-1].scatter_(4, index, values.unflatten(-1, (slots, bs)))
+
+    # Excluded duplicate slots hold 0: write first/last, then the window, then random, so real values win.
+    slots = table.shape[-1]
+    write(other_probs.unflatten(-1, (slots, bs))[..., [0, slots - 1], :].flatten(-2), table[..., [0, slots - 1]])
+    write(window_probs, window_table)
+    if slots > 2:
+        write(other_probs[..., bs:-bs], table[..., 1:-1])
     return dense.view(b, h, n * bs, n * bs)
 
 
