@@ -8,7 +8,7 @@ from torch import nn
 
 from .attention import Attention, additive_mask, pad_to_block_size, sparse_fits
 from .config import BigBirdConfig
-from .modeling import ModelOutput, PretrainedModel, activation
+from .modeling import ModelOutput, PretrainedModel, activation, feed_forward_in_slices
 
 
 class Embeddings(nn.Module):
@@ -48,6 +48,9 @@ class EncoderLayer(nn.Module):
         self.act = activation(config.hidden_act)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ffn_out(self.act(self.ffn_in(x)))
+
     def forward(
         self,
         x: torch.Tensor,
@@ -67,7 +70,8 @@ class EncoderLayer(nn.Module):
                 x, mask, sparse=False, bias=encoder_bias, kv=encoder_states, output_attentions=output_attentions
             )
             x = self.cross_norm(self.dropout(self.cross_out(context)) + x)
-        x = self.ffn_norm(self.dropout(self.ffn_out(self.act(self.ffn_in(x)))) + x)
+        ffn = feed_forward_in_slices(self.feed_forward, x, self.ffn_in.out_features)
+        x = self.ffn_norm(self.dropout(ffn) + x)
         return x, probs, cross_probs
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -46,6 +47,20 @@ def activation(name: str):
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]
+
+
+# glibc serves blocks over 32 MiB (its largest mmap threshold) as fresh pages, faulted in on every call and
+# handed back on free. A long input's feed-forward intermediate, (B, T, 4H), is far larger; computed in slices
+# of tokens under this many elements it comes from memory the allocator keeps, and the peak drops too.
+FFN_SLICE_ELEMENTS = 4 * 2**20
+
+
+def feed_forward_in_slices(ffn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, width: int) -> torch.Tensor:
+    """`ffn(x)` for a token-wise feed-forward over (B, T, H) whose hidden layer is `width` wide, in token slices."""
+    tokens = max(1, FFN_SLICE_ELEMENTS // (x.shape[0] * width))
+    if x.shape[1] <= tokens:
+        return ffn(x)
+    return torch.cat([ffn(part) for part in x.split(tokens, dim=1)], dim=1)
 
 
 class PretrainedModel(nn.Module):

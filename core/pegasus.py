@@ -24,7 +24,7 @@ from .attention import Attention, additive_mask, full_attention, pad_to_block_si
 from .bigbird import classification_loss, span_loss
 from .config import GENERATION_DEFAULTS, BigBirdPegasusConfig
 from .generation import DecoderCache, generate
-from .modeling import ModelOutput, PretrainedModel, activation
+from .modeling import ModelOutput, PretrainedModel, activation, feed_forward_in_slices
 
 # Keys of generation_config.json that override the config's generation defaults.
 GENERATION_KEYS = (*GENERATION_DEFAULTS, "bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
@@ -75,6 +75,9 @@ class EncoderLayer(nn.Module):
         self.act = activation(config.activation_function)
         self.dropout = nn.Dropout(config.dropout)
 
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ffn_out(self.act(self.ffn_in(self.ffn_norm(x))))
+
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor, *, sparse: bool, bias: torch.Tensor | None, output_attentions: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -82,7 +85,7 @@ class EncoderLayer(nn.Module):
             self.attn_norm(x), mask, sparse=sparse, bias=bias, output_attentions=output_attentions
         )
         x = x + self.dropout(self.attn_out(context))
-        x = x + self.dropout(self.ffn_out(self.act(self.ffn_in(self.ffn_norm(x)))))
+        x = x + self.dropout(feed_forward_in_slices(self.feed_forward, x, self.ffn_in.out_features))
         if x.dtype == torch.float16 and not torch.isfinite(x).all():
             # fp16 activations of long inputs can overflow; clamping keeps them finite, as the reference does.
             limit = torch.finfo(x.dtype).max - 1000
