@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .linear import Linear
+
 # Masked scores get this added, as in the original implementation; exp(-1e4) underflows to 0 in fp32.
 MASK_PENALTY = -10000.0
 # Layouts of the paper's plans: these lengths use the original 1024-token random plan.
@@ -186,7 +188,9 @@ def full_attention(
     return F.dropout(probs, dropout, training=dropout > 0) @ v, probs
 
 
-def other_key_blocks(num_blocks: int, plan: torch.Tensor, merge_repeats: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def other_key_blocks(
+    num_blocks: int, plan: torch.Tensor, merge_repeats: bool, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     """For each head and query block 1..n-2, the key blocks it reads outside its window: first, random, last.
 
     Returns an int64 table (H, n-2, 2 + r) and a per-slot additive bias (n-2, 2 + r): row 1's first slot and
@@ -198,17 +202,17 @@ def other_key_blocks(num_blocks: int, plan: torch.Tensor, merge_repeats: bool) -
     """
     heads, rows, r = plan.shape
     device = plan.device
-    lowest = torch.finfo(torch.float32).min
+    lowest = torch.finfo(dtype).min
     if merge_repeats and not plan.any():
         table = torch.tensor([[[0, num_blocks - 1]]], device=device)
-        bias = torch.zeros(rows, 2, device=device)
+        bias = torch.zeros(rows, 2, dtype=dtype, device=device)
         bias[:, 0] = math.log(1 + r)
         bias[0, 0] = math.log(r) if r else lowest
         bias[-1, 1] = lowest
         return table, bias
     first = torch.zeros(heads, rows, 1, dtype=torch.long, device=device)
     table = torch.cat([first, plan, torch.full_like(first, num_blocks - 1)], dim=2)
-    bias = torch.zeros(rows, r + 2, device=device)
+    bias = torch.zeros(rows, r + 2, dtype=dtype, device=device)
     bias[0, 0] = lowest
     bias[-1, -1] = lowest
     return table, bias
@@ -294,8 +298,8 @@ def block_sparse_attention(
     window_bias = per_head(key_bias.unfold(1, 3 * bs, bs)[:, None])
     window = partial_attention(q_rows, windows(k), windows(v), window_bias, fused)
 
-    table, slot_bias = other_key_blocks(n, plan.to(q.device), merge_repeats=not output_probs)
-    other_bias = key_bias.view(b, n, bs)[:, table] + slot_bias[:, :, None].to(q.dtype)
+    table, slot_bias = other_key_blocks(n, plan.to(q.device), merge_repeats=not output_probs, dtype=q.dtype)
+    other_bias = key_bias.view(b, n, bs)[:, table] + slot_bias[:, :, None]
     other_bias = per_head(other_bias.flatten(-2).expand(b, -1, n - 2, -1))
     other = partial_attention(q_rows, _gather_blocks(k, table, bs), _gather_blocks(v, table, bs), other_bias, fused)
 
@@ -388,9 +392,9 @@ class Attention(nn.Module):
         self.random_plan = random_plan
         self.max_seq_len = max_seq_len
         self.dropout = dropout
-        self.query = nn.Linear(hidden_size, hidden_size, bias=bias)
-        self.key = nn.Linear(hidden_size, hidden_size, bias=bias)
-        self.value = nn.Linear(hidden_size, hidden_size, bias=bias)
+        self.query = Linear(hidden_size, hidden_size, bias=bias)
+        self.key = Linear(hidden_size, hidden_size, bias=bias)
+        self.value = Linear(hidden_size, hidden_size, bias=bias)
 
     @classmethod
     def from_config(cls, config: Any, layer_idx: int) -> Attention:

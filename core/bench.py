@@ -28,7 +28,6 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import BigBirdConfig, BigBirdPegasusConfig, ModelConfig
+from .linear import quantize_int8
 from .tiny import BIGBIRD_TINY, PEGASUS_TINY
 
 TINY_VOCAB = 400
@@ -271,16 +271,6 @@ def _our_runner(name: str, model: nn.Module, spec: BenchSpec) -> Runner:
             )
 
     return Runner(name, run, set_attention)
-
-
-def quantize_int8(model: nn.Module) -> nn.Module:
-    """A copy of `model` whose linear layers run dynamic int8 (weights int8, activations quantized per call)."""
-    from torch.ao.quantization import quantize_dynamic
-
-    with warnings.catch_warnings():
-        # torch marks its eager quantization deprecated in favour of torchao, which is not a dependency here.
-        warnings.simplefilter("ignore")
-        return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
 
 
 def _transformers_runner(model: nn.Module, spec: BenchSpec) -> tuple[Runner, str]:

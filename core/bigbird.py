@@ -8,7 +8,8 @@ from torch import nn
 
 from .attention import Attention, additive_mask, pad_to_block_size, sparse_fits
 from .config import BigBirdConfig
-from .modeling import ModelOutput, PretrainedModel, activation, feed_forward_in_slices
+from .linear import Linear
+from .modeling import ModelOutput, PretrainedModel, feed_forward_in_slices
 
 
 class Embeddings(nn.Module):
@@ -36,20 +37,19 @@ class EncoderLayer(nn.Module):
         h = config.hidden_size
 
         self.attn = Attention.from_config(config, layer_idx)
-        self.attn_out = nn.Linear(h, h)
+        self.attn_out = Linear(h, h)
         self.attn_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
         if config.add_cross_attention:
             self.cross = Attention.from_config(config, layer_idx)
-            self.cross_out = nn.Linear(h, h)
+            self.cross_out = Linear(h, h)
             self.cross_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
-        self.ffn_in = nn.Linear(h, config.intermediate_size)
-        self.ffn_out = nn.Linear(config.intermediate_size, h)
+        self.ffn_in = Linear(h, config.intermediate_size, activation=config.hidden_act)
+        self.ffn_out = Linear(config.intermediate_size, h)
         self.ffn_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
-        self.act = activation(config.hidden_act)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ffn_out(self.act(self.ffn_in(x)))
+        return self.ffn_out(self.ffn_in(x))
 
     def forward(
         self,
@@ -87,7 +87,7 @@ class BigBirdModel(BigBirdPretrainedModel):
         super().__init__(config)
         self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList(EncoderLayer(config, i) for i in range(config.num_hidden_layers))
-        self.pooler = nn.Linear(config.hidden_size, config.hidden_size) if add_pooling_layer else None
+        self.pooler = Linear(config.hidden_size, config.hidden_size) if add_pooling_layer else None
         self.init_weights()
 
     def uses_sparse(self, seq_len: int) -> bool:
@@ -174,14 +174,13 @@ class LMHead(nn.Module):
 
     def __init__(self, config: BigBirdConfig) -> None:
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.act = activation(config.hidden_act)
+        self.dense = Linear(config.hidden_size, config.hidden_size, activation=config.hidden_act)
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.decoder = Linear(config.hidden_size, config.vocab_size, bias=False)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.norm(self.act(self.dense(x)))) + self.bias
+        return self.decoder(self.norm(self.dense(x))) + self.bias
 
 
 def _encoder_args(kwargs: dict) -> dict:
@@ -256,7 +255,7 @@ class BigBirdForPreTraining(BigBirdPretrainedModel):
         super().__init__(config)
         self.bert = BigBirdModel(config)
         self.lm = LMHead(config)
-        self.nsp = nn.Linear(config.hidden_size, 2)
+        self.nsp = Linear(config.hidden_size, 2)
         self.init_weights()
 
     def forward(self, input_ids=None, labels=None, next_sentence_label=None, **kwargs) -> ModelOutput:
@@ -294,13 +293,12 @@ class ClassificationHead(nn.Module):
     def __init__(self, config: BigBirdConfig) -> None:
         super().__init__()
         p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.out = nn.Linear(config.hidden_size, config.num_labels)
-        self.act = activation(config.hidden_act)
+        self.dense = Linear(config.hidden_size, config.hidden_size, activation=config.hidden_act)
+        self.out = Linear(config.hidden_size, config.num_labels)
         self.dropout = nn.Dropout(p)
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
-        x = self.act(self.dense(self.dropout(states[:, 0])))
+        x = self.dense(self.dropout(states[:, 0]))
         return self.out(self.dropout(x))
 
 
@@ -325,7 +323,7 @@ class BigBirdForMultipleChoice(BigBirdPretrainedModel):
         super().__init__(config)
         self.bert = BigBirdModel(config)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.classifier = nn.Linear(config.hidden_size, 1)
+        self.classifier = Linear(config.hidden_size, 1)
         self.init_weights()
 
     def forward(self, input_ids=None, labels=None, **kwargs) -> ModelOutput:
@@ -345,7 +343,7 @@ class BigBirdForTokenClassification(BigBirdPretrainedModel):
         p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.bert = BigBirdModel(config)
         self.dropout = nn.Dropout(p)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.classifier = Linear(config.hidden_size, config.num_labels)
         self.init_weights()
 
     def forward(self, input_ids=None, labels=None, **kwargs) -> ModelOutput:
@@ -363,15 +361,14 @@ class QAHead(nn.Module):
     def __init__(self, config: BigBirdConfig) -> None:
         super().__init__()
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.ffn_in = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.ffn_out = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.ffn_in = Linear(config.hidden_size, config.intermediate_size, activation=config.hidden_act)
+        self.ffn_out = Linear(config.intermediate_size, config.hidden_size)
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.out = nn.Linear(config.hidden_size, 2)
-        self.act = activation(config.hidden_act)
+        self.out = Linear(config.hidden_size, 2)
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         x = self.ffn_in(self.dropout(states))
-        x = self.norm(self.dropout(self.ffn_out(self.act(x))) + states)
+        x = self.norm(self.dropout(self.ffn_out(x)) + states)
         return self.out(x)
 
 

@@ -24,7 +24,8 @@ from .attention import Attention, additive_mask, full_attention, pad_to_block_si
 from .bigbird import classification_loss, span_loss
 from .config import GENERATION_DEFAULTS, BigBirdPegasusConfig
 from .generation import DecoderCache, generate
-from .modeling import ModelOutput, PretrainedModel, activation, feed_forward_in_slices
+from .linear import Linear
+from .modeling import ModelOutput, PretrainedModel, feed_forward_in_slices
 
 # Keys of generation_config.json that override the config's generation defaults.
 GENERATION_KEYS = (*GENERATION_DEFAULTS, "bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
@@ -67,16 +68,15 @@ class EncoderLayer(nn.Module):
         super().__init__()
         d = config.d_model
         self.attn = Attention.from_config(config, layer_idx)
-        self.attn_out = nn.Linear(d, d, bias=config.use_bias)
+        self.attn_out = Linear(d, d, bias=config.use_bias)
         self.attn_norm = nn.LayerNorm(d)
-        self.ffn_in = nn.Linear(d, config.encoder_ffn_dim)
-        self.ffn_out = nn.Linear(config.encoder_ffn_dim, d)
+        self.ffn_in = Linear(d, config.encoder_ffn_dim, activation=config.activation_function)
+        self.ffn_out = Linear(config.encoder_ffn_dim, d)
         self.ffn_norm = nn.LayerNorm(d)
-        self.act = activation(config.activation_function)
         self.dropout = nn.Dropout(config.dropout)
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ffn_out(self.act(self.ffn_in(self.ffn_norm(x))))
+        return self.ffn_out(self.ffn_in(self.ffn_norm(x)))
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor, *, sparse: bool, bias: torch.Tensor | None, output_attentions: bool
@@ -108,10 +108,10 @@ class DecoderAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = d_model // num_heads
         self.dropout = dropout
-        self.query = nn.Linear(d_model, d_model, bias=bias)
-        self.key = nn.Linear(d_model, d_model, bias=bias)
-        self.value = nn.Linear(d_model, d_model, bias=bias)
-        self.out = nn.Linear(d_model, d_model, bias=bias)
+        self.query = Linear(d_model, d_model, bias=bias)
+        self.key = Linear(d_model, d_model, bias=bias)
+        self.value = Linear(d_model, d_model, bias=bias)
+        self.out = Linear(d_model, d_model, bias=bias)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
@@ -164,10 +164,9 @@ class DecoderLayer(nn.Module):
         self.attn_norm = nn.LayerNorm(d)
         self.cross = DecoderAttention(d, heads, bias=config.use_bias, dropout=config.attention_dropout)
         self.cross_norm = nn.LayerNorm(d)
-        self.ffn_in = nn.Linear(d, config.decoder_ffn_dim)
-        self.ffn_out = nn.Linear(config.decoder_ffn_dim, d)
+        self.ffn_in = Linear(d, config.decoder_ffn_dim, activation=config.activation_function)
+        self.ffn_out = Linear(config.decoder_ffn_dim, d)
         self.ffn_norm = nn.LayerNorm(d)
-        self.act = activation(config.activation_function)
         self.dropout = nn.Dropout(config.dropout)
         self.act_dropout = nn.Dropout(config.activation_dropout)
 
@@ -197,7 +196,7 @@ class DecoderLayer(nn.Module):
                 output_attentions=output_attentions,
             )
             x = x + self.dropout(h)
-        h = self.act_dropout(self.act(self.ffn_in(self.ffn_norm(x))))
+        h = self.act_dropout(self.ffn_in(self.ffn_norm(x)))
         return x + self.dropout(self.ffn_out(h)), probs, cross_probs
 
 
@@ -452,7 +451,7 @@ class BigBirdPegasusForConditionalGeneration(BigBirdPegasusPretrainedModel):
     def __init__(self, config: BigBirdPegasusConfig) -> None:
         super().__init__(config)
         self.model = BigBirdPegasusModel(config)
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.d_model, config.vocab_size, bias=False)
         self.register_buffer("final_logits_bias", torch.zeros(1, config.vocab_size))
         self.init_weights()
 
@@ -507,12 +506,12 @@ class ClassificationHead(nn.Module):
 
     def __init__(self, config: BigBirdPegasusConfig) -> None:
         super().__init__()
-        self.dense = nn.Linear(config.d_model, config.d_model)
-        self.out = nn.Linear(config.d_model, config.num_labels)
+        self.dense = Linear(config.d_model, config.d_model, activation="tanh")
+        self.out = Linear(config.d_model, config.num_labels)
         self.dropout = nn.Dropout(config.classifier_dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(self.dropout(torch.tanh(self.dense(self.dropout(x)))))
+        return self.out(self.dropout(self.dense(self.dropout(x))))
 
 
 class BigBirdPegasusForSequenceClassification(BigBirdPegasusPretrainedModel):
@@ -557,7 +556,7 @@ class BigBirdPegasusForQuestionAnswering(BigBirdPegasusPretrainedModel):
     def __init__(self, config: BigBirdPegasusConfig) -> None:
         super().__init__(config)
         self.model = BigBirdPegasusModel(config)
-        self.qa = nn.Linear(config.d_model, 2)
+        self.qa = Linear(config.d_model, 2)
         self.init_weights()
 
     def forward(
@@ -603,7 +602,7 @@ class BigBirdPegasusForCausalLM(BigBirdPegasusPretrainedModel):
         config.is_encoder_decoder = False
         super().__init__(config)
         self.model = DecoderOnly(config)
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.d_model, config.vocab_size, bias=False)
         self.init_weights()
 
     def forward(

@@ -11,7 +11,7 @@ import transformers
 from transformers.models.big_bird.modeling_big_bird import BigBirdBlockSparseAttention
 
 import core
-from core.attention import block_sparse_attention, draw_plan, hf_plan, seeded_plan
+from core.attention import block_sparse_attention, draw_plan, fused_kernel_applies, hf_plan, seeded_plan
 
 
 def dense_oracle(q, k, v, mask, block_size, plan):
@@ -46,7 +46,11 @@ def dense_oracle(q, k, v, mask, block_size, plan):
 
 @pytest.mark.parametrize("r", [0, 1, 3])
 @pytest.mark.parametrize("num_blocks", [7, 12])
-def test_kernel_matches_dense_oracle(r, num_blocks):
+@pytest.mark.parametrize("plan_kind", ["random", "all_zero"])
+@pytest.mark.parametrize("fused", [True, False])
+def test_kernel_matches_dense_oracle(r, num_blocks, plan_kind, fused):
+    """Both kernels (torch's fused CPU one, and the spelled-out one that training uses) on drawn plans and on
+    transformers' all-zero eval plan, whose r repeats of block 0 the kernel folds into one weighted block."""
     torch.manual_seed(r * 100 + num_blocks)
     bs, h, d = 4, 3, 8
     t = num_blocks * bs
@@ -54,9 +58,37 @@ def test_kernel_matches_dense_oracle(r, num_blocks):
     mask = torch.ones(2, t)
     mask[1, t - 7 :] = 0
     plan = torch.randint(0, num_blocks, (h, num_blocks - 2, r))
-    ours, _ = block_sparse_attention(q, k, v, mask, bs, plan)
+    if plan_kind == "all_zero":
+        plan = hf_plan(num_blocks, h, r)
+    ours, _ = block_sparse_attention(q, k, v, mask, bs, plan, fused=fused)
     expected = dense_oracle(q, k, v, mask, bs, plan)
     assert (ours - expected).abs().max() < 1e-10
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_fused_kernel_equals_the_parity_path_in_float32(batch):
+    """The default inference path (fused kernel, strided views of (B, T, H, D) projections) gives the numbers of the
+    spelled-out path that the gradient parity tests run, at a real block size and heads-last memory layout."""
+    torch.manual_seed(batch)
+    bs, h, n, d = 16, 4, 12, 16
+    q, k, v = (torch.randn(batch, n * bs, h, d).transpose(1, 2) for _ in range(3))
+    mask = torch.ones(batch, n * bs)
+    mask[-1, -20:] = 0
+    for plan in (hf_plan(n, h, 3), seeded_plan(2, n * bs, bs, h, 3, 4096)):
+        with torch.no_grad():
+            fast, _ = block_sparse_attention(q, k, v, mask, bs, plan)
+        slow, _ = block_sparse_attention(q, k, v, mask, bs, plan, fused=False)
+        assert (fast - slow).abs().max() < 1e-5
+
+
+def test_tracked_gradients_take_the_spelled_out_path():
+    q, k, v = (torch.randn(1, 2, 8 * 4, 8, requires_grad=True) for _ in range(3))
+    assert not fused_kernel_applies(q, k, v)
+    with torch.no_grad():
+        assert fused_kernel_applies(q, k, v)
+    out, _ = block_sparse_attention(q, k, v, torch.ones(1, 32), 4, hf_plan(8, 2, 1))
+    out.sum().backward()
+    assert q.grad is not None and k.grad.abs().sum() > 0
 
 
 def test_kernel_dense_probs_match_oracle_layout():

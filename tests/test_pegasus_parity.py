@@ -302,3 +302,13 @@ def test_generation_config_json_overrides_config(tmp_path):
     ref = transformers.BigBirdPegasusForConditionalGeneration.from_pretrained(tmp_path).eval()
     inputs = make_inputs("BigBirdPegasusForConditionalGeneration", 61)
     assert torch.equal(loaded.generate(**inputs), ref.generate(**inputs))
+
+
+def test_encoder_feed_forward_in_token_slices_keeps_parity(monkeypatch, tmp_path):
+    """Long inputs run the encoder's feed-forward in token slices; forced here on a short input."""
+    ours, ref = ours_and_reference("BigBirdPegasusForConditionalGeneration", tmp_path)
+    inputs = make_inputs("BigBirdPegasusForConditionalGeneration", 75)
+    with torch.no_grad():
+        ref_out = ref(**inputs)
+        monkeypatch.setattr(core.modeling, "FFN_SLICE_ELEMENTS", 2 * 48 * 5)  # 5 tokens per slice
+        assert_outputs_match(ref_out, ours(**inputs))
