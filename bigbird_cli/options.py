@@ -34,6 +34,10 @@ class DType(str, Enum):
     bfloat16 = "bfloat16"
 
 
+class Quantize(str, Enum):
+    int8 = "int8"
+
+
 class Strategy(str, Enum):
     chunk = "chunk"
     truncate = "truncate"
@@ -55,6 +59,7 @@ class CommonOptions:
     revision: str | None
     device: Device
     dtype: DType | None
+    quantize: Quantize | None
     threads: int | None
     batch_size: int
     strategy: Strategy
@@ -69,6 +74,7 @@ class CommonOptions:
             "revision": self.revision,
             "device": self.device.value,
             "dtype": self.dtype.value if self.dtype else None,
+            "quantize": self.quantize.value if self.quantize else None,
             "strategy": self.strategy.value,
             "batch_size": self.batch_size,
         }
@@ -191,6 +197,18 @@ def _shared_parameters(task: str, default_model: str | None) -> list[inspect.Par
                 DType | None,
                 typer.Option(
                     help="Weights dtype [default: the checkpoint's, float32].",
+                    rich_help_panel=MODEL,
+                    show_default=False,
+                ),
+            ],
+            None,
+        ),
+        "quantize": (
+            Annotated[
+                Quantize | None,
+                typer.Option(
+                    help="Run the linear layers in dynamic int8 (CPU, float32 weights): about twice as fast, with "
+                    "outputs close to, not equal to, float32's.",
                     rich_help_panel=MODEL,
                     show_default=False,
                 ),

@@ -124,9 +124,9 @@ def _quantized_engine(engine: str | None) -> Iterator[None]:
         torch.backends.quantized.engine = before
 
 
-def quantize_int8(model: nn.Module) -> nn.Module:
-    """A copy of `model` whose linear layers run dynamic int8 on the CPU (the float model is left as it is)."""
-    quantized = copy.deepcopy(model)
+def quantize_int8(model: nn.Module, inplace: bool = False) -> nn.Module:
+    """`model` (or, unless `inplace`, a copy of it) with its linear layers running dynamic int8 on the CPU."""
+    quantized = model if inplace else copy.deepcopy(model)
     for module in quantized.modules():
         if isinstance(module, Linear):
             module.quantize_int8()

@@ -83,3 +83,27 @@ def test_cli_agrees_with_python_api(case, bigbird, tiny_models, corpus, masked_j
     long_id = "long" if case == "mask" else "long.md"
     assert by_id[long_id]["chunks"] > 1 and not by_id[long_id]["truncated"]
     assert result.stderr.decode().count("\n") == 1  # the summary line only: no progress bar off a terminal
+
+
+@pytest.mark.parametrize("case", ["summarize", "qa", "mask"])
+def test_quantize_int8_agrees_with_python_api(case, bigbird, tiny_models, corpus, masked_jsonl):
+    """--quantize int8 reaches the task: the CLI's records are the quantized Python task's records."""
+    checkpoint, args, _, fields = CASES[case]
+    model = str(tiny_models[checkpoint])
+    inputs = Inputs(jsonl=[str(masked_jsonl)]) if case == "mask" else Inputs(paths=[str(corpus)])
+    source = ["--jsonl", masked_jsonl] if case == "mask" else [corpus]
+    records = jsonl(bigbird(*args, *source, "-m", model, "--quantize", "int8", check_rc=0).stdout)
+
+    own = {"summarize": {}, "qa": {"question": QUESTION, "top_k": 2}, "mask": {"top_k": 3}}[case]
+    task = {"summarize": SummarizeTask, "qa": QATask, "mask": MaskTask}[case](model, quantize="int8", **own)
+    assert all(layer.int8 is not None for layer in task.model.modules() if hasattr(layer, "int8"))
+    assert_same_records(records, [task([doc])[0] for doc in inputs.open()])
+    assert all(field in r for r in records for field in fields)
+
+
+def test_quantize_int8_refuses_other_dtypes(bigbird, tiny_models):
+    result = bigbird(
+        "mask", "--text", "a [MASK] b", "-m", tiny_models["mask"], "--quantize", "int8", "--dtype", "float16"
+    )
+    assert result.returncode == 2
+    assert "--quantize int8 runs on the CPU from float32 weights" in result.stderr.decode()

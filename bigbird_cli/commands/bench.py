@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bigbird_cli.options import DType
+from bigbird_cli.options import DType, Quantize
 
 PRESET_NAMES = "bigbird-roberta-base, bigbird-roberta-large, bigbird-pegasus-large, tiny, tiny-pegasus"
 DEFAULT_PRESET = "bigbird-roberta-base"
@@ -25,10 +25,6 @@ class BenchTask(str, Enum):
 
 class Compare(str, Enum):
     transformers = "transformers"
-
-
-class Quantize(str, Enum):
-    int8 = "int8"
 
 
 def _int_list(text: str, option: str) -> list[int]:

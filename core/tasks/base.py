@@ -74,6 +74,7 @@ class Task:
         revision: str | None = None,
         device: str = "cpu",
         dtype: str | None = None,
+        quantize: str | None = None,
         strategy: str = "chunk",
         batch_size: int = 1,
     ) -> None:
@@ -88,6 +89,8 @@ class Task:
         self.path, self.config = self._resolve(model, revision)
         self.family: str = self.config.model_type
         self.model = self._load_model(dtype)
+        if quantize is not None:
+            self._quantize(quantize, dtype)
         self.tokenizer = self._load_tokenizer()
         # Longest input the model takes, special tokens included.
         self.max_tokens = int(self.config.max_position_embeddings)
@@ -123,6 +126,15 @@ class Task:
             return cls.from_pretrained(self.path, device=self.device, dtype=dtype)
         except Exception as exc:  # weights missing, of the wrong shape, or unreadable: one sentence, no traceback
             raise TaskError(f"{self.model_name}: the {cls.__name__} weights can't be loaded ({_why(exc)}).") from None
+
+    def _quantize(self, kind: str, dtype: str | None) -> None:
+        from core.linear import quantize_int8
+
+        if kind != "int8":
+            raise TaskError(f"--quantize takes int8, not {kind!r}.")
+        if self.device.type != "cpu" or dtype not in (None, "float32"):
+            raise TaskError("--quantize int8 runs on the CPU from float32 weights: drop --device or --dtype.")
+        quantize_int8(self.model, inplace=True)
 
     def _load_tokenizer(self) -> Any:
         from core.tokenizers import BigBirdTokenizer, PegasusTokenizer
