@@ -303,13 +303,18 @@ def block_sparse_attention(
     other_bias = per_head(other_bias.flatten(-2).expand(b, -1, n - 2, -1))
     other = partial_attention(q_rows, _gather_blocks(k, table, bs), _gather_blocks(v, table, bs), other_bias, fused)
 
-    lse = torch.logaddexp(window[1], other[1])
-    middle = window[0] * torch.exp(window[1] - lse)[..., None] + other[0] * torch.exp(other[1] - lse)[..., None]
-    middle = middle.view(b, h, (n - 2) * bs, d)
-    context = torch.cat([global_ctx[:, :, :bs], middle, global_ctx[:, :, bs:]], dim=2)
-    context = context * valid[:, None, :, None]
+    # The two parts' softmax masses are exp(lse): the window's share of their sum is sigmoid(lse_w - lse_o).
+    share = torch.sigmoid(window[1] - other[1])[..., None]
+    middle = torch.lerp(other[0], window[0], share).unflatten(0, (b, h))
+    # Rows are written into (B, T, H, D) memory, so that the caller merges the heads with a view.
+    context = q.new_empty(b, t, h, d).transpose(1, 2)
+    context[:, :, :bs], context[:, :, -bs:] = global_ctx[:, :, :bs], global_ctx[:, :, bs:]
+    context[:, :, bs:-bs] = middle.flatten(2, 3)
+    if not bool(valid.all()):
+        context = context * valid[:, None, :, None]
     if not output_probs:
         return context, None
+    lse = torch.logaddexp(window[1], other[1])
     window_probs, other_probs = (
         torch.exp(part[2] - lse[..., None]).view(b, h, n - 2, bs, -1) for part in (window, other)
     )

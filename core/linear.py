@@ -6,17 +6,17 @@ the choice of kernel at inference on the CPU:
 * float32 runs oneDNN's matmul, with the activation applied in the same pass. torch's own float32 CPU matmul
   goes through MKL, which does not use AVX-512 on AMD processors; oneDNN does, and is about twice as fast there
   (`bigbird bench` measures it). While gradients are tracked, or on other devices, it is plain F.linear.
-* `quantize_int8` switches a layer to dynamic int8: weights quantized once per output channel, activations per
-  call, through torch's quantized linear kernels (oneDNN's where torch has them).
+* `quantize_int8` switches a layer to dynamic int8: weights quantized once per output channel, activations
+  per call (one scale per tensor), through oneDNN's int8 matmul with the same fused activations.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,6 +34,8 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "swish": F.silu,
     "tanh": torch.tanh,
 }
+# Rows of input oneDNN's int8 weight layout is chosen for (long inputs are where the time goes).
+PACKING_ROWS = 1024
 # The activations oneDNN can apply inside its matmul, as (attr, algorithm) of its fused linear op.
 ONEDNN_POST_OPS: dict[str | None, tuple[str, str]] = {
     None: ("none", ""),
@@ -63,6 +65,39 @@ def _onednn_linear() -> Any:
     return getattr(torch.ops.mkldnn, "_linear_pointwise", None)
 
 
+def _onednn_int8() -> Any:
+    """oneDNN's int8 linear op (with the same fused activations), or None where this torch build lacks it."""
+    onednn = getattr(torch.ops, "onednn", None)
+    return getattr(onednn, "qlinear_pointwise", None) if torch.backends.mkldnn.is_available() else None
+
+
+@dataclass
+class Int8Weights:
+    """A layer's weights for oneDNN's int8 kernel: int8 values packed for it, one float scale per output row."""
+
+    packed: torch.Tensor
+    scales: torch.Tensor
+    zero_points: torch.Tensor
+    bias: torch.Tensor | None
+
+
+def _quantize_uint8(x: torch.Tensor) -> tuple[torch.Tensor, float, int]:
+    """x as uint8 with one affine scale for the whole tensor (its range, widened to include 0).
+
+    torch's quantizer does the rounding in one pass; its uint8 storage is then read in place rather than
+    copied out by int_repr().
+    """
+    low, high = (float(v) for v in torch.aminmax(x))
+    low, high = min(low, 0.0), max(high, 0.0)
+    scale = (high - low) / 255 or 1.0
+    zero_point = min(255, max(0, round(-low / scale)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's quantized tensors are marked deprecated in favour of torchao
+        q = torch.quantize_per_tensor(x, scale, zero_point, torch.quint8)
+    u8 = torch.empty(0, dtype=torch.uint8).set_(q.untyped_storage(), q.storage_offset(), q.shape, q.stride())
+    return u8, scale, zero_point
+
+
 class Linear(nn.Linear):
     """nn.Linear followed by an optional activation (named as in the configs), computed by the fastest kernel
     that gives the same numbers: see the module docstring."""
@@ -71,57 +106,51 @@ class Linear(nn.Linear):
         super().__init__(in_features, out_features, bias=bias)
         self.activation = activation
         self.act = None if activation is None else globals()["activation"](activation)
-        self.int8: Any = None  # packed int8 weights once quantize_int8() has run
+        self.int8: Int8Weights | None = None  # set by quantize_int8()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tracked = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
         if not tracked and x.device.type == "cpu":
             if self.int8 is not None:
-                return self._activate(torch.ops.quantized.linear_dynamic(x.float(), *self.int8).to(x.dtype))
+                return self._int8_forward(x)
             fused = _onednn_linear()
             if fused is not None and x.dtype == torch.float32 and torch.backends.mkldnn.enabled:
                 attr, algorithm = ONEDNN_POST_OPS.get(self.activation, ("none", ""))
                 y = fused(x, self.weight, self.bias, attr, [], algorithm)
                 return y if attr != "none" or self.act is None else self.act(y)
-        return self._activate(F.linear(x, self.weight, self.bias))
-
-    def _activate(self, y: torch.Tensor) -> torch.Tensor:
+        y = F.linear(x, self.weight, self.bias)
         return y if self.act is None else self.act(y)
+
+    def _int8_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Quantize the input per call (uint8, one scale for the tensor) and run oneDNN's int8 matmul."""
+        assert self.int8 is not None
+        w = self.int8
+        u8, scale, zero_point = _quantize_uint8(x.reshape(-1, x.shape[-1]).float())
+        attr, algorithm = ONEDNN_POST_OPS.get(self.activation, ("none", ""))
+        y = _onednn_int8()(
+            u8, scale, zero_point, w.packed, w.scales, w.zero_points, w.bias, 1.0, 0, torch.float32, attr, [], algorithm
+        )
+        y = y.view(*x.shape[:-1], -1).to(x.dtype)
+        return y if attr != "none" or self.act is None else self.act(y)
 
     def quantize_int8(self) -> None:
         """Quantize the weights to int8 (symmetric, one scale per output channel) for dynamic int8 inference.
 
         The float weights stay: training, other devices and checkpoints keep using them.
         """
+        if _onednn_int8() is None:
+            raise RuntimeError("this torch build has no oneDNN int8 kernels, so --quantize int8 can't run here")
         weight = self.weight.detach().float().cpu()
-        scales = (weight.abs().amax(dim=1) / 127).clamp_min(1e-12).double()
-        zero_points = torch.zeros(weight.shape[0], dtype=torch.long)
+        scales = (weight.abs().amax(dim=1) / 127).clamp_min(1e-12)
+        values = torch.round(weight / scales[:, None]).clamp(-128, 127).to(torch.int8)
+        # The input shape is a hint for oneDNN's weight layout; any number of rows works with it.
+        packed = torch.ops.onednn.qlinear_prepack(values, [PACKING_ROWS, self.in_features])
         bias = None if self.bias is None else self.bias.detach().float().cpu()
-        engine = "onednn" if "onednn" in torch.backends.quantized.supported_engines else None
-        with warnings.catch_warnings(), _quantized_engine(engine):
-            # torch marks its quantized tensor API deprecated in favour of torchao, which is not a dependency here.
-            warnings.simplefilter("ignore")
-            qweight = torch.quantize_per_channel(weight, scales, zero_points, 0, torch.qint8)
-            packed = torch.ops.quantized.linear_prepack(qweight, bias)
-        # fbgemm's kernels need activations in 7 bits on CPUs without VNNI; oneDNN's take all 8.
-        reduce_range = torch.backends.quantized.engine in ("fbgemm", "x86") and engine is None
-        self.int8 = (packed, reduce_range)
+        self.int8 = Int8Weights(packed, scales, torch.zeros(len(scales), dtype=torch.long), bias)
 
     def extra_repr(self) -> str:
         extra = f", activation={self.activation}" if self.activation else ""
         return super().extra_repr() + extra + (", int8" if self.int8 is not None else "")
-
-
-@contextlib.contextmanager
-def _quantized_engine(engine: str | None) -> Iterator[None]:
-    """Pack with `engine` (packed weights remember their engine), then restore the process-wide choice."""
-    before = torch.backends.quantized.engine
-    if engine is not None:
-        torch.backends.quantized.engine = engine
-    try:
-        yield
-    finally:
-        torch.backends.quantized.engine = before
 
 
 def quantize_int8(model: nn.Module, inplace: bool = False) -> nn.Module:

@@ -47,6 +47,19 @@ def test_checkpoint_names_are_nn_linear_names():
     assert set(Linear(4, 3, activation="relu").state_dict()) == {"weight", "bias"}
 
 
+@pytest.mark.parametrize("act", ACTS)
+def test_int8_fuses_every_activation(act):
+    torch.manual_seed(3)
+    layer = Linear(48, 96, activation=act)
+    x = torch.randn(3, 5, 48)
+    with torch.inference_mode():
+        exact = layer(x)
+        layer.quantize_int8()
+        approx = layer(x)
+    assert approx.shape == exact.shape
+    assert F.cosine_similarity(exact.flatten(0, 1), approx.flatten(0, 1), dim=-1).min() > 0.99
+
+
 def test_int8_layer_is_close_to_float_and_leaves_the_original_alone():
     torch.manual_seed(1)
     model = torch.nn.Sequential(Linear(64, 128, activation="gelu"), Linear(128, 32))
