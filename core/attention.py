@@ -8,8 +8,9 @@ Both families (BigBird and the BigBirdPegasus encoder) use `Attention`; the Pega
   blocks, and key block n-1. Rows 1 and n-2 see the first/last block through their window already, so the
   duplicate slot is excluded rather than counted twice.
 
-All rows 1..n-2 are computed together on blocked views of Q/K/V: a handful of batched matmuls and one
-softmax, with no Python loop over blocks or heads.
+All rows 1..n-2 are computed together, with no Python loop over blocks or heads, in two parts merged through
+their log-sum-exps: the window, read as overlapping views of K and V, and the other blocks (first, random,
+last). See ARCHITECTURE.md for why.
 
 Random-block plans are pure functions returning an int64 tensor (heads, n-2, r) of key-block indices:
 `hf_plan` (transformers' eval behaviour: all zeros), `seeded_plan` (google-research: a fixed plan per
