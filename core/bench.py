@@ -113,8 +113,8 @@ class BenchSpec:
             raise BenchError("--compare transformers needs the transformers package (pip install transformers).")
         if self.quantize not in (None, "int8"):
             raise BenchError(f"--quantize takes 'int8', not {self.quantize!r}.")
-        if self.quantize and (self.device != "cpu" or self.dtype != "float32" or self.task != "encode"):
-            raise BenchError("--quantize int8 runs the encoder on the CPU from float32 weights only.")
+        if self.quantize and (self.device != "cpu" or self.dtype != "float32"):
+            raise BenchError("--quantize int8 runs on the CPU from float32 weights only.")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise BenchError("--device cuda was asked for but no CUDA device is available.")
 
@@ -467,7 +467,10 @@ def _measure_row(
     if "fp32" in times:
         record["fp32"] = _summary(times["fp32"], peaks["fp32"], work_tokens) | {"mem_base_bytes": base["fp32"]}
         record["speedup_vs_fp32"] = round(record["fp32"]["median_s"] / record["median_s"], 3)
-        record["cosine_min"] = min_token_cosine(outputs["ours"], outputs["fp32"])
+        if spec.task == "encode":
+            record["cosine_min"] = min_token_cosine(outputs["ours"], outputs["fp32"])
+        else:  # generated tokens: whether int8 picked the same ones
+            record["same_tokens_as_fp32"] = _compare_outputs(outputs["ours"], outputs["fp32"])["same_tokens"]
     if "transformers" in times:
         theirs = _summary(times["transformers"], peaks["transformers"], work_tokens)
         record["transformers"] = theirs | {"mem_base_bytes": base["transformers"]}

@@ -87,6 +87,13 @@ def test_int8_reports_cosine_to_fp32():
     assert 0.9 < record["cosine_min"] <= 1.0 + 1e-6
 
 
+def test_int8_summarize_reports_whether_the_tokens_match_fp32():
+    (record,) = run_bench(tiny(preset="tiny-pegasus", task="summarize", quantize="int8", num_beams=2, new_tokens=4))
+    assert record["quantize"] == "int8" and "cosine_min" not in record
+    assert isinstance(record["same_tokens_as_fp32"], bool)
+    assert record["speedup_vs_fp32"] > 0
+
+
 def test_model_checkpoint_instead_of_a_preset(tmp_path):
     from core import BigBirdConfig, BigBirdForMaskedLM
     from core.tiny import BIGBIRD_TINY
@@ -103,7 +110,7 @@ def test_model_checkpoint_instead_of_a_preset(tmp_path):
         (tiny(seq_lens=[2048]), r"sequence lengths \[2048\] exceed the model's 1024 positions"),
         (tiny(task="summarize"), "summarize needs a BigBirdPegasus model"),
         (tiny(attentions=["sparse"]), "unknown attention"),
-        (tiny(quantize="int8", dtype="bfloat16"), "int8 runs the encoder on the CPU from float32"),
+        (tiny(quantize="int8", dtype="bfloat16"), "int8 runs on the CPU from float32"),
         (tiny(preset=None), "exactly one of --preset and --model"),
     ],
 )

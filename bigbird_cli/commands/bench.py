@@ -159,7 +159,7 @@ def results_table(records: list[dict[str, Any]]):
     for name in ("attention", "batch", "tokens", "ours s", "min", "max", "tok/s", "peak MiB"):
         table.add_column(name, justify="left" if name == "attention" else "right")
     if quantized:
-        for name in ("fp32 s", "int8 speedup", "cos min"):
+        for name in ("fp32 s", "int8 speedup", "vs fp32"):
             table.add_column(name, justify="right")
     if compare:
         for name in ("transformers s", "min", "max", "peak MiB", "ratio", "max |diff|"):
@@ -176,7 +176,11 @@ def results_table(records: list[dict[str, Any]]):
             mib(r["peak_mem_bytes"]),
         ]
         if quantized:
-            row += [f"{r['fp32']['median_s']:.3f}", f"{r['speedup_vs_fp32']:.2f}×", f"{r['cosine_min']:.4f}"]
+            if "cosine_min" in r:
+                closeness = f"cos {r['cosine_min']:.4f}"
+            else:
+                closeness = "same tokens" if r["same_tokens_as_fp32"] else "other tokens"
+            row += [f"{r['fp32']['median_s']:.3f}", f"{r['speedup_vs_fp32']:.2f}×", closeness]
         if compare:
             t = r["transformers"]
             if "max_abs_diff" in r:
