@@ -76,7 +76,8 @@ def command(
     quantize: Annotated[
         Quantize | None,
         typer.Option(
-            help="Dynamic int8 linear layers (CPU encoder); adds fp32 timings and the cosine to fp32.",
+            help="Dynamic int8 linear layers (CPU); adds fp32 timings and the cosine to fp32 (encode) or whether "
+            "the tokens match fp32's (summarize).",
             show_default=False,
         ),
     ] = None,
