@@ -19,6 +19,7 @@ layer from `np.random.seed(layer_idx)`), and `draw_plan` (a fresh plan, used whi
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -43,10 +44,15 @@ def hf_plan(num_blocks: int, num_heads: int, num_random_blocks: int) -> torch.Te
     return torch.zeros(num_heads, num_blocks - 2, num_random_blocks, dtype=torch.long)
 
 
+@functools.lru_cache(maxsize=1024)
 def seeded_plan(
     layer_idx: int, seq_len: int, block_size: int, num_heads: int, num_random_blocks: int, max_seq_len: int
 ) -> torch.Tensor:
-    """google-research's plan: the random state is seeded with the layer index, so the plan is fixed."""
+    """google-research's plan: the random state is seeded with the layer index, so the plan is fixed.
+
+    Drawing it takes milliseconds of Python per layer, so each (layer, length) plan is drawn once and kept;
+    callers only read it.
+    """
     return draw_plan(np.random.RandomState(layer_idx), seq_len, block_size, num_heads, num_random_blocks, max_seq_len)
 
 
