@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 import core
 from core.linear import ACTIVATIONS, Linear, quantize_int8
+from core.tiny import BIGBIRD_TINY
 
 ACTS = [None, *ACTIVATIONS]
 
@@ -76,16 +77,7 @@ def test_int8_layer_is_close_to_float_and_leaves_the_original_alone():
 def test_int8_tiny_model_hidden_states_stay_close():
     """The whole encoder, quantized: per-token cosine to float32, the measure bench reports."""
     torch.manual_seed(2)
-    config = core.BigBirdConfig(
-        vocab_size=100,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=128,
-        block_size=8,
-        num_random_blocks=2,
-        max_position_embeddings=512,
-    )
+    config = core.BigBirdConfig(**BIGBIRD_TINY, vocab_size=100)  # 200 tokens take the block-sparse path
     model = core.BigBirdModel(config).eval()
     ids = torch.randint(5, 100, (2, 200))
     with torch.inference_mode():
