@@ -311,7 +311,7 @@ def block_sparse_attention(
     other = partial_attention(q_rows, _gather_blocks(k, table, bs), _gather_blocks(v, table, bs), other_bias, fused)
 
     # The two parts' softmax masses are exp(lse): the window's share of their sum is sigmoid(lse_w - lse_o).
-    share = torch.sigmoid(window[1] - other[1])[..., None]
+    share = torch.sigmoid(window[1] - other[1])[..., None].to(q.dtype)  # the kernel keeps lse in float32
     middle = torch.lerp(other[0], window[0], share).unflatten(0, (b, h))
     # Rows are written into (B, T, H, D) memory, so that the caller merges the heads with a view.
     context = q.new_empty(b, t, h, d).transpose(1, 2)
