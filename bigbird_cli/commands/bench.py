@@ -152,7 +152,8 @@ def results_table(records: list[dict[str, Any]]):
         return f"{n / 2**20:,.0f}"
 
     first = records[0] if records else {}
-    title = f"bigbird bench: {first.get('model', '')} {first.get('task', '')} ({first.get('dtype', '')}, "
+    weights = "int8 linear layers vs float32" if first.get("quantize") else first.get("dtype", "")
+    title = f"bigbird bench: {first.get('model', '')} {first.get('task', '')} ({weights}, "
     title += f"{first.get('device', '')}, {first.get('threads', '')} threads, repeat {first.get('repeat', '')})"
     table = Table(title=title)
     compare = any("transformers" in r for r in records)
