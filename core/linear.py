@@ -50,7 +50,7 @@ ONEDNN_POST_OPS: dict[str | None, tuple[str, str]] = {
 }
 
 
-def activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+def activation_function(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """The activation function a config names."""
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)}")
@@ -65,6 +65,7 @@ def _onednn_linear() -> Any:
     return getattr(torch.ops.mkldnn, "_linear_pointwise", None)
 
 
+@functools.cache
 def _onednn_int8() -> Any:
     """oneDNN's int8 linear op (with the same fused activations), or None where this torch build lacks it."""
     onednn = getattr(torch.ops, "onednn", None)
@@ -105,7 +106,7 @@ class Linear(nn.Linear):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, activation: str | None = None) -> None:
         super().__init__(in_features, out_features, bias=bias)
         self.activation = activation
-        self.act = None if activation is None else globals()["activation"](activation)
+        self.act = None if activation is None else activation_function(activation)
         self.int8: Int8Weights | None = None  # set by quantize_int8()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
