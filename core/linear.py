@@ -107,6 +107,9 @@ class Linear(nn.Linear):
         super().__init__(in_features, out_features, bias=bias)
         self.activation = activation
         self.act = None if activation is None else activation_function(activation)
+        # What oneDNN applies inside its matmul, and what is left to apply after it (an activation it lacks).
+        self.post_op = ONEDNN_POST_OPS.get(activation, ("none", ""))
+        self.act_after_kernel = self.act if self.post_op[0] == "none" else None
         self.int8: Int8Weights | None = None  # set by quantize_int8()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -116,9 +119,7 @@ class Linear(nn.Linear):
                 return self._int8_forward(x)
             fused = _onednn_linear()
             if fused is not None and x.dtype == torch.float32 and torch.backends.mkldnn.enabled:
-                attr, algorithm = ONEDNN_POST_OPS.get(self.activation, ("none", ""))
-                y = fused(x, self.weight, self.bias, attr, [], algorithm)
-                return y if attr != "none" or self.act is None else self.act(y)
+                return self._after_kernel(fused(x, self.weight, self.bias, self.post_op[0], [], self.post_op[1]))
         y = F.linear(x, self.weight, self.bias)
         return y if self.act is None else self.act(y)
 
@@ -127,12 +128,14 @@ class Linear(nn.Linear):
         assert self.int8 is not None
         w = self.int8
         u8, scale, zero_point = _quantize_uint8(x.reshape(-1, x.shape[-1]).float())
-        attr, algorithm = ONEDNN_POST_OPS.get(self.activation, ("none", ""))
+        attr, algorithm = self.post_op
         y = _onednn_int8()(
             u8, scale, zero_point, w.packed, w.scales, w.zero_points, w.bias, 1.0, 0, torch.float32, attr, [], algorithm
         )
-        y = y.view(*x.shape[:-1], -1).to(x.dtype)
-        return y if attr != "none" or self.act is None else self.act(y)
+        return self._after_kernel(y.view(*x.shape[:-1], -1).to(x.dtype))
+
+    def _after_kernel(self, y: torch.Tensor) -> torch.Tensor:
+        return y if self.act_after_kernel is None else self.act_after_kernel(y)
 
     def quantize_int8(self) -> None:
         """Quantize the weights to int8 (symmetric, one scale per output channel) for dynamic int8 inference.
