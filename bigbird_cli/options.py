@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from core.documents import DEFAULT_GLOBS, Inputs
+from core.tasks.documents import DEFAULT_GLOBS, Inputs
 
 INPUT, MODEL, OUTPUT = "Input", "Model", "Output"
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from core.documents import Document, InputError, first_line
+from core.tasks.documents import Document, InputError, first_line
 from core.tasks.records import Record, error_record
 
 from .options import CommonOptions

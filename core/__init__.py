@@ -1,4 +1,12 @@
-"""bigbird-cli core: configs, attention, models, tokenizers, generation, checkpoint I/O and task logic.
+"""bigbird-cli core, in three layers:
+
+* `core.models`: configs and presets, the attention, the linear layer, the two model families, generation,
+  tokenizers and checkpoint I/O: everything that turns token ids into numbers the reference would give;
+* `core.tasks`: documents in, records out: reading inputs, chunking, the four tasks;
+* `core.tools`: what `bigbird convert` and `bigbird bench` run, and the tiny random checkpoints.
+
+`core.tasks` and `core.tools` build on `core.models`, which imports neither. Every public name is importable
+from `core` directly.
 
 Names are imported on first use (PEP 562), so that `bigbird --help` and shell completion don't pay for
 importing torch.
@@ -10,7 +18,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    ".bigbird": [
+    ".models.bigbird": [
         "BigBirdForCausalLM",
         "BigBirdForMaskedLM",
         "BigBirdForMultipleChoice",
@@ -20,17 +28,19 @@ _EXPORTS = {
         "BigBirdForTokenClassification",
         "BigBirdModel",
     ],
-    ".pegasus": [
+    ".models.pegasus": [
         "BigBirdPegasusForCausalLM",
         "BigBirdPegasusForConditionalGeneration",
         "BigBirdPegasusForQuestionAnswering",
         "BigBirdPegasusForSequenceClassification",
         "BigBirdPegasusModel",
     ],
-    ".config": ["BigBirdConfig", "BigBirdPegasusConfig", "load_config"],
-    ".checkpoints": ["CheckpointError", "resolve_checkpoint"],
-    ".generation": ["DecoderCache"],
-    ".tokenizers": ["BigBirdTokenizer", "PegasusTokenizer"],
+    ".models.config": ["BigBirdConfig", "BigBirdPegasusConfig", "load_config"],
+    ".models.checkpoints": ["CheckpointError", "resolve_checkpoint"],
+    ".models.generation": ["DecoderCache"],
+    ".models.tokenizers": ["BigBirdTokenizer", "PegasusTokenizer"],
+    ".models.linear": ["Linear", "quantize_int8"],
+    ".tasks.documents": ["Document"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

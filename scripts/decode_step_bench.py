@@ -24,7 +24,7 @@ import time
 import torch
 
 import core
-from core import generation
+from core.models import generation
 
 
 def large_config(small: bool) -> core.BigBirdPegasusConfig:

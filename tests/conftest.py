@@ -38,7 +38,7 @@ class TinyModels:
 
     def __getitem__(self, name: str) -> Path:
         if name not in self.made:
-            from core.tiny import make_tiny_checkpoint
+            from core.tools.tiny import make_tiny_checkpoint
 
             family, head, overrides = TINY_MODELS[name]
             seed = list(TINY_MODELS).index(name)

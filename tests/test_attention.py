@@ -11,7 +11,7 @@ import transformers
 from transformers.models.big_bird.modeling_big_bird import BigBirdBlockSparseAttention
 
 import core
-from core.attention import block_sparse_attention, draw_plan, fused_kernel_applies, hf_plan, seeded_plan
+from core.models.attention import block_sparse_attention, draw_plan, fused_kernel_applies, hf_plan, seeded_plan
 
 
 def dense_oracle(q, k, v, mask, block_size, plan):

@@ -1,4 +1,4 @@
-"""`bigbird bench` on the tiny preset: records, comparisons, memory, errors; through core.bench and the CLI.
+"""`bigbird bench` on the tiny preset: records, comparisons, memory, errors; through core.tools.bench and the CLI.
 
 Speed itself is never asserted here (timings depend on the machine); the tests check what is reported and that
 the implementations being compared compute the same numbers.
@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import jsonl
 
-from core.bench import BenchError, BenchSpec, MemoryMeter, run_bench
+from core.tools.bench import BenchError, BenchSpec, MemoryMeter, run_bench
 
 TIMING_FIELDS = {"median_s", "min_s", "max_s", "tokens_per_s", "peak_mem_bytes"}
 RECORD_FIELDS = TIMING_FIELDS | {
@@ -96,7 +96,7 @@ def test_int8_summarize_reports_whether_the_tokens_match_fp32():
 
 def test_model_checkpoint_instead_of_a_preset(tmp_path):
     from core import BigBirdConfig, BigBirdForMaskedLM
-    from core.tiny import BIGBIRD_TINY
+    from core.tools.tiny import BIGBIRD_TINY
 
     BigBirdForMaskedLM(BigBirdConfig(**{**BIGBIRD_TINY, "vocab_size": 400})).save_pretrained(tmp_path)
     (record,) = run_bench(BenchSpec(preset=None, model=str(tmp_path), seq_lens=[256], repeat=1))
@@ -131,7 +131,6 @@ def test_peak_memory_is_per_call():
     assert meter.peak() < after_big - 32 * 2**20  # the earlier peak is forgotten
 
 
-@pytest.mark.skipif(importlib.util.find_spec("core.pegasus") is None, reason="BigBirdPegasus is not in this build")
 def test_summarize_on_tiny_pegasus():
     spec = tiny(preset="tiny-pegasus", task="summarize", num_beams=2, new_tokens=4)
     (record,) = run_bench(spec)

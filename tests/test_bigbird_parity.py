@@ -7,7 +7,7 @@ import torch
 import transformers
 
 import core
-from core.checkpoints import BIGBIRD_TABLE, checkpoint_state_dict, translate
+from core.models.checkpoints import BIGBIRD_TABLE, checkpoint_state_dict, translate
 
 CLASSES = [
     "BigBirdModel",
@@ -265,7 +265,7 @@ def test_feed_forward_in_token_slices_keeps_parity(monkeypatch, tmp_path):
     with torch.no_grad():
         ref_out = ref(**inputs)
         whole = ours(**inputs)
-        monkeypatch.setattr(core.modeling, "FFN_SLICE_ELEMENTS", 2 * 48 * 7)  # 7 tokens per slice
+        monkeypatch.setattr(core.models.modeling, "FFN_SLICE_ELEMENTS", 2 * 48 * 7)  # 7 tokens per slice
         sliced = ours(**inputs)
     assert (sliced.logits - whole.logits).abs().max() < 1e-5
     assert_outputs_match(ref_out, sliced)

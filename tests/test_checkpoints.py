@@ -14,7 +14,7 @@ import torch
 import transformers
 
 import core
-from core.checkpoints import CheckpointError, checkpoint_state_dict, read_state_dict, write_safetensors
+from core.models.checkpoints import CheckpointError, checkpoint_state_dict, read_state_dict, write_safetensors
 
 TINY = dict(
     vocab_size=80,
@@ -188,7 +188,7 @@ def test_not_a_checkpoint_is_one_clear_sentence(tmp_path):
 HUB_SCRIPT = textwrap.dedent(
     """
     import sys, core
-    from core.checkpoints import CheckpointError
+    from core.models.checkpoints import CheckpointError
     path = core.resolve_checkpoint("google/tiny-bird")
     print(path)
     model = core.BigBirdForMaskedLM.from_pretrained("google/tiny-bird")

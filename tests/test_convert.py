@@ -1,4 +1,4 @@
-"""`bigbird convert`: round trips, sharding, dtype, config rewrites, refusals; through core.convert and the CLI."""
+"""`bigbird convert`: round trips, sharding, dtype, config rewrites, refusals; through core.tools.convert and CLI."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from safetensors import safe_open
 from typer.testing import CliRunner
 
 from core import BigBirdConfig, BigBirdForMaskedLM, CheckpointError
-from core.checkpoints import checkpoint_state_dict
-from core.convert import ConvertError, ConvertOptions, convert, parse_size
+from core.models.checkpoints import checkpoint_state_dict
+from core.tools.convert import ConvertError, ConvertOptions, convert, parse_size
 
 TOKENIZER_FILES = {"spiece.model": b"not really a sentencepiece model", "tokenizer_config.json": b'{"x": 1}'}
 
@@ -290,7 +290,7 @@ def test_cli_refuses_bad_settings(pickled_checkpoint, tmp_path):
 def test_pegasus_bin_with_shared_embeddings(tmp_path):
     """transformers' BigBirdPegasus pickles share one embedding among four names; safetensors stores it once."""
     transformers = pytest.importorskip("transformers")
-    from core.pegasus import BigBirdPegasusForConditionalGeneration
+    from core.models.pegasus import BigBirdPegasusForConditionalGeneration
 
     config = transformers.BigBirdPegasusConfig(
         vocab_size=300,

@@ -13,8 +13,8 @@ import transformers
 from test_pegasus_parity import randomize, tiny_config
 
 import core
-from core import generation
-from core.generation import DecoderCache
+from core.models import generation
+from core.models.generation import DecoderCache
 
 EOS, PAD, START = 1, 0, 2
 

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 import core
-from core.linear import ACTIVATIONS, Linear, quantize_int8
-from core.tiny import BIGBIRD_TINY
+from core.models.linear import ACTIVATIONS, Linear, quantize_int8
+from core.tools.tiny import BIGBIRD_TINY
 
 ACTS = [None, *ACTIVATIONS]
 

@@ -13,8 +13,8 @@ import torch
 import transformers
 
 import core
-from core.checkpoints import PEGASUS_TABLE, checkpoint_state_dict, translate
-from core.generation import DecoderCache
+from core.models.checkpoints import PEGASUS_TABLE, checkpoint_state_dict, translate
+from core.models.generation import DecoderCache
 
 CLASSES = [
     "BigBirdPegasusModel",
@@ -310,5 +310,5 @@ def test_encoder_feed_forward_in_token_slices_keeps_parity(monkeypatch, tmp_path
     inputs = make_inputs("BigBirdPegasusForConditionalGeneration", 75)
     with torch.no_grad():
         ref_out = ref(**inputs)
-        monkeypatch.setattr(core.modeling, "FFN_SLICE_ELEMENTS", 2 * 48 * 5)  # 5 tokens per slice
+        monkeypatch.setattr(core.models.modeling, "FFN_SLICE_ELEMENTS", 2 * 48 * 5)  # 5 tokens per slice
         assert_outputs_match(ref_out, ours(**inputs))

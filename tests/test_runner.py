@@ -8,7 +8,7 @@ import pytest
 
 from bigbird_cli.output import JsonlWriter, compact_for_resume, open_jsonl, read_done_ids
 from bigbird_cli.runner import Shard, run
-from core.documents import Document
+from core.tasks.documents import Document
 from core.tasks.records import make_record
 
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from conftest import LONG_TEXT, WINDOW
 
-from core.documents import Document
 from core.tasks import ClassifyTask, MaskTask, QATask, SummarizeTask, TaskError
 from core.tasks.base import sliding_windows, split_even
+from core.tasks.documents import Document
 
 
 def doc(text: str, id: str = "d", **fields) -> Document:

@@ -1,4 +1,4 @@
-"""core/tokenizers.py against transformers 4.56.2's sentencepiece tokenizers and against sentencepiece itself.
+"""core/models/tokenizers.py against transformers 4.56.2's sentencepiece tokenizers and against sentencepiece itself.
 
 The oracle runs in its own venv (see the Makefile): BIGBIRD_TOKENIZER_ORACLE names its python, else the repo's
 .venv-tokenizer-oracle/bin/python. A missing oracle fails the parity tests: skipped parity would hide drift.
@@ -24,7 +24,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.tokenizers import AddedToken, BigBirdTokenizer, PegasusTokenizer, train_bigbird_spm, train_pegasus_spm
+from core.models.tokenizers import AddedToken, BigBirdTokenizer, PegasusTokenizer, train_bigbird_spm, train_pegasus_spm
 
 REPO = Path(__file__).resolve().parents[1]
 ORACLE_SCRIPT = Path(__file__).with_name("tokenizer_oracle.py")

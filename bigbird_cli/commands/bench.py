@@ -1,4 +1,4 @@
-"""`bigbird bench`: time and memory of our models (and transformers on the same weights); logic in core.bench.
+"""`bigbird bench`: time and memory of our models (and transformers on the same weights); logic in core.tools.bench.
 
 JSONL records go to stdout (or -o) as each row finishes; the table and progress go to stderr, so stdout stays
 pure JSONL.
@@ -99,9 +99,9 @@ def command(
     """
     from rich.console import Console
 
-    from core.bench import BenchError, BenchSpec, run_bench
-    from core.bench import plot as draw
-    from core.checkpoints import CheckpointError
+    from core.models.checkpoints import CheckpointError
+    from core.tools.bench import BenchError, BenchSpec, run_bench
+    from core.tools.bench import plot as draw
 
     from ..output import console, error, info, open_jsonl
 

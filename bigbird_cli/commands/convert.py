@@ -1,4 +1,4 @@
-"""`bigbird convert`: a checkpoint (Hub id or directory) → a clean safetensors directory; logic in core.convert."""
+"""`bigbird convert`: a checkpoint (Hub id or directory) → a clean safetensors directory (core.tools.convert)."""
 
 from __future__ import annotations
 
@@ -48,8 +48,8 @@ def command(
 
     **Example:** bigbird convert google/bigbird-roberta-base ./roberta-fp16 --dtype float16 --verify
     """
-    from core.checkpoints import CheckpointError
-    from core.convert import ConvertOptions, convert
+    from core.models.checkpoints import CheckpointError
+    from core.tools.convert import ConvertOptions, convert
 
     from ..output import error, warn
 

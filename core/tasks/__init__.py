@@ -1,6 +1,6 @@
 """The tasks behind the CLI's subcommands, usable from Python on their own.
 
-from core.documents import Document
+from core.tasks.documents import Document
 from core.tasks import SummarizeTask
 task = SummarizeTask("google/bigbird-pegasus-large-arxiv")
 records = task([Document("a", "mine", long_text)])

@@ -16,9 +16,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from core.config import ModelConfig, load_config
-from core.documents import Document, first_line
+from core.models.config import ModelConfig, load_config
 
+from .documents import Document, first_line
 from .records import Record, error_record, make_record
 
 BIGBIRD, PEGASUS = "big_bird", "bigbird_pegasus"
@@ -101,7 +101,7 @@ class Task:
     # Loading -----------------------------------------------------------------------------------------------
 
     def _resolve(self, model: str, revision: str | None) -> tuple[Path, ModelConfig]:
-        from core.checkpoints import CheckpointError, resolve_checkpoint
+        from core.models.checkpoints import CheckpointError, resolve_checkpoint
 
         try:
             path = resolve_checkpoint(model, revision=revision)
@@ -128,7 +128,7 @@ class Task:
             raise TaskError(f"{self.model_name}: the {cls.__name__} weights can't be loaded ({_why(exc)}).") from None
 
     def _quantize(self, kind: str, dtype: str | None) -> None:
-        from core.linear import quantize_int8
+        from core.models.linear import quantize_int8
 
         if kind != "int8":
             raise TaskError(f"--quantize takes int8, not {kind!r}.")
@@ -137,7 +137,7 @@ class Task:
         quantize_int8(self.model, inplace=True)
 
     def _load_tokenizer(self) -> Any:
-        from core.tokenizers import BigBirdTokenizer, PegasusTokenizer
+        from core.models.tokenizers import BigBirdTokenizer, PegasusTokenizer
 
         cls = BigBirdTokenizer if self.family == BIGBIRD else PegasusTokenizer
         try:

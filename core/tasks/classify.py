@@ -10,9 +10,8 @@ from typing import Any
 
 import torch
 
-from core.documents import Document
-
 from .base import BIGBIRD, PEGASUS, Task
+from .documents import Document
 from .records import Record
 
 

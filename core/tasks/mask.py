@@ -11,9 +11,8 @@ from typing import Any
 
 import torch
 
-from core.documents import Document
-
 from .base import BIGBIRD, Task
+from .documents import Document
 from .records import Record
 
 

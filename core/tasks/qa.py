@@ -12,9 +12,8 @@ from typing import Any
 
 import torch
 
-from core.documents import Document
-
 from .base import BIGBIRD, PEGASUS, Encoding, Task
+from .documents import Document
 from .records import Record
 
 # Question tokens kept at most: the rest of the window goes to the document.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.documents import Document
+from .documents import Document
 
 Record = dict[str, Any]
 

@@ -4,7 +4,7 @@ This is a format conversion, not a re-mapping: tensor names stay exactly as the 
 loader that read the source reads the result. What changes is the container (pickle → safetensors, optionally
 sharded), optionally the floating-point dtype, and optionally the attention settings in config.json.
 
-Safety: pickled weights are read only through `core.checkpoints.read_state_dict`, which unpickles with
+Safety: pickled weights are read only through `core.models.checkpoints.read_state_dict`, which unpickles with
 `weights_only=True`, so a pickle that carries code is refused and never run. Output is written to a temporary
 directory next to DST and renamed into place at the end, so an interrupted conversion never leaves a
 half-written DST behind.
@@ -23,8 +23,15 @@ from typing import Any
 
 import torch
 
-from .checkpoints import TABLES, CheckpointError, read_state_dict, resolve_checkpoint, translate, write_safetensors
-from .config import ModelConfig, load_config
+from core.models.checkpoints import (
+    TABLES,
+    CheckpointError,
+    read_state_dict,
+    resolve_checkpoint,
+    translate,
+    write_safetensors,
+)
+from core.models.config import ModelConfig, load_config
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 ATTENTION_TYPES = ("block_sparse", "original_full")
@@ -152,7 +159,7 @@ def _tied_checkpoint_names(config: ModelConfig) -> set[str]:
     """
     if not getattr(config, "tie_word_embeddings", True):
         return set()
-    from .modeling import PretrainedModel
+    from core.models.modeling import PretrainedModel
 
     _import_model_modules()
     names: set[str] = set()
@@ -175,10 +182,10 @@ def _tied_checkpoint_names(config: ModelConfig) -> set[str]:
 
 def _import_model_modules() -> None:
     """Import the model families so their classes (and name tables) are registered; Pegasus may be absent."""
-    from . import bigbird  # noqa: F401
+    from core.models import bigbird  # noqa: F401
 
     try:
-        from . import pegasus  # noqa: F401
+        from core.models import pegasus  # noqa: F401
     except ImportError:
         pass
 
@@ -277,7 +284,7 @@ def model_class_for(config: ModelConfig) -> type:
     _import_model_modules()
     modules: list[Any] = [core]
     try:
-        from . import pegasus
+        from core.models import pegasus
 
         modules.append(pegasus)
     except ImportError:

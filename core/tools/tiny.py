@@ -91,7 +91,7 @@ def make_tiny_checkpoint(
 ) -> Path:
     """Write config.json, model.safetensors and a trained spiece.model (+ tokenizer config) to `out_dir`."""
     import core
-    from core import tokenizers
+    from core.models import tokenizers
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

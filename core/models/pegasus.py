@@ -2,8 +2,8 @@
 
 Layers are pre-norm (LayerNorm before each sub-block, residual around it) with one final LayerNorm after the last
 layer of the encoder and of the decoder. Positions are learned embeddings; token embeddings are scaled by
-sqrt(d_model) when `scale_embedding` is set. The encoder's self-attention is `core.attention.Attention` (block-sparse
-or full, chosen per call); the decoder's self- and cross-attention are full and go through `full_attention`.
+sqrt(d_model) when `scale_embedding` is set. The encoder's self-attention is `core.models.attention.Attention`
+(block-sparse or full, chosen per call); the decoder's self- and cross-attention are full, through `full_attention`.
 
 Decoder rows may outnumber encoder rows by a whole factor g (beam search: g beams per input): cross-attention then
 folds the g rows of one input into its query axis, so that encoder states and cross-attention keys/values are held
@@ -485,7 +485,7 @@ class BigBirdPegasusForConditionalGeneration(BigBirdPegasusPretrainedModel):
         early_stopping (True, False or "never"), num_return_sequences, max_length or max_new_tokens, min_length or
         min_new_tokens (lengths count the start token), no_repeat_ngram_size, repetition_penalty,
         forced_bos_token_id, forced_eos_token_id, and the eos/pad/decoder start token ids. Token-identical to
-        transformers 5.23's generate; see core.generation for how memory differs.
+        transformers 5.23's generate; see core.models.generation for how memory differs.
         """
         return generate(self, input_ids, attention_mask, **options)
 

@@ -37,8 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import BigBirdConfig, BigBirdPegasusConfig, ModelConfig
-from .linear import quantize_int8
+from core.models.config import BigBirdConfig, BigBirdPegasusConfig, ModelConfig
+from core.models.linear import quantize_int8
+
 from .tiny import BIGBIRD_TINY, PEGASUS_TINY
 
 TINY_VOCAB = 400
@@ -51,7 +52,7 @@ PRESETS: dict[str, tuple[type[ModelConfig], dict[str, Any]]] = {
         {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096},
     ),
     "bigbird-pegasus-large": (BigBirdPegasusConfig, {}),
-    # The toolkit's tiny checkpoints (core.tiny), for the test suite: 256+ tokens take the block-sparse path.
+    # The toolkit's tiny checkpoints (core.tools.tiny), for the test suite: 256+ tokens take the block-sparse path.
     "tiny": (BigBirdConfig, {**BIGBIRD_TINY, "vocab_size": TINY_VOCAB}),
     "tiny-pegasus": (BigBirdPegasusConfig, {**PEGASUS_TINY, "vocab_size": TINY_VOCAB}),
 }
@@ -216,8 +217,8 @@ def build_config(spec: BenchSpec) -> ModelConfig:
     if spec.preset is not None:
         config_class, fields = PRESETS[spec.preset]
         return config_class(**fields)
-    from .checkpoints import resolve_checkpoint
-    from .config import load_config
+    from core.models.checkpoints import resolve_checkpoint
+    from core.models.config import load_config
 
     return load_config(resolve_checkpoint(spec.model, revision=spec.revision))
 
@@ -226,13 +227,13 @@ def build_model(spec: BenchSpec, config: ModelConfig) -> nn.Module:
     """Our model: the encoder family's base model, or the full Pegasus model (its encoder serves `encode`)."""
     if config.model_type == "bigbird_pegasus":
         try:
-            from .pegasus import BigBirdPegasusForConditionalGeneration as cls
+            from core.models.pegasus import BigBirdPegasusForConditionalGeneration as cls
         except ImportError:
             raise BenchError("this build has no BigBirdPegasus models yet.") from None
     else:
         if spec.task == "summarize":
             raise BenchError("--task summarize needs a BigBirdPegasus model (e.g. --preset bigbird-pegasus-large).")
-        from .bigbird import BigBirdModel as cls
+        from core.models.bigbird import BigBirdModel as cls
     if spec.preset is not None:
         torch.manual_seed(spec.seed)
         model = cls(config)
@@ -283,7 +284,7 @@ def _transformers_runner(model: nn.Module, spec: BenchSpec) -> tuple[Runner, str
     # drown the bench's own lines on stderr.
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
-    from .checkpoints import checkpoint_state_dict
+    from core.models.checkpoints import checkpoint_state_dict
 
     config = model.config
     class_name = "BigBirdPegasusForConditionalGeneration" if config.model_type == "bigbird_pegasus" else "BigBirdModel"
