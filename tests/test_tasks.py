@@ -103,16 +103,11 @@ def test_mask_predicts_each_mask_from_a_window_centred_on_it(tiny_models):
 
 def test_summarize_chunks_then_summarizes_the_summaries(tiny_models):
     task = SummarizeTask(str(tiny_models["summarize"]), max_new_tokens=5, num_beams=1)
-    assert task.generate_kwargs == {
-        "num_beams": 1,
-        "length_penalty": 0.8,
-        "no_repeat_ngram_size": 0,
-        "max_new_tokens": 5,
-        "min_length": 0,
-    }
+    assert task.generate_options == {"num_beams": 1, "max_new_tokens": 5}
+    assert task.settings.num_beams == 1 and task.settings.length_penalty == 0.8 and task.settings.max_length == 6
     calls = []
     original = task.summarize_ids
-    task.summarize_ids = lambda inputs: calls.append(len(inputs)) or original(inputs)
+    task.summarize_ids = lambda inputs, seeds=None: calls.append(len(inputs)) or original(inputs, seeds)
     short, long = task([doc("The committee met on Tuesday.", "s"), doc(LONG_TEXT * 2, "l")])
     assert short["chunks"] == 1 and long["chunks"] == len(split_even(long["input_tokens"], WINDOW - 1)) > 1
     assert calls == [1 + long["chunks"], 1]  # all chunks at once, then the joined summaries of the long one
@@ -123,7 +118,8 @@ def test_summarize_chunks_then_summarizes_the_summaries(tiny_models):
 
 def test_defaults_come_from_the_checkpoint(tiny_models):
     task = SummarizeTask(str(tiny_models["summarize"]))
-    assert task.generate_kwargs["num_beams"] == 2 and task.generate_kwargs["max_length"] == 12
+    assert task.generate_options == {}
+    assert task.settings.num_beams == 2 and task.settings.max_length == 12
 
 
 def test_loading_errors_are_one_sentence(tiny_models, tmp_path):

@@ -7,7 +7,6 @@ so the same object works from Python, in the CLI's runner, or inside a distribut
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -145,15 +144,6 @@ class Task:
         except Exception as exc:
             raise TaskError(f"{self.model_name}: the tokenizer can't be loaded ({_why(exc)}).") from None
 
-    def generation_defaults(self) -> dict[str, Any]:
-        """Generation settings of the checkpoint: config.json's, overridden by generation_config.json's."""
-        settings = {key: getattr(self.config, key, None) for key in GENERATION_KEYS}
-        extra = self.path / "generation_config.json"
-        if extra.is_file():
-            data = json.loads(extra.read_text(encoding="utf-8"))
-            settings.update({key: data[key] for key in GENERATION_KEYS if key in data})
-        return settings
-
     # Tokens -------------------------------------------------------------------------------------------------
 
     def encode(self, text: str) -> Encoding:
@@ -209,9 +199,6 @@ class Task:
 
     def __call__(self, docs: list[Document]) -> list[Record]:
         raise NotImplementedError
-
-
-GENERATION_KEYS = ("num_beams", "max_length", "min_length", "length_penalty", "no_repeat_ngram_size")
 
 
 def _why(exc: BaseException) -> str:
