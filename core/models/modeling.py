@@ -45,11 +45,10 @@ def feed_forward_in_slices(ffn: Callable[[torch.Tensor], torch.Tensor], x: torch
 class PretrainedModel(nn.Module):
     """Base of every model class: random init from a config, and loading/saving in the Hub layout.
 
-    Subclasses set `config_class` and `family` (the key of the name-mapping table in checkpoints.py).
+    Subclasses set `config_class`, whose model_type also picks the name table in checkpoints.py.
     """
 
     config_class: ClassVar[type[ModelConfig]]
-    family: ClassVar[str]
     # Parameters that share storage with another one, as (ours, source): saved once, restored on load.
     tied: ClassVar[tuple[tuple[str, str], ...]] = ()
 

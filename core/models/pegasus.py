@@ -355,7 +355,6 @@ def read_pegasus_config(directory: Path) -> BigBirdPegasusConfig:
 
 class BigBirdPegasusPretrainedModel(PretrainedModel):
     config_class = BigBirdPegasusConfig
-    family = "pegasus"
 
     @classmethod
     def read_config(cls, directory: Path) -> BigBirdPegasusConfig:

@@ -288,6 +288,11 @@ class SentencePieceTokenizer:
         """Special ids before the first text, between the two texts, and after the last one."""
         raise NotImplementedError
 
+    def text_offsets(self, n_first: int) -> tuple[int, int]:
+        """Where the first and the second text start in a framed pair whose first text has `n_first` tokens."""
+        before, between, _ = self._affixes(pair=True)
+        return len(before), len(before) + n_first + len(between)
+
     def num_special_tokens_to_add(self, pair: bool = False) -> int:
         return sum(map(len, self._affixes(pair)))
 
@@ -633,6 +638,18 @@ class PegasusTokenizer(SentencePieceTokenizer):
         return "".join(piece for _, piece in stretches).strip()
 
 
+# The tokenizer of each model type (config.json's `model_type`).
+TOKENIZER_CLASSES: dict[str, type[SentencePieceTokenizer]] = {
+    "big_bird": BigBirdTokenizer,
+    "bigbird_pegasus": PegasusTokenizer,
+}
+
+
+def tokenizer_class(model_type: str) -> type[SentencePieceTokenizer]:
+    """The tokenizer class checkpoints of this model type use."""
+    return TOKENIZER_CLASSES[model_type]
+
+
 # Training small sentencepiece models -------------------------------------------------------------------------
 
 
@@ -802,6 +819,7 @@ __all__ = [
     "BigBirdTokenizer",
     "PegasusTokenizer",
     "SentencePieceTokenizer",
+    "tokenizer_class",
     "train_bigbird_spm",
     "train_pegasus_spm",
 ]
