@@ -24,9 +24,6 @@ class ModelOutput(dict):
         except KeyError:
             raise AttributeError(name) from None
 
-    def to_tuple(self) -> tuple[Any, ...]:
-        return tuple(v for v in self.values() if v is not None)
-
 
 # glibc serves blocks over 32 MiB (its largest mmap threshold) as fresh pages, faulted in on every call and
 # handed back on free. A long input's feed-forward intermediate, (B, T, 4H), is far larger; computed in slices

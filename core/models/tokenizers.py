@@ -1,7 +1,7 @@
 """BigBird and Pegasus tokenizers on sentencepiece, with character offsets into the original text.
 
-Ground truth is the sentencepiece model plus each family's special-token rules, which is what the sentencepiece
-("slow") tokenizers of transformers 4.56.2 do; the tests hold both against each other. Rebuilding the model from
+Ground truth is the sentencepiece model plus each family's special-token rules, which is what the reference's
+sentencepiece ("slow") tokenizers do; the tests hold both against each other. Rebuilding the model from
 another library would drift on NFKC text, tabs, newlines and whitespace runs, so every piece here comes from
 sentencepiece itself.
 
