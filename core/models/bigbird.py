@@ -87,7 +87,6 @@ class EncoderLayer(nn.Module):
 
 class BigBirdPretrainedModel(PretrainedModel):
     config_class = BigBirdConfig
-    family = "bigbird"
 
 
 class BigBirdModel(BigBirdPretrainedModel):
@@ -292,7 +291,7 @@ class BigBirdForCausalLM(BigBirdPretrainedModel):
         """Continuations of the prompts, prompt included: (batch * num_return_sequences, length).
 
         Options as BigBirdPegasusForConditionalGeneration.generate (lengths count the prompt). The decoder runs
-        full causal attention over its KV cache; token-identical to transformers 5.23's generate.
+        full causal attention over its KV cache; token-identical to the reference's generate.
         """
         return generate_causal(self, input_ids, attention_mask, **options)
 

@@ -323,7 +323,6 @@ def _ties(prefix: str) -> tuple[tuple[str, str], ...]:
 
 class BigBirdPegasusPretrainedModel(PretrainedModel):
     config_class = BigBirdPegasusConfig
-    family = "pegasus"
 
 
 def _encoder_outputs(encoder_outputs: Any) -> ModelOutput:
@@ -449,7 +448,7 @@ class BigBirdPegasusForConditionalGeneration(BigBirdPegasusPretrainedModel):
         min_new_tokens (lengths count the start token), no_repeat_ngram_size, repetition_penalty,
         forced_bos_token_id, forced_eos_token_id, the eos/pad/decoder start token ids, and sampling: do_sample,
         temperature, top_k, top_p (plus `generators`, one torch.Generator per input row). Token-identical to
-        transformers 5.23's generate under the same torch.manual_seed; see core.models.generation for how memory
+        the reference's generate under the same torch.manual_seed; see core.models.generation for how memory
         differs.
         """
         return generate(self, input_ids, attention_mask, **options)
@@ -558,7 +557,7 @@ class DecoderOnly(nn.Module):
 class BigBirdPegasusForCausalLM(BigBirdPegasusPretrainedModel):
     """The decoder as a left-to-right LM (cross-attention only when encoder states are given).
 
-    As in transformers 5.23, `labels` are not shifted: labels[:, i] is the target of logits[:, i].
+    As in the reference, `labels` are not shifted: labels[:, i] is the target of logits[:, i].
     """
 
     def __init__(self, config: BigBirdPegasusConfig) -> None:
