@@ -42,7 +42,7 @@ def test_classify_averages_chunk_probabilities(classify):
     ids = classify.encode(LONG_TEXT).ids
     windows = split_even(len(ids), WINDOW - 2)
     assert record["chunks"] == len(windows) > 1 and record["input_tokens"] == len(ids) and not record["truncated"]
-    probs = classify.probabilities([classify.wrap(ids[s:e]) for s, e in windows]).mean(0)
+    probs = classify.scores([classify.wrap(ids[s:e]) for s, e in windows]).mean(0)
     assert record["scores"] == pytest.approx(dict(zip(classify.labels, probs.tolist(), strict=True)), abs=1e-6)
     assert record["label"] == max(record["scores"], key=record["scores"].get)
     assert sum(record["scores"].values()) == pytest.approx(1.0, abs=1e-5)

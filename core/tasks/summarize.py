@@ -17,7 +17,7 @@ import torch
 
 from core.models.generation import resolve_generation_settings
 
-from .base import PEGASUS, Task, TaskError, split_even
+from .base import PEGASUS, Plan, Task, TaskError, split_even
 from .documents import Document
 from .records import Record
 
@@ -61,13 +61,17 @@ class SummarizeTask(Task):
         # Options left unset fall back to the checkpoint's own settings inside generate (resolved there, once).
         self.generate_options: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
         try:
-            self.settings = resolve_generation_settings(self.model.config, self.generate_options)
+            self.settings = resolve_generation_settings(self.config, self.generate_options)
         except ValueError as exc:
             raise TaskError(f"summarize: {exc}.") from None
         self.seed = seed
         self.capacity = self.max_tokens - self.num_special
 
-    def __call__(self, docs: list[Document]) -> list[Record]:
+    def plan(self, doc: Document) -> Plan:
+        n = len(self.encode(doc.text).ids)
+        return Plan.of(n, *self.windows(n, self.capacity), self.num_special)
+
+    def process(self, docs: list[Document]) -> list[Record]:
         encoded = [self.encode(doc.text).ids for doc in docs]
         # pieces[i]: the token windows document i still has to be summarized from; done when a single one is left.
         pieces: list[list[list[int]]] = []
@@ -79,12 +83,14 @@ class SummarizeTask(Task):
             truncated.append(cut)
 
         summaries: list[list[str] | None] = [None] * len(docs)
+        sparse: set[int] = set()  # documents any of whose inputs ran block-sparse attention
         rounds = 0
         while any(summary is None for summary in summaries):
             todo = [i for i, summary in enumerate(summaries) if summary is None]
             jobs = [(i, k, piece) for i in todo for k, piece in enumerate(pieces[i])]
             seeds = [self.draw_seed(docs[i].id, rounds, k) for i, k, _ in jobs] if self.seed is not None else None
             texts = self.summarize_ids([piece for _, _, piece in jobs], seeds)
+            sparse.update(i for (i, _, _), ran in zip(jobs, self.ran, strict=True) if ran == "block_sparse")
             for i in todo:
                 parts = [text for (j, _, _), text in zip(jobs, texts, strict=True) if j == i]
                 if len(parts) == 1:
@@ -101,10 +107,11 @@ class SummarizeTask(Task):
             rounds += 1
 
         records = []
-        for doc, ids, cut, n, texts in zip(docs, encoded, truncated, chunks, summaries, strict=True):
+        for i, (doc, ids, cut, n, texts) in enumerate(zip(docs, encoded, truncated, chunks, summaries, strict=True)):
             fields: dict[str, Any] = {"summary": texts[0]}
             if self.settings.num_return_sequences > 1:
                 fields["summaries"] = texts
+            fields["attention"] = "block_sparse" if i in sparse else "original_full"
             records.append(self.record(doc, input_tokens=len(ids), truncated=cut, chunks=n, **fields))
         return records
 
