@@ -1,7 +1,10 @@
-"""Text generation for BigBirdPegasus: greedy and beam search, the logits processors, and the decoder's KV cache.
+"""Text generation for BigBirdPegasus and BigBirdForCausalLM: greedy search, sampling, beam search and beam
+sampling, the logits processors and sampling warpers, and the decoders' KV cache.
 
-The search follows the reference's `generate` step for step (same scores, same tie-breaking, same stopping rules),
-so that both produce the same tokens. What differs is memory: the input is encoded once, and the encoder states and
+The search follows the reference's `generate` step for step (same scores, same tie-breaking, same stopping rules,
+processors and warpers in the same order, the same multinomial draws from torch's generator), so that both produce
+the same tokens, under the same `torch.manual_seed` when sampling. Settings are merged once, in
+`resolve_generation_settings`. What differs is memory: the input is encoded once, and the encoder states and
 cross-attention keys/values are held once per input and shared by its beams (the decoder folds the beams of an input
 into the query axis of cross-attention). Only the small self-attention cache exists per beam; it is preallocated
 for the whole generation and reordered in place when beams are reselected.
