@@ -153,7 +153,7 @@ class Task:
 
         cls = model_class(self.heads[self.model_type])
         try:
-            return cls.from_pretrained(self.path, device=self.device, dtype=dtype)
+            return cls.from_pretrained(self.path, device=self.device, dtype=dtype, config=self.config)
         except Exception as exc:  # weights missing, of the wrong shape, or unreadable: one sentence, no traceback
             raise TaskError(f"{self.model_name}: the {cls.__name__} weights can't be loaded ({_why(exc)}).") from None
 
