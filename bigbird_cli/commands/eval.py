@@ -20,7 +20,7 @@ import typer
 from rich.table import Table
 
 from core.eval.metrics import TASKS, EvalError, TaskMetrics, require_rouge
-from core.tasks.documents import Document, InputError
+from core.tasks.documents import Document, InputError, first_line
 from core.tasks.records import Record, error_record
 
 from ..options import CommonOptions
@@ -139,13 +139,18 @@ class Evaluate:
         if not predictions:
             error(f"{path} holds no JSONL records to score.")
             return EXIT_USAGE
+        try:
+            labels = self._checkpoint_labels(common)
+        except ValueError as exc:
+            error(str(exc))
+            return EXIT_USAGE
         records = []
         for prediction in predictions:
             doc_id = str(prediction.get("id"))
             if "error" in prediction:
                 records.append(prediction)
                 continue
-            reference = self.reference(references.get(doc_id))
+            reference = self.reference(references.get(doc_id), labels)
             if reference is None:
                 doc = Document(doc_id, str(prediction.get("source", path)))
                 record = error_record(doc, str(prediction.get("model")), self.missing())
@@ -163,6 +168,21 @@ class Evaluate:
         models = sorted({str(record.get("model")) for record in predictions})
         return self._report(", ".join(models), records, {"reference_field": self.field, "predictions": str(path)},
                             common.quiet)  # fmt: skip
+
+    def _checkpoint_labels(self, common: CommonOptions) -> list[str] | None:
+        """classify with --model: the checkpoint's label names, read from its config alone (no weights), so that
+        class-id references can be named without running the model."""
+        if self.metrics.task != "classify" or common.model is None:
+            return None
+        from core.models.checkpoints import CONFIG_FILES, CheckpointError, resolve_checkpoint
+        from core.models.config import load_config
+
+        try:
+            path = resolve_checkpoint(common.model, revision=common.revision, allow_patterns=CONFIG_FILES)
+            config = load_config(path)
+        except (CheckpointError, OSError, ValueError) as exc:
+            raise ValueError(f"{common.model}: its labels can't be read ({first_line(exc)}).") from None
+        return [config.id2label[i] for i in range(config.num_labels)]
 
     # The report ---------------------------------------------------------------------------------------------------
 
