@@ -249,6 +249,18 @@ def test_eval_qa_predictions_take_dataset_answer_shapes(bigbird, tmp_path):
         assert report["metrics"][name] == pytest.approx(np.mean(expected))
 
 
+@pytest.mark.parametrize("task, field", [("summarize", "--reference-field"), ("qa", "--answer-field"),
+                                         ("classify", "--label-field")])  # fmt: skip
+def test_eval_help_has_the_task_options_and_its_own(task, field):
+    result = CliRunner().invoke(app, ["eval", task, "--help"], terminal_width=200)
+    assert result.exit_code == 0 and f"Example: bigbird eval {task} " in result.output
+    task_help = CliRunner().invoke(app, [task, "--help"], terminal_width=200).output
+    task_options = set(re.findall(r"--[a-z][a-z0-9-]+", task_help))
+    assert task_options <= set(re.findall(r"--[a-z][a-z0-9-]+", result.output))
+    for option in (field, "--predictions", "--plot"):
+        assert option in result.output
+
+
 # Missing optional packages: one sentence and exit 2, before any model loads ------------------------------------
 
 

@@ -113,9 +113,9 @@ class Evaluate:
 
     @staticmethod
     def _run_settings(common: CommonOptions) -> dict[str, Any]:
-        settings = {"strategy": common.strategy.value, "dtype": common.dtype, "quantize": common.quantize}
-        settings |= {"shard": common.shard}
-        return {key: getattr(value, "value", value) for key, value in settings.items() if value is not None}
+        """The run options that decide what is scored (the others, such as --threads, only change the speed)."""
+        given = {"strategy": common.strategy, "dtype": common.dtype, "quantize": common.quantize, "shard": common.shard}
+        return {key: getattr(value, "value", value) for key, value in given.items() if value is not None}
 
     # An earlier run's records ---------------------------------------------------------------------------------
 
