@@ -128,9 +128,9 @@ def command(
         raise typer.Exit(2)
     records: list[dict[str, Any]] = []
     try:
-        spec.check()
+        rows = run_bench(spec, progress=None if quiet else info)
         with open_jsonl(output) as writer:
-            for record in run_bench(spec, progress=None if quiet else info):
+            for record in rows:
                 writer.write(record)
                 records.append(record)
         if plot is not None:

@@ -92,6 +92,7 @@ def make_tiny_checkpoint(
     """Write config.json, model.safetensors and a trained spiece.model (+ tokenizer config) to `out_dir`."""
     import core
     from core.models import tokenizers
+    from core.models.architectures import model_class
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -99,11 +100,11 @@ def make_tiny_checkpoint(
     if family == "bigbird":
         pieces = tokenizers.train_bigbird_spm(texts, out, vocab_size=vocab_size)
         config = core.BigBirdConfig(**{**BIGBIRD_TINY, "vocab_size": pieces, **config_overrides})
-        cls = getattr(core, BIGBIRD_HEADS[head])
+        cls = model_class(BIGBIRD_HEADS[head])
     elif family == "pegasus":
         pieces = tokenizers.train_pegasus_spm(texts, out, vocab_size=vocab_size)
         config = core.BigBirdPegasusConfig(**{**PEGASUS_TINY, "vocab_size": pieces, **config_overrides})
-        cls = getattr(core, PEGASUS_HEADS[head])
+        cls = model_class(PEGASUS_HEADS[head])
     else:
         raise ValueError(f"family must be 'bigbird' or 'pegasus', not {family!r}")
     torch.manual_seed(seed)
