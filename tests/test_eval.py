@@ -156,6 +156,9 @@ def test_report_means_and_seeded_bootstrap_intervals():
         low, high = report["intervals"][name]
         assert low <= report["metrics"][name] <= high
     assert build_report(TASKS["summarize"], "m", records, {}) ["intervals"] == report["intervals"]  # fmt: skip
+    nothing = build_report(TASKS["summarize"], "m", records[-1:], {})
+    assert nothing["failed"] == 1 and set(nothing["metrics"]) == set(report["metrics"])
+    assert all(value is None for value in [*nothing["metrics"].values(), *nothing["intervals"].values()])
 
 
 # The command ----------------------------------------------------------------------------------------------------

@@ -131,19 +131,25 @@ def macro_f1(golds: Sequence[str], predictions: Sequence[str]) -> float:
 @dataclass(frozen=True)
 class TaskMetrics:
     """How one task is scored: the record field holding the prediction, turning a raw reference into what the
-    scorer takes (None when it holds nothing usable), the per-document scorer, and corpus-level metrics
-    computed from (reference, prediction) pairs rather than averaged over documents."""
+    scorer takes (None when it holds nothing usable), the per-document scorer and the names it returns, the
+    metric plotted, and corpus-level metrics computed from (reference, prediction) pairs rather than averaged
+    over documents."""
 
     task: str
     prediction_field: str
     reference: Callable[[Any], Any]
     score: Callable[[Any, Any], dict[str, float]]
+    per_document: tuple[str, ...]
     headline: str
     corpus: dict[str, Callable[[Sequence[Any], Sequence[Any]], float]] = field(default_factory=dict)
 
 
 def _text(reference: Any) -> str | None:
     return reference if isinstance(reference, str) and reference.strip() else None
+
+
+def _answers(reference: Any) -> list[str] | None:
+    return gold_answers(reference) or None
 
 
 def _label(reference: Any) -> str | None:
@@ -153,7 +159,9 @@ def _label(reference: Any) -> str | None:
 
 
 TASKS = {
-    "summarize": TaskMetrics("summarize", "summary", _text, rouge_scores, "rouge1"),
-    "qa": TaskMetrics("qa", "answer", lambda r: gold_answers(r) or None, qa_scores, "f1"),
-    "classify": TaskMetrics("classify", "label", _label, classify_scores, "accuracy", {"macro_f1": macro_f1}),
+    "summarize": TaskMetrics("summarize", "summary", _text, rouge_scores, ROUGE_TYPES, "rouge1"),
+    "qa": TaskMetrics("qa", "answer", _answers, qa_scores, ("exact_match", "f1"), "f1"),
+    "classify": TaskMetrics(
+        "classify", "label", _label, classify_scores, ("accuracy",), "accuracy", {"macro_f1": macro_f1}
+    ),
 }

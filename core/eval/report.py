@@ -41,8 +41,7 @@ def build_report(metrics: TaskMetrics, model: str, records: Sequence[dict[str, A
     """The JSON report of scored records: {"task", "model", "documents", "failed", "metrics", "intervals",
     "settings"}, plus "confusion_matrix" for classify."""
     scored = [record for record in records if "error" not in record and "metrics" in record]
-    names = list(scored[0]["metrics"]) if scored else []
-    values = {name: np.array([record["metrics"][name] for record in scored]) for name in names}
+    values = {name: np.array([record["metrics"][name] for record in scored]) for name in metrics.per_document}
     golds = [record["reference"] for record in scored]
     predictions = [record[metrics.prediction_field] for record in scored]
 
