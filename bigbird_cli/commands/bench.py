@@ -13,8 +13,9 @@ from typing import Annotated, Any
 import typer
 
 from bigbird_cli.options import DType, Quantize
+from core.models.presets import PRESETS
 
-PRESET_NAMES = "bigbird-roberta-base, bigbird-roberta-large, bigbird-pegasus-large, tiny, tiny-pegasus"
+PRESET_NAMES = ", ".join(PRESETS)  # core.models.presets imports no torch: help stays fast
 DEFAULT_PRESET = "bigbird-roberta-base"
 
 

@@ -37,25 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.models.config import BigBirdConfig, BigBirdPegasusConfig, ModelConfig
+from core.models.config import ModelConfig
 from core.models.linear import quantize_int8
+from core.models.presets import PRESETS, config_from_name
 
-from .tiny import BIGBIRD_TINY, PEGASUS_TINY
-
-TINY_VOCAB = 400
-
-# Real architectures (their configs' sizes) with random weights: speed does not depend on the weights.
-PRESETS: dict[str, tuple[type[ModelConfig], dict[str, Any]]] = {
-    "bigbird-roberta-base": (BigBirdConfig, {}),
-    "bigbird-roberta-large": (
-        BigBirdConfig,
-        {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096},
-    ),
-    "bigbird-pegasus-large": (BigBirdPegasusConfig, {}),
-    # The toolkit's tiny checkpoints (core.tools.tiny), for the test suite: 256+ tokens take the block-sparse path.
-    "tiny": (BigBirdConfig, {**BIGBIRD_TINY, "vocab_size": TINY_VOCAB}),
-    "tiny-pegasus": (BigBirdPegasusConfig, {**PEGASUS_TINY, "vocab_size": TINY_VOCAB}),
-}
 TASKS = ("encode", "summarize")
 ATTENTIONS = ("block_sparse", "original_full")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -215,8 +200,7 @@ class Contender:
 
 def build_config(spec: BenchSpec) -> ModelConfig:
     if spec.preset is not None:
-        config_class, fields = PRESETS[spec.preset]
-        return config_class(**fields)
+        return config_from_name(spec.preset)
     from core.models.checkpoints import resolve_checkpoint
     from core.models.config import load_config
 

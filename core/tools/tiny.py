@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from core.models.presets import BIGBIRD_TINY, PEGASUS_TINY
+
 # A few hundred words of plain English, enough to train a vocabulary of a few hundred pieces.
 CORPUS = [
     "Plants create energy through photosynthesis, turning sunlight, water and carbon dioxide into sugar.",
@@ -49,34 +51,6 @@ PEGASUS_HEADS = {
     "question_answering": "BigBirdPegasusForQuestionAnswering",
     "causal_lm": "BigBirdPegasusForCausalLM",
 }
-
-BIGBIRD_TINY: dict[str, Any] = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=64,
-    max_position_embeddings=1024,
-    block_size=16,
-    num_random_blocks=2,
-    hidden_dropout_prob=0.0,
-    attention_probs_dropout_prob=0.0,
-)
-PEGASUS_TINY: dict[str, Any] = dict(
-    d_model=32,
-    encoder_layers=2,
-    decoder_layers=2,
-    encoder_attention_heads=4,
-    decoder_attention_heads=4,
-    encoder_ffn_dim=64,
-    decoder_ffn_dim=64,
-    max_position_embeddings=1024,
-    block_size=16,
-    num_random_blocks=2,
-    dropout=0.0,
-    num_beams=2,
-    max_length=24,
-    length_penalty=0.8,
-)
 
 
 def make_tiny_checkpoint(
