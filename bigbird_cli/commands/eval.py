@@ -165,9 +165,9 @@ class Evaluate:
         with open_jsonl(common.output) as writer:
             for record in records:
                 writer.write(record)
-        models = sorted({str(record.get("model")) for record in predictions})
-        return self._report(", ".join(models), records, {"reference_field": self.field, "predictions": str(path)},
-                            common.quiet)  # fmt: skip
+        model = ", ".join(sorted({str(record["model"]) for record in predictions if record.get("model")}))
+        settings = {"reference_field": self.field, "predictions": str(path)}
+        return self._report(model or "unknown", records, settings, common.quiet)
 
     def _checkpoint_labels(self, common: CommonOptions) -> list[str] | None:
         """classify with --model: the checkpoint's label names, read from its config alone (no weights), so that
