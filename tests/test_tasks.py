@@ -104,7 +104,7 @@ def test_mask_predicts_each_mask_from_a_window_centred_on_it(tiny_models):
 def test_summarize_chunks_then_summarizes_the_summaries(tiny_models):
     task = SummarizeTask(str(tiny_models["summarize"]), max_new_tokens=5, num_beams=1)
     assert task.generate_options == {"num_beams": 1, "max_new_tokens": 5}
-    assert task.settings.num_beams == 1 and task.settings.length_penalty == 0.8 and task.settings.max_length == 6
+    assert task.generation.num_beams == 1 and task.generation.length_penalty == 0.8 and task.generation.max_length == 6
     calls = []
     original = task.summarize_ids
     task.summarize_ids = lambda inputs, seeds=None: calls.append(len(inputs)) or original(inputs, seeds)
@@ -119,7 +119,7 @@ def test_summarize_chunks_then_summarizes_the_summaries(tiny_models):
 def test_defaults_come_from_the_checkpoint(tiny_models):
     task = SummarizeTask(str(tiny_models["summarize"]))
     assert task.generate_options == {}
-    assert task.settings.num_beams == 2 and task.settings.max_length == 12
+    assert task.generation.num_beams == 2 and task.generation.max_length == 12
 
 
 def test_loading_errors_are_one_sentence(tiny_models, tmp_path):

@@ -71,7 +71,7 @@ def command(
 
     **Example:** bigbird summarize papers/ --batch-size 4 -o summaries.jsonl
 
-    **Example:** bigbird summarize papers/ --do-sample --top-p 0.9 --seed 1 --num-return-sequences 3
+    **Example:** bigbird summarize papers/ --do-sample --top-p 0.9 --seed 1
     """
     from core.tasks import SummarizeTask
 

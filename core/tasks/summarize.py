@@ -58,10 +58,11 @@ class SummarizeTask(Task):
             "top_p": top_p,
             "num_return_sequences": num_return_sequences,
         }
-        # Options left unset fall back to the checkpoint's own settings inside generate (resolved there, once).
+        # Options left unset come from the checkpoint inside generate; resolved here too, to refuse impossible
+        # settings before the first document and to report them (`generation`).
         self.generate_options: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
         try:
-            self.settings = resolve_generation_settings(self.config, self.generate_options)
+            self.generation = resolve_generation_settings(self.config, self.generate_options)
         except ValueError as exc:
             raise TaskError(f"summarize: {exc}.") from None
         self.seed = seed
@@ -109,7 +110,7 @@ class SummarizeTask(Task):
         records = []
         for i, (doc, ids, cut, n, texts) in enumerate(zip(docs, encoded, truncated, chunks, summaries, strict=True)):
             fields: dict[str, Any] = {"summary": texts[0]}
-            if self.settings.num_return_sequences > 1:
+            if self.generation.num_return_sequences > 1:
                 fields["summaries"] = texts
             fields["attention"] = "block_sparse" if i in sparse else "original_full"
             records.append(self.record(doc, input_tokens=len(ids), truncated=cut, chunks=n, **fields))
@@ -129,7 +130,7 @@ class SummarizeTask(Task):
     def summarize_ids(self, inputs: list[list[int]], seeds: list[int] | None = None) -> list[list[str]]:
         """The summaries (num_return_sequences of them) of each token window (special tokens are added here),
         batched; with `seeds`, input i samples from a generator seeded with seeds[i]."""
-        n = self.settings.num_return_sequences
+        n = self.generation.num_return_sequences
         out: list[list[str]] = [[] for _ in inputs]
         for idx, ids, mask in self.batches([self.wrap(piece) for piece in inputs]):
             options = dict(self.generate_options)
