@@ -45,10 +45,26 @@ def inputs(corpus, tmp_path_factory):
     return [corpus, "--text", "Plants create energy through photosynthesis.", "--text", "", "--jsonl", records]
 
 
-@pytest.mark.parametrize(("task", "extra"), [("classify", ()), ("summarize", ("--max-new-tokens", "6"))])
-def test_ray_gives_the_local_records_in_the_same_order(bigbird, tiny_models, inputs, ray_address, task, extra):
-    args = [task, *inputs, "-m", tiny_models[task], "--threads", "1", "--batch-size", "2", *extra]
-    local = bigbird(*args, check_rc=1)
+TASK_ARGS = {"classify": (), "summarize": ("--max-new-tokens", "6")}
+
+
+@pytest.fixture(scope="module")
+def local_run(bigbird, tiny_models, inputs):
+    """The local run of a task over `inputs` (made once): its arguments and result."""
+    done = {}
+
+    def run(task):
+        if task not in done:
+            args = [task, *inputs, "-m", tiny_models[task], "--threads", "1", "--batch-size", "2", *TASK_ARGS[task]]
+            done[task] = args, bigbird(*args, check_rc=1)
+        return done[task]
+
+    return run
+
+
+@pytest.mark.parametrize("task", TASK_ARGS)
+def test_ray_gives_the_local_records_in_the_same_order(bigbird, local_run, ray_address, task):
+    args, local = local_run(task)
     on_ray = bigbird(*args, *RAY, "--ray-address", ray_address, check_rc=1)
     assert jsonl(on_ray.stdout) == jsonl(local.stdout)
     records = jsonl(local.stdout)
@@ -56,9 +72,9 @@ def test_ray_gives_the_local_records_in_the_same_order(bigbird, tiny_models, inp
     assert on_ray.stderr.decode().splitlines() == local.stderr.decode().splitlines()  # no Ray noise either
 
 
-def test_resume_on_ray_completes_a_torn_file(bigbird, tiny_models, inputs, ray_address, tmp_path):
-    args = ["classify", *inputs, "-m", tiny_models["classify"], "--threads", "1"]
-    clean = jsonl(bigbird(*args, check_rc=1).stdout)
+def test_resume_on_ray_completes_a_torn_file(bigbird, local_run, ray_address, tmp_path):
+    args, local = local_run("classify")
+    clean = jsonl(local.stdout)
     out = tmp_path / "out.jsonl"
     lines = [json.dumps(r, ensure_ascii=False) for r in clean]
     out.write_text("\n".join(lines[:2]) + "\n" + lines[2][:25])  # two whole records and a line cut by a kill
