@@ -1,6 +1,6 @@
 """The options every task command shares (inputs, model, output), declared once.
 
-summarize, qa, classify and mask take the same eighteen options; writing them out four times would let the
+summarize, qa, classify and mask take the same shared options; writing them out four times would let the
 commands drift apart. `task_command` adds them to a command function's signature (Typer reads signatures), and
 hands the function one `CommonOptions` in their place.
 """
@@ -267,7 +267,7 @@ def _shared_parameters(task: str, default_model: str | None) -> list[inspect.Par
                 typer.Option(
                     metavar="ADDR",
                     envvar="RAY_ADDRESS",
-                    help="Ray cluster to join (HOST:PORT, auto, ray://HOST:PORT) [default: a local Ray for the run].",
+                    help="Ray cluster to join (HOST:PORT of its head, or auto) [default: a local Ray for the run].",
                     rich_help_panel=ENGINE,
                     show_default=False,
                 ),

@@ -250,10 +250,10 @@ def _connect(address: str | None) -> None:
 def _probe(address: str) -> None:
     """Fail in seconds, not after Ray's minute of retries, when nothing listens at a HOST:PORT address."""
     if address == "auto" or "://" in address:
-        return  # `auto` reads the local cluster's address file; Ray Client addresses fail fast by themselves
+        return  # `auto` reads the local cluster's address file; Ray Client (ray://) fails fast by itself
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
-        raise TaskError(f"--ray-address takes HOST:PORT, auto or ray://HOST:PORT, not {address!r}.")
+        raise TaskError(f"--ray-address takes HOST:PORT or auto, not {address!r}.")
     try:
         socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_S).close()
     except OSError as exc:
