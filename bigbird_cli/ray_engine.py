@@ -147,10 +147,9 @@ def _native_stderr_to_devnull() -> Iterator[None]:
     try:
         yield
     finally:
-        sys.stderr.flush()
+        sys.stderr.flush()  # left open: handlers Ray's logging made during the run may still hold it
         os.dup2(real_fd, 2)
         os.close(real_fd)
-        sys.stderr.close()
         sys.stderr = python_stderr
 
 
