@@ -1,5 +1,6 @@
 """`--engine ray`: the same records as a local run, in the same order, on one local Ray of 2 CPUs shared by the
-module (workers take half a CPU each, so the pool never holds the whole cluster); resume; the two usage errors.
+module (workers take half a CPU each, so the pool never holds the whole cluster); eval; resume; the two usage
+errors.
 
 The CLI runs are drivers joining that one cluster through --ray-address, so Ray starts once, not per run.
 `--threads 1` on both sides makes the local run compute exactly what a one-thread Ray worker computes.
@@ -70,6 +71,17 @@ def test_ray_gives_the_local_records_in_the_same_order(bigbird, local_run, ray_a
     records = jsonl(local.stdout)
     assert len(records) == 8 and sum("error" in r for r in records) == 3
     assert on_ray.stderr.decode().splitlines() == local.stderr.decode().splitlines()  # no Ray noise either
+
+
+def test_eval_on_ray_gives_the_local_records_and_report(bigbird, tiny_models, ray_address, tmp_path):
+    labelled = tmp_path / "labelled.jsonl"
+    rows = [("I loved it, a wonderful film.", 2), ("Terrible, boring and too long.", "negative"), ("Meh.", None)]
+    labelled.write_text("".join(json.dumps({"text": text, "label": label}) + "\n" for text, label in rows))
+    args = ["eval", "classify", "-m", tiny_models["classify"], "--jsonl", labelled, "--threads", "1"]
+    local = bigbird(*args, check_rc=1)
+    on_ray = bigbird(*args, *RAY, "--ray-address", ray_address, check_rc=1)
+    assert jsonl(on_ray.stdout) == jsonl(local.stdout)  # scored records, then the report
+    assert jsonl(local.stdout)[-1]["documents"] == 3 and on_ray.stderr == local.stderr
 
 
 def test_resume_on_ray_completes_a_torn_file(bigbird, local_run, ray_address, tmp_path):
