@@ -77,6 +77,7 @@ class CommonOptions:
     resume: bool
     shard: str | None
     quiet: bool
+    dry_run: bool
 
     def task_settings(self) -> dict[str, Any]:
         """The keyword arguments every Task takes besides the model name."""
@@ -87,6 +88,7 @@ class CommonOptions:
             "quantize": self.quantize.value if self.quantize else None,
             "strategy": self.strategy.value,
             "batch_size": self.batch_size,
+            "dry_run": self.dry_run,
         }
 
     def inputs(self, extra_fields: tuple[str, ...] = ()) -> Inputs:
@@ -347,6 +349,18 @@ def _shared_parameters(task: str, default_model: str | None) -> list[inspect.Par
             Annotated[
                 bool,
                 typer.Option("--quiet", "-q", help="No progress and no summary on stderr.", rich_help_panel=OUTPUT),
+            ],
+            False,
+        ),
+        "dry_run": (
+            Annotated[
+                bool,
+                typer.Option(
+                    "--dry-run",
+                    help="Tokenize only, without loading the weights: per document input_tokens, chunks, truncated "
+                    "and the attention its longest input would run.",
+                    rich_help_panel=OUTPUT,
+                ),
             ],
             False,
         ),

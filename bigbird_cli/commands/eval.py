@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -91,8 +91,8 @@ class Evaluate:
 
         def make_scored_task() -> ScoredTask:
             task = make_task()
-            if hasattr(task, "generate_kwargs"):  # the checkpoint's own generation settings, as resolved
-                settings["generation"] = dict(task.generate_kwargs)
+            if hasattr(task, "generation"):  # the generation settings as resolved (options over the checkpoint's)
+                settings["generation"] = asdict(task.generation)
             return ScoredTask(task, self)
 
         with tempfile.TemporaryDirectory(prefix="bigbird-eval-") as tmp:

@@ -27,6 +27,19 @@ def command(
     question_field: Annotated[str, typer.Option(help="Question field of JSONL records and dataset rows.")] = "question",
     top_k: Annotated[int, typer.Option(min=1, help="Answers per document (more than 1 adds an `answers` list).")] = 1,
     max_answer_tokens: Annotated[int, typer.Option(min=1, help="Longest answer span, in tokens.")] = 30,
+    doc_stride: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="Tokens shared by consecutive windows of a long document [default: a quarter of a window]."
+        ),
+    ] = None,
+    handle_impossible_answer: Annotated[
+        bool,
+        typer.Option(
+            "--handle-impossible-answer",
+            help='The "no answer" span competes: when it wins, the answer is "" with its score.',
+        ),
+    ] = False,
 ) -> None:
     """Answer a question from each document: `answer`, `score`, and character offsets
     `start`/`end` into the document (text[start:end] == answer).
@@ -47,6 +60,8 @@ def command(
             question_field=question_field,
             top_k=top_k,
             max_answer_tokens=max_answer_tokens,
+            doc_stride=doc_stride,
+            handle_impossible_answer=handle_impossible_answer,
         )
 
     raise typer.Exit(run_command("qa", common, make_task, extra_fields=(question_field,)))

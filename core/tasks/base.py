@@ -3,12 +3,17 @@ framing token windows with the tokenizer's special tokens, splitting long inputs
 
 A Task is a plain class: `__init__` loads, `__call__(documents) -> records`. Nothing here knows about the CLI,
 so the same object works from Python, in the CLI's runner, or inside a distributed batch map.
+
+Every record says which attention ran for its document (`attention`: block_sparse when any of the document's
+inputs ran through the block-sparse encoder, which depends on the padded width of its batch) and `seconds`, the
+wall time of the batch it ran in shared equally by the batch's documents. A dry run (`dry_run=True`) loads the
+config and tokenizer only, and reports how each document would be split.
 """
 
 from __future__ import annotations
 
-import json
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +21,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from core.models.config import ModelConfig, load_config
+from core.models.attention import sparse_fits
+from core.models.config import ModelConfig, apply_generation_config, load_config
 
 from .documents import Document, first_line
 from .records import Record, error_record, make_record
@@ -26,6 +32,26 @@ BIGBIRD, PEGASUS = "big_bird", "bigbird_pegasus"
 
 class TaskError(Exception):
     """A task can't start (model missing or unreadable, wrong kind of checkpoint); the message is one sentence."""
+
+
+class DocumentError(Exception):
+    """One document can't be processed (no question, no mask token); the message is the record's `error`."""
+
+
+@dataclass
+class Plan:
+    """How a document is fed to the model: its tokens, the inputs it is split into, and whether text is cut."""
+
+    input_tokens: int
+    chunks: int
+    truncated: bool
+    longest_input: int  # special tokens included
+
+    @classmethod
+    def of(cls, n: int, windows: Sequence[tuple[int, int]], truncated: bool, framing: int) -> Plan:
+        """The plan of n tokens read in `windows`, each framed by `framing` more tokens (special, question)."""
+        longest = max((e - s for s, e in windows), default=0) + framing
+        return cls(input_tokens=n, chunks=len(windows), truncated=truncated, longest_input=longest)
 
 
 @dataclass
@@ -77,6 +103,7 @@ class Task:
         quantize: str | None = None,
         strategy: str = "chunk",
         batch_size: int = 1,
+        dry_run: bool = False,
     ) -> None:
         if strategy not in ("chunk", "truncate"):
             raise ValueError(f"strategy must be 'chunk' or 'truncate', not {strategy!r}")
@@ -88,9 +115,12 @@ class Task:
         self.batch_size = max(1, batch_size)
         self.path, self.config = self._resolve(model, revision)
         self.model_type: str = self.config.model_type
-        self.model = self._load_model(dtype)
-        if quantize is not None:
+        self.dry_run = dry_run
+        self.model = None if dry_run else self._load_model(dtype)
+        if quantize is not None and not dry_run:
             self._quantize(quantize, dtype)
+        # Per input sequence of the latest `batches` call: the attention it ran with (see `attention_of`).
+        self.ran: list[str] = []
         self.tokenizer = self._load_tokenizer()
         # Longest input the model takes, special tokens included.
         self.max_tokens = int(self.config.max_position_embeddings)
@@ -110,7 +140,7 @@ class Task:
         if not (path / "config.json").is_file():
             raise TaskError(f"{model} has no config.json, so it is not a checkpoint this tool can read.")
         try:
-            config = load_config(path)
+            config = apply_generation_config(load_config(path), path)
         except (ValueError, OSError) as exc:
             raise TaskError(f"{model}: config.json can't be used ({_why(exc)}).") from None
         if config.model_type not in self.heads:
@@ -123,7 +153,7 @@ class Task:
 
         cls = model_class(self.heads[self.model_type])
         try:
-            return cls.from_pretrained(self.path, device=self.device, dtype=dtype)
+            return cls.from_pretrained(self.path, device=self.device, dtype=dtype, config=self.config)
         except Exception as exc:  # weights missing, of the wrong shape, or unreadable: one sentence, no traceback
             raise TaskError(f"{self.model_name}: the {cls.__name__} weights can't be loaded ({_why(exc)}).") from None
 
@@ -144,15 +174,6 @@ class Task:
             return cls.from_pretrained(self.path)
         except Exception as exc:
             raise TaskError(f"{self.model_name}: the tokenizer can't be loaded ({_why(exc)}).") from None
-
-    def generation_defaults(self) -> dict[str, Any]:
-        """Generation settings of the checkpoint: config.json's, overridden by generation_config.json's."""
-        settings = {key: getattr(self.config, key, None) for key in GENERATION_KEYS}
-        extra = self.path / "generation_config.json"
-        if extra.is_file():
-            data = json.loads(extra.read_text(encoding="utf-8"))
-            settings.update({key: data[key] for key in GENERATION_KEYS if key in data})
-        return settings
 
     # Tokens -------------------------------------------------------------------------------------------------
 
@@ -183,9 +204,12 @@ class Task:
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
         pad = self.tokenizer.pad_token_id
         out = []
+        self.ran = [""] * len(sequences)
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
             width = max(len(sequences[i]) for i in idx)
+            for i in idx:
+                self.ran[i] = self.attention_for(width)
             ids = torch.full((len(idx), width), pad, dtype=torch.long)
             mask = torch.zeros((len(idx), width), dtype=torch.long)
             for row, i in enumerate(idx):
@@ -193,6 +217,16 @@ class Task:
                 mask[row, : len(sequences[i])] = 1
             out.append((idx, ids.to(self.device), mask.to(self.device)))
         return out
+
+    def attention_for(self, width: int) -> str:
+        """The encoder attention an input batch of this width runs: short ones fall back to full attention."""
+        c = self.config
+        sparse = c.attention_type == "block_sparse" and not getattr(c, "is_decoder", False)
+        return "block_sparse" if sparse and sparse_fits(width, c.block_size, c.num_random_blocks) else "original_full"
+
+    def attention_of(self, inputs: Sequence[int]) -> str:
+        """The attention a document ran, from the indices of its inputs in the latest `batches` call."""
+        return "block_sparse" if any(self.ran[j] == "block_sparse" for j in inputs) else "original_full"
 
     # Records ------------------------------------------------------------------------------------------------
 
@@ -205,10 +239,39 @@ class Task:
         return error_record(doc, self.model_name, reason, input_tokens=input_tokens)
 
     def __call__(self, docs: list[Document]) -> list[Record]:
+        """Records for a batch of documents, each with its share of the batch's wall time (`seconds`)."""
+        if self.dry_run:
+            return [self.dry_record(doc) for doc in docs]
+        start = time.perf_counter()
+        records = self.process(docs)
+        seconds = round((time.perf_counter() - start) / max(1, len(docs)), 6)
+        for record in records:
+            if "error" not in record:
+                record["seconds"] = seconds
+        return records
+
+    def process(self, docs: list[Document]) -> list[Record]:
+        """The task proper: documents → records (one each, in order)."""
         raise NotImplementedError
 
+    def plan(self, doc: Document) -> Plan:
+        """How the document would be split (DocumentError when it can't be processed at all)."""
+        raise NotImplementedError
 
-GENERATION_KEYS = ("num_beams", "max_length", "min_length", "length_penalty", "no_repeat_ngram_size")
+    def dry_record(self, doc: Document) -> Record:
+        """What a dry run reports: the plan, and the attention the longest input would run alone."""
+        try:
+            plan = self.plan(doc)
+        except DocumentError as exc:
+            return self.error(doc, str(exc))
+        return self.record(
+            doc,
+            input_tokens=plan.input_tokens,
+            truncated=plan.truncated,
+            chunks=plan.chunks,
+            attention=self.attention_for(plan.longest_input),
+            dry_run=True,
+        )
 
 
 def _why(exc: BaseException) -> str:

@@ -1,7 +1,8 @@
 """Sequence classification of long documents, with BigBird or BigBirdPegasus classification heads.
 
 A document longer than the window is split into near-equal chunks; each chunk is classified and the chunk
-probabilities are averaged, so every part of the document has an equal say in the label.
+scores are averaged, so every part of the document has an equal say in the label. Scores are probabilities
+(softmax, or sigmoid per label) or raw logits, chosen as the text-classification pipeline does.
 """
 
 from __future__ import annotations
@@ -10,57 +11,110 @@ from typing import Any
 
 import torch
 
-from .base import BIGBIRD, PEGASUS, Task
+from .base import BIGBIRD, PEGASUS, DocumentError, Plan, Task, TaskError
 from .documents import Document
 from .records import Record
+
+FUNCTIONS = ("softmax", "sigmoid", "none")
+
+
+def default_function(problem_type: str | None, num_labels: int) -> str:
+    """The text-classification pipeline's choice: raw scores for regression, a sigmoid per label for multi-label
+    heads and single-output heads, one softmax over the labels otherwise."""
+    if problem_type == "regression":
+        return "none"
+    if problem_type == "multi_label_classification" or num_labels == 1:
+        return "sigmoid"
+    return "softmax"
 
 
 class ClassifyTask(Task):
     name = "classify"
     heads = {BIGBIRD: "BigBirdForSequenceClassification", PEGASUS: "BigBirdPegasusForSequenceClassification"}
 
-    def __init__(self, model: str, *, top_k: int | None = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        top_k: int | None = None,
+        function: str | None = None,
+        text_pair_field: str | None = None,
+        **settings: Any,
+    ) -> None:
+        """`top_k`: labels kept in `scores` (None: all). `function`: softmax, sigmoid or none (raw logits) [default:
+        from the checkpoint's problem_type]. `text_pair_field`: the document field holding the second text of a
+        pair (NLI-style checkpoints); each chunk of the text is read with the whole second text."""
         super().__init__(model, **settings)
         self.top_k = top_k
         self.labels = [self.config.id2label[i] for i in range(self.config.num_labels)]
-        # Multi-label heads score each label on its own (sigmoid); single-label heads share one softmax.
-        self.multi_label = self.config.problem_type == "multi_label_classification"
+        self.function = function or default_function(self.config.problem_type, self.config.num_labels)
+        if self.function not in FUNCTIONS:
+            raise TaskError(f"--function takes {', '.join(FUNCTIONS)}, not {self.function!r}.")
+        self.text_pair_field = text_pair_field
 
-    def __call__(self, docs: list[Document]) -> list[Record]:
-        encoded = [self.encode(doc.text).ids for doc in docs]
-        jobs: list[tuple[int, list[int]]] = []  # (document index, chunk ids)
-        truncated = []
-        for i, ids in enumerate(encoded):
-            windows, cut = self.windows(len(ids), self.max_tokens - self.num_special)
-            jobs.extend((i, ids[s:e]) for s, e in windows)
-            truncated.append(cut)
+    def split(self, doc: Document) -> tuple[list[int], list[int] | None, list[tuple[int, int]], bool]:
+        """The text's ids, the pair's ids (or None), the text's windows beside the pair, and whether text is cut."""
+        ids = self.encode(doc.text).ids
+        pair = None
+        if self.text_pair_field is not None:
+            second = doc.fields.get(self.text_pair_field)
+            if not isinstance(second, str) or not second.strip():
+                raise DocumentError(f"no text pair: the record has no {self.text_pair_field!r} text.")
+            pair = self.encode(second).ids
+        framing = self._framing(pair)
+        if framing >= self.max_tokens:
+            raise DocumentError(f"the text pair alone fills the model's {self.max_tokens}-token window.")
+        windows, cut = self.windows(len(ids), self.max_tokens - framing)
+        return ids, pair, windows, cut
 
-        probs = self.probabilities([self.wrap(ids) for _, ids in jobs])
-        records = []
+    def _framing(self, pair: list[int] | None) -> int:
+        """Tokens each chunk of the text is read with: the special tokens, and the second text of a pair."""
+        return len(self.wrap([], pair))
+
+    def plan(self, doc: Document) -> Plan:
+        ids, pair, windows, cut = self.split(doc)
+        return Plan.of(len(ids), windows, cut, self._framing(pair))
+
+    def process(self, docs: list[Document]) -> list[Record]:
+        records: list[Record | None] = [None] * len(docs)
+        jobs: list[tuple[int, list[int]]] = []  # (document index, input ids with special tokens)
+        split = {}
         for i, doc in enumerate(docs):
+            try:
+                ids, pair, windows, cut = split[i] = self.split(doc)
+            except DocumentError as exc:
+                records[i] = self.error(doc, str(exc))
+                continue
+            jobs.extend((i, self.wrap(ids[s:e], pair)) for s, e in windows)
+
+        scores_of = self.scores([sequence for _, sequence in jobs])
+        for i, (ids, _, _, cut) in split.items():
             rows = [j for j, (owner, _) in enumerate(jobs) if owner == i]
-            mean = probs[rows].mean(dim=0)
+            mean = scores_of[rows].mean(dim=0)
             ranked = sorted(zip(self.labels, mean.tolist(), strict=True), key=lambda item: -item[1])
-            scores = dict(ranked[: self.top_k] if self.top_k else ranked)
             label, score = ranked[0]
-            records.append(
-                self.record(
-                    doc,
-                    input_tokens=len(encoded[i]),
-                    truncated=truncated[i],
-                    chunks=len(rows),
-                    label=label,
-                    score=score,
-                    scores=scores,
-                )
+            records[i] = self.record(
+                docs[i],
+                input_tokens=len(ids),
+                truncated=cut,
+                chunks=len(rows),
+                label=label,
+                score=score,
+                scores=dict(ranked[: self.top_k] if self.top_k else ranked),
+                attention=self.attention_of(rows),
             )
-        return records
+        return records  # type: ignore[return-value]
 
     @torch.inference_mode()
-    def probabilities(self, sequences: list[list[int]]) -> torch.Tensor:
-        """Label probabilities for each input sequence (special tokens included), as a (sequences, labels) tensor."""
+    def scores(self, sequences: list[list[int]]) -> torch.Tensor:
+        """Label scores (after `function`) of each input sequence (special tokens included): (sequences, labels).
+        Chunks of one document are averaged after the function, so each has an equal say."""
         out = torch.zeros(len(sequences), len(self.labels))
         for idx, ids, mask in self.batches(sequences):
             logits = self.model(ids, attention_mask=mask).logits.float().cpu()
-            out[idx] = logits.sigmoid() if self.multi_label else logits.softmax(dim=-1)
+            if self.function == "softmax":
+                logits = logits.softmax(dim=-1)
+            elif self.function == "sigmoid":
+                logits = logits.sigmoid()
+            out[idx] = logits
         return out

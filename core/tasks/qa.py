@@ -1,7 +1,7 @@
 """Extractive question answering over long documents, with BigBird or BigBirdPegasus QA heads.
 
 The document is tokenized once with character offsets. Windows of it that fit next to the question overlap by a
-quarter, so an answer cut by one window's edge lies whole in the next; each window scores its spans
+quarter (`doc_stride`), so an answer cut by one window's edge lies whole in the next; each window scores its spans
 (start probability × end probability, as the transformers pipeline does) and the best spans over all windows
 win. Offsets map the winning tokens back to characters, so `text[start:end] == answer`.
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .base import BIGBIRD, PEGASUS, Encoding, Task
+from .base import BIGBIRD, PEGASUS, DocumentError, Encoding, Plan, Task
 from .documents import Document
 from .records import Record
 
@@ -33,33 +33,57 @@ class QATask(Task):
         question_field: str = "question",
         top_k: int = 1,
         max_answer_tokens: int = 30,
+        doc_stride: int | None = None,
+        handle_impossible_answer: bool = False,
         **settings: Any,
     ) -> None:
+        """`doc_stride`: tokens shared by consecutive windows of a long document [default: a quarter of a
+        window]. `handle_impossible_answer`: the null span ([CLS]) competes with the answers; when it wins, the
+        answer is "" with its score, as in the question-answering pipeline."""
         super().__init__(model, **settings)
+        self.doc_stride = doc_stride
+        self.handle_impossible_answer = handle_impossible_answer
         self.question = question
         self.question_field = question_field
         self.top_k = top_k
         self.max_answer_tokens = max_answer_tokens
         # BigBird's QA head keeps answers out of the question when told its length; Pegasus's has no such input.
-        self.head_takes_question_lengths = "question_lengths" in inspect.signature(self.model.forward).parameters
+        self.head_takes_question_lengths = (
+            self.model is not None and "question_lengths" in inspect.signature(self.model.forward).parameters
+        )
 
-    def __call__(self, docs: list[Document]) -> list[Record]:
+    def split(self, doc: Document) -> tuple[Encoding, list[int], list[tuple[int, int]], bool]:
+        """The document's encoding, the question's ids, the document's windows beside the question (overlapping
+        by `doc_stride` tokens), and whether text is cut. DocumentError when there is no question."""
+        question = doc.fields.get(self.question_field) or self.question
+        if not question or not str(question).strip():
+            raise DocumentError("no question: give --question or a question field in the record.")
+        q_ids = self.encode(str(question)).ids[:MAX_QUESTION_TOKENS]
+        enc = self.encode(doc.text)
+        capacity = self.max_tokens - len(self.wrap(q_ids, []))
+        overlap = capacity // 4 if self.doc_stride is None else min(self.doc_stride, capacity - 1)
+        windows, cut = self.windows(len(enc.ids), capacity, overlap=overlap)
+        return enc, q_ids, windows, cut
+
+    def plan(self, doc: Document) -> Plan:
+        enc, q_ids, windows, cut = self.split(doc)
+        return Plan.of(len(enc.ids), windows, cut, len(self.wrap(q_ids, [])))
+
+    def process(self, docs: list[Document]) -> list[Record]:
         records: list[Record | None] = [None] * len(docs)
         prepared: dict[int, tuple[Encoding, list[int], bool]] = {}  # document → (encoding, question ids, cut)
         jobs: list[tuple[int, int, int]] = []  # one per window: (document index, window start, window end)
         for i, doc in enumerate(docs):
-            question = doc.fields.get(self.question_field) or self.question
-            if not question or not str(question).strip():
-                records[i] = self.error(doc, "no question: give --question or a question field in the record.")
+            try:
+                enc, q_ids, windows, cut = self.split(doc)
+            except DocumentError as exc:
+                records[i] = self.error(doc, str(exc))
                 continue
-            q_ids = self.encode(str(question)).ids[:MAX_QUESTION_TOKENS]
-            enc = self.encode(doc.text)
-            capacity = self.max_tokens - len(self.wrap(q_ids, []))
-            windows, cut = self.windows(len(enc.ids), capacity, overlap=capacity // 4)
             prepared[i] = (enc, q_ids, cut)
             jobs.extend((i, s, e) for s, e in windows)
 
         candidates: dict[int, list[tuple[float, int, int]]] = {i: [] for i in prepared}
+        null_scores: dict[int, float] = {}  # lowest no-answer score over each document's windows
         sequences = [self.wrap(prepared[i][1], prepared[i][0].ids[s:e]) for i, s, e in jobs]
         firsts = [self._context_start(prepared[i][1]) for i, _, _ in jobs]
         for idx, ids, mask in self.batches(sequences):
@@ -67,18 +91,42 @@ class QATask(Task):
             for row, j in enumerate(idx):
                 i, s, e = jobs[j]
                 context = slice(firsts[j], firsts[j] + e - s)
-                for score, a, b in self._best_spans(start_logits[row, context], end_logits[row, context]):
+                starts, ends = start_logits[row, context].softmax(-1), end_logits[row, context].softmax(-1)
+                if self.handle_impossible_answer and self.null_position(ids[row]) is not None:
+                    starts, ends, null = self._with_null(start_logits[row], end_logits[row], context)
+                    null_scores[i] = min(null, null_scores.get(i, null))
+                for score, a, b in self._best_spans(starts, ends):
                     candidates[i].append((score, s + a, s + b))
 
         for i, (enc, _, cut) in prepared.items():
             doc = docs[i]
             answers = self._answers(doc.text, enc, candidates[i])
+            if i in null_scores:
+                null = {"answer": "", "score": null_scores[i], "start": 0, "end": 0}
+                answers = sorted([*answers, null], key=lambda answer: -answer["score"])[: self.top_k]
             fields: dict[str, Any] = dict(answers[0]) if answers else {"answer": "", "score": 0.0, "start": 0, "end": 0}
             if self.top_k > 1:
                 fields["answers"] = answers
-            chunks = sum(1 for j, _, _ in jobs if j == i)
-            records[i] = self.record(doc, input_tokens=len(enc.ids), truncated=cut, chunks=chunks, **fields)
+            inputs = [j for j, job in enumerate(jobs) if job[0] == i]
+            fields["attention"] = self.attention_of(inputs)
+            records[i] = self.record(doc, input_tokens=len(enc.ids), truncated=cut, chunks=len(inputs), **fields)
         return records  # type: ignore[return-value]
+
+    def null_position(self, ids: torch.Tensor) -> int | None:
+        """Where the "no answer" span sits: the [CLS] token opening the input (none for tokenizers without one)."""
+        cls = getattr(self.tokenizer, "cls_token_id", None)
+        return 0 if cls is not None and int(ids[0]) == cls else None
+
+    @staticmethod
+    def _with_null(
+        start_logits: torch.Tensor, end_logits: torch.Tensor, context: slice
+    ) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """As the question-answering pipeline scores the null span: one softmax over [CLS] and the document's
+        tokens. Returns the document tokens' start and end probabilities under it, and the null score
+        p_start([CLS]) × p_end([CLS])."""
+        p_start = torch.cat([start_logits[:1], start_logits[context]]).softmax(-1)
+        p_end = torch.cat([end_logits[:1], end_logits[context]]).softmax(-1)
+        return p_start[1:], p_end[1:], float(p_start[0] * p_end[0])
 
     def _context_start(self, q_ids: list[int]) -> int:
         """Position of the first document token in the framed (question, document) pair."""
@@ -93,10 +141,9 @@ class QATask(Task):
             out = self.model(ids, attention_mask=mask)
         return out.start_logits.float().cpu(), out.end_logits.float().cpu()
 
-    def _best_spans(self, start_logits: torch.Tensor, end_logits: torch.Tensor) -> list[tuple[float, int, int]]:
-        """The window's top-k spans (score, first token, last token) over its document tokens only."""
-        p_start = start_logits.softmax(-1)
-        p_end = end_logits.softmax(-1)
+    def _best_spans(self, p_start: torch.Tensor, p_end: torch.Tensor) -> list[tuple[float, int, int]]:
+        """The window's top-k spans (score, first token, last token) from its document tokens' start and end
+        probabilities."""
         n = p_start.shape[0]
         # band[d, a]: the span from token a to token a + d, for lengths up to max_answer_tokens (-1: no such span).
         width = min(self.max_answer_tokens, n)
