@@ -152,7 +152,8 @@ def test_real_measurement_makes_a_valid_choice_and_caches_it(fresh_choices):
     key = kernels.shape_key(64, 256, "gelu", 300)
     stored = json.loads(kernels.cache_path().read_text())["choices"][key]
     assert stored["choice"] in kernels.CANDIDATES and set(stored["ms"]) == set(kernels.CANDIDATES)
-    assert stored["choice"] == kernels.choices()["chosen"][key]
+    assert stored["choice"] == kernels.summary()["float32"][key]
+    assert kernels.summary()["measured_ms"][key] == stored["ms"]
     assert (layer._packed is not None) == (stored["choice"] == "onednn-packed")
 
 

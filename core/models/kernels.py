@@ -173,7 +173,7 @@ def cache_path() -> Path:
     return Path(root) / f"kernels-{slug}.json"
 
 
-_chosen: dict[str, str] = {}  # this process's choices, by shape key
+_chosen: dict[str, str] = {}  # the choices this process runs, by shape key
 _measured: dict[str, dict[str, float]] = {}  # the microbenchmark numbers this process took, by shape key
 
 
@@ -184,23 +184,25 @@ def shape_key(in_features: int, out_features: int, post_op: str, rows: int) -> s
 
 
 def choose(key: str, names: list[str], run: Callable[[str], Any]) -> str:
-    """The kernel of `names` to run for `key`: the override, a cached choice, or the winner of timing
-    `run(name)` for each name now."""
-    forced = os.environ.get("BIGBIRD_KERNELS", "auto")
+    """The kernel of `names` to run for `key`: the override, this process's or the cache file's choice, or the
+    winner of timing `run(name)` for each name now."""
     if len(names) == 1:
         return names[0]
+    forced = os.environ.get("BIGBIRD_KERNELS", "auto")
     if forced != "auto":
         if forced in names:
             return forced
         log.debug("BIGBIRD_KERNELS=%s is not available here; using %s", forced, DEFAULT)
         return DEFAULT
-    if key not in _chosen:
-        _chosen.update(_load())
     choice = _chosen.get(key)
+    if choice in names:
+        return choice
+    choice = _load().get(key)
     if choice not in names:
         _measured[key] = measure(names, run)
-        choice = _chosen[key] = decide(_measured[key])
+        choice = decide(_measured[key])
         _save(key, choice, _measured[key])
+    _chosen[key] = choice
     return choice
 
 
@@ -226,11 +228,17 @@ def decide(seconds: dict[str, float]) -> str:
     return min(fast, key=fast.__getitem__) if fast else DEFAULT
 
 
-def choices() -> dict[str, Any]:
-    """What this process chose, and the timings behind the choices it measured, for bench's records."""
+def summary() -> dict[str, Any]:
+    """What runs here, for bench's records: the CPU, the float32 choices this process made (with the timings
+    behind those it measured), the int8 weight range, and which private ops are in use."""
     return {
-        "chosen": dict(_chosen),
-        "measured_ms": {k: {n: round(s * 1e3, 3) for n, s in v.items()} for k, v in _measured.items()},
+        "cpu": cpu_model(),
+        "isa": isa(),
+        "override": os.environ.get("BIGBIRD_KERNELS", "auto"),
+        "float32": dict(_chosen),
+        "measured_ms": {key: {n: round(s * 1e3, 3) for n, s in v.items()} for key, v in _measured.items()},
+        "int8_weight_levels": int8_weight_levels(),
+        "private_ops": [name for name in _CHECKS if private_op(name) is not None],
     }
 
 
