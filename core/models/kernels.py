@@ -229,11 +229,9 @@ def decide(seconds: dict[str, float]) -> str:
 
 
 def summary() -> dict[str, Any]:
-    """What runs here, for bench's records: the CPU, the float32 choices this process made (with the timings
-    behind those it measured), the int8 weight range, and which private ops are in use."""
+    """What runs here, for bench's records: the float32 choices this process made (with the timings behind
+    those it measured), the int8 weight range, and which private ops are in use."""
     return {
-        "cpu": cpu_model(),
-        "isa": isa(),
         "override": os.environ.get("BIGBIRD_KERNELS", "auto"),
         "float32": dict(_chosen),
         "measured_ms": {key: {n: round(s * 1e3, 3) for n, s in v.items()} for key, v in _measured.items()},
