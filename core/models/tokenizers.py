@@ -1,7 +1,7 @@
 """BigBird and Pegasus tokenizers on sentencepiece, with character offsets into the original text.
 
-Ground truth is the sentencepiece model plus each family's special-token rules, which is what the sentencepiece
-("slow") tokenizers of transformers 4.56.2 do; the tests hold both against each other. Rebuilding the model from
+Ground truth is the sentencepiece model plus each family's special-token rules, which is what the reference's
+sentencepiece ("slow") tokenizers do; the tests hold both against each other. Rebuilding the model from
 another library would drift on NFKC text, tabs, newlines and whitespace runs, so every piece here comes from
 sentencepiece itself.
 
@@ -287,6 +287,11 @@ class SentencePieceTokenizer:
     def _affixes(self, pair: bool) -> tuple[list[int], list[int], list[int]]:
         """Special ids before the first text, between the two texts, and after the last one."""
         raise NotImplementedError
+
+    def text_offsets(self, n_first: int) -> tuple[int, int]:
+        """Where the first and the second text start in a framed pair whose first text has `n_first` tokens."""
+        before, between, _ = self._affixes(pair=True)
+        return len(before), len(before) + n_first + len(between)
 
     def num_special_tokens_to_add(self, pair: bool = False) -> int:
         return sum(map(len, self._affixes(pair)))
@@ -633,6 +638,18 @@ class PegasusTokenizer(SentencePieceTokenizer):
         return "".join(piece for _, piece in stretches).strip()
 
 
+# The tokenizer of each model type (config.json's `model_type`).
+TOKENIZER_CLASSES: dict[str, type[SentencePieceTokenizer]] = {
+    "big_bird": BigBirdTokenizer,
+    "bigbird_pegasus": PegasusTokenizer,
+}
+
+
+def tokenizer_class(model_type: str) -> type[SentencePieceTokenizer]:
+    """The tokenizer class checkpoints of this model type use."""
+    return TOKENIZER_CLASSES[model_type]
+
+
 # Training small sentencepiece models -------------------------------------------------------------------------
 
 
@@ -802,6 +819,7 @@ __all__ = [
     "BigBirdTokenizer",
     "PegasusTokenizer",
     "SentencePieceTokenizer",
+    "tokenizer_class",
     "train_bigbird_spm",
     "train_pegasus_spm",
 ]
