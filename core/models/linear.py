@@ -124,8 +124,7 @@ class Linear(nn.Linear):
             if kernels.private_op("linear-packed") is not None:
                 names.append("onednn-packed")
         key = kernels.shape_key(self.in_features, self.out_features, self.post_op[0], x.numel() // x.shape[-1])
-        sample = x.reshape(-1, x.shape[-1])[: kernels.SAMPLE_ROWS]
-        kernel = kernels.choose(key, names, lambda name: self._run(name, sample))
+        kernel = kernels.choose(key, names, lambda name: self._run(name, x.flatten(0, -2)[: kernels.SAMPLE_ROWS]))
         if kernel != "onednn-packed":
             self._packed = None  # timed but not chosen: don't keep the second copy of the weights
         return self._run(kernel, x)
@@ -144,7 +143,7 @@ class Linear(nn.Linear):
         stamp = (self.weight.data_ptr(), self.weight._version)
         if self._packed is None or self._packed[0] != stamp:
             with torch.inference_mode():
-                rows = min(x.numel() // x.shape[-1], kernels.SAMPLE_ROWS)
+                rows = max(1, min(x.numel() // x.shape[-1], kernels.SAMPLE_ROWS))
                 self._packed = (stamp, torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), rows))
         return self._packed[1]
 
