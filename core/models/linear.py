@@ -3,10 +3,11 @@
 `Linear` keeps nn.Linear's parameters (`weight`, `bias`), so checkpoints map onto it unchanged. What it adds is
 the choice of kernel at inference on the CPU:
 
-* float32 runs whichever of torch's F.linear (MKL), oneDNN's matmul with the activation applied in the same pass,
-  or oneDNN on prepacked weights was fastest on this machine for the layer's shape (`kernels.choose` times them
-  once per machine). MKL does not use AVX-512 on AMD processors, where oneDNN is about twice as fast; on some
-  Intel CPUs MKL wins. While gradients are tracked, or on other devices, it is plain F.linear.
+* float32 runs whichever of torch's F.linear (MKL) and oneDNN's matmul with the activation applied in the same
+  pass was fastest on this machine for the layer's shape (`kernels.choose` times them once per machine). MKL
+  does not use AVX-512 on AMD processors, where oneDNN is about twice as fast; on some Intel CPUs MKL wins.
+  oneDNN on prepacked weights (a second copy of them) runs on request. While gradients are tracked, or on other
+  devices, it is plain F.linear.
 * `quantize_int8` switches a layer to dynamic int8: weights quantized once per output channel, activations
   per call (one scale per tensor), through oneDNN's int8 matmul with the same fused activations. On CPUs
   without VNNI the weights keep to 7 bits, which keeps that kernel's int16 pair sums from saturating.
