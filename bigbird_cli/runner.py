@@ -12,6 +12,7 @@ import itertools
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -185,6 +186,19 @@ def _progress(enabled: bool) -> tuple[Callable[[], None], Callable[[], None]]:
     return (lambda: bar.advance(task_id)), bar.stop
 
 
+class Evaluation(Protocol):
+    """`bigbird eval TASK` (commands/eval.py): takes over a task command's run, given what the command built."""
+
+    def __call__(
+        self, task_name: str, common: CommonOptions, make_task: Callable[[], Task], extra_fields: tuple[str, ...]
+    ) -> int: ...
+
+
+# Set while `bigbird eval` runs a task command, so that the command's own code (its options, its Task) is reused
+# as it is and only the run around it changes.
+EVALUATION: ContextVar[Evaluation | None] = ContextVar("evaluation", default=None)
+
+
 def run_command(
     task_name: str, common: CommonOptions, make_task: Callable[[], Task], *, extra_fields: tuple[str, ...] = ()
 ) -> int:
@@ -194,6 +208,9 @@ def run_command(
     The inputs are opened (and the first document read) before the model loads, so a typo in a path or an empty
     folder is reported in a second, not after loading gigabytes of weights.
     """
+    evaluation = EVALUATION.get()
+    if evaluation is not None:
+        return evaluation(task_name, common, make_task, extra_fields)
     from core.tasks import TaskError  # with torch: only once the options are known to be good
 
     if common.model is None:
