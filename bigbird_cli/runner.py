@@ -12,6 +12,7 @@ import itertools
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
@@ -73,20 +74,38 @@ class RunStats:
         return EXIT_SOME_FAILED if self.failed else EXIT_OK
 
 
+# An engine turns documents into records, one per document, in input order. `local_engine` is the loop below
+# on this machine; `--engine ray` swaps in `ray_engine.ray_engine`, which runs the same windows on Ray actors.
+Engine = Callable[[Iterator[Document]], Iterator[Record]]
+
+
+def window_size(batch_size: int) -> int:
+    """Documents read ahead of the model: one at a time unbatched, else enough to bucket by length."""
+    return 1 if batch_size <= 1 else batch_size * BUCKET_WINDOW
+
+
+def local_engine(task: Task, batch_size: int = 1) -> Engine:
+    """The task on this machine: read-ahead windows, each in batches of similar length."""
+
+    def records(docs: Iterator[Document]) -> Iterator[Record]:
+        for window in _windows(docs, window_size(batch_size)):
+            yield from window_records(task, window, batch_size)
+
+    return records
+
+
 def run(
-    task: Task,
+    engine: Engine,
     docs: Iterable[Document],
     writer: JsonlWriter,
     *,
-    batch_size: int = 1,
     shard: Shard | None = None,
     skip_ids: set[str] | frozenset[str] = frozenset(),
     progress: bool = False,
 ) -> RunStats:
-    """Run `task` over `docs` and write one record per document to `writer`, in input order.
+    """Run `engine` over `docs` and write one record per document to `writer`, in input order.
 
-    A batch that raises is retried one document at a time, so an exception caused by one document becomes
-    that document's error record and its batch-mates still get results.
+    Shards and done ids are taken out here, before any document reaches the engine, so every engine resumes alike.
     """
     stats = RunStats()
     if shard is not None:
@@ -96,8 +115,10 @@ def run(
         for doc in docs:
             if doc.id in skip_ids:
                 stats.skipped += 1
-            else:
-                yield doc
+                continue
+            if doc.warning:
+                warn(f"{doc.id}: {doc.warning}")
+            yield doc
 
     def emit(record: Record) -> None:
         writer.write(record)
@@ -110,9 +131,8 @@ def run(
 
     advance, stop = _progress(progress)
     try:
-        window_size = 1 if batch_size <= 1 else batch_size * BUCKET_WINDOW
-        for window in _windows(todo(), window_size):
-            _run_window(task, window, batch_size, emit)
+        for record in engine(todo()):
+            emit(record)
     finally:
         stop()
     return stats
@@ -129,29 +149,32 @@ def _windows(docs: Iterator[Document], size: int) -> Iterator[list[Document]]:
         yield window
 
 
-def _run_window(task: Task, window: list[Document], batch_size: int, emit: Callable[[Record], None]) -> None:
-    """Process one read-ahead window: readable documents in batches sorted by length, records out in order."""
+def window_records(task: Task, window: list[Document], batch_size: int) -> Iterator[Record]:
+    """Records for one read-ahead window, in its order, each yielded as soon as it and those before it are ready:
+    unreadable documents become error records, readable ones run in batches sorted by length.
+
+    A batch that raises is retried one document at a time, so an exception caused by one document becomes that
+    document's error record and its batch-mates still get results.
+    """
     records: list[Record | None] = [None] * len(window)
     written = 0
 
-    def flush() -> None:
+    def ready() -> Iterator[Record]:
         nonlocal written
         while written < len(window) and records[written] is not None:
-            emit(records[written])  # type: ignore[arg-type]
+            yield records[written]  # type: ignore[misc]
             written += 1
 
     for i, doc in enumerate(window):
-        if doc.warning:
-            warn(f"{doc.id}: {doc.warning}")
         if doc.error is not None:
             records[i] = error_record(doc, task.model_name, doc.error)
-    flush()
+    yield from ready()
     readable = sorted((i for i, doc in enumerate(window) if doc.error is None), key=lambda i: len(window[i].text))
     for start in range(0, len(readable), batch_size):
         batch = readable[start : start + batch_size]
         for i, record in zip(batch, _process(task, [window[i] for i in batch]), strict=True):
             records[i] = record
-        flush()
+        yield from ready()
 
 
 def _process(task: Task, batch: list[Document]) -> list[Record]:
@@ -219,6 +242,12 @@ def run_command(
     if common.resume and common.output is None:
         error("--resume needs -o FILE: it continues the output file of an earlier run.")
         return EXIT_USAGE
+    if common.engine != "ray" and (common.workers or common.cpus_per_worker or common.gpus_per_worker):
+        error("--workers, --cpus-per-worker and --gpus-per-worker size a Ray pool: add --engine ray.")
+        return EXIT_USAGE
+    if common.gpus_per_worker and common.device.value != "cuda":
+        error("--gpus-per-worker gives each Ray worker a GPU: add --device cuda so the model runs on it.")
+        return EXIT_USAGE
     try:
         shard = Shard.parse(common.shard) if common.shard else None
     except ValueError as exc:
@@ -237,39 +266,48 @@ def run_command(
     if first is None:
         error("no input: the files and folders given hold no documents (see --glob).")
         return EXIT_USAGE
-    if common.threads:
-        import torch
-
-        torch.set_num_threads(common.threads)
-    try:
-        task = make_task()
-    except TaskError as exc:
-        error(str(exc))
-        return EXIT_USAGE
-
     skip_ids = read_done_ids(common.output) if common.resume and common.output else set()
     stats = RunStats()
-    try:
-        with open_jsonl(common.output, resume=common.resume) as writer:
-            stats = run(
-                task,
-                itertools.chain([first], docs),
-                writer,
-                batch_size=common.batch_size,
-                shard=shard,
-                skip_ids=skip_ids,
-                progress=console.is_terminal and not common.quiet,
-            )
-    except BrokenPipeError:
-        # The reader went away (`bigbird ... | head`): stop quietly, as other command-line tools do. Pointing
-        # stdout at /dev/null keeps Python from complaining when it flushes stdout on exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_SOME_FAILED
-    except KeyboardInterrupt:
-        target = common.output or "FILE"
-        error(f"interrupted; the records written so far are whole: rerun with --resume -o {target} to finish.")
-        return EXIT_INTERRUPTED
+    with ExitStack() as stack:
+        try:
+            engine = _engine(common, make_task, stack)
+            with open_jsonl(common.output, resume=common.resume) as writer:
+                stats = run(
+                    engine,
+                    itertools.chain([first], docs),
+                    writer,
+                    shard=shard,
+                    skip_ids=skip_ids,
+                    progress=console.is_terminal and not common.quiet,
+                )
+        except TaskError as exc:  # the model can't be had (on Ray: found when the workers load it), or no Ray
+            error(str(exc))
+            return EXIT_USAGE
+        except BrokenPipeError:
+            # The reader went away (`bigbird ... | head`): stop quietly, as other command-line tools do. Pointing
+            # stdout at /dev/null keeps Python from complaining when it flushes stdout on exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_SOME_FAILED
+        except KeyboardInterrupt:
+            target = common.output or "FILE"
+            error(f"interrupted; the records written so far are whole: rerun with --resume -o {target} to finish.")
+            return EXIT_INTERRUPTED
     if not common.quiet:
         skipped = f", {stats.skipped} skipped (already done)" if stats.skipped else ""
         info(f"{task_name}: {stats.ok} done, {stats.failed} failed{skipped}.")
     return stats.exit_code
+
+
+def _engine(common: CommonOptions, make_task: Callable[[], Task], stack: ExitStack) -> Engine:
+    """The engine --engine asks for. The local one loads the task here; Ray's connects (or starts a local Ray,
+    shut down when `stack` closes) and loads the task once per worker. Raises TaskError with one sentence."""
+    if common.engine == "ray":
+        from .ray_engine import RaySettings, ray_engine
+
+        settings = RaySettings.from_options(common)
+        return stack.enter_context(ray_engine(make_task, str(common.model), settings))
+    if common.threads:
+        import torch
+
+        torch.set_num_threads(common.threads)
+    return local_engine(make_task(), common.batch_size)
