@@ -461,25 +461,26 @@ class Attention(nn.Module):
         *,
         sparse: bool,
         bias: torch.Tensor | None = None,
-        kv: torch.Tensor | None = None,
+        encoder_states: torch.Tensor | None = None,
         cache: Any = None,
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`mask` is the (B, T) token validity; `bias` overrides the full-attention bias (causal, or over `kv`).
+        """`mask` is the (B, T) token validity; `bias` overrides the full-attention bias (causal, or over
+        `encoder_states`).
 
-        With `kv` (encoder states) this is cross-attention: keys and values come from `kv`, always full. A
+        With `encoder_states` this is cross-attention: keys and values come from them, always full. A
         `cache` (generation.DecoderCache, decoders only) keeps this layer's keys/values across decoding steps:
         the new tokens' are appended to it; cross-attention's are computed once.
         """
         q = self._heads(self.query(hidden))
-        if kv is None:
+        if encoder_states is None:
             k, v = self._heads(self.key(hidden)), self._heads(self.value(hidden))
             if cache is not None:
                 k, v = cache.append(self.layer_idx, k, v)
         else:
             cached = cache.cross_kv(self.layer_idx) if cache is not None else None
             if cached is None:
-                cached = self._heads(self.key(kv)), self._heads(self.value(kv))
+                cached = self._heads(self.key(encoder_states)), self._heads(self.value(encoder_states))
                 if cache is not None:
                     cache.set_cross_kv(self.layer_idx, *cached)
             k, v = cached

@@ -32,8 +32,9 @@ class Embeddings(nn.Module):
         return self.norm(self.dropout(x))
 
 
-class EncoderLayer(nn.Module):
-    """Post-norm transformer layer: attention, (cross-attention for decoders), feed-forward."""
+class BigBirdLayer(nn.Module):
+    """Post-norm transformer layer: self-attention, cross-attention when the config makes it a decoder's
+    (`add_cross_attention`), feed-forward."""
 
     def __init__(self, config: BigBirdConfig, layer_idx: int) -> None:
         super().__init__()
@@ -75,7 +76,7 @@ class EncoderLayer(nn.Module):
                 mask,
                 sparse=False,
                 bias=encoder_bias,
-                kv=encoder_states,
+                encoder_states=encoder_states,
                 cache=cache,
                 output_attentions=output_attentions,
             )
@@ -95,7 +96,7 @@ class BigBirdModel(BigBirdPretrainedModel):
     def __init__(self, config: BigBirdConfig, add_pooling_layer: bool = True) -> None:
         super().__init__(config)
         self.embeddings = Embeddings(config)
-        self.layers = nn.ModuleList(EncoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(BigBirdLayer(config, i) for i in range(config.num_hidden_layers))
         self.pooler = Linear(config.hidden_size, config.hidden_size) if add_pooling_layer else None
         self.init_weights()
 

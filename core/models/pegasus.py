@@ -103,14 +103,14 @@ class DecoderAttention(nn.Module):
         *,
         layer_idx: int,
         cache: DecoderCache | None = None,
-        memory: torch.Tensor | None = None,
+        encoder_states: torch.Tensor | None = None,
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Self-attention when `memory` is None, else cross-attention to `memory` (the encoder states)."""
+        """Self-attention when `encoder_states` is None, else cross-attention to them."""
         rows, new, _ = x.shape
         q = self._heads(self.query(x))
         dropout = self.dropout if self.training else 0.0
-        if memory is None:
+        if encoder_states is None:
             k, v = self._heads(self.key(x)), self._heads(self.value(x))
             if cache is not None:
                 k, v = cache.append(layer_idx, k, v)
@@ -118,7 +118,7 @@ class DecoderAttention(nn.Module):
         else:
             kv = cache.cross_kv(layer_idx) if cache is not None else None
             if kv is None:
-                kv = self._heads(self.key(memory)), self._heads(self.value(memory))
+                kv = self._heads(self.key(encoder_states)), self._heads(self.value(encoder_states))
                 if cache is not None:
                     cache.set_cross_kv(layer_idx, *kv)
             k, v = kv
@@ -157,8 +157,8 @@ class DecoderLayer(nn.Module):
         *,
         layer_idx: int,
         cache: DecoderCache | None,
-        memory: torch.Tensor | None,
-        memory_bias: torch.Tensor | None,
+        encoder_states: torch.Tensor | None,
+        encoder_bias: torch.Tensor | None,
         output_attentions: bool,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         h, probs = self.attn(
@@ -166,13 +166,13 @@ class DecoderLayer(nn.Module):
         )
         x = x + self.dropout(h)
         cross_probs = None
-        if memory is not None:
+        if encoder_states is not None:
             h, cross_probs = self.cross(
                 self.cross_norm(x),
-                memory_bias,
+                encoder_bias,
                 layer_idx=layer_idx,
                 cache=cache,
-                memory=memory,
+                encoder_states=encoder_states,
                 output_attentions=output_attentions,
             )
             x = x + self.dropout(h)
@@ -279,9 +279,9 @@ class Decoder(nn.Module):
         past = cache.length if cache is not None else 0
         x = self.dropout(embeds + self.positions(torch.arange(past, past + new, device=device)))
         bias = causal_bias(attention_mask, new, past, x.dtype, device)
-        memory_bias = None
+        encoder_bias = None
         if encoder_hidden_states is not None and encoder_attention_mask is not None:
-            memory_bias = additive_mask(encoder_attention_mask, x.dtype)
+            encoder_bias = additive_mask(encoder_attention_mask, x.dtype)
 
         hidden_states, attentions, cross_attentions = [x], [], []
         for i, layer in enumerate(self.layers):
@@ -290,8 +290,8 @@ class Decoder(nn.Module):
                 bias,
                 layer_idx=i,
                 cache=cache,
-                memory=encoder_hidden_states,
-                memory_bias=memory_bias,
+                encoder_states=encoder_hidden_states,
+                encoder_bias=encoder_bias,
                 output_attentions=output_attentions,
             )
             hidden_states.append(x)
