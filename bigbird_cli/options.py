@@ -43,6 +43,42 @@ class Strategy(str, Enum):
     truncate = "truncate"
 
 
+# Options more than one command takes, declared once (bench and convert use them as they are; the task
+# commands get them through `task_command`).
+Revision = Annotated[
+    str | None,
+    typer.Option(help="Hub revision (branch, tag or commit).", rich_help_panel=MODEL, show_default=False),
+]
+WeightsDType = Annotated[
+    DType | None,
+    typer.Option(help="Weights dtype [default: the checkpoint's].", rich_help_panel=MODEL, show_default=False),
+]
+QuantizeOption = Annotated[
+    Quantize | None,
+    typer.Option(
+        help="Run the linear layers in dynamic int8 (CPU, float32 weights): about twice as fast, with outputs "
+        "close to, not equal to, float32's.",
+        rich_help_panel=MODEL,
+        show_default=False,
+    ),
+]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        min=1, help="CPU threads for torch [default: torch's choice].", rich_help_panel=MODEL, show_default=False
+    ),
+]
+OutputFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--output", "-o", help="Write JSONL here instead of stdout.", rich_help_panel=OUTPUT, show_default=False
+    ),
+]
+Quiet = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress and no summary on stderr.", rich_help_panel=OUTPUT)
+]
+
+
 @dataclass
 class CommonOptions:
     """The shared options, as the command received them."""
@@ -76,7 +112,6 @@ class CommonOptions:
             "dtype": self.dtype.value if self.dtype else None,
             "quantize": self.quantize.value if self.quantize else None,
             "strategy": self.strategy.value,
-            "batch_size": self.batch_size,
         }
 
     def inputs(self, extra_fields: tuple[str, ...] = ()) -> Inputs:
@@ -187,46 +222,11 @@ def _shared_parameters(task: str, default_model: str | None) -> list[inspect.Par
             ],
             default_model,
         ),
-        "revision": (
-            Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit).", rich_help_panel=MODEL)],
-            None,
-        ),
+        "revision": (Revision, None),
         "device": (Annotated[Device, typer.Option(help="Where the model runs.", rich_help_panel=MODEL)], Device.cpu),
-        "dtype": (
-            Annotated[
-                DType | None,
-                typer.Option(
-                    help="Weights dtype [default: the checkpoint's, float32].",
-                    rich_help_panel=MODEL,
-                    show_default=False,
-                ),
-            ],
-            None,
-        ),
-        "quantize": (
-            Annotated[
-                Quantize | None,
-                typer.Option(
-                    help="Run the linear layers in dynamic int8 (CPU, float32 weights): about twice as fast, with "
-                    "outputs close to, not equal to, float32's.",
-                    rich_help_panel=MODEL,
-                    show_default=False,
-                ),
-            ],
-            None,
-        ),
-        "threads": (
-            Annotated[
-                int | None,
-                typer.Option(
-                    min=1,
-                    help="CPU threads for torch [default: torch's choice].",
-                    rich_help_panel=MODEL,
-                    show_default=False,
-                ),
-            ],
-            None,
-        ),
+        "dtype": (WeightsDType, None),
+        "quantize": (QuantizeOption, None),
+        "threads": (Threads, None),
         "batch_size": (
             Annotated[int, typer.Option(min=1, help="Documents per batch (grouped by length).", rich_help_panel=MODEL)],
             1,
@@ -241,19 +241,7 @@ def _shared_parameters(task: str, default_model: str | None) -> list[inspect.Par
             ],
             Strategy.chunk,
         ),
-        "output": (
-            Annotated[
-                Path | None,
-                typer.Option(
-                    "--output",
-                    "-o",
-                    help="Write JSONL here instead of stdout.",
-                    rich_help_panel=OUTPUT,
-                    show_default=False,
-                ),
-            ],
-            None,
-        ),
+        "output": (OutputFile, None),
         "resume": (
             Annotated[
                 bool,
@@ -274,13 +262,7 @@ def _shared_parameters(task: str, default_model: str | None) -> list[inspect.Par
             ],
             None,
         ),
-        "quiet": (
-            Annotated[
-                bool,
-                typer.Option("--quiet", "-q", help="No progress and no summary on stderr.", rich_help_panel=OUTPUT),
-            ],
-            False,
-        ),
+        "quiet": (Quiet, False),
     }
     assert list(declared) == [f.name for f in fields(CommonOptions)]
     return [

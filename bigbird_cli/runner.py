@@ -13,19 +13,19 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
-from core.tasks.documents import Document, InputError, first_line
+from core.tasks.documents import Document, Inputs, describe
 from core.tasks.records import Record, error_record
 
+from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, UsageError, exit_code_for, known
 from .options import CommonOptions
-from .output import JsonlWriter, console, error, info, open_jsonl, read_done_ids, warn
+from .output import JsonlWriter, Output, console, error, info, read_done_ids, warn
 
 # Documents read ahead of the model when --batch-size > 1, as a multiple of the batch size: enough to form
 # batches of similar lengths, few enough that records still stream out steadily.
 BUCKET_WINDOW = 8
-
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class Task(Protocol):
@@ -166,9 +166,9 @@ def _process(task: Task, batch: list[Document]) -> list[Record]:
 
 
 def _reason(exc: Exception) -> str:
-    """One sentence for an unexpected exception: its message, or its type when it has none."""
-    text = first_line(exc)
-    return f"{type(exc).__name__}: {text}." if text else f"{type(exc).__name__} while processing the document."
+    """One sentence for an unexpected exception: its type and first line."""
+    text = describe(exc)
+    return text + "." if text == type(exc).__name__ else f"{type(exc).__name__}: {text}."
 
 
 def _progress(enabled: bool) -> tuple[Callable[[], None], Callable[[], None]]:
@@ -188,61 +188,34 @@ def _progress(enabled: bool) -> tuple[Callable[[], None], Callable[[], None]]:
 def run_command(
     task_name: str, common: CommonOptions, make_task: Callable[[], Task], *, extra_fields: tuple[str, ...] = ()
 ) -> int:
-    """Everything a task command does after parsing: check the options, open the inputs, load the task, run it,
-    and return the exit code. Usage problems and a model that can't be had are one sentence on stderr and 2.
+    """Everything a task command does after parsing: check the options, open the inputs and claim the output,
+    load the task, run it, and return the exit code (see bigbird_cli/errors.py for the one table of them).
 
-    The inputs are opened (and the first document read) before the model loads, so a typo in a path or an empty
-    folder is reported in a second, not after loading gigabytes of weights.
+    The inputs are opened (and the first document read) and the output claimed before the model loads, so a
+    typo in a path, an empty folder or an unwritable -o is reported in a second, not after loading gigabytes.
     """
-    from core.tasks import TaskError  # with torch: only once the options are known to be good
+    output = Output(common.output, resume=common.resume)
+    try:
+        try:
+            shard, docs = _prepare(task_name, common, output, extra_fields)
+            if common.threads:
+                import torch
 
-    if common.model is None:
-        error(f"{task_name} needs a model: give --model or set BIGBIRD_MODEL_{task_name.upper()}.")
-        return EXIT_USAGE
-    if common.resume and common.output is None:
-        error("--resume needs -o FILE: it continues the output file of an earlier run.")
-        return EXIT_USAGE
-    try:
-        shard = Shard.parse(common.shard) if common.shard else None
-    except ValueError as exc:
-        error(str(exc))
-        return EXIT_USAGE
-    inputs = common.inputs(extra_fields)
-    if inputs.is_empty():
-        error("no input: give files or folders, - for stdin, --text, --jsonl or --dataset.")
-        return EXIT_USAGE
-    try:
-        docs = inputs.open()
-        first = next(docs, None)
-    except InputError as exc:
-        error(str(exc))
-        return EXIT_USAGE
-    if first is None:
-        error("no input: the files and folders given hold no documents (see --glob).")
-        return EXIT_USAGE
-    if common.threads:
-        import torch
-
-        torch.set_num_threads(common.threads)
-    try:
-        task = make_task()
-    except TaskError as exc:
-        error(str(exc))
-        return EXIT_USAGE
-
-    skip_ids = read_done_ids(common.output) if common.resume and common.output else set()
-    stats = RunStats()
-    try:
-        with open_jsonl(common.output, resume=common.resume) as writer:
-            stats = run(
-                task,
-                itertools.chain([first], docs),
-                writer,
-                batch_size=common.batch_size,
-                shard=shard,
-                skip_ids=skip_ids,
-                progress=console.is_terminal and not common.quiet,
-            )
+                torch.set_num_threads(common.threads)
+            task = make_task()
+            skip_ids = read_done_ids(common.output) if common.resume and common.output else set()
+            with output.writer() as writer:
+                stats = run(
+                    task,
+                    docs,
+                    writer,
+                    batch_size=common.batch_size,
+                    shard=shard,
+                    skip_ids=skip_ids,
+                    progress=console.is_terminal and not common.quiet,
+                )
+        finally:
+            output.close()
     except BrokenPipeError:
         # The reader went away (`bigbird ... | head`): stop quietly, as other command-line tools do. Pointing
         # stdout at /dev/null keeps Python from complaining when it flushes stdout on exit.
@@ -252,7 +225,52 @@ def run_command(
         target = common.output or "FILE"
         error(f"interrupted; the records written so far are whole: rerun with --resume -o {target} to finish.")
         return EXIT_INTERRUPTED
+    except Exception as exc:
+        if not known(exc):
+            raise
+        return exit_code_for(exc)
     if not common.quiet:
         skipped = f", {stats.skipped} skipped (already done)" if stats.skipped else ""
         info(f"{task_name}: {stats.ok} done, {stats.failed} failed{skipped}.")
     return stats.exit_code
+
+
+def _prepare(
+    task_name: str, common: CommonOptions, output: Output, extra_fields: tuple[str, ...]
+) -> tuple[Shard | None, Iterator[Document]]:
+    """The checks that need no model: options, inputs (opened, first document read), the output claimed."""
+    if common.model is None:
+        raise UsageError(f"{task_name} needs a model: give --model or set BIGBIRD_MODEL_{task_name.upper()}.")
+    if common.resume and common.output is None:
+        raise UsageError("--resume needs -o FILE: it continues the output file of an earlier run.")
+    try:
+        shard = Shard.parse(common.shard) if common.shard else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    inputs = common.inputs(extra_fields)
+    if inputs.is_empty():
+        raise UsageError("no input: give files or folders, - for stdin, --text, --jsonl or --dataset.")
+    missing = inputs.missing()
+    if missing and len(missing) == len(inputs.paths) + len(inputs.jsonl) and not (inputs.texts or inputs.dataset):
+        raise UsageError(f"{missing[0]} does not exist." if len(missing) == 1 else "none of the inputs exist.")
+    for name in missing:
+        warn(f"{name} does not exist; it gets an error record.")
+    if output.path is not None:
+        _check_not_an_input(output.path, inputs)
+    docs = inputs.open()
+    first = next(docs, None)
+    if first is None:
+        raise UsageError("no input: the files and folders given hold no documents (see --glob).")
+    output.claim()
+    return shard, itertools.chain([first], docs)
+
+
+def _check_not_an_input(path: Path, inputs: Inputs) -> None:
+    """Refuse `-o` naming a file the run reads: opening it for writing would empty it before it is read."""
+    target = path.resolve()
+    read = [file.resolve() == target for file in inputs.files()]
+    # A new file inside an input folder would be picked up as a document once the run has created it.
+    folders = [Path(p).resolve() for p in inputs.paths if p != "-" and Path(p).is_dir()]
+    inside = any(target.is_relative_to(folder) and any(target.match(g) for g in inputs.globs) for folder in folders)
+    if any(read) or inside:
+        raise UsageError(f"-o {path} is also an input; write the records to another file.")

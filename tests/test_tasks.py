@@ -39,10 +39,11 @@ def classify(tiny_models):
 
 def test_classify_averages_chunk_probabilities(classify):
     [record] = classify([doc(LONG_TEXT)])
-    ids = classify.encode(LONG_TEXT).ids
+    ids = classify.encode(LONG_TEXT).ids.tolist()
     windows = split_even(len(ids), WINDOW - 2)
     assert record["chunks"] == len(windows) > 1 and record["input_tokens"] == len(ids) and not record["truncated"]
-    probs = classify.probabilities([classify.wrap(ids[s:e]) for s, e in windows]).mean(0)
+    rows = classify.probabilities([classify.wrap(ids[s:e]) for s, e in windows], len(windows))
+    probs = torch.cat([probs for _, probs in rows]).mean(0)
     assert record["scores"] == pytest.approx(dict(zip(classify.labels, probs.tolist(), strict=True)), abs=1e-6)
     assert record["label"] == max(record["scores"], key=record["scores"].get)
     assert sum(record["scores"].values()) == pytest.approx(1.0, abs=1e-5)
@@ -50,7 +51,7 @@ def test_classify_averages_chunk_probabilities(classify):
 
 def test_classify_batched_equals_one_by_one(classify):
     docs = [doc("Short text.", "a"), doc(LONG_TEXT, "b"), doc("A medium length sentence about rivers.", "c")]
-    together = ClassifyTask(classify.model_name, batch_size=3)(docs)
+    together = classify(docs)
     for got, one in zip(together, [classify([d])[0] for d in docs], strict=True):
         assert got["scores"] == pytest.approx(one["scores"], abs=1e-5)
 
@@ -112,7 +113,7 @@ def test_summarize_chunks_then_summarizes_the_summaries(tiny_models):
     }
     calls = []
     original = task.summarize_ids
-    task.summarize_ids = lambda inputs: calls.append(len(inputs)) or original(inputs)
+    task.summarize_ids = lambda inputs, size: calls.append(len(inputs)) or original(inputs, size)
     short, long = task([doc("The committee met on Tuesday.", "s"), doc(LONG_TEXT * 2, "l")])
     assert short["chunks"] == 1 and long["chunks"] == len(split_even(long["input_tokens"], WINDOW - 1)) > 1
     assert calls == [1 + long["chunks"], 1]  # all chunks at once, then the joined summaries of the long one

@@ -7,18 +7,20 @@ so the same object works from Python, in the CLI's runner, or inside a distribut
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from core.models.config import ModelConfig, load_config
 
-from .documents import Document, first_line
+from .documents import Document, describe
 from .records import Record, error_record, make_record
 
 BIGBIRD, PEGASUS = "big_bird", "bigbird_pegasus"
@@ -28,12 +30,36 @@ class TaskError(Exception):
     """A task can't start (model missing or unreadable, wrong kind of checkpoint); the message is one sentence."""
 
 
+# Characters tokenized at a time. Offsets cost far more memory than the text (hundreds of bytes a character
+# while they are built), so a long document is tokenized piece by piece: memory follows the piece and the window,
+# and `--strategy truncate` stops reading once the window is full.
+PIECE_CHARS = 1 << 16
+
+
 @dataclass
 class Encoding:
-    """A text's tokens without special tokens, each with its (start, end) character span in the text."""
+    """A text's tokens without special tokens, each with its (start, end) character span in the text.
 
-    ids: list[int]
-    offsets: list[tuple[int, int]]
+    `complete` is False when tokenizing stopped early (`--strategy truncate` on a document longer than the
+    window): then `ids` holds the tokens read, more than the window but not the whole document's count.
+    """
+
+    ids: np.ndarray
+    offsets: np.ndarray
+    complete: bool = True
+
+
+def text_pieces(text: str, size: int = PIECE_CHARS) -> Iterator[tuple[int, int]]:
+    """(start, end) pieces of about `size` characters, each cut just before a whitespace character where one is
+    near, so the tokens on either side of the cut are those of the whole text."""
+    start = 0
+    while start < len(text):
+        end = start + size
+        if end < len(text):
+            cut = max(text.rfind(" ", start + size // 2, end), text.rfind("\n", start + size // 2, end))
+            end = cut if cut > start else end
+        yield start, min(end, len(text))
+        start = min(end, len(text))
 
 
 def split_even(n: int, capacity: int) -> list[tuple[int, int]]:
@@ -76,7 +102,6 @@ class Task:
         dtype: str | None = None,
         quantize: str | None = None,
         strategy: str = "chunk",
-        batch_size: int = 1,
     ) -> None:
         if strategy not in ("chunk", "truncate"):
             raise ValueError(f"strategy must be 'chunk' or 'truncate', not {strategy!r}")
@@ -85,7 +110,6 @@ class Task:
         if not _device_available(self.device):
             raise TaskError(f"--device {device}: no such device is available on this machine.")
         self.strategy = strategy
-        self.batch_size = max(1, batch_size)
         self.path, self.config = self._resolve(model, revision)
         self.family: str = self.config.model_type
         self.model = self._load_model(dtype)
@@ -112,7 +136,7 @@ class Task:
         try:
             config = load_config(path)
         except (ValueError, OSError) as exc:
-            raise TaskError(f"{model}: config.json can't be used ({_why(exc)}).") from None
+            raise TaskError(f"{model}: config.json can't be used ({describe(exc)}).") from None
         if config.model_type not in self.heads:
             kinds = " or ".join("BigBird" if f == BIGBIRD else "BigBirdPegasus" for f in self.heads)
             raise TaskError(f"{self.name} needs a {kinds} checkpoint, and {model} is a {config.model_type} model.")
@@ -125,7 +149,8 @@ class Task:
         try:
             return cls.from_pretrained(self.path, device=self.device, dtype=dtype)
         except Exception as exc:  # weights missing, of the wrong shape, or unreadable: one sentence, no traceback
-            raise TaskError(f"{self.model_name}: the {cls.__name__} weights can't be loaded ({_why(exc)}).") from None
+            reason = describe(exc)
+            raise TaskError(f"{self.model_name}: the {cls.__name__} weights can't be loaded ({reason}).") from None
 
     def _quantize(self, kind: str, dtype: str | None) -> None:
         from core.models.linear import quantize_int8
@@ -143,7 +168,7 @@ class Task:
         try:
             return cls.from_pretrained(self.path)
         except Exception as exc:
-            raise TaskError(f"{self.model_name}: the tokenizer can't be loaded ({_why(exc)}).") from None
+            raise TaskError(f"{self.model_name}: the tokenizer can't be loaded ({describe(exc)}).") from None
 
     def generation_defaults(self) -> dict[str, Any]:
         """Generation settings of the checkpoint: config.json's, overridden by generation_config.json's."""
@@ -156,10 +181,30 @@ class Task:
 
     # Tokens -------------------------------------------------------------------------------------------------
 
-    def encode(self, text: str) -> Encoding:
-        """Tokenize without special tokens, keeping each token's character span."""
-        out = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        return Encoding([int(i) for i in out["input_ids"]], [(int(a), int(b)) for a, b in out["offset_mapping"]])
+    def encode(self, text: str, capacity: int | None = None) -> Encoding:
+        """Tokenize without special tokens, keeping each token's character span, piece by piece.
+
+        With `capacity` under `--strategy truncate`, reading stops at the first piece that brings more tokens
+        than `capacity`: a 20 MB document costs one piece, not the document.
+        """
+        limit = capacity if capacity is not None and self.strategy == "truncate" else None
+        ids: list[np.ndarray] = []
+        spans: list[np.ndarray] = []
+        count = 0
+        for start, end in text_pieces(text):
+            out = self.tokenizer(text[start:end], add_special_tokens=False, return_offsets_mapping=True)
+            ids.append(np.asarray(out["input_ids"], dtype=np.int64))
+            spans.append(np.asarray(out["offset_mapping"], dtype=np.int64).reshape(-1, 2) + start)
+            count += len(ids[-1])
+            if limit is not None and count > limit and end < len(text):
+                return Encoding(np.concatenate(ids), np.concatenate(spans), complete=False)
+        if not ids:
+            return Encoding(np.zeros(0, dtype=np.int64), np.zeros((0, 2), dtype=np.int64))
+        return Encoding(np.concatenate(ids), np.concatenate(spans))
+
+    def no_tokens(self, doc: Document) -> Record:
+        """The error record of a document the tokenizer finds nothing in (zero-width or control characters)."""
+        return self.error(doc, "the document has no tokens (only whitespace, control or zero-width characters).")
 
     @property
     def num_special(self) -> int:
@@ -180,22 +225,26 @@ class Task:
             return [(0, min(n, capacity))], n > capacity
         return (sliding_windows(n, capacity, overlap) if overlap else split_even(n, capacity)), False
 
-    def batches(self, sequences: Sequence[Sequence[int]]) -> list[tuple[list[int], torch.Tensor, torch.Tensor]]:
-        """Sub-batches of at most `batch_size` sequences, sorted by length (less padding), as
-        `(original indices, input_ids, attention_mask)` tensors on the model's device."""
-        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    def batches(
+        self, sequences: Iterable[Sequence[int]], size: int
+    ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+        """Forward passes of at most `size` sequences, in order, as `(indices, input_ids, attention_mask)` on the
+        model's device. Sequences are consumed lazily, so a document of many windows is never held wrapped whole.
+
+        A task passes the number of documents it was given as `size`: how many documents go together, and sorting
+        them by length, is the runner's decision alone (`--batch-size`); a task only follows it for windows.
+        """
         pad = self.tokenizer.pad_token_id
-        out = []
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            width = max(len(sequences[i]) for i in idx)
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                ids[row, : len(sequences[i])] = torch.tensor(sequences[i], dtype=torch.long)
-                mask[row, : len(sequences[i])] = 1
-            out.append((idx, ids.to(self.device), mask.to(self.device)))
-        return out
+        numbered = enumerate(sequences)
+        while chunk := list(itertools.islice(numbered, max(1, size))):
+            idx = [i for i, _ in chunk]
+            width = max(len(seq) for _, seq in chunk)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, (_, seq) in enumerate(chunk):
+                ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+                mask[row, : len(seq)] = 1
+            yield idx, ids.to(self.device), mask.to(self.device)
 
     # Records ------------------------------------------------------------------------------------------------
 
@@ -212,10 +261,6 @@ class Task:
 
 
 GENERATION_KEYS = ("num_beams", "max_length", "min_length", "length_penalty", "no_repeat_ngram_size")
-
-
-def _why(exc: BaseException) -> str:
-    return first_line(exc) or type(exc).__name__
 
 
 def _device_available(device: torch.device) -> bool:

@@ -6,6 +6,7 @@ probabilities are averaged, so every part of the document has an equal say in th
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -27,40 +28,45 @@ class ClassifyTask(Task):
         self.multi_label = self.config.problem_type == "multi_label_classification"
 
     def __call__(self, docs: list[Document]) -> list[Record]:
-        encoded = [self.encode(doc.text).ids for doc in docs]
-        jobs: list[tuple[int, list[int]]] = []  # (document index, chunk ids)
-        truncated = []
-        for i, ids in enumerate(encoded):
-            windows, cut = self.windows(len(ids), self.max_tokens - self.num_special)
-            jobs.extend((i, ids[s:e]) for s, e in windows)
-            truncated.append(cut)
-
-        probs = self.probabilities([self.wrap(ids) for _, ids in jobs])
-        records = []
+        capacity = self.max_tokens - self.num_special
+        records: list[Record | None] = [None] * len(docs)
+        encoded = {}
+        jobs: list[tuple[int, int, int]] = []  # one per window: (document index, first token, end token)
         for i, doc in enumerate(docs):
-            rows = [j for j, (owner, _) in enumerate(jobs) if owner == i]
-            mean = probs[rows].mean(dim=0)
+            enc = self.encode(doc.text, capacity)
+            if not len(enc.ids):
+                records[i] = self.no_tokens(doc)
+                continue
+            windows, _ = self.windows(len(enc.ids), capacity)
+            encoded[i] = enc
+            jobs.extend((i, s, e) for s, e in windows)
+
+        sums = {i: torch.zeros(len(self.labels)) for i in encoded}
+        counts = dict.fromkeys(encoded, 0)
+        windows = (self.wrap(encoded[i].ids[s:e].tolist()) for i, s, e in jobs)
+        for idx, probs in self.probabilities(windows, len(docs)):
+            for j, row in zip(idx, probs, strict=True):
+                sums[jobs[j][0]] += row
+                counts[jobs[j][0]] += 1
+        for i, enc in encoded.items():
+            mean = sums[i] / counts[i]
             ranked = sorted(zip(self.labels, mean.tolist(), strict=True), key=lambda item: -item[1])
-            scores = dict(ranked[: self.top_k] if self.top_k else ranked)
             label, score = ranked[0]
-            records.append(
-                self.record(
-                    doc,
-                    input_tokens=len(encoded[i]),
-                    truncated=truncated[i],
-                    chunks=len(rows),
-                    label=label,
-                    score=score,
-                    scores=scores,
-                )
+            records[i] = self.record(
+                docs[i],
+                input_tokens=len(enc.ids),
+                truncated=len(enc.ids) > capacity and self.strategy == "truncate",
+                chunks=counts[i],
+                label=label,
+                score=score,
+                scores=dict(ranked[: self.top_k] if self.top_k else ranked),
             )
-        return records
+        return records  # type: ignore[return-value]
 
     @torch.inference_mode()
-    def probabilities(self, sequences: list[list[int]]) -> torch.Tensor:
-        """Label probabilities for each input sequence (special tokens included), as a (sequences, labels) tensor."""
-        out = torch.zeros(len(sequences), len(self.labels))
-        for idx, ids, mask in self.batches(sequences):
+    def probabilities(self, sequences: Iterable[list[int]], size: int) -> Iterator[tuple[list[int], torch.Tensor]]:
+        """Label probabilities of input sequences (special tokens included), `size` at a time, as
+        (indices, (rows, labels) tensor) pairs."""
+        for idx, ids, mask in self.batches(sequences, size):
             logits = self.model(ids, attention_mask=mask).logits.float().cpu()
-            out[idx] = logits.sigmoid() if self.multi_label else logits.softmax(dim=-1)
-        return out
+            yield idx, logits.sigmoid() if self.multi_label else logits.softmax(dim=-1)

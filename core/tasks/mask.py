@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from .base import BIGBIRD, Task
@@ -33,8 +34,11 @@ class MaskTask(Task):
         jobs: list[tuple[int, int, int, list[int]]] = []
         prepared = {}
         for i, doc in enumerate(docs):
-            enc = self.encode(doc.text)
-            masks = [k for k, token in enumerate(enc.ids) if token == self.mask_id]
+            enc = self.encode(doc.text, capacity)
+            if not len(enc.ids):
+                records[i] = self.no_tokens(doc)
+                continue
+            masks = np.flatnonzero(enc.ids == self.mask_id).tolist()
             if not masks:
                 records[i] = self.error(
                     doc, f"the document has no {self.mask_text} token to fill in.", input_tokens=len(enc.ids)
@@ -58,8 +62,8 @@ class MaskTask(Task):
             jobs.extend((i, s, e, ks) for (s, e), ks in windows.items())
 
         predictions: dict[int, dict[int, list[dict[str, Any]]]] = {i: {} for i in prepared}
-        sequences = [self.wrap(prepared[i][0].ids[s:e]) for i, s, e, _ in jobs]
-        for idx, ids, mask in self.batches(sequences):
+        sequences = (self.wrap(prepared[i][0].ids[s:e].tolist()) for i, s, e, _ in jobs)
+        for idx, ids, mask in self.batches(sequences, len(docs)):
             with torch.inference_mode():
                 logits = self.model(ids, attention_mask=mask).logits.float().cpu()
             for row, j in enumerate(idx):
@@ -78,7 +82,7 @@ class MaskTask(Task):
 
     def _top(self, text: str, span: tuple[int, int], probs: torch.Tensor) -> list[dict[str, Any]]:
         """The top-k fillers of one mask, each with the document text it would make."""
-        start, end = span
+        start, end = int(span[0]), int(span[1])
         # The mask token's span may include the space sentencepiece attaches in front of it; keep that space.
         while start < end and text[start].isspace():
             start += 1

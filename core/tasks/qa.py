@@ -16,7 +16,8 @@ from .base import BIGBIRD, PEGASUS, Encoding, Task
 from .documents import Document
 from .records import Record
 
-# Question tokens kept at most: the rest of the window goes to the document.
+# Question tokens kept by default (the reference pipeline's max_question_len): the rest of the window goes to
+# the document.
 MAX_QUESTION_TOKENS = 64
 
 
@@ -32,6 +33,7 @@ class QATask(Task):
         question_field: str = "question",
         top_k: int = 1,
         max_answer_tokens: int = 30,
+        max_question_tokens: int = MAX_QUESTION_TOKENS,
         **settings: Any,
     ) -> None:
         super().__init__(model, **settings)
@@ -39,27 +41,49 @@ class QATask(Task):
         self.question_field = question_field
         self.top_k = top_k
         self.max_answer_tokens = max_answer_tokens
+        self.max_question_tokens = max_question_tokens
 
     def __call__(self, docs: list[Document]) -> list[Record]:
         records: list[Record | None] = [None] * len(docs)
         prepared: dict[int, tuple[Encoding, list[int], bool]] = {}  # document → (encoding, question ids, cut)
+        asked: dict[int, tuple[str, str | None]] = {}  # document → (question, warning about it)
         jobs: list[tuple[int, int, int]] = []  # one per window: (document index, window start, window end)
         for i, doc in enumerate(docs):
-            question = doc.fields.get(self.question_field) or self.question
-            if not question or not str(question).strip():
+            # An explicit --question wins over the record's field: the user typed it for this run.
+            question = self.question if self.question is not None else doc.fields.get(self.question_field)
+            if question is None or not str(question).strip():
                 records[i] = self.error(doc, "no question: give --question or a question field in the record.")
                 continue
-            q_ids = self.encode(str(question)).ids[:MAX_QUESTION_TOKENS]
-            enc = self.encode(doc.text)
+            question = str(question)
+            q_ids = self.encode(question).ids.tolist()
+            if not q_ids:
+                records[i] = self.error(doc, "the question has no tokens (only control or zero-width characters).")
+                continue
+            warning = None
+            if len(q_ids) > self.max_question_tokens:
+                warning = f"the question has {len(q_ids)} tokens; only its first {self.max_question_tokens} were used."
+                q_ids = q_ids[: self.max_question_tokens]
             capacity = self.max_tokens - len(self.wrap(q_ids, []))
+            if capacity < 1:
+                reason = (
+                    f"the question takes {len(q_ids)} tokens and leaves no room in the model's {self.max_tokens}-token"
+                    " window; lower --max-question-tokens."
+                )
+                records[i] = self.error(doc, reason)
+                continue
+            enc = self.encode(doc.text, capacity)
+            if not len(enc.ids):
+                records[i] = self.no_tokens(doc)
+                continue
             windows, cut = self.windows(len(enc.ids), capacity, overlap=capacity // 4)
             prepared[i] = (enc, q_ids, cut)
+            asked[i] = (question, warning)
             jobs.extend((i, s, e) for s, e in windows)
 
         candidates: dict[int, list[tuple[float, int, int]]] = {i: [] for i in prepared}
-        sequences = [self.wrap(prepared[i][1], prepared[i][0].ids[s:e]) for i, s, e in jobs]
+        sequences = (self.wrap(prepared[i][1], prepared[i][0].ids[s:e].tolist()) for i, s, e in jobs)
         firsts = [self._context_start(prepared[i][1]) for i, _, _ in jobs]
-        for idx, ids, mask in self.batches(sequences):
+        for idx, ids, mask in self.batches(sequences, len(docs)):
             start_logits, end_logits = self._logits(ids, mask, [firsts[j] for j in idx])
             for row, j in enumerate(idx):
                 i, s, e = jobs[j]
@@ -74,7 +98,12 @@ class QATask(Task):
             if self.top_k > 1:
                 fields["answers"] = answers
             chunks = sum(1 for j, _, _ in jobs if j == i)
-            records[i] = self.record(doc, input_tokens=len(enc.ids), truncated=cut, chunks=chunks, **fields)
+            question, warning = asked[i]
+            records[i] = self.record(
+                doc, input_tokens=len(enc.ids), truncated=cut, chunks=chunks, question=question, **fields
+            )
+            if warning:
+                records[i]["warning"] = " ".join(filter(None, [records[i].get("warning"), warning]))
         return records  # type: ignore[return-value]
 
     def _context_start(self, q_ids: list[int]) -> int:
@@ -107,7 +136,7 @@ class QATask(Task):
         """The top-k distinct answers as character spans of `text`, best first."""
         best: dict[tuple[int, int], float] = {}
         for score, a, b in candidates:
-            start, end = enc.offsets[a][0], enc.offsets[b][1]
+            start, end = int(enc.offsets[a][0]), int(enc.offsets[b][1])
             while start < end and text[start].isspace():
                 start += 1
             while end > start and text[end - 1].isspace():

@@ -7,11 +7,13 @@ each chunk is summarized, and the joined chunk summaries are summarized again, r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
-from .base import PEGASUS, Task, split_even
+from .base import PEGASUS, Task, TaskError, split_even
 from .documents import Document
 from .records import Record
 
@@ -41,6 +43,11 @@ class SummarizeTask(Task):
                 no_repeat_ngram_size if no_repeat_ngram_size is not None else defaults["no_repeat_ngram_size"]
             ),
         }
+        positions = int(self.config.max_position_embeddings)
+        if max_new_tokens is not None and max_new_tokens > positions:
+            raise TaskError(
+                f"--max-new-tokens {max_new_tokens} is more than the {positions} positions {model}'s decoder has."
+            )
         if max_new_tokens is not None:
             self.generate_kwargs["max_new_tokens"] = max_new_tokens
         else:
@@ -52,21 +59,24 @@ class SummarizeTask(Task):
         self.capacity = self.max_tokens - self.num_special
 
     def __call__(self, docs: list[Document]) -> list[Record]:
-        encoded = [self.encode(doc.text).ids for doc in docs]
+        records: list[Record | None] = [None] * len(docs)
         # pieces[i]: the token windows document i still has to be summarized from; done when a single one is left.
-        pieces: list[list[list[int]]] = []
-        chunks, truncated = [], []
-        for ids in encoded:
-            windows, cut = self.windows(len(ids), self.capacity)
-            pieces.append([ids[s:e] for s, e in windows])
-            chunks.append(len(windows))
-            truncated.append(cut)
+        pieces: dict[int, list[np.ndarray]] = {}
+        prepared: dict[int, tuple[int, bool, int]] = {}  # document → (input tokens, truncated, chunks)
+        for i, doc in enumerate(docs):
+            enc = self.encode(doc.text, self.capacity)
+            if not len(enc.ids):
+                records[i] = self.no_tokens(doc)
+                continue
+            windows, cut = self.windows(len(enc.ids), self.capacity)
+            pieces[i] = [enc.ids[s:e] for s, e in windows]
+            prepared[i] = (len(enc.ids), cut, len(windows))
 
-        summaries: list[str | None] = [None] * len(docs)
-        while any(summary is None for summary in summaries):
-            todo = [i for i, summary in enumerate(summaries) if summary is None]
+        summaries: dict[int, str] = {}
+        while len(summaries) < len(pieces):
+            todo = [i for i in pieces if i not in summaries]
             jobs = [(i, piece) for i in todo for piece in pieces[i]]
-            texts = self.summarize_ids([piece for _, piece in jobs])
+            texts = self.summarize_ids([piece for _, piece in jobs], len(docs))
             for i in todo:
                 parts = [text for (j, _), text in zip(jobs, texts, strict=True) if j == i]
                 if len(parts) == 1:
@@ -80,16 +90,17 @@ class SummarizeTask(Task):
                     windows = windows[:1]
                 pieces[i] = [joined[s:e] for s, e in windows]
 
-        return [
-            self.record(doc, input_tokens=len(ids), truncated=cut, chunks=n, summary=summary)
-            for doc, ids, cut, n, summary in zip(docs, encoded, truncated, chunks, summaries, strict=True)
-        ]
+        for i, (input_tokens, cut, chunks) in prepared.items():
+            records[i] = self.record(
+                docs[i], input_tokens=input_tokens, truncated=cut, chunks=chunks, summary=summaries[i]
+            )
+        return records  # type: ignore[return-value]
 
     @torch.inference_mode()
-    def summarize_ids(self, inputs: list[list[int]]) -> list[str]:
-        """Generate one summary per token window (special tokens are added here), batched."""
+    def summarize_ids(self, inputs: Sequence[Sequence[int]], size: int = 1) -> list[str]:
+        """Generate one summary per token window (special tokens are added here), `size` windows at a time."""
         out: list[str] = [""] * len(inputs)
-        for idx, ids, mask in self.batches([self.wrap(piece) for piece in inputs]):
+        for idx, ids, mask in self.batches((self.wrap(list(map(int, piece))) for piece in inputs), size):
             generated = self.model.generate(ids, attention_mask=mask, **self.generate_kwargs)
             texts = self.tokenizer.batch_decode(generated.tolist(), skip_special_tokens=True)
             for i, text in zip(idx, texts, strict=True):
