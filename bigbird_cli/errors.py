@@ -27,6 +27,7 @@ def _table() -> tuple[tuple[type[BaseException], int], ...]:
     """Exception types → exit code, most specific first. The core exceptions are imported only once something
     failed: importing them imports torch, which `--help` should not pay for."""
     from core.models.checkpoints import CheckpointError
+    from core.models.config import ConfigError
     from core.tasks.base import TaskError
     from core.tools.bench import BenchError
 
@@ -36,6 +37,7 @@ def _table() -> tuple[tuple[type[BaseException], int], ...]:
         (InputError, EXIT_USAGE),
         (TaskError, EXIT_USAGE),
         (CheckpointError, EXIT_USAGE),
+        (ConfigError, EXIT_USAGE),
         (BenchError, EXIT_USAGE),
     )
 

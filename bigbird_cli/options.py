@@ -74,8 +74,10 @@ OutputFile = Annotated[
         "--output", "-o", help="Write JSONL here instead of stdout.", rich_help_panel=OUTPUT, show_default=False
     ),
 ]
+# metavar="": help shows an on/off flag as `--quiet`, not `--quiet <bool>`.
 Quiet = Annotated[
-    bool, typer.Option("--quiet", "-q", help="No progress and no summary on stderr.", rich_help_panel=OUTPUT)
+    bool,
+    typer.Option("--quiet", "-q", metavar="", help="No progress and no summary on stderr.", rich_help_panel=OUTPUT),
 ]
 
 
@@ -142,7 +144,6 @@ def _shared_parameters(task: str, default_model: str | None) -> list[inspect.Par
                 typer.Argument(
                     metavar="PATHS",
                     help="Files, folders (searched recursively, see --glob) or - for stdin.",
-                    rich_help_panel=INPUT,
                     show_default=False,
                 ),
             ],
@@ -246,7 +247,10 @@ def _shared_parameters(task: str, default_model: str | None) -> list[inspect.Par
             Annotated[
                 bool,
                 typer.Option(
-                    "--resume", help="With -o: skip ids already done in FILE, append the rest.", rich_help_panel=OUTPUT
+                    "--resume",
+                    metavar="",
+                    help="With -o: skip ids already done in FILE, append the rest.",
+                    rich_help_panel=OUTPUT,
                 ),
             ],
             False,

@@ -49,9 +49,10 @@ class Encoding:
     complete: bool = True
 
 
-def text_pieces(text: str, size: int = PIECE_CHARS) -> Iterator[tuple[int, int]]:
-    """(start, end) pieces of about `size` characters, each cut just before a whitespace character where one is
-    near, so the tokens on either side of the cut are those of the whole text."""
+def text_pieces(text: str, size: int | None = None) -> Iterator[tuple[int, int]]:
+    """(start, end) pieces of about `size` (PIECE_CHARS) characters, each cut just before a whitespace character
+    where one is near, so the tokens on either side of the cut are those of the whole text."""
+    size = size or PIECE_CHARS
     start = 0
     while start < len(text):
         end = start + size

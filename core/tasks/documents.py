@@ -120,12 +120,12 @@ def read_file(path: Path, doc_id: str) -> Document:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return Document(doc_id, source, error=f"{path} does not exist (it may have been moved or deleted).")
+        return Document(doc_id, source, error="the file does not exist (it may have been moved or deleted).")
     except IsADirectoryError:
-        return Document(doc_id, source, error=f"{path} is a directory, not a file.")
+        return Document(doc_id, source, error="it is a directory, not a file.")
     except OSError as exc:
-        return Document(doc_id, source, error=f"{path} could not be read: {exc.strerror or exc}.")
-    text, error, warning = decode_text(data, str(path))
+        return Document(doc_id, source, error=f"the file could not be read: {exc.strerror or exc}.")
+    text, error, warning = decode_text(data, "the file")
     return Document(doc_id, source, text, error=error, warning=warning)
 
 
@@ -194,21 +194,25 @@ def record_document(
 ) -> Document:
     """Turn one JSON object / dataset row into a Document, checking the fields it must have."""
     if not isinstance(record, dict):
-        return Document(fallback_id, source, error=f"{source} is a JSON {type(record).__name__}, not an object.")
+        return Document(fallback_id, source, error=f"the record is {_json_kind(record)}, not an object.")
     raw_id = record.get(id_field)
     doc_id = fallback_id if raw_id is None or raw_id == "" else str(raw_id)
     fields = {name: record[name] for name in extra_fields if record.get(name) is not None}
     text = record.get(text_field)
     if text is None:
-        return Document(doc_id, source, error=f"{source} has no {text_field!r} field.", fields=fields)
+        return Document(doc_id, source, error=f"the record has no {text_field!r} field.", fields=fields)
     if not isinstance(text, str):
-        return Document(
-            doc_id, source, error=f"{source}: field {text_field!r} is a {type(text).__name__}, not a string."
-        )
+        return Document(doc_id, source, error=f"field {text_field!r} is {_json_kind(text)}, not a string.")
     if not text.strip():
-        return Document(doc_id, source, error=f"{source}: field {text_field!r} is empty.", fields=fields)
-    text, warning = _clean_text(text, f"{source}: field {text_field!r}")
+        return Document(doc_id, source, error=f"field {text_field!r} is empty.", fields=fields)
+    text, warning = _clean_text(text, f"field {text_field!r}")
     return Document(doc_id, source, text, warning=warning, fields=fields)
+
+
+def _json_kind(value: Any) -> str:
+    """A JSON value's kind with its article, for messages ("a number", not "a int")."""
+    kinds = {bool: "true or false", int: "a number", float: "a number", list: "a list", dict: "an object"}
+    return "null" if value is None else kinds.get(type(value), f"a {type(value).__name__}")
 
 
 def iter_jsonl(
@@ -396,7 +400,7 @@ def _unique_ids(docs: Iterable[Document], seen: set[str], *, rename: bool) -> It
                 doc.error = f"id {doc.id!r} was already used by an earlier document; ids must be unique."
                 doc.text = ""
             else:
-                candidates = [doc.source] + [f"{doc.id}#{n}" for n in itertools.count(2)]
+                candidates = itertools.chain([doc.source], (f"{doc.id}#{n}" for n in itertools.count(2)))
                 doc.id = next(c for c in candidates if c not in seen)
         seen.add(doc.id)
         yield doc
