@@ -25,22 +25,12 @@ import torch
 
 import core
 from core.models import generation
+from core.models.presets import config_from_name
 
 
 def large_config(small: bool) -> core.BigBirdPegasusConfig:
-    """google/bigbird-pegasus-large-* architecture (the config defaults), or a small stand-in for a dry run."""
-    if not small:
-        return core.BigBirdPegasusConfig(dropout=0.0)
-    return core.BigBirdPegasusConfig(
-        d_model=256,
-        encoder_layers=4,
-        decoder_layers=4,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        encoder_ffn_dim=1024,
-        decoder_ffn_dim=1024,
-        dropout=0.0,
-    )
+    """google/bigbird-pegasus-large-* architecture, or its small stand-in for a dry run."""
+    return config_from_name("bigbird-pegasus-small" if small else "bigbird-pegasus-large")
 
 
 class StepClock:

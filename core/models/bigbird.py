@@ -77,7 +77,6 @@ class EncoderLayer(nn.Module):
 
 class BigBirdPretrainedModel(PretrainedModel):
     config_class = BigBirdConfig
-    family = "bigbird"
 
 
 class BigBirdModel(BigBirdPretrainedModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -276,7 +277,8 @@ PEGASUS_TABLE = NameTable(
 )
 
 
-TABLES: dict[str, NameTable] = {"bigbird": BIGBIRD_TABLE, "pegasus": PEGASUS_TABLE}
+# By config.json's model_type.
+TABLES: dict[str, NameTable] = {"big_bird": BIGBIRD_TABLE, "bigbird_pegasus": PEGASUS_TABLE}
 
 
 def _candidates(name: str, table: NameTable) -> list[str]:
@@ -289,24 +291,27 @@ def _candidates(name: str, table: NameTable) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 # Loading into / saving from a model
 # --------------------------------------------------------------------------------------------------
-def _tied_targets(model: nn.Module) -> set[str]:
-    if not getattr(model.config, "tie_word_embeddings", True):
-        return set()
-    return {target for target, _ in getattr(model, "tied", ())}
-
-
-def load_weights(model: nn.Module, directory: str | Path) -> None:
-    """Fill `model` from a checkpoint directory; a missing or mis-shaped tensor is an error naming it."""
-    table = TABLES[model.family]
-    stored = read_state_dict(directory)
-    tied = _tied_targets(model)
-    values: dict[str, torch.Tensor] = {}
-    for ours, param in model.state_dict().items():
+def _stored_names(model: nn.Module) -> Iterator[tuple[str, str, torch.Tensor]]:
+    """(our name, checkpoint name, tensor) for every tensor a checkpoint stores: tied copies are left out, since
+    the loader restores them by tying."""
+    model_type = model.config_class.model_type
+    table = TABLES[model_type]
+    tied = {target for target, _ in model.tied} if getattr(model.config, "tie_word_embeddings", True) else set()
+    for ours, tensor in model.state_dict().items():
         if ours in tied:
             continue
         theirs = translate(ours, table)
         if theirs is None:
-            raise CheckpointError(f"{type(model).__name__}.{ours} has no entry in the {model.family} name table.")
+            raise CheckpointError(f"{type(model).__name__}.{ours} has no entry in the {model_type} name table.")
+        yield ours, theirs, tensor
+
+
+def load_weights(model: nn.Module, directory: str | Path) -> None:
+    """Fill `model` from a checkpoint directory; a missing or mis-shaped tensor is an error naming it."""
+    table = TABLES[model.config_class.model_type]
+    stored = read_state_dict(directory)
+    values: dict[str, torch.Tensor] = {}
+    for ours, theirs, param in _stored_names(model):
         found = next((c for c in _candidates(theirs, table) if c in stored), None)
         if found is None:
             raise CheckpointError(f"{directory}: weight {theirs} is missing from the checkpoint.")
@@ -322,17 +327,7 @@ def load_weights(model: nn.Module, directory: str | Path) -> None:
 
 def checkpoint_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The model's tensors under checkpoint names, tied copies left out (the loader restores them)."""
-    table = TABLES[model.family]
-    tied = _tied_targets(model)
-    out = {}
-    for ours, tensor in model.state_dict().items():
-        if ours in tied:
-            continue
-        theirs = translate(ours, table)
-        if theirs is None:
-            raise CheckpointError(f"{type(model).__name__}.{ours} has no entry in the {model.family} name table.")
-        out[theirs] = tensor
-    return out
+    return {theirs: tensor for _, theirs, tensor in _stored_names(model)}
 
 
 def save_weights(model: nn.Module, directory: str | Path) -> None:

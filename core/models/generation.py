@@ -1,6 +1,6 @@
 """Text generation for BigBirdPegasus: greedy and beam search, the logits processors, and the decoder's KV cache.
 
-The search follows transformers 5.23's `generate` step for step (same scores, same tie-breaking, same stopping rules),
+The search follows the reference's `generate` step for step (same scores, same tie-breaking, same stopping rules),
 so that both produce the same tokens. What differs is memory: the input is encoded once, and the encoder states and
 cross-attention keys/values are held once per input and shared by its beams (the decoder folds the beams of an input
 into the query axis of cross-attention). Only the small self-attention cache exists per beam; it is preallocated
@@ -320,7 +320,7 @@ def _beam_search(
     processors: list[Processor],
     device: torch.device,
 ) -> torch.Tensor:
-    """Beam search as transformers 5.23 runs it (vectorized over the batch).
+    """Beam search as the reference runs it (vectorized over the batch).
 
     Each step keeps the `keep` best continuations over all beams of an input (twice the beams, so that enough of
     them go on when some end). Those that end and rank among the first `num_beams` become hypotheses scored

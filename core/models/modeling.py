@@ -24,9 +24,6 @@ class ModelOutput(dict):
         except KeyError:
             raise AttributeError(name) from None
 
-    def to_tuple(self) -> tuple[Any, ...]:
-        return tuple(v for v in self.values() if v is not None)
-
 
 # glibc serves blocks over 32 MiB (its largest mmap threshold) as fresh pages, faulted in on every call and
 # handed back on free. A long input's feed-forward intermediate, (B, T, 4H), is far larger; computed in slices
@@ -45,11 +42,10 @@ def feed_forward_in_slices(ffn: Callable[[torch.Tensor], torch.Tensor], x: torch
 class PretrainedModel(nn.Module):
     """Base of every model class: random init from a config, and loading/saving in the Hub layout.
 
-    Subclasses set `config_class` and `family` (the key of the name-mapping table in checkpoints.py).
+    Subclasses set `config_class`, whose model_type also picks the name table in checkpoints.py.
     """
 
     config_class: ClassVar[type[ModelConfig]]
-    family: ClassVar[str]
     # Parameters that share storage with another one, as (ours, source): saved once, restored on load.
     tied: ClassVar[tuple[tuple[str, str], ...]] = ()
 

@@ -355,7 +355,6 @@ def read_pegasus_config(directory: Path) -> BigBirdPegasusConfig:
 
 class BigBirdPegasusPretrainedModel(PretrainedModel):
     config_class = BigBirdPegasusConfig
-    family = "pegasus"
 
     @classmethod
     def read_config(cls, directory: Path) -> BigBirdPegasusConfig:
@@ -485,7 +484,7 @@ class BigBirdPegasusForConditionalGeneration(BigBirdPegasusPretrainedModel):
         early_stopping (True, False or "never"), num_return_sequences, max_length or max_new_tokens, min_length or
         min_new_tokens (lengths count the start token), no_repeat_ngram_size, repetition_penalty,
         forced_bos_token_id, forced_eos_token_id, and the eos/pad/decoder start token ids. Token-identical to
-        transformers 5.23's generate; see core.models.generation for how memory differs.
+        the reference's generate; see core.models.generation for how memory differs.
         """
         return generate(self, input_ids, attention_mask, **options)
 
@@ -593,7 +592,7 @@ class DecoderOnly(nn.Module):
 class BigBirdPegasusForCausalLM(BigBirdPegasusPretrainedModel):
     """The decoder as a left-to-right LM (cross-attention only when encoder states are given).
 
-    As in transformers 5.23, `labels` are not shifted: labels[:, i] is the target of logits[:, i].
+    As in the reference, `labels` are not shifted: labels[:, i] is the target of logits[:, i].
     """
 
     def __init__(self, config: BigBirdPegasusConfig) -> None:

@@ -1,5 +1,5 @@
 """What every task shares: loading a checkpoint's model and tokenizer, tokenizing with character offsets,
-wrapping token windows in the family's special tokens, splitting long inputs, and batched forward passes.
+framing token windows with the tokenizer's special tokens, splitting long inputs, and batched forward passes.
 
 A Task is a plain class: `__init__` loads, `__call__(documents) -> records`. Nothing here knows about the CLI,
 so the same object works from Python, in the CLI's runner, or inside a distributed batch map.
@@ -88,7 +88,7 @@ def sliding_windows(n: int, capacity: int, overlap: int) -> list[tuple[int, int]
 class Task:
     """Base of the four tasks: load the checkpoint in `__init__`, turn documents into records in `__call__`.
 
-    Subclasses name the model class to use for each family in `heads` (model_type → class name in core).
+    Subclasses name the model class to use for each kind of checkpoint in `heads` (model_type → class name).
     """
 
     name: ClassVar[str] = ""
@@ -112,7 +112,7 @@ class Task:
             raise TaskError(f"--device {device}: no such device is available on this machine.")
         self.strategy = strategy
         self.path, self.config = self._resolve(model, revision)
-        self.family: str = self.config.model_type
+        self.model_type: str = self.config.model_type
         self.model = self._load_model(dtype)
         if quantize is not None:
             self._quantize(quantize, dtype)
@@ -144,9 +144,9 @@ class Task:
         return path, config
 
     def _load_model(self, dtype: str | None) -> torch.nn.Module:
-        import core
+        from core.models.architectures import model_class
 
-        cls = getattr(core, self.heads[self.family])
+        cls = model_class(self.heads[self.model_type])
         try:
             return cls.from_pretrained(self.path, device=self.device, dtype=dtype)
         except Exception as exc:  # weights missing, of the wrong shape, or unreadable: one sentence, no traceback
@@ -163,9 +163,9 @@ class Task:
         quantize_int8(self.model, inplace=True)
 
     def _load_tokenizer(self) -> Any:
-        from core.models.tokenizers import BigBirdTokenizer, PegasusTokenizer
+        from core.models.tokenizers import tokenizer_class
 
-        cls = BigBirdTokenizer if self.family == BIGBIRD else PegasusTokenizer
+        cls = tokenizer_class(self.model_type)
         try:
             return cls.from_pretrained(self.path)
         except Exception as exc:
@@ -209,15 +209,12 @@ class Task:
 
     @property
     def num_special(self) -> int:
-        """Special tokens around one text: [CLS] … [SEP] for BigBird, … </s> for Pegasus."""
-        return 2 if self.family == BIGBIRD else 1
+        """Special tokens the tokenizer frames one text with."""
+        return self.tokenizer.num_special_tokens_to_add()
 
     def wrap(self, ids: Sequence[int], pair: Sequence[int] | None = None) -> list[int]:
-        """Add the family's special tokens around one text, or a (first, second) pair of texts."""
-        if self.family == BIGBIRD:
-            cls, sep = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
-            return [cls, *ids, sep] + ([*pair, sep] if pair is not None else [])
-        return [*ids, *(pair or []), self.tokenizer.eos_token_id]
+        """One text, or a (first, second) pair, framed with the tokenizer's special tokens."""
+        return self.tokenizer.build_inputs_with_special_tokens(list(ids), None if pair is None else list(pair))
 
     def windows(self, n: int, capacity: int, overlap: int = 0) -> tuple[list[tuple[int, int]], bool]:
         """Windows over n tokens under the strategy (near-equal chunks, or sliding ones when `overlap` is given),

@@ -63,6 +63,7 @@ class MaskTask(Task):
 
         predictions: dict[int, dict[int, list[dict[str, Any]]]] = {i: {} for i in prepared}
         sequences = (self.wrap(prepared[i][0].ids[s:e].tolist()) for i, s, e, _ in jobs)
+        first = self.tokenizer.text_offsets(0)[0]  # where the window's tokens start, after any [CLS]
         for idx, ids, mask in self.batches(sequences, len(docs)):
             with torch.inference_mode():
                 logits = self.model(ids, attention_mask=mask).logits.float().cpu()
@@ -70,7 +71,7 @@ class MaskTask(Task):
                 i, s, _, ks = jobs[j]
                 enc = prepared[i][0]
                 for k in ks:
-                    probs = logits[row, k - s + 1].softmax(-1)  # +1: [CLS] comes first
+                    probs = logits[row, k - s + first].softmax(-1)
                     predictions[i][k] = self._top(docs[i].text, enc.offsets[k], probs)
 
         for i, (enc, cut, n_windows) in prepared.items():

@@ -8,6 +8,7 @@ win. Offsets map the winning tokens back to characters, so `text[start:end] == a
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -42,6 +43,8 @@ class QATask(Task):
         self.top_k = top_k
         self.max_answer_tokens = max_answer_tokens
         self.max_question_tokens = max_question_tokens
+        # BigBird's QA head keeps answers out of the question when told its length; Pegasus's has no such input.
+        self.head_takes_question_lengths = "question_lengths" in inspect.signature(self.model.forward).parameters
 
     def __call__(self, docs: list[Document]) -> list[Record]:
         records: list[Record | None] = [None] * len(docs)
@@ -107,12 +110,12 @@ class QATask(Task):
         return records  # type: ignore[return-value]
 
     def _context_start(self, q_ids: list[int]) -> int:
-        """Position of the first document token: after `[CLS] question [SEP]` (BigBird) or the question (Pegasus)."""
-        return len(q_ids) + 2 if self.family == BIGBIRD else len(q_ids)
+        """Position of the first document token in the framed (question, document) pair."""
+        return self.tokenizer.text_offsets(len(q_ids))[1]
 
     @torch.inference_mode()
     def _logits(self, ids: torch.Tensor, mask: torch.Tensor, firsts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.family == BIGBIRD:
+        if self.head_takes_question_lengths:
             lengths = torch.tensor(firsts, dtype=torch.long, device=ids.device)
             out = self.model(ids, attention_mask=mask, question_lengths=lengths)
         else:

@@ -37,25 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.models.config import BigBirdConfig, BigBirdPegasusConfig, ModelConfig
+from core.models.config import ModelConfig
 from core.models.linear import quantize_int8
+from core.models.presets import PRESETS, config_from_name
 
-from .tiny import BIGBIRD_TINY, PEGASUS_TINY
-
-TINY_VOCAB = 400
-
-# Real architectures (their configs' sizes) with random weights: speed does not depend on the weights.
-PRESETS: dict[str, tuple[type[ModelConfig], dict[str, Any]]] = {
-    "bigbird-roberta-base": (BigBirdConfig, {}),
-    "bigbird-roberta-large": (
-        BigBirdConfig,
-        {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096},
-    ),
-    "bigbird-pegasus-large": (BigBirdPegasusConfig, {}),
-    # The toolkit's tiny checkpoints (core.tools.tiny), for the test suite: 256+ tokens take the block-sparse path.
-    "tiny": (BigBirdConfig, {**BIGBIRD_TINY, "vocab_size": TINY_VOCAB}),
-    "tiny-pegasus": (BigBirdPegasusConfig, {**PEGASUS_TINY, "vocab_size": TINY_VOCAB}),
-}
 TASKS = ("encode", "summarize")
 ATTENTIONS = ("block_sparse", "original_full")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -205,7 +190,7 @@ def _status_kb(key: str) -> int | None:
 # Models under test
 # --------------------------------------------------------------------------------------------------
 @dataclass
-class Runner:
+class Contender:
     """One implementation under test: `run(input_ids, attention_mask)` does the work of a row once."""
 
     name: str
@@ -215,8 +200,7 @@ class Runner:
 
 def build_config(spec: BenchSpec) -> ModelConfig:
     if spec.preset is not None:
-        config_class, fields = PRESETS[spec.preset]
-        return config_class(**fields)
+        return config_from_name(spec.preset)
     from core.models.checkpoints import resolve_checkpoint
     from core.models.config import load_config
 
@@ -226,10 +210,7 @@ def build_config(spec: BenchSpec) -> ModelConfig:
 def build_model(spec: BenchSpec, config: ModelConfig) -> nn.Module:
     """Our model: the encoder family's base model, or the full Pegasus model (its encoder serves `encode`)."""
     if config.model_type == "bigbird_pegasus":
-        try:
-            from core.models.pegasus import BigBirdPegasusForConditionalGeneration as cls
-        except ImportError:
-            raise BenchError("this build has no BigBirdPegasus models yet.") from None
+        from core.models.pegasus import BigBirdPegasusForConditionalGeneration as cls
     else:
         if spec.task == "summarize":
             raise BenchError("--task summarize needs a BigBirdPegasus model (e.g. --preset bigbird-pegasus-large).")
@@ -242,24 +223,13 @@ def build_model(spec: BenchSpec, config: ModelConfig) -> nn.Module:
     return model.to(device=spec.device, dtype=DTYPES[spec.dtype]).eval()
 
 
-def _encoder(model: nn.Module) -> nn.Module:
-    """The encoder of a model: itself for BigBird, the encoder stack for Pegasus."""
-    if hasattr(model, "get_encoder"):
-        return model.get_encoder()
-    inner = getattr(model, "model", None)
-    return getattr(inner, "encoder", model)
-
-
-def _our_runner(name: str, model: nn.Module, spec: BenchSpec) -> Runner:
+def _our_contender(name: str, model: nn.Module, spec: BenchSpec) -> Contender:
     def set_attention(kind: str) -> None:
-        setter = getattr(model, "set_attention_type", None)
-        if setter is not None:
-            setter(kind)
-        else:
-            model.config.attention_type = kind
+        model.config.attention_type = kind  # our models read it on every call
 
     if spec.task == "encode":
-        encoder = _encoder(model)
+        # BigBirdModel is the encoder; Pegasus's encoder is the stack inside the seq2seq model.
+        encoder = model.model.encoder if model.config.model_type == "bigbird_pegasus" else model
 
         def run(ids: torch.Tensor, mask: torch.Tensor) -> Any:
             return encoder(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -271,10 +241,10 @@ def _our_runner(name: str, model: nn.Module, spec: BenchSpec) -> Runner:
                 ids, mask, num_beams=spec.num_beams, max_new_tokens=spec.new_tokens, min_new_tokens=spec.new_tokens
             )
 
-    return Runner(name, run, set_attention)
+    return Contender(name, run, set_attention)
 
 
-def _transformers_runner(model: nn.Module, spec: BenchSpec) -> tuple[Runner, str]:
+def _transformers_contender(model: nn.Module, spec: BenchSpec) -> tuple[Contender, str]:
     """The same weights in transformers: saved by us, loaded by transformers, then pointed at our tensors.
 
     Sharing storage keeps one copy of the weights in memory, so neither side's peak carries the other's weights.
@@ -324,7 +294,7 @@ def _transformers_runner(model: nn.Module, spec: BenchSpec) -> tuple[Runner, str
                 do_sample=False,
             )
 
-    return Runner("transformers", run, set_attention), transformers.__version__
+    return Contender("transformers", run, set_attention), transformers.__version__
 
 
 # --------------------------------------------------------------------------------------------------
@@ -366,8 +336,15 @@ def min_token_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def run_bench(spec: BenchSpec, progress: Callable[[str], None] | None = None) -> Iterator[dict[str, Any]]:
-    """Measure every row of `spec`, yielding one record per row as soon as it is done."""
+    """Measure every row of `spec`, yielding one record per row as soon as it is done.
+
+    The spec is checked here, at the call, so that a caller learns of a bad one before it opens any output.
+    """
     spec.check()
+    return _measure(spec, progress)
+
+
+def _measure(spec: BenchSpec, progress: Callable[[str], None] | None) -> Iterator[dict[str, Any]]:
     say = progress or (lambda message: None)
     if spec.threads:
         torch.set_num_threads(spec.threads)
@@ -379,17 +356,17 @@ def run_bench(spec: BenchSpec, progress: Callable[[str], None] | None = None) ->
     say(f"building {spec.preset or spec.model} ({config.model_type})")
     model = build_model(spec, config)
     n_params = sum(p.numel() for p in model.parameters())
-    runners: list[Runner] = []
+    contenders: list[Contender] = []
     versions = {"torch": torch.__version__}
     if spec.quantize == "int8":
-        runners.append(_our_runner("ours", quantize_int8(model), spec))
-        runners.append(_our_runner("fp32", model, spec))
+        contenders.append(_our_contender("ours", quantize_int8(model), spec))
+        contenders.append(_our_contender("fp32", model, spec))
     else:
-        runners.append(_our_runner("ours", model, spec))
+        contenders.append(_our_contender("ours", model, spec))
     if spec.compare == "transformers":
         say("loading the same weights into transformers")
-        runner, versions["transformers"] = _transformers_runner(model, spec)
-        runners.append(runner)
+        contender, versions["transformers"] = _transformers_contender(model, spec)
+        contenders.append(contender)
     meter = MemoryMeter(device)
 
     with torch.inference_mode():
@@ -397,7 +374,7 @@ def run_bench(spec: BenchSpec, progress: Callable[[str], None] | None = None) ->
             for batch in spec.batch_sizes:
                 for seq_len in spec.seq_lens:
                     say(f"{attention} batch {batch} × {seq_len} tokens")
-                    yield _measure_row(spec, config, runners, meter, device, attention, batch, seq_len) | {
+                    yield _measure_row(spec, config, contenders, meter, device, attention, batch, seq_len) | {
                         "parameters": n_params,
                         "versions": versions,
                         # Other work on the machine skews timings; the load average lets a reader see it did.
@@ -412,7 +389,7 @@ def run_bench(spec: BenchSpec, progress: Callable[[str], None] | None = None) ->
 def _measure_row(
     spec: BenchSpec,
     config: ModelConfig,
-    runners: list[Runner],
+    contenders: list[Contender],
     meter: MemoryMeter,
     device: torch.device,
     attention: str,
@@ -423,24 +400,24 @@ def _measure_row(
     # Each implementation's first result is kept to compare the implementations' numbers with each other.
     outputs: dict[str, Any] = {}
     for _ in range(spec.warmup):
-        for runner in runners:
-            runner.set_attention(attention)
-            outputs.setdefault(runner.name, runner.run(ids, mask))
-    times: dict[str, list[float]] = {r.name: [] for r in runners}
-    peaks: dict[str, list[int]] = {r.name: [] for r in runners}
-    bases: dict[str, list[int]] = {r.name: [] for r in runners}
+        for contender in contenders:
+            contender.set_attention(attention)
+            outputs.setdefault(contender.name, contender.run(ids, mask))
+    times: dict[str, list[float]] = {r.name: [] for r in contenders}
+    peaks: dict[str, list[int]] = {r.name: [] for r in contenders}
+    bases: dict[str, list[int]] = {r.name: [] for r in contenders}
     for _ in range(spec.repeat):
-        for runner in runners:
-            runner.set_attention(attention)
+        for contender in contenders:
+            contender.set_attention(attention)
             _sync(device)
             meter.reset()
-            bases[runner.name].append(meter.current())
+            bases[contender.name].append(meter.current())
             start = time.perf_counter()
-            out = runner.run(ids, mask)
+            out = contender.run(ids, mask)
             _sync(device)
-            times[runner.name].append(time.perf_counter() - start)
-            peaks[runner.name].append(meter.peak())
-            outputs.setdefault(runner.name, out)
+            times[contender.name].append(time.perf_counter() - start)
+            peaks[contender.name].append(meter.peak())
+            outputs.setdefault(contender.name, out)
             del out
 
     # Resident memory before the call that reached the highest peak: peak minus this is what the call added.

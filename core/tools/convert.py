@@ -156,40 +156,22 @@ def _check_destination(src: Path, dst: Path, force: bool) -> None:
 def _tied_checkpoint_names(config: ModelConfig) -> set[str]:
     """Checkpoint names that loaders restore by tying (an output layer tied to the embeddings, etc.).
 
-    Read off our model classes' `tied` declarations and the family's name table, so nothing is hard-coded here;
-    old aliases of those names count too. Empty when the config unties the embeddings.
+    Read off our model classes' `tied` declarations and the name table of the config's model type, so nothing is
+    hard-coded here; old aliases of those names count too. Empty when the config unties the embeddings.
     """
     if not getattr(config, "tie_word_embeddings", True):
         return set()
-    from core.models.modeling import PretrainedModel
+    from core.models.architectures import classes_of
 
-    _import_model_modules()
-    names: set[str] = set()
-    pending = list(PretrainedModel.__subclasses__())
-    while pending:
-        cls = pending.pop()
-        pending.extend(cls.__subclasses__())
-        table = TABLES.get(getattr(cls, "family", ""))
-        if table is None or getattr(cls, "config_class", None) is not type(config):
-            continue
+    table = TABLES[config.model_type]
+    names = {alias for aliases in table.aliases.values() for alias in aliases}
+    for cls in classes_of(config):
         for target, _ in cls.tied:
             name = translate(target, table)
             if name is not None:
                 names.add(name)
                 names.update(table.aliases.get(name, []))
-        for aliases in table.aliases.values():
-            names.update(aliases)
     return names
-
-
-def _import_model_modules() -> None:
-    """Import the model families so their classes (and name tables) are registered; Pegasus may be absent."""
-    from core.models import bigbird  # noqa: F401
-
-    try:
-        from core.models import pegasus  # noqa: F401
-    except ImportError:
-        pass
 
 
 def _storage_key(tensor: torch.Tensor) -> tuple[int, int, tuple[int, ...], tuple[int, ...], torch.dtype]:
@@ -279,30 +261,6 @@ def write_weights(tensors: dict[str, torch.Tensor], directory: Path, max_bytes: 
 # --------------------------------------------------------------------------------------------------
 # Verification: both directories through our models on one probe input
 # --------------------------------------------------------------------------------------------------
-def model_class_for(config: ModelConfig) -> type:
-    """Our class for a config: the one its `architectures` names if we have it, else the family's base model."""
-    import core
-
-    _import_model_modules()
-    modules: list[Any] = [core]
-    try:
-        from core.models import pegasus
-
-        modules.append(pegasus)
-    except ImportError:
-        pass
-    for name in config.architectures or []:
-        for module in modules:
-            cls = getattr(module, name, None)
-            if isinstance(cls, type):
-                return cls
-    if config.model_type == "bigbird_pegasus":
-        if len(modules) < 2:
-            raise ConvertError("this build has no BigBirdPegasus models to load the checkpoint with.")
-        return modules[1].BigBirdPegasusForConditionalGeneration
-    return core.BigBirdModel
-
-
 def probe_inputs(config: ModelConfig, batch: int = 1) -> dict[str, torch.Tensor]:
     """A fixed random input long enough to take the block-sparse path where the position table allows it."""
     seq_len = min(config.max_position_embeddings, (6 + 2 * config.num_random_blocks) * config.block_size)
@@ -329,6 +287,8 @@ def verify(src: Path, dst: Path) -> dict[str, Any]:
     Both run in float32 (our loaders' default), so the figure is what the conversion itself changed: the
     rounding of a dtype change, or the effect of a rewritten attention setting.
     """
+    from core.models.architectures import model_class_for
+
     src_config, dst_config = load_config(src), load_config(dst)
     cls = model_class_for(dst_config)
     inputs = probe_inputs(dst_config)

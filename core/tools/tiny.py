@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from core.models.presets import BIGBIRD_TINY, PEGASUS_TINY
+
 # A few hundred words of plain English, enough to train a vocabulary of a few hundred pieces.
 CORPUS = [
     "Plants create energy through photosynthesis, turning sunlight, water and carbon dioxide into sugar.",
@@ -50,34 +52,6 @@ PEGASUS_HEADS = {
     "causal_lm": "BigBirdPegasusForCausalLM",
 }
 
-BIGBIRD_TINY: dict[str, Any] = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=64,
-    max_position_embeddings=1024,
-    block_size=16,
-    num_random_blocks=2,
-    hidden_dropout_prob=0.0,
-    attention_probs_dropout_prob=0.0,
-)
-PEGASUS_TINY: dict[str, Any] = dict(
-    d_model=32,
-    encoder_layers=2,
-    decoder_layers=2,
-    encoder_attention_heads=4,
-    decoder_attention_heads=4,
-    encoder_ffn_dim=64,
-    decoder_ffn_dim=64,
-    max_position_embeddings=1024,
-    block_size=16,
-    num_random_blocks=2,
-    dropout=0.0,
-    num_beams=2,
-    max_length=24,
-    length_penalty=0.8,
-)
-
 
 def make_tiny_checkpoint(
     out_dir: str | Path,
@@ -92,6 +66,7 @@ def make_tiny_checkpoint(
     """Write config.json, model.safetensors and a trained spiece.model (+ tokenizer config) to `out_dir`."""
     import core
     from core.models import tokenizers
+    from core.models.architectures import model_class
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -99,11 +74,11 @@ def make_tiny_checkpoint(
     if family == "bigbird":
         pieces = tokenizers.train_bigbird_spm(texts, out, vocab_size=vocab_size)
         config = core.BigBirdConfig(**{**BIGBIRD_TINY, "vocab_size": pieces, **config_overrides})
-        cls = getattr(core, BIGBIRD_HEADS[head])
+        cls = model_class(BIGBIRD_HEADS[head])
     elif family == "pegasus":
         pieces = tokenizers.train_pegasus_spm(texts, out, vocab_size=vocab_size)
         config = core.BigBirdPegasusConfig(**{**PEGASUS_TINY, "vocab_size": pieces, **config_overrides})
-        cls = getattr(core, PEGASUS_HEADS[head])
+        cls = model_class(PEGASUS_HEADS[head])
     else:
         raise ValueError(f"family must be 'bigbird' or 'pegasus', not {family!r}")
     torch.manual_seed(seed)
