@@ -13,6 +13,7 @@ import typer
 
 from . import __version__
 from .commands import bench, classify, convert, mask, qa, summarize
+from .commands import eval as evaluate
 
 PROG_NAME = "bigbird"
 # The environment variable Typer/Click completion scripts call back with (derived from the program name).
@@ -53,6 +54,7 @@ app.command("classify")(classify.command)
 app.command("mask")(mask.command)
 app.command("convert")(convert.command)
 app.command("bench")(bench.command)
+app.add_typer(evaluate.app, name="eval")
 
 
 def completion_script(shell: str) -> str:

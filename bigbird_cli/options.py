@@ -1,6 +1,6 @@
 """The options every task command shares (inputs, model, output), declared once.
 
-summarize, qa, classify and mask take the same eighteen options; writing them out four times would let the
+summarize, qa, classify and mask take the same shared options; writing them out four times would let the
 commands drift apart. `task_command` adds them to a command function's signature (Typer reads signatures), and
 hands the function one `CommonOptions` in their place.
 """
@@ -19,7 +19,7 @@ import typer
 
 from core.tasks.documents import DEFAULT_GLOBS, Inputs
 
-INPUT, MODEL, OUTPUT = "Input", "Model", "Output"
+INPUT, MODEL, ENGINE, OUTPUT = "Input", "Model", "Engine", "Output"
 
 
 class Device(str, Enum):
@@ -36,6 +36,11 @@ class DType(str, Enum):
 
 class Quantize(str, Enum):
     int8 = "int8"
+
+
+class EngineName(str, Enum):
+    local = "local"
+    ray = "ray"
 
 
 class Strategy(str, Enum):
@@ -101,6 +106,11 @@ class CommonOptions:
     threads: int | None
     batch_size: int
     strategy: Strategy
+    engine: EngineName
+    ray_address: str | None
+    workers: int | None
+    cpus_per_worker: float | None
+    gpus_per_worker: float | None
     output: Path | None
     resume: bool
     shard: str | None
@@ -241,6 +251,65 @@ def _shared_parameters(task: str, default_model: str | None) -> list[inspect.Par
                 ),
             ],
             Strategy.chunk,
+        ),
+        "engine": (
+            Annotated[
+                EngineName,
+                typer.Option(
+                    help="Where the documents run: this process, or a Ray cluster (pip install 'bigbird-cli[ray]').",
+                    rich_help_panel=ENGINE,
+                ),
+            ],
+            EngineName.local,
+        ),
+        "ray_address": (
+            Annotated[
+                str | None,
+                typer.Option(
+                    metavar="ADDR",
+                    envvar="RAY_ADDRESS",
+                    help="Ray cluster to join (HOST:PORT of its head, or auto) [default: a local Ray for the run].",
+                    rich_help_panel=ENGINE,
+                    show_default=False,
+                ),
+            ],
+            None,
+        ),
+        "workers": (
+            Annotated[
+                int | None,
+                typer.Option(
+                    min=1,
+                    help="Ray workers, each with its own copy of the model [default: as many as the cluster holds].",
+                    rich_help_panel=ENGINE,
+                    show_default=False,
+                ),
+            ],
+            None,
+        ),
+        "cpus_per_worker": (
+            Annotated[
+                float | None,
+                typer.Option(
+                    min=0.01,
+                    help="CPUs each Ray worker reserves; fractions share a CPU [default: 1].",
+                    rich_help_panel=ENGINE,
+                    show_default=False,
+                ),
+            ],
+            None,
+        ),
+        "gpus_per_worker": (
+            Annotated[
+                float | None,
+                typer.Option(
+                    min=0.01,
+                    help="GPUs each Ray worker reserves (with --device cuda).",
+                    rich_help_panel=ENGINE,
+                    show_default=False,
+                ),
+            ],
+            None,
         ),
         "output": (OutputFile, None),
         "resume": (

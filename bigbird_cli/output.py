@@ -95,20 +95,23 @@ def _regular_size(fd: int) -> int | None:
     return info.st_size if stat.S_ISREG(info.st_mode) else None
 
 
-def read_done_ids(path: Path) -> set[str]:
-    """Ids of the records in an existing JSONL output that succeeded (no `error`), for `--resume`."""
-    done: set[str] = set()
-    if not path.exists():
-        return done
+def read_records(path: Path) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a JSONL output, skipping lines that are not one (a line cut off by a kill)."""
     with open(path, "rb") as handle:
         for raw in handle:
             try:
                 record = json.loads(raw)
             except ValueError:
-                continue  # a cut-off last line: not done
-            if isinstance(record, dict) and "id" in record and "error" not in record:
-                done.add(str(record["id"]))
-    return done
+                continue
+            if isinstance(record, dict):
+                yield record
+
+
+def read_done_ids(path: Path) -> set[str]:
+    """Ids of the records in an existing JSONL output that succeeded (no `error`), for `--resume`."""
+    if not path.exists():
+        return set()
+    return {str(record["id"]) for record in read_records(path) if "id" in record and "error" not in record}
 
 
 def compact_for_resume(path: Path) -> None:

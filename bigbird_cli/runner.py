@@ -12,6 +12,8 @@ import itertools
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -72,20 +74,38 @@ class RunStats:
         return EXIT_SOME_FAILED if self.failed else EXIT_OK
 
 
+# An engine turns documents into records, one per document, in input order. `local_engine` is the loop below
+# on this machine; `--engine ray` swaps in `ray_engine.ray_engine`, which runs the same windows on Ray actors.
+Engine = Callable[[Iterator[Document]], Iterator[Record]]
+
+
+def window_size(batch_size: int) -> int:
+    """Documents read ahead of the model: one at a time unbatched, else enough to bucket by length."""
+    return 1 if batch_size <= 1 else batch_size * BUCKET_WINDOW
+
+
+def local_engine(task: Task, batch_size: int = 1) -> Engine:
+    """The task on this machine: read-ahead windows, each in batches of similar length."""
+
+    def records(docs: Iterator[Document]) -> Iterator[Record]:
+        for window in _windows(docs, window_size(batch_size)):
+            yield from window_records(task, window, batch_size)
+
+    return records
+
+
 def run(
-    task: Task,
+    engine: Engine,
     docs: Iterable[Document],
     writer: JsonlWriter,
     *,
-    batch_size: int = 1,
     shard: Shard | None = None,
     skip_ids: set[str] | frozenset[str] = frozenset(),
     progress: bool = False,
 ) -> RunStats:
-    """Run `task` over `docs` and write one record per document to `writer`, in input order.
+    """Run `engine` over `docs` and write one record per document to `writer`, in input order.
 
-    A batch that raises is retried one document at a time, so an exception caused by one document becomes
-    that document's error record and its batch-mates still get results.
+    Shards and done ids are taken out here, before any document reaches the engine, so every engine resumes alike.
     """
     stats = RunStats()
     if shard is not None:
@@ -95,8 +115,10 @@ def run(
         for doc in docs:
             if doc.id in skip_ids:
                 stats.skipped += 1
-            else:
-                yield doc
+                continue
+            if doc.warning:
+                warn(f"{doc.id}: {doc.warning}")
+            yield doc
 
     def emit(record: Record) -> None:
         writer.write(record)
@@ -109,9 +131,8 @@ def run(
 
     advance, stop = _progress(progress)
     try:
-        window_size = 1 if batch_size <= 1 else batch_size * BUCKET_WINDOW
-        for window in _windows(todo(), window_size):
-            _run_window(task, window, batch_size, emit)
+        for record in engine(todo()):
+            emit(record)
     finally:
         stop()
     return stats
@@ -128,29 +149,32 @@ def _windows(docs: Iterator[Document], size: int) -> Iterator[list[Document]]:
         yield window
 
 
-def _run_window(task: Task, window: list[Document], batch_size: int, emit: Callable[[Record], None]) -> None:
-    """Process one read-ahead window: readable documents in batches sorted by length, records out in order."""
+def window_records(task: Task, window: list[Document], batch_size: int) -> Iterator[Record]:
+    """Records for one read-ahead window, in its order, each yielded as soon as it and those before it are ready:
+    unreadable documents become error records, readable ones run in batches sorted by length.
+
+    A batch that raises is retried one document at a time, so an exception caused by one document becomes that
+    document's error record and its batch-mates still get results.
+    """
     records: list[Record | None] = [None] * len(window)
     written = 0
 
-    def flush() -> None:
+    def ready() -> Iterator[Record]:
         nonlocal written
         while written < len(window) and records[written] is not None:
-            emit(records[written])  # type: ignore[arg-type]
+            yield records[written]  # type: ignore[misc]
             written += 1
 
     for i, doc in enumerate(window):
-        if doc.warning:
-            warn(f"{doc.id}: {doc.warning}")
         if doc.error is not None:
             records[i] = error_record(doc, task.model_name, doc.error)
-    flush()
+    yield from ready()
     readable = sorted((i for i, doc in enumerate(window) if doc.error is None), key=lambda i: len(window[i].text))
     for start in range(0, len(readable), batch_size):
         batch = readable[start : start + batch_size]
         for i, record in zip(batch, _process(task, [window[i] for i in batch]), strict=True):
             records[i] = record
-        flush()
+        yield from ready()
 
 
 def _process(task: Task, batch: list[Document]) -> list[Record]:
@@ -185,6 +209,19 @@ def _progress(enabled: bool) -> tuple[Callable[[], None], Callable[[], None]]:
     return (lambda: bar.advance(task_id)), bar.stop
 
 
+class Evaluation(Protocol):
+    """`bigbird eval TASK` (commands/eval.py): takes over a task command's run, given what the command built."""
+
+    def __call__(
+        self, task_name: str, common: CommonOptions, make_task: Callable[[], Task], extra_fields: tuple[str, ...]
+    ) -> int: ...
+
+
+# Set while `bigbird eval` runs a task command, so that the command's own code (its options, its Task) is reused
+# as it is and only the run around it changes.
+EVALUATION: ContextVar[Evaluation | None] = ContextVar("evaluation", default=None)
+
+
 def run_command(
     task_name: str, common: CommonOptions, make_task: Callable[[], Task], *, extra_fields: tuple[str, ...] = ()
 ) -> int:
@@ -194,28 +231,26 @@ def run_command(
     The inputs are opened (and the first document read) and the output claimed before the model loads, so a
     typo in a path, an empty folder or an unwritable -o is reported in a second, not after loading gigabytes.
     """
+    evaluation = EVALUATION.get()
+    if evaluation is not None:
+        return evaluation(task_name, common, make_task, extra_fields)
     output = Output(common.output, resume=common.resume)
+    stats = RunStats()
     try:
-        try:
+        with ExitStack() as stack:
+            stack.callback(output.close)
             shard, docs = _prepare(task_name, common, output, extra_fields)
-            if common.threads:
-                import torch
-
-                torch.set_num_threads(common.threads)
-            task = make_task()
+            engine = _engine(common, make_task, stack)
             skip_ids = read_done_ids(common.output) if common.resume and common.output else set()
             with output.writer() as writer:
                 stats = run(
-                    task,
+                    engine,
                     docs,
                     writer,
-                    batch_size=common.batch_size,
                     shard=shard,
                     skip_ids=skip_ids,
                     progress=console.is_terminal and not common.quiet,
                 )
-        finally:
-            output.close()
     except BrokenPipeError:
         # The reader went away (`bigbird ... | head`): stop quietly, as other command-line tools do. Pointing
         # stdout at /dev/null keeps Python from complaining when it flushes stdout on exit.
@@ -225,7 +260,7 @@ def run_command(
         target = common.output or "FILE"
         error(f"interrupted; the records written so far are whole: rerun with --resume -o {target} to finish.")
         return EXIT_INTERRUPTED
-    except Exception as exc:
+    except Exception as exc:  # the model can't be had (on Ray: found when the workers load it), no Ray, ...
         if not known(exc):
             raise
         return exit_code_for(exc)
@@ -243,6 +278,10 @@ def _prepare(
         raise UsageError(f"{task_name} needs a model: give --model or set BIGBIRD_MODEL_{task_name.upper()}.")
     if common.resume and common.output is None:
         raise UsageError("--resume needs -o FILE: it continues the output file of an earlier run.")
+    if common.engine != "ray" and (common.workers or common.cpus_per_worker or common.gpus_per_worker):
+        raise UsageError("--workers, --cpus-per-worker and --gpus-per-worker size a Ray pool: add --engine ray.")
+    if common.gpus_per_worker and common.device.value != "cuda":
+        raise UsageError("--gpus-per-worker gives each Ray worker a GPU: add --device cuda so the model runs on it.")
     try:
         shard = Shard.parse(common.shard) if common.shard else None
     except ValueError as exc:
@@ -274,3 +313,18 @@ def _check_not_an_input(path: Path, inputs: Inputs) -> None:
     inside = any(target.is_relative_to(folder) and any(target.match(g) for g in inputs.globs) for folder in folders)
     if any(read) or inside:
         raise UsageError(f"-o {path} is also an input; write the records to another file.")
+
+
+def _engine(common: CommonOptions, make_task: Callable[[], Task], stack: ExitStack) -> Engine:
+    """The engine --engine asks for. The local one loads the task here; Ray's connects (or starts a local Ray,
+    shut down when `stack` closes) and loads the task once per worker. Raises TaskError with one sentence."""
+    if common.engine == "ray":
+        from .ray_engine import RaySettings, ray_engine
+
+        settings = RaySettings.from_options(common)
+        return stack.enter_context(ray_engine(make_task, str(common.model), settings))
+    if common.threads:
+        import torch
+
+        torch.set_num_threads(common.threads)
+    return local_engine(make_task(), common.batch_size)

@@ -28,7 +28,7 @@ def test_help_shows_a_worked_example(command):
 
 def test_every_command_is_registered():
     result = runner.invoke(app, ["--help"], terminal_width=200)
-    for command in ("summarize", "qa", "classify", "mask", "convert", "bench"):
+    for command in ("summarize", "qa", "classify", "mask", "convert", "bench", "eval"):
         assert command in result.output
 
 

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from bigbird_cli.app import app
 from bigbird_cli.output import open_jsonl
-from bigbird_cli.runner import run
+from bigbird_cli.runner import local_engine, run
 from core.tasks.documents import Inputs
 from core.tasks.records import make_record
 
@@ -76,7 +76,7 @@ def test_every_input_document_becomes_exactly_one_valid_record(files, lines, bat
         out = root / "out.jsonl"
         docs = Inputs(paths=[str(folder)], jsonl=[str(records)], extra_fields=("question",)).open()
         with open_jsonl(out) as writer:
-            stats = run(EchoTask(), docs, writer, batch_size=batch_size)
+            stats = run(local_engine(EchoTask(), batch_size), docs, writer)
         written = jsonl(out)  # every line whole, valid JSON
         assert len(written) == expected_count(files, lines) == stats.ok + stats.failed
         path_ids = [r["id"] for r in written[: len(files)]]

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bigbird_cli.output import JsonlWriter, compact_for_resume, open_jsonl, read_done_ids
-from bigbird_cli.runner import Shard, run
+from bigbird_cli.runner import Shard, local_engine, run
 from core.tasks.documents import Document
 from core.tasks.records import make_record
 
@@ -37,7 +37,7 @@ def docs_of(texts):
 def run_to_file(tmp_path, task, docs, name="out.jsonl", **kwargs):
     path = tmp_path / name
     with open_jsonl(path, resume=kwargs.pop("resume", False)) as writer:
-        stats = run(task, docs, writer, **kwargs)
+        stats = run(local_engine(task, kwargs.pop("batch_size", 1)), docs, writer, **kwargs)
     return stats, [json.loads(line) for line in path.read_text().splitlines()]
 
 

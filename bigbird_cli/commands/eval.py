@@ -1,0 +1,366 @@
+"""`bigbird eval summarize|qa|classify`: score a model's outputs against references in the inputs.
+
+Each subcommand is its task command (same options, same Task, same runner) with three options more. While it
+runs, `runner.EVALUATION` holds an `Evaluate`: the task command builds its Task as always and hands it to
+`run_command`, which passes it here. The Task is wrapped so that every record is scored as soon as it is made
+(so `-o` records carry their own `reference` and `metrics`), a document without a reference becomes an error
+record, and the report (core/eval) is the last line on stdout once the run is over.
+"""
+
+from __future__ import annotations
+
+import inspect
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from core.eval.metrics import TASKS, EvalError, TaskMetrics, require_rouge
+from core.tasks.documents import Document, InputError, first_line
+from core.tasks.records import Record, error_record
+
+from ..errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE
+from ..options import CommonOptions
+from ..output import console, error, open_jsonl, read_records, warn
+from ..runner import EVALUATION, Task, run_command
+from . import classify, qa, summarize
+
+EVALUATION_PANEL = "Evaluation"
+
+app = typer.Typer(
+    name="eval",
+    help="Score a model on labelled documents: the task's records with per-document scores, then one JSON report "
+    "(the last line on stdout) and a table on stderr.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+
+
+@dataclass
+class Evaluate:
+    """One evaluation run (a `runner.Evaluation`): which task's metrics, where the references are, and where the
+    predictions come from (a model, or an earlier run's file)."""
+
+    metrics: TaskMetrics
+    field: str
+    predictions: Path | None
+    plot: Path | None
+    options: dict[str, Any]
+
+    def __call__(
+        self, task_name: str, common: CommonOptions, make_task: Callable[[], Task], extra_fields: tuple[str, ...]
+    ) -> int:
+        token = EVALUATION.set(None)  # the run inside is a plain task run
+        try:
+            if self.predictions is not None:
+                return self._score_file(common)
+            return self._predict(task_name, common, make_task, extra_fields)
+        finally:
+            EVALUATION.reset(token)
+
+    # References and scores ------------------------------------------------------------------------------------
+
+    def reference(self, raw: Any, labels: list[str] | None = None) -> Any:
+        """The reference in the form the scorer takes, or None when the document has none. An integer label is
+        a class id when the model's labels are known."""
+        if labels and isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw < len(labels):
+            raw = labels[raw]
+        return self.metrics.reference(raw)
+
+    def missing(self) -> str:
+        return f"no reference to score against: the {self.field!r} field is missing or empty."
+
+    def scored(self, record: Record, reference: Any) -> Record:
+        """The record with its reference and its per-document metrics (an error record stays as it is)."""
+        if "error" in record:
+            return record
+        if self.metrics.prediction_field not in record:
+            return {**record, "error": f"the record has no {self.metrics.prediction_field!r} field to score."}
+        scores = self.metrics.score(record[self.metrics.prediction_field], reference)
+        return {**record, "reference": reference, "metrics": scores}
+
+    # A model run ------------------------------------------------------------------------------------------------
+
+    def _predict(
+        self, task_name: str, common: CommonOptions, make_task: Callable[[], Task], extra_fields: tuple[str, ...]
+    ) -> int:
+        settings: dict[str, Any] = {"reference_field": self.field, **self._run_settings(common), **self.options}
+
+        def make_scored_task() -> ScoredTask:
+            task = make_task()
+            if hasattr(task, "generate_kwargs"):  # the checkpoint's own generation settings, as resolved
+                settings["generation"] = dict(task.generate_kwargs)
+            return ScoredTask(task, self)
+
+        with tempfile.TemporaryDirectory(prefix="bigbird-eval-") as tmp:
+            # Without -o the records still go to stdout, but through a file, so the report can read them back.
+            to_stdout = common.output is None and not common.resume
+            output = Path(tmp) / "predictions.jsonl" if to_stdout else common.output
+            code = run_command(
+                task_name, replace(common, output=output), make_scored_task, extra_fields=(*extra_fields, self.field)
+            )
+            if code in (EXIT_USAGE, EXIT_INTERRUPTED):
+                return code
+            records = list(read_records(output))  # type: ignore[arg-type]
+            if to_stdout:
+                with open_jsonl(None) as writer:
+                    for record in records:
+                        writer.write(record)
+        return self._report(str(common.model), records, settings, common.quiet)
+
+    @staticmethod
+    def _run_settings(common: CommonOptions) -> dict[str, Any]:
+        """The run options that decide what is scored (the others, such as --threads, only change the speed)."""
+        given = {"strategy": common.strategy, "dtype": common.dtype, "quantize": common.quantize, "shard": common.shard}
+        return {key: getattr(value, "value", value) for key, value in given.items() if value is not None}
+
+    # An earlier run's records ---------------------------------------------------------------------------------
+
+    def _score_file(self, common: CommonOptions) -> int:
+        path = self.predictions
+        assert path is not None
+        inputs = common.inputs((self.field,))
+        if inputs.is_empty():
+            error("--predictions needs the references too: give the inputs the predictions were made from.")
+            return EXIT_USAGE
+        try:
+            # Only the ids and references are needed: a document without text still has them.
+            references = {doc.id: doc.fields.get(self.field) for doc in inputs.open()}
+            predictions = list(read_records(path))
+        except InputError as exc:
+            error(str(exc))
+            return EXIT_USAGE
+        except OSError as exc:
+            error(f"{path} could not be read: {exc.strerror or exc}.")
+            return EXIT_USAGE
+        if not predictions:
+            error(f"{path} holds no JSONL records to score.")
+            return EXIT_USAGE
+        try:
+            labels = self._checkpoint_labels(common)
+        except ValueError as exc:
+            error(str(exc))
+            return EXIT_USAGE
+        records = []
+        for prediction in predictions:
+            doc_id = str(prediction.get("id"))
+            if "error" in prediction:
+                records.append(prediction)
+                continue
+            reference = self.reference(references.get(doc_id), labels)
+            if reference is None:
+                doc = Document(doc_id, str(prediction.get("source", path)))
+                record = error_record(doc, str(prediction.get("model")), self.missing())
+            else:
+                record = self.scored(prediction, reference)
+            if "error" in record:
+                error(f"{doc_id}: {record['error']}")
+            records.append(record)
+        unmatched = len(set(references) - {str(record.get("id")) for record in predictions})
+        if unmatched:
+            warn(f"{unmatched} documents of the inputs have no record in {path}; they are not in the report.")
+        with open_jsonl(common.output) as writer:
+            for record in records:
+                writer.write(record)
+        model = ", ".join(sorted({str(record["model"]) for record in predictions if record.get("model")}))
+        settings = {"reference_field": self.field, "predictions": str(path)}
+        return self._report(model or "unknown", records, settings, common.quiet)
+
+    def _checkpoint_labels(self, common: CommonOptions) -> list[str] | None:
+        """classify with --model: the checkpoint's label names, read from its config alone (no weights), so that
+        class-id references can be named without running the model."""
+        if self.metrics.task != "classify" or common.model is None:
+            return None
+        from core.models.checkpoints import CONFIG_FILES, CheckpointError, resolve_checkpoint
+        from core.models.config import load_config
+
+        try:
+            path = resolve_checkpoint(common.model, revision=common.revision, allow_patterns=CONFIG_FILES)
+            config = load_config(path)
+        except (CheckpointError, OSError, ValueError) as exc:
+            raise ValueError(f"{common.model}: its labels can't be read ({first_line(exc)}).") from None
+        return [config.id2label[i] for i in range(config.num_labels)]
+
+    # The report ---------------------------------------------------------------------------------------------------
+
+    def _report(self, model: str, records: list[Record], settings: dict[str, Any], quiet: bool) -> int:
+        from core.eval.report import build_report, plot  # numpy: only once there is something to report
+
+        report = build_report(self.metrics, model, records, settings)
+        if not quiet:
+            print_tables(report)
+        if self.plot is not None:
+            plot(self.metrics, records, self.plot)
+        with open_jsonl(None) as writer:
+            writer.write(report)
+        return EXIT_SOME_FAILED if report["failed"] else EXIT_OK
+
+
+class ScoredTask:
+    """A Task whose records are scored against their documents' references; a document without one is an error
+    record and never reaches the model."""
+
+    def __init__(self, task: Task, evaluate: Evaluate) -> None:
+        self.task = task
+        self.model_name = task.model_name
+        self.evaluate = evaluate
+
+    def __call__(self, docs: list[Document]) -> list[Record]:
+        labels = getattr(self.task, "labels", None)
+        references = [self.evaluate.reference(doc.fields.get(self.evaluate.field), labels) for doc in docs]
+        ready = [doc for doc, reference in zip(docs, references, strict=True) if reference is not None]
+        predicted = iter(self.task(ready) if ready else [])
+        return [
+            self.evaluate.scored(next(predicted), reference)
+            if reference is not None
+            else error_record(doc, self.model_name, self.evaluate.missing())
+            for doc, reference in zip(docs, references, strict=True)
+        ]
+
+
+def print_tables(report: dict[str, Any]) -> None:
+    """The report as tables on stderr: metrics with intervals, and the confusion matrix for classify."""
+    scored = report["documents"] - report["failed"]
+    table = Table(title=f"{report['task']} · {report['model']} · {scored} documents scored, {report['failed']} failed")
+    for column in ("metric", "value (%)", "95% interval"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for name, value in report["metrics"].items():
+        interval = report["intervals"][name]
+        table.add_row(name, "-" if value is None else f"{value:.2f}", "-" if interval is None else
+                      f"{interval[0]:.2f} – {interval[1]:.2f}")  # fmt: skip
+    console.print(table)
+    confusion = report.get("confusion_matrix")
+    if confusion and confusion["labels"]:
+        matrix = Table(title="confusion matrix (rows: reference, columns: predicted)")
+        matrix.add_column("")
+        for label in confusion["labels"]:
+            matrix.add_column(label, justify="right")
+        for label, row in zip(confusion["labels"], confusion["matrix"], strict=True):
+            matrix.add_row(label, *map(str, row))
+        console.print(matrix)
+
+
+# The subcommands --------------------------------------------------------------------------------------------------
+
+_SHARED = {f.name for f in fields(CommonOptions)}
+
+
+def _evaluating(
+    task_name: str, command: Callable[..., Any], field: tuple[str, str, str], doc: str
+) -> Callable[..., None]:
+    """The eval subcommand of a task command: its parameters plus the reference field (flag, default, help),
+    --predictions and --plot."""
+    field_flag, field_default, field_help = field
+    metrics = TASKS[task_name]
+    extra = {
+        "reference_field": (
+            Annotated[str, typer.Option(field_flag, help=field_help, rich_help_panel=EVALUATION_PANEL)],
+            field_default,
+        ),
+        "predictions": (
+            Annotated[
+                Path | None,
+                typer.Option(
+                    "--predictions",
+                    metavar="FILE",
+                    help="Score this earlier run's JSONL against the inputs' references instead of running a model.",
+                    rich_help_panel=EVALUATION_PANEL,
+                    show_default=False,
+                ),
+            ],
+            None,
+        ),
+        "plot": (
+            Annotated[
+                Path | None,
+                typer.Option(
+                    "--plot",
+                    metavar="FILE.png",
+                    help=f"Draw {metrics.headline} per document, as a distribution and against input length "
+                    "(needs matplotlib).",
+                    rich_help_panel=EVALUATION_PANEL,
+                    show_default=False,
+                ),
+            ],
+            None,
+        ),
+    }
+
+    def wrapper(**kwargs: Any) -> None:
+        field, predictions, plot_path = (kwargs.pop(name) for name in extra)
+        try:  # missing optional packages are found before any model loads
+            if task_name == "summarize":
+                require_rouge()
+            if plot_path is not None:
+                from core.eval.report import require_matplotlib
+
+                require_matplotlib()
+        except EvalError as exc:
+            error(str(exc))
+            raise typer.Exit(EXIT_USAGE) from None
+        options = {name: value for name, value in kwargs.items() if name not in _SHARED and value is not None}
+        token = EVALUATION.set(Evaluate(metrics, field, predictions, plot_path, options))
+        try:
+            command(**kwargs)
+        finally:
+            EVALUATION.reset(token)
+
+    params = list(inspect.signature(command).parameters.values())
+    params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=a, default=d) for name, (a, d) in
+               extra.items()]  # fmt: skip
+    wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    wrapper.__doc__ = doc
+    return wrapper
+
+
+app.command("summarize")(
+    _evaluating(
+        "summarize",
+        summarize.command,
+        ("--reference-field", "summary", "Reference summary field of JSONL records and dataset rows."),
+        """Summarize documents and score the summaries against reference summaries.
+
+        Scores: rouge1, rouge2, rougeL, rougeLsum F-measures (Google's rouge-score, Porter stemmer); rougeLsum
+        splits sentences at newlines (the model's `<n>` is one). Same options as `bigbird summarize`.
+
+        **Example:** bigbird eval summarize --dataset ccdv/arxiv-summarization --split test --text-field article
+        --reference-field abstract -o predictions.jsonl
+        """,
+    )
+)
+app.command("qa")(
+    _evaluating(
+        "qa",
+        qa.command,
+        (
+            "--answer-field",
+            "answers",
+            "Gold answers field: a string, a list of aliases, SQuAD's {text: [...]} or TriviaQA's {aliases: [...]}.",
+        ),
+        """Answer questions and score the answers against gold answers.
+
+        Scores: exact_match and f1 with SQuAD v1.1 normalisation, each the best over the gold answers. Same
+        options as `bigbird qa`.
+
+        **Example:** bigbird eval qa --model M --dataset dev.parquet --answer-field answers
+        """,
+    )
+)
+app.command("classify")(
+    _evaluating(
+        "classify",
+        classify.command,
+        ("--label-field", "label", "Gold label field: a label name, or a class id of the checkpoint's id2label."),
+        """Classify documents and score the labels against gold labels.
+
+        Scores: accuracy and macro_f1, and a confusion matrix in the report. Same options as `bigbird classify`.
+
+        **Example:** bigbird eval classify --model M --jsonl test.jsonl --label-field label
+        """,
+    )
+)

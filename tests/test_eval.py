@@ -1,0 +1,282 @@
+"""`bigbird eval`: metric values against their references (Google's rouge-score, the SQuAD v1.1 definition,
+macro F1 from its definition), the report and its bootstrap intervals, and the command end to end."""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+from conftest import LONG_TEXT, jsonl
+from rouge_score import rouge_scorer
+from typer.testing import CliRunner
+
+from bigbird_cli.app import app
+from core.eval import metrics as eval_metrics
+from core.eval.metrics import TASKS, confusion_matrix, macro_f1, qa_scores, rouge_scores
+from core.eval.report import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, build_report
+
+# Summaries as the Pegasus checkpoints write them (`<n>` between sentences) and their references.
+SUMMARIES = [
+    ("the river carries sediment to the sea .<n>deltas grow slowly over centuries .",
+     "Rivers carry sediment to the sea.\nThere it settles and builds wide deltas over the centuries."),
+    ("a new wing opened at the museum with paintings and sculptures .",
+     "The museum opened a new wing.\nIt holds paintings, sculptures and rare books."),
+    ("the first bread is ready by six .<n>the baker lights ovens at four in the morning .<n>the town wakes up .",
+     "Every morning the baker lights the oven at four.\nThe first bread is ready by six."),
+    ("snow fell .", "The weather turned cold in November and the first snow fell on the hills."),
+]  # fmt: skip
+
+
+def google_rouge(prediction: str, reference: str) -> dict[str, float]:
+    """The reference: rouge-score as the paper's evaluation used it, on newline-separated sentences."""
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"], use_stemmer=True)
+    scores = scorer.score(reference, prediction.replace("<n>", "\n"))
+    return {name: 100 * score.fmeasure for name, score in scores.items()}
+
+
+def test_rouge_matches_rouge_score():
+    for prediction, reference in SUMMARIES:
+        assert rouge_scores(prediction, reference) == pytest.approx(google_rouge(prediction, reference), abs=1e-9)
+    # ROUGE-Lsum differs from ROUGE-L once there are several sentences: the point of splitting at <n>.
+    ours = rouge_scores(*SUMMARIES[2])
+    assert ours["rougeLsum"] != ours["rougeL"]
+
+
+# SQuAD v1.1's evaluation script, written out from its definition ------------------------------------------------
+
+
+def squad_normalize(s: str) -> str:
+    def remove_articles(text):
+        return re.sub(r"\b(a|an|the)\b", " ", text)
+
+    def white_space_fix(text):
+        return " ".join(text.split())
+
+    def remove_punc(text):
+        exclude = set(string.punctuation)
+        return "".join(ch for ch in text if ch not in exclude)
+
+    return white_space_fix(remove_articles(remove_punc(s.lower())))
+
+
+def squad_f1(prediction: str, ground_truth: str) -> float:
+    prediction_tokens = squad_normalize(prediction).split()
+    ground_truth_tokens = squad_normalize(ground_truth).split()
+    common = Counter(prediction_tokens) & Counter(ground_truth_tokens)
+    num_same = sum(common.values())
+    if num_same == 0:
+        return 0
+    precision = 1.0 * num_same / len(prediction_tokens)
+    recall = 1.0 * num_same / len(ground_truth_tokens)
+    return (2 * precision * recall) / (precision + recall)
+
+
+def squad_exact(prediction: str, ground_truth: str) -> float:
+    return float(squad_normalize(prediction) == squad_normalize(ground_truth))
+
+
+QA_CASES = [
+    ("Ada Lovelace", ["Ada Lovelace"]),
+    ("the Ada  Lovelace!", ["Ada Lovelace"]),
+    ("An apple, a pear", ["apple pear", "the apples"]),
+    ("in 1932", ["1932", "in 1932."]),
+    ("Denver Broncos won", ["Denver Broncos", "The Broncos"]),
+    ("", ["something"]),
+    ("The", ["a"]),
+    ("Théâtre   du Châtelet", ["théâtre du châtelet"]),
+    ("it's 5 o'clock", ["its 5 oclock"]),
+    ("Carolina Panthers Carolina", ["Panthers", "Carolina Panthers"]),
+]
+
+
+@pytest.mark.parametrize("prediction, answers", QA_CASES)
+def test_qa_scores_follow_squad_v1_1(prediction, answers):
+    ours = qa_scores(prediction, answers)
+    assert ours["exact_match"] == pytest.approx(100 * max(squad_exact(prediction, a) for a in answers))
+    assert ours["f1"] == pytest.approx(100 * max(squad_f1(prediction, a) for a in answers))
+
+
+def test_gold_answers_take_strings_aliases_and_dataset_shapes():
+    reference = TASKS["qa"].reference
+    assert reference("Paris") == ["Paris"]
+    assert reference(["Paris", "paris, France"]) == ["Paris", "paris, France"]
+    assert reference({"text": ["Paris"], "answer_start": [3]}) == ["Paris"]
+    assert reference({"aliases": ["Paris", "City of Light"], "value": "Paris"}) == ["Paris", "City of Light"]
+    assert reference([]) is None and reference({"text": []}) is None and reference("  ") is None
+
+
+# classify ----------------------------------------------------------------------------------------------------
+
+
+def test_macro_f1_and_confusion_matrix_follow_their_definitions():
+    golds = ["cat", "dog", "dog", "bird", "cat", "dog", "cat", "fish"]
+    predictions = ["cat", "dog", "cat", "cat", "cat", "bird", "dog", "dog"]
+    labels = sorted(set(golds) | set(predictions))
+    per_label = []
+    for label in labels:
+        tp = sum(g == p == label for g, p in zip(golds, predictions, strict=True))
+        fp = sum(p == label != g for g, p in zip(golds, predictions, strict=True))
+        fn = sum(g == label != p for g, p in zip(golds, predictions, strict=True))
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        per_label.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+    assert macro_f1(golds, predictions) == pytest.approx(100 * sum(per_label) / len(labels))
+    matrix = confusion_matrix(golds, predictions)
+    assert matrix["labels"] == labels
+    for i, gold in enumerate(labels):
+        for j, predicted in enumerate(labels):
+            expected = sum(g == gold and p == predicted for g, p in zip(golds, predictions, strict=True))
+            assert matrix["matrix"][i][j] == expected
+
+
+# The report ---------------------------------------------------------------------------------------------------
+
+
+def test_report_means_and_seeded_bootstrap_intervals():
+    records = [
+        {"id": str(i), "summary": p, "reference": r, "metrics": rouge_scores(p, r), "input_tokens": 10 * i}
+        for i, (p, r) in enumerate(SUMMARIES)
+    ] + [{"id": "bad", "error": "no reference."}]
+    report = build_report(TASKS["summarize"], "m", records, {"strategy": "chunk"})
+    assert report["documents"] == 5 and report["failed"] == 1 and report["task"] == "summarize"
+    per_doc = [google_rouge(p, r) for p, r in SUMMARIES]
+    # The same interval computed independently: resample documents with the seeded generator, take percentiles.
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    draws = [rng.integers(0, len(SUMMARIES), len(SUMMARIES)) for _ in range(BOOTSTRAP_RESAMPLES)]
+    for name in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
+        column = np.array([scores[name] for scores in per_doc])
+        assert report["metrics"][name] == pytest.approx(column.mean())
+        expected = np.percentile([column[idx].mean() for idx in draws], [2.5, 97.5])
+        assert report["intervals"][name] == pytest.approx(list(expected))
+        low, high = report["intervals"][name]
+        assert low <= report["metrics"][name] <= high
+    assert build_report(TASKS["summarize"], "m", records, {}) ["intervals"] == report["intervals"]  # fmt: skip
+    nothing = build_report(TASKS["summarize"], "m", records[-1:], {})
+    assert nothing["failed"] == 1 and set(nothing["metrics"]) == set(report["metrics"])
+    assert all(value is None for value in [*nothing["metrics"].values(), *nothing["intervals"].values()])
+
+
+# The command ----------------------------------------------------------------------------------------------------
+
+
+def last_report(stdout: bytes) -> dict:
+    lines = stdout.decode().splitlines()
+    report = json.loads(lines[-1])
+    assert set(report) >= {"task", "model", "documents", "failed", "metrics", "intervals", "settings"}
+    return report
+
+
+@pytest.fixture
+def summary_inputs(tmp_path):
+    path = tmp_path / "test.jsonl"
+    rows = [{"id": f"doc{i}", "text": LONG_TEXT[: 200 * (i + 1)], "abstract": ref} for i, (_, ref) in
+            enumerate(SUMMARIES)]  # fmt: skip
+    rows.append({"id": "no-ref", "text": LONG_TEXT[:300]})
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_eval_summarize_end_to_end(bigbird, tiny_models, summary_inputs, tmp_path):
+    out = tmp_path / "predictions.jsonl"
+    result = bigbird("eval", "summarize", "-m", tiny_models["summarize"], "--jsonl", summary_inputs,
+                     "--reference-field", "abstract", "-o", out, "--batch-size", "2", check_rc=1)  # fmt: skip
+    report = last_report(result.stdout)
+    assert result.stdout.decode().count("\n") == 1  # with -o, stdout holds the report alone
+    records = jsonl(out)
+    assert [r["id"] for r in records] == ["doc0", "doc1", "doc2", "doc3", "no-ref"]
+    assert "abstract" in records[-1]["error"] and report["failed"] == 1 and report["documents"] == 5
+    for record, (_, reference) in zip(records, SUMMARIES, strict=False):
+        assert record["reference"] == reference
+        assert record["metrics"] == pytest.approx(google_rouge(record["summary"], reference))
+    for name, value in report["metrics"].items():
+        assert value == pytest.approx(np.mean([r["metrics"][name] for r in records[:4]]))
+    assert report["settings"]["generation"]["num_beams"] == 2  # the checkpoint's own setting, as run
+    assert "rougeLsum" in result.stderr.decode()  # the table
+
+
+def test_eval_scores_an_earlier_run_without_a_model(bigbird, summary_inputs, tmp_path):
+    predictions = tmp_path / "run.jsonl"
+    rows = [{"id": f"doc{i}", "model": "someone/else", "input_tokens": 40 + i, "summary": summary} for i, (summary, _)
+            in enumerate(SUMMARIES)]  # fmt: skip
+    rows.append({"id": "no-ref", "model": "someone/else", "input_tokens": 7, "summary": "anything ."})
+    predictions.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = bigbird("eval", "summarize", "--predictions", predictions, "--jsonl", summary_inputs,
+                     "--reference-field", "abstract", "-m", "no/such-model", check_rc=1)  # fmt: skip
+    report = last_report(result.stdout)
+    records = [json.loads(line) for line in result.stdout.decode().splitlines()[:-1]]
+    assert [r["id"] for r in records] == [row["id"] for row in rows] and "error" in records[-1]
+    assert report["model"] == "someone/else" and report["failed"] == 1 and report["documents"] == 5
+    expected = [google_rouge(summary, reference) for summary, reference in SUMMARIES]
+    for name in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
+        assert report["metrics"][name] == pytest.approx(np.mean([scores[name] for scores in expected]))
+    for record, scores in zip(records, expected, strict=False):
+        assert record["metrics"] == pytest.approx(scores)
+
+
+def test_eval_classify_with_class_ids_and_a_plot(bigbird, tiny_models, tmp_path):
+    inputs = tmp_path / "labelled.jsonl"
+    rows = [("I loved it, a wonderful film.", 2), ("Terrible, boring and too long.", "negative"),
+            ("It was fine, I guess.", 1), ("The best thing all year.", "positive"), ("Meh.", None)]  # fmt: skip
+    inputs.write_text("".join(json.dumps({"text": t, "label": label}) + "\n" for t, label in rows))
+    plot = tmp_path / "scores.png"
+    result = bigbird("eval", "classify", "-m", tiny_models["classify"], "--jsonl", inputs, "--plot", plot, check_rc=1)
+    report = last_report(result.stdout)
+    records = [json.loads(line) for line in result.stdout.decode().splitlines()[:-1]]
+    golds = [r["reference"] for r in records[:4]]
+    assert golds == ["positive", "negative", "neutral", "positive"]  # class ids named by the checkpoint's id2label
+    predicted = [r["label"] for r in records[:4]]
+    hits = [gold == label for gold, label in zip(golds, predicted, strict=True)]
+    assert report["metrics"]["accuracy"] == pytest.approx(100 * np.mean(hits))
+    assert report["metrics"]["macro_f1"] == pytest.approx(macro_f1(golds, predicted))
+    assert report["confusion_matrix"] == confusion_matrix(golds, predicted) and report["failed"] == 1
+    assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_eval_qa_predictions_take_dataset_answer_shapes(bigbird, tmp_path):
+    inputs = tmp_path / "dev.jsonl"
+    gold = [{"text": ["Ada Lovelace"], "answer_start": [0]}, ["1932", "in 1932"], "Paris"]
+    inputs.write_text("".join(json.dumps({"id": str(i), "answers": g}) + "\n" for i, g in enumerate(gold)))
+    predictions = tmp_path / "answers.jsonl"
+    answers = ["Lovelace", "in 1932.", "the city of Paris"]
+    predictions.write_text("".join(json.dumps({"id": str(i), "answer": a}) + "\n" for i, a in enumerate(answers)))
+    result = bigbird("eval", "qa", "--predictions", predictions, "--jsonl", inputs, "-q", check_rc=0)
+    report = last_report(result.stdout)
+    aliases = [["Ada Lovelace"], ["1932", "in 1932"], ["Paris"]]
+    for name, reference in (("exact_match", squad_exact), ("f1", squad_f1)):
+        expected = [100 * max(reference(a, g) for g in golds) for a, golds in zip(answers, aliases, strict=True)]
+        assert report["metrics"][name] == pytest.approx(np.mean(expected))
+
+
+@pytest.mark.parametrize("task, field", [("summarize", "--reference-field"), ("qa", "--answer-field"),
+                                         ("classify", "--label-field")])  # fmt: skip
+def test_eval_help_has_the_task_options_and_its_own(task, field):
+    result = CliRunner().invoke(app, ["eval", task, "--help"], terminal_width=200)
+    assert result.exit_code == 0 and f"Example: bigbird eval {task} " in result.output
+    task_help = CliRunner().invoke(app, [task, "--help"], terminal_width=200).output
+    task_options = set(re.findall(r"--[a-z][a-z0-9-]+", task_help))
+    assert task_options <= set(re.findall(r"--[a-z][a-z0-9-]+", result.output))
+    for option in (field, "--predictions", "--plot"):
+        assert option in result.output
+
+
+# Missing optional packages: one sentence and exit 2, before any model loads ------------------------------------
+
+
+def test_missing_matplotlib_or_rouge_score_is_a_usage_error(monkeypatch, tmp_path):
+    runner = CliRunner()
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # importing it now raises ImportError
+    args = ["eval", "classify", "--text", "x", "-m", str(tmp_path / "not-a-model"), "--plot", str(tmp_path / "p.png")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "--plot needs matplotlib" in result.output and "Traceback" not in result.output
+    monkeypatch.setitem(sys.modules, "rouge_score", None)
+    eval_metrics._rouge_scorer.cache_clear()
+    try:
+        result = runner.invoke(app, ["eval", "summarize", "--text", "x", "-m", str(tmp_path / "not-a-model")])
+    finally:
+        eval_metrics._rouge_scorer.cache_clear()
+    assert result.exit_code == 2 and "needs Google's rouge-score" in result.output

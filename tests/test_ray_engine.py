@@ -1,0 +1,160 @@
+"""`--engine ray`: the same records as a local run, in the same order, on one local Ray of 2 CPUs shared by the
+module (workers take half a CPU each, so the pool never holds the whole cluster); eval; resume; the two usage
+errors.
+
+The CLI runs are drivers joining that one cluster through --ray-address, so Ray starts once, not per run.
+`--threads 1` on both sides makes the local run compute exactly what a one-thread Ray worker computes.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import numpy as np
+import pytest
+from conftest import jsonl
+
+from bigbird_cli.ray_engine import TaskWorker
+from core.tasks import TaskError
+from core.tasks.records import make_record
+
+RAY = ("--engine", "ray", "--workers", "2", "--cpus-per-worker", "0.5")
+
+
+@pytest.fixture(scope="session")
+def ray_address():
+    import ray
+
+    ray.init(address="local", num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def inputs(corpus, tmp_path_factory):
+    """Readable documents of several lengths (one beyond the tiny window) and three unreadable ones."""
+    records = tmp_path_factory.mktemp("ray-inputs") / "records.jsonl"
+    records.write_text(
+        json.dumps({"id": "j-good", "text": "The committee met on Tuesday to review the budget."})
+        + "\n{broken json\n"
+        + json.dumps({"id": "j-nofield"})
+        + "\n"
+    )
+    return [corpus, "--text", "Plants create energy through photosynthesis.", "--text", "", "--jsonl", records]
+
+
+TASK_ARGS = {"classify": (), "summarize": ("--max-new-tokens", "6")}
+
+
+@pytest.fixture(scope="module")
+def local_run(bigbird, tiny_models, inputs):
+    """The local run of a task over `inputs` (made once): its arguments and result."""
+    done = {}
+
+    def run(task):
+        if task not in done:
+            args = [task, *inputs, "-m", tiny_models[task], "--threads", "1", "--batch-size", "2", *TASK_ARGS[task]]
+            done[task] = args, bigbird(*args, check_rc=1)
+        return done[task]
+
+    return run
+
+
+@pytest.mark.parametrize("task", TASK_ARGS)
+def test_ray_gives_the_local_records_in_the_same_order(bigbird, local_run, ray_address, task):
+    args, local = local_run(task)
+    on_ray = bigbird(*args, *RAY, "--ray-address", ray_address, check_rc=1)
+    assert jsonl(on_ray.stdout) == jsonl(local.stdout)
+    records = jsonl(local.stdout)
+    assert len(records) == 8 and sum("error" in r for r in records) == 3
+    assert on_ray.stderr.decode().splitlines() == local.stderr.decode().splitlines()  # no Ray noise either
+
+
+def test_eval_on_ray_gives_the_local_records_and_report(bigbird, tiny_models, ray_address, tmp_path):
+    labelled = tmp_path / "labelled.jsonl"
+    rows = [("I loved it, a wonderful film.", 2), ("Terrible, boring and too long.", "negative"), ("Meh.", None)]
+    labelled.write_text("".join(json.dumps({"text": text, "label": label}) + "\n" for text, label in rows))
+    args = ["eval", "classify", "-m", tiny_models["classify"], "--jsonl", labelled, "--threads", "1"]
+    local = bigbird(*args, check_rc=1)
+    on_ray = bigbird(*args, *RAY, "--ray-address", ray_address, check_rc=1)
+    assert jsonl(on_ray.stdout) == jsonl(local.stdout)  # scored records, then the report
+    assert jsonl(local.stdout)[-1]["documents"] == 3 and on_ray.stderr == local.stderr
+
+
+def test_resume_on_ray_completes_a_torn_file(bigbird, local_run, ray_address, tmp_path):
+    args, local = local_run("classify")
+    clean = jsonl(local.stdout)
+    out = tmp_path / "out.jsonl"
+    lines = [json.dumps(r, ensure_ascii=False) for r in clean]
+    out.write_text("\n".join(lines[:2]) + "\n" + lines[2][:25])  # two whole records and a line cut by a kill
+    result = bigbird(*args, *RAY, "--ray-address", ray_address, "-o", out, "--resume", check_rc=1)
+    assert sorted(jsonl(out), key=lambda r: r["id"]) == sorted(clean, key=lambda r: r["id"])
+    assert "2 skipped (already done)" in result.stderr.decode()
+
+
+def test_missing_ray_is_one_sentence(bigbird, tiny_models, tmp_path):
+    (tmp_path / "ray.py").write_text("raise ImportError('No module named ray')\n")  # what a Ray-less install sees
+    result = bigbird(
+        "classify", "--text", "hi", "-m", tiny_models["classify"], "--engine", "ray", env={"PYTHONPATH": str(tmp_path)}
+    )
+    assert result.returncode == 2 and result.stdout == b""
+    assert result.stderr.decode() == "error: --engine ray needs Ray: pip install 'bigbird-cli[ray]'.\n"
+
+
+def test_unreachable_ray_address_is_one_sentence(bigbird, tiny_models):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    result = bigbird(
+        "classify", "--text", "hi", "-m", tiny_models["classify"], "--engine", "ray", "--ray-address", address
+    )
+    assert result.returncode == 2 and result.stdout == b""
+    stderr = result.stderr.decode()
+    assert stderr.startswith(f"error: no Ray cluster answers at {address}") and stderr.count("\n") == 1
+
+
+def test_ray_options_need_the_ray_engine(bigbird, tiny_models):
+    result = bigbird("classify", "--text", "hi", "-m", tiny_models["classify"], "--workers", "2")
+    assert result.returncode == 2 and "add --engine ray" in result.stderr.decode()
+
+
+# The worker itself, without Ray: the runner's window loop, and a task that can't start.
+
+
+class Shout:
+    model_name = "fake"
+
+    def __call__(self, docs):
+        if any("boom" in d.text for d in docs):
+            raise RuntimeError("boom happened")
+        return [make_record(d, "fake", input_tokens=1, truncated=False, chunks=1, out=d.text.upper()) for d in docs]
+
+
+def batch_of(*texts):
+    n = len(texts)
+    return {
+        "id": np.array([f"d{i}" for i in range(n)], dtype=object),
+        "source": np.array(["test"] * n, dtype=object),
+        "text": np.array(texts, dtype=object),
+        "warning": np.array(["", "", "bad bytes replaced."][:n], dtype=object),
+        "fields": np.array(["{}"] * n, dtype=object),
+    }
+
+
+def test_worker_maps_a_batch_with_the_runners_error_records(tmp_path):
+    out = TaskWorker(Shout, batch_size=3, threads=None, cwd=str(tmp_path))(batch_of("a", "boom", "c"))
+    records = [json.loads(line) for line in out["record"]]
+    assert [r["id"] for r in records] == ["d0", "d1", "d2"] and list(out["failure"]) == ["", "", ""]
+    assert records[0]["out"] == "A" and records[2]["out"] == "C" and records[2]["warning"] == "bad bytes replaced."
+    assert records[1]["error"] == "RuntimeError: boom happened." and records[1]["chunks"] == 0
+
+
+def test_worker_reports_a_task_that_cannot_start(tmp_path):
+    def no_model():
+        raise TaskError("model ./nowhere can't be found.")
+
+    out = TaskWorker(no_model, batch_size=1, threads=None, cwd=str(tmp_path))(batch_of("a", "b"))
+    assert list(out["failure"]) == ["model ./nowhere can't be found."] * 2
