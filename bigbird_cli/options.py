@@ -115,6 +115,7 @@ class CommonOptions:
     resume: bool
     shard: str | None
     quiet: bool
+    dry_run: bool
 
     def task_settings(self) -> dict[str, Any]:
         """The keyword arguments every Task takes besides the model name."""
@@ -124,6 +125,7 @@ class CommonOptions:
             "dtype": self.dtype.value if self.dtype else None,
             "quantize": self.quantize.value if self.quantize else None,
             "strategy": self.strategy.value,
+            "dry_run": self.dry_run,
         }
 
     def inputs(self, extra_fields: tuple[str, ...] = ()) -> Inputs:
@@ -336,6 +338,18 @@ def _shared_parameters(task: str, default_model: str | None) -> list[inspect.Par
             None,
         ),
         "quiet": (Quiet, False),
+        "dry_run": (
+            Annotated[
+                bool,
+                typer.Option(
+                    "--dry-run",
+                    help="Tokenize only, without loading the weights: per document input_tokens, chunks, truncated "
+                    "and the attention its longest input would run.",
+                    rich_help_panel=OUTPUT,
+                ),
+            ],
+            False,
+        ),
     }
     assert list(declared) == [f.name for f in fields(CommonOptions)]
     return [

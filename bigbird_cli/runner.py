@@ -31,11 +31,12 @@ BUCKET_WINDOW = 8
 
 
 class Task(Protocol):
-    """What the runner needs from a task: a model label for records, and documents → records."""
+    """What the runner needs from a task: a model label for records, and documents → records, running at most
+    `size` input windows a forward pass (the runner's --batch-size: one long document's chunks batch up to it)."""
 
     model_name: str
 
-    def __call__(self, docs: list[Document]) -> list[Record]: ...
+    def __call__(self, docs: list[Document], size: int) -> list[Record]: ...
 
 
 @dataclass(frozen=True)
@@ -172,20 +173,20 @@ def window_records(task: Task, window: list[Document], batch_size: int) -> Itera
     readable = sorted((i for i, doc in enumerate(window) if doc.error is None), key=lambda i: len(window[i].text))
     for start in range(0, len(readable), batch_size):
         batch = readable[start : start + batch_size]
-        for i, record in zip(batch, _process(task, [window[i] for i in batch]), strict=True):
+        for i, record in zip(batch, _process(task, [window[i] for i in batch], batch_size), strict=True):
             records[i] = record
         yield from ready()
 
 
-def _process(task: Task, batch: list[Document]) -> list[Record]:
+def _process(task: Task, batch: list[Document], size: int) -> list[Record]:
     try:
-        records = task(batch)
+        records = task(batch, size)
         if len(records) != len(batch):
             raise RuntimeError(f"the task returned {len(records)} records for {len(batch)} documents")
         return records
     except Exception as exc:  # any failure must become error records, not end the run
         if len(batch) > 1:
-            return [record for doc in batch for record in _process(task, [doc])]
+            return [record for doc in batch for record in _process(task, [doc], size)]
         return [error_record(batch[0], task.model_name, _reason(exc))]
 
 

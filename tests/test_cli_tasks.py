@@ -36,7 +36,10 @@ MASKED = [
 
 
 def assert_same_records(cli: list[dict], api: list[dict]) -> None:
-    """Same records (as JSON would carry them): strings and ints exactly, floats to 5 decimals."""
+    """Same records (as JSON would carry them): strings and ints exactly, floats to 5 decimals; `seconds` (wall
+    time) only present and non-negative in each."""
+    for record in [*cli, *api]:
+        assert record.pop("seconds") >= 0 and record["attention"] in ("block_sparse", "original_full")
     assert _rounded(cli) == _rounded(json.loads(json.dumps(api)))
 
 

@@ -48,7 +48,7 @@ class EchoTask:
 
     model_name = "echo"
 
-    def __call__(self, docs):
+    def __call__(self, docs, size):
         return [make_record(d, "echo", input_tokens=len(d.text), truncated=False, chunks=1, text=d.text) for d in docs]
 
 

@@ -42,18 +42,25 @@ BEAM = [
     {"num_beams": 3, "length_penalty": 0.7, "repetition_penalty": 1.3, "forced_eos_token_id": EOS},
     {"num_beams": 4, "length_penalty": 0.9, "num_return_sequences": 4, "max_new_tokens": 6},
 ]
+# Sampling and beam sampling: the warpers alone and together, with the processors, several samples per input.
+SAMPLING = [
+    {"do_sample": True},  # the reference's default top_k=50
+    {"do_sample": True, "temperature": 0.7, "top_k": 0},
+    {"do_sample": True, "temperature": 1.5, "top_k": 10},
+    {"do_sample": True, "top_p": 0.8, "top_k": 0},
+    {"do_sample": True, "temperature": 0.8, "top_k": 20, "top_p": 0.9, "num_return_sequences": 3},
+    {"do_sample": True, "top_p": 0.95, "repetition_penalty": 1.3, "no_repeat_ngram_size": 2, "min_new_tokens": 4},
+    {"do_sample": True, "num_beams": 3, "top_k": 10, "length_penalty": 0.8},
+    {"do_sample": True, "num_beams": 2, "temperature": 0.9, "top_p": 0.9, "num_return_sequences": 2},
+]
+SAMPLING_SEEDS = [0, 17]
 MAX_LENGTH = 16
 
 transformers.logging.set_verbosity_error()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine thread barriers cost more than the math."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models gain nothing from threads (see conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Pair:
@@ -62,11 +69,17 @@ class Pair:
     def __init__(self, ours, ref, attention_type: str) -> None:
         self.ours, self.ref, self.attention_type = ours, ref, attention_type
 
-    def both(self, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    def both(self, seed: int | None = None, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both models' generate; with `seed`, each starts from torch.manual_seed(seed) (the same draws)."""
         # The reference switches its encoder to full attention for good after a short input: switch it back.
         self.ref.model.encoder.set_attention_type(self.attention_type)
         with torch.no_grad():
-            return self.ours.generate(**kwargs), self.ref.generate(**kwargs)
+            if seed is not None:
+                torch.manual_seed(seed)
+            ours = self.ours.generate(**kwargs)
+            if seed is not None:
+                torch.manual_seed(seed)
+            return ours, self.ref.generate(**kwargs)
 
 
 def make_pair(directory, seed: int, attention_type: str, eos_bias: float, **config) -> Pair:
@@ -124,6 +137,51 @@ def test_beam_search_matches_reference(pair, options):
     ours, theirs = pair.both(**batch_inputs(), **{"max_length": MAX_LENGTH, **options})
     assert ours.shape == theirs.shape and torch.equal(ours, theirs), f"\nours\n{ours}\nreference\n{theirs}"
     assert ours.shape[0] == 3 * options.get("num_return_sequences", 1)
+
+
+@pytest.mark.parametrize("seed", SAMPLING_SEEDS)
+@pytest.mark.parametrize("options", SAMPLING, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+def test_sampling_matches_reference_under_the_same_seed(pair, options, seed):
+    """Same processors and warpers in the same order and the same multinomial draws: the same tokens."""
+    ours, theirs = pair.both(seed=seed, **batch_inputs(), **{"max_length": MAX_LENGTH, **options})
+    assert ours.shape == theirs.shape and torch.equal(ours, theirs), f"\nours\n{ours}\nreference\n{theirs}"
+    assert ours.shape[0] == 3 * options.get("num_return_sequences", 1)
+
+
+def test_sampling_draws_differ_by_seed(tmp_path):
+    """The sampling tests above compare real draws: other seeds give other tokens, and none is the greedy path."""
+    pair = make_pair(tmp_path, seed=8, attention_type="original_full", eos_bias=0.0)
+    inputs = {**batch_inputs(), "max_length": MAX_LENGTH}
+    greedy = pair.ours.generate(**inputs)
+    samples = []
+    for seed in range(4):
+        torch.manual_seed(seed)
+        samples.append(pair.ours.generate(**inputs, do_sample=True, top_k=0))
+    assert len({tuple(s.flatten().tolist()) for s in samples}) == 4
+    assert all(not torch.equal(s, greedy) for s in samples)
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_generators_make_each_input_independent_of_its_batch(tmp_path, num_beams):
+    """With one generator per input, an input's tokens don't depend on the other rows of its batch."""
+    pair = make_pair(tmp_path, seed=9, attention_type="original_full", eos_bias=1.0)
+    inputs = batch_inputs(seed=3)
+    others = batch_inputs(seed=4)  # same lengths, other tokens in rows 1 and 2
+    others["input_ids"][0] = inputs["input_ids"][0]
+    options = {"max_length": MAX_LENGTH, "do_sample": True, "num_beams": num_beams, "num_return_sequences": 2}
+
+    def run(batch: dict, seeds: list[int]) -> torch.Tensor:
+        torch.manual_seed(99)  # the global generator must not matter
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
+        return pair.ours.generate(**batch, generators=generators, **options)
+
+    first = run(inputs, [5, 6, 7])
+    again = run(others, [5, 60, 70])
+    width = min(first.shape[1], again.shape[1])
+    assert torch.equal(first[:2, :width], again[:2, :width])
+    assert not torch.equal(first[2:4, :width], again[2:4, :width])
+    alone = run({k: v[:1, :61] for k, v in inputs.items()}, [5])
+    assert torch.equal(alone, first[:2, : alone.shape[1]])
 
 
 @pytest.mark.parametrize("num_beams", [1, 4])
@@ -241,3 +299,9 @@ def test_bad_options_are_refused(tmp_path):
         pair.ours.generate(ids, num_beams=2, num_return_sequences=3)
     with pytest.raises(ValueError, match="max_length"):
         pair.ours.generate(ids, max_length=1)
+    with pytest.raises(TypeError, match="do_sample, early_stopping"):  # the message lists what is supported
+        pair.ours.generate(ids, typical_p=0.5)
+    with pytest.raises(ValueError, match="temperature"):
+        pair.ours.generate(ids, do_sample=True, temperature=0.0)
+    with pytest.raises(ValueError, match="do_sample=True"):
+        pair.ours.generate(ids, num_return_sequences=2)

@@ -21,6 +21,7 @@ import bigbird_cli.output as output_module
 from bigbird_cli.app import app
 from bigbird_cli.errors import OutputError
 from bigbird_cli.output import JsonlWriter, Output
+from bigbird_cli.runner import local_engine
 from core.tasks import ClassifyTask
 from core.tasks import base as task_base
 from core.tasks.documents import Document, Inputs, decode_text, iter_jsonl, iter_paths
@@ -398,6 +399,22 @@ def test_windows_go_through_the_model_at_most_size_at_a_time(tiny_models):
     assert [idx for idx, _, _ in batches] == [[0, 1], [2, 3], [4]]  # in order: sorting is the runner's job
     assert [tuple(ids.shape) for _, ids, _ in batches] == [(2, 9), (2, 7), (1, 2)]
     assert "batch_size" not in ClassifyTask.__init__.__code__.co_varnames + task_base.Task.__init__.__code__.co_varnames
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_one_long_documents_chunks_go_through_the_model_batch_size_at_a_time(tiny_models, monkeypatch, batch_size):
+    """The runner hands --batch-size down to the task: a single chunked document's windows share forward passes up
+    to that size (not one window a pass), and its record is the same as unbatched up to padding noise."""
+    task = ClassifyTask(str(tiny_models["classify"]))
+    [alone] = task([Document("l", "test", LONG_TEXT * 4)], 1)
+    rows: list[int] = []
+    forward = task.model.forward
+    monkeypatch.setattr(task.model, "forward", lambda ids, **kw: rows.append(len(ids)) or forward(ids, **kw))
+    [record] = list(local_engine(task, batch_size)(iter([Document("l", "test", LONG_TEXT * 4)])))
+    n = record["chunks"]
+    assert n > 3 and rows == [min(batch_size, n - k) for k in range(0, n, batch_size)]
+    assert record["label"] == alone["label"] and record["chunks"] == alone["chunks"]
+    assert record["scores"] == pytest.approx(alone["scores"], abs=1e-4)
 
 
 def test_documents_keep_printable_ids():

@@ -42,8 +42,7 @@ def test_classify_averages_chunk_probabilities(classify):
     ids = classify.encode(LONG_TEXT).ids.tolist()
     windows = split_even(len(ids), WINDOW - 2)
     assert record["chunks"] == len(windows) > 1 and record["input_tokens"] == len(ids) and not record["truncated"]
-    rows = classify.probabilities([classify.wrap(ids[s:e]) for s, e in windows], len(windows))
-    probs = torch.cat([probs for _, probs in rows]).mean(0)
+    probs = classify.scores([classify.wrap(ids[s:e]) for s, e in windows], len(windows)).mean(0)
     assert record["scores"] == pytest.approx(dict(zip(classify.labels, probs.tolist(), strict=True)), abs=1e-6)
     assert record["label"] == max(record["scores"], key=record["scores"].get)
     assert sum(record["scores"].values()) == pytest.approx(1.0, abs=1e-5)
@@ -104,16 +103,11 @@ def test_mask_predicts_each_mask_from_a_window_centred_on_it(tiny_models):
 
 def test_summarize_chunks_then_summarizes_the_summaries(tiny_models):
     task = SummarizeTask(str(tiny_models["summarize"]), max_new_tokens=5, num_beams=1)
-    assert task.generate_kwargs == {
-        "num_beams": 1,
-        "length_penalty": 0.8,
-        "no_repeat_ngram_size": 0,
-        "max_new_tokens": 5,
-        "min_length": 0,
-    }
+    assert task.generate_options == {"num_beams": 1, "max_new_tokens": 5}
+    assert task.generation.num_beams == 1 and task.generation.length_penalty == 0.8 and task.generation.max_length == 6
     calls = []
     original = task.summarize_ids
-    task.summarize_ids = lambda inputs, size: calls.append(len(inputs)) or original(inputs, size)
+    task.summarize_ids = lambda inputs, size, seeds=None: calls.append(len(inputs)) or original(inputs, size, seeds)
     short, long = task([doc("The committee met on Tuesday.", "s"), doc(LONG_TEXT * 2, "l")])
     assert short["chunks"] == 1 and long["chunks"] == len(split_even(long["input_tokens"], WINDOW - 1)) > 1
     assert calls == [1 + long["chunks"], 1]  # all chunks at once, then the joined summaries of the long one
@@ -124,7 +118,8 @@ def test_summarize_chunks_then_summarizes_the_summaries(tiny_models):
 
 def test_defaults_come_from_the_checkpoint(tiny_models):
     task = SummarizeTask(str(tiny_models["summarize"]))
-    assert task.generate_kwargs["num_beams"] == 2 and task.generate_kwargs["max_length"] == 12
+    assert task.generate_options == {}
+    assert task.generation.num_beams == 2 and task.generation.max_length == 12
 
 
 def test_loading_errors_are_one_sentence(tiny_models, tmp_path):

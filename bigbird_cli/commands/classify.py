@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated
 
 import typer
@@ -10,11 +11,33 @@ from ..options import CommonOptions, task_command
 from ..runner import run_command
 
 
+class Function(str, Enum):
+    softmax = "softmax"
+    sigmoid = "sigmoid"
+    none = "none"
+
+
 @task_command("classify")
 def command(
     common: CommonOptions,
     top_k: Annotated[
-        int | None, typer.Option(min=1, help="Labels kept in `scores` [default: all].", show_default=False)
+        str | None,
+        typer.Option(metavar="K|all", help="Labels kept in `scores` [default: all].", show_default=False),
+    ] = None,
+    function: Annotated[
+        Function | None,
+        typer.Option(
+            help="Scores: softmax, sigmoid (per label) or none (raw logits) [default: from the checkpoint's "
+            "problem_type, as the text-classification pipeline].",
+            show_default=False,
+        ),
+    ] = None,
+    text_pair_field: Annotated[
+        str | None,
+        typer.Option(
+            help="Field of JSONL records and dataset rows holding the second text of a pair (NLI-style checkpoints).",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Classify documents: `label`, its `score`, and `scores` (label →
@@ -26,7 +49,17 @@ def command(
     """
     from core.tasks import ClassifyTask
 
-    def make_task() -> ClassifyTask:
-        return ClassifyTask(common.model, **common.task_settings(), top_k=top_k)
+    if top_k is not None and top_k != "all" and not (top_k.isdigit() and int(top_k) >= 1):
+        raise typer.BadParameter(f"takes a number of labels (1 or more) or all, not {top_k!r}.", param_hint="--top-k")
 
-    raise typer.Exit(run_command("classify", common, make_task))
+    def make_task() -> ClassifyTask:
+        return ClassifyTask(
+            common.model,
+            **common.task_settings(),
+            top_k=None if top_k in (None, "all") else int(top_k),
+            function=function.value if function else None,
+            text_pair_field=text_pair_field,
+        )
+
+    extra_fields = (text_pair_field,) if text_pair_field else ()
+    raise typer.Exit(run_command("classify", common, make_task, extra_fields=extra_fields))

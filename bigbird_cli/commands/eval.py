@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -92,8 +92,8 @@ class Evaluate:
 
         def make_scored_task() -> ScoredTask:
             task = make_task()
-            if hasattr(task, "generate_kwargs"):  # the checkpoint's own generation settings, as resolved
-                settings["generation"] = dict(task.generate_kwargs)
+            if hasattr(task, "generation"):  # the generation settings as resolved (options over the checkpoint's)
+                settings["generation"] = asdict(task.generation)
             return ScoredTask(task, self)
 
         with tempfile.TemporaryDirectory(prefix="bigbird-eval-") as tmp:
@@ -209,11 +209,11 @@ class ScoredTask:
         self.model_name = task.model_name
         self.evaluate = evaluate
 
-    def __call__(self, docs: list[Document]) -> list[Record]:
+    def __call__(self, docs: list[Document], size: int) -> list[Record]:
         labels = getattr(self.task, "labels", None)
         references = [self.evaluate.reference(doc.fields.get(self.evaluate.field), labels) for doc in docs]
         ready = [doc for doc, reference in zip(docs, references, strict=True) if reference is not None]
-        predicted = iter(self.task(ready) if ready else [])
+        predicted = iter(self.task(ready, size) if ready else [])
         return [
             self.evaluate.scored(next(predicted), reference)
             if reference is not None

@@ -16,6 +16,16 @@ DEFAULT_MODEL = "google/bigbird-roberta-base"
 def command(
     common: CommonOptions,
     top_k: Annotated[int, typer.Option(min=1, help="Predictions per mask token.")] = 5,
+    targets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--targets",
+            metavar="WORD",
+            help="Only predict these words (repeatable, or comma-separated); a word that is no vocabulary entry "
+            "stands for its first token. Scores stay those of the full softmax.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Fill in the [MASK] tokens of each document: `predictions` holds, for each mask, the top-k
     {token, token_id, score, sequence}.
@@ -27,6 +37,7 @@ def command(
     from core.tasks import MaskTask
 
     def make_task() -> MaskTask:
-        return MaskTask(common.model, **common.task_settings(), top_k=top_k)
+        words = [word.strip() for given in targets or [] for word in given.split(",") if word.strip()]
+        return MaskTask(common.model, **common.task_settings(), top_k=top_k, targets=words or None)
 
     raise typer.Exit(run_command("mask", common, make_task))

@@ -30,6 +30,19 @@ def command(
     max_question_tokens: Annotated[
         int, typer.Option(min=1, help="Longer questions are cut to this many tokens (the record says so).")
     ] = 64,
+    doc_stride: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="Tokens shared by consecutive windows of a long document [default: a quarter of a window]."
+        ),
+    ] = None,
+    handle_impossible_answer: Annotated[
+        bool,
+        typer.Option(
+            "--handle-impossible-answer",
+            help='The "no answer" span competes: when it wins, the answer is "" with its score.',
+        ),
+    ] = False,
 ) -> None:
     """Answer a question from each document: `answer`, `score`, and character offsets
     `start`/`end` into the document (text[start:end] == answer).
@@ -62,6 +75,8 @@ def command(
             top_k=top_k,
             max_answer_tokens=max_answer_tokens,
             max_question_tokens=max_question_tokens,
+            doc_stride=doc_stride,
+            handle_impossible_answer=handle_impossible_answer,
         )
 
     raise typer.Exit(run_command("qa", common, make_task, extra_fields=(question_field,)))

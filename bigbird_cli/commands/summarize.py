@@ -28,6 +28,41 @@ def command(
     no_repeat_ngram_size: Annotated[
         int | None, typer.Option(min=0, help="Never repeat an n-gram of this size [default: the checkpoint's].")
     ] = None,
+    repetition_penalty: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Above 1, tokens already used become less likely [default: the checkpoint's]."),
+    ] = None,
+    do_sample: Annotated[
+        bool | None,
+        typer.Option(
+            "--do-sample/--no-do-sample",
+            help="Sample tokens instead of searching for the likeliest [default: the checkpoint's, usually off].",
+            show_default=False,
+        ),
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option(help="With --do-sample: below 1 sharpens, above 1 flattens the distribution.")
+    ] = None,
+    top_k: Annotated[
+        int | None,
+        typer.Option(min=0, help="With --do-sample: draw from the k likeliest tokens (0: all) [default: 50]."),
+    ] = None,
+    top_p: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="With --do-sample: draw from the likeliest tokens holding this mass."),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            help="With --do-sample: same seed, same summaries, whatever the batch size or run (each document draws "
+            "from its own generator, seeded from SEED and its id).",
+            show_default=False,
+        ),
+    ] = None,
+    num_return_sequences: Annotated[
+        int | None,
+        typer.Option(min=1, help="Summaries per document, in a `summaries` list (needs beams or --do-sample)."),
+    ] = None,
 ) -> None:
     """Summarize documents: one JSONL record with a `summary` per document.
 
@@ -35,6 +70,8 @@ def command(
     are summarized together (--strategy truncate cuts them at the window instead).
 
     **Example:** bigbird summarize papers/ --batch-size 4 -o summaries.jsonl
+
+    **Example:** bigbird summarize papers/ --do-sample --top-p 0.9 --seed 1
     """
     import math
 
@@ -61,6 +98,13 @@ def command(
             min_new_tokens=min_new_tokens,
             length_penalty=length_penalty,
             no_repeat_ngram_size=no_repeat_ngram_size,
+            repetition_penalty=repetition_penalty,
+            do_sample=do_sample,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+            num_return_sequences=num_return_sequences,
         )
 
     raise typer.Exit(run_command("summarize", common, make_task))

@@ -164,6 +164,22 @@ def additive_mask(mask: torch.Tensor, dtype: torch.dtype, causal: bool = False) 
     return bias.masked_fill(~keep, torch.finfo(dtype).min)
 
 
+def causal_bias(
+    mask: torch.Tensor | None, new: int, past: int, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor | None:
+    """Additive (rows, 1, new, past+new) bias of a decoder: causal over the cached and the new tokens, plus the
+    (rows, past+new) padding mask. A single new token with no padding sees every key, so it needs no bias (the
+    common decoding step)."""
+    total = past + new
+    if mask is None and new == 1:
+        return None
+    query_pos = torch.arange(past, total, device=device)[:, None]
+    keep = (torch.arange(total, device=device)[None, :] <= query_pos)[None, None]  # (1, 1, new, total)
+    if mask is not None:
+        keep = keep & mask.bool()[:, None, None, :]  # (rows, 1, new, total)
+    return torch.zeros(keep.shape, dtype=dtype, device=device).masked_fill(~keep, torch.finfo(dtype).min)
+
+
 def sparse_fits(seq_len: int, block_size: int, num_random_blocks: int) -> bool:
     """Block-sparse needs room for the global, window and random blocks; shorter inputs run full attention."""
     return seq_len > (5 + 2 * num_random_blocks) * block_size
@@ -444,14 +460,27 @@ class Attention(nn.Module):
         sparse: bool,
         bias: torch.Tensor | None = None,
         kv: torch.Tensor | None = None,
+        cache: Any = None,
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`mask` is the (B, T) token validity; `bias` overrides the full-attention bias (causal, or over `kv`).
 
-        With `kv` (encoder states) this is cross-attention: keys and values come from `kv`, always full.
+        With `kv` (encoder states) this is cross-attention: keys and values come from `kv`, always full. A
+        `cache` (generation.DecoderCache, decoders only) keeps this layer's keys/values across decoding steps:
+        the new tokens' are appended to it; cross-attention's are computed once.
         """
-        source = hidden if kv is None else kv
-        q, k, v = self._heads(self.query(hidden)), self._heads(self.key(source)), self._heads(self.value(source))
+        q = self._heads(self.query(hidden))
+        if kv is None:
+            k, v = self._heads(self.key(hidden)), self._heads(self.value(hidden))
+            if cache is not None:
+                k, v = cache.append(self.layer_idx, k, v)
+        else:
+            cached = cache.cross_kv(self.layer_idx) if cache is not None else None
+            if cached is None:
+                cached = self._heads(self.key(kv)), self._heads(self.value(kv))
+                if cache is not None:
+                    cache.set_cross_kv(self.layer_idx, *cached)
+            k, v = cached
         if sparse:
             context, probs = block_sparse_attention(
                 q, k, v, mask, self.block_size, self.plan(hidden.shape[1]), output_probs=output_attentions

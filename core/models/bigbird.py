@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import Attention, additive_mask, pad_to_block_size, sparse_fits
+from .attention import Attention, additive_mask, causal_bias, pad_to_block_size, sparse_fits
 from .config import BigBirdConfig
+from .generation import DecoderCache, generate_causal
 from .linear import Linear
 from .modeling import ModelOutput, PretrainedModel, feed_forward_in_slices
 
@@ -60,14 +63,21 @@ class EncoderLayer(nn.Module):
         bias: torch.Tensor | None,
         encoder_states: torch.Tensor | None = None,
         encoder_bias: torch.Tensor | None = None,
+        cache: DecoderCache | None = None,
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        context, probs = self.attn(x, mask, sparse=sparse, bias=bias, output_attentions=output_attentions)
+        context, probs = self.attn(x, mask, sparse=sparse, bias=bias, cache=cache, output_attentions=output_attentions)
         x = self.attn_norm(self.dropout(self.attn_out(context)) + x)
         cross_probs = None
         if encoder_states is not None:
             context, cross_probs = self.cross(
-                x, mask, sparse=False, bias=encoder_bias, kv=encoder_states, output_attentions=output_attentions
+                x,
+                mask,
+                sparse=False,
+                bias=encoder_bias,
+                kv=encoder_states,
+                cache=cache,
+                output_attentions=output_attentions,
             )
             x = self.cross_norm(self.dropout(self.cross_out(context)) + x)
         ffn = feed_forward_in_slices(self.feed_forward, x, self.ffn_in.out_features)
@@ -107,20 +117,27 @@ class BigBirdModel(BigBirdPretrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
+        past_key_values: DecoderCache | None = None,
+        use_cache: bool = False,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
     ) -> ModelOutput:
+        """A decoder (`is_decoder`) may keep a KV cache: `attention_mask` then covers the cached and new tokens."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         embeds = self.embeddings.tokens(input_ids) if inputs_embeds is None else inputs_embeds
         batch, seq_len = embeds.shape[:2]
         device = embeds.device
+        cache = past_key_values
+        if cache is None and use_cache and self.config.is_decoder:
+            cache = DecoderCache(len(self.layers))
+        past = cache.length if cache is not None else 0
         if attention_mask is None:
-            attention_mask = torch.ones(batch, seq_len, dtype=torch.long, device=device)
+            attention_mask = torch.ones(batch, past + seq_len, dtype=torch.long, device=device)
         if token_type_ids is None:
             token_type_ids = torch.zeros(batch, seq_len, dtype=torch.long, device=device)
         if position_ids is None:
-            position_ids = torch.arange(seq_len, device=device).expand(batch, seq_len)
+            position_ids = torch.arange(past, past + seq_len, device=device).expand(batch, seq_len)
 
         sparse = self.uses_sparse(seq_len)
         pad = pad_to_block_size(seq_len, self.config.block_size) if sparse else 0
@@ -133,7 +150,12 @@ class BigBirdModel(BigBirdPretrainedModel):
             position_ids = F.pad(position_ids, (0, pad), value=self.config.pad_token_id)
 
         x = self.embeddings(embeds, token_type_ids, position_ids)
-        bias = None if sparse else additive_mask(attention_mask, x.dtype, causal=self.config.is_decoder)
+        if sparse:
+            bias = None
+        elif self.config.is_decoder:
+            bias = causal_bias(attention_mask, seq_len, past, x.dtype, device)
+        else:
+            bias = additive_mask(attention_mask, x.dtype)
         encoder_bias = None
         if encoder_hidden_states is not None:
             if encoder_attention_mask is None:
@@ -149,6 +171,7 @@ class BigBirdModel(BigBirdPretrainedModel):
                 bias=bias,
                 encoder_states=encoder_hidden_states,
                 encoder_bias=encoder_bias,
+                cache=cache,
                 output_attentions=output_attentions,
             )
             hidden_states.append(x[:, :seq_len])
@@ -159,7 +182,7 @@ class BigBirdModel(BigBirdPretrainedModel):
         return ModelOutput(
             last_hidden_state=x[:, :seq_len],
             pooler_output=pooled,
-            past_key_values=None,
+            past_key_values=cache if use_cache else None,
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
             attentions=tuple(attentions) if output_attentions else None,
             cross_attentions=tuple(cross_attentions)
@@ -216,7 +239,8 @@ class BigBirdForMaskedLM(BigBirdPretrainedModel):
 
 
 class BigBirdForCausalLM(BigBirdPretrainedModel):
-    """Left-to-right LM: full causal self-attention (and cross-attention when the config adds it)."""
+    """Left-to-right LM: full causal self-attention (and cross-attention when the config adds it), with a KV cache
+    for `generate` (greedy, beam search, sampling)."""
 
     tied = LM_TIED
 
@@ -226,13 +250,26 @@ class BigBirdForCausalLM(BigBirdPretrainedModel):
         self.lm = LMHead(config)
         self.init_weights()
 
+    @property
+    def num_cache_layers(self) -> int:
+        return len(self.bert.layers)
+
     def forward(
-        self, input_ids=None, labels=None, encoder_hidden_states=None, encoder_attention_mask=None, **kwargs
+        self,
+        input_ids=None,
+        labels=None,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
+        past_key_values: DecoderCache | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
     ) -> ModelOutput:
         out = self.bert(
             input_ids,
             encoder_hidden_states=encoder_hidden_states,
             encoder_attention_mask=encoder_attention_mask,
+            past_key_values=past_key_values,
+            use_cache=bool(self.config.use_cache if use_cache is None else use_cache) and labels is None,
             **_encoder_args(kwargs),
         )
         logits = self.lm(out.last_hidden_state)
@@ -241,8 +278,22 @@ class BigBirdForCausalLM(BigBirdPretrainedModel):
             shifted = logits[:, :-1].flatten(0, 1).float()
             loss = F.cross_entropy(shifted, labels[:, 1:].flatten().to(logits.device), ignore_index=-100)
         return ModelOutput(
-            loss=loss, logits=logits, past_key_values=None, cross_attentions=out.cross_attentions, **_extras(out)
+            loss=loss,
+            logits=logits,
+            past_key_values=out.past_key_values,
+            cross_attentions=out.cross_attentions,
+            **_extras(out),
         )
+
+    def generate(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **options: Any
+    ) -> torch.Tensor:
+        """Continuations of the prompts, prompt included: (batch * num_return_sequences, length).
+
+        Options as BigBirdPegasusForConditionalGeneration.generate (lengths count the prompt). The decoder runs
+        full causal attention over its KV cache; token-identical to the reference's generate.
+        """
+        return generate_causal(self, input_ids, attention_mask, **options)
 
 
 class BigBirdForPreTraining(BigBirdPretrainedModel):

@@ -207,6 +207,32 @@ GENERATION_DEFAULTS: dict[str, Any] = {
     "forced_bos_token_id": None,
     "forced_eos_token_id": None,
 }
+# Sampling settings: not config fields, but generation_config.json may carry them; the reference's defaults.
+SAMPLING_DEFAULTS: dict[str, Any] = {"do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0}
+# What generation_config.json may set over config.json.
+GENERATION_FILE_KEYS = (
+    *GENERATION_DEFAULTS,
+    *SAMPLING_DEFAULTS,
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "decoder_start_token_id",
+)
+
+
+def apply_generation_config(config: ModelConfig, directory: str | Path) -> ModelConfig:
+    """Put generation_config.json's settings (when the file exists) over the config's, as the Hub does.
+
+    This is the only reader of generation_config.json: what a generate call does not set comes from the config
+    this returns (see `generation.resolve_generation_settings`).
+    """
+    path = Path(directory) / "generation_config.json"
+    if path.is_file():
+        data = json.loads(path.read_text(encoding="utf-8"))
+        for key in GENERATION_FILE_KEYS:
+            if key in data:
+                setattr(config, key, data[key])
+    return config
 
 
 class BigBirdPegasusConfig(ModelConfig):

@@ -1,7 +1,10 @@
-"""Text generation for BigBirdPegasus: greedy and beam search, the logits processors, and the decoder's KV cache.
+"""Text generation for BigBirdPegasus and BigBirdForCausalLM: greedy search, sampling, beam search and beam
+sampling, the logits processors and sampling warpers, and the decoders' KV cache.
 
-The search follows the reference's `generate` step for step (same scores, same tie-breaking, same stopping rules),
-so that both produce the same tokens. What differs is memory: the input is encoded once, and the encoder states and
+The search follows the reference's `generate` step for step (same scores, same tie-breaking, same stopping rules,
+processors and warpers in the same order, the same multinomial draws from torch's generator), so that both produce
+the same tokens, under the same `torch.manual_seed` when sampling. Settings are merged once, in
+`resolve_generation_settings`. What differs is memory: the input is encoded once, and the encoder states and
 cross-attention keys/values are held once per input and shared by its beams (the decoder folds the beams of an input
 into the query axis of cross-attention). Only the small self-attention cache exists per beam; it is preallocated
 for the whole generation and reordered in place when beams are reselected.
@@ -16,6 +19,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from .config import GENERATION_DEFAULTS, SAMPLING_DEFAULTS
 
 # Added to the score of a beam or hypothesis to take it out of the running (the reference's constant).
 EXCLUDED = -1.0e9
@@ -87,8 +92,9 @@ class DecoderCache:
 # Settings
 # --------------------------------------------------------------------------------------------------
 @dataclass
-class Settings:
-    """One generate call's settings: the call's options over the checkpoint's config (and generation_config.json)."""
+class GenerationSettings:
+    """One generate call's settings, resolved once: the call's options over the checkpoint's config (which holds
+    generation_config.json's values: `config.apply_generation_config`) over the reference's defaults."""
 
     max_length: int
     min_length: int
@@ -102,58 +108,102 @@ class Settings:
     forced_eos_token_id: int | list[int] | None
     eos_token_id: int | list[int] | None
     pad_token_id: int | None
-    decoder_start_token_id: int
+    decoder_start_token_id: int | None
+    do_sample: bool
+    temperature: float
+    top_k: int
+    top_p: float
+
+    @property
+    def rows_per_input(self) -> int:
+        """Decoder rows each input grows into: its beams, or its samples."""
+        return max(self.num_beams, self.num_return_sequences)
 
 
-OPTIONS = {f.name for f in fields(Settings)} | {"max_new_tokens", "min_new_tokens"}
+# Options of our own: one torch.Generator per input row, so that each input's draws do not depend on the
+# other rows of its batch (the CLI seeds one per document).
+OWN_OPTIONS = {"generators"}
+OPTIONS = {f.name for f in fields(GenerationSettings)} | {"max_new_tokens", "min_new_tokens"} | OWN_OPTIONS
 
 
-def resolve_settings(config: Any, options: dict[str, Any]) -> Settings:
-    """Options given to generate win; the rest come from the config. Lengths count the decoder start token.
+def resolve_generation_settings(config: Any, options: dict[str, Any], prompt_length: int = 1) -> GenerationSettings:
+    """The one place generation settings are merged: options given to generate, else the config's value, else
+    the reference's default. Lengths count the prompt (`prompt_length` tokens: the decoder start token of an
+    encoder-decoder, the input of a decoder-only model).
 
     `max_new_tokens` / `min_new_tokens` take precedence over `max_length` / `min_length`, as in transformers. A
     config's `max_length` is a total length (the Hub's pegasus configs carry one).
     """
     unknown = set(options) - OPTIONS
     if unknown:
-        raise TypeError(f"generate() got unknown options: {', '.join(sorted(unknown))}")
+        raise TypeError(
+            f"generate() got unknown options: {', '.join(sorted(unknown))}; it takes {', '.join(sorted(OPTIONS))}"
+        )
+    defaults = {**GENERATION_DEFAULTS, **SAMPLING_DEFAULTS}
 
     def pick(name: str, default: Any = None) -> Any:
-        """The option if given, else the config's value, else `default`."""
+        """The option if given, else the config's value, else the reference's default (or `default`)."""
         value = options.get(name)
         if value is None:
             value = getattr(config, name, None)
-        return default if value is None else value
+        if value is None:
+            value = defaults.get(name, default)
+        return value
 
-    prompt = 1  # the decoder starts from its start token alone
-    max_new, min_new = pick("max_new_tokens"), pick("min_new_tokens")
-    start = pick("decoder_start_token_id", pick("bos_token_id"))
-    if start is None:
-        raise ValueError("decoder_start_token_id (or bos_token_id) has to be set to generate")
-    settings = Settings(
-        max_length=max_new + prompt if max_new is not None else pick("max_length"),
-        min_length=min_new + prompt if min_new is not None else pick("min_length", 0),
-        num_beams=pick("num_beams", 1),
-        length_penalty=pick("length_penalty", 1.0),
-        early_stopping=pick("early_stopping", False),
-        num_return_sequences=pick("num_return_sequences", 1),
-        no_repeat_ngram_size=pick("no_repeat_ngram_size", 0),
-        repetition_penalty=pick("repetition_penalty", 1.0),
+    max_new, min_new = options.get("max_new_tokens"), options.get("min_new_tokens")
+    settings = GenerationSettings(
+        max_length=max_new + prompt_length if max_new is not None else pick("max_length"),
+        min_length=min_new + prompt_length if min_new is not None else pick("min_length"),
+        num_beams=pick("num_beams"),
+        length_penalty=pick("length_penalty"),
+        early_stopping=pick("early_stopping"),
+        num_return_sequences=pick("num_return_sequences"),
+        no_repeat_ngram_size=pick("no_repeat_ngram_size"),
+        repetition_penalty=float(pick("repetition_penalty")),
         forced_bos_token_id=pick("forced_bos_token_id"),
         forced_eos_token_id=pick("forced_eos_token_id"),
         eos_token_id=pick("eos_token_id"),
         pad_token_id=pick("pad_token_id"),
-        decoder_start_token_id=start,
+        decoder_start_token_id=pick("decoder_start_token_id", pick("bos_token_id")),
+        do_sample=bool(pick("do_sample")),
+        temperature=float(pick("temperature")),
+        top_k=int(pick("top_k")),
+        top_p=float(pick("top_p")),
     )
-    if settings.max_length is None or settings.max_length <= prompt:
-        raise ValueError(f"max_length must exceed the decoder start ({prompt} token), not {settings.max_length}")
-    if settings.num_return_sequences > settings.num_beams:
+    _check(settings, prompt_length)
+    return settings
+
+
+def _check(settings: GenerationSettings, prompt_length: int) -> None:
+    """Refuse settings the search can't honour, with the reason (ValueError)."""
+    if settings.max_length is None or settings.max_length <= prompt_length:
+        raise ValueError(f"max_length must exceed the prompt ({prompt_length} tokens), not {settings.max_length}")
+    if settings.num_beams < 1:
+        raise ValueError(f"num_beams must be at least 1, not {settings.num_beams}")
+    if settings.num_return_sequences < 1:
+        raise ValueError(f"num_return_sequences must be at least 1, not {settings.num_return_sequences}")
+    if settings.num_beams > 1 and settings.num_return_sequences > settings.num_beams:
         raise ValueError(
             f"num_return_sequences ({settings.num_return_sequences}) can't exceed num_beams ({settings.num_beams})"
         )
+    if settings.num_beams == 1 and settings.num_return_sequences > 1 and not settings.do_sample:
+        raise ValueError(
+            f"num_return_sequences ({settings.num_return_sequences}) needs do_sample=True or num_beams >= it: "
+            "greedy search gives one sequence"
+        )
     if settings.early_stopping not in (True, False, "never"):
         raise ValueError(f"early_stopping must be True, False or 'never', not {settings.early_stopping!r}")
-    return settings
+    if settings.repetition_penalty <= 0:
+        raise ValueError(f"repetition_penalty must be positive, not {settings.repetition_penalty}")
+    if settings.do_sample:
+        if settings.temperature <= 0:
+            raise ValueError(
+                f"temperature must be positive, not {settings.temperature} (for greedy search leave do_sample off)"
+            )
+        if settings.top_k < 0:
+            raise ValueError(f"top_k must be 0 (off) or positive, not {settings.top_k}")
+        if not 0.0 <= settings.top_p <= 1.0:
+            raise ValueError(f"top_p must be between 0 and 1, not {settings.top_p}")
 
 
 def _ids(token: int | list[int] | None, device: torch.device) -> torch.Tensor | None:
@@ -169,13 +219,21 @@ def _ids(token: int | list[int] | None, device: torch.device) -> torch.Tensor | 
 Processor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def repetition_penalty(penalty: float) -> Processor:
-    """Make every token already in the sequence less likely: negative scores × penalty, positive ones ÷ penalty."""
+def repetition_penalty(penalty: float, skip: torch.Tensor | None = None) -> Processor:
+    """Make every token already in the sequence less likely: negative scores × penalty, positive ones ÷ penalty.
+
+    `skip[row]` leading positions of a row (left padding of a decoder-only prompt) are not counted as seen.
+    """
 
     def apply(ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        seen = scores.gather(1, ids)
-        seen = torch.where(seen < 0, seen * penalty, seen / penalty)
-        return scores.scatter(1, ids, seen)
+        vocab = scores.shape[-1]
+        if skip is not None:
+            positions = torch.arange(ids.shape[1], device=ids.device)
+            ids = ids.masked_fill(positions[None, :] < skip[:, None], vocab)
+        seen = torch.zeros(scores.shape[0], vocab + 1, dtype=torch.bool, device=scores.device)
+        seen.scatter_(1, ids.clamp(max=vocab), True)
+        seen = seen[:, :vocab]
+        return torch.where(seen, torch.where(scores < 0, scores * penalty, scores / penalty), scores)
 
     return apply
 
@@ -222,19 +280,62 @@ def force_token(position: int, tokens: torch.Tensor) -> Processor:
     return apply
 
 
-def build_processors(s: Settings, eos: torch.Tensor | None, device: torch.device) -> list[Processor]:
-    """The processors the settings ask for, in the reference's order (the order matters when several apply)."""
+def temperature(value: float) -> Processor:
+    """Flatten (above 1) or sharpen (below 1) the distribution."""
+    return lambda ids, scores: scores / value
+
+
+def top_k(k: int, keep_at_least: int) -> Processor:
+    """Only the k best tokens (ties with the k-th included) stay candidates."""
+
+    def apply(ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        kth = torch.topk(scores, min(max(k, keep_at_least), scores.shape[-1]))[0][:, -1:]
+        return scores.masked_fill(scores < kth, -math.inf)
+
+    return apply
+
+
+def top_p(p: float, keep_at_least: int) -> Processor:
+    """Nucleus: the fewest best tokens whose probabilities sum to at least p stay candidates.
+
+    Tokens are sorted from least to most likely and dropped while the mass of those dropped stays within 1 - p;
+    sorting the same way as the reference keeps ties on the same side of the cut.
+    """
+
+    def apply(ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        ascending, order = torch.sort(scores, descending=False)
+        dropped = ascending.softmax(dim=-1).cumsum(dim=-1) <= (1 - p)
+        dropped[:, -keep_at_least:] = False
+        return scores.masked_fill(dropped.scatter(1, order, dropped), -math.inf)
+
+    return apply
+
+
+def build_processors(
+    settings: GenerationSettings, eos: torch.Tensor | None, device: torch.device, skip: torch.Tensor | None = None
+) -> list[Processor]:
+    """The processors, then the sampling warpers, the settings ask for, in the reference's order (the order
+    matters when several apply). `skip`: per row, leading prompt positions the repetition penalty ignores."""
     out: list[Processor] = []
-    if s.repetition_penalty != 1.0:
-        out.append(repetition_penalty(s.repetition_penalty))
-    if s.no_repeat_ngram_size > 0:
-        out.append(no_repeat_ngram(s.no_repeat_ngram_size))
-    if s.min_length > 0 and eos is not None:
-        out.append(min_length(s.min_length, eos))
-    if s.forced_bos_token_id is not None:
-        out.append(force_token(1, _ids(s.forced_bos_token_id, device)))
-    if s.forced_eos_token_id is not None:
-        out.append(force_token(s.max_length - 1, _ids(s.forced_eos_token_id, device)))
+    if settings.repetition_penalty != 1.0:
+        out.append(repetition_penalty(settings.repetition_penalty, skip))
+    if settings.no_repeat_ngram_size > 0:
+        out.append(no_repeat_ngram(settings.no_repeat_ngram_size))
+    if settings.min_length > 0 and eos is not None:
+        out.append(min_length(settings.min_length, eos))
+    if settings.forced_bos_token_id is not None:
+        out.append(force_token(1, _ids(settings.forced_bos_token_id, device)))
+    if settings.forced_eos_token_id is not None:
+        out.append(force_token(settings.max_length - 1, _ids(settings.forced_eos_token_id, device)))
+    if settings.do_sample:
+        # Beam sampling keeps enough candidates for the beams to go on when some end (the reference's floor).
+        keep_at_least = (1 + (eos.shape[0] if eos is not None else 1)) if settings.num_beams > 1 else 1
+        if settings.temperature != 1.0:
+            out.append(temperature(settings.temperature))
+        if settings.top_k != 0:
+            out.append(top_k(settings.top_k, keep_at_least))
+        if settings.top_p < 1.0:
+            out.append(top_p(settings.top_p, keep_at_least))
     return out
 
 
@@ -255,6 +356,9 @@ def _stops(seqs: torch.Tensor, max_length: int, eos: torch.Tensor | None) -> tor
 # --------------------------------------------------------------------------------------------------
 # Search
 # --------------------------------------------------------------------------------------------------
+NextScores = Callable[[torch.Tensor], torch.Tensor]
+
+
 @torch.no_grad()
 def generate(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **options: Any):
     """Summaries of a (batch, source) input as token ids: (batch * num_return_sequences, length).
@@ -262,82 +366,159 @@ def generate(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor |
     `model` is a BigBirdPegasusForConditionalGeneration. Without `attention_mask` every input token is attended
     (padding included), as transformers does for encoder-decoder models. Finished rows are padded after their end.
     """
-    s = resolve_settings(model.config, options)
-    device = input_ids.device
-    eos = _ids(s.eos_token_id, device)
-    pad = s.pad_token_id if s.pad_token_id is not None else (int(eos[0]) if eos is not None else None)
-    processors = build_processors(s, eos, device)
-
+    settings = resolve_generation_settings(model.config, options)
+    if settings.decoder_start_token_id is None:
+        raise ValueError("decoder_start_token_id (or bos_token_id) has to be set to generate")
     encoded = model.model.encoder(input_ids, attention_mask).last_hidden_state
-    cache = DecoderCache(len(model.model.decoder.layers), capacity=s.max_length)
+    cache = DecoderCache(len(model.model.decoder.layers), capacity=settings.max_length)
 
-    def next_scores(tokens: torch.Tensor) -> torch.Tensor:
-        """Float32 logits for the next token after `tokens` (rows, 1): one decoder step on the cache."""
+    def next_scores(seqs: torch.Tensor) -> torch.Tensor:
+        """Float32 logits for the token after each row of `seqs`: one decoder step over the uncached tokens."""
         out = model(
             attention_mask=attention_mask,
             encoder_outputs=(encoded,),
-            decoder_input_ids=tokens,
+            decoder_input_ids=seqs[:, cache.length :],
             past_key_values=cache,
             use_cache=True,
         )
         return out.logits[:, -1].float()
 
-    if s.num_beams == 1:
-        return _greedy(next_scores, input_ids.shape[0], s, eos, pad, processors, device)
-    return _beam_search(next_scores, cache, input_ids.shape[0], s, eos, pad, processors, device)
+    start = input_ids.new_full((input_ids.shape[0], 1), settings.decoder_start_token_id)
+    return search(next_scores, cache, start, settings, options.get("generators"))
 
 
-def _greedy(
-    next_scores: Callable[[torch.Tensor], torch.Tensor],
-    batch: int,
-    s: Settings,
+@torch.no_grad()
+def generate_causal(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **options: Any):
+    """Continuations of a (batch, prompt) input as token ids, prompt included: (batch * num_return_sequences, length).
+
+    `model` is a decoder-only LM taking `input_ids, attention_mask, position_ids, past_key_values, use_cache`.
+    Without `attention_mask`, pad tokens are masked when the pad id is no eos id (as the reference infers it);
+    positions count attended tokens only, so left-padded prompts continue as if unpadded.
+    """
+    prompt = input_ids.shape[1]
+    settings = resolve_generation_settings(model.config, options, prompt_length=prompt)
+    if attention_mask is None:
+        attention_mask = _inferred_mask(input_ids, settings)
+    group = settings.rows_per_input
+    rows_mask = attention_mask.long().repeat_interleave(group, dim=0)
+    cache = DecoderCache(model.num_cache_layers, capacity=settings.max_length)
+    skip = rows_mask.argmax(dim=1) if settings.repetition_penalty != 1.0 else None
+
+    def next_scores(seqs: torch.Tensor) -> torch.Tensor:
+        past = cache.length
+        mask = F.pad(rows_mask, (0, seqs.shape[1] - prompt), value=1)
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        out = model(
+            seqs[:, past:],
+            attention_mask=mask,
+            position_ids=positions[:, past:],
+            past_key_values=cache,
+            use_cache=True,
+        )
+        return out.logits[:, -1].float()
+
+    return search(next_scores, cache, input_ids, settings, options.get("generators"), skip=skip)
+
+
+def _inferred_mask(input_ids: torch.Tensor, settings: GenerationSettings) -> torch.Tensor:
+    pad, eos = settings.pad_token_id, settings.eos_token_id
+    eos_ids = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
+    if pad is None or pad in eos_ids or not bool((input_ids == pad).any()):
+        return torch.ones_like(input_ids)
+    return (input_ids != pad).long()
+
+
+def search(
+    next_scores: NextScores,
+    cache: DecoderCache,
+    prompt: torch.Tensor,
+    settings: GenerationSettings,
+    generators: list[torch.Generator] | None = None,
+    skip: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Greedy search, sampling, beam search or beam sampling from a (batch, prompt) start, as the settings say.
+
+    `generators`: one per input row; each input then draws from its own generator only (see `_draw`), so its
+    tokens do not depend on which other inputs share the batch. Without them, draws come from torch's global
+    generator in the reference's order.
+    """
+    device = prompt.device
+    if generators is not None and len(generators) != prompt.shape[0]:
+        raise ValueError(f"generators: {len(generators)} given for {prompt.shape[0]} input rows")
+    eos = _ids(settings.eos_token_id, device)
+    pad = settings.pad_token_id if settings.pad_token_id is not None else (int(eos[0]) if eos is not None else None)
+    processors = build_processors(settings, eos, device, skip)
+    if settings.num_beams == 1:
+        rows = prompt.repeat_interleave(settings.rows_per_input, dim=0)
+        return _sample(next_scores, rows, settings, eos, pad, processors, generators)
+    return _beam_search(next_scores, cache, prompt, settings, eos, pad, processors, generators)
+
+
+def _draw(probs: torch.Tensor, samples: int, generators: list[torch.Generator] | None) -> torch.Tensor:
+    """`samples` draws without replacement per row of `probs`, in one call (torch's global generator, as the
+    reference), or one call per input with its own generator (the rows of an input are consecutive)."""
+    if generators is None:
+        return torch.multinomial(probs, samples)
+    per_input = probs.shape[0] // len(generators)
+    parts = probs.split(per_input)
+    return torch.cat([torch.multinomial(part, samples, generator=g) for part, g in zip(parts, generators, strict=True)])
+
+
+def _sample(
+    next_scores: NextScores,
+    seqs: torch.Tensor,
+    settings: GenerationSettings,
     eos: torch.Tensor | None,
     pad: int | None,
     processors: list[Processor],
-    device: torch.device,
+    generators: list[torch.Generator] | None,
 ) -> torch.Tensor:
-    """Most likely token each step; a finished row gets padding until every row is finished or max_length."""
-    seqs = torch.full((batch, 1), s.decoder_start_token_id, dtype=torch.long, device=device)
-    unfinished = torch.ones(batch, dtype=torch.bool, device=device)
+    """Most likely (or sampled) token each step; a finished row gets padding until every row is finished."""
+    unfinished = torch.ones(seqs.shape[0], dtype=torch.bool, device=seqs.device)
     while True:
-        scores = _process(processors, seqs, next_scores(seqs[:, -1:]))
-        tokens = scores.argmax(dim=-1)
+        scores = _process(processors, seqs, next_scores(seqs))
+        if settings.do_sample:
+            tokens = _draw(scores.softmax(dim=-1), 1, generators)[:, 0]
+        else:
+            tokens = scores.argmax(dim=-1)
         if eos is not None:
             tokens = torch.where(unfinished, tokens, pad)
         seqs = torch.cat([seqs, tokens[:, None]], dim=1)
-        unfinished = unfinished & ~_stops(seqs, s.max_length, eos)
+        unfinished = unfinished & ~_stops(seqs, settings.max_length, eos)
         if not unfinished.any():
             return seqs
 
 
 def _beam_search(
-    next_scores: Callable[[torch.Tensor], torch.Tensor],
+    next_scores: NextScores,
     cache: DecoderCache,
-    batch: int,
-    s: Settings,
+    start: torch.Tensor,
+    settings: GenerationSettings,
     eos: torch.Tensor | None,
     pad: int | None,
     processors: list[Processor],
-    device: torch.device,
+    generators: list[torch.Generator] | None,
 ) -> torch.Tensor:
-    """Beam search as the reference runs it (vectorized over the batch).
+    """Beam search (or beam sampling) as the reference runs it, vectorized over the batch.
 
-    Each step keeps the `keep` best continuations over all beams of an input (twice the beams, so that enough of
-    them go on when some end). Those that end and rank among the first `num_beams` become hypotheses scored
+    Each step keeps `keep` continuations over all beams of an input (twice the beams, so that enough of them go
+    on when some end): the best ones, or, when sampling, `keep` drawn without replacement in proportion to their
+    accumulated probabilities. Those that end and rank among the first `num_beams` become hypotheses scored
     sum(log p) / (generated tokens ** length_penalty); the best `num_beams` hypotheses are kept. The best
     not-ended continuations are the next beams. An input is done when no running beam can beat its worst kept
-    hypothesis (how that is estimated depends on `early_stopping`), or, with early_stopping=True, as soon as it has
-    `num_beams` hypotheses.
+    hypothesis (how that is estimated depends on `early_stopping`), or, with early_stopping=True, as soon as it
+    has `num_beams` hypotheses.
     """
-    beams, lp, early = s.num_beams, s.length_penalty, s.early_stopping
-    prompt = 1
+    beams, lp, early = settings.num_beams, settings.length_penalty, settings.early_stopping
+    batch, prompt = start.shape
+    max_length, device = settings.max_length, start.device
     keep = max(2, 1 + (eos.shape[0] if eos is not None else 0)) * beams
     among_top = torch.arange(keep, device=device) < beams
     # Unused positions hold the pad token, or eos when pad is 0 (the reference's `pad or eos` fallback).
     fill = (pad or int(eos[0])) if eos is not None else -1
 
-    running = torch.full((batch, beams, s.max_length), fill, dtype=torch.long, device=device)
-    running[:, :, 0] = s.decoder_start_token_id
+    running = torch.full((batch, beams, max_length), fill, dtype=torch.long, device=device)
+    running[:, :, :prompt] = start[:, None]
     running_scores = torch.zeros(batch, beams, device=device)
     running_scores[:, 1:] = EXCLUDED  # all beams start equal: let only the first one expand at first
     hyps = running.clone()
@@ -350,21 +531,25 @@ def _beam_search(
     cur = prompt
     while True:
         flat = running[:, :, :cur].reshape(batch * beams, cur)
-        log_probs = _process(processors, flat, F.log_softmax(next_scores(flat[:, -1:]), dim=-1))
+        log_probs = _process(processors, flat, F.log_softmax(next_scores(flat), dim=-1))
         vocab = log_probs.shape[-1]
         totals = (log_probs.view(batch, beams, vocab) + running_scores[:, :, None]).view(batch, beams * vocab)
 
-        # Best `keep` continuations over all beams of each input.
-        top_scores, top = torch.topk(totals, keep)
+        # `keep` continuations over all beams of each input.
+        if settings.do_sample:
+            top = _draw(totals.softmax(dim=-1), keep, generators)
+            top_scores = totals.gather(1, top)
+        else:
+            top_scores, top = torch.topk(totals, keep)
         parent = top // vocab
-        top_seqs = running.gather(1, parent[:, :, None].expand(-1, -1, s.max_length)).clone()
+        top_seqs = running.gather(1, parent[:, :, None].expand(-1, -1, max_length)).clone()
         top_seqs[:, :, cur] = top % vocab
-        ended = _stops(top_seqs[:, :, : cur + 1].reshape(batch * keep, cur + 1), s.max_length, eos).view(batch, keep)
+        ended = _stops(top_seqs[:, :, : cur + 1].reshape(batch * keep, cur + 1), max_length, eos).view(batch, keep)
 
         # The next beams: the best continuations that did not end.
         open_scores = top_scores + ended.float() * EXCLUDED
         chosen = torch.topk(open_scores, beams)[1]
-        running = top_seqs.gather(1, chosen[:, :, None].expand(-1, -1, s.max_length))
+        running = top_seqs.gather(1, chosen[:, :, None].expand(-1, -1, max_length))
         running_scores = open_scores.gather(1, chosen)
         cache.reorder((parent.gather(1, chosen) + offsets).flatten())
 
@@ -377,19 +562,19 @@ def _beam_search(
         new_scores += (~new_done) * EXCLUDED
         merged_scores = torch.cat([hyp_scores, new_scores], dim=1)
         best = torch.topk(merged_scores, beams)[1]
-        hyps = torch.cat([hyps, top_seqs], dim=1).gather(1, best[:, :, None].expand(-1, -1, s.max_length))
+        hyps = torch.cat([hyps, top_seqs], dim=1).gather(1, best[:, :, None].expand(-1, -1, max_length))
         hyp_scores = merged_scores.gather(1, best)
         new_lengths = torch.full_like(new_done, cur + 1 - prompt, dtype=torch.long)
         hyp_lengths = torch.cat([hyp_lengths, new_lengths], dim=1).gather(1, best)
         hyp_done = torch.cat([hyp_done, new_done], dim=1).gather(1, best)
 
         cur += 1
-        improvable = improvable & _can_improve(running_scores, hyp_scores, hyp_done, cur, s.max_length, prompt, s)
+        improvable = improvable & _can_improve(running_scores, hyp_scores, hyp_done, cur, prompt, settings)
         all_full = bool(hyp_done.all()) and early is True
         if not improvable.any() or all_full or bool(ended.all()):
             break
 
-    n = s.num_return_sequences
+    n = settings.num_return_sequences
     length = prompt + int(hyp_lengths[:, :n].max())
     return hyps[:, :n, :length].reshape(batch * n, length)
 
@@ -399,19 +584,18 @@ def _can_improve(
     hyp_scores: torch.Tensor,
     hyp_done: torch.Tensor,
     cur: int,
-    max_length: int,
     prompt: int,
-    s: Settings,
+    settings: GenerationSettings,
 ) -> torch.Tensor:
     """Could the best running beam still beat the worst kept hypothesis? (batch, 1)
 
     The best beam's score is length-penalized at the current length, or at max_length with early_stopping="never"
     and a positive length penalty (longer is then better): the reference's heuristic.
     """
-    if s.early_stopping == "never" and s.length_penalty > 0.0:
-        best_length = max_length - prompt
+    if settings.early_stopping == "never" and settings.length_penalty > 0.0:
+        best_length = settings.max_length - prompt
     else:
         best_length = cur - prompt
-    best_running = running_scores[:, :1] / (best_length**s.length_penalty)
+    best_running = running_scores[:, :1] / (best_length**settings.length_penalty)
     worst_kept = torch.where(hyp_done, hyp_scores.min(dim=1, keepdim=True)[0], EXCLUDED)
     return (best_running > worst_kept).any(dim=-1, keepdim=True)

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .config import ModelConfig
+from .config import ModelConfig, apply_generation_config
 
 
 class ModelOutput(dict):
@@ -103,8 +103,8 @@ class PretrainedModel(nn.Module):
 
     @classmethod
     def read_config(cls, directory: Path) -> ModelConfig:
-        """The checkpoint's configuration (a family may read more files than config.json)."""
-        return cls.config_class.from_json_file(directory / "config.json")
+        """config.json, with generation_config.json's settings over it."""
+        return apply_generation_config(cls.config_class.from_json_file(directory / "config.json"), directory)
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write config.json and model.safetensors under the checkpoint's tensor names."""

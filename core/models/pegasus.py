@@ -20,15 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import Attention, additive_mask, full_attention, pad_to_block_size, sparse_fits
+from .attention import Attention, additive_mask, causal_bias, full_attention, pad_to_block_size, sparse_fits
 from .bigbird import classification_loss, span_loss
 from .config import GENERATION_DEFAULTS, BigBirdPegasusConfig
 from .generation import DecoderCache, generate
 from .linear import Linear
 from .modeling import ModelOutput, PretrainedModel, feed_forward_in_slices
-
-# Keys of generation_config.json that override the config's generation defaults.
-GENERATION_KEYS = (*GENERATION_DEFAULTS, "bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
 
 
 def shift_tokens_right(ids: torch.Tensor, pad_token_id: int, start_token_id: int) -> torch.Tensor:
@@ -39,23 +36,6 @@ def shift_tokens_right(ids: torch.Tensor, pad_token_id: int, start_token_id: int
     shifted = ids.new_full(ids.shape, start_token_id)
     shifted[:, 1:] = ids[:, :-1]
     return shifted.masked_fill(shifted == -100, pad_token_id)
-
-
-def _decoder_bias(
-    mask: torch.Tensor | None, new: int, past: int, dtype: torch.dtype, device: torch.device
-) -> torch.Tensor | None:
-    """Additive (rows, 1, new, past+new) bias: causal over the cache plus the new tokens, and the padding mask.
-
-    A single new token with no padding sees every key, so no bias is needed (the common decoding step).
-    """
-    total = past + new
-    if mask is None and new == 1:
-        return None
-    query_pos = torch.arange(past, total, device=device)[:, None]
-    keep = (torch.arange(total, device=device)[None, :] <= query_pos)[None, None]  # (1, 1, new, total)
-    if mask is not None:
-        keep = keep & mask.bool()[:, None, None, :]  # (rows, 1, new, total)
-    return torch.zeros(keep.shape, dtype=dtype, device=device).masked_fill(~keep, torch.finfo(dtype).min)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -298,7 +278,7 @@ class Decoder(nn.Module):
             cache = DecoderCache(len(self.layers))
         past = cache.length if cache is not None else 0
         x = self.dropout(embeds + self.positions(torch.arange(past, past + new, device=device)))
-        bias = _decoder_bias(attention_mask, new, past, x.dtype, device)
+        bias = causal_bias(attention_mask, new, past, x.dtype, device)
         memory_bias = None
         if encoder_hidden_states is not None and encoder_attention_mask is not None:
             memory_bias = additive_mask(encoder_attention_mask, x.dtype)
@@ -341,25 +321,8 @@ def _ties(prefix: str) -> tuple[tuple[str, str], ...]:
     )
 
 
-def read_pegasus_config(directory: Path) -> BigBirdPegasusConfig:
-    """config.json, with generation_config.json's settings (when present) taking precedence, as on the Hub."""
-    config = BigBirdPegasusConfig.from_json_file(directory / "config.json")
-    extra = directory / "generation_config.json"
-    if extra.is_file():
-        data = json.loads(extra.read_text(encoding="utf-8"))
-        for key in GENERATION_KEYS:
-            if key in data:
-                setattr(config, key, data[key])
-    return config
-
-
 class BigBirdPegasusPretrainedModel(PretrainedModel):
     config_class = BigBirdPegasusConfig
-
-    @classmethod
-    def read_config(cls, directory: Path) -> BigBirdPegasusConfig:
-        """config.json, with generation_config.json's settings over its generation defaults."""
-        return read_pegasus_config(directory)
 
 
 def _encoder_outputs(encoder_outputs: Any) -> ModelOutput:
@@ -483,8 +446,10 @@ class BigBirdPegasusForConditionalGeneration(BigBirdPegasusPretrainedModel):
         Options (each defaults to the checkpoint's config / generation_config.json): num_beams, length_penalty,
         early_stopping (True, False or "never"), num_return_sequences, max_length or max_new_tokens, min_length or
         min_new_tokens (lengths count the start token), no_repeat_ngram_size, repetition_penalty,
-        forced_bos_token_id, forced_eos_token_id, and the eos/pad/decoder start token ids. Token-identical to
-        the reference's generate; see core.models.generation for how memory differs.
+        forced_bos_token_id, forced_eos_token_id, the eos/pad/decoder start token ids, and sampling: do_sample,
+        temperature, top_k, top_p (plus `generators`, one torch.Generator per input row). Token-identical to
+        the reference's generate under the same torch.manual_seed; see core.models.generation for how memory
+        differs.
         """
         return generate(self, input_ids, attention_mask, **options)
 

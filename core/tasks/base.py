@@ -3,13 +3,18 @@ framing token windows with the tokenizer's special tokens, splitting long inputs
 
 A Task is a plain class: `__init__` loads, `__call__(documents) -> records`. Nothing here knows about the CLI,
 so the same object works from Python, in the CLI's runner, or inside a distributed batch map.
+
+Every record says which attention ran for its document (`attention`: block_sparse when any of the document's
+inputs ran through the block-sparse encoder, which depends on the padded width of its batch) and `seconds`, the
+wall time of the batch it ran in shared equally by the batch's documents. A dry run (`dry_run=True`) loads the
+config and tokenizer only, and reports how each document would be split.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import math
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +23,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from core.models.config import ModelConfig, load_config
+from core.models.attention import sparse_fits
+from core.models.config import ModelConfig, apply_generation_config, load_config
 
 from .documents import Document, describe
 from .records import Record, error_record, make_record
@@ -34,6 +40,34 @@ class TaskError(Exception):
 # while they are built), so a long document is tokenized piece by piece: memory follows the piece and the window,
 # and `--strategy truncate` stops reading once the window is full.
 PIECE_CHARS = 1 << 16
+
+NO_TOKENS = "the document has no tokens (only whitespace, control or zero-width characters)."
+
+
+class DocumentError(Exception):
+    """One document can't be processed (no question, no mask token, no tokens); the message is the record's `error`.
+
+    `input_tokens`: the document's token count when it is known, for the error record."""
+
+    def __init__(self, reason: str, input_tokens: int | None = None) -> None:
+        super().__init__(reason)
+        self.input_tokens = input_tokens
+
+
+@dataclass
+class Plan:
+    """How a document is fed to the model: its tokens, the inputs it is split into, and whether text is cut."""
+
+    input_tokens: int
+    chunks: int
+    truncated: bool
+    longest_input: int  # special tokens included
+
+    @classmethod
+    def of(cls, n: int, windows: Sequence[tuple[int, int]], truncated: bool, framing: int) -> Plan:
+        """The plan of n tokens read in `windows`, each framed by `framing` more tokens (special, question)."""
+        longest = max((e - s for s, e in windows), default=0) + framing
+        return cls(input_tokens=n, chunks=len(windows), truncated=truncated, longest_input=longest)
 
 
 @dataclass
@@ -103,6 +137,7 @@ class Task:
         dtype: str | None = None,
         quantize: str | None = None,
         strategy: str = "chunk",
+        dry_run: bool = False,
     ) -> None:
         if strategy not in ("chunk", "truncate"):
             raise ValueError(f"strategy must be 'chunk' or 'truncate', not {strategy!r}")
@@ -113,9 +148,12 @@ class Task:
         self.strategy = strategy
         self.path, self.config = self._resolve(model, revision)
         self.model_type: str = self.config.model_type
-        self.model = self._load_model(dtype)
-        if quantize is not None:
+        self.dry_run = dry_run
+        self.model = None if dry_run else self._load_model(dtype)
+        if quantize is not None and not dry_run:
             self._quantize(quantize, dtype)
+        # Per input sequence of the latest `batches` call: the attention it ran with (see `attention_of`).
+        self.ran: list[str] = []
         self.tokenizer = self._load_tokenizer()
         # Longest input the model takes, special tokens included.
         self.max_tokens = int(self.config.max_position_embeddings)
@@ -135,7 +173,7 @@ class Task:
         if not (path / "config.json").is_file():
             raise TaskError(f"{model} has no config.json, so it is not a checkpoint this tool can read.")
         try:
-            config = load_config(path)
+            config = apply_generation_config(load_config(path), path)
         except (ValueError, OSError) as exc:
             raise TaskError(f"{model}: config.json can't be used ({describe(exc)}).") from None
         if config.model_type not in self.heads:
@@ -148,7 +186,7 @@ class Task:
 
         cls = model_class(self.heads[self.model_type])
         try:
-            return cls.from_pretrained(self.path, device=self.device, dtype=dtype)
+            return cls.from_pretrained(self.path, device=self.device, dtype=dtype, config=self.config)
         except Exception as exc:  # weights missing, of the wrong shape, or unreadable: one sentence, no traceback
             reason = describe(exc)
             raise TaskError(f"{self.model_name}: the {cls.__name__} weights can't be loaded ({reason}).") from None
@@ -170,15 +208,6 @@ class Task:
             return cls.from_pretrained(self.path)
         except Exception as exc:
             raise TaskError(f"{self.model_name}: the tokenizer can't be loaded ({describe(exc)}).") from None
-
-    def generation_defaults(self) -> dict[str, Any]:
-        """Generation settings of the checkpoint: config.json's, overridden by generation_config.json's."""
-        settings = {key: getattr(self.config, key, None) for key in GENERATION_KEYS}
-        extra = self.path / "generation_config.json"
-        if extra.is_file():
-            data = json.loads(extra.read_text(encoding="utf-8"))
-            settings.update({key: data[key] for key in GENERATION_KEYS if key in data})
-        return settings
 
     # Tokens -------------------------------------------------------------------------------------------------
 
@@ -203,10 +232,6 @@ class Task:
             return Encoding(np.zeros(0, dtype=np.int64), np.zeros((0, 2), dtype=np.int64))
         return Encoding(np.concatenate(ids), np.concatenate(spans))
 
-    def no_tokens(self, doc: Document) -> Record:
-        """The error record of a document the tokenizer finds nothing in (zero-width or control characters)."""
-        return self.error(doc, "the document has no tokens (only whitespace, control or zero-width characters).")
-
     @property
     def num_special(self) -> int:
         """Special tokens the tokenizer frames one text with."""
@@ -229,20 +254,33 @@ class Task:
         """Forward passes of at most `size` sequences, in order, as `(indices, input_ids, attention_mask)` on the
         model's device. Sequences are consumed lazily, so a document of many windows is never held wrapped whole.
 
-        A task passes the number of documents it was given as `size`: how many documents go together, and sorting
-        them by length, is the runner's decision alone (`--batch-size`); a task only follows it for windows.
+        `size` is the runner's `--batch-size`, handed down through `__call__`: it bounds the windows of one forward
+        pass, so one long document's chunks go `size` at a time. Which documents go together, and sorting them by
+        length, is the runner's decision alone; a task keeps no batch size and sorts nothing.
         """
         pad = self.tokenizer.pad_token_id
         numbered = enumerate(sequences)
+        self.ran = []
         while chunk := list(itertools.islice(numbered, max(1, size))):
             idx = [i for i, _ in chunk]
             width = max(len(seq) for _, seq in chunk)
+            self.ran.extend([self.attention_for(width)] * len(chunk))
             ids = torch.full((len(chunk), width), pad, dtype=torch.long)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)
             for row, (_, seq) in enumerate(chunk):
                 ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
                 mask[row, : len(seq)] = 1
             yield idx, ids.to(self.device), mask.to(self.device)
+
+    def attention_for(self, width: int) -> str:
+        """The encoder attention an input batch of this width runs: short ones fall back to full attention."""
+        c = self.config
+        sparse = c.attention_type == "block_sparse" and not getattr(c, "is_decoder", False)
+        return "block_sparse" if sparse and sparse_fits(width, c.block_size, c.num_random_blocks) else "original_full"
+
+    def attention_of(self, inputs: Sequence[int]) -> str:
+        """The attention a document ran, from the indices of its inputs in the latest `batches` call."""
+        return "block_sparse" if any(self.ran[j] == "block_sparse" for j in inputs) else "original_full"
 
     # Records ------------------------------------------------------------------------------------------------
 
@@ -254,11 +292,43 @@ class Task:
     def error(self, doc: Document, reason: str, *, input_tokens: int | None = None) -> Record:
         return error_record(doc, self.model_name, reason, input_tokens=input_tokens)
 
-    def __call__(self, docs: list[Document]) -> list[Record]:
+    def __call__(self, docs: list[Document], size: int | None = None) -> list[Record]:
+        """Records for a batch of documents, each with its share of the batch's wall time (`seconds`).
+
+        `size`: the most input windows per forward pass (the runner passes `--batch-size`) [default: as many as
+        documents given]."""
+        if self.dry_run:
+            return [self.dry_record(doc) for doc in docs]
+        start = time.perf_counter()
+        records = self.process(docs, max(1, size or len(docs)))
+        seconds = round((time.perf_counter() - start) / max(1, len(docs)), 6)
+        for record in records:
+            if "error" not in record:
+                record["seconds"] = seconds
+        return records
+
+    def process(self, docs: list[Document], size: int) -> list[Record]:
+        """The task proper: documents → records (one each, in order), at most `size` windows a forward pass."""
         raise NotImplementedError
 
+    def plan(self, doc: Document) -> Plan:
+        """How the document would be split (DocumentError when it can't be processed at all)."""
+        raise NotImplementedError
 
-GENERATION_KEYS = ("num_beams", "max_length", "min_length", "length_penalty", "no_repeat_ngram_size")
+    def dry_record(self, doc: Document) -> Record:
+        """What a dry run reports: the plan, and the attention the longest input would run alone."""
+        try:
+            plan = self.plan(doc)
+        except DocumentError as exc:
+            return self.error(doc, str(exc))
+        return self.record(
+            doc,
+            input_tokens=plan.input_tokens,
+            truncated=plan.truncated,
+            chunks=plan.chunks,
+            attention=self.attention_for(plan.longest_input),
+            dry_run=True,
+        )
 
 
 def _device_available(device: torch.device) -> bool:

@@ -1,72 +1,126 @@
 """Sequence classification of long documents, with BigBird or BigBirdPegasus classification heads.
 
 A document longer than the window is split into near-equal chunks; each chunk is classified and the chunk
-probabilities are averaged, so every part of the document has an equal say in the label.
+scores are averaged, so every part of the document has an equal say in the label. Scores are probabilities
+(softmax, or sigmoid per label) or raw logits, chosen as the text-classification pipeline does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 
-from .base import BIGBIRD, PEGASUS, Task
+from .base import BIGBIRD, NO_TOKENS, PEGASUS, DocumentError, Plan, Task, TaskError
 from .documents import Document
 from .records import Record
+
+FUNCTIONS = ("softmax", "sigmoid", "none")
+
+
+def default_function(problem_type: str | None, num_labels: int) -> str:
+    """The text-classification pipeline's choice: raw scores for regression, a sigmoid per label for multi-label
+    heads and single-output heads, one softmax over the labels otherwise."""
+    if problem_type == "regression":
+        return "none"
+    if problem_type == "multi_label_classification" or num_labels == 1:
+        return "sigmoid"
+    return "softmax"
 
 
 class ClassifyTask(Task):
     name = "classify"
     heads = {BIGBIRD: "BigBirdForSequenceClassification", PEGASUS: "BigBirdPegasusForSequenceClassification"}
 
-    def __init__(self, model: str, *, top_k: int | None = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        top_k: int | None = None,
+        function: str | None = None,
+        text_pair_field: str | None = None,
+        **settings: Any,
+    ) -> None:
+        """`top_k`: labels kept in `scores` (None: all). `function`: softmax, sigmoid or none (raw logits) [default:
+        from the checkpoint's problem_type]. `text_pair_field`: the document field holding the second text of a
+        pair (NLI-style checkpoints); each chunk of the text is read with the whole second text."""
         super().__init__(model, **settings)
         self.top_k = top_k
         self.labels = [self.config.id2label[i] for i in range(self.config.num_labels)]
-        # Multi-label heads score each label on its own (sigmoid); single-label heads share one softmax.
-        self.multi_label = self.config.problem_type == "multi_label_classification"
+        self.function = function or default_function(self.config.problem_type, self.config.num_labels)
+        if self.function not in FUNCTIONS:
+            raise TaskError(f"--function takes {', '.join(FUNCTIONS)}, not {self.function!r}.")
+        self.text_pair_field = text_pair_field
 
-    def __call__(self, docs: list[Document]) -> list[Record]:
-        capacity = self.max_tokens - self.num_special
+    def split(self, doc: Document) -> tuple[list[int], list[int] | None, list[tuple[int, int]], bool]:
+        """The text's ids, the pair's ids (or None), the text's windows beside the pair, and whether text is cut."""
+        pair = None
+        if self.text_pair_field is not None:
+            second = doc.fields.get(self.text_pair_field)
+            if not isinstance(second, str) or not second.strip():
+                raise DocumentError(f"no text pair: the record has no {self.text_pair_field!r} text.")
+            pair = self.encode(second).ids.tolist()
+        framing = self._framing(pair)
+        if framing >= self.max_tokens:
+            raise DocumentError(f"the text pair alone fills the model's {self.max_tokens}-token window.")
+        capacity = self.max_tokens - framing
+        ids = self.encode(doc.text, capacity).ids.tolist()
+        if not ids:
+            raise DocumentError(NO_TOKENS)
+        windows, cut = self.windows(len(ids), capacity)
+        return ids, pair, windows, cut
+
+    def _framing(self, pair: list[int] | None) -> int:
+        """Tokens each chunk of the text is read with: the special tokens, and the second text of a pair."""
+        return len(self.wrap([], pair))
+
+    def plan(self, doc: Document) -> Plan:
+        ids, pair, windows, cut = self.split(doc)
+        return Plan.of(len(ids), windows, cut, self._framing(pair))
+
+    def process(self, docs: list[Document], size: int) -> list[Record]:
         records: list[Record | None] = [None] * len(docs)
-        encoded = {}
         jobs: list[tuple[int, int, int]] = []  # one per window: (document index, first token, end token)
+        split = {}
         for i, doc in enumerate(docs):
-            enc = self.encode(doc.text, capacity)
-            if not len(enc.ids):
-                records[i] = self.no_tokens(doc)
+            try:
+                ids, pair, windows, cut = split[i] = self.split(doc)
+            except DocumentError as exc:
+                records[i] = self.error(doc, str(exc))
                 continue
-            windows, _ = self.windows(len(enc.ids), capacity)
-            encoded[i] = enc
             jobs.extend((i, s, e) for s, e in windows)
 
-        sums = {i: torch.zeros(len(self.labels)) for i in encoded}
-        counts = dict.fromkeys(encoded, 0)
-        windows = (self.wrap(encoded[i].ids[s:e].tolist()) for i, s, e in jobs)
-        for idx, probs in self.probabilities(windows, len(docs)):
-            for j, row in zip(idx, probs, strict=True):
-                sums[jobs[j][0]] += row
-                counts[jobs[j][0]] += 1
-        for i, enc in encoded.items():
-            mean = sums[i] / counts[i]
+        sequences = (self.wrap(split[i][0][s:e], split[i][1]) for i, s, e in jobs)
+        scores_of = self.scores(sequences, size)
+        for i, (ids, _, _, cut) in split.items():
+            rows = [j for j, (owner, _, _) in enumerate(jobs) if owner == i]
+            mean = scores_of[rows].mean(dim=0)
             ranked = sorted(zip(self.labels, mean.tolist(), strict=True), key=lambda item: -item[1])
             label, score = ranked[0]
             records[i] = self.record(
                 docs[i],
-                input_tokens=len(enc.ids),
-                truncated=len(enc.ids) > capacity and self.strategy == "truncate",
-                chunks=counts[i],
+                input_tokens=len(ids),
+                truncated=cut,
+                chunks=len(rows),
                 label=label,
                 score=score,
                 scores=dict(ranked[: self.top_k] if self.top_k else ranked),
+                attention=self.attention_of(rows),
             )
         return records  # type: ignore[return-value]
 
     @torch.inference_mode()
-    def probabilities(self, sequences: Iterable[list[int]], size: int) -> Iterator[tuple[list[int], torch.Tensor]]:
-        """Label probabilities of input sequences (special tokens included), `size` at a time, as
-        (indices, (rows, labels) tensor) pairs."""
-        for idx, ids, mask in self.batches(sequences, size):
+    def scores(self, sequences: Iterable[list[int]], size: int = 1) -> torch.Tensor:
+        """Label scores (after `function`) of each input sequence (special tokens included), `size` sequences a
+        forward pass: (sequences, labels). Sequences are read lazily; chunks of one document are averaged after the
+        function, so each has an equal say."""
+        rows = [torch.zeros(0, len(self.labels))]
+        for _, ids, mask in self.batches(sequences, size):
             logits = self.model(ids, attention_mask=mask).logits.float().cpu()
-            yield idx, logits.sigmoid() if self.multi_label else logits.softmax(dim=-1)
+            if self.function == "softmax":
+                logits = logits.softmax(dim=-1)
+            elif self.function == "sigmoid":
+                logits = logits.sigmoid()
+            rows.append(logits)
+        return torch.cat(rows)

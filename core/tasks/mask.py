@@ -7,12 +7,13 @@ filled-in document as `sequence`, built from character offsets so the rest of th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from .base import BIGBIRD, Task
+from .base import BIGBIRD, NO_TOKENS, DocumentError, Plan, Task, TaskError
 from .documents import Document
 from .records import Record
 
@@ -21,50 +22,78 @@ class MaskTask(Task):
     name = "mask"
     heads = {BIGBIRD: "BigBirdForMaskedLM"}
 
-    def __init__(self, model: str, *, top_k: int = 5, **settings: Any) -> None:
+    def __init__(self, model: str, *, top_k: int = 5, targets: Sequence[str] | None = None, **settings: Any) -> None:
+        """`targets`: restrict the predictions to these words, as the fill-mask pipeline does (a word that is no
+        vocabulary entry is tokenized and its first token stands for it; scores stay those of the full softmax)."""
         super().__init__(model, **settings)
         self.top_k = top_k
         self.mask_id = self.tokenizer.mask_token_id
         self.mask_text = self.tokenizer.convert_ids_to_tokens([self.mask_id])[0]
+        self.target_ids = self._target_ids(targets) if targets else None
 
-    def __call__(self, docs: list[Document]) -> list[Record]:
-        records: list[Record | None] = [None] * len(docs)
+    def _target_ids(self, targets: Sequence[str]) -> torch.Tensor:
+        vocab = self.tokenizer.get_vocab()
+        ids: list[int] = []
+        for word in targets:
+            token_id = vocab.get(word)
+            if token_id is None:
+                pieces = self.encode(word).ids
+                if not len(pieces):
+                    continue  # nothing left once tokenized (only spaces): no candidate
+                token_id = int(pieces[0])
+            if token_id not in ids:
+                ids.append(token_id)
+        if not ids:
+            raise TaskError("--targets: none of the words gives a token.")
+        return torch.tensor(ids, dtype=torch.long)
+
+    def split(self, doc: Document) -> tuple[Any, dict[tuple[int, int], list[int]], bool]:
+        """The document's encoding, its windows (each with the mask positions it predicts), and whether it is cut."""
         capacity = self.max_tokens - self.num_special
+        enc = self.encode(doc.text, capacity)
+        if not len(enc.ids):
+            raise DocumentError(NO_TOKENS)
+        masks = np.flatnonzero(enc.ids == self.mask_id).tolist()
+        if not masks:
+            raise DocumentError(f"the document has no {self.mask_text} token to fill in.", input_tokens=len(enc.ids))
+        n = len(enc.ids)
+        cut = n > capacity and self.strategy == "truncate"
+        windows: dict[tuple[int, int], list[int]] = {}
+        for k in masks:
+            if n <= capacity:
+                span = (0, n)
+            elif self.strategy == "truncate":
+                if k >= capacity:
+                    continue  # cut off with the rest of the document
+                span = (0, capacity)
+            else:
+                start = min(max(0, k - capacity // 2), n - capacity)
+                span = (start, start + capacity)
+            windows.setdefault(span, []).append(k)
+        return enc, windows, cut
+
+    def plan(self, doc: Document) -> Plan:
+        enc, windows, cut = self.split(doc)
+        return Plan.of(len(enc.ids), list(windows), cut, self.num_special)
+
+    def process(self, docs: list[Document], size: int) -> list[Record]:
+        records: list[Record | None] = [None] * len(docs)
         # One job per distinct window: (document index, window start, window end, mask positions it predicts).
         jobs: list[tuple[int, int, int, list[int]]] = []
         prepared = {}
         for i, doc in enumerate(docs):
-            enc = self.encode(doc.text, capacity)
-            if not len(enc.ids):
-                records[i] = self.no_tokens(doc)
+            try:
+                enc, windows, cut = self.split(doc)
+            except DocumentError as exc:
+                records[i] = self.error(doc, str(exc), input_tokens=exc.input_tokens)
                 continue
-            masks = np.flatnonzero(enc.ids == self.mask_id).tolist()
-            if not masks:
-                records[i] = self.error(
-                    doc, f"the document has no {self.mask_text} token to fill in.", input_tokens=len(enc.ids)
-                )
-                continue
-            n = len(enc.ids)
-            cut = n > capacity and self.strategy == "truncate"
-            windows: dict[tuple[int, int], list[int]] = {}
-            for k in masks:
-                if n <= capacity:
-                    span = (0, n)
-                elif self.strategy == "truncate":
-                    if k >= capacity:
-                        continue  # cut off with the rest of the document
-                    span = (0, capacity)
-                else:
-                    start = min(max(0, k - capacity // 2), n - capacity)
-                    span = (start, start + capacity)
-                windows.setdefault(span, []).append(k)
             prepared[i] = (enc, cut, len(windows))
             jobs.extend((i, s, e, ks) for (s, e), ks in windows.items())
 
         predictions: dict[int, dict[int, list[dict[str, Any]]]] = {i: {} for i in prepared}
         sequences = (self.wrap(prepared[i][0].ids[s:e].tolist()) for i, s, e, _ in jobs)
         first = self.tokenizer.text_offsets(0)[0]  # where the window's tokens start, after any [CLS]
-        for idx, ids, mask in self.batches(sequences, len(docs)):
+        for idx, ids, mask in self.batches(sequences, size):
             with torch.inference_mode():
                 logits = self.model(ids, attention_mask=mask).logits.float().cpu()
             for row, j in enumerate(idx):
@@ -76,8 +105,14 @@ class MaskTask(Task):
 
         for i, (enc, cut, n_windows) in prepared.items():
             found = [predictions[i][k] for k in sorted(predictions[i])]
+            inputs = [j for j, job in enumerate(jobs) if job[0] == i]
             records[i] = self.record(
-                docs[i], input_tokens=len(enc.ids), truncated=cut, chunks=n_windows, predictions=found
+                docs[i],
+                input_tokens=len(enc.ids),
+                truncated=cut,
+                chunks=n_windows,
+                predictions=found,
+                attention=self.attention_of(inputs),
             )
         return records  # type: ignore[return-value]
 
@@ -87,9 +122,10 @@ class MaskTask(Task):
         # The mask token's span may include the space sentencepiece attaches in front of it; keep that space.
         while start < end and text[start].isspace():
             start += 1
-        top = probs.topk(min(self.top_k, probs.shape[0]))
+        candidates = self.target_ids if self.target_ids is not None else torch.arange(probs.shape[0])
+        top = probs[candidates].topk(min(self.top_k, candidates.shape[0]))
         out = []
-        for score, token_id in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+        for score, token_id in zip(top.values.tolist(), candidates[top.indices].tolist(), strict=True):
             token = self.tokenizer.decode([token_id]).strip()
             out.append(
                 {"token": token, "token_id": token_id, "score": score, "sequence": text[:start] + token + text[end:]}

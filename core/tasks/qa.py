@@ -1,7 +1,7 @@
 """Extractive question answering over long documents, with BigBird or BigBirdPegasus QA heads.
 
 The document is tokenized once with character offsets. Windows of it that fit next to the question overlap by a
-quarter, so an answer cut by one window's edge lies whole in the next; each window scores its spans
+quarter (`doc_stride`), so an answer cut by one window's edge lies whole in the next; each window scores its spans
 (start probability × end probability, as the transformers pipeline does) and the best spans over all windows
 win. Offsets map the winning tokens back to characters, so `text[start:end] == answer`.
 """
@@ -9,13 +9,25 @@ win. Offsets map the winning tokens back to characters, so `text[start:end] == a
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from .base import BIGBIRD, PEGASUS, Encoding, Task
+from .base import BIGBIRD, NO_TOKENS, PEGASUS, DocumentError, Encoding, Plan, Task
 from .documents import Document
 from .records import Record
+
+
+@dataclass
+class Question:
+    """A document's question: its text (reported in the record), its ids (cut at --max-question-tokens), and the
+    warning the cut gives."""
+
+    text: str
+    ids: list[int]
+    warning: str | None
+
 
 # Question tokens kept by default (the reference pipeline's max_question_len): the rest of the window goes to
 # the document.
@@ -35,79 +47,121 @@ class QATask(Task):
         top_k: int = 1,
         max_answer_tokens: int = 30,
         max_question_tokens: int = MAX_QUESTION_TOKENS,
+        doc_stride: int | None = None,
+        handle_impossible_answer: bool = False,
         **settings: Any,
     ) -> None:
+        """`doc_stride`: tokens shared by consecutive windows of a long document [default: a quarter of a
+        window]. `handle_impossible_answer`: the null span ([CLS]) competes with the answers; when it wins, the
+        answer is "" with its score, as in the question-answering pipeline."""
         super().__init__(model, **settings)
+        self.doc_stride = doc_stride
+        self.handle_impossible_answer = handle_impossible_answer
         self.question = question
         self.question_field = question_field
         self.top_k = top_k
         self.max_answer_tokens = max_answer_tokens
         self.max_question_tokens = max_question_tokens
         # BigBird's QA head keeps answers out of the question when told its length; Pegasus's has no such input.
-        self.head_takes_question_lengths = "question_lengths" in inspect.signature(self.model.forward).parameters
+        self.head_takes_question_lengths = (
+            self.model is not None and "question_lengths" in inspect.signature(self.model.forward).parameters
+        )
 
-    def __call__(self, docs: list[Document]) -> list[Record]:
+    def split(self, doc: Document) -> tuple[Encoding, Question, list[tuple[int, int]], bool]:
+        """The document's encoding, its question, the document's windows beside the question (overlapping by
+        `doc_stride` tokens), and whether text is cut. DocumentError when there is no usable question, the question
+        leaves no room for the document, or the document has no tokens."""
+        # An explicit --question wins over the record's field: the user typed it for this run.
+        text = self.question if self.question is not None else doc.fields.get(self.question_field)
+        if text is None or not str(text).strip():
+            raise DocumentError("no question: give --question or a question field in the record.")
+        text = str(text)
+        q_ids = self.encode(text).ids.tolist()
+        if not q_ids:
+            raise DocumentError("the question has no tokens (only control or zero-width characters).")
+        warning = None
+        if len(q_ids) > self.max_question_tokens:
+            warning = f"the question has {len(q_ids)} tokens; only its first {self.max_question_tokens} were used."
+            q_ids = q_ids[: self.max_question_tokens]
+        capacity = self.max_tokens - len(self.wrap(q_ids, []))
+        if capacity < 1:
+            raise DocumentError(
+                f"the question takes {len(q_ids)} tokens and leaves no room in the model's {self.max_tokens}-token"
+                " window; lower --max-question-tokens."
+            )
+        enc = self.encode(doc.text, capacity)
+        if not len(enc.ids):
+            raise DocumentError(NO_TOKENS)
+        overlap = capacity // 4 if self.doc_stride is None else min(self.doc_stride, capacity - 1)
+        windows, cut = self.windows(len(enc.ids), capacity, overlap=overlap)
+        return enc, Question(text, q_ids, warning), windows, cut
+
+    def plan(self, doc: Document) -> Plan:
+        enc, question, windows, cut = self.split(doc)
+        return Plan.of(len(enc.ids), windows, cut, len(self.wrap(question.ids, [])))
+
+    def process(self, docs: list[Document], size: int) -> list[Record]:
         records: list[Record | None] = [None] * len(docs)
-        prepared: dict[int, tuple[Encoding, list[int], bool]] = {}  # document → (encoding, question ids, cut)
-        asked: dict[int, tuple[str, str | None]] = {}  # document → (question, warning about it)
+        prepared: dict[int, tuple[Encoding, Question, bool]] = {}  # document → (encoding, question, cut)
         jobs: list[tuple[int, int, int]] = []  # one per window: (document index, window start, window end)
         for i, doc in enumerate(docs):
-            # An explicit --question wins over the record's field: the user typed it for this run.
-            question = self.question if self.question is not None else doc.fields.get(self.question_field)
-            if question is None or not str(question).strip():
-                records[i] = self.error(doc, "no question: give --question or a question field in the record.")
+            try:
+                enc, question, windows, cut = self.split(doc)
+            except DocumentError as exc:
+                records[i] = self.error(doc, str(exc))
                 continue
-            question = str(question)
-            q_ids = self.encode(question).ids.tolist()
-            if not q_ids:
-                records[i] = self.error(doc, "the question has no tokens (only control or zero-width characters).")
-                continue
-            warning = None
-            if len(q_ids) > self.max_question_tokens:
-                warning = f"the question has {len(q_ids)} tokens; only its first {self.max_question_tokens} were used."
-                q_ids = q_ids[: self.max_question_tokens]
-            capacity = self.max_tokens - len(self.wrap(q_ids, []))
-            if capacity < 1:
-                reason = (
-                    f"the question takes {len(q_ids)} tokens and leaves no room in the model's {self.max_tokens}-token"
-                    " window; lower --max-question-tokens."
-                )
-                records[i] = self.error(doc, reason)
-                continue
-            enc = self.encode(doc.text, capacity)
-            if not len(enc.ids):
-                records[i] = self.no_tokens(doc)
-                continue
-            windows, cut = self.windows(len(enc.ids), capacity, overlap=capacity // 4)
-            prepared[i] = (enc, q_ids, cut)
-            asked[i] = (question, warning)
+            prepared[i] = (enc, question, cut)
             jobs.extend((i, s, e) for s, e in windows)
 
         candidates: dict[int, list[tuple[float, int, int]]] = {i: [] for i in prepared}
-        sequences = (self.wrap(prepared[i][1], prepared[i][0].ids[s:e].tolist()) for i, s, e in jobs)
-        firsts = [self._context_start(prepared[i][1]) for i, _, _ in jobs]
-        for idx, ids, mask in self.batches(sequences, len(docs)):
+        null_scores: dict[int, float] = {}  # lowest no-answer score over each document's windows
+        sequences = (self.wrap(prepared[i][1].ids, prepared[i][0].ids[s:e].tolist()) for i, s, e in jobs)
+        firsts = [self._context_start(prepared[i][1].ids) for i, _, _ in jobs]
+        for idx, ids, mask in self.batches(sequences, size):
             start_logits, end_logits = self._logits(ids, mask, [firsts[j] for j in idx])
             for row, j in enumerate(idx):
                 i, s, e = jobs[j]
                 context = slice(firsts[j], firsts[j] + e - s)
-                for score, a, b in self._best_spans(start_logits[row, context], end_logits[row, context]):
+                starts, ends = start_logits[row, context].softmax(-1), end_logits[row, context].softmax(-1)
+                if self.handle_impossible_answer and self.null_position(ids[row]) is not None:
+                    starts, ends, null = self._with_null(start_logits[row], end_logits[row], context)
+                    null_scores[i] = min(null, null_scores.get(i, null))
+                for score, a, b in self._best_spans(starts, ends):
                     candidates[i].append((score, s + a, s + b))
 
-        for i, (enc, _, cut) in prepared.items():
+        for i, (enc, question, cut) in prepared.items():
             doc = docs[i]
             answers = self._answers(doc.text, enc, candidates[i])
+            if i in null_scores:
+                null = {"answer": "", "score": null_scores[i], "start": 0, "end": 0}
+                answers = sorted([*answers, null], key=lambda answer: -answer["score"])[: self.top_k]
             fields: dict[str, Any] = dict(answers[0]) if answers else {"answer": "", "score": 0.0, "start": 0, "end": 0}
             if self.top_k > 1:
                 fields["answers"] = answers
-            chunks = sum(1 for j, _, _ in jobs if j == i)
-            question, warning = asked[i]
+            inputs = [j for j, job in enumerate(jobs) if job[0] == i]
+            fields["attention"] = self.attention_of(inputs)
             records[i] = self.record(
-                doc, input_tokens=len(enc.ids), truncated=cut, chunks=chunks, question=question, **fields
+                doc, input_tokens=len(enc.ids), truncated=cut, chunks=len(inputs), question=question.text, **fields
             )
-            if warning:
-                records[i]["warning"] = " ".join(filter(None, [records[i].get("warning"), warning]))
+            if question.warning:
+                records[i]["warning"] = " ".join(filter(None, [records[i].get("warning"), question.warning]))
         return records  # type: ignore[return-value]
+
+    def null_position(self, ids: torch.Tensor) -> int | None:
+        """Where the "no answer" span sits: the [CLS] token opening the input (none for tokenizers without one)."""
+        cls = getattr(self.tokenizer, "cls_token_id", None)
+        return 0 if cls is not None and int(ids[0]) == cls else None
+
+    @staticmethod
+    def _with_null(
+        start_logits: torch.Tensor, end_logits: torch.Tensor, context: slice
+    ) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """As the question-answering pipeline scores the null span: one softmax over [CLS] and the document's
+        tokens. Returns the document tokens' start and end probabilities under it, and the null score
+        p_start([CLS]) × p_end([CLS])."""
+        p_start = torch.cat([start_logits[:1], start_logits[context]]).softmax(-1)
+        p_end = torch.cat([end_logits[:1], end_logits[context]]).softmax(-1)
+        return p_start[1:], p_end[1:], float(p_start[0] * p_end[0])
 
     def _context_start(self, q_ids: list[int]) -> int:
         """Position of the first document token in the framed (question, document) pair."""
@@ -122,10 +176,9 @@ class QATask(Task):
             out = self.model(ids, attention_mask=mask)
         return out.start_logits.float().cpu(), out.end_logits.float().cpu()
 
-    def _best_spans(self, start_logits: torch.Tensor, end_logits: torch.Tensor) -> list[tuple[float, int, int]]:
-        """The window's top-k spans (score, first token, last token) over its document tokens only."""
-        p_start = start_logits.softmax(-1)
-        p_end = end_logits.softmax(-1)
+    def _best_spans(self, p_start: torch.Tensor, p_end: torch.Tensor) -> list[tuple[float, int, int]]:
+        """The window's top-k spans (score, first token, last token) from its document tokens' start and end
+        probabilities."""
         n = p_start.shape[0]
         # band[d, a]: the span from token a to token a + d, for lengths up to max_answer_tokens (-1: no such span).
         width = min(self.max_answer_tokens, n)

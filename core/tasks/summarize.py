@@ -3,17 +3,23 @@
 A document that fits the model's window is summarized directly. A longer one is split into near-equal chunks,
 each chunk is summarized, and the joined chunk summaries are summarized again, repeating until one input fits
 (`--strategy truncate` instead cuts the document at the window).
+
+Sampling with a seed is reproducible per document: every generate input draws from its own generator, seeded
+from the seed, the document id and the input's place in the document (see `SummarizeTask.draw_seed`).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from .base import PEGASUS, Task, TaskError, split_even
+from core.models.generation import resolve_generation_settings
+
+from .base import NO_TOKENS, PEGASUS, DocumentError, Plan, Task, TaskError, split_even
 from .documents import Document
 from .records import Record
 
@@ -31,78 +37,127 @@ class SummarizeTask(Task):
         min_new_tokens: int | None = None,
         length_penalty: float | None = None,
         no_repeat_ngram_size: int | None = None,
+        repetition_penalty: float | None = None,
+        do_sample: bool | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        num_return_sequences: int | None = None,
+        seed: int | None = None,
         **settings: Any,
     ) -> None:
         super().__init__(model, **settings)
-        defaults = self.generation_defaults()
-        # Options left unset fall back to the checkpoint's own generation settings (as transformers does).
-        self.generate_kwargs: dict[str, Any] = {
-            "num_beams": num_beams or defaults["num_beams"] or 1,
-            "length_penalty": length_penalty if length_penalty is not None else defaults["length_penalty"],
-            "no_repeat_ngram_size": (
-                no_repeat_ngram_size if no_repeat_ngram_size is not None else defaults["no_repeat_ngram_size"]
-            ),
+        given = {
+            "num_beams": num_beams,
+            "max_new_tokens": max_new_tokens,
+            "min_new_tokens": min_new_tokens,
+            "length_penalty": length_penalty,
+            "no_repeat_ngram_size": no_repeat_ngram_size,
+            "repetition_penalty": repetition_penalty,
+            "do_sample": do_sample,
+            "temperature": temperature,
+            "top_k": top_k,
+            "top_p": top_p,
+            "num_return_sequences": num_return_sequences,
         }
         positions = int(self.config.max_position_embeddings)
         if max_new_tokens is not None and max_new_tokens > positions:
             raise TaskError(
                 f"--max-new-tokens {max_new_tokens} is more than the {positions} positions {model}'s decoder has."
             )
-        if max_new_tokens is not None:
-            self.generate_kwargs["max_new_tokens"] = max_new_tokens
-        else:
-            self.generate_kwargs["max_length"] = defaults["max_length"]
-        if min_new_tokens is not None:
-            self.generate_kwargs["min_new_tokens"] = min_new_tokens
-        else:
-            self.generate_kwargs["min_length"] = defaults["min_length"]
+        # Options left unset come from the checkpoint inside generate; resolved here too, to refuse impossible
+        # settings before the first document and to report them (`generation`).
+        self.generate_options: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+        try:
+            self.generation = resolve_generation_settings(self.config, self.generate_options)
+        except ValueError as exc:
+            raise TaskError(f"summarize: {exc}.") from None
+        self.seed = seed
         self.capacity = self.max_tokens - self.num_special
 
-    def __call__(self, docs: list[Document]) -> list[Record]:
+    def split(self, doc: Document) -> tuple[int, list[tuple[int, int]], bool, Any]:
+        """The document's token count, its windows, whether text is cut, and its ids (DocumentError: no tokens)."""
+        ids = self.encode(doc.text, self.capacity).ids
+        if not len(ids):
+            raise DocumentError(NO_TOKENS)
+        windows, cut = self.windows(len(ids), self.capacity)
+        return len(ids), windows, cut, ids
+
+    def plan(self, doc: Document) -> Plan:
+        n, windows, cut, _ = self.split(doc)
+        return Plan.of(n, windows, cut, self.num_special)
+
+    def process(self, docs: list[Document], size: int) -> list[Record]:
         records: list[Record | None] = [None] * len(docs)
         # pieces[i]: the token windows document i still has to be summarized from; done when a single one is left.
         pieces: dict[int, list[np.ndarray]] = {}
         prepared: dict[int, tuple[int, bool, int]] = {}  # document → (input tokens, truncated, chunks)
         for i, doc in enumerate(docs):
-            enc = self.encode(doc.text, self.capacity)
-            if not len(enc.ids):
-                records[i] = self.no_tokens(doc)
+            try:
+                n, windows, cut, ids = self.split(doc)
+            except DocumentError as exc:
+                records[i] = self.error(doc, str(exc))
                 continue
-            windows, cut = self.windows(len(enc.ids), self.capacity)
-            pieces[i] = [enc.ids[s:e] for s, e in windows]
-            prepared[i] = (len(enc.ids), cut, len(windows))
+            pieces[i] = [ids[s:e] for s, e in windows]
+            prepared[i] = (n, cut, len(windows))
 
-        summaries: dict[int, str] = {}
+        summaries: dict[int, list[str]] = {}
+        sparse: set[int] = set()  # documents any of whose inputs ran block-sparse attention
+        rounds = 0
         while len(summaries) < len(pieces):
             todo = [i for i in pieces if i not in summaries]
-            jobs = [(i, piece) for i in todo for piece in pieces[i]]
-            texts = self.summarize_ids([piece for _, piece in jobs], len(docs))
+            jobs = [(i, k, piece) for i in todo for k, piece in enumerate(pieces[i])]
+            seeds = [self.draw_seed(docs[i].id, rounds, k) for i, k, _ in jobs] if self.seed is not None else None
+            texts = self.summarize_ids([piece for _, _, piece in jobs], size, seeds)
+            sparse.update(i for (i, _, _), ran in zip(jobs, self.ran, strict=True) if ran == "block_sparse")
             for i in todo:
-                parts = [text for (j, _), text in zip(jobs, texts, strict=True) if j == i]
+                parts = [text for (j, _, _), text in zip(jobs, texts, strict=True) if j == i]
                 if len(parts) == 1:
                     summaries[i] = parts[0]
                     continue
-                joined = self.encode("\n".join(parts)).ids
+                # The next round reads the best summary of each piece.
+                joined = self.encode("\n".join(part[0] for part in parts)).ids
                 windows = split_even(len(joined), self.capacity)
                 if len(windows) >= len(pieces[i]):
                     # The summaries are no shorter than their inputs (a model that never stops early): cut the
                     # joined summaries at the window instead of looping forever.
                     windows = windows[:1]
                 pieces[i] = [joined[s:e] for s, e in windows]
+            rounds += 1
 
         for i, (input_tokens, cut, chunks) in prepared.items():
-            records[i] = self.record(
-                docs[i], input_tokens=input_tokens, truncated=cut, chunks=chunks, summary=summaries[i]
-            )
+            texts = summaries[i]
+            fields: dict[str, Any] = {"summary": texts[0]}
+            if self.generation.num_return_sequences > 1:
+                fields["summaries"] = texts
+            fields["attention"] = "block_sparse" if i in sparse else "original_full"
+            records[i] = self.record(docs[i], input_tokens=input_tokens, truncated=cut, chunks=chunks, **fields)
         return records  # type: ignore[return-value]
 
+    def draw_seed(self, doc_id: str, round_index: int, piece: int) -> int:
+        """The seed of one generate input: a hash of --seed, the document id, the round (chunk summaries are
+        round 0, summaries of joined summaries round 1, ...) and the piece's index in that round.
+
+        Each input samples from its own generator seeded so, which makes a document's summary depend on the seed
+        and the document alone: not on the batch size, the batch-mates or the order of the inputs.
+        """
+        key = f"{self.seed}\0{doc_id}\0{round_index}\0{piece}".encode()
+        return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1
+
     @torch.inference_mode()
-    def summarize_ids(self, inputs: Sequence[Sequence[int]], size: int = 1) -> list[str]:
-        """Generate one summary per token window (special tokens are added here), `size` windows at a time."""
-        out: list[str] = [""] * len(inputs)
+    def summarize_ids(
+        self, inputs: Sequence[Sequence[int]], size: int = 1, seeds: list[int] | None = None
+    ) -> list[list[str]]:
+        """The summaries (num_return_sequences of them) of each token window (special tokens are added here),
+        `size` windows a forward pass; with `seeds`, input i samples from a generator seeded with seeds[i]."""
+        n = self.generation.num_return_sequences
+        out: list[list[str]] = [[] for _ in inputs]
         for idx, ids, mask in self.batches((self.wrap(list(map(int, piece))) for piece in inputs), size):
-            generated = self.model.generate(ids, attention_mask=mask, **self.generate_kwargs)
+            options = dict(self.generate_options)
+            if seeds is not None:
+                options["generators"] = [torch.Generator(self.device).manual_seed(seeds[i]) for i in idx]
+            generated = self.model.generate(ids, attention_mask=mask, **options)
             texts = self.tokenizer.batch_decode(generated.tolist(), skip_special_tokens=True)
-            for i, text in zip(idx, texts, strict=True):
-                out[i] = text.strip()
+            for row, i in enumerate(idx):
+                out[i] = [text.strip() for text in texts[row * n : (row + 1) * n]]
         return out

@@ -1,0 +1,183 @@
+"""The pipelines' options (qa, classify, mask), `attention`/`seconds` in records, and --dry-run: in Python and
+through the installed `bigbird` command."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from conftest import LONG_TEXT, jsonl
+
+from core.tasks import ClassifyTask, MaskTask, QATask, SummarizeTask
+from core.tasks.base import sliding_windows
+from core.tasks.classify import default_function
+from core.tasks.documents import Document, Inputs
+
+QUESTION = "When is the bread ready?"
+SHORT = "Every morning the baker lights the oven at four and the bread is ready by six."
+
+
+def doc(text: str, doc_id: str = "d", **fields) -> Document:
+    return Document(doc_id, "test", text, fields=fields)
+
+
+# --- classify ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "problem_type, labels, expected",
+    [
+        ("regression", 1, "none"),
+        ("multi_label_classification", 3, "sigmoid"),
+        (None, 1, "sigmoid"),
+        ("single_label_classification", 3, "softmax"),
+        (None, 3, "softmax"),
+    ],
+)
+def test_default_function_follows_the_pipeline(problem_type, labels, expected):
+    assert default_function(problem_type, labels) == expected
+
+
+def test_classify_functions_apply_to_the_logits(tiny_models):
+    model = str(tiny_models["classify"])
+    raw = ClassifyTask(model, function="none")
+    logits = raw.model(torch.tensor([raw.wrap(raw.encode(SHORT).ids)])).logits[0].detach()
+    for function, expected in [("none", logits), ("sigmoid", logits.sigmoid()), ("softmax", logits.softmax(-1))]:
+        task = raw if function == "none" else ClassifyTask(model, function=function)
+        [record] = task([doc(SHORT)])
+        got = torch.tensor([record["scores"][label] for label in task.labels])
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+        assert record["label"] == task.labels[int(expected.argmax())]
+
+
+def test_classify_text_pairs_read_both_texts(tiny_models):
+    task = ClassifyTask(str(tiny_models["classify"]), text_pair_field="hypothesis")
+    premise, hypothesis = SHORT, "The bread is ready early."
+    [record, missing] = task([doc(premise, hypothesis=hypothesis), doc(premise, "m")])
+    pair = task.wrap(task.encode(premise).ids, task.encode(hypothesis).ids)
+    expected = task.scores([pair])[0]
+    assert [record["scores"][label] for label in task.labels] == pytest.approx(expected.tolist(), abs=1e-6)
+    assert "no text pair" in missing["error"]
+    # A long premise is chunked beside the whole hypothesis: each input keeps the pair.
+    [long] = task([doc(LONG_TEXT, hypothesis=hypothesis)])
+    assert long["chunks"] > 1 and long["input_tokens"] == len(task.encode(LONG_TEXT).ids)
+
+
+def test_cli_classify_options(bigbird, tiny_models, tmp_path):
+    model = str(tiny_models["classify"])
+    rows = [{"id": "a", "text": SHORT, "claim": "Bread by six."}, {"id": "b", "text": LONG_TEXT, "claim": "Rivers."}]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["--function", "sigmoid", "--top-k", "all", "--text-pair-field", "claim"]
+    records = jsonl(bigbird("classify", "--jsonl", path, "-m", model, *args, check_rc=0).stdout)
+    task = ClassifyTask(model, function="sigmoid", text_pair_field="claim")
+    expected = [task([d])[0] for d in Inputs(jsonl=[str(path)], extra_fields=("claim",)).open()]
+    for got, want in zip(records, expected, strict=True):
+        assert got["scores"] == pytest.approx(want["scores"], abs=1e-5) and len(got["scores"]) == 3
+        assert got["chunks"] == want["chunks"]
+    bad = bigbird("classify", "--text", SHORT, "-m", model, "--top-k", "0")
+    assert bad.returncode == 2 and "--top-k" in bad.stderr.decode()
+
+
+# --- mask ----------------------------------------------------------------------------------------------------
+def test_mask_targets_keep_full_softmax_scores(tiny_models):
+    model = str(tiny_models["mask"])
+    text = "The museum opened a new [MASK] with paintings."
+    full = MaskTask(model, top_k=10_000)([doc(text)])[0]["predictions"][0]
+    score_of = {p["token_id"]: p["score"] for p in full}
+    task = MaskTask(model, top_k=5, targets=["museum", "paintings", "zqxjv"])
+    expected_ids = {task.encode(word).ids[0] for word in ["museum", "paintings", "zqxjv"]}
+    assert set(task.target_ids.tolist()) == expected_ids
+    predictions = task([doc(text)])[0]["predictions"][0]
+    assert {p["token_id"] for p in predictions} == expected_ids
+    for p in predictions:
+        assert p["score"] == pytest.approx(score_of[p["token_id"]], abs=1e-7)
+    assert [p["score"] for p in predictions] == sorted((p["score"] for p in predictions), reverse=True)
+
+
+def test_cli_mask_targets(bigbird, tiny_models):
+    model = str(tiny_models["mask"])
+    text = "The museum opened a new [MASK] with paintings."
+    args = ["--targets", "museum,paintings", "--targets", "zqxjv", "--top-k", "2"]
+    [record] = jsonl(bigbird("mask", "--text", text, "-m", model, *args, check_rc=0).stdout)
+    expected = MaskTask(model, top_k=2, targets=["museum", "paintings", "zqxjv"])([doc(text)])[0]
+    assert [p["token_id"] for p in record["predictions"][0]] == [p["token_id"] for p in expected["predictions"][0]]
+
+
+# --- qa ------------------------------------------------------------------------------------------------------
+def test_qa_doc_stride_sets_the_window_overlap(tiny_models):
+    model = str(tiny_models["qa"])
+    task = QATask(model, question=QUESTION, doc_stride=40)
+    [record] = task([doc(LONG_TEXT)])
+    q_ids = task.encode(QUESTION).ids
+    capacity = task.max_tokens - len(task.wrap(q_ids, []))
+    assert record["chunks"] == len(sliding_windows(record["input_tokens"], capacity, 40))
+    assert QATask(model, question=QUESTION, doc_stride=0)([doc(LONG_TEXT)])[0]["chunks"] < record["chunks"]
+
+
+def test_qa_null_answer_wins_when_cls_is_likeliest(tiny_models, monkeypatch):
+    """With --handle-impossible-answer the [CLS] span competes: when it is likeliest, the answer is ""."""
+    task = QATask(str(tiny_models["qa"]), question=QUESTION, handle_impossible_answer=True, top_k=3)
+    plain = QATask(str(tiny_models["qa"]), question=QUESTION, top_k=3)([doc(SHORT)])[0]
+    [record] = task([doc(SHORT)])
+    null = [a for a in record["answers"] if a["answer"] == ""]
+    assert len(record["answers"]) == 3 and len(null) <= 1
+    original = task._logits
+
+    def cls_wins(ids, mask, firsts):
+        start, end = (logits.clone() for logits in original(ids, mask, firsts))
+        start[:, 0] = end[:, 0] = 50.0
+        return start, end
+
+    monkeypatch.setattr(task, "_logits", cls_wins)
+    [record] = task([doc(SHORT)])
+    assert record["answer"] == "" and record["start"] == record["end"] == 0 and record["score"] > 0.99
+    assert record["answers"][1]["answer"] != "" and plain["answer"] != ""
+
+
+def test_cli_qa_options(bigbird, tiny_models, corpus):
+    model = str(tiny_models["qa"])
+    args = ["-Q", QUESTION, "--doc-stride", "40", "--handle-impossible-answer", "--top-k", "2"]
+    records = jsonl(bigbird("qa", corpus, "-m", model, *args, check_rc=0).stdout)
+    task = QATask(model, question=QUESTION, doc_stride=40, handle_impossible_answer=True, top_k=2)
+    expected = [task([d])[0] for d in Inputs(paths=[str(corpus)]).open()]
+    assert [(r["answer"], r["chunks"]) for r in records] == [(r["answer"], r["chunks"]) for r in expected]
+
+
+# --- attention, seconds, dry run ----------------------------------------------------------------------------
+def test_records_say_which_attention_ran(tiny_models):
+    """The tiny checkpoints are block-sparse: a full window runs it, a short document falls back to full."""
+    task = ClassifyTask(str(tiny_models["classify"]))
+    short, long = task([doc(SHORT, "s"), doc(LONG_TEXT, "l")], 1)
+    assert short["attention"] == "original_full" and long["attention"] == "block_sparse"
+    assert short["seconds"] >= 0 and long["seconds"] >= 0
+    # Batched with long chunks (size 2), the short one is padded to their width: block-sparse too.
+    short, _ = task([doc(SHORT, "s"), doc(LONG_TEXT, "l")], 2)
+    assert short["attention"] == "block_sparse"
+
+
+CASES = {
+    "summarize": ("summarize", [], lambda m, **kw: SummarizeTask(m, **kw)),
+    "qa": ("qa", ["-Q", QUESTION], lambda m, **kw: QATask(m, question=QUESTION, **kw)),
+    "classify": ("classify", [], lambda m, **kw: ClassifyTask(m, **kw)),
+    "mask": ("mask", [], lambda m, **kw: MaskTask(m, **kw)),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_dry_run_needs_no_weights_and_plans_as_the_run(case, bigbird, tiny_models, tmp_path):
+    """A checkpoint without its weights: --dry-run still reports what the full run does."""
+    checkpoint, args, make_task = CASES[case]
+    weightless = tmp_path / "weightless"
+    shutil.copytree(tiny_models[checkpoint], weightless, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+    texts = [SHORT + " [MASK].", "[MASK] " + LONG_TEXT + " [MASK]."] if case == "mask" else [SHORT, LONG_TEXT]
+    source = [arg for text in texts for arg in ("--text", text)]
+    records = jsonl(bigbird(case, *source, "-m", weightless, *args, "--dry-run", check_rc=0).stdout)
+    real = make_task(str(tiny_models[checkpoint]))([doc(text, f"text:{k}") for k, text in enumerate(texts)])
+    keys = ["input_tokens", "chunks", "truncated"]
+    assert [{k: r[k] for k in keys} for r in records] == [{k: r[k] for k in keys} for r in real]
+    assert all(r["dry_run"] is True and r["attention"] in ("block_sparse", "original_full") for r in records)
+    assert records[1]["chunks"] > 1
+    with pytest.raises(Exception, match="weights can't be loaded"):
+        make_task(str(weightless))
+    assert make_task(str(weightless), dry_run=True).model is None
