@@ -60,6 +60,30 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def kernel_cache(tmp_path_factory) -> Path:
+    """The kernel choices the tests measure go to a folder of their own, never the user's cache (the CLI tests'
+    `bigbird` processes inherit the variable)."""
+    path = tmp_path_factory.mktemp("kernel-cache")
+    os.environ["BIGBIRD_CACHE_DIR"] = str(path)
+    return path
+
+
+@pytest.fixture(params=["on", "off"])
+def fast_paths(request, monkeypatch) -> str:
+    """Run a test with torch's private fast ops in use (where they pass their check) and switched off."""
+    if request.param == "off":
+        monkeypatch.setenv("BIGBIRD_PRIVATE_OPS", "0")
+    return request.param
+
+
+@pytest.fixture(params=["auto", "safe"])
+def int8_path(request, monkeypatch) -> str:
+    """Run a test on the int8 path this CPU picks and on the one that is exact on CPUs without VNNI."""
+    monkeypatch.setenv("BIGBIRD_INT8_SAFE", "1" if request.param == "safe" else "")
+    return request.param
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> TinyModels:
     return TinyModels(tmp_path_factory.mktemp("tiny-models"))

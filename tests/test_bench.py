@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import jsonl
 
+from core.models import kernels
 from core.tools.bench import BenchError, BenchSpec, MemoryMeter, run_bench
 
 TIMING_FIELDS = {"median_s", "min_s", "max_s", "tokens_per_s", "peak_mem_bytes"}
@@ -32,6 +33,7 @@ RECORD_FIELDS = TIMING_FIELDS | {
     "parameters",
     "versions",
     "machine",
+    "kernels",
 }
 has_transformers = importlib.util.find_spec("transformers") is not None
 
@@ -53,6 +55,9 @@ def test_tiny_preset_records():
         assert r["tokens_per_s"] == pytest.approx(r["batch_size"] * r["seq_len"] / r["median_s"], rel=1e-3)
         assert r["peak_mem_bytes"] > 0
         assert "transformers" not in r and "ratio" not in r
+        assert r["machine"]["cpu"] == kernels.cpu_model() and r["machine"]["isa"] == kernels.isa()
+        assert r["versions"]["torch"] == torch.__version__
+        assert r["kernels"]["float32"] and set(r["kernels"]["float32"].values()) <= set(kernels.CANDIDATES)
         json.dumps(r)  # JSON-ready
 
 
@@ -152,6 +157,8 @@ def test_cli_stdout_is_pure_jsonl_and_the_table_goes_to_stderr(bigbird):
     assert all(r["ratio"] > 0 and r["max_abs_diff"] < 1e-4 for r in records)
     stderr = result.stderr.decode()
     assert "bigbird bench: tiny encode" in stderr and "transformers s" in stderr and "ratio" in stderr
+    assert f"{records[0]['machine']['cpu']} (" in stderr and "float32 kernels" in stderr
+    assert f"torch {records[0]['versions']['torch']}" in stderr
 
 
 def test_cli_output_file_quiet_and_plot(bigbird, tmp_path):

@@ -139,7 +139,8 @@ def test_parity_all_classes(name, attention_type, seq_len, tmp_path):
     [{"rescale_embeddings": True}, {"use_bias": False}, {"num_random_blocks": 3, "block_size": 16}],
     ids=["rescale_embeddings", "no_bias", "r3_bs16"],
 )
-def test_parity_config_variations(variation, tmp_path):
+def test_parity_config_variations(variation, tmp_path, fast_paths):
+    """Also with torch's private fast ops off: the public paths they fall back to keep parity too."""
     ref, ours = reference_and_ours("BigBirdForMaskedLM", tmp_path, **variation)
     inputs = make_inputs("BigBirdForMaskedLM", 301)
     with torch.no_grad():

@@ -110,3 +110,12 @@ def test_quantize_int8_refuses_other_dtypes(bigbird, tiny_models):
     )
     assert result.returncode == 2
     assert "--quantize int8 runs on the CPU from float32 weights" in result.stderr.decode()
+
+
+def test_quantize_int8_without_a_working_int8_kernel_is_one_sentence(bigbird, tiny_models):
+    """torch's int8 op is private: where it is missing or off, --quantize int8 says so and exits 2."""
+    args = ("mask", "--text", "a [MASK] b", "-m", tiny_models["mask"], "--quantize", "int8")
+    result = bigbird(*args, env={"BIGBIRD_PRIVATE_OPS": "0"})
+    assert result.returncode == 2
+    stderr = result.stderr.decode()
+    assert "no working oneDNN int8 kernel" in stderr and "Traceback" not in stderr

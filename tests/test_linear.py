@@ -1,4 +1,5 @@
-"""The linear layer's kernels: oneDNN with a fused activation at inference, F.linear while training, and int8."""
+"""The linear layer's kernels: the measured float32 choice at inference, F.linear while training, and int8 (exact
+int8 arithmetic on inputs that would saturate a CPU without VNNI, on the path this CPU picks and the safe one)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,22 @@ import torch
 import torch.nn.functional as F
 
 import core
-from core.models.linear import ACTIVATIONS, Linear, quantize_int8
+from core.models import kernels
+from core.models.linear import ACTIVATIONS, Linear, _quantize_uint8, quantize_int8, quantize_weights
 from core.tools.tiny import BIGBIRD_TINY
 
 ACTS = [None, *ACTIVATIONS]
 
 
+@pytest.mark.parametrize("kernel", ["auto", *kernels.CANDIDATES, "private-ops-off"])
 @pytest.mark.parametrize("act", ACTS)
-def test_inference_kernel_equals_the_training_path(act):
-    """The fast path (no gradients tracked) gives the numbers of F.linear + activation, which training runs."""
+def test_inference_kernel_equals_the_training_path(act, kernel, monkeypatch):
+    """Every float32 kernel at inference (chosen by measurement, forced, or with torch's private ops switched
+    off) gives the numbers of F.linear + activation, which training runs."""
+    if kernel == "private-ops-off":
+        monkeypatch.setenv("BIGBIRD_PRIVATE_OPS", "0")
+    else:
+        monkeypatch.setenv("BIGBIRD_KERNELS", kernel)
     torch.manual_seed(0)
     layer = Linear(24, 40, activation=act)
     x = torch.randn(2, 7, 24)
@@ -49,7 +57,7 @@ def test_checkpoint_names_are_nn_linear_names():
 
 
 @pytest.mark.parametrize("act", ACTS)
-def test_int8_fuses_every_activation(act):
+def test_int8_fuses_every_activation(act, int8_path):
     torch.manual_seed(3)
     layer = Linear(48, 96, activation=act)
     x = torch.randn(3, 5, 48)
@@ -61,7 +69,7 @@ def test_int8_fuses_every_activation(act):
     assert F.cosine_similarity(exact.flatten(0, 1), approx.flatten(0, 1), dim=-1).min() > 0.99
 
 
-def test_int8_layer_is_close_to_float_and_leaves_the_original_alone():
+def test_int8_layer_is_close_to_float_and_leaves_the_original_alone(int8_path):
     torch.manual_seed(1)
     model = torch.nn.Sequential(Linear(64, 128, activation="gelu"), Linear(128, 32))
     quantized = quantize_int8(model)
@@ -74,7 +82,7 @@ def test_int8_layer_is_close_to_float_and_leaves_the_original_alone():
     assert F.cosine_similarity(exact, approx, dim=-1).min() > 0.99
 
 
-def test_int8_tiny_model_hidden_states_stay_close():
+def test_int8_tiny_model_hidden_states_stay_close(int8_path):
     """The whole encoder, quantized: per-token cosine to float32, the measure bench reports."""
     torch.manual_seed(2)
     config = core.BigBirdConfig(**BIGBIRD_TINY, vocab_size=100)  # 200 tokens take the block-sparse path
@@ -84,3 +92,61 @@ def test_int8_tiny_model_hidden_states_stay_close():
         exact = model(input_ids=ids).last_hidden_state
         approx = quantize_int8(model)(input_ids=ids).last_hidden_state
     assert F.cosine_similarity(exact, approx, dim=-1).min() > 0.99
+
+
+def saturating_int8_matmul(u8: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """u8 @ w.T as a CPU without VNNI sums it (vpmaddubsw): pairs of products added in int16, saturating."""
+    products = u8.long()[:, None, :] * w.long()[None, :, :]  # (rows, out, in)
+    pairs = products[..., 0::2] + products[..., 1::2]
+    return pairs.clamp(-(2**15), 2**15 - 1).sum(-1)
+
+
+def test_int8_is_exact_int8_arithmetic_where_products_would_saturate(int8_path):
+    """Weights over the full int8 range times activations near the top of uint8: int16 pair sums of full-range
+    weights would clip. The kernel must give exact int8 arithmetic on the values it quantized (computed here in
+    int64 from the same values), on whatever CPU runs this, and stay close to float32."""
+    torch.manual_seed(4)
+    layer = Linear(256, 64)
+    with torch.no_grad():
+        layer.weight.uniform_(-1, 1)
+    x = 0.9 + 0.1 * torch.rand(8, 256)  # one scale from 0: every activation quantizes to 230..255
+    with torch.inference_mode():
+        exact_float = layer(x)
+        layer.quantize_int8()
+        y = layer(x)
+    u8, scale, zero_point = _quantize_uint8(x)
+    assert zero_point == 0 and u8.min() >= 225
+    levels = 63 if int8_path == "safe" or not kernels.has_vnni() else 127
+    values, scales = quantize_weights(layer.weight.detach(), levels)
+    assert values.abs().max() == levels
+    exact_int = (u8.long() @ values.long().T).double()
+    expected = exact_int * scale * scales.double() + layer.bias.double()
+    assert (y.double() - expected).abs().max() <= 1e-5 * expected.abs().max()
+    # These inputs would saturate full-range weights on a CPU without VNNI; the weights kept here would not.
+    full, _ = quantize_weights(layer.weight.detach(), 127)
+    assert not torch.equal(saturating_int8_matmul(u8, full), u8.long() @ full.long().T)
+    assert torch.equal(saturating_int8_matmul(u8, values), exact_int.long()) or levels == 127
+    assert F.cosine_similarity(y, exact_float, dim=-1).min() > 0.999
+
+
+def test_int8_full_range_encoder_stays_close_to_float32(int8_path):
+    """A whole encoder whose weights fill the int8 range (uniform, unlike a fresh init's near-Gaussian ones):
+    per-token cosine to float32 of at least 0.999."""
+    torch.manual_seed(5)
+    model = core.BigBirdModel(core.BigBirdConfig(**BIGBIRD_TINY, vocab_size=100)).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, Linear):
+                module.weight.uniform_(-0.1, 0.1)
+    ids = torch.randint(5, 100, (2, 200))
+    with torch.inference_mode():
+        exact = model(input_ids=ids).last_hidden_state
+        approx = core.quantize_int8(model)(input_ids=ids).last_hidden_state
+    assert F.cosine_similarity(exact, approx, dim=-1).min() > 0.999
+
+
+def test_core_quantize_int8_returns_the_int8_model():
+    model = torch.nn.Sequential(Linear(8, 4)).eval()
+    copied = core.quantize_int8(model)
+    assert copied is not model and copied[0].int8 is not None and model[0].int8 is None
+    assert core.quantize_int8(model, inplace=True) is model and model[0].int8 is not None

@@ -7,6 +7,7 @@ pure JSONL.
 from __future__ import annotations
 
 import importlib.util
+from collections import Counter
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -138,6 +139,21 @@ def command(
         wide.print(results_table(records))
 
 
+def where_it_ran(record: dict[str, Any]) -> str:
+    """The CPU, its ISA, torch and the kernels chosen, in one line: e.g. "AMD EPYC (avx2 avx512f avx512_vnni),
+    torch 2.13.0, float32 kernels onednn ×3 mkl ×1, int8 weights ±127"."""
+    machine, chosen = record.get("machine", {}), record.get("kernels", {})
+    counts = Counter(chosen.get("float32", {}).values())
+    torch_version = record.get("versions", {}).get("torch", "?")
+    line = f"{machine.get('cpu', '?')} ({' '.join(machine.get('isa', []))}), torch {torch_version}"
+    line += ", float32 kernels " + (" ".join(f"{name} ×{n}" for name, n in counts.most_common()) or "none timed")
+    if chosen.get("override", "auto") != "auto":
+        line += f" (BIGBIRD_KERNELS={chosen['override']})"
+    if record.get("quantize"):
+        line += f", int8 weights ±{chosen.get('int8_weight_levels', '?')}"
+    return line
+
+
 def results_table(records: list[dict[str, Any]]):
     """The records as a rich table: ours, then transformers and the ratio, then int8 vs fp32 when present."""
     from rich.table import Table
@@ -149,6 +165,8 @@ def results_table(records: list[dict[str, Any]]):
     weights = "int8 linear layers vs float32" if first.get("quantize") else first.get("dtype", "")
     title = f"bigbird bench: {first.get('model', '')} {first.get('task', '')} ({weights}, "
     title += f"{first.get('device', '')}, {first.get('threads', '')} threads, repeat {first.get('repeat', '')})"
+    if first:
+        title += "\n" + where_it_ran(first)
     table = Table(title=title)
     compare = any("transformers" in r for r in records)
     quantized = any("fp32" in r for r in records)

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import kernels
 from .linear import Linear
 
 # Masked scores get this added, as in the original implementation; exp(-1e4) underflows to 0 in fp32.
@@ -249,12 +250,13 @@ def fused_kernel_applies(*tensors: torch.Tensor) -> bool:
 
 
 def _flash_for_cpu() -> Any:
-    """torch's fused CPU attention kernel that also returns each query's log-sum-exp (None where absent).
+    """torch's fused CPU attention kernel that also returns each query's log-sum-exp (None where absent or
+    not working: kernels.private_op checks it once).
 
     The public `scaled_dot_product_attention` keeps the log-sum-exp to itself, and merging two partial
     softmaxes needs it.
     """
-    return getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    return kernels.private_op("flash")
 
 
 def partial_attention(

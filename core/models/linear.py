@@ -3,25 +3,28 @@
 `Linear` keeps nn.Linear's parameters (`weight`, `bias`), so checkpoints map onto it unchanged. What it adds is
 the choice of kernel at inference on the CPU:
 
-* float32 runs oneDNN's matmul, with the activation applied in the same pass. torch's own float32 CPU matmul
-  goes through MKL, which does not use AVX-512 on AMD processors; oneDNN does, and is about twice as fast there
-  (`bigbird bench` measures it). While gradients are tracked, or on other devices, it is plain F.linear.
+* float32 runs whichever of torch's F.linear (MKL) and oneDNN's matmul with the activation applied in the same
+  pass was fastest on this machine for the layer's shape (`kernels.choose` times them once per machine). MKL
+  does not use AVX-512 on AMD processors, where oneDNN is about twice as fast; on some Intel CPUs MKL wins.
+  oneDNN on prepacked weights (a second copy of them) runs on request. While gradients are tracked, or on other
+  devices, it is plain F.linear.
 * `quantize_int8` switches a layer to dynamic int8: weights quantized once per output channel, activations
-  per call (one scale per tensor), through oneDNN's int8 matmul with the same fused activations.
+  per call (one scale per tensor), through oneDNN's int8 matmul with the same fused activations. On CPUs
+  without VNNI the weights keep to 7 bits, which keeps that kernel's int16 pair sums from saturating.
 """
 
 from __future__ import annotations
 
 import copy
-import functools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from . import kernels
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": F.gelu,
@@ -57,21 +60,6 @@ def activation_function(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     return ACTIVATIONS[name]
 
 
-@functools.cache
-def _onednn_linear() -> Any:
-    """oneDNN's fused linear op, or None where this torch build lacks it."""
-    if not torch.backends.mkldnn.is_available():
-        return None
-    return getattr(torch.ops.mkldnn, "_linear_pointwise", None)
-
-
-@functools.cache
-def _onednn_int8() -> Any:
-    """oneDNN's int8 linear op (with the same fused activations), or None where this torch build lacks it."""
-    onednn = getattr(torch.ops, "onednn", None)
-    return getattr(onednn, "qlinear_pointwise", None) if torch.backends.mkldnn.is_available() else None
-
-
 @dataclass
 class Int8Weights:
     """A layer's weights for oneDNN's int8 kernel: int8 values packed for it, one float scale per output row."""
@@ -99,6 +87,13 @@ def _quantize_uint8(x: torch.Tensor) -> tuple[torch.Tensor, float, int]:
     return u8, scale, zero_point
 
 
+def quantize_weights(weight: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 weights in [-levels, levels], one float scale per output row (levels: 127, or 63 where
+    the CPU's int8 kernel would saturate on full-range weights: see kernels.int8_weight_levels)."""
+    scales = (weight.abs().amax(dim=1) / levels).clamp_min(1e-12)
+    return torch.round(weight / scales[:, None]).clamp(-levels, levels).to(torch.int8), scales
+
+
 class Linear(nn.Linear):
     """nn.Linear followed by an optional activation (named as in the configs), computed by the fastest kernel
     that gives the same numbers: see the module docstring."""
@@ -111,17 +106,47 @@ class Linear(nn.Linear):
         self.post_op = ONEDNN_POST_OPS.get(activation, ("none", ""))
         self.act_after_kernel = self.act if self.post_op[0] == "none" else None
         self.int8: Int8Weights | None = None  # set by quantize_int8()
+        self._packed: tuple[tuple[int, int], torch.Tensor] | None = None  # (weights' stamp, packed) for oneDNN
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tracked = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
         if not tracked and x.device.type == "cpu":
             if self.int8 is not None:
                 return self._int8_forward(x)
-            fused = _onednn_linear()
-            if fused is not None and x.dtype == torch.float32 and torch.backends.mkldnn.enabled:
-                return self._after_kernel(fused(x, self.weight, self.bias, self.post_op[0], [], self.post_op[1]))
-        y = F.linear(x, self.weight, self.bias)
-        return y if self.act is None else self.act(y)
+            if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+                return self._float32_forward(x)
+        return self._run("mkl", x)
+
+    def _float32_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Through the kernel kernels.choose picks for this shape (timed on this input at the shape's first call)."""
+        names = ["mkl"]
+        if kernels.private_op("linear") is not None and torch.backends.mkldnn.enabled:
+            names.append("onednn")
+            if kernels.private_op("linear-packed") is not None:
+                names.append("onednn-packed")
+        key = kernels.shape_key(self.in_features, self.out_features, self.post_op[0], x.numel() // x.shape[-1])
+        kernel = kernels.choose(key, names, lambda name: self._run(name, x.flatten(0, -2)[: kernels.SAMPLE_ROWS]))
+        if kernel != "onednn-packed":
+            self._packed = None  # timed but not chosen: don't keep the second copy of the weights
+        return self._run(kernel, x)
+
+    def _run(self, kernel: str, x: torch.Tensor) -> torch.Tensor:
+        """One float matmul + activation through `kernel` ("mkl": torch's F.linear; "onednn", "onednn-packed")."""
+        if kernel == "mkl":
+            y = F.linear(x, self.weight, self.bias)
+            return y if self.act is None else self.act(y)
+        weight = self._packed_weight(x) if kernel == "onednn-packed" else self.weight
+        attr, algorithm = self.post_op
+        return self._after_kernel(kernels.private_op("linear")(x, weight, self.bias, attr, [], algorithm))
+
+    def _packed_weight(self, x: torch.Tensor) -> torch.Tensor:
+        """The weights in oneDNN's layout for inputs like `x`, packed again if the weights changed since."""
+        stamp = (self.weight.data_ptr(), self.weight._version)
+        if self._packed is None or self._packed[0] != stamp:
+            with torch.inference_mode():
+                rows = max(1, min(x.numel() // x.shape[-1], kernels.SAMPLE_ROWS))
+                self._packed = (stamp, torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), rows))
+        return self._packed[1]
 
     def _int8_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Quantize the input per call (uint8, one scale for the tensor) and run oneDNN's int8 matmul."""
@@ -129,7 +154,7 @@ class Linear(nn.Linear):
         w = self.int8
         u8, scale, zero_point = _quantize_uint8(x.reshape(-1, x.shape[-1]).float())
         attr, algorithm = self.post_op
-        y = _onednn_int8()(
+        y = kernels.private_op("qlinear")(
             u8, scale, zero_point, w.packed, w.scales, w.zero_points, w.bias, 1.0, 0, torch.float32, attr, [], algorithm
         )
         return self._after_kernel(y.view(*x.shape[:-1], -1).to(x.dtype))
@@ -142,15 +167,17 @@ class Linear(nn.Linear):
 
         The float weights stay: training, other devices and checkpoints keep using them.
         """
-        if _onednn_int8() is None:
-            raise RuntimeError("this torch build has no oneDNN int8 kernels, so --quantize int8 can't run here")
-        weight = self.weight.detach().float().cpu()
-        scales = (weight.abs().amax(dim=1) / 127).clamp_min(1e-12)
-        values = torch.round(weight / scales[:, None]).clamp(-128, 127).to(torch.int8)
+        if kernels.private_op("qlinear") is None:
+            raise RuntimeError("this torch build has no working oneDNN int8 kernel, so --quantize int8 can't run here")
+        values, scales = quantize_weights(self.weight.detach().float().cpu(), kernels.int8_weight_levels())
         # The input shape is a hint for oneDNN's weight layout; any number of rows works with it.
         packed = torch.ops.onednn.qlinear_prepack(values, [PACKING_ROWS, self.in_features])
         bias = None if self.bias is None else self.bias.detach().float().cpu()
         self.int8 = Int8Weights(packed, scales, torch.zeros(len(scales), dtype=torch.long), bias)
+
+    def __getstate__(self) -> dict:
+        """Copies and pickles leave oneDNN's packed weights out (an opaque tensor; packed again on demand)."""
+        return {**self.__dict__, "_packed": None}
 
     def extra_repr(self) -> str:
         extra = f", activation={self.activation}" if self.activation else ""

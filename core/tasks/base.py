@@ -198,7 +198,10 @@ class Task:
             raise TaskError(f"--quantize takes int8, not {kind!r}.")
         if self.device.type != "cpu" or dtype not in (None, "float32"):
             raise TaskError("--quantize int8 runs on the CPU from float32 weights: drop --device or --dtype.")
-        quantize_int8(self.model, inplace=True)
+        try:
+            quantize_int8(self.model, inplace=True)
+        except RuntimeError as exc:  # no working int8 kernel in this torch (or BIGBIRD_PRIVATE_OPS=0)
+            raise TaskError(f"{exc}.") from None
 
     def _load_tokenizer(self) -> Any:
         from core.models.tokenizers import tokenizer_class

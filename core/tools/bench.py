@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.models import kernels
 from core.models.config import ModelConfig
 from core.models.linear import quantize_int8
 from core.models.presets import PRESETS, config_from_name
@@ -377,8 +378,12 @@ def _measure(spec: BenchSpec, progress: Callable[[str], None] | None) -> Iterato
                     yield _measure_row(spec, config, contenders, meter, device, attention, batch, seq_len) | {
                         "parameters": n_params,
                         "versions": versions,
+                        # The kernels our float32 and int8 layers ran (chosen by measurement on this machine).
+                        "kernels": kernels.summary(),
                         # Other work on the machine skews timings; the load average lets a reader see it did.
                         "machine": {
+                            "cpu": kernels.cpu_model(),
+                            "isa": kernels.isa(),
                             "cpu_count": os.cpu_count(),
                             "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
                             "platform": platform.platform(),

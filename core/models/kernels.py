@@ -1,0 +1,267 @@
+"""Which CPU kernels run here: what the CPU has, which of torch's private ops work, and which matmul is fastest.
+
+Three questions, answered once per process (the last one once per machine):
+
+* **What the CPU has.** /proc/cpuinfo's flags (torch's own capability string where that file is missing). On
+  x86 CPUs without VNNI, oneDNN's uint8 × int8 matmul adds pairs of products in int16 with saturation
+  (`vpmaddubsw`): 255 × 127 × 2 overflows it. There `int8_weight_levels` keeps weights to 7 bits (±63), so
+  that a pair stays within 255 × 64 × 2 < 2¹⁵ and the int8 result is exact. `BIGBIRD_INT8_SAFE=1` forces
+  this on any CPU (the tests use it), `=0` forbids it.
+* **Whether a private op works.** `_linear_pointwise`, `qlinear_pointwise` and the flash attention that returns
+  its log-sum-exp are not public API. Each is called once on a tiny input and compared with the public path;
+  a missing op, a changed signature or wrong numbers turn it off with a debug log line.
+  `BIGBIRD_PRIVATE_OPS=0` turns them all off (the public path everywhere).
+* **Which float32 matmul is fastest.** torch's default (`F.linear`: MKL, which skips AVX-512 on AMD CPUs) and
+  oneDNN are timed on the layer's own shapes at first use; the choice is cached per (CPU model, torch version)
+  in the user's cache directory. oneDNN must beat the default by `MARGIN`, so the choice is never slower than
+  torch's default beyond the noise of the measurement. `BIGBIRD_KERNELS=mkl|onednn|onednn-packed` overrides it
+  (`auto`: measure). oneDNN on weights packed for it is faster still on few-row inputs (decoder steps) but
+  holds a second copy of the weights (pegasus-large summarize: +1.5 GB), so it runs only on request.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import platform
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+DEFAULT = "mkl"  # torch's own F.linear
+CANDIDATES = ("mkl", "onednn", "onednn-packed")
+MEASURED = ("mkl", "onednn")  # what `auto` chooses from: the kernels that need no copy of the weights
+MARGIN = 0.05  # how much faster than the default a challenger must be to be chosen
+SAMPLE_ROWS = 256  # rows of the input timed: a long input's matmuls run at the speed they reach here
+CPUINFO = Path("/proc/cpuinfo")
+ROUNDS = 3  # timed calls per candidate (interleaved, the fastest counts), after one warm-up call each
+
+
+# --------------------------------------------------------------------------------------------------
+# The CPU
+# --------------------------------------------------------------------------------------------------
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags, from /proc/cpuinfo or, failing that, from torch's capability string."""
+    try:
+        for line in CPUINFO.read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    capability = torch.backends.cpu.get_cpu_capability()  # "AVX512", "AVX2", "DEFAULT", ...
+    return frozenset({"AVX512": {"avx2", "avx512f"}, "AVX2": {"avx2"}}.get(capability, set()))
+
+
+@functools.cache
+def cpu_model() -> str:
+    try:
+        for line in CPUINFO.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def isa() -> list[str]:
+    """The instruction sets that decide the kernels' speed and int8 exactness, as bench reports them."""
+    flags = cpu_flags()
+    names = ["avx2", "avx512f", "avx512_vnni", "avx_vnni"]
+    return [n for n in names if n in flags] + (["amx"] if {"amx_int8", "amx_tile"} & flags else [])
+
+
+def has_vnni() -> bool:
+    """Whether int8 products are summed in int32 (VNNI, AMX), so that no pair of them can saturate."""
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8", "amx_tile"} & cpu_flags())
+
+
+def int8_weight_levels() -> int:
+    """The largest int8 weight magnitude that keeps oneDNN's int8 matmul exact on this CPU: 127, or 63."""
+    forced = os.environ.get("BIGBIRD_INT8_SAFE", "")
+    safe = forced == "1" if forced in ("0", "1") else not has_vnni()
+    return 63 if safe else 127
+
+
+# --------------------------------------------------------------------------------------------------
+# Private ops, verified
+# --------------------------------------------------------------------------------------------------
+def private_op(name: str) -> Any:
+    """The private op `name` ("linear", "linear-packed", "qlinear", "flash") if it works here, else None."""
+    if os.environ.get("BIGBIRD_PRIVATE_OPS") == "0":
+        return None
+    return _verified(name)
+
+
+@functools.cache
+def _verified(name: str) -> Any:
+    try:
+        op, ok = _CHECKS[name]()
+    except Exception as error:  # a missing op or a changed signature: any error means "don't use it"
+        log.debug("torch's private op for %s fails here (%s); using the public path", name, error)
+        return None
+    if not ok:
+        log.debug("torch's private op for %s gives wrong numbers here; using the public path", name)
+        return None
+    return op
+
+
+def _check_linear(packed: bool = False) -> tuple[Any, bool]:
+    op = torch.ops.mkldnn._linear_pointwise
+    if not torch.backends.mkldnn.is_available():
+        raise RuntimeError("no oneDNN in this torch build")
+    g = torch.Generator().manual_seed(0)
+    x, w, b = torch.randn(5, 16, generator=g), torch.randn(8, 16, generator=g), torch.randn(8, generator=g)
+    with torch.inference_mode():
+        weight = torch.ops.mkldnn._reorder_linear_weight(w, 5) if packed else w
+        y = op(x, weight, b, "gelu", [], "tanh")
+    return op, torch.allclose(y, F.gelu(F.linear(x, w, b), approximate="tanh"), atol=1e-4)
+
+
+def _check_qlinear() -> tuple[Any, bool]:
+    op = torch.ops.onednn.qlinear_pointwise
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (5, 16), dtype=torch.uint8, generator=g)
+    w = torch.randint(-63, 64, (8, 16), dtype=torch.int8, generator=g)
+    scales, zero_points = torch.full((8,), 0.5), torch.zeros(8, dtype=torch.long)
+    bias = torch.randn(8, generator=g)
+    with torch.inference_mode():
+        packed = torch.ops.onednn.qlinear_prepack(w, [5, 16])
+        y = op(x, 0.25, 3, packed, scales, zero_points, bias, 1.0, 0, torch.float32, "relu", [], "")
+    exact = ((x.double() - 3) @ w.double().T * 0.125 + bias.double()).relu()
+    return op, torch.allclose(y.double(), exact, atol=1e-3)
+
+
+def _check_flash() -> tuple[Any, bool]:
+    op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 3, 8, generator=g) for _ in range(3))
+    bias = torch.randn(1, 1, 1, 3, generator=g)
+    with torch.inference_mode():
+        out, lse = op(q, k, v, 0.0, False, attn_mask=bias)
+    scores = q @ k.transpose(-1, -2) / 8**0.5 + bias
+    ok = torch.allclose(out, F.scaled_dot_product_attention(q, k, v, attn_mask=bias), atol=1e-5)
+    return op, ok and torch.allclose(lse, scores.logsumexp(-1), atol=1e-5)
+
+
+_CHECKS: dict[str, Callable[[], tuple[Any, bool]]] = {
+    "linear": _check_linear,
+    "linear-packed": functools.partial(_check_linear, packed=True),
+    "qlinear": _check_qlinear,
+    "flash": _check_flash,
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# The float32 matmul, by measurement
+# --------------------------------------------------------------------------------------------------
+def cache_path() -> Path:
+    """Where the choices are kept: $BIGBIRD_CACHE_DIR, else $XDG_CACHE_HOME/bigbird-cli, else ~/.cache/bigbird-cli."""
+    root = os.environ.get("BIGBIRD_CACHE_DIR") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "bigbird-cli"
+    )
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{cpu_model()}-torch-{torch.__version__}").strip("-")
+    return Path(root) / f"kernels-{slug}.json"
+
+
+_chosen: dict[str, str] = {}  # the choices this process runs, by shape key
+_measured: dict[str, dict[str, float]] = {}  # the microbenchmark numbers this process took, by shape key
+
+
+def shape_key(in_features: int, out_features: int, post_op: str, rows: int) -> str:
+    """The choice holds for one weight shape, fused activation and thread count, at few or many input rows."""
+    size = "rows<=16" if rows <= 16 else "rows<=256" if rows <= 256 else "rows>256"
+    return f"{in_features}x{out_features} {post_op} {size} threads={torch.get_num_threads()}"
+
+
+def choose(key: str, names: list[str], run: Callable[[str], Any]) -> str:
+    """The kernel of `names` to run for `key`: the override, this process's or the cache file's choice, or the
+    winner of timing `run(name)` for each name now."""
+    if len(names) == 1:
+        return names[0]
+    forced = os.environ.get("BIGBIRD_KERNELS", "auto")
+    if forced != "auto":
+        if forced in names:
+            return forced
+        log.debug("BIGBIRD_KERNELS=%s is not available here; using %s", forced, DEFAULT)
+        return DEFAULT
+    names = [name for name in names if name in MEASURED]
+    if len(names) == 1:
+        return names[0]
+    choice = _chosen.get(key)
+    if choice in names:
+        return choice
+    choice = _load().get(key)
+    if choice not in names:
+        _measured[key] = measure(names, run)
+        choice = decide(_measured[key])
+        _save(key, choice, _measured[key])
+    _chosen[key] = choice
+    return choice
+
+
+def measure(names: list[str], run: Callable[[str], Any]) -> dict[str, float]:
+    """Seconds per call of each kernel: the fastest of `ROUNDS` interleaved calls, after a warm-up call each."""
+    for name in names:
+        run(name)
+    best = dict.fromkeys(names, float("inf"))
+    for _ in range(ROUNDS):
+        for name in names:
+            start = time.perf_counter()
+            run(name)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def decide(seconds: dict[str, float]) -> str:
+    """The default unless a candidate beats it by `MARGIN`."""
+    limit = seconds[DEFAULT] * (1 - MARGIN)
+    fast = {name: s for name, s in seconds.items() if s < limit}
+    return min(fast, key=fast.__getitem__) if fast else DEFAULT
+
+
+def summary() -> dict[str, Any]:
+    """What runs here, for bench's records: the float32 choices this process made (with the timings behind
+    those it measured), the int8 weight range, and which private ops are in use."""
+    return {
+        "override": os.environ.get("BIGBIRD_KERNELS", "auto"),
+        "float32": dict(_chosen),
+        "measured_ms": {key: {n: round(s * 1e3, 3) for n, s in v.items()} for key, v in _measured.items()},
+        "int8_weight_levels": int8_weight_levels(),
+        "private_ops": [name for name in _CHECKS if private_op(name) is not None],
+    }
+
+
+def _load() -> dict[str, str]:
+    try:
+        return {k: v["choice"] for k, v in json.loads(cache_path().read_text())["choices"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _save(key: str, choice: str, seconds: dict[str, float]) -> None:
+    """Add one choice to the cache file (read again first: other processes may have added theirs)."""
+    path = cache_path()
+    try:
+        data = json.loads(path.read_text())
+        data["choices"]  # noqa: B018  (a file without it is rewritten)
+    except (OSError, ValueError, KeyError, TypeError):
+        data = {"cpu": cpu_model(), "isa": isa(), "torch": torch.__version__, "choices": {}}
+    data["choices"][key] = {"choice": choice, "ms": {n: round(s * 1e3, 3) for n, s in seconds.items()}}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
+            json.dump(data, f, indent=1)
+        os.replace(f.name, path)
+    except OSError as error:  # a read-only home still runs, it just measures again next time
+        log.debug("could not write the kernel choices to %s: %s", path, error)

@@ -1,0 +1,170 @@
+"""core.models.kernels: CPU features, the private-op checks and their fallbacks, the measured kernel choice and
+its cache. No timings are asserted: the decision is tested on given timings, the real run only for validity."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from core.models import kernels
+from core.models.attention import block_sparse_attention, fused_kernel_applies, hf_plan
+from core.models.linear import Linear
+
+
+@pytest.fixture
+def fresh_choices(tmp_path, monkeypatch):
+    """An empty cache folder and no choice made yet in this process."""
+    monkeypatch.setenv("BIGBIRD_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("BIGBIRD_KERNELS", raising=False)
+    monkeypatch.setattr(kernels, "_chosen", {})
+    monkeypatch.setattr(kernels, "_measured", {})
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "levels"),
+    [
+        ({"avx512f", "avx512_vnni"}, "", 127),
+        ({"avx2", "avx_vnni"}, "", 127),
+        ({"amx_tile", "amx_int8"}, "", 127),
+        ({"avx512f", "avx512bw"}, "", 63),  # Skylake-SP: int16 pair sums would saturate
+        ({"avx512f", "avx512_vnni"}, "1", 63),
+        ({"avx512f"}, "0", 127),
+    ],
+)
+def test_int8_weight_levels_follow_vnni_and_the_switch(flags, env, levels, monkeypatch):
+    monkeypatch.setattr(kernels, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setenv("BIGBIRD_INT8_SAFE", env)
+    assert kernels.int8_weight_levels() == levels
+
+
+def test_cpu_flags_without_proc_cpuinfo_fall_back_to_torch(tmp_path, monkeypatch):
+    monkeypatch.setattr(kernels, "CPUINFO", tmp_path / "missing")
+    flags = kernels.cpu_flags.__wrapped__()
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert ("avx512f" in flags) == (capability == "AVX512")
+    assert not {"avx512_vnni", "avx_vnni"} & flags  # unknown, so int8 takes the safe path
+
+
+def test_isa_names_what_bench_reports(monkeypatch):
+    monkeypatch.setattr(kernels, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "amx_tile", "sse4_2"}))
+    assert kernels.isa() == ["avx2", "avx512f", "amx"]
+
+
+@pytest.mark.parametrize("name", ["linear", "linear-packed", "qlinear", "flash"])
+def test_private_ops_pass_their_check_on_the_tested_torch(name):
+    """pyproject names the torch versions these checks were run on; on those, every fast path is in use."""
+    assert kernels.private_op(name) is not None
+
+
+@pytest.mark.parametrize("name", ["linear", "flash"])
+@pytest.mark.parametrize("fault", ["missing", "signature", "wrong numbers"])
+def test_a_broken_private_op_falls_back_to_the_public_path(name, fault, monkeypatch, fresh_choices):
+    def check():
+        if fault == "missing":
+            return torch.ops.aten._no_such_op_for_this_test, True
+        if fault == "signature":
+            raise TypeError("unexpected keyword argument")
+        return (lambda *args, **kwargs: None), False
+
+    monkeypatch.setitem(kernels._CHECKS, name, check)
+    kernels._verified.cache_clear()
+    try:
+        assert kernels.private_op(name) is None
+        layer = Linear(16, 8, activation="gelu")
+        x = torch.randn(3, 16)
+        q, k, v = (torch.randn(1, 2, 32, 8) for _ in range(3))
+        with torch.inference_mode():
+            assert torch.allclose(layer(x), F.gelu(F.linear(x, layer.weight, layer.bias)), atol=1e-6)
+            assert fused_kernel_applies(q, k, v) == (name != "flash")
+            out, _ = block_sparse_attention(q, k, v, torch.ones(1, 32), 4, hf_plan(8, 2, 1))
+        assert torch.isfinite(out).all()
+    finally:
+        kernels._verified.cache_clear()
+
+
+def test_private_ops_switched_off(monkeypatch):
+    monkeypatch.setenv("BIGBIRD_PRIVATE_OPS", "0")
+    assert all(kernels.private_op(name) is None for name in kernels._CHECKS)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [
+        ({"mkl": 1.0, "onednn": 0.97}, "mkl"),  # within the noise: torch's default
+        ({"mkl": 1.0, "onednn": 0.5}, "onednn"),
+        ({"mkl": 0.5, "onednn": 1.0}, "mkl"),
+        ({"mkl": 1.0, "onednn": 1.3, "other": 0.5}, "other"),
+    ],
+)
+def test_decision_is_never_slower_than_the_default(seconds, expected):
+    assert kernels.decide(seconds) == expected
+
+
+def test_choice_is_measured_once_then_read_from_the_cache(fresh_choices, monkeypatch):
+    timed: list[list[str]] = []
+
+    def fake_measure(names, run):
+        timed.append(names)
+        return {name: {"mkl": 2.0, "onednn": 1.0}[name] for name in names}
+
+    monkeypatch.setattr(kernels, "measure", fake_measure)
+    names = list(kernels.CANDIDATES)
+    assert kernels.choose("k", names, run=None) == "onednn"
+    assert kernels.choose("k", names, run=None) == "onednn"
+    assert len(timed) == 1
+    data = json.loads(kernels.cache_path().read_text())
+    assert data["torch"] == torch.__version__ and data["cpu"] == kernels.cpu_model()
+    assert data["choices"]["k"] == {"choice": "onednn", "ms": {"mkl": 2000.0, "onednn": 1000.0}}
+    assert timed == [["mkl", "onednn"]]  # packed weights (a second copy) only on request
+    monkeypatch.setattr(kernels, "_chosen", {})  # a new process: the file answers
+    assert kernels.choose("k", names, run=None) == "onednn" and len(timed) == 1
+    assert kernels.choose("k", ["mkl", "onednn-packed"], run=None) == "mkl" and len(timed) == 1  # nothing to time
+
+
+@pytest.mark.parametrize(("forced", "expected"), [("onednn", "onednn"), ("mkl", "mkl"), ("bogus", "mkl")])
+def test_override_skips_the_measurement(forced, expected, fresh_choices, monkeypatch):
+    monkeypatch.setenv("BIGBIRD_KERNELS", forced)
+    monkeypatch.setattr(kernels, "measure", None)  # calling it would fail
+    assert kernels.choose("k", list(kernels.CANDIDATES), run=None) == expected
+    assert not kernels.cache_path().exists()
+
+
+def test_unwritable_cache_still_runs(tmp_path, fresh_choices, monkeypatch):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("BIGBIRD_CACHE_DIR", str(tmp_path / "file" / "below"))
+    layer = Linear(8, 8)
+    with torch.inference_mode():
+        assert torch.allclose(layer(torch.ones(2, 8)), F.linear(torch.ones(2, 8), layer.weight, layer.bias))
+
+
+def test_real_measurement_makes_a_valid_choice_and_caches_it(fresh_choices):
+    layer = Linear(64, 256, activation="gelu")
+    x = torch.randn(300, 64)
+    with torch.inference_mode():
+        y = layer(x)
+    assert torch.allclose(y, F.gelu(F.linear(x, layer.weight, layer.bias)), atol=1e-5)
+    key = kernels.shape_key(64, 256, "gelu", 300)
+    stored = json.loads(kernels.cache_path().read_text())["choices"][key]
+    assert stored["choice"] in kernels.MEASURED and set(stored["ms"]) == set(kernels.MEASURED)
+    assert stored["choice"] == kernels.summary()["float32"][key]
+    assert kernels.summary()["measured_ms"][key] == stored["ms"]
+    assert layer._packed is None
+
+
+def test_packed_weights_follow_weight_changes_and_stay_out_of_copies(fresh_choices, monkeypatch):
+    monkeypatch.setenv("BIGBIRD_KERNELS", "onednn-packed")
+    layer = Linear(16, 8)
+    x = torch.randn(4, 16)
+    with torch.inference_mode():
+        layer(x)
+    assert layer._packed is not None
+    with torch.no_grad():
+        layer.weight.mul_(2)
+    with torch.inference_mode():
+        assert torch.allclose(layer(x), F.linear(x, layer.weight, layer.bias), atol=1e-5)
+    assert copy.deepcopy(layer)._packed is None
