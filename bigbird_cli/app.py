@@ -42,7 +42,7 @@ def _show_version(value: bool) -> None:
 def root(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version and exit."),
+        typer.Option("--version", metavar="", callback=_show_version, is_eager=True, help="Show the version and exit."),
     ] = False,
 ) -> None:
     """Long-text summarization, question answering, classification and fill-mask with BigBird and BigBirdPegasus."""

@@ -48,6 +48,44 @@ class Strategy(str, Enum):
     truncate = "truncate"
 
 
+# Options more than one command takes, declared once (bench and convert use them as they are; the task
+# commands get them through `task_command`).
+Revision = Annotated[
+    str | None,
+    typer.Option(help="Hub revision (branch, tag or commit).", rich_help_panel=MODEL, show_default=False),
+]
+WeightsDType = Annotated[
+    DType | None,
+    typer.Option(help="Weights dtype [default: the checkpoint's].", rich_help_panel=MODEL, show_default=False),
+]
+QuantizeOption = Annotated[
+    Quantize | None,
+    typer.Option(
+        help="Run the linear layers in dynamic int8 (CPU, float32 weights): about twice as fast, with outputs "
+        "close to, not equal to, float32's.",
+        rich_help_panel=MODEL,
+        show_default=False,
+    ),
+]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        min=1, help="CPU threads for torch [default: torch's choice].", rich_help_panel=MODEL, show_default=False
+    ),
+]
+OutputFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--output", "-o", help="Write JSONL here instead of stdout.", rich_help_panel=OUTPUT, show_default=False
+    ),
+]
+# metavar="": help shows an on/off flag as `--quiet`, not `--quiet <bool>`.
+Quiet = Annotated[
+    bool,
+    typer.Option("--quiet", "-q", metavar="", help="No progress and no summary on stderr.", rich_help_panel=OUTPUT),
+]
+
+
 @dataclass
 class CommonOptions:
     """The shared options, as the command received them."""
@@ -87,7 +125,6 @@ class CommonOptions:
             "dtype": self.dtype.value if self.dtype else None,
             "quantize": self.quantize.value if self.quantize else None,
             "strategy": self.strategy.value,
-            "batch_size": self.batch_size,
             "dry_run": self.dry_run,
         }
 
@@ -119,7 +156,6 @@ def _shared_parameters(task: str, default_model: str | None) -> list[inspect.Par
                 typer.Argument(
                     metavar="PATHS",
                     help="Files, folders (searched recursively, see --glob) or - for stdin.",
-                    rich_help_panel=INPUT,
                     show_default=False,
                 ),
             ],
@@ -199,46 +235,11 @@ def _shared_parameters(task: str, default_model: str | None) -> list[inspect.Par
             ],
             default_model,
         ),
-        "revision": (
-            Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit).", rich_help_panel=MODEL)],
-            None,
-        ),
+        "revision": (Revision, None),
         "device": (Annotated[Device, typer.Option(help="Where the model runs.", rich_help_panel=MODEL)], Device.cpu),
-        "dtype": (
-            Annotated[
-                DType | None,
-                typer.Option(
-                    help="Weights dtype [default: the checkpoint's, float32].",
-                    rich_help_panel=MODEL,
-                    show_default=False,
-                ),
-            ],
-            None,
-        ),
-        "quantize": (
-            Annotated[
-                Quantize | None,
-                typer.Option(
-                    help="Run the linear layers in dynamic int8 (CPU, float32 weights): about twice as fast, with "
-                    "outputs close to, not equal to, float32's.",
-                    rich_help_panel=MODEL,
-                    show_default=False,
-                ),
-            ],
-            None,
-        ),
-        "threads": (
-            Annotated[
-                int | None,
-                typer.Option(
-                    min=1,
-                    help="CPU threads for torch [default: torch's choice].",
-                    rich_help_panel=MODEL,
-                    show_default=False,
-                ),
-            ],
-            None,
-        ),
+        "dtype": (WeightsDType, None),
+        "quantize": (QuantizeOption, None),
+        "threads": (Threads, None),
         "batch_size": (
             Annotated[int, typer.Option(min=1, help="Documents per batch (grouped by length).", rich_help_panel=MODEL)],
             1,
@@ -312,24 +313,15 @@ def _shared_parameters(task: str, default_model: str | None) -> list[inspect.Par
             ],
             None,
         ),
-        "output": (
-            Annotated[
-                Path | None,
-                typer.Option(
-                    "--output",
-                    "-o",
-                    help="Write JSONL here instead of stdout.",
-                    rich_help_panel=OUTPUT,
-                    show_default=False,
-                ),
-            ],
-            None,
-        ),
+        "output": (OutputFile, None),
         "resume": (
             Annotated[
                 bool,
                 typer.Option(
-                    "--resume", help="With -o: skip ids already done in FILE, append the rest.", rich_help_panel=OUTPUT
+                    "--resume",
+                    metavar="",
+                    help="With -o: skip ids already done in FILE, append the rest.",
+                    rich_help_panel=OUTPUT,
                 ),
             ],
             False,
@@ -345,13 +337,7 @@ def _shared_parameters(task: str, default_model: str | None) -> list[inspect.Par
             ],
             None,
         ),
-        "quiet": (
-            Annotated[
-                bool,
-                typer.Option("--quiet", "-q", help="No progress and no summary on stderr.", rich_help_panel=OUTPUT),
-            ],
-            False,
-        ),
+        "quiet": (Quiet, False),
         "dry_run": (
             Annotated[
                 bool,

@@ -8,9 +8,11 @@ appending.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import stat
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +21,13 @@ from typing import IO, Any
 
 from rich.console import Console
 from rich.markup import escape
+
+from .errors import OutputError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; runs sharing a file are not caught there
+    fcntl = None  # type: ignore[assignment]
 
 # Logs, warnings and progress: stderr only, so stdout stays pure JSONL when records go there.
 console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -40,19 +49,34 @@ def _signals_held() -> Iterator[None]:
 
 
 class JsonlWriter:
-    """Writes one JSON object per line to a file descriptor, whole lines only, each flushed as written."""
+    """Writes one JSON object per line to a file descriptor, whole lines only, each flushed as written.
 
-    def __init__(self, stream: IO[bytes] | IO[str], *, close: bool = False) -> None:
+    A write that fails half-way (a full disk) is cut back to the last whole line where the output is a regular
+    file, and raised as OutputError: the run stops with one sentence and the file still ends in a whole line.
+    """
+
+    def __init__(self, stream: IO[bytes] | IO[str], *, close: bool = False, name: str = "stdout") -> None:
         self._stream = stream
         self._fd = stream.fileno()
         self._close = close
+        self._name = name
 
     def write(self, record: dict[str, Any]) -> None:
-        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        # backslashreplace: a lone surrogate in any field becomes a JSON \\udXXX escape instead of stopping the run.
+        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", errors="backslashreplace")
         with _signals_held():
+            size = _regular_size(self._fd)
             view = memoryview(line)
-            while view:
-                view = view[os.write(self._fd, view) :]
+            try:
+                while view:
+                    view = view[os.write(self._fd, view) :]
+            except BrokenPipeError:
+                raise
+            except OSError as exc:
+                if size is not None:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(self._fd, size)
+                raise OutputError(f"{self._name} could not be written: {exc.strerror or exc}.") from None
 
     def close(self) -> None:
         if self._close:
@@ -63,6 +87,12 @@ class JsonlWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _regular_size(fd: int) -> int | None:
+    """The size of a regular file (where a torn line can be cut off), None for pipes and devices."""
+    info = os.fstat(fd)
+    return info.st_size if stat.S_ISREG(info.st_mode) else None
 
 
 def read_records(path: Path) -> Iterator[dict[str, Any]]:
@@ -113,16 +143,84 @@ def compact_for_resume(path: Path) -> None:
     os.replace(tmp, path)
 
 
+class Output:
+    """`-o FILE` (or stdout), claimed before the model loads and written after it.
+
+    `claim` checks the file can be written and takes an exclusive lock on it, without changing it: a path that
+    is a folder, an unwritable place or a file another run is writing is one sentence before any weights load.
+    `writer` then truncates it (or compacts it for `--resume`) and appends records. The lock is what keeps two
+    runs, or two shards, from interleaving records in one file.
+    """
+
+    def __init__(self, path: Path | None, *, resume: bool = False) -> None:
+        self.path = None if path is None or str(path) == "-" else path
+        self.resume = resume
+        self._handle: IO[bytes] | None = None
+
+    def claim(self) -> Output:
+        if self.path is None:
+            return self
+        path = self.path
+        if path.is_dir():
+            raise OutputError(f"-o {path} is a folder; give a file name.")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = self._open_locked(path)
+        except OSError as exc:
+            raise OutputError(f"-o {path} can't be written: {exc.strerror or exc}.") from None
+        return self
+
+    @staticmethod
+    def _open_locked(path: Path) -> IO[bytes]:
+        handle = open(path, "ab")  # append mode: nothing is truncated before the lock is ours
+        if fcntl is None:
+            return handle
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise OutputError(
+                f"-o {path} is being written by another run; give each run (and each --shard) its own file."
+            ) from None
+        except OSError:
+            pass  # a device or file system without locks (/dev/null, some network mounts): nothing to guard
+        return handle
+
+    def writer(self) -> JsonlWriter:
+        """The writer for the records: stdout, or the claimed file truncated (or compacted with `resume`)."""
+        if self.path is None:
+            sys.stdout.flush()
+            return JsonlWriter(sys.stdout)
+        if self._handle is None:
+            self.claim()
+        assert self._handle is not None
+        if self.resume:
+            compact_for_resume(self.path)
+            if _regular_size(self._handle.fileno()) is not None and not _same_file(self._handle, self.path):
+                # Compacting renamed a new file into place: lock that one before letting go of the old.
+                old, self._handle = self._handle, self._open_locked(self.path)
+                old.close()
+        elif _regular_size(self._handle.fileno()) is not None:
+            os.ftruncate(self._handle.fileno(), 0)
+        handle, self._handle = self._handle, None
+        return JsonlWriter(handle, close=True, name=str(self.path))
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+def _same_file(handle: IO[bytes], path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except OSError:
+        return False
+
+
 def open_jsonl(output: Path | None, *, resume: bool = False) -> JsonlWriter:
-    """The writer for `-o FILE` (truncated, or compacted and appended to with `resume`), or stdout."""
-    if output is None or str(output) == "-":
-        sys.stdout.flush()
-        return JsonlWriter(sys.stdout)
-    if output.parent != Path(""):
-        output.parent.mkdir(parents=True, exist_ok=True)
-    if resume:
-        compact_for_resume(output)
-    return JsonlWriter(open(output, "ab" if resume else "wb"), close=True)
+    """The writer for `-o FILE` (locked, truncated or compacted and appended to with `resume`), or stdout."""
+    return Output(output, resume=resume).claim().writer()
 
 
 def warn(message: str) -> None:

@@ -15,27 +15,28 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from contextvars import ContextVar
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
-from core.tasks.documents import Document, InputError, first_line
+from core.tasks.documents import Document, Inputs, describe
 from core.tasks.records import Record, error_record
 
+from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, UsageError, exit_code_for, known
 from .options import CommonOptions
-from .output import JsonlWriter, console, error, info, open_jsonl, read_done_ids, warn
+from .output import JsonlWriter, Output, console, error, info, read_done_ids, warn
 
 # Documents read ahead of the model when --batch-size > 1, as a multiple of the batch size: enough to form
 # batches of similar lengths, few enough that records still stream out steadily.
 BUCKET_WINDOW = 8
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
 
 class Task(Protocol):
-    """What the runner needs from a task: a model label for records, and documents → records."""
+    """What the runner needs from a task: a model label for records, and documents → records, running at most
+    `size` input windows a forward pass (the runner's --batch-size: one long document's chunks batch up to it)."""
 
     model_name: str
 
-    def __call__(self, docs: list[Document]) -> list[Record]: ...
+    def __call__(self, docs: list[Document], size: int) -> list[Record]: ...
 
 
 @dataclass(frozen=True)
@@ -172,27 +173,27 @@ def window_records(task: Task, window: list[Document], batch_size: int) -> Itera
     readable = sorted((i for i, doc in enumerate(window) if doc.error is None), key=lambda i: len(window[i].text))
     for start in range(0, len(readable), batch_size):
         batch = readable[start : start + batch_size]
-        for i, record in zip(batch, _process(task, [window[i] for i in batch]), strict=True):
+        for i, record in zip(batch, _process(task, [window[i] for i in batch], batch_size), strict=True):
             records[i] = record
         yield from ready()
 
 
-def _process(task: Task, batch: list[Document]) -> list[Record]:
+def _process(task: Task, batch: list[Document], size: int) -> list[Record]:
     try:
-        records = task(batch)
+        records = task(batch, size)
         if len(records) != len(batch):
             raise RuntimeError(f"the task returned {len(records)} records for {len(batch)} documents")
         return records
     except Exception as exc:  # any failure must become error records, not end the run
         if len(batch) > 1:
-            return [record for doc in batch for record in _process(task, [doc])]
+            return [record for doc in batch for record in _process(task, [doc], size)]
         return [error_record(batch[0], task.model_name, _reason(exc))]
 
 
 def _reason(exc: Exception) -> str:
-    """One sentence for an unexpected exception: its message, or its type when it has none."""
-    text = first_line(exc)
-    return f"{type(exc).__name__}: {text}." if text else f"{type(exc).__name__} while processing the document."
+    """One sentence for an unexpected exception: its type and first line."""
+    text = describe(exc)
+    return text + "." if text == type(exc).__name__ else f"{type(exc).__name__}: {text}."
 
 
 def _progress(enabled: bool) -> tuple[Callable[[], None], Callable[[], None]]:
@@ -225,77 +226,94 @@ EVALUATION: ContextVar[Evaluation | None] = ContextVar("evaluation", default=Non
 def run_command(
     task_name: str, common: CommonOptions, make_task: Callable[[], Task], *, extra_fields: tuple[str, ...] = ()
 ) -> int:
-    """Everything a task command does after parsing: check the options, open the inputs, load the task, run it,
-    and return the exit code. Usage problems and a model that can't be had are one sentence on stderr and 2.
+    """Everything a task command does after parsing: check the options, open the inputs and claim the output,
+    load the task, run it, and return the exit code (see bigbird_cli/errors.py for the one table of them).
 
-    The inputs are opened (and the first document read) before the model loads, so a typo in a path or an empty
-    folder is reported in a second, not after loading gigabytes of weights.
+    The inputs are opened (and the first document read) and the output claimed before the model loads, so a
+    typo in a path, an empty folder or an unwritable -o is reported in a second, not after loading gigabytes.
     """
     evaluation = EVALUATION.get()
     if evaluation is not None:
         return evaluation(task_name, common, make_task, extra_fields)
-    from core.tasks import TaskError  # with torch: only once the options are known to be good
-
-    if common.model is None:
-        error(f"{task_name} needs a model: give --model or set BIGBIRD_MODEL_{task_name.upper()}.")
-        return EXIT_USAGE
-    if common.resume and common.output is None:
-        error("--resume needs -o FILE: it continues the output file of an earlier run.")
-        return EXIT_USAGE
-    if common.engine != "ray" and (common.workers or common.cpus_per_worker or common.gpus_per_worker):
-        error("--workers, --cpus-per-worker and --gpus-per-worker size a Ray pool: add --engine ray.")
-        return EXIT_USAGE
-    if common.gpus_per_worker and common.device.value != "cuda":
-        error("--gpus-per-worker gives each Ray worker a GPU: add --device cuda so the model runs on it.")
-        return EXIT_USAGE
-    try:
-        shard = Shard.parse(common.shard) if common.shard else None
-    except ValueError as exc:
-        error(str(exc))
-        return EXIT_USAGE
-    inputs = common.inputs(extra_fields)
-    if inputs.is_empty():
-        error("no input: give files or folders, - for stdin, --text, --jsonl or --dataset.")
-        return EXIT_USAGE
-    try:
-        docs = inputs.open()
-        first = next(docs, None)
-    except InputError as exc:
-        error(str(exc))
-        return EXIT_USAGE
-    if first is None:
-        error("no input: the files and folders given hold no documents (see --glob).")
-        return EXIT_USAGE
-    skip_ids = read_done_ids(common.output) if common.resume and common.output else set()
+    output = Output(common.output, resume=common.resume)
     stats = RunStats()
-    with ExitStack() as stack:
-        try:
+    try:
+        with ExitStack() as stack:
+            stack.callback(output.close)
+            shard, docs = _prepare(task_name, common, output, extra_fields)
             engine = _engine(common, make_task, stack)
-            with open_jsonl(common.output, resume=common.resume) as writer:
+            skip_ids = read_done_ids(common.output) if common.resume and common.output else set()
+            with output.writer() as writer:
                 stats = run(
                     engine,
-                    itertools.chain([first], docs),
+                    docs,
                     writer,
                     shard=shard,
                     skip_ids=skip_ids,
                     progress=console.is_terminal and not common.quiet,
                 )
-        except TaskError as exc:  # the model can't be had (on Ray: found when the workers load it), or no Ray
-            error(str(exc))
-            return EXIT_USAGE
-        except BrokenPipeError:
-            # The reader went away (`bigbird ... | head`): stop quietly, as other command-line tools do. Pointing
-            # stdout at /dev/null keeps Python from complaining when it flushes stdout on exit.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return EXIT_SOME_FAILED
-        except KeyboardInterrupt:
-            target = common.output or "FILE"
-            error(f"interrupted; the records written so far are whole: rerun with --resume -o {target} to finish.")
-            return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`bigbird ... | head`): stop quietly, as other command-line tools do. Pointing
+        # stdout at /dev/null keeps Python from complaining when it flushes stdout on exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_SOME_FAILED
+    except KeyboardInterrupt:
+        target = common.output or "FILE"
+        error(f"interrupted; the records written so far are whole: rerun with --resume -o {target} to finish.")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # the model can't be had (on Ray: found when the workers load it), no Ray, ...
+        if not known(exc):
+            raise
+        return exit_code_for(exc)
     if not common.quiet:
         skipped = f", {stats.skipped} skipped (already done)" if stats.skipped else ""
         info(f"{task_name}: {stats.ok} done, {stats.failed} failed{skipped}.")
     return stats.exit_code
+
+
+def _prepare(
+    task_name: str, common: CommonOptions, output: Output, extra_fields: tuple[str, ...]
+) -> tuple[Shard | None, Iterator[Document]]:
+    """The checks that need no model: options, inputs (opened, first document read), the output claimed."""
+    if common.model is None:
+        raise UsageError(f"{task_name} needs a model: give --model or set BIGBIRD_MODEL_{task_name.upper()}.")
+    if common.resume and common.output is None:
+        raise UsageError("--resume needs -o FILE: it continues the output file of an earlier run.")
+    if common.engine != "ray" and (common.workers or common.cpus_per_worker or common.gpus_per_worker):
+        raise UsageError("--workers, --cpus-per-worker and --gpus-per-worker size a Ray pool: add --engine ray.")
+    if common.gpus_per_worker and common.device.value != "cuda":
+        raise UsageError("--gpus-per-worker gives each Ray worker a GPU: add --device cuda so the model runs on it.")
+    try:
+        shard = Shard.parse(common.shard) if common.shard else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    inputs = common.inputs(extra_fields)
+    if inputs.is_empty():
+        raise UsageError("no input: give files or folders, - for stdin, --text, --jsonl or --dataset.")
+    missing = inputs.missing()
+    if missing and len(missing) == len(inputs.paths) + len(inputs.jsonl) and not (inputs.texts or inputs.dataset):
+        raise UsageError(f"{missing[0]} does not exist." if len(missing) == 1 else "none of the inputs exist.")
+    for name in missing:
+        warn(f"{name} does not exist; it gets an error record.")
+    if output.path is not None:
+        _check_not_an_input(output.path, inputs)
+    docs = inputs.open()
+    first = next(docs, None)
+    if first is None:
+        raise UsageError("no input: the files and folders given hold no documents (see --glob).")
+    output.claim()
+    return shard, itertools.chain([first], docs)
+
+
+def _check_not_an_input(path: Path, inputs: Inputs) -> None:
+    """Refuse `-o` naming a file the run reads: opening it for writing would empty it before it is read."""
+    target = path.resolve()
+    read = [file.resolve() == target for file in inputs.files()]
+    # A new file inside an input folder would be picked up as a document once the run has created it.
+    folders = [Path(p).resolve() for p in inputs.paths if p != "-" and Path(p).is_dir()]
+    inside = any(target.is_relative_to(folder) and any(target.match(g) for g in inputs.globs) for folder in folders)
+    if any(read) or inside:
+        raise UsageError(f"-o {path} is also an input; write the records to another file.")
 
 
 def _engine(common: CommonOptions, make_task: Callable[[], Task], stack: ExitStack) -> Engine:

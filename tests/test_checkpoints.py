@@ -151,6 +151,7 @@ def test_config_keeps_unknown_keys_and_architectures(tmp_path):
         "model_type": "big_bird",
         "architectures": ["BigBirdForQuestionAnswering"],
         "hidden_size": 16,
+        "num_attention_heads": 4,
         "some_future_key": {"nested": [1, 2]},
         "id2label": {"0": "neg", "1": "pos"},
     }

@@ -41,7 +41,7 @@ def test_every_command_is_registered():
         (["mask", "--text", "x", "--shard", "half"], "--shard takes I/N"),
         (["classify", "--text", "x"], "classify needs a model"),
         (["mask", "-", "--jsonl", "-"], "stdin can be read only once"),
-        (["mask", "--dataset", "no/such-dataset-here.csv"], "could not be opened"),
+        (["mask", "--dataset", "no/such-dataset-here.csv"], "does not exist"),
     ],
 )
 def test_usage_errors_exit_2_with_one_sentence(args, message, tmp_path, monkeypatch):

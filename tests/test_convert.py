@@ -274,14 +274,14 @@ def test_cli_prints_one_json_object(pickled_checkpoint, tmp_path):
     assert report["verify"]["max_abs_diff"] < 0.05
 
     again = invoke(str(pickled_checkpoint), str(dst))
-    assert again.exit_code == 1 and again.stdout == ""
+    assert again.exit_code == 2 and again.stdout == ""
     assert "already exists; pass --force" in again.stderr
     assert invoke(str(pickled_checkpoint), str(dst), "--force").exit_code == 0
 
 
 def test_cli_refuses_bad_settings(pickled_checkpoint, tmp_path):
     result = invoke(str(pickled_checkpoint), str(tmp_path / "out"), "--block-size", "100")
-    assert result.exit_code == 1 and "does not divide" in result.stderr
+    assert result.exit_code == 2 and "does not divide" in result.stderr
     result = invoke(str(pickled_checkpoint), str(tmp_path / "out"), "--attention-type", "sparse")
     assert result.exit_code == 2  # not one of the choices: a usage error
     assert not (tmp_path / "out").exists()

@@ -132,7 +132,7 @@ def test_ray_options_need_the_ray_engine(bigbird, tiny_models):
 class Shout:
     model_name = "fake"
 
-    def __call__(self, docs):
+    def __call__(self, docs, size):
         if any("boom" in d.text for d in docs):
             raise RuntimeError("boom happened")
         return [make_record(d, "fake", input_tokens=1, truncated=False, chunks=1, out=d.text.upper()) for d in docs]

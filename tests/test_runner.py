@@ -20,7 +20,7 @@ class FakeTask:
     def __init__(self) -> None:
         self.batches: list[list[str]] = []
 
-    def __call__(self, docs):
+    def __call__(self, docs, size):
         self.batches.append([d.id for d in docs])
         if any("boom" in d.text for d in docs):
             raise RuntimeError("boom happened")

@@ -148,11 +148,11 @@ def test_cli_qa_options(bigbird, tiny_models, corpus):
 def test_records_say_which_attention_ran(tiny_models):
     """The tiny checkpoints are block-sparse: a full window runs it, a short document falls back to full."""
     task = ClassifyTask(str(tiny_models["classify"]))
-    short, long = task([doc(SHORT, "s"), doc(LONG_TEXT, "l")])
+    short, long = task([doc(SHORT, "s"), doc(LONG_TEXT, "l")], 1)
     assert short["attention"] == "original_full" and long["attention"] == "block_sparse"
     assert short["seconds"] >= 0 and long["seconds"] >= 0
-    task.batch_size = 2  # batched with long chunks, the short one is padded to their width: block-sparse too
-    short, _ = task([doc(SHORT, "s"), doc(LONG_TEXT, "l")])
+    # Batched with long chunks (size 2), the short one is padded to their width: block-sparse too.
+    short, _ = task([doc(SHORT, "s"), doc(LONG_TEXT, "l")], 2)
     assert short["attention"] == "block_sparse"
 
 

@@ -39,10 +39,10 @@ def classify(tiny_models):
 
 def test_classify_averages_chunk_probabilities(classify):
     [record] = classify([doc(LONG_TEXT)])
-    ids = classify.encode(LONG_TEXT).ids
+    ids = classify.encode(LONG_TEXT).ids.tolist()
     windows = split_even(len(ids), WINDOW - 2)
     assert record["chunks"] == len(windows) > 1 and record["input_tokens"] == len(ids) and not record["truncated"]
-    probs = classify.scores([classify.wrap(ids[s:e]) for s, e in windows]).mean(0)
+    probs = classify.scores([classify.wrap(ids[s:e]) for s, e in windows], len(windows)).mean(0)
     assert record["scores"] == pytest.approx(dict(zip(classify.labels, probs.tolist(), strict=True)), abs=1e-6)
     assert record["label"] == max(record["scores"], key=record["scores"].get)
     assert sum(record["scores"].values()) == pytest.approx(1.0, abs=1e-5)
@@ -50,7 +50,7 @@ def test_classify_averages_chunk_probabilities(classify):
 
 def test_classify_batched_equals_one_by_one(classify):
     docs = [doc("Short text.", "a"), doc(LONG_TEXT, "b"), doc("A medium length sentence about rivers.", "c")]
-    together = ClassifyTask(classify.model_name, batch_size=3)(docs)
+    together = classify(docs)
     for got, one in zip(together, [classify([d])[0] for d in docs], strict=True):
         assert got["scores"] == pytest.approx(one["scores"], abs=1e-5)
 
@@ -107,7 +107,7 @@ def test_summarize_chunks_then_summarizes_the_summaries(tiny_models):
     assert task.generation.num_beams == 1 and task.generation.length_penalty == 0.8 and task.generation.max_length == 6
     calls = []
     original = task.summarize_ids
-    task.summarize_ids = lambda inputs, seeds=None: calls.append(len(inputs)) or original(inputs, seeds)
+    task.summarize_ids = lambda inputs, size, seeds=None: calls.append(len(inputs)) or original(inputs, size, seeds)
     short, long = task([doc("The committee met on Tuesday.", "s"), doc(LONG_TEXT * 2, "l")])
     assert short["chunks"] == 1 and long["chunks"] == len(split_even(long["input_tokens"], WINDOW - 1)) > 1
     assert calls == [1 + long["chunks"], 1]  # all chunks at once, then the joined summaries of the long one

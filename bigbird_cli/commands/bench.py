@@ -6,6 +6,7 @@ pure JSONL.
 
 from __future__ import annotations
 
+import importlib.util
 from collections import Counter
 from enum import Enum
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bigbird_cli.options import DType, Quantize
+from bigbird_cli.options import OutputFile, QuantizeOption, Quiet, Revision, Threads, WeightsDType
 from core.models.presets import PRESETS
 
 PRESET_NAMES = ", ".join(PRESETS)  # core.models.presets imports no torch: help stays fast
@@ -50,7 +51,7 @@ def command(
     model: Annotated[
         str | None, typer.Option(help="Benchmark this checkpoint (Hub id or directory) instead.", show_default=False)
     ] = None,
-    revision: Annotated[str | None, typer.Option(help="Hub revision of --model.", show_default=False)] = None,
+    revision: Revision = None,
     task: Annotated[BenchTask, typer.Option(help="encode: encoder forward; summarize: encoder + generate.")] = (
         BenchTask.encode
     ),
@@ -59,11 +60,9 @@ def command(
     attention: Annotated[
         str, typer.Option(help="Attention types, comma-separated: block_sparse, original_full.")
     ] = "block_sparse",
-    threads: Annotated[
-        int | None, typer.Option(min=1, help="torch CPU threads [default: torch's].", show_default=False)
-    ] = None,
+    threads: Threads = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
-    dtype: Annotated[DType, typer.Option(help="Weights and activations dtype.")] = DType.float32,
+    dtype: WeightsDType = None,
     repeat: Annotated[int, typer.Option(min=1, help="Timed calls per row (after warm-up).")] = 3,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed calls per row first.")] = 1,
     num_beams: Annotated[int, typer.Option(min=1, help="Beams for --task summarize.")] = 5,
@@ -75,22 +74,13 @@ def command(
             show_default=False,
         ),
     ] = None,
-    quantize: Annotated[
-        Quantize | None,
-        typer.Option(
-            help="Dynamic int8 linear layers (CPU); adds fp32 timings and the cosine to fp32 (encode) or whether "
-            "the tokens match fp32's (summarize).",
-            show_default=False,
-        ),
-    ] = None,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write JSONL here instead of stdout.", show_default=False)
-    ] = None,
+    quantize: QuantizeOption = None,
+    output: OutputFile = None,
     plot: Annotated[
         Path | None,
         typer.Option(help="Draw time and memory against length to this PNG (needs matplotlib).", show_default=False),
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or table on stderr.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Measure speed and peak memory: median/min/max seconds, tokens/s and peak memory per row, as JSONL.
 
@@ -101,10 +91,10 @@ def command(
     """
     from rich.console import Console
 
-    from core.models.checkpoints import CheckpointError
     from core.tools.bench import BenchError, BenchSpec, run_bench
     from core.tools.bench import plot as draw
 
+    from ..errors import EXIT_USAGE, exit_code_for, known
     from ..output import console, error, info, open_jsonl
 
     spec = BenchSpec(
@@ -117,7 +107,7 @@ def command(
         attentions=[a.strip() for a in attention.split(",") if a.strip()],
         threads=threads,
         device=device,
-        dtype=dtype.value,
+        dtype=dtype.value if dtype else "float32",
         repeat=repeat,
         warmup=warmup,
         num_beams=num_beams,
@@ -127,9 +117,11 @@ def command(
     )
     if model and preset:
         error("name the weights with one of --preset and --model, not both.")
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_USAGE)
     records: list[dict[str, Any]] = []
     try:
+        if plot is not None and importlib.util.find_spec("matplotlib") is None:
+            raise BenchError("--plot needs matplotlib: pip install 'bigbird-cli[plot]'.")
         rows = run_bench(spec, progress=None if quiet else info)
         with open_jsonl(output) as writer:
             for record in rows:
@@ -137,9 +129,10 @@ def command(
                 records.append(record)
         if plot is not None:
             draw(records, plot)
-    except (BenchError, CheckpointError) as err:
-        error(str(err))
-        raise typer.Exit(2 if not records else 1) from None
+    except Exception as exc:
+        if not known(exc):
+            raise
+        raise typer.Exit(exit_code_for(exc)) from None
     if not quiet:
         # Off a terminal rich would squeeze the table into 80 columns; a log file can take the full width.
         wide = console if console.is_terminal else Console(stderr=True, highlight=False, width=220)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from bigbird_cli.options import DType
+from bigbird_cli.options import Revision, WeightsDType
 
 
 class AttentionType(str, Enum):
@@ -19,9 +19,7 @@ class AttentionType(str, Enum):
 def command(
     src: Annotated[str, typer.Argument(help="Hub model id or checkpoint directory.", show_default=False)],
     dst: Annotated[str, typer.Argument(help="Directory to write (must not exist, unless --force).")],
-    dtype: Annotated[
-        DType | None, typer.Option(help="Cast floating weights [default: the source's].", show_default=False)
-    ] = None,
+    dtype: WeightsDType = None,
     attention_type: Annotated[
         AttentionType | None, typer.Option(help="Rewrite config.json's attention type.", show_default=False)
     ] = None,
@@ -34,13 +32,11 @@ def command(
     max_shard_size: Annotated[
         str, typer.Option(help="Split the weights into shards of at most this size (e.g. 2GB, 500MB).")
     ] = "5GB",
-    revision: Annotated[
-        str | None, typer.Option(help="Hub revision (branch, tag or commit).", show_default=False)
-    ] = None,
+    revision: Revision = None,
     verify: Annotated[
-        bool, typer.Option("--verify", help="Load SRC and DST and report the max |diff| of their outputs.")
+        bool, typer.Option("--verify", metavar="", help="Load SRC and DST and report the max |diff| of their outputs.")
     ] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace DST if it exists.")] = False,
+    force: Annotated[bool, typer.Option("--force", metavar="", help="Replace DST if it exists.")] = False,
 ) -> None:
     """Convert a checkpoint into a clean Hub-layout directory (model.safetensors, config, tokenizer files) that
     bigbird and transformers both load. Pickled weights are read with weights_only: a pickle that carries code
@@ -48,10 +44,10 @@ def command(
 
     **Example:** bigbird convert google/bigbird-roberta-base ./roberta-fp16 --dtype float16 --verify
     """
-    from core.models.checkpoints import CheckpointError
     from core.tools.convert import ConvertOptions, convert
 
-    from ..output import error, warn
+    from ..errors import exit_code_for, known
+    from ..output import warn
 
     options = ConvertOptions(
         dtype=dtype.value if dtype else None,
@@ -65,9 +61,10 @@ def command(
     )
     try:
         report = convert(src, dst, options)
-    except CheckpointError as err:
-        error(str(err))
-        raise typer.Exit(1) from None
+    except Exception as exc:
+        if not known(exc):
+            raise
+        raise typer.Exit(exit_code_for(exc)) from None
     for message in report.get("warnings", []):
         warn(message)
     typer.echo(json.dumps(report))

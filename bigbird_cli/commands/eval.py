@@ -23,9 +23,10 @@ from core.eval.metrics import TASKS, EvalError, TaskMetrics, require_rouge
 from core.tasks.documents import Document, InputError, first_line
 from core.tasks.records import Record, error_record
 
+from ..errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE
 from ..options import CommonOptions
 from ..output import console, error, open_jsonl, read_records, warn
-from ..runner import EVALUATION, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, Task, run_command
+from ..runner import EVALUATION, Task, run_command
 from . import classify, qa, summarize
 
 EVALUATION_PANEL = "Evaluation"
@@ -208,11 +209,11 @@ class ScoredTask:
         self.model_name = task.model_name
         self.evaluate = evaluate
 
-    def __call__(self, docs: list[Document]) -> list[Record]:
+    def __call__(self, docs: list[Document], size: int) -> list[Record]:
         labels = getattr(self.task, "labels", None)
         references = [self.evaluate.reference(doc.fields.get(self.evaluate.field), labels) for doc in docs]
         ready = [doc for doc, reference in zip(docs, references, strict=True) if reference is not None]
-        predicted = iter(self.task(ready) if ready else [])
+        predicted = iter(self.task(ready, size) if ready else [])
         return [
             self.evaluate.scored(next(predicted), reference)
             if reference is not None

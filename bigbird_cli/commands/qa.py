@@ -20,13 +20,16 @@ def command(
         typer.Option(
             "--question",
             "-Q",
-            help="The question, for every document [default: each record's field].",
+            help="The question, for every document; it wins over the records' question field.",
             show_default=False,
         ),
     ] = None,
     question_field: Annotated[str, typer.Option(help="Question field of JSONL records and dataset rows.")] = "question",
     top_k: Annotated[int, typer.Option(min=1, help="Answers per document (more than 1 adds an `answers` list).")] = 1,
     max_answer_tokens: Annotated[int, typer.Option(min=1, help="Longest answer span, in tokens.")] = 30,
+    max_question_tokens: Annotated[
+        int, typer.Option(min=1, help="Longer questions are cut to this many tokens (the record says so).")
+    ] = 64,
     doc_stride: Annotated[
         int | None,
         typer.Option(
@@ -52,6 +55,17 @@ def command(
     """
     from core.tasks import QATask
 
+    from ..errors import EXIT_USAGE
+    from ..output import error
+
+    if question is not None and not question.strip():
+        error("--question is empty.")
+        raise typer.Exit(EXIT_USAGE)
+    if question is None and not (common.jsonl or common.dataset):
+        # Files, stdin and --text carry no question field: without -Q every document would fail the same way.
+        error("qa needs a question: give --question, or --jsonl/--dataset records with a question field.")
+        raise typer.Exit(EXIT_USAGE)
+
     def make_task() -> QATask:
         return QATask(
             common.model,
@@ -60,6 +74,7 @@ def command(
             question_field=question_field,
             top_k=top_k,
             max_answer_tokens=max_answer_tokens,
+            max_question_tokens=max_question_tokens,
             doc_stride=doc_stride,
             handle_impossible_answer=handle_impossible_answer,
         )

@@ -73,7 +73,21 @@ def command(
 
     **Example:** bigbird summarize papers/ --do-sample --top-p 0.9 --seed 1
     """
+    import math
+
     from core.tasks import SummarizeTask
+
+    from ..errors import EXIT_USAGE
+    from ..output import error
+
+    problem = None
+    if length_penalty is not None and not math.isfinite(length_penalty):
+        problem = f"--length-penalty takes a finite number, not {length_penalty}."
+    elif min_new_tokens is not None and max_new_tokens is not None and min_new_tokens > max_new_tokens:
+        problem = f"--min-new-tokens {min_new_tokens} is more than --max-new-tokens {max_new_tokens}."
+    if problem:
+        error(problem)
+        raise typer.Exit(EXIT_USAGE)
 
     def make_task() -> SummarizeTask:
         return SummarizeTask(

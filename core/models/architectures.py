@@ -14,7 +14,9 @@ MODEL_CLASSES: dict[str, type[PretrainedModel]] = {
     cls.__name__: cls
     for module in (bigbird, pegasus)
     for cls in vars(module).values()
-    if isinstance(cls, type) and issubclass(cls, PretrainedModel) and cls.__module__ == module.__name__
+    if isinstance(cls, type)
+    and issubclass(cls, PretrainedModel)
+    and cls.__module__ == module.__name__
     and not cls.__name__.endswith("PretrainedModel")
 }
 # The class a checkpoint loads as when its config names none we have: the one that uses every weight.

@@ -102,26 +102,43 @@ def read_state_dict(directory: str | Path) -> dict[str, torch.Tensor]:
         if (directory / single).exists():
             return reader(directory / single)
         if (directory / index).exists():
-            weight_map = json.loads((directory / index).read_text())["weight_map"]
             tensors: dict[str, torch.Tensor] = {}
-            for shard in sorted(set(weight_map.values())):
+            for shard in sorted(set(_weight_map(directory / index).values())):
                 tensors.update(reader(directory / shard))
             return tensors
     raise CheckpointError(f"{directory} has no model.safetensors or pytorch_model.bin weights.")
 
 
+def _weight_map(index: Path) -> dict[str, str]:
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise CheckpointError(f"{index.name} is not a weights index (it needs a 'weight_map' object).") from None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CheckpointError(f"{index.name} is not a weights index (its 'weight_map' must map names to files).")
+    return weight_map
+
+
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(path))
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path.name}, named by the weights index, is missing.") from None
+    except Exception:  # safetensors raises its own error type for a file cut short, empty or not safetensors
+        raise CheckpointError(f"{path.name} is not a whole safetensors file (truncated or damaged?).") from None
 
 
 def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else "unsupported content"
+    except pickle.UnpicklingError:
         raise CheckpointError(
-            f"refused to load {path.name}: it holds more than tensors and loading it could run code ({first})."
+            f"refused to load {path.name}: it holds more than tensors, and loading it could run code."
         ) from None
+    except FileNotFoundError:
+        raise CheckpointError(f"{path.name}, named by the weights index, is missing.") from None
+    except Exception:  # a zip cut short, an empty file, not a torch file at all
+        raise CheckpointError(f"{path.name} is not a whole PyTorch weights file (truncated or damaged?).") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path.name} does not hold a dictionary of tensors.")
     return data

@@ -23,6 +23,23 @@ COMMON_DEFAULTS: dict[str, Any] = {
 }
 
 
+class ConfigError(ValueError):
+    """A config.json this toolkit can't build a model from; the message names the field."""
+
+
+# Fields that must be positive whole numbers for a model to be built at all.
+POSITIVE_INT_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "max_position_embeddings",
+    "block_size",
+    "decoder_attention_heads",
+    "decoder_layers",
+)
+
+
 class ModelConfig:
     """Base of the family configs: defaults, aliases, labels, and JSON I/O."""
 
@@ -42,11 +59,33 @@ class ModelConfig:
         for key, value in kwargs.items():
             setattr(self, key, value)
         if id2label is not None:
-            self.id2label = {int(k): v for k, v in id2label.items()}
+            try:
+                self.id2label = {int(k): v for k, v in dict(id2label).items()}
+            except (TypeError, ValueError):
+                raise ConfigError("id2label must map label numbers (0, 1, ...) to names.") from None
         else:
             self.num_labels = 2 if num_labels is None else num_labels
         if num_labels is not None and num_labels != len(self.id2label):
             self.num_labels = num_labels
+
+    def check(self) -> ModelConfig:
+        """Refuse values no model can be built from, naming the field, before any weights are read (a zero
+        block size or a gap in the labels would otherwise fail per document, far from its cause)."""
+        for key in POSITIVE_INT_FIELDS:
+            if not self._known(key) and key not in type(self).aliases:
+                continue
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"config.json: {key} must be a positive whole number, not {value!r}.")
+        heads = {"num_attention_heads": self.num_attention_heads}
+        if self._known("decoder_attention_heads"):
+            heads["decoder_attention_heads"] = self.decoder_attention_heads
+        for key, count in heads.items():
+            if self.hidden_size % count:
+                raise ConfigError(f"config.json: hidden_size {self.hidden_size} is not divisible by {key} {count}.")
+        if sorted(self.id2label) != list(range(len(self.id2label))):
+            raise ConfigError(f"config.json: id2label must number its labels 0 to n-1, not {sorted(self.id2label)}.")
+        return self
 
     # Attribute access ---------------------------------------------------------------------------
     def _known(self, key: str) -> bool:
@@ -100,7 +139,7 @@ class ModelConfig:
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> ModelConfig:
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        return cls.from_dict(_read_json(path)).check()
 
     def save_pretrained(self, directory: str | Path) -> None:
         Path(directory).mkdir(parents=True, exist_ok=True)
@@ -248,10 +287,20 @@ CONFIG_CLASSES: dict[str, type[ModelConfig]] = {
 
 def load_config(directory: str | Path) -> ModelConfig:
     """Read `config.json` in a checkpoint directory into the config class its `model_type` names."""
-    data = json.loads((Path(directory) / "config.json").read_text(encoding="utf-8"))
+    data = _read_json(Path(directory) / "config.json")
     model_type = data.get("model_type")
     if model_type not in CONFIG_CLASSES:
-        raise ValueError(
+        raise ConfigError(
             f"{directory}: config.json has model_type {model_type!r}; expected one of {sorted(CONFIG_CLASSES)}."
         )
-    return CONFIG_CLASSES[model_type].from_dict(data)
+    return CONFIG_CLASSES[model_type].from_dict(data).check()
+
+
+def _read_json(path: str | Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{Path(path).name} is not valid JSON ({exc}).") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{Path(path).name} holds a JSON {type(data).__name__}, not an object.")
+    return data

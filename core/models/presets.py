@@ -53,8 +53,14 @@ PRESETS: dict[str, tuple[type[ModelConfig], dict[str, Any]]] = {
     "bigbird-pegasus-small": (
         BigBirdPegasusConfig,
         {
-            "d_model": 256, "encoder_layers": 4, "decoder_layers": 4, "encoder_attention_heads": 4,
-            "decoder_attention_heads": 4, "encoder_ffn_dim": 1024, "decoder_ffn_dim": 1024, "dropout": 0.0,
+            "d_model": 256,
+            "encoder_layers": 4,
+            "decoder_layers": 4,
+            "encoder_attention_heads": 4,
+            "decoder_attention_heads": 4,
+            "encoder_ffn_dim": 1024,
+            "decoder_ffn_dim": 1024,
+            "dropout": 0.0,
         },
     ),  # fmt: skip
     "tiny": (BigBirdConfig, {**BIGBIRD_TINY, "vocab_size": TINY_VOCAB}),

@@ -12,19 +12,21 @@ config and tokenizer only, and reports how each document would be split.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from core.models.attention import sparse_fits
 from core.models.config import ModelConfig, apply_generation_config, load_config
 
-from .documents import Document, first_line
+from .documents import Document, describe
 from .records import Record, error_record, make_record
 
 BIGBIRD, PEGASUS = "big_bird", "bigbird_pegasus"
@@ -34,8 +36,22 @@ class TaskError(Exception):
     """A task can't start (model missing or unreadable, wrong kind of checkpoint); the message is one sentence."""
 
 
+# Characters tokenized at a time. Offsets cost far more memory than the text (hundreds of bytes a character
+# while they are built), so a long document is tokenized piece by piece: memory follows the piece and the window,
+# and `--strategy truncate` stops reading once the window is full.
+PIECE_CHARS = 1 << 16
+
+NO_TOKENS = "the document has no tokens (only whitespace, control or zero-width characters)."
+
+
 class DocumentError(Exception):
-    """One document can't be processed (no question, no mask token); the message is the record's `error`."""
+    """One document can't be processed (no question, no mask token, no tokens); the message is the record's `error`.
+
+    `input_tokens`: the document's token count when it is known, for the error record."""
+
+    def __init__(self, reason: str, input_tokens: int | None = None) -> None:
+        super().__init__(reason)
+        self.input_tokens = input_tokens
 
 
 @dataclass
@@ -56,10 +72,29 @@ class Plan:
 
 @dataclass
 class Encoding:
-    """A text's tokens without special tokens, each with its (start, end) character span in the text."""
+    """A text's tokens without special tokens, each with its (start, end) character span in the text.
 
-    ids: list[int]
-    offsets: list[tuple[int, int]]
+    `complete` is False when tokenizing stopped early (`--strategy truncate` on a document longer than the
+    window): then `ids` holds the tokens read, more than the window but not the whole document's count.
+    """
+
+    ids: np.ndarray
+    offsets: np.ndarray
+    complete: bool = True
+
+
+def text_pieces(text: str, size: int | None = None) -> Iterator[tuple[int, int]]:
+    """(start, end) pieces of about `size` (PIECE_CHARS) characters, each cut just before a whitespace character
+    where one is near, so the tokens on either side of the cut are those of the whole text."""
+    size = size or PIECE_CHARS
+    start = 0
+    while start < len(text):
+        end = start + size
+        if end < len(text):
+            cut = max(text.rfind(" ", start + size // 2, end), text.rfind("\n", start + size // 2, end))
+            end = cut if cut > start else end
+        yield start, min(end, len(text))
+        start = min(end, len(text))
 
 
 def split_even(n: int, capacity: int) -> list[tuple[int, int]]:
@@ -102,7 +137,6 @@ class Task:
         dtype: str | None = None,
         quantize: str | None = None,
         strategy: str = "chunk",
-        batch_size: int = 1,
         dry_run: bool = False,
     ) -> None:
         if strategy not in ("chunk", "truncate"):
@@ -112,7 +146,6 @@ class Task:
         if not _device_available(self.device):
             raise TaskError(f"--device {device}: no such device is available on this machine.")
         self.strategy = strategy
-        self.batch_size = max(1, batch_size)
         self.path, self.config = self._resolve(model, revision)
         self.model_type: str = self.config.model_type
         self.dry_run = dry_run
@@ -142,7 +175,7 @@ class Task:
         try:
             config = apply_generation_config(load_config(path), path)
         except (ValueError, OSError) as exc:
-            raise TaskError(f"{model}: config.json can't be used ({_why(exc)}).") from None
+            raise TaskError(f"{model}: config.json can't be used ({describe(exc)}).") from None
         if config.model_type not in self.heads:
             kinds = " or ".join("BigBird" if f == BIGBIRD else "BigBirdPegasus" for f in self.heads)
             raise TaskError(f"{self.name} needs a {kinds} checkpoint, and {model} is a {config.model_type} model.")
@@ -155,7 +188,8 @@ class Task:
         try:
             return cls.from_pretrained(self.path, device=self.device, dtype=dtype, config=self.config)
         except Exception as exc:  # weights missing, of the wrong shape, or unreadable: one sentence, no traceback
-            raise TaskError(f"{self.model_name}: the {cls.__name__} weights can't be loaded ({_why(exc)}).") from None
+            reason = describe(exc)
+            raise TaskError(f"{self.model_name}: the {cls.__name__} weights can't be loaded ({reason}).") from None
 
     def _quantize(self, kind: str, dtype: str | None) -> None:
         from core.models.linear import quantize_int8
@@ -176,14 +210,30 @@ class Task:
         try:
             return cls.from_pretrained(self.path)
         except Exception as exc:
-            raise TaskError(f"{self.model_name}: the tokenizer can't be loaded ({_why(exc)}).") from None
+            raise TaskError(f"{self.model_name}: the tokenizer can't be loaded ({describe(exc)}).") from None
 
     # Tokens -------------------------------------------------------------------------------------------------
 
-    def encode(self, text: str) -> Encoding:
-        """Tokenize without special tokens, keeping each token's character span."""
-        out = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        return Encoding([int(i) for i in out["input_ids"]], [(int(a), int(b)) for a, b in out["offset_mapping"]])
+    def encode(self, text: str, capacity: int | None = None) -> Encoding:
+        """Tokenize without special tokens, keeping each token's character span, piece by piece.
+
+        With `capacity` under `--strategy truncate`, reading stops at the first piece that brings more tokens
+        than `capacity`: a 20 MB document costs one piece, not the document.
+        """
+        limit = capacity if capacity is not None and self.strategy == "truncate" else None
+        ids: list[np.ndarray] = []
+        spans: list[np.ndarray] = []
+        count = 0
+        for start, end in text_pieces(text):
+            out = self.tokenizer(text[start:end], add_special_tokens=False, return_offsets_mapping=True)
+            ids.append(np.asarray(out["input_ids"], dtype=np.int64))
+            spans.append(np.asarray(out["offset_mapping"], dtype=np.int64).reshape(-1, 2) + start)
+            count += len(ids[-1])
+            if limit is not None and count > limit and end < len(text):
+                return Encoding(np.concatenate(ids), np.concatenate(spans), complete=False)
+        if not ids:
+            return Encoding(np.zeros(0, dtype=np.int64), np.zeros((0, 2), dtype=np.int64))
+        return Encoding(np.concatenate(ids), np.concatenate(spans))
 
     @property
     def num_special(self) -> int:
@@ -201,25 +251,29 @@ class Task:
             return [(0, min(n, capacity))], n > capacity
         return (sliding_windows(n, capacity, overlap) if overlap else split_even(n, capacity)), False
 
-    def batches(self, sequences: Sequence[Sequence[int]]) -> list[tuple[list[int], torch.Tensor, torch.Tensor]]:
-        """Sub-batches of at most `batch_size` sequences, sorted by length (less padding), as
-        `(original indices, input_ids, attention_mask)` tensors on the model's device."""
-        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    def batches(
+        self, sequences: Iterable[Sequence[int]], size: int
+    ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+        """Forward passes of at most `size` sequences, in order, as `(indices, input_ids, attention_mask)` on the
+        model's device. Sequences are consumed lazily, so a document of many windows is never held wrapped whole.
+
+        `size` is the runner's `--batch-size`, handed down through `__call__`: it bounds the windows of one forward
+        pass, so one long document's chunks go `size` at a time. Which documents go together, and sorting them by
+        length, is the runner's decision alone; a task keeps no batch size and sorts nothing.
+        """
         pad = self.tokenizer.pad_token_id
-        out = []
-        self.ran = [""] * len(sequences)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            width = max(len(sequences[i]) for i in idx)
-            for i in idx:
-                self.ran[i] = self.attention_for(width)
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                ids[row, : len(sequences[i])] = torch.tensor(sequences[i], dtype=torch.long)
-                mask[row, : len(sequences[i])] = 1
-            out.append((idx, ids.to(self.device), mask.to(self.device)))
-        return out
+        numbered = enumerate(sequences)
+        self.ran = []
+        while chunk := list(itertools.islice(numbered, max(1, size))):
+            idx = [i for i, _ in chunk]
+            width = max(len(seq) for _, seq in chunk)
+            self.ran.extend([self.attention_for(width)] * len(chunk))
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, (_, seq) in enumerate(chunk):
+                ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+                mask[row, : len(seq)] = 1
+            yield idx, ids.to(self.device), mask.to(self.device)
 
     def attention_for(self, width: int) -> str:
         """The encoder attention an input batch of this width runs: short ones fall back to full attention."""
@@ -241,20 +295,23 @@ class Task:
     def error(self, doc: Document, reason: str, *, input_tokens: int | None = None) -> Record:
         return error_record(doc, self.model_name, reason, input_tokens=input_tokens)
 
-    def __call__(self, docs: list[Document]) -> list[Record]:
-        """Records for a batch of documents, each with its share of the batch's wall time (`seconds`)."""
+    def __call__(self, docs: list[Document], size: int | None = None) -> list[Record]:
+        """Records for a batch of documents, each with its share of the batch's wall time (`seconds`).
+
+        `size`: the most input windows per forward pass (the runner passes `--batch-size`) [default: as many as
+        documents given]."""
         if self.dry_run:
             return [self.dry_record(doc) for doc in docs]
         start = time.perf_counter()
-        records = self.process(docs)
+        records = self.process(docs, max(1, size or len(docs)))
         seconds = round((time.perf_counter() - start) / max(1, len(docs)), 6)
         for record in records:
             if "error" not in record:
                 record["seconds"] = seconds
         return records
 
-    def process(self, docs: list[Document]) -> list[Record]:
-        """The task proper: documents → records (one each, in order)."""
+    def process(self, docs: list[Document], size: int) -> list[Record]:
+        """The task proper: documents → records (one each, in order), at most `size` windows a forward pass."""
         raise NotImplementedError
 
     def plan(self, doc: Document) -> Plan:
@@ -275,10 +332,6 @@ class Task:
             attention=self.attention_for(plan.longest_input),
             dry_run=True,
         )
-
-
-def _why(exc: BaseException) -> str:
-    return first_line(exc) or type(exc).__name__
 
 
 def _device_available(device: torch.device) -> bool:

@@ -7,11 +7,12 @@ scores are averaged, so every part of the document has an equal say in the label
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 
-from .base import BIGBIRD, PEGASUS, DocumentError, Plan, Task, TaskError
+from .base import BIGBIRD, NO_TOKENS, PEGASUS, DocumentError, Plan, Task, TaskError
 from .documents import Document
 from .records import Record
 
@@ -54,17 +55,20 @@ class ClassifyTask(Task):
 
     def split(self, doc: Document) -> tuple[list[int], list[int] | None, list[tuple[int, int]], bool]:
         """The text's ids, the pair's ids (or None), the text's windows beside the pair, and whether text is cut."""
-        ids = self.encode(doc.text).ids
         pair = None
         if self.text_pair_field is not None:
             second = doc.fields.get(self.text_pair_field)
             if not isinstance(second, str) or not second.strip():
                 raise DocumentError(f"no text pair: the record has no {self.text_pair_field!r} text.")
-            pair = self.encode(second).ids
+            pair = self.encode(second).ids.tolist()
         framing = self._framing(pair)
         if framing >= self.max_tokens:
             raise DocumentError(f"the text pair alone fills the model's {self.max_tokens}-token window.")
-        windows, cut = self.windows(len(ids), self.max_tokens - framing)
+        capacity = self.max_tokens - framing
+        ids = self.encode(doc.text, capacity).ids.tolist()
+        if not ids:
+            raise DocumentError(NO_TOKENS)
+        windows, cut = self.windows(len(ids), capacity)
         return ids, pair, windows, cut
 
     def _framing(self, pair: list[int] | None) -> int:
@@ -75,9 +79,9 @@ class ClassifyTask(Task):
         ids, pair, windows, cut = self.split(doc)
         return Plan.of(len(ids), windows, cut, self._framing(pair))
 
-    def process(self, docs: list[Document]) -> list[Record]:
+    def process(self, docs: list[Document], size: int) -> list[Record]:
         records: list[Record | None] = [None] * len(docs)
-        jobs: list[tuple[int, list[int]]] = []  # (document index, input ids with special tokens)
+        jobs: list[tuple[int, int, int]] = []  # one per window: (document index, first token, end token)
         split = {}
         for i, doc in enumerate(docs):
             try:
@@ -85,11 +89,12 @@ class ClassifyTask(Task):
             except DocumentError as exc:
                 records[i] = self.error(doc, str(exc))
                 continue
-            jobs.extend((i, self.wrap(ids[s:e], pair)) for s, e in windows)
+            jobs.extend((i, s, e) for s, e in windows)
 
-        scores_of = self.scores([sequence for _, sequence in jobs])
+        sequences = (self.wrap(split[i][0][s:e], split[i][1]) for i, s, e in jobs)
+        scores_of = self.scores(sequences, size)
         for i, (ids, _, _, cut) in split.items():
-            rows = [j for j, (owner, _) in enumerate(jobs) if owner == i]
+            rows = [j for j, (owner, _, _) in enumerate(jobs) if owner == i]
             mean = scores_of[rows].mean(dim=0)
             ranked = sorted(zip(self.labels, mean.tolist(), strict=True), key=lambda item: -item[1])
             label, score = ranked[0]
@@ -106,15 +111,16 @@ class ClassifyTask(Task):
         return records  # type: ignore[return-value]
 
     @torch.inference_mode()
-    def scores(self, sequences: list[list[int]]) -> torch.Tensor:
-        """Label scores (after `function`) of each input sequence (special tokens included): (sequences, labels).
-        Chunks of one document are averaged after the function, so each has an equal say."""
-        out = torch.zeros(len(sequences), len(self.labels))
-        for idx, ids, mask in self.batches(sequences):
+    def scores(self, sequences: Iterable[list[int]], size: int = 1) -> torch.Tensor:
+        """Label scores (after `function`) of each input sequence (special tokens included), `size` sequences a
+        forward pass: (sequences, labels). Sequences are read lazily; chunks of one document are averaged after the
+        function, so each has an equal say."""
+        rows = [torch.zeros(0, len(self.labels))]
+        for _, ids, mask in self.batches(sequences, size):
             logits = self.model(ids, attention_mask=mask).logits.float().cpu()
             if self.function == "softmax":
                 logits = logits.softmax(dim=-1)
             elif self.function == "sigmoid":
                 logits = logits.sigmoid()
-            out[idx] = logits
-        return out
+            rows.append(logits)
+        return torch.cat(rows)

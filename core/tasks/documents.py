@@ -8,7 +8,9 @@ Every input kind (files, folders, stdin, inline text, JSONL records, dataset row
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +38,11 @@ class Document:
     warning: str | None = None
     fields: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Ids and sources end up in UTF-8 JSON and on the terminal: a name that isn't valid UTF-8 (a file name's
+        # undecodable bytes, a lone surrogate from JSON) must stay writable, or one name would stop the run.
+        self.id, self.source = printable(self.id), printable(self.source)
+
 
 class InputError(Exception):
     """An input that cannot be opened at all (a dataset that can't be loaded): a usage error, not a bad document."""
@@ -48,6 +55,36 @@ def first_line(exc: BaseException) -> str:
     return lines[0].rstrip(".") if lines else ""
 
 
+def describe(exc: BaseException) -> str:
+    """An exception as one sentence without its final period: its first line, or its type when it has none."""
+    return first_line(exc) or type(exc).__name__
+
+
+def printable(text: str) -> str:
+    """`text` with anything UTF-8 can't carry escaped: a file name's undecodable bytes as `\\xe9` (as `ls -b`
+    shows them), other lone surrogates as `\\udXXX`."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return os.fsencode(text).decode("utf-8", errors="backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", errors="backslashreplace").decode("utf-8")
+
+
+def _clean_text(text: str, what: str) -> tuple[str, str | None]:
+    """Text from JSON can hold lone surrogates (`"\\ud800"`), which no tokenizer or UTF-8 writer takes: they are
+    replaced, with the same warning as invalid UTF-8 in a file."""
+    try:
+        text.encode("utf-8")
+        return text, None
+    except UnicodeEncodeError as exc:
+        clean = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+        return clean, f"{what} is not valid UTF-8 (first bad character at offset {exc.start}); it was replaced."
+
+
 # Bytes → text -------------------------------------------------------------------------------------------------
 
 
@@ -57,6 +94,11 @@ def decode_text(data: bytes, what: str) -> tuple[str, str | None, str | None]:
     Binary data and empty input are errors. Invalid UTF-8 is decoded with replacement characters and a
     warning, since a few bad bytes in an otherwise good text file should not cost the whole document.
     """
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # a UTF-16 byte-order mark: Windows editors write these
+        text = data.decode("utf-16", errors="replace")
+        if not text.strip():
+            return "", f"{what} is empty.", None
+        return text, None, None
     if b"\x00" in data[:BINARY_SNIFF_BYTES]:
         return "", f"{what} looks like a binary file (it contains NUL bytes), not text.", None
     if data.startswith(b"\xef\xbb\xbf"):
@@ -78,12 +120,12 @@ def read_file(path: Path, doc_id: str) -> Document:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return Document(doc_id, source, error=f"{path} does not exist (it may have been moved or deleted).")
+        return Document(doc_id, source, error="the file does not exist (it may have been moved or deleted).")
     except IsADirectoryError:
-        return Document(doc_id, source, error=f"{path} is a directory, not a file.")
+        return Document(doc_id, source, error="it is a directory, not a file.")
     except OSError as exc:
-        return Document(doc_id, source, error=f"{path} could not be read: {exc.strerror or exc}.")
-    text, error, warning = decode_text(data, str(path))
+        return Document(doc_id, source, error=f"the file could not be read: {exc.strerror or exc}.")
+    text, error, warning = decode_text(data, "the file")
     return Document(doc_id, source, text, error=error, warning=warning)
 
 
@@ -152,20 +194,25 @@ def record_document(
 ) -> Document:
     """Turn one JSON object / dataset row into a Document, checking the fields it must have."""
     if not isinstance(record, dict):
-        return Document(fallback_id, source, error=f"{source} is a JSON {type(record).__name__}, not an object.")
+        return Document(fallback_id, source, error=f"the record is {_json_kind(record)}, not an object.")
     raw_id = record.get(id_field)
     doc_id = fallback_id if raw_id is None or raw_id == "" else str(raw_id)
     fields = {name: record[name] for name in extra_fields if record.get(name) is not None}
     text = record.get(text_field)
     if text is None:
-        return Document(doc_id, source, error=f"{source} has no {text_field!r} field.", fields=fields)
+        return Document(doc_id, source, error=f"the record has no {text_field!r} field.", fields=fields)
     if not isinstance(text, str):
-        return Document(
-            doc_id, source, error=f"{source}: field {text_field!r} is a {type(text).__name__}, not a string."
-        )
+        return Document(doc_id, source, error=f"field {text_field!r} is {_json_kind(text)}, not a string.")
     if not text.strip():
-        return Document(doc_id, source, error=f"{source}: field {text_field!r} is empty.", fields=fields)
-    return Document(doc_id, source, text, fields=fields)
+        return Document(doc_id, source, error=f"field {text_field!r} is empty.", fields=fields)
+    text, warning = _clean_text(text, f"field {text_field!r}")
+    return Document(doc_id, source, text, warning=warning, fields=fields)
+
+
+def _json_kind(value: Any) -> str:
+    """A JSON value's kind with its article, for messages ("a number", not "a int")."""
+    kinds = {bool: "true or false", int: "a number", float: "a number", list: "a list", dict: "an object"}
+    return "null" if value is None else kinds.get(type(value), f"a {type(value).__name__}")
 
 
 def iter_jsonl(
@@ -198,16 +245,27 @@ def _jsonl_lines(
     stream: Iterable[bytes], label: str, text_field: str, id_field: str, extra_fields: Sequence[str]
 ) -> Iterator[Document]:
     for lineno, raw in enumerate(stream, start=1):
+        if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]  # a UTF-8 byte-order mark (Windows editors) is not part of the first record
         if not raw.strip():
             continue
         where = f"{label}:{lineno}"
-        line = raw.decode("utf-8", errors="replace")
+        try:
+            line, warning = raw.decode("utf-8"), None
+        except UnicodeDecodeError as exc:
+            line = raw.decode("utf-8", errors="replace")
+            warning = f"line {lineno} of {label} is not valid UTF-8 (first bad byte at offset {exc.start}); "
+            warning += "bad bytes were replaced."
         try:
             record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield Document(where, where, error=f"line {lineno} of {label} is not valid JSON ({exc.msg}).")
+        except (json.JSONDecodeError, RecursionError) as exc:
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+            yield Document(where, where, error=f"line {lineno} of {label} is not valid JSON ({reason}).")
             continue
-        yield record_document(record, where, where, text_field, id_field, extra_fields)
+        doc = record_document(record, where, where, text_field, id_field, extra_fields)
+        if warning and doc.error is None:
+            doc.warning = " ".join(filter(None, [warning, doc.warning]))
+        yield doc
 
 
 # Datasets ---------------------------------------------------------------------------------------------------
@@ -226,7 +284,10 @@ def load_dataset_stream(name_or_path: str, split: str) -> Iterable[Any]:
 
     datasets.logging.set_verbosity_error()
     datasets.disable_progress_bars()
-    path = Path(name_or_path)
+    path = Path(name_or_path).expanduser()
+    if not path.exists() and _looks_like_a_path(name_or_path):
+        # Without this, `datasets` takes a misspelt file name for a Hub id and retries the network for half a minute.
+        raise InputError(f"dataset file {name_or_path} does not exist.")
     try:
         if path.is_file():
             builder = DATASET_BUILDERS.get(path.suffix.lower())
@@ -240,8 +301,12 @@ def load_dataset_stream(name_or_path: str, split: str) -> Iterable[Any]:
     except InputError:
         raise
     except Exception as exc:  # datasets raises many kinds (FileNotFoundError, ConnectionError, ValueError, ...)
-        reason = first_line(exc) or type(exc).__name__
-        raise InputError(f"dataset {name_or_path!r} (split {split!r}) could not be opened: {reason}.") from exc
+        raise InputError(f"dataset {name_or_path!r} (split {split!r}) could not be opened: {describe(exc)}.") from exc
+
+
+def _looks_like_a_path(name: str) -> bool:
+    """A dataset name that can only mean a local file or folder: an explicit path, or a data file's suffix."""
+    return name.startswith(("/", "./", "../", "~", ".\\")) or Path(name).suffix.lower() in DATASET_BUILDERS
 
 
 def iter_dataset(
@@ -284,6 +349,21 @@ class Inputs:
     def is_empty(self) -> bool:
         return not (self.paths or self.texts or self.jsonl or self.dataset)
 
+    def missing(self) -> list[str]:
+        """The paths and JSONL files given that don't exist: reported before a model loads (typos)."""
+        return [name for name in [*self.paths, *self.jsonl] if name != "-" and not os.path.lexists(name)]
+
+    def files(self) -> list[Path]:
+        """Every file this run will read (folders expanded), so an output file can be checked against them."""
+        found = []
+        for name in [*self.paths, *self.jsonl]:
+            path = Path(name)
+            if name != "-":
+                found.extend(folder_files(path, self.globs) if path.is_dir() else [path])
+        if self.dataset and Path(self.dataset).is_file():
+            found.append(Path(self.dataset))
+        return found
+
     def open(self, stdin: BinaryIO | None = None) -> Iterator[Document]:
         """The documents of all inputs: paths, then --text, then JSONL files, then the dataset.
 
@@ -296,11 +376,31 @@ class Inputs:
         return self._documents(rows, stdin)
 
     def _documents(self, rows: Iterable[Any] | None, stdin: BinaryIO | None) -> Iterator[Document]:
-        yield from iter_paths(self.paths, self.globs, stdin)
-        yield from iter_texts(self.texts)
+        seen: set[str] = set()
+        yield from _unique_ids(iter_paths(self.paths, self.globs, stdin), seen, rename=True)
+        yield from _unique_ids(iter_texts(self.texts), seen, rename=True)
         for name in self.jsonl:
-            yield from iter_jsonl(name, self.text_field, self.id_field, self.extra_fields, stdin)
+            records = iter_jsonl(name, self.text_field, self.id_field, self.extra_fields, stdin)
+            yield from _unique_ids(records, seen, rename=False)
         if self.dataset:
-            yield from iter_dataset(
-                self.dataset, self.split, self.text_field, self.id_field, self.extra_fields, rows=rows
-            )
+            rows_ = iter_dataset(self.dataset, self.split, self.text_field, self.id_field, self.extra_fields, rows=rows)
+            yield from _unique_ids(rows_, seen, rename=False)
+
+
+def _unique_ids(docs: Iterable[Document], seen: set[str], *, rename: bool) -> Iterator[Document]:
+    """Make ids unique within a run, since `--resume` takes a repeated id for a document already done.
+
+    An id we derived (a file name relative to its folder: `dupA/doc.txt` and `dupB/doc.txt` both give
+    `doc.txt`) is renamed to the path as read, then numbered; an id the user chose (a JSONL or dataset id
+    field) is theirs, so a repeat becomes an error record instead.
+    """
+    for doc in docs:
+        if doc.id in seen:
+            if not rename:
+                doc.error = f"id {doc.id!r} was already used by an earlier document; ids must be unique."
+                doc.text = ""
+            else:
+                candidates = itertools.chain([doc.source], (f"{doc.id}#{n}" for n in itertools.count(2)))
+                doc.id = next(c for c in candidates if c not in seen)
+        seen.add(doc.id)
+        yield doc

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
-from .base import BIGBIRD, DocumentError, Plan, Task, TaskError
+from .base import BIGBIRD, NO_TOKENS, DocumentError, Plan, Task, TaskError
 from .documents import Document
 from .records import Record
 
@@ -37,9 +38,9 @@ class MaskTask(Task):
             token_id = vocab.get(word)
             if token_id is None:
                 pieces = self.encode(word).ids
-                if not pieces:
+                if not len(pieces):
                     continue  # nothing left once tokenized (only spaces): no candidate
-                token_id = pieces[0]
+                token_id = int(pieces[0])
             if token_id not in ids:
                 ids.append(token_id)
         if not ids:
@@ -49,10 +50,12 @@ class MaskTask(Task):
     def split(self, doc: Document) -> tuple[Any, dict[tuple[int, int], list[int]], bool]:
         """The document's encoding, its windows (each with the mask positions it predicts), and whether it is cut."""
         capacity = self.max_tokens - self.num_special
-        enc = self.encode(doc.text)
-        masks = [k for k, token in enumerate(enc.ids) if token == self.mask_id]
+        enc = self.encode(doc.text, capacity)
+        if not len(enc.ids):
+            raise DocumentError(NO_TOKENS)
+        masks = np.flatnonzero(enc.ids == self.mask_id).tolist()
         if not masks:
-            raise DocumentError(f"the document has no {self.mask_text} token to fill in.")
+            raise DocumentError(f"the document has no {self.mask_text} token to fill in.", input_tokens=len(enc.ids))
         n = len(enc.ids)
         cut = n > capacity and self.strategy == "truncate"
         windows: dict[tuple[int, int], list[int]] = {}
@@ -73,7 +76,7 @@ class MaskTask(Task):
         enc, windows, cut = self.split(doc)
         return Plan.of(len(enc.ids), list(windows), cut, self.num_special)
 
-    def process(self, docs: list[Document]) -> list[Record]:
+    def process(self, docs: list[Document], size: int) -> list[Record]:
         records: list[Record | None] = [None] * len(docs)
         # One job per distinct window: (document index, window start, window end, mask positions it predicts).
         jobs: list[tuple[int, int, int, list[int]]] = []
@@ -82,15 +85,15 @@ class MaskTask(Task):
             try:
                 enc, windows, cut = self.split(doc)
             except DocumentError as exc:
-                records[i] = self.error(doc, str(exc), input_tokens=len(self.encode(doc.text).ids))
+                records[i] = self.error(doc, str(exc), input_tokens=exc.input_tokens)
                 continue
             prepared[i] = (enc, cut, len(windows))
             jobs.extend((i, s, e, ks) for (s, e), ks in windows.items())
 
         predictions: dict[int, dict[int, list[dict[str, Any]]]] = {i: {} for i in prepared}
-        sequences = [self.wrap(prepared[i][0].ids[s:e]) for i, s, e, _ in jobs]
+        sequences = (self.wrap(prepared[i][0].ids[s:e].tolist()) for i, s, e, _ in jobs)
         first = self.tokenizer.text_offsets(0)[0]  # where the window's tokens start, after any [CLS]
-        for idx, ids, mask in self.batches(sequences):
+        for idx, ids, mask in self.batches(sequences, size):
             with torch.inference_mode():
                 logits = self.model(ids, attention_mask=mask).logits.float().cpu()
             for row, j in enumerate(idx):
@@ -115,7 +118,7 @@ class MaskTask(Task):
 
     def _top(self, text: str, span: tuple[int, int], probs: torch.Tensor) -> list[dict[str, Any]]:
         """The top-k fillers of one mask, each with the document text it would make."""
-        start, end = span
+        start, end = int(span[0]), int(span[1])
         # The mask token's span may include the space sentencepiece attaches in front of it; keep that space.
         while start < end and text[start].isspace():
             start += 1

@@ -9,15 +9,28 @@ win. Offsets map the winning tokens back to characters, so `text[start:end] == a
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from .base import BIGBIRD, PEGASUS, DocumentError, Encoding, Plan, Task
+from .base import BIGBIRD, NO_TOKENS, PEGASUS, DocumentError, Encoding, Plan, Task
 from .documents import Document
 from .records import Record
 
-# Question tokens kept at most: the rest of the window goes to the document.
+
+@dataclass
+class Question:
+    """A document's question: its text (reported in the record), its ids (cut at --max-question-tokens), and the
+    warning the cut gives."""
+
+    text: str
+    ids: list[int]
+    warning: str | None
+
+
+# Question tokens kept by default (the reference pipeline's max_question_len): the rest of the window goes to
+# the document.
 MAX_QUESTION_TOKENS = 64
 
 
@@ -33,6 +46,7 @@ class QATask(Task):
         question_field: str = "question",
         top_k: int = 1,
         max_answer_tokens: int = 30,
+        max_question_tokens: int = MAX_QUESTION_TOKENS,
         doc_stride: int | None = None,
         handle_impossible_answer: bool = False,
         **settings: Any,
@@ -47,46 +61,63 @@ class QATask(Task):
         self.question_field = question_field
         self.top_k = top_k
         self.max_answer_tokens = max_answer_tokens
+        self.max_question_tokens = max_question_tokens
         # BigBird's QA head keeps answers out of the question when told its length; Pegasus's has no such input.
         self.head_takes_question_lengths = (
             self.model is not None and "question_lengths" in inspect.signature(self.model.forward).parameters
         )
 
-    def split(self, doc: Document) -> tuple[Encoding, list[int], list[tuple[int, int]], bool]:
-        """The document's encoding, the question's ids, the document's windows beside the question (overlapping
-        by `doc_stride` tokens), and whether text is cut. DocumentError when there is no question."""
-        question = doc.fields.get(self.question_field) or self.question
-        if not question or not str(question).strip():
+    def split(self, doc: Document) -> tuple[Encoding, Question, list[tuple[int, int]], bool]:
+        """The document's encoding, its question, the document's windows beside the question (overlapping by
+        `doc_stride` tokens), and whether text is cut. DocumentError when there is no usable question, the question
+        leaves no room for the document, or the document has no tokens."""
+        # An explicit --question wins over the record's field: the user typed it for this run.
+        text = self.question if self.question is not None else doc.fields.get(self.question_field)
+        if text is None or not str(text).strip():
             raise DocumentError("no question: give --question or a question field in the record.")
-        q_ids = self.encode(str(question)).ids[:MAX_QUESTION_TOKENS]
-        enc = self.encode(doc.text)
+        text = str(text)
+        q_ids = self.encode(text).ids.tolist()
+        if not q_ids:
+            raise DocumentError("the question has no tokens (only control or zero-width characters).")
+        warning = None
+        if len(q_ids) > self.max_question_tokens:
+            warning = f"the question has {len(q_ids)} tokens; only its first {self.max_question_tokens} were used."
+            q_ids = q_ids[: self.max_question_tokens]
         capacity = self.max_tokens - len(self.wrap(q_ids, []))
+        if capacity < 1:
+            raise DocumentError(
+                f"the question takes {len(q_ids)} tokens and leaves no room in the model's {self.max_tokens}-token"
+                " window; lower --max-question-tokens."
+            )
+        enc = self.encode(doc.text, capacity)
+        if not len(enc.ids):
+            raise DocumentError(NO_TOKENS)
         overlap = capacity // 4 if self.doc_stride is None else min(self.doc_stride, capacity - 1)
         windows, cut = self.windows(len(enc.ids), capacity, overlap=overlap)
-        return enc, q_ids, windows, cut
+        return enc, Question(text, q_ids, warning), windows, cut
 
     def plan(self, doc: Document) -> Plan:
-        enc, q_ids, windows, cut = self.split(doc)
-        return Plan.of(len(enc.ids), windows, cut, len(self.wrap(q_ids, [])))
+        enc, question, windows, cut = self.split(doc)
+        return Plan.of(len(enc.ids), windows, cut, len(self.wrap(question.ids, [])))
 
-    def process(self, docs: list[Document]) -> list[Record]:
+    def process(self, docs: list[Document], size: int) -> list[Record]:
         records: list[Record | None] = [None] * len(docs)
-        prepared: dict[int, tuple[Encoding, list[int], bool]] = {}  # document → (encoding, question ids, cut)
+        prepared: dict[int, tuple[Encoding, Question, bool]] = {}  # document → (encoding, question, cut)
         jobs: list[tuple[int, int, int]] = []  # one per window: (document index, window start, window end)
         for i, doc in enumerate(docs):
             try:
-                enc, q_ids, windows, cut = self.split(doc)
+                enc, question, windows, cut = self.split(doc)
             except DocumentError as exc:
                 records[i] = self.error(doc, str(exc))
                 continue
-            prepared[i] = (enc, q_ids, cut)
+            prepared[i] = (enc, question, cut)
             jobs.extend((i, s, e) for s, e in windows)
 
         candidates: dict[int, list[tuple[float, int, int]]] = {i: [] for i in prepared}
         null_scores: dict[int, float] = {}  # lowest no-answer score over each document's windows
-        sequences = [self.wrap(prepared[i][1], prepared[i][0].ids[s:e]) for i, s, e in jobs]
-        firsts = [self._context_start(prepared[i][1]) for i, _, _ in jobs]
-        for idx, ids, mask in self.batches(sequences):
+        sequences = (self.wrap(prepared[i][1].ids, prepared[i][0].ids[s:e].tolist()) for i, s, e in jobs)
+        firsts = [self._context_start(prepared[i][1].ids) for i, _, _ in jobs]
+        for idx, ids, mask in self.batches(sequences, size):
             start_logits, end_logits = self._logits(ids, mask, [firsts[j] for j in idx])
             for row, j in enumerate(idx):
                 i, s, e = jobs[j]
@@ -98,7 +129,7 @@ class QATask(Task):
                 for score, a, b in self._best_spans(starts, ends):
                     candidates[i].append((score, s + a, s + b))
 
-        for i, (enc, _, cut) in prepared.items():
+        for i, (enc, question, cut) in prepared.items():
             doc = docs[i]
             answers = self._answers(doc.text, enc, candidates[i])
             if i in null_scores:
@@ -109,7 +140,11 @@ class QATask(Task):
                 fields["answers"] = answers
             inputs = [j for j, job in enumerate(jobs) if job[0] == i]
             fields["attention"] = self.attention_of(inputs)
-            records[i] = self.record(doc, input_tokens=len(enc.ids), truncated=cut, chunks=len(inputs), **fields)
+            records[i] = self.record(
+                doc, input_tokens=len(enc.ids), truncated=cut, chunks=len(inputs), question=question.text, **fields
+            )
+            if question.warning:
+                records[i]["warning"] = " ".join(filter(None, [records[i].get("warning"), question.warning]))
         return records  # type: ignore[return-value]
 
     def null_position(self, ids: torch.Tensor) -> int | None:
@@ -157,7 +192,7 @@ class QATask(Task):
         """The top-k distinct answers as character spans of `text`, best first."""
         best: dict[tuple[int, int], float] = {}
         for score, a, b in candidates:
-            start, end = enc.offsets[a][0], enc.offsets[b][1]
+            start, end = int(enc.offsets[a][0]), int(enc.offsets[b][1])
             while start < end and text[start].isspace():
                 start += 1
             while end > start and text[end - 1].isspace():

@@ -11,13 +11,15 @@ from the seed, the document id and the input's place in the document (see `Summa
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from core.models.generation import resolve_generation_settings
 
-from .base import PEGASUS, Plan, Task, TaskError, split_even
+from .base import NO_TOKENS, PEGASUS, DocumentError, Plan, Task, TaskError, split_even
 from .documents import Document
 from .records import Record
 
@@ -58,6 +60,11 @@ class SummarizeTask(Task):
             "top_p": top_p,
             "num_return_sequences": num_return_sequences,
         }
+        positions = int(self.config.max_position_embeddings)
+        if max_new_tokens is not None and max_new_tokens > positions:
+            raise TaskError(
+                f"--max-new-tokens {max_new_tokens} is more than the {positions} positions {model}'s decoder has."
+            )
         # Options left unset come from the checkpoint inside generate; resolved here too, to refuse impossible
         # settings before the first document and to report them (`generation`).
         self.generate_options: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
@@ -68,29 +75,40 @@ class SummarizeTask(Task):
         self.seed = seed
         self.capacity = self.max_tokens - self.num_special
 
+    def split(self, doc: Document) -> tuple[int, list[tuple[int, int]], bool, Any]:
+        """The document's token count, its windows, whether text is cut, and its ids (DocumentError: no tokens)."""
+        ids = self.encode(doc.text, self.capacity).ids
+        if not len(ids):
+            raise DocumentError(NO_TOKENS)
+        windows, cut = self.windows(len(ids), self.capacity)
+        return len(ids), windows, cut, ids
+
     def plan(self, doc: Document) -> Plan:
-        n = len(self.encode(doc.text).ids)
-        return Plan.of(n, *self.windows(n, self.capacity), self.num_special)
+        n, windows, cut, _ = self.split(doc)
+        return Plan.of(n, windows, cut, self.num_special)
 
-    def process(self, docs: list[Document]) -> list[Record]:
-        encoded = [self.encode(doc.text).ids for doc in docs]
+    def process(self, docs: list[Document], size: int) -> list[Record]:
+        records: list[Record | None] = [None] * len(docs)
         # pieces[i]: the token windows document i still has to be summarized from; done when a single one is left.
-        pieces: list[list[list[int]]] = []
-        chunks, truncated = [], []
-        for ids in encoded:
-            windows, cut = self.windows(len(ids), self.capacity)
-            pieces.append([ids[s:e] for s, e in windows])
-            chunks.append(len(windows))
-            truncated.append(cut)
+        pieces: dict[int, list[np.ndarray]] = {}
+        prepared: dict[int, tuple[int, bool, int]] = {}  # document → (input tokens, truncated, chunks)
+        for i, doc in enumerate(docs):
+            try:
+                n, windows, cut, ids = self.split(doc)
+            except DocumentError as exc:
+                records[i] = self.error(doc, str(exc))
+                continue
+            pieces[i] = [ids[s:e] for s, e in windows]
+            prepared[i] = (n, cut, len(windows))
 
-        summaries: list[list[str] | None] = [None] * len(docs)
+        summaries: dict[int, list[str]] = {}
         sparse: set[int] = set()  # documents any of whose inputs ran block-sparse attention
         rounds = 0
-        while any(summary is None for summary in summaries):
-            todo = [i for i, summary in enumerate(summaries) if summary is None]
+        while len(summaries) < len(pieces):
+            todo = [i for i in pieces if i not in summaries]
             jobs = [(i, k, piece) for i in todo for k, piece in enumerate(pieces[i])]
             seeds = [self.draw_seed(docs[i].id, rounds, k) for i, k, _ in jobs] if self.seed is not None else None
-            texts = self.summarize_ids([piece for _, _, piece in jobs], seeds)
+            texts = self.summarize_ids([piece for _, _, piece in jobs], size, seeds)
             sparse.update(i for (i, _, _), ran in zip(jobs, self.ran, strict=True) if ran == "block_sparse")
             for i in todo:
                 parts = [text for (j, _, _), text in zip(jobs, texts, strict=True) if j == i]
@@ -107,14 +125,14 @@ class SummarizeTask(Task):
                 pieces[i] = [joined[s:e] for s, e in windows]
             rounds += 1
 
-        records = []
-        for i, (doc, ids, cut, n, texts) in enumerate(zip(docs, encoded, truncated, chunks, summaries, strict=True)):
+        for i, (input_tokens, cut, chunks) in prepared.items():
+            texts = summaries[i]
             fields: dict[str, Any] = {"summary": texts[0]}
             if self.generation.num_return_sequences > 1:
                 fields["summaries"] = texts
             fields["attention"] = "block_sparse" if i in sparse else "original_full"
-            records.append(self.record(doc, input_tokens=len(ids), truncated=cut, chunks=n, **fields))
-        return records
+            records[i] = self.record(docs[i], input_tokens=input_tokens, truncated=cut, chunks=chunks, **fields)
+        return records  # type: ignore[return-value]
 
     def draw_seed(self, doc_id: str, round_index: int, piece: int) -> int:
         """The seed of one generate input: a hash of --seed, the document id, the round (chunk summaries are
@@ -127,12 +145,14 @@ class SummarizeTask(Task):
         return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1
 
     @torch.inference_mode()
-    def summarize_ids(self, inputs: list[list[int]], seeds: list[int] | None = None) -> list[list[str]]:
+    def summarize_ids(
+        self, inputs: Sequence[Sequence[int]], size: int = 1, seeds: list[int] | None = None
+    ) -> list[list[str]]:
         """The summaries (num_return_sequences of them) of each token window (special tokens are added here),
-        batched; with `seeds`, input i samples from a generator seeded with seeds[i]."""
+        `size` windows a forward pass; with `seeds`, input i samples from a generator seeded with seeds[i]."""
         n = self.generation.num_return_sequences
         out: list[list[str]] = [[] for _ in inputs]
-        for idx, ids, mask in self.batches([self.wrap(piece) for piece in inputs]):
+        for idx, ids, mask in self.batches((self.wrap(list(map(int, piece))) for piece in inputs), size):
             options = dict(self.generate_options)
             if seeds is not None:
                 options["generators"] = [torch.Generator(self.device).manual_seed(seeds[i]) for i in idx]

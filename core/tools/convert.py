@@ -139,7 +139,9 @@ def rewrite_config(config: ModelConfig, options: ConvertOptions) -> list[str]:
 
 
 def _check_destination(src: Path, dst: Path, force: bool) -> None:
-    src, dst = src.resolve(), dst.resolve()
+    given, src, dst = dst, src.resolve(), dst.resolve()
+    if dst == Path.cwd().resolve() or dst in Path.cwd().resolve().parents or dst.parent == dst:
+        raise ConvertError(f"DST {given} is the current folder or above it; name a new folder to write.")
     if dst == src or src in dst.parents or dst in src.parents:
         raise ConvertError(f"the destination {dst} overlaps the source {src}; convert to another directory.")
     if dst.exists() and not dst.is_dir():
@@ -329,15 +331,24 @@ def convert(src: str | Path, dst: str | Path, options: ConvertOptions | None = N
 
     tensors = read_state_dict(source)
     tensors, dropped = prepare_tensors(tensors, config, DTYPES[options.dtype] if options.dtype else None)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+    copied = [name for name in COPIED_FILES if (source / name).is_file()]
+    if not any(name in copied for name in ("spiece.model", "tokenizer.json")):
+        warnings.append(f"{src} has no tokenizer files, so {dst} can't run summarize, qa, classify or mask.")
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+    except OSError as err:
+        raise ConvertError(f"{dst} can't be written: {err.strerror or err}.") from None
     try:
         written = write_weights(tensors, tmp, max_bytes)
         config.to_json_file(tmp / "config.json")
-        copied = [name for name in COPIED_FILES if (source / name).is_file()]
         for name in copied:
             shutil.copyfile(source / name, tmp / name)
+        _normal_permissions(tmp)
         _replace(tmp, dst, options.force)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ConvertError(f"{dst} can't be written: {err.strerror or err}.") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -366,6 +377,15 @@ def convert(src: str | Path, dst: str | Path, options: ConvertOptions | None = N
     if options.verify:
         report["verify"] = verify(source, dst)
     return report
+
+
+def _normal_permissions(directory: Path) -> None:
+    """mkdtemp makes a private (0700) folder; the result is an ordinary one (0755 / 0644 under the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    directory.chmod(0o777 & ~umask)
+    for path in directory.iterdir():
+        path.chmod(0o666 & ~umask)
 
 
 def _replace(tmp: Path, dst: Path, force: bool) -> None:

@@ -120,4 +120,3 @@ class PegasusTokenizer(SentencePieceTokenizer):
 
     def _join_decoded(self, stretches: list[tuple[bool, str]]) -> str:
         return "".join(piece for _, piece in stretches).strip()
-

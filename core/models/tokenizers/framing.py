@@ -233,7 +233,6 @@ class SentencePieceTokenizer(SentencePieceCore):
         return values + [fill] * missing
 
 
-
 def _longest_first_cuts(n_first: int, n_second: int, excess: int) -> tuple[int, int]:
     """How many tokens to cut from each text: first the longer one down towards the shorter's length, then the
     rest split evenly, the odd token coming off the second text (transformers' arithmetic, kept for parity)."""

@@ -260,7 +260,6 @@ class SentencePieceCore:
             return Tokens(ids, None)
         return Tokens(ids, np.concatenate(spans) if spans else np.zeros((0, 2), dtype=np.int64))
 
-
     # Decoding -----------------------------------------------------------------------------------------------
 
     def decode(
@@ -309,7 +308,6 @@ class SentencePieceCore:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.vocab_file)!r}, vocab_size={self.vocab_size})"
-
 
 
 def _visible_spans(segment: str, offsets: list[tuple[int, int]]) -> np.ndarray:

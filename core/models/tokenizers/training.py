@@ -73,4 +73,3 @@ def _train_spm(
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     (out_dir / "special_tokens_map.json").write_text(json.dumps(token_map, indent=2) + "\n", encoding="utf-8")
     return spm.SentencePieceProcessor(model_proto=model.getvalue()).get_piece_size()
-

@@ -1,0 +1,64 @@
+"""The one table from an exception to what the user sees: a one-sentence message on stderr and an exit code.
+
+Every command ends through `exit_code_for`, so the same failure exits the same way whatever command hit it:
+0 ok, 1 some documents failed, 2 a usage error or a model, input or output that can't be had, 130 Ctrl-C.
+Exceptions not in the table are bugs and keep their traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from core.tasks.documents import InputError, describe
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    """Options or paths that can't work together; the message is one sentence."""
+
+
+class OutputError(UsageError):
+    """The output file can't be opened, locked or written."""
+
+
+@functools.cache
+def _table() -> tuple[tuple[type[BaseException], int], ...]:
+    """Exception types → exit code, most specific first. The core exceptions are imported only once something
+    failed: importing them imports torch, which `--help` should not pay for."""
+    from core.models.checkpoints import CheckpointError
+    from core.models.config import ConfigError
+    from core.tasks.base import TaskError
+    from core.tools.bench import BenchError
+
+    return (
+        (KeyboardInterrupt, EXIT_INTERRUPTED),
+        (UsageError, EXIT_USAGE),
+        (InputError, EXIT_USAGE),
+        (TaskError, EXIT_USAGE),
+        (CheckpointError, EXIT_USAGE),
+        (ConfigError, EXIT_USAGE),
+        (BenchError, EXIT_USAGE),
+    )
+
+
+def known(exc: BaseException) -> bool:
+    """Whether the table has `exc`'s type (so it becomes a message, not a traceback)."""
+    return any(isinstance(exc, kind) for kind, _ in _table())
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """Print `exc` as one sentence on stderr and return its exit code (re-raising exceptions the table lacks)."""
+    from .output import error
+
+    for kind, code in _table():
+        if isinstance(exc, kind):
+            if not isinstance(exc, KeyboardInterrupt):
+                error(message(exc))
+            return code
+    raise exc
+
+
+def message(exc: BaseException) -> str:
+    """The exception's first line as a sentence."""
+    return describe(exc) + "."

@@ -1,0 +1,422 @@
+"""Issue 12: awkward names, ids, outputs, sizes and options lose no documents, output or time.
+
+The commands run in-process (typer's CliRunner) and write records with -o, which is much faster than starting
+the installed command for each case; a few cases that need a real process live in test_cli_batch.py.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import LONG_TEXT, jsonl
+from typer.testing import CliRunner
+
+import bigbird_cli.output as output_module
+from bigbird_cli.app import app
+from bigbird_cli.errors import OutputError
+from bigbird_cli.output import JsonlWriter, Output
+from bigbird_cli.runner import local_engine
+from core.tasks import ClassifyTask
+from core.tasks import base as task_base
+from core.tasks.documents import Document, Inputs, decode_text, iter_jsonl, iter_paths
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, hf_home):
+    monkeypatch.setenv("HF_HOME", str(hf_home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.delenv("BIGBIRD_MODEL_CLASSIFY", raising=False)
+
+
+def bigbird(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def classify(tiny_models, *args):
+    return bigbird("classify", "-m", tiny_models["classify"], "-q", *args)
+
+
+def one_sentence(output: str) -> bool:
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    return len(errors) == 1 and "Traceback" not in output and errors[0].endswith(".")
+
+
+# 1. Names that are not valid UTF-8 ------------------------------------------------------------------------------
+
+
+def test_undecodable_file_names_and_lone_surrogate_ids_are_written(tiny_models, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "good.txt").write_text("A good document.")
+    with open(os.path.join(os.fsencode(folder), b"caf\xe9.txt"), "wb") as handle:
+        handle.write(b"Cafe society met on Tuesday.")
+    records_file = tmp_path / "r.jsonl"
+    records_file.write_text('{"id": "\\ud800", "text": "a lone surrogate in the id"}\n{"text": "bad \\udfff text"}\n')
+    out = tmp_path / "out.jsonl"
+    result = classify(tiny_models, folder, "--jsonl", records_file, "-o", out)
+    assert result.exit_code == 0, result.output
+    records = jsonl(out)  # valid UTF-8 JSON, every line whole
+    assert [r["id"] for r in records] == ["caf\\xe9.txt", "good.txt", "\\ud800", f"{records_file}:2"]
+    assert all("label" in r for r in records)
+    assert "not valid UTF-8" in records[3]["warning"]
+
+
+def test_the_writer_escapes_lone_surrogates_in_any_field(tmp_path):
+    path = tmp_path / "out.jsonl"
+    with open(path, "wb") as handle:
+        JsonlWriter(handle).write({"id": "x", "summary": "bad \udc80 text"})
+    assert json.loads(path.read_bytes())["summary"] == "bad \udc80 text"
+
+
+# 2. Unique ids ------------------------------------------------------------------------------------------------
+
+
+def test_the_same_file_name_in_two_folders_gets_two_ids_and_resume_skips_neither(tiny_models, tmp_path):
+    for name in ("dupA", "dupB"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "doc.txt").write_text(f"The document in {name}.")
+    out = tmp_path / "out.jsonl"
+    result = classify(tiny_models, tmp_path / "dupA", tmp_path / "dupB", "-o", out)
+    assert result.exit_code == 0, result.output
+    ids = [r["id"] for r in jsonl(out)]
+    assert ids == ["doc.txt", str(tmp_path / "dupB" / "doc.txt")]
+    out.write_text(out.read_text().splitlines()[0] + "\n")  # as if the run had stopped after the first
+    result = bigbird("classify", "-m", tiny_models["classify"], tmp_path / "dupA", tmp_path / "dupB", "-o", out,
+                     "--resume")  # fmt: skip
+    assert "1 done, 0 failed, 1 skipped" in result.output
+    assert [r["id"] for r in jsonl(out)] == ids
+
+
+def test_duplicate_ids_in_jsonl_are_error_records_not_skips(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"id": "a", "text": "one"}\n{"id": "a", "text": "two"}\n{"id": "b", "text": "three"}\n')
+    docs = list(Inputs(jsonl=[str(path)]).open())
+    assert [d.id for d in docs] == ["a", "a", "b"]
+    assert docs[0].error is None and "already used" in docs[1].error and docs[2].error is None
+
+
+# 3. -o naming an input ----------------------------------------------------------------------------------------
+
+
+def test_output_naming_an_input_is_refused_before_it_is_opened(tiny_models, tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("first")
+    b.write_text("second")
+    result = classify(tiny_models, a, b, "-o", b)
+    assert result.exit_code == 2 and "is also an input" in result.output and one_sentence(result.output)
+    assert b.read_text() == "second"
+    # A new file inside an input folder would be read back as a document.
+    result = classify(tiny_models, tmp_path, "-o", tmp_path / "out.txt")
+    assert result.exit_code == 2 and not (tmp_path / "out.txt").exists()
+
+
+# 4. One writer per output -------------------------------------------------------------------------------------
+
+
+def test_a_second_writer_on_the_same_output_is_refused(tiny_models, tmp_path):
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"id": "kept"}\n')
+    held = Output(out, resume=True).claim()
+    writer = held.writer()  # compacting renamed a new file into place: the lock moved with it
+    try:
+        result = classify(tiny_models, "--text", "x", "-o", out, "--resume")
+        assert result.exit_code == 2 and "another run" in result.output and "own file" in result.output
+        with pytest.raises(OutputError):
+            Output(out).claim()
+    finally:
+        writer.close()
+    assert jsonl(out) == [{"id": "kept"}]
+    Output(out).claim().close()  # free again once the first writer is done
+
+
+# 5. Outputs that can't be written -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["folder", "under-a-file", "dev-full"])
+def test_unwritable_outputs_are_one_sentence_and_exit_2(tiny_models, tmp_path, where):
+    (tmp_path / "file").write_text("x")
+    out = {"folder": tmp_path, "under-a-file": tmp_path / "file" / "out.jsonl", "dev-full": Path("/dev/full")}[where]
+    if where == "dev-full" and not out.exists():
+        pytest.skip("no /dev/full here")
+    # With a model that doesn't exist: the output must be the complaint, checked before any model loads.
+    model = tiny_models["classify"] if where == "dev-full" else tmp_path / "no-model"
+    result = bigbird("classify", "-m", model, "--text", "x", "-o", out)
+    assert result.exit_code == 2, result.output
+    assert "-o" in result.output or "could not be written" in result.output
+    assert one_sentence(result.output)
+
+
+def test_a_write_error_leaves_the_file_ending_in_a_whole_line(tmp_path, monkeypatch):
+    path = tmp_path / "out.jsonl"
+    writer = Output(path).claim().writer()
+    writer.write({"id": "a"})
+    real_write = os.write
+
+    def half_then_full(fd, data):
+        if len(data) > 4:
+            return real_write(fd, bytes(data[:4]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(output_module.os, "write", half_then_full)
+    with pytest.raises(OutputError, match="No space left"):
+        writer.write({"id": "b", "label": "x"})
+    monkeypatch.undo()
+    writer.close()
+    assert path.read_text() == '{"id": "a"}\n'
+
+
+# 7. Missing inputs --------------------------------------------------------------------------------------------
+
+
+def test_missing_inputs_are_reported_before_the_model_loads(tiny_models, tmp_path):
+    result = bigbird("classify", "-m", tmp_path / "no-model", tmp_path / "typo.txt")
+    assert result.exit_code == 2 and "typo.txt does not exist" in result.output and one_sentence(result.output)
+    result = bigbird("classify", "-m", tmp_path / "no-model", "--dataset", "./no-such-file.csv")
+    assert result.exit_code == 2 and "does not exist" in result.output and one_sentence(result.output)
+    good = tmp_path / "good.txt"
+    good.write_text("A good document.")
+    out = tmp_path / "out.jsonl"
+    result = bigbird("classify", "-m", tiny_models["classify"], good, tmp_path / "typo.txt", "-o", out)
+    assert result.exit_code == 1 and "warning:" in result.output.split("\n")[0]
+    assert ["error" in r for r in jsonl(out)] == [False, True]
+
+
+# 8. qa questions ----------------------------------------------------------------------------------------------
+
+
+def test_qa_question_rules(tiny_models, tmp_path):
+    records_file = tmp_path / "q.jsonl"
+    long_question = " ".join(["why"] * 300) + "?"
+    records_file.write_text(
+        json.dumps({"id": "field", "text": "The oven is lit at four.", "question": "When is the oven lit?"})
+        + "\n"
+        + json.dumps({"id": "long", "text": "The oven is lit at four.", "question": long_question})
+        + "\n"
+    )
+    out = tmp_path / "out.jsonl"
+    base = ("qa", "-m", tiny_models["qa"], "-q", "--jsonl", records_file, "-o", out)
+    assert bigbird(*base).exit_code == 0
+    field, long = jsonl(out)
+    assert field["question"] == "When is the oven lit?"
+    assert long["question"] == long_question and "only its first 64 were used" in long["warning"]
+    assert bigbird(*base, "-Q", "Who lights it?").exit_code == 0
+    assert {r["question"] for r in jsonl(out)} == {"Who lights it?"}  # the explicit flag wins
+    # A question that leaves no room in the window is an error record that says so.
+    assert bigbird(*base, "--max-question-tokens", "300").exit_code == 1
+    assert "leaves no room" in jsonl(out)[1]["error"] and "answer" in jsonl(out)[0]
+    result = bigbird("qa", "-m", tiny_models["qa"], "--text", "No question anywhere.")
+    assert result.exit_code == 2 and "needs a question" in result.output and one_sentence(result.output)
+
+
+# 9. summarize settings ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--max-new-tokens", "100000"], "positions"),
+        (["--length-penalty", "nan"], "finite"),
+        (["--min-new-tokens", "9", "--max-new-tokens", "3"], "more than --max-new-tokens"),
+    ],
+)
+def test_summarize_refuses_impossible_settings(tiny_models, tmp_path, args, message):
+    out = tmp_path / "out.jsonl"
+    result = bigbird("summarize", "-m", tiny_models["summarize"], "--text", "Some text.", "-o", out, *args)
+    assert result.exit_code == 2 and message in result.output and one_sentence(result.output)
+    assert not out.exists() or out.read_text() == ""
+
+
+# 10. Config fields ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"block_size": 0}, "block_size"),
+        ({"max_position_embeddings": 256.5}, "max_position_embeddings"),
+        ({"hidden_size": 30}, "hidden_size"),
+        ({"id2label": {"0": "a", "2": "c"}}, "id2label"),
+        ({"id2label": {"zero": "a"}}, "id2label"),
+    ],
+)
+@pytest.mark.parametrize("command", ["classify", "convert"])
+def test_a_broken_config_is_one_sentence_naming_the_field(tiny_models, tmp_path, change, field, command):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_models["classify"], model)
+    config = json.loads((model / "config.json").read_text())
+    config.update(change)
+    (model / "config.json").write_text(json.dumps(config))
+    if command == "convert":
+        result = bigbird("convert", model, tmp_path / "dst")
+    else:
+        result = bigbird("classify", "-m", model, "--text", "x", "-o", tmp_path / "out.jsonl")
+    assert result.exit_code == 2 and field in result.output and one_sentence(result.output), result.output
+
+
+# 11. convert --------------------------------------------------------------------------------------------------
+
+
+def _damage(model: Path, how: str) -> None:
+    weights = model / "model.safetensors"
+    if how == "truncated-safetensors":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif how == "empty-safetensors":
+        weights.write_bytes(b"")
+    elif how == "truncated-bin":
+        from safetensors.torch import load_file
+
+        torch.save(load_file(weights), model / "pytorch_model.bin")
+        weights.unlink()
+        data = (model / "pytorch_model.bin").read_bytes()
+        (model / "pytorch_model.bin").write_bytes(data[: len(data) // 2])
+    elif how == "index-without-weight-map":
+        weights.rename(model / "model-00001-of-00001.safetensors")
+        (model / "model.safetensors.index.json").write_text('{"metadata": {}}')
+
+
+@pytest.mark.parametrize(
+    "how", ["truncated-safetensors", "empty-safetensors", "truncated-bin", "index-without-weight-map"]
+)
+def test_convert_refuses_damaged_weights_leaving_nothing_behind(tiny_models, tmp_path, how):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_models["classify"], model)
+    _damage(model, how)
+    dst = tmp_path / "out" / "dst"
+    result = bigbird("convert", model, dst)
+    assert result.exit_code == 2 and one_sentence(result.output), result.output
+    assert not dst.exists() and not any((tmp_path / "out").glob(".*")) if (tmp_path / "out").exists() else True
+
+
+def test_convert_destinations_permissions_and_tokenizer_warning(tiny_models, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = bigbird("convert", tiny_models["classify"], ".", "--force")
+    assert result.exit_code == 2 and "current folder" in result.output and one_sentence(result.output)
+    (tmp_path / "file").write_text("x")
+    result = bigbird("convert", tiny_models["classify"], tmp_path / "file" / "dst")
+    assert result.exit_code == 2 and one_sentence(result.output)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # no stray temporary folders
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    no_tokenizer = tmp_path / "weights-only"
+    shutil.copytree(tiny_models["classify"], no_tokenizer, ignore=shutil.ignore_patterns("spiece.model", "token*"))
+    result = bigbird("convert", no_tokenizer, tmp_path / "dst")
+    assert result.exit_code == 0, result.output
+    assert "no tokenizer files" in result.output
+    assert (tmp_path / "dst").stat().st_mode & 0o777 == 0o777 & ~umask
+    assert {p.stat().st_mode & 0o777 for p in (tmp_path / "dst").iterdir()} == {0o666 & ~umask}
+
+
+# 13. Documents with no tokens ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["classify", "summarize", "mask"])
+def test_a_document_with_no_tokens_is_an_error_record(tiny_models, tmp_path, command):
+    out = tmp_path / "out.jsonl"
+    text = "\u200b\u200b\x01\x02"
+    result = bigbird(command, "-m", tiny_models[command], "--text", text, "-o", out, "-q")
+    assert result.exit_code == 1, result.output
+    [record] = jsonl(out)
+    assert "no tokens" in record["error"]
+
+
+# 14. Encodings ------------------------------------------------------------------------------------------------
+
+
+def test_utf16_files_and_boms_are_read(tmp_path):
+    for name, encoding in [("le.txt", "utf-16"), ("be.txt", "utf-16-be")]:
+        data = "Grüße aus Köln.".encode(encoding)
+        (tmp_path / name).write_bytes(data if encoding == "utf-16" else b"\xfe\xff" + data)
+    docs = list(iter_paths([str(tmp_path)]))
+    assert [(d.text, d.error) for d in docs] == [("Grüße aus Köln.", None)] * 2
+    records = tmp_path / "r.jsonl"
+    records.write_bytes(b'\xef\xbb\xbf{"id": "a", "text": "first"}\n{"id": "b", "text": "caf\xe9"}\n')
+    first, second = iter_jsonl(str(records))
+    assert (first.id, first.text, first.error) == ("a", "first", None)
+    assert second.error is None and "not valid UTF-8" in second.warning
+    assert decode_text(b"caf\xe9", "x")[2] is not None  # the same warning as in text files
+
+
+# 15. bench --plot, help, sentences ----------------------------------------------------------------------------
+
+
+def test_bench_plot_checks_matplotlib_before_benchmarking(monkeypatch):
+    import core.tools.bench as bench
+
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "matplotlib" else object())
+    monkeypatch.setattr(bench, "run_bench", lambda *a, **k: pytest.fail("benchmarked before checking --plot"))
+    result = bigbird("bench", "--preset", "tiny", "--plot", "x.png")
+    assert result.exit_code == 2 and "matplotlib" in result.output and one_sentence(result.output)
+
+
+def test_help_shows_flags_as_flags_and_one_input_panel():
+    result = runner.invoke(app, ["classify", "--help"], terminal_width=200)
+    lines = result.output.splitlines()
+    assert sum("─ Input ─" in line for line in lines) == 1
+    for flag in ("--resume", "--quiet"):
+        [line] = [line for line in lines if flag in line and "skip" in line or flag in line and "progress" in line]
+        assert "<bool>" not in line
+
+
+def test_messages_read_as_sentences(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"id": "n", "text": 5}\n[1]\n')
+    number, listed = iter_jsonl(str(path))
+    assert number.error == "field 'text' is a number, not a string." and "a list" in listed.error
+    [gone] = iter_paths([str(tmp_path / "gone.txt")])
+    assert "gone.txt" not in gone.error  # the record's id already names it
+
+
+# 6 and 13(c). Tokenizing in pieces; windows batched by the runner's size ---------------------------------------
+
+
+def test_tokenizing_in_pieces_matches_the_whole_text_and_truncate_stops_early(tiny_models, monkeypatch):
+    task = ClassifyTask(str(tiny_models["classify"]))
+    whole = task.tokenizer(LONG_TEXT, add_special_tokens=False, return_offsets_mapping=True)
+    monkeypatch.setattr(task_base, "PIECE_CHARS", 300)
+    pieces = task.encode(LONG_TEXT)
+    assert pieces.ids.tolist() == list(whole["input_ids"]) and pieces.complete
+    assert pieces.offsets.tolist() == [list(span) for span in whole["offset_mapping"]]
+    task.strategy = "truncate"
+    cut = task.encode(LONG_TEXT * 50, capacity=40)
+    assert not cut.complete and 40 < len(cut.ids) < len(whole["input_ids"])
+    assert cut.ids[:40].tolist() == list(whole["input_ids"])[:40]
+
+
+def test_windows_go_through_the_model_at_most_size_at_a_time(tiny_models):
+    task = ClassifyTask(str(tiny_models["classify"]))
+    sequences = [[5] * n for n in (3, 9, 4, 7, 2)]
+    batches = list(task.batches(iter(sequences), 2))
+    assert [idx for idx, _, _ in batches] == [[0, 1], [2, 3], [4]]  # in order: sorting is the runner's job
+    assert [tuple(ids.shape) for _, ids, _ in batches] == [(2, 9), (2, 7), (1, 2)]
+    assert "batch_size" not in ClassifyTask.__init__.__code__.co_varnames + task_base.Task.__init__.__code__.co_varnames
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_one_long_documents_chunks_go_through_the_model_batch_size_at_a_time(tiny_models, monkeypatch, batch_size):
+    """The runner hands --batch-size down to the task: a single chunked document's windows share forward passes up
+    to that size (not one window a pass), and its record is the same as unbatched up to padding noise."""
+    task = ClassifyTask(str(tiny_models["classify"]))
+    [alone] = task([Document("l", "test", LONG_TEXT * 4)], 1)
+    rows: list[int] = []
+    forward = task.model.forward
+    monkeypatch.setattr(task.model, "forward", lambda ids, **kw: rows.append(len(ids)) or forward(ids, **kw))
+    [record] = list(local_engine(task, batch_size)(iter([Document("l", "test", LONG_TEXT * 4)])))
+    n = record["chunks"]
+    assert n > 3 and rows == [min(batch_size, n - k) for k in range(0, n, batch_size)]
+    assert record["label"] == alone["label"] and record["chunks"] == alone["chunks"]
+    assert record["scores"] == pytest.approx(alone["scores"], abs=1e-4)
+
+
+def test_documents_keep_printable_ids():
+    assert Document("caf\udce9.txt", "s").id == "caf\\xe9.txt"
+    assert Document("\ud800", "s").id == "\\ud800"
