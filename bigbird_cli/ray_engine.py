@@ -28,7 +28,7 @@ from core.tasks.documents import Document, first_line
 from core.tasks.records import Record, error_record
 
 from .options import CommonOptions
-from .runner import Engine, Task, window_records, window_size
+from .runner import Engine, RecordMaker, window_records, window_size
 
 # The object store of a Ray started for the run: documents and records are text, so a small store is plenty, and
 # Ray's default (30% of memory) would take gigabytes a small machine needs for the models.
@@ -69,7 +69,7 @@ class TaskWorker:
     the `failure` column, and the driver turns it into the one-sentence usage error a local run gives.
     """
 
-    def __init__(self, make_task: Callable[[], Task], batch_size: int, threads: int | None, cwd: str) -> None:
+    def __init__(self, make_task: Callable[[], RecordMaker], batch_size: int, threads: int | None, cwd: str) -> None:
         if os.path.isdir(cwd):
             os.chdir(cwd)  # a relative model path means what it means on the driver (on a shared filesystem)
         if threads:
@@ -77,7 +77,7 @@ class TaskWorker:
 
             torch.set_num_threads(threads)
         self.batch_size = batch_size
-        self.task: Task | None = None
+        self.task: RecordMaker | None = None
         self.failure = ""
         try:
             self.task = make_task()
@@ -113,7 +113,7 @@ def _row(doc: Document) -> dict[str, str]:
 
 
 @contextmanager
-def ray_engine(make_task: Callable[[], Task], model_name: str, settings: RaySettings) -> Iterator[Engine]:
+def ray_engine(make_task: Callable[[], RecordMaker], model_name: str, settings: RaySettings) -> Iterator[Engine]:
     """Connect to Ray (or start a local Ray for the run) and yield the engine; Ray is shut down on exit.
 
     Raises TaskError with one sentence when Ray is not installed or the cluster can't be reached.
@@ -153,7 +153,7 @@ def _native_stderr_to_devnull() -> Iterator[None]:
         sys.stderr = python_stderr
 
 
-def _records_on(make_task: Callable[[], Task], model_name: str, settings: RaySettings) -> Engine:
+def _records_on(make_task: Callable[[], RecordMaker], model_name: str, settings: RaySettings) -> Engine:
     import ray.data
 
     context = ray.data.DataContext.get_current()

@@ -30,8 +30,9 @@ from .output import JsonlWriter, Output, console, error, info, read_done_ids, wa
 BUCKET_WINDOW = 8
 
 
-class Task(Protocol):
-    """What the runner needs from a task: a model label for records, and documents → records, running at most
+class RecordMaker(Protocol):
+    """What the runner needs from a task (a core.tasks Task, or a wrapper around one such as eval's): a model
+    label for records, and documents → records, running at most
     `size` input windows a forward pass (the runner's --batch-size: one long document's chunks batch up to it)."""
 
     model_name: str
@@ -85,7 +86,7 @@ def window_size(batch_size: int) -> int:
     return 1 if batch_size <= 1 else batch_size * BUCKET_WINDOW
 
 
-def local_engine(task: Task, batch_size: int = 1) -> Engine:
+def local_engine(task: RecordMaker, batch_size: int = 1) -> Engine:
     """The task on this machine: read-ahead windows, each in batches of similar length."""
 
     def records(docs: Iterator[Document]) -> Iterator[Record]:
@@ -150,7 +151,7 @@ def _windows(docs: Iterator[Document], size: int) -> Iterator[list[Document]]:
         yield window
 
 
-def window_records(task: Task, window: list[Document], batch_size: int) -> Iterator[Record]:
+def window_records(task: RecordMaker, window: list[Document], batch_size: int) -> Iterator[Record]:
     """Records for one read-ahead window, in its order, each yielded as soon as it and those before it are ready:
     unreadable documents become error records, readable ones run in batches sorted by length.
 
@@ -178,7 +179,7 @@ def window_records(task: Task, window: list[Document], batch_size: int) -> Itera
         yield from ready()
 
 
-def _process(task: Task, batch: list[Document], size: int) -> list[Record]:
+def _process(task: RecordMaker, batch: list[Document], size: int) -> list[Record]:
     try:
         records = task(batch, size)
         if len(records) != len(batch):
@@ -214,7 +215,7 @@ class Evaluation(Protocol):
     """`bigbird eval TASK` (commands/eval.py): takes over a task command's run, given what the command built."""
 
     def __call__(
-        self, task_name: str, common: CommonOptions, make_task: Callable[[], Task], extra_fields: tuple[str, ...]
+        self, task_name: str, common: CommonOptions, make_task: Callable[[], RecordMaker], extra_fields: tuple[str, ...]
     ) -> int: ...
 
 
@@ -224,7 +225,7 @@ EVALUATION: ContextVar[Evaluation | None] = ContextVar("evaluation", default=Non
 
 
 def run_command(
-    task_name: str, common: CommonOptions, make_task: Callable[[], Task], *, extra_fields: tuple[str, ...] = ()
+    task_name: str, common: CommonOptions, make_task: Callable[[], RecordMaker], *, extra_fields: tuple[str, ...] = ()
 ) -> int:
     """Everything a task command does after parsing: check the options, open the inputs and claim the output,
     load the task, run it, and return the exit code (see bigbird_cli/errors.py for the one table of them).
@@ -316,7 +317,7 @@ def _check_not_an_input(path: Path, inputs: Inputs) -> None:
         raise UsageError(f"-o {path} is also an input; write the records to another file.")
 
 
-def _engine(common: CommonOptions, make_task: Callable[[], Task], stack: ExitStack) -> Engine:
+def _engine(common: CommonOptions, make_task: Callable[[], RecordMaker], stack: ExitStack) -> Engine:
     """The engine --engine asks for. The local one loads the task here; Ray's connects (or starts a local Ray,
     shut down when `stack` closes) and loads the task once per worker. Raises TaskError with one sentence."""
     if common.engine == "ray":

@@ -26,7 +26,7 @@ from core.tasks.records import Record, error_record
 from ..errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE
 from ..options import CommonOptions
 from ..output import console, error, open_jsonl, read_records, warn
-from ..runner import EVALUATION, Task, run_command
+from ..runner import EVALUATION, RecordMaker, run_command
 from . import classify, qa, summarize
 
 EVALUATION_PANEL = "Evaluation"
@@ -52,7 +52,7 @@ class Evaluate:
     options: dict[str, Any]
 
     def __call__(
-        self, task_name: str, common: CommonOptions, make_task: Callable[[], Task], extra_fields: tuple[str, ...]
+        self, task_name: str, common: CommonOptions, make_task: Callable[[], RecordMaker], extra_fields: tuple[str, ...]
     ) -> int:
         token = EVALUATION.set(None)  # the run inside is a plain task run
         try:
@@ -86,7 +86,7 @@ class Evaluate:
     # A model run ------------------------------------------------------------------------------------------------
 
     def _predict(
-        self, task_name: str, common: CommonOptions, make_task: Callable[[], Task], extra_fields: tuple[str, ...]
+        self, task_name: str, common: CommonOptions, make_task: Callable[[], RecordMaker], extra_fields: tuple[str, ...]
     ) -> int:
         settings: dict[str, Any] = {"reference_field": self.field, **self._run_settings(common), **self.options}
 
@@ -204,7 +204,7 @@ class ScoredTask:
     """A Task whose records are scored against their documents' references; a document without one is an error
     record and never reaches the model."""
 
-    def __init__(self, task: Task, evaluate: Evaluate) -> None:
+    def __init__(self, task: RecordMaker, evaluate: Evaluate) -> None:
         self.task = task
         self.model_name = task.model_name
         self.evaluate = evaluate
