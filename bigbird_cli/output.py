@@ -107,40 +107,45 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
                 yield record
 
 
-def read_done_ids(path: Path) -> set[str]:
-    """Ids of the records in an existing JSONL output that succeeded (no `error`), for `--resume`."""
-    if not path.exists():
-        return set()
-    return {str(record["id"]) for record in read_records(path) if "id" in record and "error" not in record}
+def _resumable_lines(path: Path) -> Iterator[tuple[bytes, dict[str, Any] | None]]:
+    """Every line of an existing output, with its record where `--resume` keeps it: a whole (newline-ended) JSON
+    object without `error`. Otherwise None: an error record (its document is retried) or a line cut off by a kill.
+    What counts as done is therefore exactly what is kept."""
+    with open(path, "rb") as handle:
+        for raw in handle:
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                record = None
+            kept = raw.endswith(b"\n") and isinstance(record, dict) and "error" not in record
+            yield raw, record if kept else None
 
 
-def compact_for_resume(path: Path) -> None:
-    """Prepare an existing output for appending: keep only its whole, successful records.
+def compact_for_resume(path: Path) -> set[str]:
+    """Prepare an existing output for appending: keep only its whole, successful records; return their ids (the
+    documents `--resume` skips), read in the same pass.
 
     Error records are dropped because their documents will be retried (so each id appears once), and a line cut
     off by a kill is dropped because it is not valid JSON. The file is rewritten through a temporary file and an
     atomic rename, so a crash here leaves either the old or the new file, both valid up to their last newline.
     """
     if not path.exists():
-        return
+        return set()
     kept: list[bytes] = []
+    done: set[str] = set()
     changed = False
-    with open(path, "rb") as handle:
-        for raw in handle:
-            try:
-                record = json.loads(raw)
-                whole = raw.endswith(b"\n")
-            except ValueError:
-                record, whole = None, False
-            if whole and isinstance(record, dict) and "error" not in record:
-                kept.append(raw)
-            else:
-                changed = True
-    if not changed:
-        return
-    tmp = path.with_name(path.name + ".resume-tmp")
-    tmp.write_bytes(b"".join(kept))
-    os.replace(tmp, path)
+    for raw, record in _resumable_lines(path):
+        if record is None:
+            changed = True
+            continue
+        kept.append(raw)
+        if "id" in record:
+            done.add(str(record["id"]))
+    if changed:
+        tmp = path.with_name(path.name + ".resume-tmp")
+        tmp.write_bytes(b"".join(kept))
+        os.replace(tmp, path)
+    return done
 
 
 class Output:
@@ -155,6 +160,7 @@ class Output:
     def __init__(self, path: Path | None, *, resume: bool = False) -> None:
         self.path = None if path is None or str(path) == "-" else path
         self.resume = resume
+        self.done_ids: set[str] = set()  # with `resume`: the ids already in the file, known once `writer` ran
         self._handle: IO[bytes] | None = None
 
     def claim(self) -> Output:
@@ -195,7 +201,7 @@ class Output:
             self.claim()
         assert self._handle is not None
         if self.resume:
-            compact_for_resume(self.path)
+            self.done_ids = compact_for_resume(self.path)
             if _regular_size(self._handle.fileno()) is not None and not _same_file(self._handle, self.path):
                 # Compacting renamed a new file into place: lock that one before letting go of the old.
                 old, self._handle = self._handle, self._open_locked(self.path)

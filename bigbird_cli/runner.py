@@ -23,7 +23,7 @@ from core.tasks.records import Record, error_record
 
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, UsageError, exit_code_for, known
 from .options import CommonOptions
-from .output import JsonlWriter, Output, console, error, info, read_done_ids, warn
+from .output import JsonlWriter, Output, console, error, info, warn
 
 # Documents read ahead of the model when --batch-size > 1, as a multiple of the batch size: enough to form
 # batches of similar lengths, few enough that records still stream out steadily.
@@ -243,14 +243,13 @@ def run_command(
             stack.callback(output.close)
             shard, docs = _prepare(task_name, common, output, extra_fields)
             engine = _engine(common, make_task, stack)
-            skip_ids = read_done_ids(common.output) if common.resume and common.output else set()
             with output.writer() as writer:
                 stats = run(
                     engine,
                     docs,
                     writer,
                     shard=shard,
-                    skip_ids=skip_ids,
+                    skip_ids=output.done_ids,
                     progress=console.is_terminal and not common.quiet,
                 )
     except BrokenPipeError:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bigbird_cli.output import JsonlWriter, compact_for_resume, open_jsonl, read_done_ids
+from bigbird_cli.output import JsonlWriter, compact_for_resume, open_jsonl
 from bigbird_cli.runner import Shard, local_engine, run
 from core.tasks.documents import Document
 from core.tasks.records import make_record
@@ -83,11 +83,22 @@ def test_resume_skips_done_ids_and_retries_errors(tmp_path):
         + "\n"
         + '{"id": "d2", "ou'
     )
-    assert read_done_ids(path) == {"d0"}
+    done = compact_for_resume(path)
+    assert done == {"d0"}
     task = FakeTask()
-    stats, records = run_to_file(tmp_path, task, docs_of(["x", "y", "z"]), resume=True, skip_ids=read_done_ids(path))
+    stats, records = run_to_file(tmp_path, task, docs_of(["x", "y", "z"]), resume=True, skip_ids=done)
     assert [r["id"] for r in records] == ["d0", "d1", "d2"] and "error" not in records[1]
     assert stats.skipped == 1 and stats.ok == 2
+
+
+def test_a_whole_record_cut_before_its_newline_is_redone_not_lost(tmp_path):
+    """What --resume skips is exactly what it keeps: a last line without its newline is neither."""
+    path = tmp_path / "out.jsonl"
+    path.write_text(json.dumps({"id": "d0", "out": "X"}) + "\n" + json.dumps({"id": "d1", "out": "Y"}))
+    done = compact_for_resume(path)
+    assert done == {"d0"}
+    stats, records = run_to_file(tmp_path, FakeTask(), docs_of(["x", "y"]), resume=True, skip_ids=done)
+    assert [r["id"] for r in records] == ["d0", "d1"] and (stats.skipped, stats.ok) == (1, 1)
 
 
 def test_compact_keeps_a_clean_file_untouched(tmp_path):
