@@ -2,7 +2,8 @@
 
 Every command ends through `exit_code_for`, so the same failure exits the same way whatever command hit it:
 0 ok, 1 some documents failed, 2 a usage error or a model, input or output that can't be had, 130 Ctrl-C.
-Exceptions not in the table are bugs and keep their traceback.
+Exceptions not in the table are bugs and keep their traceback; Ctrl-C (130) is the runner's, which says how to
+resume.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ def _table() -> tuple[tuple[type[BaseException], int], ...]:
     from core.tools.bench import BenchError
 
     return (
-        (KeyboardInterrupt, EXIT_INTERRUPTED),
         (UsageError, EXIT_USAGE),
         (InputError, EXIT_USAGE),
         (TaskError, EXIT_USAGE),
@@ -42,19 +42,13 @@ def _table() -> tuple[tuple[type[BaseException], int], ...]:
     )
 
 
-def known(exc: BaseException) -> bool:
-    """Whether the table has `exc`'s type (so it becomes a message, not a traceback)."""
-    return any(isinstance(exc, kind) for kind, _ in _table())
-
-
 def exit_code_for(exc: BaseException) -> int:
     """Print `exc` as one sentence on stderr and return its exit code (re-raising exceptions the table lacks)."""
     from .output import error
 
     for kind, code in _table():
         if isinstance(exc, kind):
-            if not isinstance(exc, KeyboardInterrupt):
-                error(message(exc))
+            error(message(exc))
             return code
     raise exc
 

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.tasks import TaskError
-from core.tasks.documents import Document, first_line
+from core.tasks.documents import Document, describe
 from core.tasks.records import Record, error_record
 
 from .options import CommonOptions
-from .runner import Engine, RecordMaker, window_records, window_size
+from .runner import Engine, RecordMaker, set_threads, window_records, window_size
 
 # The object store of a Ray started for the run: documents and records are text, so a small store is plenty, and
 # Ray's default (30% of memory) would take gigabytes a small machine needs for the models.
@@ -72,10 +72,7 @@ class TaskWorker:
     def __init__(self, make_task: Callable[[], RecordMaker], batch_size: int, threads: int | None, cwd: str) -> None:
         if os.path.isdir(cwd):
             os.chdir(cwd)  # a relative model path means what it means on the driver (on a shared filesystem)
-        if threads:
-            import torch
-
-            torch.set_num_threads(threads)
+        set_threads(threads)
         self.batch_size = batch_size
         self.task: RecordMaker | None = None
         self.failure = ""
@@ -84,7 +81,7 @@ class TaskWorker:
         except TaskError as exc:
             self.failure = str(exc)
         except Exception as exc:  # anything else that stops the model loading on this worker
-            self.failure = f"the task could not start on a Ray worker ({first_line(exc) or type(exc).__name__})."
+            self.failure = f"the task could not start on a Ray worker ({describe(exc)})."
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         import numpy as np
@@ -243,7 +240,7 @@ def _connect(address: str | None) -> None:
         raise TaskError(f"no Ray cluster answers at {address}: {START_HINT}") from None
     except Exception as exc:  # Ray raises RuntimeError, ValueError... for the rest
         where = f"at {address}" if address else "locally"
-        raise TaskError(f"Ray could not start {where}: {first_line(exc) or type(exc).__name__}.") from None
+        raise TaskError(f"Ray could not start {where}: {describe(exc)}.") from None
 
 
 def _probe(address: str) -> None:

@@ -21,7 +21,7 @@ from typing import Protocol
 from core.tasks.documents import Document, Inputs, describe
 from core.tasks.records import Record, error_record
 
-from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, UsageError, exit_code_for, known
+from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, UsageError, exit_code_for
 from .options import CommonOptions
 from .output import JsonlWriter, Output, console, error, info, warn
 
@@ -262,8 +262,6 @@ def run_command(
         error(f"interrupted; the records written so far are whole: rerun with --resume -o {target} to finish.")
         return EXIT_INTERRUPTED
     except Exception as exc:  # the model can't be had (on Ray: found when the workers load it), no Ray, ...
-        if not known(exc):
-            raise
         return exit_code_for(exc)
     if not common.quiet:
         skipped = f", {stats.skipped} skipped (already done)" if stats.skipped else ""
@@ -324,8 +322,13 @@ def _engine(common: CommonOptions, make_task: Callable[[], RecordMaker], stack: 
 
         settings = RaySettings.from_options(common)
         return stack.enter_context(ray_engine(make_task, str(common.model), settings))
-    if common.threads:
+    set_threads(common.threads)
+    return local_engine(make_task(), common.batch_size)
+
+
+def set_threads(threads: int | None) -> None:
+    """--threads for this process's torch (the driver's, or a Ray worker's); None leaves torch's default."""
+    if threads:
         import torch
 
-        torch.set_num_threads(common.threads)
-    return local_engine(make_task(), common.batch_size)
+        torch.set_num_threads(threads)

@@ -94,7 +94,7 @@ def command(
     from core.tools.bench import BenchError, BenchSpec, run_bench
     from core.tools.bench import plot as draw
 
-    from ..errors import EXIT_USAGE, exit_code_for, known
+    from ..errors import EXIT_USAGE, exit_code_for
     from ..output import console, error, info, open_jsonl
 
     spec = BenchSpec(
@@ -130,8 +130,6 @@ def command(
         if plot is not None:
             draw(records, plot)
     except Exception as exc:
-        if not known(exc):
-            raise
         raise typer.Exit(exit_code_for(exc)) from None
     if not quiet:
         # Off a terminal rich would squeeze the table into 80 columns; a log file can take the full width.

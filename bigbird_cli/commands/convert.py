@@ -46,7 +46,7 @@ def command(
     """
     from core.tools.convert import ConvertOptions, convert
 
-    from ..errors import exit_code_for, known
+    from ..errors import exit_code_for
     from ..output import warn
 
     options = ConvertOptions(
@@ -62,8 +62,6 @@ def command(
     try:
         report = convert(src, dst, options)
     except Exception as exc:
-        if not known(exc):
-            raise
         raise typer.Exit(exit_code_for(exc)) from None
     for message in report.get("warnings", []):
         warn(message)

@@ -112,16 +112,14 @@ def confusion_matrix(golds: Sequence[str], predictions: Sequence[str]) -> dict[s
 def macro_f1(golds: Sequence[str], predictions: Sequence[str]) -> float:
     """The unweighted mean over labels (those in the gold or predicted labels) of each label's F1, as a percentage;
     rare labels weigh as much as frequent ones, which accuracy hides."""
-    counts = Counter(zip(golds, predictions, strict=True))
-    labels = set(golds) | set(predictions)
+    hits = Counter(g for g, p in zip(golds, predictions, strict=True) if g == p)
+    gold, predicted = Counter(golds), Counter(predictions)
+    labels = gold.keys() | predicted.keys()
     if not labels:
         return 0.0
     total = 0.0
     for label in labels:
-        hits = counts[(label, label)]
-        gold = sum(n for (g, _), n in counts.items() if g == label)
-        predicted = sum(n for (_, p), n in counts.items() if p == label)
-        total += 2 * hits / (gold + predicted)
+        total += 2 * hits[label] / (gold[label] + predicted[label])
     return 100.0 * total / len(labels)
 
 

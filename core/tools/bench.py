@@ -209,13 +209,13 @@ def build_config(spec: BenchSpec) -> ModelConfig:
 
 
 def build_model(spec: BenchSpec, config: ModelConfig) -> nn.Module:
-    """Our model: the encoder family's base model, or the full Pegasus model (its encoder serves `encode`)."""
-    if config.model_type == "bigbird_pegasus":
-        from core.models.pegasus import BigBirdPegasusForConditionalGeneration as cls
-    else:
-        if spec.task == "summarize":
-            raise BenchError("--task summarize needs a BigBirdPegasus model (e.g. --preset bigbird-pegasus-large).")
-        from core.models.bigbird import BigBirdModel as cls
+    """Our model: the model type's default class (architectures.DEFAULT_CLASS), which is BigBird's base model or
+    the full Pegasus model (its encoder serves `encode`)."""
+    from core.models.architectures import DEFAULT_CLASS, model_class
+
+    if spec.task == "summarize" and config.model_type != "bigbird_pegasus":
+        raise BenchError("--task summarize needs a BigBirdPegasus model (e.g. --preset bigbird-pegasus-large).")
+    cls = model_class(DEFAULT_CLASS[config.model_type])
     if spec.preset is not None:
         torch.manual_seed(spec.seed)
         model = cls(config)
@@ -258,7 +258,7 @@ def _transformers_contender(model: nn.Module, spec: BenchSpec) -> tuple[Contende
     from core.models.checkpoints import checkpoint_state_dict
 
     config = model.config
-    class_name = "BigBirdPegasusForConditionalGeneration" if config.model_type == "bigbird_pegasus" else "BigBirdModel"
+    class_name = type(model).__name__  # transformers has every class of ours under the same name
     with tempfile.TemporaryDirectory(prefix="bigbird-bench-") as tmp:
         model.save_pretrained(tmp)
         theirs = getattr(transformers, class_name).from_pretrained(tmp, dtype=DTYPES[spec.dtype])

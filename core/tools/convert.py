@@ -169,8 +169,7 @@ def _tied_checkpoint_names(config: ModelConfig) -> set[str]:
         for target, _ in cls.tied:
             name = translate(target, table)
             if name is not None:
-                names.add(name)
-                names.update(table.aliases.get(name, []))
+                names.add(name)  # its aliases are in already
     return names
 
 
