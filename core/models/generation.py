@@ -404,14 +404,16 @@ def generate_causal(model: Any, input_ids: torch.Tensor, attention_mask: torch.T
     cache = DecoderCache(model.num_cache_layers, capacity=settings.max_length)
     skip = rows_mask.argmax(dim=1) if settings.repetition_penalty != 1.0 else None
 
+    # Every step's mask and positions are prefixes of these: generated tokens are always attended.
+    full_mask = F.pad(rows_mask, (0, max(settings.max_length, prompt) - prompt), value=1)
+    full_positions = (full_mask.cumsum(-1) - 1).masked_fill(full_mask == 0, 0)
+
     def next_scores(seqs: torch.Tensor) -> torch.Tensor:
-        past = cache.length
-        mask = F.pad(rows_mask, (0, seqs.shape[1] - prompt), value=1)
-        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        past, length = cache.length, seqs.shape[1]
         out = model(
             seqs[:, past:],
-            attention_mask=mask,
-            position_ids=positions[:, past:],
+            attention_mask=full_mask[:, :length],
+            position_ids=full_positions[:, past:length],
             past_key_values=cache,
             use_cache=True,
         )

@@ -62,6 +62,11 @@ class QATask(Task):
         self.top_k = top_k
         self.max_answer_tokens = max_answer_tokens
         self.max_question_tokens = max_question_tokens
+        # An explicit --question is the same for every document: tokenized once, not once per document.
+        self.question_ids = None if question is None else self.encode(question).ids.tolist()
+        # The null span is the [CLS] opening every framed input; a tokenizer without one (Pegasus) has none.
+        cls = self.tokenizer.cls_token_id
+        self.scores_null_span = handle_impossible_answer and cls is not None and self.wrap([], [])[:1] == [cls]
         # BigBird's QA head keeps answers out of the question when told its length; Pegasus's has no such input.
         self.head_takes_question_lengths = (
             self.model is not None and "question_lengths" in inspect.signature(self.model.forward).parameters
@@ -76,7 +81,7 @@ class QATask(Task):
         if text is None or not str(text).strip():
             raise DocumentError("no question: give --question or a question field in the record.")
         text = str(text)
-        q_ids = self.encode(text).ids.tolist()
+        q_ids = self.question_ids if self.question is not None else self.encode(text).ids.tolist()
         if not q_ids:
             raise DocumentError("the question has no tokens (only control or zero-width characters).")
         warning = None
@@ -122,10 +127,11 @@ class QATask(Task):
             for row, j in enumerate(idx):
                 i, s, e = jobs[j]
                 context = slice(firsts[j], firsts[j] + e - s)
-                starts, ends = start_logits[row, context].softmax(-1), end_logits[row, context].softmax(-1)
-                if self.handle_impossible_answer and self.null_position(ids[row]) is not None:
+                if self.scores_null_span:
                     starts, ends, null = self._with_null(start_logits[row], end_logits[row], context)
                     null_scores[i] = min(null, null_scores.get(i, null))
+                else:
+                    starts, ends = start_logits[row, context].softmax(-1), end_logits[row, context].softmax(-1)
                 for score, a, b in self._best_spans(starts, ends):
                     candidates[i].append((score, s + a, s + b))
 
@@ -146,11 +152,6 @@ class QATask(Task):
             if question.warning:
                 records[i]["warning"] = " ".join(filter(None, [records[i].get("warning"), question.warning]))
         return records  # type: ignore[return-value]
-
-    def null_position(self, ids: torch.Tensor) -> int | None:
-        """Where the "no answer" span sits: the [CLS] token opening the input (none for tokenizers without one)."""
-        cls = getattr(self.tokenizer, "cls_token_id", None)
-        return 0 if cls is not None and int(ids[0]) == cls else None
 
     @staticmethod
     def _with_null(
