@@ -97,6 +97,14 @@ def text_pieces(text: str, size: int | None = None) -> Iterator[tuple[int, int]]
         start = min(end, len(text))
 
 
+def jobs_by_document(jobs: Sequence[tuple[Any, ...]]) -> dict[int, list[int]]:
+    """The indices of each document's jobs (a job's first field is its document's index), in one pass."""
+    rows: dict[int, list[int]] = {}
+    for j, job in enumerate(jobs):
+        rows.setdefault(job[0], []).append(j)
+    return rows
+
+
 def split_even(n: int, capacity: int) -> list[tuple[int, int]]:
     """Split n tokens into the fewest windows of at most `capacity`, all of near-equal length.
 
@@ -313,6 +321,20 @@ class Task:
     def process(self, docs: list[Document], size: int) -> list[Record]:
         """The task proper: documents → records (one each, in order), at most `size` windows a forward pass."""
         raise NotImplementedError
+
+    def split(self, doc: Document) -> Any:
+        """How the task cuts one document for the model (DocumentError when it can't be processed at all)."""
+        raise NotImplementedError
+
+    def split_each(self, docs: list[Document], records: list[Record | None]) -> dict[int, Any]:
+        """`split` of every document, by its index; one that can't be split gets its error record in `records`."""
+        done = {}
+        for i, doc in enumerate(docs):
+            try:
+                done[i] = self.split(doc)
+            except DocumentError as exc:
+                records[i] = self.error(doc, str(exc), input_tokens=exc.input_tokens)
+        return done
 
     def plan(self, doc: Document) -> Plan:
         """How the document would be split (DocumentError when it can't be processed at all)."""

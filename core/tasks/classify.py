@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .base import BIGBIRD, NO_TOKENS, PEGASUS, DocumentError, Plan, Task, TaskError
+from .base import BIGBIRD, NO_TOKENS, PEGASUS, DocumentError, Plan, Task, TaskError, jobs_by_document
 from .documents import Document
 from .records import Record
 
@@ -81,20 +81,15 @@ class ClassifyTask(Task):
 
     def process(self, docs: list[Document], size: int) -> list[Record]:
         records: list[Record | None] = [None] * len(docs)
-        jobs: list[tuple[int, int, int]] = []  # one per window: (document index, first token, end token)
-        split = {}
-        for i, doc in enumerate(docs):
-            try:
-                ids, pair, windows, cut = split[i] = self.split(doc)
-            except DocumentError as exc:
-                records[i] = self.error(doc, str(exc))
-                continue
-            jobs.extend((i, s, e) for s, e in windows)
+        split = self.split_each(docs, records)
+        # One job per window: (document index, first token, end token).
+        jobs = [(i, s, e) for i, (_, _, windows, _) in split.items() for s, e in windows]
 
         sequences = (self.wrap(split[i][0][s:e], split[i][1]) for i, s, e in jobs)
         scores_of = self.scores(sequences, size)
+        rows_of = jobs_by_document(jobs)
         for i, (ids, _, _, cut) in split.items():
-            rows = [j for j, (owner, _, _) in enumerate(jobs) if owner == i]
+            rows = rows_of[i]
             mean = scores_of[rows].mean(dim=0)
             ranked = sorted(zip(self.labels, mean.tolist(), strict=True), key=lambda item: -item[1])
             label, score = ranked[0]

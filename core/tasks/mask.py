@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .base import BIGBIRD, NO_TOKENS, DocumentError, Plan, Task, TaskError
+from .base import BIGBIRD, NO_TOKENS, DocumentError, Plan, Task, TaskError, jobs_by_document
 from .documents import Document
 from .records import Record
 
@@ -79,16 +79,8 @@ class MaskTask(Task):
     def process(self, docs: list[Document], size: int) -> list[Record]:
         records: list[Record | None] = [None] * len(docs)
         # One job per distinct window: (document index, window start, window end, mask positions it predicts).
-        jobs: list[tuple[int, int, int, list[int]]] = []
-        prepared = {}
-        for i, doc in enumerate(docs):
-            try:
-                enc, windows, cut = self.split(doc)
-            except DocumentError as exc:
-                records[i] = self.error(doc, str(exc), input_tokens=exc.input_tokens)
-                continue
-            prepared[i] = (enc, cut, len(windows))
-            jobs.extend((i, s, e, ks) for (s, e), ks in windows.items())
+        prepared = self.split_each(docs, records)  # document → (encoding, windows, cut)
+        jobs = [(i, s, e, ks) for i, (_, windows, _) in prepared.items() for (s, e), ks in windows.items()]
 
         predictions: dict[int, dict[int, list[dict[str, Any]]]] = {i: {} for i in prepared}
         sequences = (self.wrap(prepared[i][0].ids[s:e].tolist()) for i, s, e, _ in jobs)
@@ -103,14 +95,15 @@ class MaskTask(Task):
                     probs = logits[row, k - s + first].softmax(-1)
                     predictions[i][k] = self._top(docs[i].text, enc.offsets[k], probs)
 
-        for i, (enc, cut, n_windows) in prepared.items():
+        inputs_of = jobs_by_document(jobs)
+        for i, (enc, windows, cut) in prepared.items():
             found = [predictions[i][k] for k in sorted(predictions[i])]
-            inputs = [j for j, job in enumerate(jobs) if job[0] == i]
+            inputs = inputs_of.get(i, [])  # none when every mask lies past a truncated window
             records[i] = self.record(
                 docs[i],
                 input_tokens=len(enc.ids),
                 truncated=cut,
-                chunks=n_windows,
+                chunks=len(windows),
                 predictions=found,
                 attention=self.attention_of(inputs),
             )

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .base import BIGBIRD, NO_TOKENS, PEGASUS, DocumentError, Encoding, Plan, Task
+from .base import BIGBIRD, NO_TOKENS, PEGASUS, DocumentError, Encoding, Plan, Task, jobs_by_document
 from .documents import Document
 from .records import Record
 
@@ -107,16 +107,9 @@ class QATask(Task):
 
     def process(self, docs: list[Document], size: int) -> list[Record]:
         records: list[Record | None] = [None] * len(docs)
-        prepared: dict[int, tuple[Encoding, Question, bool]] = {}  # document → (encoding, question, cut)
-        jobs: list[tuple[int, int, int]] = []  # one per window: (document index, window start, window end)
-        for i, doc in enumerate(docs):
-            try:
-                enc, question, windows, cut = self.split(doc)
-            except DocumentError as exc:
-                records[i] = self.error(doc, str(exc))
-                continue
-            prepared[i] = (enc, question, cut)
-            jobs.extend((i, s, e) for s, e in windows)
+        prepared = self.split_each(docs, records)  # document → (encoding, question, windows, cut)
+        # One job per window: (document index, window start, window end).
+        jobs = [(i, s, e) for i, (_, _, windows, _) in prepared.items() for s, e in windows]
 
         candidates: dict[int, list[tuple[float, int, int]]] = {i: [] for i in prepared}
         null_scores: dict[int, float] = {}  # lowest no-answer score over each document's windows
@@ -135,7 +128,8 @@ class QATask(Task):
                 for score, a, b in self._best_spans(starts, ends):
                     candidates[i].append((score, s + a, s + b))
 
-        for i, (enc, question, cut) in prepared.items():
+        inputs_of = jobs_by_document(jobs)
+        for i, (enc, question, _, cut) in prepared.items():
             doc = docs[i]
             answers = self._answers(doc.text, enc, candidates[i])
             if i in null_scores:
@@ -144,7 +138,7 @@ class QATask(Task):
             fields: dict[str, Any] = dict(answers[0]) if answers else {"answer": "", "score": 0.0, "start": 0, "end": 0}
             if self.top_k > 1:
                 fields["answers"] = answers
-            inputs = [j for j, job in enumerate(jobs) if job[0] == i]
+            inputs = inputs_of[i]
             fields["attention"] = self.attention_of(inputs)
             records[i] = self.record(
                 doc, input_tokens=len(enc.ids), truncated=cut, chunks=len(inputs), question=question.text, **fields

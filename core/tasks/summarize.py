@@ -92,12 +92,7 @@ class SummarizeTask(Task):
         # pieces[i]: the token windows document i still has to be summarized from; done when a single one is left.
         pieces: dict[int, list[np.ndarray]] = {}
         prepared: dict[int, tuple[int, bool, int]] = {}  # document → (input tokens, truncated, chunks)
-        for i, doc in enumerate(docs):
-            try:
-                n, windows, cut, ids = self.split(doc)
-            except DocumentError as exc:
-                records[i] = self.error(doc, str(exc))
-                continue
+        for i, (n, windows, cut, ids) in self.split_each(docs, records).items():
             pieces[i] = [ids[s:e] for s, e in windows]
             prepared[i] = (n, cut, len(windows))
 
