@@ -77,10 +77,13 @@ def fast_paths(request, monkeypatch) -> str:
     return request.param
 
 
-@pytest.fixture(params=["auto", "safe"])
+@pytest.fixture(params=["auto", "safe-fbgemm", "safe-onednn"])
 def int8_path(request, monkeypatch) -> str:
-    """Run a test on the int8 path this CPU picks and on the one that is exact on CPUs without VNNI."""
-    monkeypatch.setenv("BIGBIRD_INT8_SAFE", "1" if request.param == "safe" else "")
+    """Run a test on the int8 path this CPU picks (weight range and kernel) and, with each int8 kernel, on the
+    weight range that is exact on CPUs without VNNI."""
+    safe = request.param.startswith("safe")
+    monkeypatch.setenv("BIGBIRD_INT8_SAFE", "1" if safe else "")
+    monkeypatch.setenv("BIGBIRD_INT8_KERNELS", request.param.removeprefix("safe-") if safe else "auto")
     return request.param
 
 

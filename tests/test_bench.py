@@ -90,6 +90,7 @@ def test_int8_reports_cosine_to_fp32():
     assert TIMING_FIELDS <= set(record["fp32"])
     assert record["speedup_vs_fp32"] == pytest.approx(record["fp32"]["median_s"] / record["median_s"], rel=1e-2)
     assert 0.9 < record["cosine_min"] <= 1.0 + 1e-6
+    assert record["kernels"]["int8"] and set(record["kernels"]["int8"].values()) <= set(kernels.INT8.candidates)
 
 
 def test_int8_summarize_reports_whether_the_tokens_match_fp32():

@@ -20,6 +20,7 @@ def fresh_choices(tmp_path, monkeypatch):
     """An empty cache folder and no choice made yet in this process."""
     monkeypatch.setenv("BIGBIRD_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("BIGBIRD_KERNELS", raising=False)
+    monkeypatch.delenv("BIGBIRD_INT8_KERNELS", raising=False)
     monkeypatch.setattr(kernels, "_chosen", {})
     monkeypatch.setattr(kernels, "_measured", {})
     return tmp_path
@@ -55,7 +56,7 @@ def test_isa_names_what_bench_reports(monkeypatch):
     assert kernels.isa() == ["avx2", "avx512f", "amx"]
 
 
-@pytest.mark.parametrize("name", ["linear", "linear-packed", "qlinear", "flash"])
+@pytest.mark.parametrize("name", ["linear", "linear-packed", "qlinear", "qlinear-fbgemm", "flash"])
 def test_private_ops_pass_their_check_on_the_tested_torch(name):
     """pyproject names the torch versions these checks were run on; on those, every fast path is in use."""
     assert kernels.private_op(name) is not None
@@ -126,6 +127,24 @@ def test_choice_is_measured_once_then_read_from_the_cache(fresh_choices, monkeyp
     assert kernels.choose("k", ["mkl", "onednn-packed"], run=None) == "mkl" and len(timed) == 1  # nothing to time
 
 
+def test_int8_choice_defaults_to_fbgemm_and_is_kept_apart_from_float32(fresh_choices, monkeypatch):
+    """torch's own dynamic int8 linear (fbgemm) is the int8 default; its choices carry their own keys."""
+    assert kernels.decide({"fbgemm": 1.0, "onednn": 0.97}, kernels.INT8.default) == "fbgemm"
+    assert kernels.decide({"fbgemm": 1.0, "onednn": 0.5}, kernels.INT8.default) == "onednn"
+    timings = {"fbgemm": 1.0, "onednn": 2.0, "mkl": 2.0}
+    monkeypatch.setattr(kernels, "measure", lambda names, run: {name: timings[name] for name in names})
+    int8_key = kernels.shape_key(8, 4, "none", 5, kernels.INT8)
+    float_key = kernels.shape_key(8, 4, "none", 5)
+    assert int8_key != float_key and int8_key.startswith("int8 ")
+    assert kernels.choose(int8_key, ["fbgemm", "onednn"], None, kernels.INT8) == "fbgemm"
+    assert kernels.choose(float_key, ["mkl", "onednn"], None) == "mkl"
+    chosen = kernels.summary()
+    assert chosen["int8"] == {float_key: "fbgemm"} and chosen["float32"] == {float_key: "mkl"}
+    monkeypatch.setenv("BIGBIRD_INT8_KERNELS", "onednn")
+    assert kernels.choose(int8_key, ["fbgemm", "onednn"], None, kernels.INT8) == "onednn"
+    assert kernels.choose(float_key, ["mkl", "onednn"], None) == "mkl"  # the float32 override is another variable
+
+
 @pytest.mark.parametrize(("forced", "expected"), [("onednn", "onednn"), ("mkl", "mkl"), ("bogus", "mkl")])
 def test_override_skips_the_measurement(forced, expected, fresh_choices, monkeypatch):
     monkeypatch.setenv("BIGBIRD_KERNELS", forced)
@@ -150,7 +169,7 @@ def test_real_measurement_makes_a_valid_choice_and_caches_it(fresh_choices):
     assert torch.allclose(y, F.gelu(F.linear(x, layer.weight, layer.bias)), atol=1e-5)
     key = kernels.shape_key(64, 256, "gelu", 300)
     stored = json.loads(kernels.cache_path().read_text())["choices"][key]
-    assert stored["choice"] in kernels.MEASURED and set(stored["ms"]) == set(kernels.MEASURED)
+    assert stored["choice"] in kernels.FLOAT32.measured and set(stored["ms"]) == set(kernels.FLOAT32.measured)
     assert stored["choice"] == kernels.summary()["float32"][key]
     assert kernels.summary()["measured_ms"][key] == stored["ms"]
     assert layer._packed is None

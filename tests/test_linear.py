@@ -3,6 +3,8 @@ int8 arithmetic on inputs that would saturate a CPU without VNNI, on the path th
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -69,6 +71,26 @@ def test_int8_fuses_every_activation(act, int8_path):
     assert F.cosine_similarity(exact.flatten(0, 1), approx.flatten(0, 1), dim=-1).min() > 0.99
 
 
+@pytest.mark.parametrize("act", [None, "gelu", "relu"])
+@pytest.mark.parametrize("rows", [3, 300])
+def test_int8_kernels_give_the_same_numbers(act, rows, monkeypatch, tmp_path):
+    """fbgemm and oneDNN get the same int8 weights and activation scale: the choice between them (made by timing,
+    per machine) never changes an output beyond float rounding."""
+    monkeypatch.setenv("BIGBIRD_CACHE_DIR", str(tmp_path))
+    torch.manual_seed(6)
+    layer = Linear(64, 48, activation=act)
+    x = torch.randn(rows, 64)
+    outputs = {}
+    with torch.inference_mode():
+        layer.quantize_int8()
+        for kernel in ("fbgemm", "onednn"):
+            monkeypatch.setenv("BIGBIRD_INT8_KERNELS", kernel)
+            outputs[kernel] = layer(x)
+    assert set(layer.int8.packed) == {"fbgemm", "onednn"}
+    assert (outputs["fbgemm"] - outputs["onednn"]).abs().max() <= 1e-5 * outputs["onednn"].abs().max()
+    assert copy.deepcopy(layer).int8.packed == {}  # packed again on demand, like the float32 packing
+
+
 def test_int8_layer_is_close_to_float_and_leaves_the_original_alone(int8_path):
     torch.manual_seed(1)
     model = torch.nn.Sequential(Linear(64, 128, activation="gelu"), Linear(128, 32))
@@ -116,7 +138,7 @@ def test_int8_is_exact_int8_arithmetic_where_products_would_saturate(int8_path):
         y = layer(x)
     u8, scale, zero_point = _quantize_uint8(x)
     assert zero_point == 0 and u8.min() >= 225
-    levels = 63 if int8_path == "safe" or not kernels.has_vnni() else 127
+    levels = 63 if int8_path.startswith("safe") or not kernels.has_vnni() else 127
     values, scales = quantize_weights(layer.weight.detach(), levels)
     assert values.abs().max() == levels
     exact_int = (u8.long() @ values.long().T).double()

@@ -139,7 +139,7 @@ def command(
 
 def where_it_ran(record: dict[str, Any]) -> str:
     """The CPU, its ISA, torch and the kernels chosen, in one line: e.g. "AMD EPYC (avx2 avx512f avx512_vnni),
-    torch 2.13.0, float32 kernels onednn ×3 mkl ×1, int8 weights ±127"."""
+    torch 2.13.0, float32 kernels onednn ×3 mkl ×1, int8 kernels fbgemm ×2, int8 weights ±127"."""
     machine, chosen = record.get("machine", {}), record.get("kernels", {})
     counts = Counter(chosen.get("float32", {}).values())
     torch_version = record.get("versions", {}).get("torch", "?")
@@ -148,6 +148,10 @@ def where_it_ran(record: dict[str, Any]) -> str:
     if chosen.get("override", "auto") != "auto":
         line += f" (BIGBIRD_KERNELS={chosen['override']})"
     if record.get("quantize"):
+        int8 = Counter(chosen.get("int8", {}).values())
+        line += ", int8 kernels " + (" ".join(f"{name} ×{n}" for name, n in int8.most_common()) or "none timed")
+        if chosen.get("int8_override", "auto") != "auto":
+            line += f" (BIGBIRD_INT8_KERNELS={chosen['int8_override']})"
         line += f", int8 weights ±{chosen.get('int8_weight_levels', '?')}"
     return line
 

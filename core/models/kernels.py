@@ -11,12 +11,18 @@ Three questions, answered once per process (the last one once per machine):
   its log-sum-exp are not public API. Each is called once on a tiny input and compared with the public path;
   a missing op, a changed signature or wrong numbers turn it off with a debug log line.
   `BIGBIRD_PRIVATE_OPS=0` turns them all off (the public path everywhere).
-* **Which float32 matmul is fastest.** torch's default (`F.linear`: MKL, which skips AVX-512 on AMD CPUs) and
-  oneDNN are timed on the layer's own shapes at first use; the choice is cached per (CPU model, torch version)
-  in the user's cache directory. oneDNN must beat the default by `MARGIN`, so the choice is never slower than
-  torch's default beyond the noise of the measurement. `BIGBIRD_KERNELS=mkl|onednn|onednn-packed` overrides it
-  (`auto`: measure). oneDNN on weights packed for it is faster still on few-row inputs (decoder steps) but
-  holds a second copy of the weights (pegasus-large summarize: +1.5 GB), so it runs only on request.
+* **Which matmul is fastest.** For each kind of matmul (`FLOAT32`, `INT8`) torch's default and the challengers
+  are timed on the layer's own shapes at first use; the choice is cached per (CPU model, torch version) in the
+  user's cache directory. A challenger must beat the default by `MARGIN`, so the choice is never slower than
+  torch's default beyond the noise of the measurement.
+  - float32: the default is `F.linear` (MKL, which skips AVX-512 on AMD CPUs); the challenger oneDNN.
+    `BIGBIRD_KERNELS=mkl|onednn|onednn-packed` overrides it (`auto`: measure). oneDNN on weights packed for it
+    is faster still on few-row inputs (decoder steps) but holds a second copy of the weights (pegasus-large
+    summarize: +1.5 GB), so it runs only on request.
+  - int8: the default is fbgemm (torch's own dynamic int8 linear; cheap per call, so it wins decoder steps);
+    the challenger oneDNN (its fused activations win long inputs on some CPUs). Both are handed the same int8
+    weights and the same activation scale, so they give the same numbers. `BIGBIRD_INT8_KERNELS=fbgemm|onednn`
+    overrides it.
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ import platform
 import re
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +46,21 @@ import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
 
-DEFAULT = "mkl"  # torch's own F.linear
-CANDIDATES = ("mkl", "onednn", "onednn-packed")
-MEASURED = ("mkl", "onednn")  # what `auto` chooses from: the kernels that need no copy of the weights
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of matmul whose kernel is chosen by measurement."""
+
+    name: str
+    default: str  # torch's own path: kept unless a challenger beats it by MARGIN
+    candidates: tuple[str, ...]  # every kernel that can run it
+    measured: tuple[str, ...]  # those `auto` chooses from (no extra copy of the weights)
+    override: str  # the environment variable that forces one
+
+
+FLOAT32 = Kind("float32", "mkl", ("mkl", "onednn", "onednn-packed"), ("mkl", "onednn"), "BIGBIRD_KERNELS")
+INT8 = Kind("int8", "fbgemm", ("fbgemm", "onednn"), ("fbgemm", "onednn"), "BIGBIRD_INT8_KERNELS")
+CANDIDATES = FLOAT32.candidates
 MARGIN = 0.05  # how much faster than the default a challenger must be to be chosen
 SAMPLE_ROWS = 256  # rows of the input timed: a long input's matmuls run at the speed they reach here
 CPUINFO = Path("/proc/cpuinfo")
@@ -97,7 +117,8 @@ def int8_weight_levels() -> int:
 # Private ops, verified
 # --------------------------------------------------------------------------------------------------
 def private_op(name: str) -> Any:
-    """The private op `name` ("linear", "linear-packed", "qlinear", "flash") if it works here, else None."""
+    """The private op `name` ("linear", "linear-packed", "qlinear", "qlinear-fbgemm", "flash") if it works here,
+    else None."""
     if os.environ.get("BIGBIRD_PRIVATE_OPS") == "0":
         return None
     return _verified(name)
@@ -142,6 +163,29 @@ def _check_qlinear() -> tuple[Any, bool]:
     return op, torch.allclose(y.double(), exact, atol=1e-3)
 
 
+def _check_qlinear_fbgemm() -> tuple[Any, bool]:
+    """fbgemm's int8 linear that quantizes its float input with a given scale: given our int8 weights and scale it
+    must give exact int8 arithmetic, like oneDNN's."""
+    op = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32
+    g = torch.Generator().manual_seed(0)
+    w = torch.randint(-63, 64, (8, 16), dtype=torch.int8, generator=g)
+    x = torch.randint(0, 256, (5, 16), generator=g).float() * 0.25 - 0.75  # on the grid of scale 0.25, zero point 3
+    bias = torch.randn(8, generator=g)
+    with torch.inference_mode():
+        y = op(x, 0.25, 3, fbgemm_pack(w, torch.full((8,), 0.5), bias))
+    exact = ((x.double() + 0.75) / 0.25 - 3) @ w.double().T * 0.125 + bias.double()
+    return op, torch.allclose(y.double(), exact, atol=1e-3)
+
+
+def fbgemm_pack(values: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None) -> Any:
+    """int8 weights (one scale per output row) and a float bias packed for fbgemm's int8 linear."""
+    zero_points = torch.zeros(len(scales), dtype=torch.long)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # quantized tensors are marked deprecated; the check above notices removal
+        weights = torch._make_per_channel_quantized_tensor(values, scales.double(), zero_points, 0)
+    return torch.ops.quantized.linear_prepack(weights, bias)
+
+
 def _check_flash() -> tuple[Any, bool]:
     op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
     g = torch.Generator().manual_seed(0)
@@ -158,12 +202,13 @@ _CHECKS: dict[str, Callable[[], tuple[Any, bool]]] = {
     "linear": _check_linear,
     "linear-packed": functools.partial(_check_linear, packed=True),
     "qlinear": _check_qlinear,
+    "qlinear-fbgemm": _check_qlinear_fbgemm,
     "flash": _check_flash,
 }
 
 
 # --------------------------------------------------------------------------------------------------
-# The float32 matmul, by measurement
+# The matmul kernel, by measurement
 # --------------------------------------------------------------------------------------------------
 def cache_path() -> Path:
     """Where the choices are kept: $BIGBIRD_CACHE_DIR, else $XDG_CACHE_HOME/bigbird-cli, else ~/.cache/bigbird-cli."""
@@ -178,24 +223,26 @@ _chosen: dict[str, str] = {}  # the choices this process runs, by shape key
 _measured: dict[str, dict[str, float]] = {}  # the microbenchmark numbers this process took, by shape key
 
 
-def shape_key(in_features: int, out_features: int, post_op: str, rows: int) -> str:
-    """The choice holds for one weight shape, fused activation and thread count, at few or many input rows."""
+def shape_key(in_features: int, out_features: int, post_op: str, rows: int, kind: Kind = FLOAT32) -> str:
+    """The choice holds for one kind of matmul, weight shape, fused activation and thread count, at few or many
+    input rows."""
     size = "rows<=16" if rows <= 16 else "rows<=256" if rows <= 256 else "rows>256"
-    return f"{in_features}x{out_features} {post_op} {size} threads={torch.get_num_threads()}"
+    prefix = "" if kind is FLOAT32 else f"{kind.name} "
+    return f"{prefix}{in_features}x{out_features} {post_op} {size} threads={torch.get_num_threads()}"
 
 
-def choose(key: str, names: list[str], run: Callable[[str], Any]) -> str:
-    """The kernel of `names` to run for `key`: the override, this process's or the cache file's choice, or the
-    winner of timing `run(name)` for each name now."""
+def choose(key: str, names: list[str], run: Callable[[str], Any], kind: Kind = FLOAT32) -> str:
+    """The kernel of `names` (those that work here) to run for `key`: the override, this process's or the cache
+    file's choice, or the winner of timing `run(name)` for each name now."""
     if len(names) == 1:
         return names[0]
-    forced = os.environ.get("BIGBIRD_KERNELS", "auto")
+    forced = os.environ.get(kind.override, "auto")
     if forced != "auto":
         if forced in names:
             return forced
-        log.debug("BIGBIRD_KERNELS=%s is not available here; using %s", forced, DEFAULT)
-        return DEFAULT
-    names = [name for name in names if name in MEASURED]
+        log.debug("%s=%s is not available here; using %s", kind.override, forced, names[0])
+        return kind.default if kind.default in names else names[0]
+    names = [name for name in names if name in kind.measured]
     if len(names) == 1:
         return names[0]
     choice = _chosen.get(key)
@@ -204,7 +251,7 @@ def choose(key: str, names: list[str], run: Callable[[str], Any]) -> str:
     choice = _load().get(key)
     if choice not in names:
         _measured[key] = measure(names, run)
-        choice = decide(_measured[key])
+        choice = decide(_measured[key], kind.default)
         _save(key, choice, _measured[key])
     _chosen[key] = choice
     return choice
@@ -223,19 +270,22 @@ def measure(names: list[str], run: Callable[[str], Any]) -> dict[str, float]:
     return best
 
 
-def decide(seconds: dict[str, float]) -> str:
+def decide(seconds: dict[str, float], default: str = FLOAT32.default) -> str:
     """The default unless a candidate beats it by `MARGIN`."""
-    limit = seconds[DEFAULT] * (1 - MARGIN)
+    limit = seconds[default] * (1 - MARGIN)
     fast = {name: s for name, s in seconds.items() if s < limit}
-    return min(fast, key=fast.__getitem__) if fast else DEFAULT
+    return min(fast, key=fast.__getitem__) if fast else default
 
 
 def summary() -> dict[str, Any]:
-    """What runs here, for bench's records: the float32 choices this process made (with the timings behind
-    those it measured), the int8 weight range, and which private ops are in use."""
+    """What runs here, for bench's records: the choices this process made for each kind of matmul (with the
+    timings behind those it measured), the int8 weight range, and which private ops are in use."""
+    prefix = f"{INT8.name} "
     return {
-        "override": os.environ.get("BIGBIRD_KERNELS", "auto"),
-        "float32": dict(_chosen),
+        "override": os.environ.get(FLOAT32.override, "auto"),
+        "int8_override": os.environ.get(INT8.override, "auto"),
+        "float32": {key: choice for key, choice in _chosen.items() if not key.startswith(prefix)},
+        "int8": {key.removeprefix(prefix): choice for key, choice in _chosen.items() if key.startswith(prefix)},
         "measured_ms": {key: {n: round(s * 1e3, 3) for n, s in v.items()} for key, v in _measured.items()},
         "int8_weight_levels": int8_weight_levels(),
         "private_ops": [name for name in _CHECKS if private_op(name) is not None],

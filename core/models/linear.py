@@ -9,8 +9,10 @@ the choice of kernel at inference on the CPU:
   oneDNN on prepacked weights (a second copy of them) runs on request. While gradients are tracked, or on other
   devices, it is plain F.linear.
 * `quantize_int8` switches a layer to dynamic int8: weights quantized once per output channel, activations
-  per call (one scale per tensor), through oneDNN's int8 matmul with the same fused activations. On CPUs
-  without VNNI the weights keep to 7 bits, which keeps that kernel's int16 pair sums from saturating.
+  per call (one scale per tensor), through whichever of fbgemm's and oneDNN's int8 matmuls was fastest here for
+  the shape (`kernels.choose` again; both get the same int8 values and scale, so the numbers don't depend on
+  the choice). On CPUs without VNNI the weights keep to 7 bits, which keeps those kernels' int16 pair sums from
+  saturating.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +40,8 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "swish": F.silu,
     "tanh": torch.tanh,
 }
+# The int8 kernels, by the private op (kernels.private_op) each one runs.
+INT8_OPS = {"fbgemm": "qlinear-fbgemm", "onednn": "qlinear"}
 # Rows of input oneDNN's int8 weight layout is chosen for (long inputs are where the time goes).
 PACKING_ROWS = 1024
 # The activations oneDNN can apply inside its matmul, as (attr, algorithm) of its fused linear op.
@@ -62,12 +67,13 @@ def activation_function(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
 
 @dataclass
 class Int8Weights:
-    """A layer's weights for oneDNN's int8 kernel: int8 values packed for it, one float scale per output row."""
+    """A layer's int8 weights: one float scale per output row, and the weights packed for each int8 kernel the
+    layer has run (packed at its first use, from the float weights: quantizing them again gives the same values)."""
 
-    packed: torch.Tensor
+    levels: int  # the largest weight magnitude: kernels.int8_weight_levels() when quantized
     scales: torch.Tensor
-    zero_points: torch.Tensor
     bias: torch.Tensor | None
+    packed: dict[str, Any] = field(default_factory=dict)
 
 
 def _quantize_uint8(x: torch.Tensor) -> tuple[torch.Tensor, float, int]:
@@ -76,15 +82,20 @@ def _quantize_uint8(x: torch.Tensor) -> tuple[torch.Tensor, float, int]:
     torch's quantizer does the rounding in one pass; its uint8 storage is then read in place rather than
     copied out by int_repr().
     """
-    low, high = (float(v) for v in torch.aminmax(x))
-    low, high = min(low, 0.0), max(high, 0.0)
-    scale = (high - low) / 255 or 1.0
-    zero_point = min(255, max(0, round(-low / scale)))
+    scale, zero_point = activation_scale(x)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch's quantized tensors are marked deprecated in favour of torchao
         q = torch.quantize_per_tensor(x, scale, zero_point, torch.quint8)
     u8 = torch.empty(0, dtype=torch.uint8).set_(q.untyped_storage(), q.storage_offset(), q.shape, q.stride())
     return u8, scale, zero_point
+
+
+def activation_scale(x: torch.Tensor) -> tuple[float, int]:
+    """The uint8 scale and zero point of one tensor: its range, widened to include 0, over 0..255."""
+    low, high = (float(v) for v in torch.aminmax(x))
+    low, high = min(low, 0.0), max(high, 0.0)
+    scale = (high - low) / 255 or 1.0
+    return scale, min(255, max(0, round(-low / scale)))
 
 
 def quantize_weights(weight: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,15 +160,40 @@ class Linear(nn.Linear):
         return self._packed[1]
 
     def _int8_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Quantize the input per call (uint8, one scale for the tensor) and run oneDNN's int8 matmul."""
-        assert self.int8 is not None
+        """Through the int8 kernel kernels.choose picks for this shape (timed on this input at its first call)."""
+        rows = x.reshape(-1, x.shape[-1]).float()
+        names = [name for name, op in INT8_OPS.items() if kernels.private_op(op) is not None]
+        key = kernels.shape_key(self.in_features, self.out_features, self.post_op[0], len(rows), kernels.INT8)
+        sample = rows[: kernels.SAMPLE_ROWS]
+        kernel = kernels.choose(key, names, lambda name: self._run_int8(name, sample), kernels.INT8)
+        return self._run_int8(kernel, rows).view(*x.shape[:-1], -1).to(x.dtype)
+
+    def _run_int8(self, kernel: str, x: torch.Tensor) -> torch.Tensor:
+        """One int8 matmul + activation of (rows, in) float input through `kernel` ("fbgemm" or "onednn"): the
+        input quantized to uint8 with one scale for the tensor, the result in float32."""
         w = self.int8
-        u8, scale, zero_point = _quantize_uint8(x.reshape(-1, x.shape[-1]).float())
+        assert w is not None
+        packed = w.packed.get(kernel)
+        if packed is None:
+            packed = w.packed[kernel] = self._pack_int8(kernel)
+        if kernel == "fbgemm":
+            y = kernels.private_op("qlinear-fbgemm")(x, *activation_scale(x), packed)
+            return y if self.act is None else self.act(y)
+        u8, scale, zero_point = _quantize_uint8(x)
+        zero_points = torch.zeros(len(w.scales), dtype=torch.long)
         attr, algorithm = self.post_op
         y = kernels.private_op("qlinear")(
-            u8, scale, zero_point, w.packed, w.scales, w.zero_points, w.bias, 1.0, 0, torch.float32, attr, [], algorithm
+            u8, scale, zero_point, packed, w.scales, zero_points, w.bias, 1.0, 0, torch.float32, attr, [], algorithm
         )
-        return self._after_kernel(y.view(*x.shape[:-1], -1).to(x.dtype))
+        return self._after_kernel(y)
+
+    def _pack_int8(self, kernel: str) -> Any:
+        assert self.int8 is not None
+        values, scales = quantize_weights(self.weight.detach().float().cpu(), self.int8.levels)
+        if kernel == "fbgemm":
+            return kernels.fbgemm_pack(values, scales, self.int8.bias)
+        # The input shape is a hint for oneDNN's weight layout; any number of rows works with it.
+        return torch.ops.onednn.qlinear_prepack(values, [PACKING_ROWS, self.in_features])
 
     def _after_kernel(self, y: torch.Tensor) -> torch.Tensor:
         return y if self.act_after_kernel is None else self.act_after_kernel(y)
@@ -167,17 +203,17 @@ class Linear(nn.Linear):
 
         The float weights stay: training, other devices and checkpoints keep using them.
         """
-        if kernels.private_op("qlinear") is None:
-            raise RuntimeError("this torch build has no working oneDNN int8 kernel, so --quantize int8 can't run here")
-        values, scales = quantize_weights(self.weight.detach().float().cpu(), kernels.int8_weight_levels())
-        # The input shape is a hint for oneDNN's weight layout; any number of rows works with it.
-        packed = torch.ops.onednn.qlinear_prepack(values, [PACKING_ROWS, self.in_features])
+        if not any(kernels.private_op(op) is not None for op in INT8_OPS.values()):
+            raise RuntimeError("this torch build has no working int8 kernel, so --quantize int8 can't run here")
+        levels = kernels.int8_weight_levels()
+        _, scales = quantize_weights(self.weight.detach().float().cpu(), levels)
         bias = None if self.bias is None else self.bias.detach().float().cpu()
-        self.int8 = Int8Weights(packed, scales, torch.zeros(len(scales), dtype=torch.long), bias)
+        self.int8 = Int8Weights(levels, scales, bias)
 
     def __getstate__(self) -> dict:
-        """Copies and pickles leave oneDNN's packed weights out (an opaque tensor; packed again on demand)."""
-        return {**self.__dict__, "_packed": None}
+        """Copies and pickles leave the kernels' packed weights out (opaque objects; packed again on demand)."""
+        int8 = self.int8 and Int8Weights(self.int8.levels, self.int8.scales, self.int8.bias)
+        return {**self.__dict__, "_packed": None, "int8": int8}
 
     def extra_repr(self) -> str:
         extra = f", activation={self.activation}" if self.activation else ""
