@@ -68,11 +68,13 @@ def activation_function(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
 @dataclass
 class Int8Weights:
     """A layer's int8 weights: one float scale per output row, and the weights packed for each int8 kernel the
-    layer has run (packed at its first use, from the float weights: quantizing them again gives the same values)."""
+    layer has run, at that kernel's first use. The int8 values are kept only until the first packing (most layers
+    only ever run one kernel); another kernel's packing quantizes the float weights again, to the same values."""
 
     levels: int  # the largest weight magnitude: kernels.int8_weight_levels() when quantized
     scales: torch.Tensor
     bias: torch.Tensor | None
+    values: torch.Tensor | None = None
     packed: dict[str, Any] = field(default_factory=dict)
 
 
@@ -188,10 +190,13 @@ class Linear(nn.Linear):
         return self._after_kernel(y)
 
     def _pack_int8(self, kernel: str) -> Any:
-        assert self.int8 is not None
-        values, scales = quantize_weights(self.weight.detach().float().cpu(), self.int8.levels)
+        w = self.int8
+        assert w is not None
+        values, w.values = w.values, None
+        if values is None:
+            values, _ = quantize_weights(self.weight.detach().float().cpu(), w.levels)
         if kernel == "fbgemm":
-            return kernels.fbgemm_pack(values, scales, self.int8.bias)
+            return kernels.fbgemm_pack(values, w.scales, w.bias)
         # The input shape is a hint for oneDNN's weight layout; any number of rows works with it.
         return torch.ops.onednn.qlinear_prepack(values, [PACKING_ROWS, self.in_features])
 
@@ -206,13 +211,13 @@ class Linear(nn.Linear):
         if not any(kernels.private_op(op) is not None for op in INT8_OPS.values()):
             raise RuntimeError("this torch build has no working int8 kernel, so --quantize int8 can't run here")
         levels = kernels.int8_weight_levels()
-        _, scales = quantize_weights(self.weight.detach().float().cpu(), levels)
+        values, scales = quantize_weights(self.weight.detach().float().cpu(), levels)
         bias = None if self.bias is None else self.bias.detach().float().cpu()
-        self.int8 = Int8Weights(levels, scales, bias)
+        self.int8 = Int8Weights(levels, scales, bias, values)
 
     def __getstate__(self) -> dict:
         """Copies and pickles leave the kernels' packed weights out (opaque objects; packed again on demand)."""
-        int8 = self.int8 and Int8Weights(self.int8.levels, self.int8.scales, self.int8.bias)
+        int8 = self.int8 and Int8Weights(self.int8.levels, self.int8.scales, self.int8.bias, self.int8.values)
         return {**self.__dict__, "_packed": None, "int8": int8}
 
     def extra_repr(self) -> str:
