@@ -27,6 +27,7 @@ class OutputError(UsageError):
 def _table() -> tuple[tuple[type[BaseException], int], ...]:
     """Exception types → exit code, most specific first. The core exceptions are imported only once something
     failed: importing them imports torch, which `--help` should not pay for."""
+    from core.eval.metrics import EvalError
     from core.models.checkpoints import CheckpointError
     from core.models.config import ConfigError
     from core.tasks.base import TaskError
@@ -39,6 +40,7 @@ def _table() -> tuple[tuple[type[BaseException], int], ...]:
         (CheckpointError, EXIT_USAGE),
         (ConfigError, EXIT_USAGE),
         (BenchError, EXIT_USAGE),
+        (EvalError, EXIT_USAGE),
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 
 import pytest
 import torch
@@ -181,3 +182,12 @@ def test_cli_errors_are_one_line_and_exit_2(bigbird):
     assert result.stdout == b""
     assert "exceed the model's 1024 positions" in result.stderr.decode()
     bigbird(*BASE_ARGS, "--seq-lens", "abc", check_rc=2)
+
+
+def test_plot_without_matplotlib_is_a_bench_error(monkeypatch, tmp_path):
+    """bench --plot shares eval's matplotlib check, and keeps its own error type (so its own exit code)."""
+    from core.tools.bench import plot
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # importing it now raises ImportError
+    with pytest.raises(BenchError, match="--plot needs matplotlib"):
+        plot([], tmp_path / "bench.png")

@@ -280,3 +280,30 @@ def test_missing_matplotlib_or_rouge_score_is_a_usage_error(monkeypatch, tmp_pat
     finally:
         eval_metrics._rouge_scorer.cache_clear()
     assert result.exit_code == 2 and "needs Google's rouge-score" in result.output
+
+
+@pytest.mark.parametrize("case", ["no inputs", "empty predictions", "unreadable predictions", "unreadable labels"])
+def test_eval_predictions_that_cant_be_scored_are_one_sentence_and_exit_2(case, tmp_path):
+    """--predictions problems found before scoring go through the CLI's one error table, like every command's."""
+    inputs, predictions = tmp_path / "dev.jsonl", tmp_path / "run.jsonl"
+    inputs.write_text(json.dumps({"id": "0", "label": "pos"}) + "\n")
+    predictions.write_text(json.dumps({"id": "0", "label": "pos"}) + "\n")
+    args = ["eval", "classify", "--predictions", str(predictions), "--jsonl", str(inputs), "-q"]
+    expected = {
+        "no inputs": "--predictions needs the references too",
+        "empty predictions": "holds no JSONL records to score.",
+        "unreadable predictions": "could not be read",
+        "unreadable labels": "its labels can't be read",
+    }[case]
+    if case == "no inputs":
+        args = args[:4] + ["-q"]
+    elif case == "empty predictions":
+        predictions.write_text("")
+    elif case == "unreadable predictions":
+        predictions.unlink()
+        predictions.mkdir()
+    else:
+        args += ["-m", str(tmp_path / "not-a-model")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert expected in result.output and "Traceback" not in result.output

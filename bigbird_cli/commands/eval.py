@@ -23,7 +23,7 @@ from core.eval.metrics import TASKS, EvalError, TaskMetrics, require_rouge
 from core.tasks.documents import Document, InputError, first_line
 from core.tasks.records import Record, error_record
 
-from ..errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE
+from ..errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, UsageError, exit_code_for
 from ..options import CommonOptions
 from ..output import console, error, open_jsonl, read_records, warn
 from ..runner import EVALUATION, RecordMaker, run_command
@@ -57,7 +57,10 @@ class Evaluate:
         token = EVALUATION.set(None)  # the run inside is a plain task run
         try:
             if self.predictions is not None:
-                return self._score_file(common)
+                try:
+                    return self._score_file(common)
+                except (UsageError, InputError, EvalError) as exc:
+                    return exit_code_for(exc)
             return self._predict(task_name, common, make_task, extra_fields)
         finally:
             EVALUATION.reset(token)
@@ -125,26 +128,16 @@ class Evaluate:
         assert path is not None
         inputs = common.inputs((self.field,))
         if inputs.is_empty():
-            error("--predictions needs the references too: give the inputs the predictions were made from.")
-            return EXIT_USAGE
+            raise UsageError("--predictions needs the references too: give the inputs the predictions were made from")
         try:
             # Only the ids and references are needed: a document without text still has them.
             references = {doc.id: doc.fields.get(self.field) for doc in inputs.open()}
             predictions = list(read_records(path))
-        except InputError as exc:
-            error(str(exc))
-            return EXIT_USAGE
         except OSError as exc:
-            error(f"{path} could not be read: {exc.strerror or exc}.")
-            return EXIT_USAGE
+            raise UsageError(f"{path} could not be read: {exc.strerror or exc}") from None
         if not predictions:
-            error(f"{path} holds no JSONL records to score.")
-            return EXIT_USAGE
-        try:
-            labels = self._checkpoint_labels(common)
-        except ValueError as exc:
-            error(str(exc))
-            return EXIT_USAGE
+            raise UsageError(f"{path} holds no JSONL records to score")
+        labels = self._checkpoint_labels(common)
         records = []
         for prediction in predictions:
             doc_id = str(prediction.get("id"))
@@ -182,7 +175,7 @@ class Evaluate:
             path = resolve_checkpoint(common.model, revision=common.revision, allow_patterns=CONFIG_FILES)
             config = load_config(path)
         except (CheckpointError, OSError, ValueError) as exc:
-            raise ValueError(f"{common.model}: its labels can't be read ({first_line(exc)}).") from None
+            raise UsageError(f"{common.model}: its labels can't be read ({first_line(exc)})") from None
         return [config.id2label[i] for i in range(config.num_labels)]
 
     # The report ---------------------------------------------------------------------------------------------------
@@ -300,8 +293,7 @@ def _evaluating(
 
                 require_matplotlib()
         except EvalError as exc:
-            error(str(exc))
-            raise typer.Exit(EXIT_USAGE) from None
+            raise typer.Exit(exit_code_for(exc)) from None
         options = {name: value for name, value in kwargs.items() if name not in _SHARED and value is not None}
         token = EVALUATION.set(Evaluate(metrics, field, predictions, plot_path, options))
         try:

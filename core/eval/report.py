@@ -70,12 +70,13 @@ def build_report(metrics: TaskMetrics, model: str, records: Sequence[dict[str, A
     return report
 
 
-def require_matplotlib() -> Any:
-    """matplotlib.pyplot on the non-interactive backend, or EvalError with the install hint."""
+def require_matplotlib(error: type[Exception] = EvalError) -> Any:
+    """matplotlib.pyplot on the non-interactive backend, or `error` (the calling command's) with the install hint:
+    matplotlib is an optional extra that both `eval --plot` and `bench --plot` use."""
     try:
         matplotlib = importlib.import_module("matplotlib")
     except ImportError:
-        raise EvalError("--plot needs matplotlib: pip install 'bigbird-cli[plot]'.") from None
+        raise error("--plot needs matplotlib: pip install 'bigbird-cli[plot]'.") from None
     matplotlib.use("Agg")
     return importlib.import_module("matplotlib.pyplot")
 

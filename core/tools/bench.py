@@ -468,12 +468,9 @@ def _measure_row(
 # --------------------------------------------------------------------------------------------------
 def plot(records: list[dict[str, Any]], path: str | Path) -> None:
     """Time and peak memory against sequence length, one line per implementation × attention × batch size."""
-    try:
-        matplotlib = importlib.import_module("matplotlib")
-    except ImportError:
-        raise BenchError("--plot needs matplotlib: pip install 'bigbird-cli[plot]'.") from None
-    matplotlib.use("Agg")
-    plt = importlib.import_module("matplotlib.pyplot")
+    from core.eval.report import require_matplotlib
+
+    plt = require_matplotlib(BenchError)
     fig, (ax_time, ax_mem) = plt.subplots(1, 2, figsize=(11, 4.2))
     series: dict[str, list[tuple[int, float, float]]] = {}
     for r in records:
