@@ -106,10 +106,32 @@ def test_decision_is_never_slower_than_the_default(seconds, expected):
     assert kernels.decide(seconds) == expected
 
 
+@pytest.mark.parametrize(
+    ("durations", "rounds"),
+    [
+        ({"mkl": 1.0, "onednn": 0.5}, kernels.ROUNDS),  # a clear winner: decided on the first rounds
+        ({"mkl": 1.0, "onednn": 0.93}, kernels.ROUNDS + kernels.MORE_ROUNDS),  # close: measured longer
+        ({"mkl": 1.0, "onednn": 1.06}, kernels.ROUNDS + kernels.MORE_ROUNDS),
+    ],
+)
+def test_a_close_call_is_measured_longer(durations, rounds):
+    """The timed calls of each kernel (a fake clock gives each call its duration): close calls get more rounds."""
+    calls: list[str] = []
+    now = [0.0]
+
+    def run(name: str) -> None:
+        calls.append(name)
+        now[0] += durations[name]
+
+    seconds = kernels.measure(list(durations), run, "mkl", clock=lambda: now[0])
+    assert seconds == pytest.approx(durations)
+    assert len(calls) == len(durations) * (1 + rounds)  # one warm-up call each, then the rounds
+
+
 def test_choice_is_measured_once_then_read_from_the_cache(fresh_choices, monkeypatch):
     timed: list[list[str]] = []
 
-    def fake_measure(names, run):
+    def fake_measure(names, run, default):
         timed.append(names)
         return {name: {"mkl": 2.0, "onednn": 1.0}[name] for name in names}
 
@@ -132,7 +154,7 @@ def test_int8_choice_defaults_to_fbgemm_and_is_kept_apart_from_float32(fresh_cho
     assert kernels.decide({"fbgemm": 1.0, "onednn": 0.97}, kernels.INT8.default) == "fbgemm"
     assert kernels.decide({"fbgemm": 1.0, "onednn": 0.5}, kernels.INT8.default) == "onednn"
     timings = {"fbgemm": 1.0, "onednn": 2.0, "mkl": 2.0}
-    monkeypatch.setattr(kernels, "measure", lambda names, run: {name: timings[name] for name in names})
+    monkeypatch.setattr(kernels, "measure", lambda names, run, default: {name: timings[name] for name in names})
     int8_key = kernels.shape_key(8, 4, "none", 5, kernels.INT8)
     float_key = kernels.shape_key(8, 4, "none", 5)
     assert int8_key != float_key and int8_key.startswith("int8 ")
