@@ -260,18 +260,21 @@ def _flash_for_cpu() -> Any:
 
 
 def partial_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, fused: bool
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, fused: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Softmax attention over one part of each query's keys, with the part's log-sum-exp for merging.
 
-    (B, H, L, D) queries against (B, H, S, D) keys with a (B, H, 1, S) additive bias. `fused` runs torch's
+    (B, H, L, D) queries against (B, H, S, D) keys with an additive bias broadcast to (B, H, L, S) (None: no
+    padding to mask). `fused` runs torch's
     CPU kernel, which reads strided and overlapping views in place and never materialises the scores;
     otherwise the scores are spelled out (differentiable, any device) and returned for attention maps.
     """
     if fused:
-        out, lse = _flash_for_cpu()(q, k, v, 0.0, False, attn_mask=bias.to(q.dtype))
+        out, lse = _flash_for_cpu()(q, k, v, 0.0, False, attn_mask=None if bias is None else bias.to(q.dtype))
         return out, lse, None
-    scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1]) + bias
+    scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    if bias is not None:
+        scores = scores + bias
     lse = scores.logsumexp(dim=-1)
     return torch.exp(scores - lse[..., None]) @ v, lse, scores
 
@@ -301,11 +304,13 @@ def block_sparse_attention(
     if fused is None:
         fused = not output_probs and fused_kernel_applies(q, k, v)
     valid = mask.to(q.dtype)
+    padded = not bool(valid.all())  # without padding the key bias is all zeros, and the kernels can skip it
     key_bias = (1.0 - valid) * MASK_PENALTY  # (B, T)
 
     # Global query blocks 0 and n-1 attend to every key.
     q_global = torch.cat([q[:, :, :bs], q[:, :, -bs:]], dim=2)
-    global_ctx, global_probs = full_attention(q_global, k, v, key_bias[:, None, None, :], output_probs=output_probs)
+    global_bias = key_bias[:, None, None, :] if padded else None
+    global_ctx, global_probs = full_attention(q_global, k, v, global_bias, output_probs=output_probs)
 
     # Rows 1..n-2, with batch and heads in one leading dim: (B*H, n-2, ...). With one sequence the dims merge
     # as they are; a batch needs (B, H, T, D) memory for that, so that every window stays a view.
@@ -320,13 +325,23 @@ def block_sparse_attention(
     def windows(x: torch.Tensor) -> torch.Tensor:
         return x.unfold(2, 3 * bs, bs).transpose(-1, -2).flatten(0, 1)
 
-    window_bias = per_head(key_bias.unfold(1, 3 * bs, bs)[:, None])
+    window_bias = per_head(key_bias.unfold(1, 3 * bs, bs)[:, None]) if padded else None
     window = partial_attention(q_rows, windows(k), windows(v), window_bias, fused)
 
     table, slot_bias = other_key_blocks(n, plan.to(q.device), merge_repeats=not output_probs, dtype=q.dtype)
-    other_bias = key_bias.view(b, n, bs)[:, table] + slot_bias[:, :, None]
-    other_bias = per_head(other_bias.flatten(-2).expand(b, -1, n - 2, -1))
-    other = partial_attention(q_rows, _gather_blocks(k, table, bs), _gather_blocks(v, table, bs), other_bias, fused)
+    other_bias = key_bias.view(b, n, bs)[:, table] + slot_bias[:, :, None]  # (B, H|1, n-2, slots, bs)
+    if table.shape[:2] == (1, 1):
+        # Every row reads the same few blocks (transformers' eval plan, merged): one attention of all the middle
+        # queries against them, rather than n-2 small ones; each query block keeps its own row of the bias.
+        shared = other_bias[:, 0, :, None].flatten(-2).expand(b, n - 2, bs, -1).flatten(1, 2)[:, None]
+        out, lse, _ = partial_attention(
+            q[:, :, bs:-bs], _shared_blocks(k, table, bs), _shared_blocks(v, table, bs), shared, fused
+        )
+        other = out.flatten(0, 1).unflatten(1, (n - 2, bs)), lse.flatten(0, 1).unflatten(1, (n - 2, bs)), None
+    else:
+        other_bias = per_head(other_bias.flatten(-2).expand(b, -1, n - 2, -1))
+        k_other, v_other = _gather_blocks(k, table, bs), _gather_blocks(v, table, bs)
+        other = partial_attention(q_rows, k_other, v_other, other_bias, fused)
 
     # The two parts' softmax masses are exp(lse): the window's share of their sum is sigmoid(lse_w - lse_o).
     share = torch.sigmoid(window[1] - other[1])[..., None].to(q.dtype)  # the kernel keeps lse in float32
@@ -335,7 +350,7 @@ def block_sparse_attention(
     context = q.new_empty(b, t, h, d).transpose(1, 2)
     context[:, :, :bs], context[:, :, -bs:] = global_ctx[:, :, :bs], global_ctx[:, :, bs:]
     context[:, :, bs:-bs] = middle.flatten(2, 3)
-    if not bool(valid.all()):
+    if padded:
         context = context * valid[:, None, :, None]
     if not output_probs:
         return context, None
@@ -347,17 +362,15 @@ def block_sparse_attention(
 
 
 def _gather_blocks(x: torch.Tensor, table: torch.Tensor, bs: int) -> torch.Tensor:
-    """(B, H, T, D) and a (H|1, n-2|1, slots) block table → each row's key blocks, (B*H, n-2, slots*bs, D).
-
-    A table shared by all heads and rows becomes a broadcast view of the few blocks it names.
-    """
+    """(B, H, T, D) and a (H, n-2, slots) block table → each row's key blocks, (B*H, n-2, slots*bs, D)."""
     b, h, t, d = x.shape
-    blocks = x.unflatten(2, (t // bs, bs))
-    if table.shape[:2] == (1, 1):
-        picked = blocks[:, :, table[0, 0]].flatten(2, 3)[:, :, None]
-        return picked.expand(-1, -1, t // bs - 2, -1, -1).flatten(0, 1)
     heads = torch.arange(h, device=x.device)[:, None, None]
-    return blocks[:, heads, table].flatten(3, 4).flatten(0, 1)
+    return x.unflatten(2, (t // bs, bs))[:, heads, table].flatten(3, 4).flatten(0, 1)
+
+
+def _shared_blocks(x: torch.Tensor, table: torch.Tensor, bs: int) -> torch.Tensor:
+    """(B, H, T, D) and a (1, 1, slots) table that every head and row shares → those blocks, (B, H, slots*bs, D)."""
+    return x.unflatten(2, (x.shape[2] // bs, bs))[:, :, table[0, 0]].flatten(2, 3)
 
 
 def _dense_probs(
