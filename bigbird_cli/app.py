@@ -14,6 +14,7 @@ import typer
 from . import __version__
 from .commands import bench, classify, convert, mask, qa, summarize
 from .commands import eval as evaluate
+from .options import Command, Group
 
 PROG_NAME = "bigbird"
 # The environment variable Typer/Click completion scripts call back with (derived from the program name).
@@ -29,6 +30,7 @@ app = typer.Typer(
     rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
+    cls=Group,
 )
 
 
@@ -42,18 +44,18 @@ def _show_version(value: bool) -> None:
 def root(
     version: Annotated[
         bool,
-        typer.Option("--version", metavar="", callback=_show_version, is_eager=True, help="Show the version and exit."),
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version and exit."),
     ] = False,
 ) -> None:
     """Long-text summarization, question answering, classification and fill-mask with BigBird and BigBirdPegasus."""
 
 
-app.command("summarize")(summarize.command)
-app.command("qa")(qa.command)
-app.command("classify")(classify.command)
-app.command("mask")(mask.command)
-app.command("convert")(convert.command)
-app.command("bench")(bench.command)
+app.command("summarize", cls=Command)(summarize.command)
+app.command("qa", cls=Command)(qa.command)
+app.command("classify", cls=Command)(classify.command)
+app.command("mask", cls=Command)(mask.command)
+app.command("convert", cls=Command)(convert.command)
+app.command("bench", cls=Command)(bench.command)
 app.add_typer(evaluate.app, name="eval")
 
 

@@ -22,6 +22,28 @@ from core.tasks.documents import DEFAULT_GLOBS, Inputs
 INPUT, MODEL, ENGINE, OUTPUT = "Input", "Model", "Engine", "Output"
 
 
+def _flags_shown_as_flags(params: list[Any]) -> list[Any]:
+    """Help lists an on/off option as `--quiet`, not `--quiet <bool>` (Typer's default), --help included."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class Command(typer.core.TyperCommand):
+    """Every command's class: on/off options listed as the flags they are."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_shown_as_flags(super().get_params(ctx))
+
+
+class Group(typer.core.TyperGroup):
+    """Every command group's class (`bigbird`, `bigbird eval`): on/off options listed as the flags they are."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_shown_as_flags(super().get_params(ctx))
+
+
 class Device(str, Enum):
     cpu = "cpu"
     cuda = "cuda"
@@ -79,10 +101,9 @@ OutputFile = Annotated[
         "--output", "-o", help="Write JSONL here instead of stdout.", rich_help_panel=OUTPUT, show_default=False
     ),
 ]
-# metavar="": help shows an on/off flag as `--quiet`, not `--quiet <bool>`.
 Quiet = Annotated[
     bool,
-    typer.Option("--quiet", "-q", metavar="", help="No progress and no summary on stderr.", rich_help_panel=OUTPUT),
+    typer.Option("--quiet", "-q", help="No progress and no summary on stderr.", rich_help_panel=OUTPUT),
 ]
 
 
@@ -319,7 +340,6 @@ def _shared_parameters(task: str, default_model: str | None) -> list[inspect.Par
                 bool,
                 typer.Option(
                     "--resume",
-                    metavar="",
                     help="With -o: skip ids already done in FILE, append the rest.",
                     rich_help_panel=OUTPUT,
                 ),

@@ -26,6 +26,17 @@ def test_help_shows_a_worked_example(command):
         assert option in result.output
 
 
+COMMANDS = ["summarize", "qa", "classify", "mask", "convert", "bench", "eval", "eval summarize", "eval qa"]
+
+
+@pytest.mark.parametrize("command", ["", *COMMANDS, "eval classify"])
+def test_on_off_options_are_listed_as_flags(command):
+    """--quiet, --resume, --help, --version and the rest take no value, and help doesn't suggest one."""
+    result = runner.invoke(app, [*command.split(), "--help"], terminal_width=200)
+    assert result.exit_code == 0 and "--help" in result.output
+    assert "<bool>" not in result.output
+
+
 def test_every_command_is_registered():
     result = runner.invoke(app, ["--help"], terminal_width=200)
     for command in ("summarize", "qa", "classify", "mask", "convert", "bench", "eval"):

@@ -24,7 +24,7 @@ from core.tasks.documents import Document, InputError, first_line
 from core.tasks.records import Record, error_record
 
 from ..errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, UsageError, exit_code_for
-from ..options import CommonOptions
+from ..options import Command, CommonOptions, Group
 from ..output import console, error, open_jsonl, read_records, warn
 from ..runner import EVALUATION, RecordMaker, run_command
 from . import classify, qa, summarize
@@ -37,6 +37,7 @@ app = typer.Typer(
     "(the last line on stdout) and a table on stderr.",
     no_args_is_help=True,
     rich_markup_mode="markdown",
+    cls=Group,
 )
 
 
@@ -310,7 +311,7 @@ def _evaluating(
     return wrapper
 
 
-app.command("summarize")(
+app.command("summarize", cls=Command)(
     _evaluating(
         "summarize",
         summarize.command,
@@ -325,7 +326,7 @@ app.command("summarize")(
         """,
     )
 )
-app.command("qa")(
+app.command("qa", cls=Command)(
     _evaluating(
         "qa",
         qa.command,
@@ -343,7 +344,7 @@ app.command("qa")(
         """,
     )
 )
-app.command("classify")(
+app.command("classify", cls=Command)(
     _evaluating(
         "classify",
         classify.command,
