@@ -10,7 +10,8 @@ Both families (BigBird and the BigBirdPegasus encoder) use `Attention`; the Pega
 
 All rows 1..n-2 are computed together, with no Python loop over blocks or heads, in two parts merged through
 their log-sum-exps: the window, read as overlapping views of K and V, and the other blocks (first, random,
-last). See ARCHITECTURE.md for why.
+last). Under transformers' eval plan the other blocks are the same two for every row, so that part is a single
+attention of all the middle queries against them. See ARCHITECTURE.md for why.
 
 Random-block plans are pure functions returning an int64 tensor (heads, n-2, r) of key-block indices:
 `hf_plan` (transformers' eval behaviour: all zeros), `seeded_plan` (google-research: a fixed plan per
