@@ -141,17 +141,18 @@ def where_it_ran(record: dict[str, Any]) -> str:
     """The CPU, its ISA, torch and the kernels chosen, in one line: e.g. "AMD EPYC (avx2 avx512f avx512_vnni),
     torch 2.13.0, float32 kernels onednn ×3 mkl ×1, int8 kernels fbgemm ×2, int8 weights ±127"."""
     machine, chosen = record.get("machine", {}), record.get("kernels", {})
-    counts = Counter(chosen.get("float32", {}).values())
+
+    def kernels_of(kind: str, override: str, variable: str) -> str:
+        counts = Counter(chosen.get(kind, {}).values())
+        text = f", {kind} kernels " + (" ".join(f"{name} ×{n}" for name, n in counts.most_common()) or "none timed")
+        forced = chosen.get(override, "auto")
+        return text + (f" ({variable}={forced})" if forced != "auto" else "")
+
     torch_version = record.get("versions", {}).get("torch", "?")
     line = f"{machine.get('cpu', '?')} ({' '.join(machine.get('isa', []))}), torch {torch_version}"
-    line += ", float32 kernels " + (" ".join(f"{name} ×{n}" for name, n in counts.most_common()) or "none timed")
-    if chosen.get("override", "auto") != "auto":
-        line += f" (BIGBIRD_KERNELS={chosen['override']})"
+    line += kernels_of("float32", "override", "BIGBIRD_KERNELS")
     if record.get("quantize"):
-        int8 = Counter(chosen.get("int8", {}).values())
-        line += ", int8 kernels " + (" ".join(f"{name} ×{n}" for name, n in int8.most_common()) or "none timed")
-        if chosen.get("int8_override", "auto") != "auto":
-            line += f" (BIGBIRD_INT8_KERNELS={chosen['int8_override']})"
+        line += kernels_of("int8", "int8_override", "BIGBIRD_INT8_KERNELS")
         line += f", int8 weights ±{chosen.get('int8_weight_levels', '?')}"
     return line
 

@@ -266,9 +266,9 @@ def partial_attention(
     """Softmax attention over one part of each query's keys, with the part's log-sum-exp for merging.
 
     (B, H, L, D) queries against (B, H, S, D) keys with an additive bias broadcast to (B, H, L, S) (None: no
-    padding to mask). `fused` runs torch's
-    CPU kernel, which reads strided and overlapping views in place and never materialises the scores;
-    otherwise the scores are spelled out (differentiable, any device) and returned for attention maps.
+    padding to mask). `fused` runs torch's CPU kernel, which reads strided and overlapping views in place and
+    never materialises the scores; otherwise the scores are spelled out (differentiable, any device) and
+    returned for attention maps.
     """
     if fused:
         out, lse = _flash_for_cpu()(q, k, v, 0.0, False, attn_mask=None if bias is None else bias.to(q.dtype))

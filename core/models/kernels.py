@@ -241,8 +241,9 @@ def choose(key: str, names: list[str], run: Callable[[str], Any], kind: Kind = F
     if forced != "auto":
         if forced in names:
             return forced
-        log.debug("%s=%s is not available here; using %s", kind.override, forced, names[0])
-        return kind.default if kind.default in names else names[0]
+        fallback = kind.default if kind.default in names else names[0]
+        log.debug("%s=%s is not available here; using %s", kind.override, forced, fallback)
+        return fallback
     names = [name for name in names if name in kind.measured]
     if len(names) == 1:
         return names[0]

@@ -18,6 +18,7 @@ the choice of kernel at inference on the CPU:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ class Int8Weights:
 
     levels: int  # the largest weight magnitude: kernels.int8_weight_levels() when quantized
     scales: torch.Tensor
+    zero_points: torch.Tensor  # all 0 (symmetric), in the form oneDNN's kernel takes them on every call
     bias: torch.Tensor | None
     values: torch.Tensor | None = None
     packed: dict[str, Any] = field(default_factory=dict)
@@ -182,10 +184,9 @@ class Linear(nn.Linear):
             y = kernels.private_op("qlinear-fbgemm")(x, *activation_scale(x), packed)
             return y if self.act is None else self.act(y)
         u8, scale, zero_point = _quantize_uint8(x)
-        zero_points = torch.zeros(len(w.scales), dtype=torch.long)
         attr, algorithm = self.post_op
         y = kernels.private_op("qlinear")(
-            u8, scale, zero_point, packed, w.scales, zero_points, w.bias, 1.0, 0, torch.float32, attr, [], algorithm
+            u8, scale, zero_point, packed, w.scales, w.zero_points, w.bias, 1.0, 0, torch.float32, attr, [], algorithm
         )
         return self._after_kernel(y)
 
@@ -213,11 +214,12 @@ class Linear(nn.Linear):
         levels = kernels.int8_weight_levels()
         values, scales = quantize_weights(self.weight.detach().float().cpu(), levels)
         bias = None if self.bias is None else self.bias.detach().float().cpu()
-        self.int8 = Int8Weights(levels, scales, bias, values)
+        zero_points = torch.zeros(len(scales), dtype=torch.long)
+        self.int8 = Int8Weights(levels, scales, zero_points, bias, values)
 
     def __getstate__(self) -> dict:
         """Copies and pickles leave the kernels' packed weights out (opaque objects; packed again on demand)."""
-        int8 = self.int8 and Int8Weights(self.int8.levels, self.int8.scales, self.int8.bias, self.int8.values)
+        int8 = self.int8 and dataclasses.replace(self.int8, packed={})
         return {**self.__dict__, "_packed": None, "int8": int8}
 
     def extra_repr(self) -> str:
