@@ -25,7 +25,7 @@ from core.tasks.records import make_record
 
 FILE_NAMES = (
     st.binary(min_size=1, max_size=10)
-    .filter(lambda b: b"/" not in b and b"\0" not in b)
+    .filter(lambda b: b"/" not in b and b"\0" not in b and b.lstrip(b"."))  # all dots would name a hidden ".txt"
     .map(lambda b: b.lstrip(b".") + b".txt")
 )
 FILES = st.lists(st.tuples(FILE_NAMES, st.binary(max_size=64)), max_size=5, unique_by=lambda item: item[0])
