@@ -69,11 +69,14 @@ def kernel_cache(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(params=["on", "off"])
+@pytest.fixture(params=["on", "packed", "off"])
 def fast_paths(request, monkeypatch) -> str:
-    """Run a test with torch's private fast ops in use (where they pass their check) and switched off."""
+    """Run a test with torch's private fast ops in use (where they pass their check), with every layer that can
+    on packed weights, and with the private ops switched off."""
     if request.param == "off":
         monkeypatch.setenv("BIGBIRD_PRIVATE_OPS", "0")
+    if request.param == "packed":
+        monkeypatch.setenv("BIGBIRD_KERNELS", "onednn-packed")
     return request.param
 
 

@@ -15,7 +15,7 @@ import torch
 from conftest import jsonl
 
 from core.models import kernels
-from core.tools.bench import BenchError, BenchSpec, MemoryMeter, run_bench
+from core.tools.bench import BenchError, BenchSpec, Contender, MemoryMeter, others_bytes, run_bench
 
 TIMING_FIELDS = {"median_s", "min_s", "max_s", "tokens_per_s", "peak_mem_bytes"}
 RECORD_FIELDS = TIMING_FIELDS | {
@@ -136,6 +136,23 @@ def test_peak_memory_is_per_call():
     after_big = meter.peak()
     meter.reset()
     assert meter.peak() < after_big - 32 * 2**20  # the earlier peak is forgotten
+
+
+def test_a_peak_leaves_out_what_only_the_other_contenders_hold(monkeypatch):
+    """Shared weights count for both; a tensor only the other side holds (a plain copy of weights we repacked)
+    counts for neither's peak but its own."""
+    from core.models.linear import Linear
+
+    ours, theirs = Linear(64, 32), Linear(64, 32, bias=False)
+    theirs.weight = ours.weight  # shared, as bench shares the weights with transformers
+    contenders = [Contender("ours", None, None, ours), Contender("transformers", None, None, theirs)]
+    assert others_bytes(contenders, "ours") == 0 and others_bytes(contenders, "transformers") == 32 * 4  # our bias
+    monkeypatch.setenv("BIGBIRD_KERNELS", "onednn-packed")
+    with torch.inference_mode():
+        ours(torch.randn(2, 64))
+    if ours.packed:  # theirs still holds the plain weight; ours holds only the packed one
+        assert others_bytes(contenders, "ours") == 64 * 32 * 4
+        assert others_bytes(contenders, "transformers") == 64 * 32 * 4 + 32 * 4
 
 
 def test_summarize_on_tiny_pegasus():

@@ -13,8 +13,9 @@ import transformers
 from test_pegasus_parity import randomize, tiny_config
 
 import core
-from core.models import generation
+from core.models import generation, kernels
 from core.models.generation import DecoderCache
+from core.models.linear import Linear
 
 EOS, PAD, START = 1, 0, 2
 
@@ -137,6 +138,18 @@ def test_beam_search_matches_reference(pair, options):
     ours, theirs = pair.both(**batch_inputs(), **{"max_length": MAX_LENGTH, **options})
     assert ours.shape == theirs.shape and torch.equal(ours, theirs), f"\nours\n{ours}\nreference\n{theirs}"
     assert ours.shape[0] == 3 * options.get("num_return_sequences", 1)
+
+
+@pytest.mark.parametrize("options", [GREEDY[0], BEAM[3]], ids=["greedy", "beam"])
+def test_packed_weights_generate_the_reference_tokens(options, tmp_path, monkeypatch):
+    """Every untied layer on packed weights (one copy, as decoder steps choose on most CPUs): same tokens."""
+    monkeypatch.setenv("BIGBIRD_KERNELS", "onednn-packed")
+    pair = make_pair(tmp_path, 3, "block_sparse", 2.0)
+    ours, theirs = pair.both(**batch_inputs(), **{"max_length": MAX_LENGTH, **options})
+    assert torch.equal(ours, theirs), f"\nours\n{ours}\nreference\n{theirs}"
+    layers = [m for m in pair.ours.modules() if isinstance(m, Linear)]
+    if kernels.private_op("linear-packed") is not None:  # else every layer stays on the public path
+        assert all(layer.packed != layer.shares_weight for layer in layers)
 
 
 @pytest.mark.parametrize("seed", SAMPLING_SEEDS)

@@ -15,10 +15,9 @@ Three questions, answered once per process (the last one once per machine):
   are timed on the layer's own shapes at first use; the choice is cached per (CPU model, torch version) in the
   user's cache directory. A challenger must beat the default by `MARGIN`, so the choice is never slower than
   torch's default beyond the noise of the measurement.
-  - float32: the default is `F.linear` (MKL, which skips AVX-512 on AMD CPUs); the challenger oneDNN.
-    `BIGBIRD_KERNELS=mkl|onednn|onednn-packed` overrides it (`auto`: measure). oneDNN on weights packed for it
-    is faster still on few-row inputs (decoder steps) but holds a second copy of the weights (pegasus-large
-    summarize: +1.5 GB), so it runs only on request.
+  - float32: the default is `F.linear` (MKL, which skips AVX-512 on AMD CPUs); the challengers oneDNN, on the
+    plain weight or on the weight packed in its own layout (a layer that picks packing keeps only the packed
+    copy: `Linear.pack`). `BIGBIRD_KERNELS=mkl|onednn|onednn-packed` overrides it (`auto`: measure).
   - int8: the default is fbgemm (torch's own dynamic int8 linear; cheap per call, so it wins decoder steps);
     the challenger oneDNN (its fused activations win long inputs on some CPUs). Both are handed the same int8
     weights and the same activation scale, so they give the same numbers. `BIGBIRD_INT8_KERNELS=fbgemm|onednn`
@@ -53,13 +52,12 @@ class Kind:
 
     name: str
     default: str  # torch's own path: kept unless a challenger beats it by MARGIN
-    candidates: tuple[str, ...]  # every kernel that can run it
-    measured: tuple[str, ...]  # those `auto` chooses from (no extra copy of the weights)
+    candidates: tuple[str, ...]  # every kernel that can run it, timed against each other under `auto`
     override: str  # the environment variable that forces one
 
 
-FLOAT32 = Kind("float32", "mkl", ("mkl", "onednn", "onednn-packed"), ("mkl", "onednn"), "BIGBIRD_KERNELS")
-INT8 = Kind("int8", "fbgemm", ("fbgemm", "onednn"), ("fbgemm", "onednn"), "BIGBIRD_INT8_KERNELS")
+FLOAT32 = Kind("float32", "mkl", ("mkl", "onednn", "onednn-packed"), "BIGBIRD_KERNELS")
+INT8 = Kind("int8", "fbgemm", ("fbgemm", "onednn"), "BIGBIRD_INT8_KERNELS")
 CANDIDATES = FLOAT32.candidates
 MARGIN = 0.05  # how much faster than the default a challenger must be to be chosen
 SAMPLE_ROWS = 256  # rows of the input timed: a long input's matmuls run at the speed they reach here
@@ -244,14 +242,11 @@ def choose(key: str, names: list[str], run: Callable[[str], Any], kind: Kind = F
         fallback = kind.default if kind.default in names else names[0]
         log.debug("%s=%s is not available here; using %s", kind.override, forced, fallback)
         return fallback
-    names = [name for name in names if name in kind.measured]
-    if len(names) == 1:
-        return names[0]
     choice = _chosen.get(key)
     if choice in names:
         return choice
-    choice = _load().get(key)
-    if choice not in names:
+    choice, timed = _load().get(key, (None, set()))
+    if choice not in names or not set(names) <= timed:  # a kernel the cached choice was not timed against
         _measured[key] = measure(names, run, kind.default)
         choice = decide(_measured[key], kind.default)
         _save(key, choice, _measured[key])
@@ -313,9 +308,10 @@ def summary() -> dict[str, Any]:
     }
 
 
-def _load() -> dict[str, str]:
+def _load() -> dict[str, tuple[str, set[str]]]:
+    """The cache file's choices: each with the kernels it was timed against."""
     try:
-        return {k: v["choice"] for k, v in json.loads(cache_path().read_text())["choices"].items()}
+        return {k: (v["choice"], set(v["ms"])) for k, v in json.loads(cache_path().read_text())["choices"].items()}
     except (OSError, ValueError, KeyError, TypeError):
         return {}
 

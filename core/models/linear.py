@@ -3,11 +3,13 @@
 `Linear` keeps nn.Linear's parameters (`weight`, `bias`), so checkpoints map onto it unchanged. What it adds is
 the choice of kernel at inference on the CPU:
 
-* float32 runs whichever of torch's F.linear (MKL) and oneDNN's matmul with the activation applied in the same
-  pass was fastest on this machine for the layer's shape (`kernels.choose` times them once per machine). MKL
-  does not use AVX-512 on AMD processors, where oneDNN is about twice as fast; on some Intel CPUs MKL wins.
-  oneDNN on prepacked weights (a second copy of them) runs on request. While gradients are tracked, or on other
-  devices, it is plain F.linear.
+* float32 runs whichever of torch's F.linear (MKL), oneDNN's matmul with the activation applied in the same
+  pass, and oneDNN on weights packed in its own layout was fastest on this machine for the layer's shape
+  (`kernels.choose` times them once per machine). MKL does not use AVX-512 on AMD processors, where oneDNN is
+  about twice as fast; on some Intel CPUs MKL wins. Packed weights stream at memory speed on few-row inputs
+  (decoder steps: about twice plain oneDNN's rate), so a layer that chooses them keeps its weight packed
+  *instead of* plain: one copy, unpacked again where anything needs the plain tensor (see `Linear.pack`).
+  While gradients are tracked, or on other devices, it is plain F.linear.
 * `quantize_int8` switches a layer to dynamic int8: weights quantized once per output channel, activations
   per call (one scale per tensor), through whichever of fbgemm's and oneDNN's int8 matmuls was fastest here for
   the shape (`kernels.choose` again; both get the same int8 values and scale, so the numbers don't depend on
@@ -121,28 +123,45 @@ class Linear(nn.Linear):
         self.post_op = ONEDNN_POST_OPS.get(activation, ("none", ""))
         self.act_after_kernel = self.act if self.post_op[0] == "none" else None
         self.int8: Int8Weights | None = None  # set by quantize_int8()
-        self._packed: tuple[tuple[int, int], torch.Tensor] | None = None  # (weights' stamp, packed) for oneDNN
+        # Set where the weight is another module's too (a tied LM head): packing it would need a second copy.
+        self.shares_weight = False
+        self._trial: torch.Tensor | None = None  # a packed copy while the packed kernel is being timed
+        self._weight_requires_grad = True  # what an unpacked weight gets back
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tracked = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
+        weight_grad = self._weight_requires_grad if self.packed else self.weight.requires_grad
+        tracked = torch.is_grad_enabled() and (x.requires_grad or weight_grad)
         if not tracked and x.device.type == "cpu":
             if self.int8 is not None:
                 return self._int8_forward(x)
             if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
                 return self._float32_forward(x)
+        self.unpack()
         return self._run("mkl", x)
 
+    @property
+    def packed(self) -> bool:
+        """Whether the weight is held in oneDNN's packed layout (see `pack`)."""
+        return self.weight.is_mkldnn
+
     def _float32_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Through the kernel kernels.choose picks for this shape (timed on this input at the shape's first call)."""
+        """Through the kernel kernels.choose picks for this shape (timed on this input at the shape's first call).
+
+        A packed layer has only its packed weight, so it runs the packed kernel whatever its input.
+        """
+        if self.packed:
+            return self._run("onednn-packed", x)
         names = ["mkl"]
         if kernels.private_op("linear") is not None and torch.backends.mkldnn.enabled:
             names.append("onednn")
-            if kernels.private_op("linear-packed") is not None:
+            if kernels.private_op("linear-packed") is not None and not self.shares_weight:
                 names.append("onednn-packed")
-        key = kernels.shape_key(self.in_features, self.out_features, self.post_op[0], x.numel() // x.shape[-1])
+        rows = x.numel() // x.shape[-1]
+        key = kernels.shape_key(self.in_features, self.out_features, self.post_op[0], rows)
         kernel = kernels.choose(key, names, lambda name: self._run(name, x.flatten(0, -2)[: kernels.SAMPLE_ROWS]))
-        if kernel != "onednn-packed":
-            self._packed = None  # timed but not chosen: don't keep the second copy of the weights
+        if kernel == "onednn-packed":
+            self.pack(rows)
+        self._trial = None  # timed but not chosen: don't keep a second copy of the weight
         return self._run(kernel, x)
 
     def _run(self, kernel: str, x: torch.Tensor) -> torch.Tensor:
@@ -150,18 +169,56 @@ class Linear(nn.Linear):
         if kernel == "mkl":
             y = F.linear(x, self.weight, self.bias)
             return y if self.act is None else self.act(y)
-        weight = self._packed_weight(x) if kernel == "onednn-packed" else self.weight
+        weight = self.weight
+        if kernel == "onednn-packed" and not self.packed:  # being timed: a packed copy for the trial
+            if self._trial is None:
+                self._trial = self._packed_copy(x.numel() // x.shape[-1])
+            weight = self._trial
         attr, algorithm = self.post_op
         return self._after_kernel(kernels.private_op("linear")(x, weight, self.bias, attr, [], algorithm))
 
-    def _packed_weight(self, x: torch.Tensor) -> torch.Tensor:
-        """The weights in oneDNN's layout for inputs like `x`, packed again if the weights changed since."""
-        stamp = (self.weight.data_ptr(), self.weight._version)
-        if self._packed is None or self._packed[0] != stamp:
-            with torch.inference_mode():
-                rows = max(1, min(x.numel() // x.shape[-1], kernels.SAMPLE_ROWS))
-                self._packed = (stamp, torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), rows))
-        return self._packed[1]
+    def _packed_copy(self, rows: int) -> torch.Tensor:
+        """The weight in oneDNN's layout for inputs of about `rows` rows (any number of rows runs on it)."""
+        with torch.inference_mode():
+            return torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), max(1, min(rows, kernels.SAMPLE_ROWS)))
+
+    def pack(self, rows: int = 1) -> None:
+        """Hold the weight only in oneDNN's packed layout, for inputs of about `rows` rows.
+
+        The plain weight is dropped, so the layer costs no more memory than before. Whatever needs the plain
+        tensor gets it back first: training mode, a tracked forward, `.to()`, loading weights, `quantize_int8`
+        and copies unpack; `state_dict` writes a plain copy. Code that reads `layer.weight` directly on a packed
+        layer should call `unpack()` first.
+        """
+        if self.packed:
+            return
+        packed = self._trial if self._trial is not None else self._packed_copy(rows)
+        self._trial = None
+        self._weight_requires_grad = self.weight.requires_grad
+        self.weight = nn.Parameter(packed, requires_grad=False)
+
+    def unpack(self) -> None:
+        """Hold the weight as a plain tensor again (undoes `pack`)."""
+        if self.packed:
+            self.weight = nn.Parameter(self.weight.to_dense(), requires_grad=self._weight_requires_grad)
+
+    def train(self, mode: bool = True) -> Linear:
+        if mode:
+            self.unpack()  # before an optimizer collects the parameters
+        return super().train(mode)
+
+    def _apply(self, fn: Callable[..., Any], recurse: bool = True) -> Linear:
+        self.unpack()  # .to(), .half(), .cuda() and the like convert plain tensors
+        return super()._apply(fn, recurse)
+
+    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self.packed:  # checkpoints and other tools read the plain layout
+            destination[prefix + "weight"] = self.weight.to_dense()
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        self.unpack()
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def _int8_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Through the int8 kernel kernels.choose picks for this shape (timed on this input at its first call)."""
@@ -211,6 +268,7 @@ class Linear(nn.Linear):
         """
         if not any(kernels.private_op(op) is not None for op in INT8_OPS.values()):
             raise RuntimeError("this torch build has no working int8 kernel, so --quantize int8 can't run here")
+        self.unpack()
         levels = kernels.int8_weight_levels()
         values, scales = quantize_weights(self.weight.detach().float().cpu(), levels)
         bias = None if self.bias is None else self.bias.detach().float().cpu()
@@ -218,13 +276,18 @@ class Linear(nn.Linear):
         self.int8 = Int8Weights(levels, scales, zero_points, bias, values)
 
     def __getstate__(self) -> dict:
-        """Copies and pickles leave the kernels' packed weights out (opaque objects; packed again on demand)."""
+        """Copies and pickles get plain weights and leave the kernels' packed ones out (opaque objects; packed
+        again on demand)."""
         int8 = self.int8 and dataclasses.replace(self.int8, packed={})
-        return {**self.__dict__, "_packed": None, "int8": int8}
+        parameters = dict(self._parameters)
+        if self.packed:
+            parameters["weight"] = nn.Parameter(self.weight.to_dense(), requires_grad=self._weight_requires_grad)
+        return {**self.__dict__, "_parameters": parameters, "_trial": None, "int8": int8}
 
     def extra_repr(self) -> str:
         extra = f", activation={self.activation}" if self.activation else ""
-        return super().extra_repr() + extra + (", int8" if self.int8 is not None else "")
+        extra += (", int8" if self.int8 is not None else "") + (", packed" if self.packed else "")
+        return super().extra_repr() + extra
 
 
 def quantize_int8(model: nn.Module, inplace: bool = False) -> nn.Module:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig, apply_generation_config
+from .linear import Linear
 
 
 class ModelOutput(dict):
@@ -76,7 +77,11 @@ class PretrainedModel(nn.Module):
             return
         for target, source in self.tied:
             owner_name, _, attr = target.rpartition(".")
-            setattr(self.get_submodule(owner_name), attr, self.get_parameter(source))
+            owner = self.get_submodule(owner_name)
+            if isinstance(owner, Linear):
+                owner.unpack()
+                owner.shares_weight = True  # never packed: that would be a second copy of the shared matrix
+            setattr(owner, attr, self.get_parameter(source))
 
     @classmethod
     def from_pretrained(

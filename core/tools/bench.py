@@ -7,9 +7,10 @@ whatever else the machine does hits all of them alike. Each row yields one JSON-
 
 Memory is measured per implementation and row, not per process: on Linux the resident high-water mark
 (VmHWM) is reset through /proc/self/clear_refs before each timed call, so the peak belongs to that call (it
-still includes everything resident, the weights among them; `mem_base_bytes` is what was resident before the
-call). Where the reset is not allowed, the process-wide ru_maxrss is reported and `mem_scope` says so. On CUDA
-it is `torch.cuda.max_memory_allocated` after a reset of the peak statistics.
+still includes everything resident, its weights among them; `mem_base_bytes` is what was resident before the
+call). Tensors only the other implementations hold are left out of both, so each reads as if it ran alone.
+Where the reset is not allowed, the process-wide ru_maxrss is reported and `mem_scope` says so. On CUDA it is
+`torch.cuda.max_memory_allocated` after a reset of the peak statistics.
 
 transformers is not a dependency: it is imported lazily, only on the `compare="transformers"` path.
 """
@@ -197,6 +198,34 @@ class Contender:
     name: str
     run: Callable[[torch.Tensor, torch.Tensor], Any]
     set_attention: Callable[[str], None]
+    model: nn.Module  # what it holds in memory
+
+
+def held_bytes(model: nn.Module) -> dict[int, int]:
+    """Bytes of the parameters and buffers `model` holds, by storage: tensors sharing memory count once. Packed
+    oneDNN weights (Linear.pack) have no storage and count by identity."""
+    held: dict[int, int] = {}
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.is_mkldnn:
+            held[id(tensor)] = tensor.numel() * tensor.element_size()
+        else:
+            storage = tensor.untyped_storage()
+            held[storage.data_ptr()] = storage.nbytes()
+    return held
+
+
+def others_bytes(contenders: list[Contender], name: str) -> int:
+    """Memory held only by the contenders other than `name`: left out of `name`'s peak, as if it ran alone.
+
+    They share one copy of the weights, but not always: our layers may repack theirs (one copy for us) while
+    transformers keeps the plain tensors, and an int8 model is a copy of the float one.
+    """
+    own = held_bytes(next(c.model for c in contenders if c.name == name))
+    others: dict[int, int] = {}
+    for contender in contenders:
+        if contender.name != name:
+            others |= held_bytes(contender.model)
+    return sum(size for key, size in others.items() if key not in own)
 
 
 def build_config(spec: BenchSpec) -> ModelConfig:
@@ -242,7 +271,7 @@ def _our_contender(name: str, model: nn.Module, spec: BenchSpec) -> Contender:
                 ids, mask, num_beams=spec.num_beams, max_new_tokens=spec.new_tokens, min_new_tokens=spec.new_tokens
             )
 
-    return Contender(name, run, set_attention)
+    return Contender(name, run, set_attention, model)
 
 
 def _transformers_contender(model: nn.Module, spec: BenchSpec) -> tuple[Contender, str]:
@@ -295,7 +324,7 @@ def _transformers_contender(model: nn.Module, spec: BenchSpec) -> tuple[Contende
                 do_sample=False,
             )
 
-    return Contender("transformers", run, set_attention), transformers.__version__
+    return Contender("transformers", run, set_attention, theirs), transformers.__version__
 
 
 # --------------------------------------------------------------------------------------------------
@@ -421,7 +450,9 @@ def _measure_row(
             out = contender.run(ids, mask)
             _sync(device)
             times[contender.name].append(time.perf_counter() - start)
-            peaks[contender.name].append(meter.peak())
+            elsewhere = others_bytes(contenders, contender.name)  # after the call: it may have repacked weights
+            peaks[contender.name].append(meter.peak() - elsewhere)
+            bases[contender.name][-1] -= elsewhere
             outputs.setdefault(contender.name, out)
             del out
 
