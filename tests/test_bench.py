@@ -141,7 +141,7 @@ def test_peak_memory_is_per_call():
 def test_a_peak_leaves_out_what_only_the_other_contenders_hold(monkeypatch):
     """Shared weights count for both; a tensor only the other side holds (a plain copy of weights we repacked)
     counts for neither's peak but its own."""
-    from core.models.linear import Linear
+    from core.models.linear import Linear, quantize_int8
 
     ours, theirs = Linear(64, 32), Linear(64, 32, bias=False)
     theirs.weight = ours.weight  # shared, as bench shares the weights with transformers
@@ -153,6 +153,10 @@ def test_a_peak_leaves_out_what_only_the_other_contenders_hold(monkeypatch):
     if ours.packed:  # theirs still holds the plain weight; ours holds only the packed one
         assert others_bytes(contenders, "ours") == 64 * 32 * 4
         assert others_bytes(contenders, "transformers") == 64 * 32 * 4 + 32 * 4
+    fp32 = Linear(64, 32)
+    int8 = quantize_int8(fp32)  # a copy: float weights of its own, and int8 ones (one byte per weight)
+    contenders = [Contender("ours", None, None, int8), Contender("fp32", None, None, fp32)]
+    assert others_bytes(contenders, "fp32") == (64 * 32 + 32) * 4 + 64 * 32
 
 
 def test_summarize_on_tiny_pegasus():

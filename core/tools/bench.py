@@ -203,7 +203,8 @@ class Contender:
 
 def held_bytes(model: nn.Module) -> dict[int, int]:
     """Bytes of the parameters and buffers `model` holds, by storage: tensors sharing memory count once. Packed
-    oneDNN weights (Linear.pack) have no storage and count by identity."""
+    oneDNN weights (Linear.pack) have no storage and count by identity; so do int8 layers' weights, one byte
+    per weight for their int8 values and for each kernel's packing of them (opaque objects)."""
     held: dict[int, int] = {}
     for tensor in (*model.parameters(), *model.buffers()):
         if tensor.is_mkldnn:
@@ -211,6 +212,11 @@ def held_bytes(model: nn.Module) -> dict[int, int]:
         else:
             storage = tensor.untyped_storage()
             held[storage.data_ptr()] = storage.nbytes()
+    for module in model.modules():
+        int8 = getattr(module, "int8", None)
+        if int8 is not None:
+            copies = len(int8.packed) + (int8.values is not None)
+            held[id(int8)] = copies * module.in_features * module.out_features
     return held
 
 
