@@ -213,6 +213,12 @@ def test_real_measurement_makes_a_valid_choice_and_caches_it(fresh_choices):
     assert layer._trial is None and layer.packed == (stored["choice"] == "onednn-packed")
 
 
+# Packing needs oneDNN's packed linear, checked once like the other private ops; without it nothing packs.
+needs_packing = pytest.mark.skipif(
+    kernels.private_op("linear-packed") is None, reason="this torch build has no working packed oneDNN linear"
+)
+
+
 def _packed_layer(monkeypatch, **kwargs) -> tuple[Linear, torch.Tensor]:
     """A layer forced onto packed weights by one inference call, and its plain weight from before."""
     monkeypatch.setenv("BIGBIRD_KERNELS", "onednn-packed")
@@ -224,6 +230,7 @@ def _packed_layer(monkeypatch, **kwargs) -> tuple[Linear, torch.Tensor]:
     return layer, plain
 
 
+@needs_packing
 def test_packed_layer_holds_one_copy_and_gives_the_plain_numbers(fresh_choices, monkeypatch):
     layer, plain = _packed_layer(monkeypatch)
     monkeypatch.setenv("BIGBIRD_KERNELS", "mkl")  # a packed layer has only the packed weight: it runs on it
@@ -235,6 +242,7 @@ def test_packed_layer_holds_one_copy_and_gives_the_plain_numbers(fresh_choices, 
     assert "packed" in repr(layer)
 
 
+@needs_packing
 @pytest.mark.parametrize(
     "need",
     ["state_dict", "copy", "train", "tracked_forward", "to", "load_state_dict", "quantize_int8", "pickle"],
@@ -273,6 +281,7 @@ def test_whatever_needs_the_plain_weight_gets_it_back_exactly(need, fresh_choice
     assert not layer.packed and torch.equal(layer.weight.detach(), plain)
 
 
+@needs_packing
 def test_a_tied_weight_is_never_packed(fresh_choices, monkeypatch):
     """Packing a weight another module shares (the LM head and the embeddings) would need a second copy."""
     monkeypatch.setenv("BIGBIRD_KERNELS", "auto")
