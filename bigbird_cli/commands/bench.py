@@ -6,7 +6,6 @@ pure JSONL.
 
 from __future__ import annotations
 
-import importlib.util
 from collections import Counter
 from enum import Enum
 from pathlib import Path
@@ -91,6 +90,7 @@ def command(
     """
     from rich.console import Console
 
+    from core.eval.report import require_matplotlib
     from core.tools.bench import BenchError, BenchSpec, run_bench
     from core.tools.bench import plot as draw
 
@@ -120,8 +120,8 @@ def command(
         raise typer.Exit(EXIT_USAGE)
     records: list[dict[str, Any]] = []
     try:
-        if plot is not None and importlib.util.find_spec("matplotlib") is None:
-            raise BenchError("--plot needs matplotlib: pip install 'bigbird-cli[plot]'.")
+        if plot is not None:
+            require_matplotlib(BenchError)  # refused before any row is measured
         rows = run_bench(spec, progress=None if quiet else info)
         with open_jsonl(output) as writer:
             for record in rows:

@@ -34,9 +34,9 @@ def command(
     ] = "5GB",
     revision: Revision = None,
     verify: Annotated[
-        bool, typer.Option("--verify", metavar="", help="Load SRC and DST and report the max |diff| of their outputs.")
+        bool, typer.Option("--verify", help="Load SRC and DST and report the max |diff| of their outputs.")
     ] = False,
-    force: Annotated[bool, typer.Option("--force", metavar="", help="Replace DST if it exists.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace DST if it exists.")] = False,
 ) -> None:
     """Convert a checkpoint into a clean Hub-layout directory (model.safetensors, config, tokenizer files) that
     bigbird and transformers both load. Pickled weights are read with weights_only: a pickle that carries code

@@ -458,6 +458,9 @@ class Attention(nn.Module):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
 
+    def _keys_values(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._heads(self.key(source)), self._heads(self.value(source))
+
     def plan(self, seq_len: int) -> torch.Tensor:
         """The random-block plan for this layer and length (fresh draws while training)."""
         args = (seq_len, self.block_size, self.num_heads, self.num_random_blocks, self.max_seq_len)
@@ -488,16 +491,13 @@ class Attention(nn.Module):
         """
         q = self._heads(self.query(hidden))
         if encoder_states is None:
-            k, v = self._heads(self.key(hidden)), self._heads(self.value(hidden))
+            k, v = self._keys_values(hidden)
             if cache is not None:
                 k, v = cache.append(self.layer_idx, k, v)
+        elif cache is not None:
+            k, v = cache.cross_kv(self.layer_idx, lambda: self._keys_values(encoder_states))
         else:
-            cached = cache.cross_kv(self.layer_idx) if cache is not None else None
-            if cached is None:
-                cached = self._heads(self.key(encoder_states)), self._heads(self.value(encoder_states))
-                if cache is not None:
-                    cache.set_cross_kv(self.layer_idx, *cached)
-            k, v = cached
+            k, v = self._keys_values(encoder_states)
         if sparse:
             context, probs = block_sparse_attention(
                 q, k, v, mask, self.block_size, self.plan(hidden.shape[1]), output_probs=output_attentions

@@ -72,13 +72,18 @@ class DecoderCache:
             buffer[:, :, :used] = old[:, :, :used]
         return buffer
 
-    def cross_kv(self, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        return self.cross[layer]
+    def cross_kv(
+        self, layer: int, project: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """This layer's cross-attention keys/values: `project()` from the encoder states at the first step, then kept.
 
-    def set_cross_kv(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Keep them head by head in memory: every step reads them whole, and a head split out of the projection's
-        (tokens, heads*dim) rows strides a page per key (pegasus-large, 4096 tokens: ~20% of the step's attention)."""
-        self.cross[layer] = (k.contiguous(), v.contiguous())
+        They are kept head by head in memory: every step reads them whole, and a head split out of the projection's
+        (tokens, heads*dim) rows strides a page per key (pegasus-large, 4096 tokens: ~20% of the step's attention).
+        """
+        if self.cross[layer] is None:
+            k, v = project()
+            self.cross[layer] = (k.contiguous(), v.contiguous())
+        return self.cross[layer]
 
     def reorder(self, rows: torch.Tensor) -> None:
         """Row i of the self-attention cache becomes old row rows[i] (beam reselection); cross K/V are per input."""

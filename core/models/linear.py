@@ -200,7 +200,11 @@ class Linear(nn.Linear):
     def unpack(self) -> None:
         """Hold the weight as a plain tensor again (undoes `pack`)."""
         if self.packed:
-            self.weight = nn.Parameter(self.weight.to_dense(), requires_grad=self._weight_requires_grad)
+            self.weight = self._plain_weight()
+
+    def _plain_weight(self) -> nn.Parameter:
+        """A packed weight in the plain layout again, as the Parameter it was (to_dense is exact)."""
+        return nn.Parameter(self.weight.to_dense(), requires_grad=self._weight_requires_grad)
 
     def train(self, mode: bool = True) -> Linear:
         if mode:
@@ -281,7 +285,7 @@ class Linear(nn.Linear):
         int8 = self.int8 and dataclasses.replace(self.int8, packed={})
         parameters = dict(self._parameters)
         if self.packed:
-            parameters["weight"] = nn.Parameter(self.weight.to_dense(), requires_grad=self._weight_requires_grad)
+            parameters["weight"] = self._plain_weight()
         return {**self.__dict__, "_parameters": parameters, "_trial": None, "int8": int8}
 
     def extra_repr(self) -> str:

@@ -96,6 +96,9 @@ class DecoderAttention(nn.Module):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
 
+    def _keys_values(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._heads(self.key(source)), self._heads(self.value(source))
+
     def forward(
         self,
         x: torch.Tensor,
@@ -111,17 +114,15 @@ class DecoderAttention(nn.Module):
         q = self._heads(self.query(x))
         dropout = self.dropout if self.training else 0.0
         if encoder_states is None:
-            k, v = self._heads(self.key(x)), self._heads(self.value(x))
+            k, v = self._keys_values(x)
             if cache is not None:
                 k, v = cache.append(layer_idx, k, v)
             context, probs = full_attention(q, k, v, bias, dropout, output_probs=output_attentions)
         else:
-            kv = cache.cross_kv(layer_idx) if cache is not None else None
-            if kv is None:
-                kv = self._heads(self.key(encoder_states)), self._heads(self.value(encoder_states))
-                if cache is not None:
-                    cache.set_cross_kv(layer_idx, *kv)
-            k, v = kv
+            if cache is not None:
+                k, v = cache.cross_kv(layer_idx, lambda: self._keys_values(encoder_states))
+            else:
+                k, v = self._keys_values(encoder_states)
             inputs, h, d = k.shape[0], self.num_heads, self.head_dim
             if rows % inputs:
                 raise ValueError(f"{rows} decoder rows can't be split over {inputs} encoder rows")
