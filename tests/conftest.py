@@ -163,4 +163,6 @@ def jsonl(data: bytes | str | Path) -> list[dict]:
     if isinstance(data, bytes):
         data = data.decode("utf-8")
     assert data == "" or data.endswith("\n"), "output must end with a newline"
-    return [json.loads(line) for line in data.splitlines()]
+    # Lines end at "\n" only: str.splitlines would also cut at U+0085, U+2028 and the like, which JSON strings may
+    # hold as they are (a file named with one puts it in the record's id).
+    return [json.loads(line) for line in data.split("\n")[:-1]]
