@@ -69,14 +69,28 @@ def kernel_cache(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture
+def fresh_choices(tmp_path, monkeypatch):
+    """An empty kernel cache folder, no override, and no kernel choice made yet in this process."""
+    from core.models import kernels
+
+    monkeypatch.setenv("BIGBIRD_CACHE_DIR", str(tmp_path))
+    for kind in (kernels.FLOAT32, kernels.INT8, kernels.CROSS_ATTENTION):
+        monkeypatch.delenv(kind.override, raising=False)
+    monkeypatch.setattr(kernels, "_chosen", {})
+    monkeypatch.setattr(kernels, "_measured", {})
+    return tmp_path
+
+
 @pytest.fixture(params=["on", "packed", "off"])
 def fast_paths(request, monkeypatch) -> str:
     """Run a test with torch's private fast ops in use (where they pass their check), with every layer that can
-    on packed weights, and with the private ops switched off."""
+    on packed weights (and cross-attention on packed keys/values), and with the private ops switched off."""
     if request.param == "off":
         monkeypatch.setenv("BIGBIRD_PRIVATE_OPS", "0")
     if request.param == "packed":
         monkeypatch.setenv("BIGBIRD_KERNELS", "onednn-packed")
+        monkeypatch.setenv("BIGBIRD_CROSS_ATTENTION", "onednn")
     return request.param
 
 

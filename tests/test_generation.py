@@ -141,15 +141,21 @@ def test_beam_search_matches_reference(pair, options):
 
 
 @pytest.mark.parametrize("options", [GREEDY[0], BEAM[3]], ids=["greedy", "beam"])
-def test_packed_weights_generate_the_reference_tokens(options, tmp_path, monkeypatch):
-    """Every untied layer on packed weights (one copy, as decoder steps choose on most CPUs): same tokens."""
+def test_packed_weights_and_keys_values_generate_the_reference_tokens(options, tmp_path, monkeypatch):
+    """Every untied layer on packed weights (one copy, as decoder steps choose on most CPUs) and cross-attention
+    on packed keys/values, over padded inputs of different lengths: same tokens."""
     monkeypatch.setenv("BIGBIRD_KERNELS", "onednn-packed")
+    monkeypatch.setenv("BIGBIRD_CROSS_ATTENTION", "onednn")
+    kept = []
+    cross_kv = DecoderCache.cross_kv
+    monkeypatch.setattr(DecoderCache, "cross_kv", lambda self, *a: kept.append(cross_kv(self, *a)) or kept[-1])
     pair = make_pair(tmp_path, 3, "block_sparse", 2.0)
     ours, theirs = pair.both(**batch_inputs(), **{"max_length": MAX_LENGTH, **options})
     assert torch.equal(ours, theirs), f"\nours\n{ours}\nreference\n{theirs}"
     layers = [m for m in pair.ours.modules() if isinstance(m, Linear)]
     if kernels.private_op("linear-packed") is not None:  # else every layer stays on the public path
         assert all(layer.packed != layer.shares_weight for layer in layers)
+    assert kept and all(kv.packed == (kernels.private_op("conv-packed") is not None) for kv in kept)
 
 
 @pytest.mark.parametrize("seed", SAMPLING_SEEDS)
@@ -285,9 +291,10 @@ def test_cache_is_preallocated_and_cross_attention_is_shared_by_beams(tmp_path, 
     (cache,) = caches
     layers = len(pair.ours.model.decoder.layers)
     assert grown == [MAX_LENGTH] * (2 * layers)  # keys and values of each layer, allocated once
-    for keys, (cross_k, cross_v) in zip(cache.keys, cache.cross, strict=True):
+    for keys, cross in zip(cache.keys, cache.cross, strict=True):
         assert keys.shape[0] == 3 * 5  # self-attention: one row per beam
-        assert cross_k.shape[0] == cross_v.shape[0] == 3  # cross-attention: one row per input
+        cross_k, cross_v = cross.plain()
+        assert cross_k.shape[0] == cross_v.shape[0] == cross.inputs == 3  # cross-attention: one row per input
         assert cross_k.shape[2] == inputs["input_ids"].shape[1]
 
 

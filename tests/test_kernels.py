@@ -14,19 +14,9 @@ import torch.nn.functional as F
 import core
 from core.models import kernels
 from core.models.attention import block_sparse_attention, fused_kernel_applies, hf_plan
+from core.models.cross_attention import CrossKeysValues
 from core.models.linear import Linear
 from core.models.presets import PEGASUS_TINY
-
-
-@pytest.fixture
-def fresh_choices(tmp_path, monkeypatch):
-    """An empty cache folder and no choice made yet in this process."""
-    monkeypatch.setenv("BIGBIRD_CACHE_DIR", str(tmp_path))
-    monkeypatch.delenv("BIGBIRD_KERNELS", raising=False)
-    monkeypatch.delenv("BIGBIRD_INT8_KERNELS", raising=False)
-    monkeypatch.setattr(kernels, "_chosen", {})
-    monkeypatch.setattr(kernels, "_measured", {})
-    return tmp_path
 
 
 @pytest.mark.parametrize(
@@ -59,13 +49,13 @@ def test_isa_names_what_bench_reports(monkeypatch):
     assert kernels.isa() == ["avx2", "avx512f", "amx"]
 
 
-@pytest.mark.parametrize("name", ["linear", "linear-packed", "qlinear", "qlinear-fbgemm", "flash"])
+@pytest.mark.parametrize("name", ["linear", "linear-packed", "qlinear", "qlinear-fbgemm", "flash", "conv-packed"])
 def test_private_ops_pass_their_check_on_the_tested_torch(name):
     """pyproject names the torch versions these checks were run on; on those, every fast path is in use."""
     assert kernels.private_op(name) is not None
 
 
-@pytest.mark.parametrize("name", ["linear", "flash"])
+@pytest.mark.parametrize("name", ["linear", "flash", "conv-packed"])
 @pytest.mark.parametrize("fault", ["missing", "signature", "wrong numbers"])
 def test_a_broken_private_op_falls_back_to_the_public_path(name, fault, monkeypatch, fresh_choices):
     def check():
@@ -76,17 +66,23 @@ def test_a_broken_private_op_falls_back_to_the_public_path(name, fault, monkeypa
         return (lambda *args, **kwargs: None), False
 
     monkeypatch.setitem(kernels._CHECKS, name, check)
+    monkeypatch.setenv("BIGBIRD_CROSS_ATTENTION", "onednn")  # packs wherever the op works
     kernels._verified.cache_clear()
     try:
         assert kernels.private_op(name) is None
         layer = Linear(16, 8, activation="gelu")
         x = torch.randn(3, 16)
+        expected = F.gelu(F.linear(x, layer.weight, layer.bias)).detach()  # before the layer may pack its weight
         q, k, v = (torch.randn(1, 2, 32, 8) for _ in range(3))
         with torch.inference_mode():
-            assert torch.allclose(layer(x), F.gelu(F.linear(x, layer.weight, layer.bias)), atol=1e-6)
+            assert torch.allclose(layer(x), expected, atol=1e-6)
             assert fused_kernel_applies(q, k, v) == (name != "flash")
             out, _ = block_sparse_attention(q, k, v, torch.ones(1, 32), 4, hf_plan(8, 2, 1))
+            kept = CrossKeysValues(k, v, reused=True)
+            context, _ = kept.attend(q[:, :, :1], None)
         assert torch.isfinite(out).all()
+        assert torch.allclose(context, F.scaled_dot_product_attention(q[:, :, :1], k, v), atol=1e-5)
+        assert kept.packed == (name != "conv-packed" and kernels.private_op("conv-packed") is not None)
     finally:
         kernels._verified.cache_clear()
 
@@ -194,8 +190,9 @@ def test_unwritable_cache_still_runs(tmp_path, fresh_choices, monkeypatch):
     (tmp_path / "file").write_text("")
     monkeypatch.setenv("BIGBIRD_CACHE_DIR", str(tmp_path / "file" / "below"))
     layer = Linear(8, 8)
+    expected = F.linear(torch.ones(2, 8), layer.weight, layer.bias).detach()  # before the layer may pack
     with torch.inference_mode():
-        assert torch.allclose(layer(torch.ones(2, 8)), F.linear(torch.ones(2, 8), layer.weight, layer.bias))
+        assert torch.allclose(layer(torch.ones(2, 8)), expected)
 
 
 def test_real_measurement_makes_a_valid_choice_and_caches_it(fresh_choices):

@@ -139,12 +139,15 @@ def command(
 
 def where_it_ran(record: dict[str, Any]) -> str:
     """The CPU, its ISA, torch and the kernels chosen, in one line: e.g. "AMD EPYC (avx2 avx512f avx512_vnni),
-    torch 2.13.0, float32 kernels onednn ×3 mkl ×1, int8 kernels fbgemm ×2, int8 weights ±127"."""
+    torch 2.13.0, float32 kernels onednn ×3 mkl ×1, int8 kernels fbgemm ×2, int8 weights ±127" (cross-attention's
+    kernels too where a generate ran)."""
     machine, chosen = record.get("machine", {}), record.get("kernels", {})
 
     def kernels_of(kind: str, override: str, variable: str) -> str:
         counts = Counter(chosen.get(kind, {}).values())
-        text = f", {kind} kernels " + (" ".join(f"{name} ×{n}" for name, n in counts.most_common()) or "none timed")
+        text = f", {kind.replace('_', '-')} kernels " + (
+            " ".join(f"{name} ×{n}" for name, n in counts.most_common()) or "none timed"
+        )
         forced = chosen.get(override, "auto")
         return text + (f" ({variable}={forced})" if forced != "auto" else "")
 
@@ -154,6 +157,8 @@ def where_it_ran(record: dict[str, Any]) -> str:
     if record.get("quantize"):
         line += kernels_of("int8", "int8_override", "BIGBIRD_INT8_KERNELS")
         line += f", int8 weights ±{chosen.get('int8_weight_levels', '?')}"
+    if chosen.get("cross_attention"):
+        line += kernels_of("cross_attention", "cross_attention_override", "BIGBIRD_CROSS_ATTENTION")
     return line
 
 

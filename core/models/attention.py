@@ -490,12 +490,15 @@ class Attention(nn.Module):
         the new tokens' are appended to it; cross-attention's are computed once.
         """
         q = self._heads(self.query(hidden))
+        dropout = self.dropout if self.training else 0.0
+        if encoder_states is not None and cache is not None:  # `bias` is then the encoder's padding
+            kept = cache.cross_kv(self.layer_idx, lambda: self._keys_values(encoder_states))
+            context, probs = kept.attend(q, bias, dropout, output_probs=output_attentions)
+            return context.transpose(1, 2).flatten(2), probs
         if encoder_states is None:
             k, v = self._keys_values(hidden)
             if cache is not None:
                 k, v = cache.append(self.layer_idx, k, v)
-        elif cache is not None:
-            k, v = cache.cross_kv(self.layer_idx, lambda: self._keys_values(encoder_states))
         else:
             k, v = self._keys_values(encoder_states)
         if sparse:
@@ -505,6 +508,5 @@ class Attention(nn.Module):
         else:
             if bias is None:
                 bias = additive_mask(mask, q.dtype)
-            dropout = self.dropout if self.training else 0.0
             context, probs = full_attention(q, k, v, bias, dropout, output_probs=output_attentions)
         return context.transpose(1, 2).flatten(2), probs

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from .config import GENERATION_DEFAULTS, SAMPLING_DEFAULTS
+from .cross_attention import CrossKeysValues
+from .modeling import release_free_heap
 
 # Added to the score of a beam or hypothesis to take it out of the running (the reference's constant).
 EXCLUDED = -1.0e9
@@ -43,7 +45,7 @@ class DecoderCache:
         self.keys: list[torch.Tensor | None] = [None] * num_layers
         self.values: list[torch.Tensor | None] = [None] * num_layers
         self.lengths = [0] * num_layers
-        self.cross: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers
+        self.cross: list[CrossKeysValues | None] = [None] * num_layers
 
     @property
     def length(self) -> int:
@@ -72,17 +74,11 @@ class DecoderCache:
             buffer[:, :, :used] = old[:, :, :used]
         return buffer
 
-    def cross_kv(
-        self, layer: int, project: Callable[[], tuple[torch.Tensor, torch.Tensor]]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """This layer's cross-attention keys/values: `project()` from the encoder states at the first step, then kept.
-
-        They are kept head by head in memory: every step reads them whole, and a head split out of the projection's
-        (tokens, heads*dim) rows strides a page per key (pegasus-large, 4096 tokens: ~20% of the step's attention).
-        """
+    def cross_kv(self, layer: int, project: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> CrossKeysValues:
+        """This layer's cross-attention keys/values: `project()` from the encoder states at the first step, then kept
+        (in the layout their first attention chooses: see cross_attention.CrossKeysValues)."""
         if self.cross[layer] is None:
-            k, v = project()
-            self.cross[layer] = (k.contiguous(), v.contiguous())
+            self.cross[layer] = CrossKeysValues(*project(), reused=True)
         return self.cross[layer]
 
     def reorder(self, rows: torch.Tensor) -> None:
@@ -377,6 +373,7 @@ def generate(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor |
     if settings.decoder_start_token_id is None:
         raise ValueError("decoder_start_token_id (or bos_token_id) has to be set to generate")
     encoded = model.model.encoder(input_ids, attention_mask).last_hidden_state
+    release_free_heap()  # the encoder's scratch, before the cache's long-lived keys/values are allocated
     cache = DecoderCache(len(model.model.decoder.layers), capacity=settings.max_length)
 
     def next_scores(seqs: torch.Tensor) -> torch.Tensor:

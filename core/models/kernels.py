@@ -7,14 +7,14 @@ Three questions, answered once per process (the last one once per machine):
   (`vpmaddubsw`): 255 × 127 × 2 overflows it. There `int8_weight_levels` keeps weights to 7 bits (±63), so
   that a pair stays within 255 × 64 × 2 < 2¹⁵ and the int8 result is exact. `BIGBIRD_INT8_SAFE=1` forces
   this on any CPU (the tests use it), `=0` forbids it.
-* **Whether a private op works.** `_linear_pointwise`, `qlinear_pointwise` and the flash attention that returns
-  its log-sum-exp are not public API. Each is called once on a tiny input and compared with the public path;
-  a missing op, a changed signature or wrong numbers turn it off with a debug log line.
-  `BIGBIRD_PRIVATE_OPS=0` turns them all off (the public path everywhere).
-* **Which matmul is fastest.** For each kind of matmul (`FLOAT32`, `INT8`) torch's default and the challengers
-  are timed on the layer's own shapes at first use; the choice is cached per (CPU model, torch version) in the
-  user's cache directory. A challenger must beat the default by `MARGIN`, so the choice is never slower than
-  torch's default beyond the noise of the measurement.
+* **Whether a private op works.** `_linear_pointwise`, `qlinear_pointwise`, the packed `_convolution_pointwise`
+  and the flash attention that returns its log-sum-exp are not public API. Each is called once on a tiny input
+  and compared with the public path; a missing op, a changed signature or wrong numbers turn it off with a
+  debug log line. `BIGBIRD_PRIVATE_OPS=0` turns them all off (the public path everywhere).
+* **Which matmul is fastest.** For each kind of matmul (`FLOAT32`, `INT8`, `CROSS_ATTENTION`) torch's default and
+  the challengers are timed on the layer's own shapes at first use; the choice is cached per (CPU model, torch
+  version) in the user's cache directory. A challenger must beat the default by `MARGIN`, so the choice is never
+  slower than torch's default beyond the noise of the measurement.
   - float32: the default is `F.linear` (MKL, which skips AVX-512 on AMD CPUs); the challengers oneDNN, on the
     plain weight or on the weight packed in its own layout (a layer that picks packing keeps only the packed
     copy: `Linear.pack`). `BIGBIRD_KERNELS=mkl|onednn|onednn-packed` overrides it (`auto`: measure).
@@ -22,6 +22,9 @@ Three questions, answered once per process (the last one once per machine):
     the challenger oneDNN (its fused activations win long inputs on some CPUs). Both are handed the same int8
     weights and the same activation scale, so they give the same numbers. `BIGBIRD_INT8_KERNELS=fbgemm|onednn`
     overrides it.
+  - cross-attention of generation (`CROSS_ATTENTION`): the default is torch's attention; the challenger
+    oneDNN's grouped convolutions on packed keys/values (see cross_attention.py), timed on a decoder step's
+    first call per head layout and source length. `BIGBIRD_CROSS_ATTENTION=sdpa|onednn` overrides it.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ class Kind:
 
 FLOAT32 = Kind("float32", "mkl", ("mkl", "onednn", "onednn-packed"), "BIGBIRD_KERNELS")
 INT8 = Kind("int8", "fbgemm", ("fbgemm", "onednn"), "BIGBIRD_INT8_KERNELS")
+CROSS_ATTENTION = Kind("cross-attention", "sdpa", ("sdpa", "onednn"), "BIGBIRD_CROSS_ATTENTION")
 CANDIDATES = FLOAT32.candidates
 MARGIN = 0.05  # how much faster than the default a challenger must be to be chosen
 SAMPLE_ROWS = 256  # rows of the input timed: a long input's matmuls run at the speed they reach here
@@ -116,8 +120,8 @@ def int8_weight_levels() -> int:
 # Private ops, verified
 # --------------------------------------------------------------------------------------------------
 def private_op(name: str) -> Any:
-    """The private op `name` ("linear", "linear-packed", "qlinear", "qlinear-fbgemm", "flash") if it works here,
-    else None."""
+    """The private op `name` ("linear", "linear-packed", "qlinear", "qlinear-fbgemm", "flash", "conv-packed") if it
+    works here, else None."""
     if os.environ.get("BIGBIRD_PRIVATE_OPS") == "0":
         return None
     return _verified(name)
@@ -185,6 +189,21 @@ def fbgemm_pack(values: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor |
     return torch.ops.quantized.linear_prepack(weights, bias)
 
 
+def _check_conv_packed() -> tuple[Any, bool]:
+    """oneDNN's convolution on a weight packed in its layout, grouped, on a channels-last input: what
+    cross_attention runs."""
+    op = torch.ops.mkldnn._convolution_pointwise
+    if not torch.backends.mkldnn.is_available():
+        raise RuntimeError("no oneDNN in this torch build")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 6, 5, 1, generator=g).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(8, 3, 1, 1, generator=g)
+    with torch.inference_mode():
+        packed = torch.ops.mkldnn._reorder_convolution_weight(w, [0, 0], [1, 1], [1, 1], 2, [1, 6, 5, 1])
+        y = op(x, packed, None, [0, 0], [1, 1], [1, 1], 2, "none", [], "")
+    return op, torch.allclose(y, F.conv2d(x, w, groups=2), atol=1e-5)
+
+
 def _check_flash() -> tuple[Any, bool]:
     op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
     g = torch.Generator().manual_seed(0)
@@ -203,6 +222,7 @@ _CHECKS: dict[str, Callable[[], tuple[Any, bool]]] = {
     "qlinear": _check_qlinear,
     "qlinear-fbgemm": _check_qlinear_fbgemm,
     "flash": _check_flash,
+    "conv-packed": _check_conv_packed,
 }
 
 
@@ -228,6 +248,14 @@ def shape_key(in_features: int, out_features: int, post_op: str, rows: int, kind
     size = "rows<=16" if rows <= 16 else "rows<=256" if rows <= 256 else "rows>256"
     prefix = "" if kind is FLOAT32 else f"{kind.name} "
     return f"{prefix}{in_features}x{out_features} {post_op} {size} threads={torch.get_num_threads()}"
+
+
+def cross_attention_key(heads: int, head_dim: int, source_len: int, queries: int) -> str:
+    """The choice holds for one head layout and thread count, at a source length up to a power of two, and few
+    or many query rows per input."""
+    source = 1 << max(0, source_len - 1).bit_length()
+    size = "queries<=16" if queries <= 16 else "queries>16"
+    return f"{CROSS_ATTENTION.name} {heads}x{head_dim} source<={source} {size} threads={torch.get_num_threads()}"
 
 
 def choose(key: str, names: list[str], run: Callable[[str], Any], kind: Kind = FLOAT32) -> str:
@@ -296,12 +324,23 @@ def decide(seconds: dict[str, float], default: str = FLOAT32.default) -> str:
 def summary() -> dict[str, Any]:
     """What runs here, for bench's records: the choices this process made for each kind of matmul (with the
     timings behind those it measured), the int8 weight range, and which private ops are in use."""
-    prefix = f"{INT8.name} "
+
+    def chosen(kind: Kind) -> dict[str, str]:
+        prefix = "" if kind is FLOAT32 else f"{kind.name} "
+        others = [f"{k.name} " for k in (INT8, CROSS_ATTENTION) if k is not kind]
+        return {
+            key.removeprefix(prefix): choice
+            for key, choice in _chosen.items()
+            if key.startswith(prefix) and not key.startswith(tuple(others))
+        }
+
     return {
         "override": os.environ.get(FLOAT32.override, "auto"),
         "int8_override": os.environ.get(INT8.override, "auto"),
-        "float32": {key: choice for key, choice in _chosen.items() if not key.startswith(prefix)},
-        "int8": {key.removeprefix(prefix): choice for key, choice in _chosen.items() if key.startswith(prefix)},
+        "cross_attention_override": os.environ.get(CROSS_ATTENTION.override, "auto"),
+        "float32": chosen(FLOAT32),
+        "int8": chosen(INT8),
+        "cross_attention": chosen(CROSS_ATTENTION),
         "measured_ms": {key: {n: round(s * 1e3, 3) for n, s in v.items()} for key, v in _measured.items()},
         "int8_weight_levels": int8_weight_levels(),
         "private_ops": [name for name in _CHECKS if private_op(name) is not None],

@@ -3,7 +3,8 @@
 Layers are pre-norm (LayerNorm before each sub-block, residual around it) with one final LayerNorm after the last
 layer of the encoder and of the decoder. Positions are learned embeddings; token embeddings are scaled by
 sqrt(d_model) when `scale_embedding` is set. The encoder's self-attention is `core.models.attention.Attention`
-(block-sparse or full, chosen per call); the decoder's self- and cross-attention are full, through `full_attention`.
+(block-sparse or full, chosen per call); the decoder's self-attention is full, through `full_attention`, and its
+cross-attention goes through `cross_attention.CrossKeysValues`.
 
 Decoder rows may outnumber encoder rows by a whole factor g (beam search: g beams per input): cross-attention then
 folds the g rows of one input into its query axis, so that encoder states and cross-attention keys/values are held
@@ -23,6 +24,7 @@ from torch import nn
 from .attention import Attention, additive_mask, causal_bias, full_attention, pad_to_block_size, sparse_fits
 from .bigbird import classification_loss, span_loss
 from .config import GENERATION_DEFAULTS, BigBirdPegasusConfig
+from .cross_attention import CrossKeysValues
 from .generation import DecoderCache, generate
 from .linear import Linear
 from .modeling import ModelOutput, PretrainedModel, feed_forward_in_slices
@@ -77,8 +79,7 @@ class DecoderAttention(nn.Module):
     """Full multi-head attention of the decoder: causal self-attention over a KV cache, or cross-attention.
 
     For cross-attention the keys/values come from the encoder states and are computed once per input (kept in the
-    cache). When the decoder has g rows per encoder row (beams), the g rows' queries are folded into the query axis
-    of their input, (B*g, H, T, D) → (B, H, g*T, D), so the (B, H, S, D) keys/values are used as they are.
+    cache); `CrossKeysValues` attends to them, with the g decoder rows of an input (beams) folded into its queries.
     """
 
     def __init__(self, d_model: int, num_heads: int, *, bias: bool, dropout: float) -> None:
@@ -110,7 +111,6 @@ class DecoderAttention(nn.Module):
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Self-attention when `encoder_states` is None, else cross-attention to them."""
-        rows, new, _ = x.shape
         q = self._heads(self.query(x))
         dropout = self.dropout if self.training else 0.0
         if encoder_states is None:
@@ -120,18 +120,10 @@ class DecoderAttention(nn.Module):
             context, probs = full_attention(q, k, v, bias, dropout, output_probs=output_attentions)
         else:
             if cache is not None:
-                k, v = cache.cross_kv(layer_idx, lambda: self._keys_values(encoder_states))
+                kept = cache.cross_kv(layer_idx, lambda: self._keys_values(encoder_states))
             else:
-                k, v = self._keys_values(encoder_states)
-            inputs, h, d = k.shape[0], self.num_heads, self.head_dim
-            if rows % inputs:
-                raise ValueError(f"{rows} decoder rows can't be split over {inputs} encoder rows")
-            group = rows // inputs
-            folded = q.view(inputs, group, h, new, d).transpose(1, 2).reshape(inputs, h, group * new, d)
-            context, probs = full_attention(folded, k, v, bias, dropout, output_probs=output_attentions)
-            context = context.view(inputs, h, group, new, d).transpose(1, 2).reshape(rows, h, new, d)
-            if probs is not None:
-                probs = probs.view(inputs, h, group, new, -1).transpose(1, 2).reshape(rows, h, new, -1)
+                kept = CrossKeysValues(*self._keys_values(encoder_states))
+            context, probs = kept.attend(q, bias, dropout, output_probs=output_attentions)
         return self.out(context.transpose(1, 2).flatten(2)), probs
 
 

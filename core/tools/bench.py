@@ -17,8 +17,6 @@ transformers is not a dependency: it is imported lazily, only on the `compare="t
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import gc
 import importlib
 import importlib.util
@@ -41,6 +39,7 @@ from torch import nn
 from core.models import kernels
 from core.models.config import ModelConfig
 from core.models.linear import quantize_int8
+from core.models.modeling import release_free_heap
 from core.models.presets import PRESETS, config_from_name
 
 TASKS = ("encode", "summarize")
@@ -160,21 +159,9 @@ class MemoryMeter:
         return usage if sys.platform == "darwin" else usage * 1024
 
 
-@functools.cache
-def _libc() -> ctypes.CDLL | None:
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") else None
-    except OSError:
-        return None
-
-
 def _release_free_heap() -> None:
-    """glibc's malloc_trim: hand the heap's free pages back to the OS (a no-op elsewhere)."""
     gc.collect()
-    libc = _libc()
-    if libc is not None:
-        libc.malloc_trim(0)
+    release_free_heap()
 
 
 def _status_kb(key: str) -> int | None:

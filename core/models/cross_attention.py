@@ -1,0 +1,187 @@
+"""Cross-attention of a decoder to its encoder's keys/values, which stay the same for a whole generate call.
+
+Every decoding step reads all of them for a handful of queries (the beams): pegasus-large over 4096 source tokens
+reads 32 MB a layer, 512 MB a step, to do a few multiply-adds per number read. That is a memory-bound
+matrix-vector product, and torch's attention kernels run it through general matmul routines that on some CPUs
+(MKL on AMD) reach a quarter of the memory's speed.
+
+oneDNN's grouped 1x1 convolution is the same product, with one group per (input, head):
+
+* scores: the keys of a head, (S, D) as they lie in memory head-major, are the weights of S output channels over
+  D input channels; the queries are the input, one "pixel" per query row;
+* context: the values of a head transposed, (D, S), are the weights of the second convolution, whose input is the
+  softmax of the first one's output, as it comes out.
+
+In the channels-last layout every tensor of the chain is already laid out as the next step reads it: the query
+rows as the projection wrote them, scores with the source axis last (where the softmax runs), the context as the
+heads merged (what the output projection reads). Both weights are repacked once per generate call into oneDNN's
+own layout, *instead of* the plain tensors (the same memory), and then stream at memory speed.
+
+Whether it beats torch's attention is measured per machine (`kernels.choose`, kind `CROSS_ATTENTION`), like the
+linear layers' kernels; `BIGBIRD_CROSS_ATTENTION=sdpa|onednn` forces one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import kernels
+from .attention import full_attention
+
+
+class CrossKeysValues:
+    """One layer's cross-attention keys/values, (inputs, heads, source, head_dim), and attention to them.
+
+    Decoder rows may be a whole multiple g of the inputs (g beams per input): the g rows of an input are folded
+    into the query axis, so the keys/values are held once per input.
+
+    `reused` marks keys/values kept for many calls (a generate call's cache): only those are worth repacking, and
+    their first call chooses the kernel by measurement.
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, reused: bool = False) -> None:
+        self.inputs, self.heads, self.source_len, self.head_dim = keys.shape
+        self.keys, self.values = keys, values  # packed: (groups*S, D, 1, 1) and the values (groups*D, S, 1, 1)
+        self.reused = reused
+        self.packed = False
+        self._chosen = not reused  # only reused keys/values choose (and may pack) at their first call
+
+    def attend(
+        self, q: torch.Tensor, bias: torch.Tensor | None, dropout: float = 0.0, output_probs: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Softmax attention of (rows, heads, new, head_dim) queries over the keys/values of their inputs, with an
+        additive (inputs, 1, 1 or new, source) bias; (rows, heads, new, head_dim) out, probabilities on request."""
+        rows = q.shape[0]
+        if rows % self.inputs:
+            raise ValueError(f"{rows} decoder rows can't be split over {self.inputs} encoder rows")
+        fast = self._fast_path_applies(q, bias, dropout, output_probs)
+        if not self._chosen:
+            self._chosen = True
+            if fast:
+                self._choose(q, bias)
+        if self.packed and fast:
+            return self._attend_packed(q, bias, self.keys, self.values), None
+        return self._attend_plain(q, bias, dropout, output_probs)
+
+    def plain(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keys and values as (inputs, heads, source, head_dim) tensors (from the packed ones: to_dense is exact).
+
+        Reused ones are made contiguous, head by head, once: every step reads them whole, and a head split out of
+        the projection's (tokens, heads*dim) rows strides a page per key (pegasus-large, 4096 tokens: ~20% of a
+        step's attention).
+        """
+        if not self.packed:
+            if self.reused:
+                self.keys, self.values = self.keys.contiguous(), self.values.contiguous()
+            return self.keys, self.values
+        shape = (self.inputs, self.heads, self.source_len, self.head_dim)
+        values = self.values.to_dense().view(self.inputs, self.heads, self.head_dim, self.source_len)
+        return self.keys.to_dense().view(shape), values.transpose(-1, -2)
+
+    # ----------------------------------------------------------------------------------------------
+    def _fast_path_applies(
+        self, q: torch.Tensor, bias: torch.Tensor | None, dropout: float, output_probs: bool
+    ) -> bool:
+        """Whether the packed kernel can run this call: inference on CPU float32 tensors, no probabilities, and a
+        bias with one row per input (padding), the only kind cross-attention has."""
+        tracked = torch.is_grad_enabled() and (q.requires_grad or self.keys.requires_grad)
+        one_row = bias is None or (bias.shape[1] == 1 and bias.shape[2] == 1)
+        return (
+            self.reused
+            and not tracked
+            and not output_probs
+            and dropout == 0.0
+            and one_row
+            and q.device.type == "cpu"
+            and q.dtype == torch.float32
+            and torch.backends.mkldnn.enabled
+            and kernels.private_op("conv-packed") is not None
+        )
+
+    def _choose(self, q: torch.Tensor, bias: torch.Tensor | None) -> None:
+        """Time torch's attention against the packed kernel on this call (once per machine and shape), and pack
+        when the packed kernel wins."""
+        queries = q.shape[0] // self.inputs * q.shape[2]
+        trial: list[torch.Tensor] = []
+
+        def run(name: str) -> torch.Tensor:
+            if name == "sdpa":
+                return self._attend_plain(q, bias)[0]
+            if not trial:
+                trial.extend(self._packed_copies(queries))
+            return self._attend_packed(q, bias, *trial)
+
+        key = kernels.cross_attention_key(self.heads, self.head_dim, self.source_len, queries)
+        if kernels.choose(key, ["sdpa", "onednn"], run, kernels.CROSS_ATTENTION) == "onednn":
+            self.keys, self.values = trial if trial else self._packed_copies(queries, keep_plain=False)
+            self.packed = True
+
+    def _packed_copies(self, queries: int, keep_plain: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keys and the transposed values as oneDNN's packed weights of the two grouped 1x1 convolutions.
+
+        Each comes out of the projection's layout in one copy (the keys' reshape copies their strided view; the
+        reorder reads the values' strided view in place). Unless `keep_plain`, the plain keys are let go as soon as
+        their copy is made, so that packing adds as little as it can to the first step's peak memory.
+        """
+        groups, s, d = self.inputs * self.heads, self.source_len, self.head_dim
+        reorder = torch.ops.mkldnn._reorder_convolution_weight
+        keys, values = self.keys, self.values
+        if not keep_plain:
+            del self.keys, self.values  # set again by the caller
+        with torch.inference_mode():
+            keys_oi = keys.reshape(groups * s, d, 1, 1)
+            keys = reorder(keys_oi, [0, 0], [1, 1], [1, 1], groups, [1, groups * d, queries, 1])
+            del keys_oi
+            values_oi = values.transpose(-1, -2).reshape(groups * d, s, 1, 1)
+            values = reorder(values_oi, [0, 0], [1, 1], [1, 1], groups, [1, groups * s, queries, 1])
+        return keys, values
+
+    def _attend_plain(
+        self, q: torch.Tensor, bias: torch.Tensor | None, dropout: float = 0.0, output_probs: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """torch's attention, the g rows of an input folded into its query axis: (B*g, H, T, D) → (B, H, g*T, D)."""
+        keys, values = self.plain()
+        rows, h, new, d = q.shape
+        inputs, group = self.inputs, rows // self.inputs
+        folded = q.view(inputs, group, h, new, d).transpose(1, 2).reshape(inputs, h, group * new, d)
+        context, probs = full_attention(folded, keys, values, bias, dropout, output_probs=output_probs)
+        context = context.view(inputs, h, group, new, d).transpose(1, 2).reshape(rows, h, new, d)
+        if probs is not None:
+            probs = probs.view(inputs, h, group, new, -1).transpose(1, 2).reshape(rows, h, new, -1)
+        return context, probs
+
+    def _attend_packed(
+        self, q: torch.Tensor, bias: torch.Tensor | None, keys: torch.Tensor, values: torch.Tensor
+    ) -> torch.Tensor:
+        """The two grouped convolutions and the softmax between them, all in the channels-last layout (see the
+        module docstring): query rows × (input, head, dim) channels → × (input, head, source) → × (input, head,
+        dim)."""
+        rows, h, new, d = q.shape
+        inputs, s = self.inputs, self.source_len
+        group = rows // inputs
+        queries, groups = group * new, inputs * h
+        conv = kernels.private_op("conv-packed")
+        # (B*g, H, T, D) → (g*T, B, H*D), scaled as the softmax wants: one row per query, its input's channels.
+        x = torch.empty(queries, inputs, h * d, dtype=q.dtype)
+        torch.mul(q.transpose(1, 2).reshape(inputs, queries, h * d).transpose(0, 1), 1 / math.sqrt(d), out=x)
+        scores = conv(_channels_last(x), keys, None, [0, 0], [1, 1], [1, 1], groups, "none", [], "")
+        scores = _rows(scores).view(queries, inputs, h, s)
+        if bias is not None:
+            scores += bias.reshape(bias.shape[0], 1, s)  # (inputs or 1, 1, 1, S)
+        probs = scores.softmax(dim=-1)
+        context = conv(_channels_last(probs), values, None, [0, 0], [1, 1], [1, 1], groups, "none", [], "")
+        context = _rows(context).view(group, new, inputs, h, d)
+        return context.permute(2, 0, 3, 1, 4).reshape(rows, h, new, d)
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """(rows, ...) → a (1, channels, rows, 1) view of it in channels-last layout: the rows are the pixels."""
+    rows = x.shape[0]
+    return x.reshape(1, rows, 1, -1).permute(0, 3, 1, 2)
+
+
+def _rows(y: torch.Tensor) -> torch.Tensor:
+    """A (1, channels, rows, 1) convolution output as (rows, channels): a view when it came out channels-last."""
+    return y.permute(0, 2, 3, 1).reshape(y.shape[2], y.shape[1])
