@@ -272,8 +272,12 @@ class Decoder(nn.Module):
         past = cache.length if cache is not None else 0
         x = self.dropout(embeds + self.positions(torch.arange(past, past + new, device=device)))
         bias = causal_bias(attention_mask, new, past, x.dtype, device)
-        encoder_bias = None
-        if encoder_hidden_states is not None and encoder_attention_mask is not None:
+        encoder_bias = None  # also when nothing is padded: a bias of zeros is a pass over every score for nothing
+        if (
+            encoder_hidden_states is not None
+            and encoder_attention_mask is not None
+            and not encoder_attention_mask.all()
+        ):
             encoder_bias = additive_mask(encoder_attention_mask, x.dtype)
 
         hidden_states, attentions, cross_attentions = [x], [], []
