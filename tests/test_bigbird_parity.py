@@ -7,6 +7,7 @@ import torch
 import transformers
 
 import core
+from core.models import kernels
 from core.models.checkpoints import BIGBIRD_TABLE, checkpoint_state_dict, translate
 
 CLASSES = [
@@ -227,6 +228,30 @@ def test_causal_lm_is_causal_and_cross_attention_reads_the_encoder():
         other = model(ids, encoder_hidden_states=encoder + 1).logits
     assert (full[:, :12] - prefix).abs().max() <= TOL
     assert (full - other).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("kernel", ["sdpa", "onednn"])
+def test_causal_lm_cross_attention_on_the_cache_matches_the_full_pass(kernel, monkeypatch):
+    """Token by token on the KV cache (cross-attention keys/values computed once, packed when forced) gives the
+    logits of one pass over the whole sequence, with the encoder's padding masked."""
+    monkeypatch.setenv("BIGBIRD_CROSS_ATTENTION", kernel)
+    torch.manual_seed(0)
+    model = core.BigBirdForCausalLM(core.BigBirdConfig(**tiny_config(is_decoder=True, add_cross_attention=True)))
+    model.eval()
+    ids = torch.randint(5, 60, (2, 6))
+    encoder, encoder_mask = torch.randn(2, 9, 32), torch.ones(2, 9, dtype=torch.long)
+    encoder_mask[1, 6:] = 0
+    kwargs = {"encoder_hidden_states": encoder, "encoder_attention_mask": encoder_mask}
+    with torch.no_grad():
+        full = model(ids, **kwargs).logits
+        cache, steps = None, []
+        for t in range(ids.shape[1]):
+            out = model(ids[:, t : t + 1], past_key_values=cache, use_cache=True, **kwargs)
+            cache = out.past_key_values
+            steps.append(out.logits)
+    assert (torch.cat(steps, dim=1) - full).abs().max() <= TOL
+    packs = kernel == "onednn" and kernels.private_op("conv-packed") is not None
+    assert all(kept.packed == packs for kept in cache.cross)
 
 
 @pytest.mark.parametrize("name", CLASSES)
