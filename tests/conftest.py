@@ -75,7 +75,7 @@ def fresh_choices(tmp_path, monkeypatch):
     from core.models import kernels
 
     monkeypatch.setenv("BIGBIRD_CACHE_DIR", str(tmp_path))
-    for kind in (kernels.FLOAT32, kernels.INT8, kernels.CROSS_ATTENTION):
+    for kind in kernels.KINDS:
         monkeypatch.delenv(kind.override, raising=False)
     monkeypatch.setattr(kernels, "_chosen", {})
     monkeypatch.setattr(kernels, "_measured", {})

@@ -58,10 +58,16 @@ class Kind:
     candidates: tuple[str, ...]  # every kernel that can run it, timed against each other under `auto`
     override: str  # the environment variable that forces one
 
+    @property
+    def key_prefix(self) -> str:
+        """What starts this kind's keys in the choices (float32's have none: caches from before the others)."""
+        return "" if self.name == "float32" else f"{self.name} "
+
 
 FLOAT32 = Kind("float32", "mkl", ("mkl", "onednn", "onednn-packed"), "BIGBIRD_KERNELS")
 INT8 = Kind("int8", "fbgemm", ("fbgemm", "onednn"), "BIGBIRD_INT8_KERNELS")
 CROSS_ATTENTION = Kind("cross-attention", "sdpa", ("sdpa", "onednn"), "BIGBIRD_CROSS_ATTENTION")
+KINDS = (FLOAT32, INT8, CROSS_ATTENTION)
 CANDIDATES = FLOAT32.candidates
 MARGIN = 0.05  # how much faster than the default a challenger must be to be chosen
 SAMPLE_ROWS = 256  # rows of the input timed: a long input's matmuls run at the speed they reach here
@@ -246,8 +252,7 @@ def shape_key(in_features: int, out_features: int, post_op: str, rows: int, kind
     """The choice holds for one kind of matmul, weight shape, fused activation and thread count, at few or many
     input rows."""
     size = "rows<=16" if rows <= 16 else "rows<=256" if rows <= 256 else "rows>256"
-    prefix = "" if kind is FLOAT32 else f"{kind.name} "
-    return f"{prefix}{in_features}x{out_features} {post_op} {size} threads={torch.get_num_threads()}"
+    return f"{kind.key_prefix}{in_features}x{out_features} {post_op} {size} threads={torch.get_num_threads()}"
 
 
 def cross_attention_key(heads: int, head_dim: int, source_len: int, queries: int) -> str:
@@ -255,7 +260,13 @@ def cross_attention_key(heads: int, head_dim: int, source_len: int, queries: int
     or many query rows per input."""
     source = 1 << max(0, source_len - 1).bit_length()
     size = "queries<=16" if queries <= 16 else "queries>16"
-    return f"{CROSS_ATTENTION.name} {heads}x{head_dim} source<={source} {size} threads={torch.get_num_threads()}"
+    prefix = CROSS_ATTENTION.key_prefix
+    return f"{prefix}{heads}x{head_dim} source<={source} {size} threads={torch.get_num_threads()}"
+
+
+def kind_of(key: str) -> Kind:
+    """The kind of matmul a choice's key belongs to."""
+    return next((kind for kind in KINDS if kind.key_prefix and key.startswith(kind.key_prefix)), FLOAT32)
 
 
 def choose(key: str, names: list[str], run: Callable[[str], Any], kind: Kind = FLOAT32) -> str:
@@ -326,13 +337,7 @@ def summary() -> dict[str, Any]:
     timings behind those it measured), the int8 weight range, and which private ops are in use."""
 
     def chosen(kind: Kind) -> dict[str, str]:
-        prefix = "" if kind is FLOAT32 else f"{kind.name} "
-        others = [f"{k.name} " for k in (INT8, CROSS_ATTENTION) if k is not kind]
-        return {
-            key.removeprefix(prefix): choice
-            for key, choice in _chosen.items()
-            if key.startswith(prefix) and not key.startswith(tuple(others))
-        }
+        return {key.removeprefix(kind.key_prefix): c for key, c in _chosen.items() if kind_of(key) is kind}
 
     return {
         "override": os.environ.get(FLOAT32.override, "auto"),
