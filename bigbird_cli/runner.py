@@ -115,7 +115,9 @@ def run(
 
     def todo() -> Iterator[Document]:
         for doc in docs:
-            if doc.id in skip_ids:
+            # A document that arrives failed (a repeated JSONL id whose first holder is done) is reported again:
+            # compaction dropped its error record, and skipping it would leave no trace of it in the output.
+            if doc.id in skip_ids and doc.error is None:
                 stats.skipped += 1
                 continue
             if doc.warning:

@@ -105,6 +105,22 @@ def test_duplicate_ids_in_jsonl_are_error_records_not_skips(tmp_path):
     assert docs[0].error is None and "already used" in docs[1].error and docs[2].error is None
 
 
+def test_resume_keeps_the_error_record_of_a_repeated_id(tiny_models, tmp_path):
+    """The first "a" is done, so --resume skips it; the second "a" is no document of its own to skip, and its error
+    record (dropped with the other errors when the file is compacted) is written again."""
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"id": "a", "text": "one"}\n{"id": "a", "text": "two"}\n{"id": "b", "text": "three"}\n')
+    out = tmp_path / "out.jsonl"
+    assert classify(tiny_models, "--jsonl", path, "-o", out).exit_code == 1
+    first = jsonl(out)
+    assert [(r["id"], "error" in r) for r in first] == [("a", False), ("a", True), ("b", False)]
+    result = bigbird("classify", "-m", tiny_models["classify"], "--jsonl", path, "-o", out, "--resume")
+    assert result.exit_code == 1, result.output
+    assert "0 done, 1 failed, 2 skipped" in result.output
+    again = jsonl(out)
+    assert sorted(json.dumps(r, sort_keys=True) for r in again) == sorted(json.dumps(r, sort_keys=True) for r in first)
+
+
 # 3. -o naming an input ----------------------------------------------------------------------------------------
 
 
