@@ -178,11 +178,20 @@ def test_int8_choice_defaults_to_fbgemm_and_is_kept_apart_from_float32(fresh_cho
     assert kernels.choose(float_key, ["mkl", "onednn"], None) == "mkl"  # the float32 override is another variable
 
 
-@pytest.mark.parametrize(("forced", "expected"), [("onednn", "onednn"), ("mkl", "mkl"), ("bogus", "mkl")])
-def test_override_skips_the_measurement(forced, expected, fresh_choices, monkeypatch):
+@pytest.mark.parametrize(
+    ("forced", "names", "expected"),
+    [
+        ("onednn", kernels.CANDIDATES, "onednn"),
+        ("mkl", kernels.CANDIDATES, "mkl"),
+        ("bogus", kernels.CANDIDATES, "mkl"),
+        ("onednn-packed", ("mkl", "onednn"), "onednn"),  # a tied weight, which may not pack, still runs oneDNN
+        ("onednn-packed", ("mkl",), "mkl"),
+    ],
+)
+def test_override_skips_the_measurement(forced, names, expected, fresh_choices, monkeypatch):
     monkeypatch.setenv("BIGBIRD_KERNELS", forced)
     monkeypatch.setattr(kernels, "measure", None)  # calling it would fail
-    assert kernels.choose("k", list(kernels.CANDIDATES), run=None) == expected
+    assert kernels.choose("k", list(names), run=None) == expected
     assert not kernels.cache_path().exists()
 
 

@@ -17,7 +17,8 @@ Three questions, answered once per process (the last one once per machine):
   slower than torch's default beyond the noise of the measurement.
   - float32: the default is `F.linear` (MKL, which skips AVX-512 on AMD CPUs); the challengers oneDNN, on the
     plain weight or on the weight packed in its own layout (a layer that picks packing keeps only the packed
-    copy: `Linear.pack`). `BIGBIRD_KERNELS=mkl|onednn|onednn-packed` overrides it (`auto`: measure).
+    copy: `Linear.pack`). `BIGBIRD_KERNELS=mkl|onednn|onednn-packed` overrides it (`auto`: measure); a layer
+    that may not pack (a tied weight) runs plain oneDNN under `onednn-packed`.
   - int8: the default is fbgemm (torch's own dynamic int8 linear; cheap per call, so it wins decoder steps);
     the challenger oneDNN (its fused activations win long inputs on some CPUs). Both are handed the same int8
     weights and the same activation scale, so they give the same numbers. `BIGBIRD_INT8_KERNELS=fbgemm|onednn`
@@ -278,7 +279,10 @@ def choose(key: str, names: list[str], run: Callable[[str], Any], kind: Kind = F
     if forced != "auto":
         if forced in names:
             return forced
-        fallback = kind.default if kind.default in names else names[0]
+        # The nearest kernel that runs here: a layer that may not pack (a tied weight) still runs oneDNN when
+        # onednn-packed is forced; otherwise torch's default.
+        nearest = forced.split("-")[0]
+        fallback = nearest if nearest in names else kind.default if kind.default in names else names[0]
         log.debug("%s=%s is not available here; using %s", kind.override, forced, fallback)
         return fallback
     choice = _chosen.get(key)
