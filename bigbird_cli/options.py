@@ -363,8 +363,8 @@ def _shared_parameters(task: str, default_model: str | None) -> list[inspect.Par
                 bool,
                 typer.Option(
                     "--dry-run",
-                    help="Tokenize only, without loading the weights: per document input_tokens, chunks, truncated "
-                    "and the attention its longest input would run.",
+                    help="Tokenize only, without downloading or loading the weights: per document input_tokens, "
+                    "chunks, truncated and the attention its longest input would run.",
                     rich_help_panel=OUTPUT,
                 ),
             ],

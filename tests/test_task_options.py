@@ -181,3 +181,22 @@ def test_dry_run_needs_no_weights_and_plans_as_the_run(case, bigbird, tiny_model
     with pytest.raises(Exception, match="weights can't be loaded"):
         make_task(str(weightless))
     assert make_task(str(weightless), dry_run=True).model is None
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_dry_run_fetches_no_weights_from_the_hub(dry_run, tiny_models, monkeypatch):
+    """A Hub id in a dry run downloads the config and tokenizer files only; a real run asks for the weights too."""
+    from core.models import checkpoints
+
+    asked: list[list[str]] = []
+
+    def download(repo_id, revision, patterns):
+        asked.append(patterns)
+        return tiny_models["classify"]
+
+    monkeypatch.setattr(checkpoints, "_download", download)
+    task = ClassifyTask("google/tiny-bird", dry_run=dry_run)
+    wanted = {name for patterns in asked for name in patterns}
+    assert "config.json" in wanted and "spiece.model" in wanted
+    assert ("model.safetensors" in wanted) is not dry_run
+    assert (task.model is None) is dry_run

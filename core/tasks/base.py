@@ -154,9 +154,9 @@ class Task:
         if not _device_available(self.device):
             raise TaskError(f"--device {device}: no such device is available on this machine.")
         self.strategy = strategy
+        self.dry_run = dry_run
         self.path, self.config = self._resolve(model, revision)
         self.model_type: str = self.config.model_type
-        self.dry_run = dry_run
         self.model = None if dry_run else self._load_model(dtype)
         if quantize is not None and not dry_run:
             self._quantize(quantize, dtype)
@@ -172,10 +172,12 @@ class Task:
     # Loading -----------------------------------------------------------------------------------------------
 
     def _resolve(self, model: str, revision: str | None) -> tuple[Path, ModelConfig]:
-        from core.models.checkpoints import CheckpointError, resolve_checkpoint
+        from core.models.checkpoints import CONFIG_FILES, TOKENIZER_FILES, CheckpointError, resolve_checkpoint
 
+        # A dry run reads the config and the tokenizer only: a Hub id's weights (gigabytes) are not fetched for it.
+        files = CONFIG_FILES + TOKENIZER_FILES if self.dry_run else None
         try:
-            path = resolve_checkpoint(model, revision=revision)
+            path = resolve_checkpoint(model, revision=revision, allow_patterns=files)
         except CheckpointError as exc:
             raise TaskError(str(exc)) from None
         if not (path / "config.json").is_file():
