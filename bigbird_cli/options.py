@@ -138,15 +138,15 @@ class CommonOptions:
     quiet: bool
     dry_run: bool
 
-    def task_settings(self) -> dict[str, Any]:
-        """The keyword arguments every Task takes besides the model name."""
+    def task_settings(self, *, dry_run: bool | None = None) -> dict[str, Any]:
+        """The keyword arguments every Task takes besides the model name (`dry_run` overrides --dry-run)."""
         return {
             "revision": self.revision,
             "device": self.device.value,
             "dtype": self.dtype.value if self.dtype else None,
             "quantize": self.quantize.value if self.quantize else None,
             "strategy": self.strategy.value,
-            "dry_run": self.dry_run,
+            "dry_run": self.dry_run if dry_run is None else dry_run,
         }
 
     def inputs(self, extra_fields: tuple[str, ...] = ()) -> Inputs:

@@ -40,6 +40,14 @@ class RecordMaker(Protocol):
     def __call__(self, docs: list[Document], size: int) -> list[Record]: ...
 
 
+class TaskFactory(Protocol):
+    """How a task command builds its Task, in this process or once per Ray worker. `dry_run=True` builds it from the
+    checkpoint's config and tokenizer only, for what the Task resolves from its options (eval's report reads the
+    generation settings off one, since on Ray the Task that ran lives on the workers)."""
+
+    def __call__(self, dry_run: bool | None = None) -> RecordMaker: ...
+
+
 @dataclass(frozen=True)
 class Shard:
     """The `index`-th (0-based) of `count` deterministic slices: document number k belongs to shard k % count."""
@@ -217,7 +225,7 @@ class Evaluation(Protocol):
     """`bigbird eval TASK` (commands/eval.py): takes over a task command's run, given what the command built."""
 
     def __call__(
-        self, task_name: str, common: CommonOptions, make_task: Callable[[], RecordMaker], extra_fields: tuple[str, ...]
+        self, task_name: str, common: CommonOptions, make_task: TaskFactory, extra_fields: tuple[str, ...]
     ) -> int: ...
 
 
@@ -227,7 +235,7 @@ EVALUATION: ContextVar[Evaluation | None] = ContextVar("evaluation", default=Non
 
 
 def run_command(
-    task_name: str, common: CommonOptions, make_task: Callable[[], RecordMaker], *, extra_fields: tuple[str, ...] = ()
+    task_name: str, common: CommonOptions, make_task: TaskFactory, *, extra_fields: tuple[str, ...] = ()
 ) -> int:
     """Everything a task command does after parsing: check the options, open the inputs and claim the output,
     load the task, run it, and return the exit code (see bigbird_cli/errors.py for the one table of them).

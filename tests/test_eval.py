@@ -307,3 +307,25 @@ def test_eval_predictions_that_cant_be_scored_are_one_sentence_and_exit_2(case, 
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2, result.output
     assert expected in result.output and "Traceback" not in result.output
+
+
+def test_a_report_without_the_resolved_settings_says_why(tiny_models, monkeypatch):
+    """Where this process can't build the Task (on Ray, a checkpoint only the workers have), the report goes without
+    its generation settings and a warning says why; otherwise a dry run gives the settings the Task resolves."""
+    from bigbird_cli.commands import eval as eval_command
+    from core.tasks import SummarizeTask, TaskError
+
+    warnings: list[str] = []
+    monkeypatch.setattr(eval_command, "warn", warnings.append)
+
+    def unavailable(dry_run=None):
+        raise TaskError("/models/pegasus is not a checkpoint directory and not a Hub model id.")
+
+    assert eval_command._resolved_settings(unavailable) == {}
+    assert warnings == ["the report lacks the task's resolved settings: /models/pegasus is not a checkpoint "
+                        "directory and not a Hub model id."]  # fmt: skip
+
+    def summarize(dry_run=None):
+        return SummarizeTask(str(tiny_models["summarize"]), num_beams=3, dry_run=dry_run)
+
+    assert eval_command._resolved_settings(summarize)["generation"]["num_beams"] == 3

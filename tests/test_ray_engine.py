@@ -89,6 +89,21 @@ def test_eval_on_ray_gives_the_local_records_and_report(bigbird, tiny_models, ra
     assert jsonl(local.stdout)[-1]["documents"] == 3 and on_ray.stderr == local.stderr
 
 
+def test_eval_summarize_on_ray_reports_the_generation_settings_as_run(bigbird, tiny_models, ray_address, tmp_path):
+    """The Task that ran lives on the workers; the report's generation settings come from a dry run of the same
+    options here, and equal the local run's."""
+    labelled = tmp_path / "abstracts.jsonl"
+    rows = [("The committee met on Tuesday to review the budget.", "A budget review."), ("Plants grow.", "Growth.")]
+    labelled.write_text("".join(json.dumps({"text": text, "abstract": ref}) + "\n" for text, ref in rows))
+    args = ["eval", "summarize", "-m", tiny_models["summarize"], "--jsonl", labelled, "--reference-field", "abstract",
+            "--threads", "1", "--max-new-tokens", "5"]  # fmt: skip
+    local = bigbird(*args, check_rc=0)
+    on_ray = bigbird(*args, *RAY, "--ray-address", ray_address, check_rc=0)
+    assert timeless(jsonl(on_ray.stdout)) == timeless(jsonl(local.stdout))
+    generation = jsonl(on_ray.stdout)[-1]["settings"]["generation"]
+    assert generation["max_length"] == 6 and generation["num_beams"] == 2  # --max-new-tokens + start; the checkpoint's
+
+
 def test_resume_on_ray_completes_a_torn_file(bigbird, local_run, ray_address, tmp_path):
     args, local = local_run("classify")
     clean = jsonl(local.stdout)

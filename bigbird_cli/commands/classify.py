@@ -52,10 +52,10 @@ def command(
     if top_k is not None and top_k != "all" and not (top_k.isdigit() and int(top_k) >= 1):
         raise typer.BadParameter(f"takes a number of labels (1 or more) or all, not {top_k!r}.", param_hint="--top-k")
 
-    def make_task() -> ClassifyTask:
+    def make_task(dry_run: bool | None = None) -> ClassifyTask:
         return ClassifyTask(
             common.model,
-            **common.task_settings(),
+            **common.task_settings(dry_run=dry_run),
             top_k=None if top_k in (None, "all") else int(top_k),
             function=function.value if function else None,
             text_pair_field=text_pair_field,

@@ -20,13 +20,13 @@ import typer
 from rich.table import Table
 
 from core.eval.metrics import TASKS, EvalError, TaskMetrics, require_rouge
-from core.tasks.documents import Document, InputError, first_line
+from core.tasks.documents import Document, InputError, describe, first_line
 from core.tasks.records import Record, error_record
 
 from ..errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, UsageError, exit_code_for
 from ..options import Command, CommonOptions, Group
 from ..output import console, error, open_jsonl, read_records, warn
-from ..runner import EVALUATION, RecordMaker, run_command
+from ..runner import EVALUATION, RecordMaker, TaskFactory, run_command
 from . import classify, qa, summarize
 
 EVALUATION_PANEL = "Evaluation"
@@ -53,7 +53,7 @@ class Evaluate:
     options: dict[str, Any]
 
     def __call__(
-        self, task_name: str, common: CommonOptions, make_task: Callable[[], RecordMaker], extra_fields: tuple[str, ...]
+        self, task_name: str, common: CommonOptions, make_task: TaskFactory, extra_fields: tuple[str, ...]
     ) -> int:
         token = EVALUATION.set(None)  # the run inside is a plain task run
         try:
@@ -90,15 +90,12 @@ class Evaluate:
     # A model run ------------------------------------------------------------------------------------------------
 
     def _predict(
-        self, task_name: str, common: CommonOptions, make_task: Callable[[], RecordMaker], extra_fields: tuple[str, ...]
+        self, task_name: str, common: CommonOptions, make_task: TaskFactory, extra_fields: tuple[str, ...]
     ) -> int:
         settings: dict[str, Any] = {"reference_field": self.field, **self._run_settings(common), **self.options}
 
-        def make_scored_task() -> ScoredTask:
-            task = make_task()
-            if hasattr(task, "generation"):  # the generation settings as resolved (options over the checkpoint's)
-                settings["generation"] = asdict(task.generation)
-            return ScoredTask(task, self)
+        def make_scored_task(dry_run: bool | None = None) -> ScoredTask:
+            return ScoredTask(make_task(dry_run), self)
 
         with tempfile.TemporaryDirectory(prefix="bigbird-eval-") as tmp:
             # Without -o the records still go to stdout, but through a file, so the report can read them back.
@@ -114,7 +111,7 @@ class Evaluate:
                 with open_jsonl(None) as writer:
                     for record in records:
                         writer.write(record)
-        return self._report(str(common.model), records, settings, common.quiet)
+        return self._report(str(common.model), records, settings | _resolved_settings(make_task), common.quiet)
 
     @staticmethod
     def _run_settings(common: CommonOptions) -> dict[str, Any]:
@@ -192,6 +189,18 @@ class Evaluate:
         with open_jsonl(None) as writer:
             writer.write(report)
         return EXIT_SOME_FAILED if report["failed"] else EXIT_OK
+
+
+def _resolved_settings(make_task: TaskFactory) -> dict[str, Any]:
+    """What the Task resolved from its options and the checkpoint (summarize: the generation settings), read off a
+    dry run of it: on Ray the Task that ran was built on the workers. Where this process can't build it (a
+    checkpoint that exists on the workers only), the report goes without, and says so."""
+    try:
+        task = make_task(dry_run=True)
+    except Exception as exc:  # the records are written; only the report's settings are missing
+        warn(f"the report lacks the task's resolved settings: {describe(exc)}.")
+        return {}
+    return {"generation": asdict(task.generation)} if hasattr(task, "generation") else {}
 
 
 class ScoredTask:

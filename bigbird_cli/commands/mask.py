@@ -36,8 +36,8 @@ def command(
     """
     from core.tasks import MaskTask
 
-    def make_task() -> MaskTask:
+    def make_task(dry_run: bool | None = None) -> MaskTask:
         words = [word.strip() for given in targets or [] for word in given.split(",") if word.strip()]
-        return MaskTask(common.model, **common.task_settings(), top_k=top_k, targets=words or None)
+        return MaskTask(common.model, **common.task_settings(dry_run=dry_run), top_k=top_k, targets=words or None)
 
     raise typer.Exit(run_command("mask", common, make_task))

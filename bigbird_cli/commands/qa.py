@@ -66,10 +66,10 @@ def command(
         error("qa needs a question: give --question, or --jsonl/--dataset records with a question field.")
         raise typer.Exit(EXIT_USAGE)
 
-    def make_task() -> QATask:
+    def make_task(dry_run: bool | None = None) -> QATask:
         return QATask(
             common.model,
-            **common.task_settings(),
+            **common.task_settings(dry_run=dry_run),
             question=question,
             question_field=question_field,
             top_k=top_k,

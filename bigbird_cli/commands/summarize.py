@@ -89,10 +89,10 @@ def command(
         error(problem)
         raise typer.Exit(EXIT_USAGE)
 
-    def make_task() -> SummarizeTask:
+    def make_task(dry_run: bool | None = None) -> SummarizeTask:
         return SummarizeTask(
             common.model,
-            **common.task_settings(),
+            **common.task_settings(dry_run=dry_run),
             num_beams=num_beams,
             max_new_tokens=max_new_tokens,
             min_new_tokens=min_new_tokens,
