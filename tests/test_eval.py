@@ -311,7 +311,8 @@ def test_eval_predictions_that_cant_be_scored_are_one_sentence_and_exit_2(case, 
 
 def test_a_report_without_the_resolved_settings_says_why(tiny_models, monkeypatch):
     """Where this process can't build the Task (on Ray, a checkpoint only the workers have), the report goes without
-    its generation settings and a warning says why; otherwise a dry run gives the settings the Task resolves."""
+    its generation settings and a warning says why; otherwise a dry run gives the settings the Task resolves, and
+    a Task this process already built gives them without another build."""
     from bigbird_cli.commands import eval as eval_command
     from core.tasks import SummarizeTask, TaskError
 
@@ -321,11 +322,13 @@ def test_a_report_without_the_resolved_settings_says_why(tiny_models, monkeypatc
     def unavailable(dry_run=None):
         raise TaskError("/models/pegasus is not a checkpoint directory and not a Hub model id.")
 
-    assert eval_command._resolved_settings(unavailable) == {}
+    assert eval_command._resolved_settings(None, unavailable) == {}
     assert warnings == ["the report lacks the task's resolved settings: /models/pegasus is not a checkpoint "
                         "directory and not a Hub model id."]  # fmt: skip
 
     def summarize(dry_run=None):
         return SummarizeTask(str(tiny_models["summarize"]), num_beams=3, dry_run=dry_run)
 
-    assert eval_command._resolved_settings(summarize)["generation"]["num_beams"] == 3
+    assert eval_command._resolved_settings(None, summarize)["generation"]["num_beams"] == 3
+    ran = summarize(dry_run=True)
+    assert eval_command._resolved_settings(ran, unavailable)["generation"]["num_beams"] == 3  # no second build

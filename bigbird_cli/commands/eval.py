@@ -94,8 +94,11 @@ class Evaluate:
     ) -> int:
         settings: dict[str, Any] = {"reference_field": self.field, **self._run_settings(common), **self.options}
 
+        built: list[RecordMaker] = []  # the Task, where this process built it (on Ray the workers build theirs)
+
         def make_scored_task(dry_run: bool | None = None) -> ScoredTask:
-            return ScoredTask(make_task(dry_run), self)
+            built.append(make_task(dry_run))
+            return ScoredTask(built[-1], self)
 
         with tempfile.TemporaryDirectory(prefix="bigbird-eval-") as tmp:
             # Without -o the records still go to stdout, but through a file, so the report can read them back.
@@ -111,7 +114,8 @@ class Evaluate:
                 with open_jsonl(None) as writer:
                     for record in records:
                         writer.write(record)
-        return self._report(str(common.model), records, settings | _resolved_settings(make_task), common.quiet)
+        resolved = _resolved_settings(built[0] if built else None, make_task)
+        return self._report(str(common.model), records, settings | resolved, common.quiet)
 
     @staticmethod
     def _run_settings(common: CommonOptions) -> dict[str, Any]:
@@ -191,15 +195,17 @@ class Evaluate:
         return EXIT_SOME_FAILED if report["failed"] else EXIT_OK
 
 
-def _resolved_settings(make_task: TaskFactory) -> dict[str, Any]:
-    """What the Task resolved from its options and the checkpoint (summarize: the generation settings), read off a
-    dry run of it: on Ray the Task that ran was built on the workers. Where this process can't build it (a
-    checkpoint that exists on the workers only), the report goes without, and says so."""
-    try:
-        task = make_task(dry_run=True)
-    except Exception as exc:  # the records are written; only the report's settings are missing
-        warn(f"the report lacks the task's resolved settings: {describe(exc)}.")
-        return {}
+def _resolved_settings(task: RecordMaker | None, make_task: TaskFactory) -> dict[str, Any]:
+    """What the Task resolved from its options and the checkpoint (summarize: the generation settings): read off
+    the Task that ran where this process built it, else (on Ray, where the workers built it) off a dry run of the
+    same factory. Where this process can't build one (a checkpoint only the workers have), the report goes
+    without, and says so."""
+    if task is None:
+        try:
+            task = make_task(dry_run=True)
+        except Exception as exc:  # the records are written; only the report's settings are missing
+            warn(f"the report lacks the task's resolved settings: {describe(exc)}.")
+            return {}
     return {"generation": asdict(task.generation)} if hasattr(task, "generation") else {}
 
 
