@@ -1,10 +1,15 @@
-"""`--engine ray`: the runner's documents → records step on a Ray cluster.
+"""`--engine ray`: the runner's documents → records step on a pool of Ray actors.
 
-Ray Data's `map_batches` runs `TaskWorker` on a pool of actors; each builds the Task once (one model load per
-worker) and turns windows of documents into records with the runner's own `window_records`, so batching by
-length and error records for failing documents are exactly the local ones. Everything else stays on the driver,
-in the runner: reading inputs, shards, `--resume`, the JSONL writer, progress and exit codes. Records come back in
-input order (`preserve_order`), as JSON lines, since their fields differ from task to task.
+Each actor (`TaskWorker`) builds the Task once (one model load per worker) and turns read-ahead windows of
+documents into records with the runner's own `window_records`, so batching by length and error records for
+failing documents are exactly the local ones. Everything else stays on the driver, in the runner: reading inputs,
+shards, `--resume`, the JSONL writer, progress and exit codes.
+
+The driver streams. It reads the next window only when a worker has room for it (a worker holds at most
+`WINDOWS_PER_WORKER`, so it has the next one at hand while the driver waits for an earlier one), and yields the
+records in input order as they come back: its memory follows the pool, not the size of the run. A worker that dies
+(killed, out of memory, its node lost) takes only the windows it held: their documents become error records,
+another worker takes its place, and the run goes on.
 
 It lives beside the runner, not in core, because the workers run the runner's window loop. Ray is imported only
 here, and only for `--engine ray`.
@@ -12,12 +17,11 @@ here, and only for `--engine ray`.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import socket
 import sys
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,14 +32,18 @@ from core.tasks.documents import Document, describe
 from core.tasks.records import Record, error_record
 
 from .options import CommonOptions
-from .runner import Engine, RecordMaker, set_threads, window_records, window_size
+from .output import warn
+from .runner import Engine, RecordMaker, set_threads, window_records, window_size, windows
 
-# The object store of a Ray started for the run: documents and records are text, so a small store is plenty, and
-# Ray's default (30% of memory) would take gigabytes a small machine needs for the models.
+# The object store of a Ray started for the run: documents and records are text, a few windows at a time, so a
+# small store is plenty, and Ray's default (30% of memory) would take gigabytes a small machine needs for the models.
 LOCAL_OBJECT_STORE_BYTES = 200 * 2**20
 # What the workers need from the driver's environment to find the same model (Hub cache, token, offline mode).
 FORWARDED_ENV = ("HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_ENDPOINT", "HF_TOKEN")
 PROBE_TIMEOUT_S = 5.0
+# Windows a worker holds at most: the one it runs and the next, so it never waits for the driver.
+WINDOWS_PER_WORKER = 2
+INSTALL_HINT = "bigbird-cli must be installed on every node of the cluster."
 START_HINT = "start one with `ray start --head`, or leave out --ray-address (and RAY_ADDRESS) for a local Ray."
 
 
@@ -63,10 +71,10 @@ class RaySettings:
 
 
 class TaskWorker:
-    """One Ray actor: builds the Task once, then maps batches of document rows to records (one JSON line each).
+    """One Ray actor: builds the Task once, then turns windows of documents into their records.
 
-    A task that can't start is not raised (Ray would print the traceback of every actor retry): it is reported in
-    the `failure` column, and the driver turns it into the one-sentence usage error a local run gives.
+    A task that can't start is not raised (Ray would print the traceback of every call): each call returns it as
+    the failure, and the driver turns it into the one-sentence usage error a local run gives.
     """
 
     def __init__(self, make_task: Callable[[], RecordMaker], batch_size: int, threads: int | None, cwd: str) -> None:
@@ -83,30 +91,65 @@ class TaskWorker:
         except Exception as exc:  # anything else that stops the model loading on this worker
             self.failure = f"the task could not start on a Ray worker ({describe(exc)})."
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        import numpy as np
-
-        docs = [
-            Document(str(i), str(s), str(t), warning=w or None, fields=json.loads(f))
-            for i, s, t, w, f in zip(
-                batch["id"], batch["source"], batch["text"], batch["warning"], batch["fields"], strict=True
-            )
-        ]
+    def records(self, window: list[Document]) -> tuple[str, list[Record]]:
+        """The failure that stopped the task from starting (""), and the window's records, in its order."""
         if self.task is None:
-            lines = [""] * len(docs)
-        else:
-            lines = [json.dumps(r, ensure_ascii=False) for r in window_records(self.task, docs, self.batch_size)]
-        return {"record": np.array(lines, dtype=object), "failure": np.array([self.failure] * len(docs), dtype=object)}
+            return self.failure, []
+        return "", list(window_records(self.task, window, self.batch_size))
 
 
-def _row(doc: Document) -> dict[str, str]:
-    return {
-        "id": doc.id,
-        "source": doc.source,
-        "text": doc.text,
-        "warning": doc.warning or "",
-        "fields": json.dumps(doc.fields, ensure_ascii=False, default=str),
-    }
+@dataclass(eq=False)  # a worker is itself, whatever it holds
+class _Worker:
+    actor: Any  # a TaskWorker actor's handle
+    held: int = 0  # windows sent to it whose records the driver has not taken yet
+
+
+class _Sent:
+    """A window sent to a worker, and the ObjectRef of its `TaskWorker.records` call."""
+
+    def __init__(self, window: list[Document], worker: _Worker) -> None:
+        self.window = window
+        self.send_to(worker)
+
+    def send_to(self, worker: _Worker) -> None:
+        self.worker, self.result = worker, worker.actor.records.remote(self.window)
+        worker.held += 1
+
+
+class _Pool:
+    """Up to `size` TaskWorker actors, started only as windows need them (a one-document run starts one)."""
+
+    def __init__(self, start: Callable[[], Any], size: int) -> None:
+        self.start, self.size = start, size
+        self.workers: list[_Worker] = []
+
+    def with_room(self) -> _Worker | None:
+        """The worker to send the next window to: the least busy, or a new one while every worker has work and the
+        pool is not full; None when every worker already holds WINDOWS_PER_WORKER windows."""
+        worker = min(self.workers, key=lambda w: w.held, default=None)
+        if (worker is None or worker.held > 0) and len(self.workers) < self.size:
+            worker = _Worker(self.start())
+            self.workers.append(worker)
+        return worker if worker is not None and worker.held < WINDOWS_PER_WORKER else None
+
+    def any(self) -> _Worker:
+        """A worker for a window that must go now (one a dead worker held): the one with room, else the least busy."""
+        return self.with_room() or min(self.workers, key=lambda w: w.held)
+
+    def drop(self, worker: _Worker) -> None:
+        """Let a dead worker go; the next window that needs room starts another."""
+        import ray
+
+        if worker in self.workers:
+            self.workers.remove(worker)
+            ray.kill(worker.actor)
+
+    def stop(self) -> None:
+        import ray
+
+        for worker in self.workers:
+            ray.kill(worker.actor)
+        self.workers.clear()
 
 
 @contextmanager
@@ -129,9 +172,8 @@ def ray_engine(make_task: Callable[[], RecordMaker], model_name: str, settings: 
 def _native_stderr_to_devnull() -> Iterator[None]:
     """Keep Ray's C++ log lines off the terminal, and Python's stderr on it.
 
-    Ray's C++ core writes its error-level lines straight to file descriptor 2, among them a note on every Ray Data
-    run that actor constructor arguments live in the object store (ray-project/ray#53727). Ray's log files under
-    its session folder keep every such line. Python's `sys.stderr` (our messages, progress, warnings, tracebacks)
+    Ray's C++ core writes its error-level lines straight to file descriptor 2 (ray-project/ray#53727 is one of
+    them). Ray's log files under its session folder keep every such line. Python's `sys.stderr` (our messages, progress, warnings, tracebacks)
     is moved to a copy of the real stderr first, so only the native writes go to /dev/null.
     """
     sys.stderr.flush()
@@ -151,68 +193,68 @@ def _native_stderr_to_devnull() -> Iterator[None]:
 
 
 def _records_on(make_task: Callable[[], RecordMaker], model_name: str, settings: RaySettings) -> Engine:
-    import ray.data
+    import ray
 
-    context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True
-    context.enable_progress_bars = False  # the runner shows its own progress
-    context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
     window = window_size(settings.batch_size)
+    actor_class = ray.remote(TaskWorker).options(
+        num_cpus=settings.cpus_per_worker, num_gpus=settings.gpus_per_worker or None
+    )
+
+    def start() -> Any:
+        return actor_class.remote(make_task, settings.batch_size, settings.threads, os.getcwd())
+
+    def receive(sent: _Sent, pool: _Pool, later: deque[_Sent]) -> list[Record]:
+        sent.worker.held -= 1
+        try:
+            failure, records = ray.get(sent.result)
+        except ray.exceptions.RayError as exc:  # the worker died, or Ray lost the result: only this window fails
+            if isinstance(exc, ray.exceptions.RayActorError) and exc.actor_init_failed:
+                # TaskWorker.__init__ catches what the Task raises, so this is Ray failing to hand it its arguments:
+                # typically this package missing on the worker's node.
+                cause = str(exc).strip().splitlines()[-1]
+                raise TaskError(f"the task could not start on a Ray worker ({cause}); {INSTALL_HINT}") from None
+            if isinstance(exc, ray.exceptions.RayActorError):
+                # An actor runs its calls in order, so this window is the one it was running: the windows it held
+                # after it go to another worker.
+                pool.drop(sent.worker)
+                for queued in later:
+                    if queued.worker is sent.worker:
+                        queued.send_to(pool.any())
+            reason = f"the Ray worker running it failed ({describe(exc)})."
+            return [error_record(doc, model_name, reason) for doc in sent.window]
+        if failure:
+            raise TaskError(failure)
+        return records
 
     def records(docs: Iterator[Document]) -> Iterator[Record]:
-        # The driver reads every document first (a Ray Dataset is built from a list); unreadable ones get their
-        # error records here and are never sent.
-        slots: list[Record | None] = []
-        rows: list[dict[str, str]] = []
-        for doc in docs:
-            slots.append(error_record(doc, model_name, doc.error) if doc.error is not None else None)
-            if doc.error is None:
-                rows.append(_row(doc))
-        results: Iterator[dict[str, Any]] = iter(())
-        if rows:
-            pool = min(_pool_size(settings), math.ceil(len(rows) / window))
-            results = (
-                ray.data.from_items(rows)
-                .map_batches(
-                    TaskWorker,
-                    fn_constructor_kwargs={
-                        "make_task": make_task,
-                        "batch_size": settings.batch_size,
-                        "threads": settings.threads,
-                        "cwd": os.getcwd(),
-                    },
-                    batch_size=window,
-                    batch_format="numpy",
-                    compute=ray.data.ActorPoolStrategy(size=pool),
-                    num_cpus=settings.cpus_per_worker,
-                    num_gpus=settings.gpus_per_worker or None,
-                )
-                .iter_rows()
-                .__iter__()
-            )
-        for slot in slots:
-            if slot is not None:
-                yield slot
-                continue
-            row = next(results)
-            if row["failure"]:
-                raise TaskError(row["failure"])
-            yield json.loads(row["record"])
+        pool = _Pool(start, _pool_size(settings))
+        sent: deque[_Sent] = deque()
+        try:
+            for next_window in windows(docs, window):
+                while (worker := pool.with_room()) is None:
+                    yield from receive(sent.popleft(), pool, sent)
+                sent.append(_Sent(next_window, worker))
+            while sent:
+                yield from receive(sent.popleft(), pool, sent)
+        finally:
+            pool.stop()  # at once, not at Ray's shutdown: on a shared cluster the CPUs go back to others
 
     return records
 
 
 def _pool_size(settings: RaySettings) -> int:
-    """--workers, or as many workers as the cluster's CPUs (GPUs when workers take GPUs) hold."""
-    if settings.workers:
-        return settings.workers
+    """--workers, or as many workers as the cluster's CPUs (GPUs when workers take GPUs) hold; never more than it
+    holds, since a window sent to a worker that can't start would wait forever."""
     import ray
 
     resources = ray.cluster_resources()
     if settings.gpus_per_worker:
-        return max(1, int(resources.get("GPU", 0) / settings.gpus_per_worker))
-    return max(1, int(resources.get("CPU", 1) / settings.cpus_per_worker))
+        fits = max(1, int(resources.get("GPU", 0) / settings.gpus_per_worker + 1e-9))
+    else:
+        fits = max(1, int(resources.get("CPU", 1) / settings.cpus_per_worker + 1e-9))
+    if settings.workers and settings.workers > fits:
+        warn(f"--workers {settings.workers}: the Ray cluster holds {fits} such workers now; starting {fits}.")
+    return min(settings.workers or fits, fits)
 
 
 def _connect(address: str | None) -> None:

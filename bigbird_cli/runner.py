@@ -84,8 +84,9 @@ class RunStats:
         return EXIT_SOME_FAILED if self.failed else EXIT_OK
 
 
-# An engine turns documents into records, one per document, in input order. `local_engine` is the loop below
-# on this machine; `--engine ray` swaps in `ray_engine.ray_engine`, which runs the same windows on Ray actors.
+# An engine turns documents into records, one per document, in input order, reading the documents as it goes.
+# `local_engine` is the loop below on this machine; `--engine ray` swaps in `ray_engine.ray_engine`, which runs
+# the same windows on Ray actors.
 Engine = Callable[[Iterator[Document]], Iterator[Record]]
 
 
@@ -98,7 +99,7 @@ def local_engine(task: RecordMaker, batch_size: int = 1) -> Engine:
     """The task on this machine: read-ahead windows, each in batches of similar length."""
 
     def records(docs: Iterator[Document]) -> Iterator[Record]:
-        for window in _windows(docs, window_size(batch_size)):
+        for window in windows(docs, window_size(batch_size)):
             yield from window_records(task, window, batch_size)
 
     return records
@@ -150,7 +151,8 @@ def run(
     return stats
 
 
-def _windows(docs: Iterator[Document], size: int) -> Iterator[list[Document]]:
+def windows(docs: Iterator[Document], size: int) -> Iterator[list[Document]]:
+    """The documents in read-ahead windows of `size`, each read only when the one before it is taken."""
     window: list[Document] = []
     for doc in docs:
         window.append(doc)

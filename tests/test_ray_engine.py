@@ -9,14 +9,16 @@ The CLI runs are drivers joining that one cluster through --ray-address, so Ray 
 from __future__ import annotations
 
 import json
+import os
 import socket
+import sys
 
-import numpy as np
 import pytest
 from conftest import jsonl
 
-from bigbird_cli.ray_engine import TaskWorker
+from bigbird_cli.ray_engine import WINDOWS_PER_WORKER, RaySettings, TaskWorker, _records_on
 from core.tasks import TaskError
+from core.tasks.documents import Document
 from core.tasks.records import make_record
 
 RAY = ("--engine", "ray", "--workers", "2", "--cpus-per-worker", "0.5")
@@ -153,21 +155,15 @@ class Shout:
         return [make_record(d, "fake", input_tokens=1, truncated=False, chunks=1, out=d.text.upper()) for d in docs]
 
 
-def batch_of(*texts):
-    n = len(texts)
-    return {
-        "id": np.array([f"d{i}" for i in range(n)], dtype=object),
-        "source": np.array(["test"] * n, dtype=object),
-        "text": np.array(texts, dtype=object),
-        "warning": np.array(["", "", "bad bytes replaced."][:n], dtype=object),
-        "fields": np.array(["{}"] * n, dtype=object),
-    }
+def window_of(*texts):
+    warnings = [None, None, "bad bytes replaced."]
+    return [Document(f"d{i}", "test", text, warning=warnings[i % 3]) for i, text in enumerate(texts)]
 
 
-def test_worker_maps_a_batch_with_the_runners_error_records(tmp_path):
-    out = TaskWorker(Shout, batch_size=3, threads=None, cwd=str(tmp_path))(batch_of("a", "boom", "c"))
-    records = [json.loads(line) for line in out["record"]]
-    assert [r["id"] for r in records] == ["d0", "d1", "d2"] and list(out["failure"]) == ["", "", ""]
+def test_worker_maps_a_window_with_the_runners_error_records(tmp_path):
+    worker = TaskWorker(Shout, batch_size=3, threads=None, cwd=str(tmp_path))
+    failure, records = worker.records(window_of("a", "boom", "c"))
+    assert [r["id"] for r in records] == ["d0", "d1", "d2"] and failure == ""
     assert records[0]["out"] == "A" and records[2]["out"] == "C" and records[2]["warning"] == "bad bytes replaced."
     assert records[1]["error"] == "RuntimeError: boom happened." and records[1]["chunks"] == 0
 
@@ -176,5 +172,59 @@ def test_worker_reports_a_task_that_cannot_start(tmp_path):
     def no_model():
         raise TaskError("model ./nowhere can't be found.")
 
-    out = TaskWorker(no_model, batch_size=1, threads=None, cwd=str(tmp_path))(batch_of("a", "b"))
-    assert list(out["failure"]) == ["model ./nowhere can't be found."] * 2
+    failure, records = TaskWorker(no_model, batch_size=1, threads=None, cwd=str(tmp_path)).records(window_of("a", "b"))
+    assert failure == "model ./nowhere can't be found." and records == []
+
+
+# The driver's dispatch, on the module's Ray (this process joins it).
+
+
+class DiesOn(Shout):
+    """A task whose worker process dies on a document that says "die" (as one killed for its memory would)."""
+
+    def __call__(self, docs, size):
+        if any(d.text == "die" for d in docs):
+            os._exit(1)
+        return super().__call__(docs, size)
+
+
+def counted(texts, pulled):
+    for i, text in enumerate(texts):
+        pulled.append(i)
+        yield Document(f"d{i}", "test", text)
+
+
+@pytest.fixture
+def workers_import_this_module():
+    """Ray workers can't import the tests folder: the fake tasks below travel by value instead of by name."""
+    from ray import cloudpickle
+
+    module = sys.modules[__name__]
+    cloudpickle.register_pickle_by_value(module)
+    yield
+    cloudpickle.unregister_pickle_by_value(module)
+
+
+ONE_WORKER = RaySettings(address=None, workers=1, cpus_per_worker=0.5, gpus_per_worker=0, batch_size=1, threads=1)
+
+
+def test_the_driver_reads_only_the_windows_its_workers_hold(ray_address, workers_import_this_module):
+    pulled = []
+    records = _records_on(Shout, "fake", ONE_WORKER)(counted([f"text {i}" for i in range(12)], pulled))
+    first = next(records)
+    assert first["id"] == "d0" and len(pulled) == WINDOWS_PER_WORKER + 1  # both held, and the one waiting for room
+    assert [r["out"] for r in [first, *records]] == [f"TEXT {i}" for i in range(12)]
+
+
+def test_a_worker_that_dies_costs_only_the_window_it_was_running(ray_address, workers_import_this_module):
+    texts = ["a", "b", "die", "c", "d", "e"]
+    records = list(_records_on(DiesOn, "fake", ONE_WORKER)(counted(texts, [])))
+    assert [r["id"] for r in records] == [f"d{i}" for i in range(6)]
+    assert records[2]["error"].startswith("the Ray worker running it failed")
+    assert [r.get("out") for r in records] == ["A", "B", None, "C", "D", "E"]  # "c", queued behind it, went on
+
+
+def test_a_worker_that_cannot_unpickle_the_task_is_one_sentence(ray_address):
+    """Without the fixture above, the workers can't import this module: the run stops with the reason, once."""
+    with pytest.raises(TaskError, match="No module named 'test_ray_engine'.*installed on every node"):
+        list(_records_on(Shout, "fake", ONE_WORKER)(counted(["a", "b", "c"], [])))
