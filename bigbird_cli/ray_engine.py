@@ -173,8 +173,9 @@ def _native_stderr_to_devnull() -> Iterator[None]:
     """Keep Ray's C++ log lines off the terminal, and Python's stderr on it.
 
     Ray's C++ core writes its error-level lines straight to file descriptor 2 (ray-project/ray#53727 is one of
-    them). Ray's log files under its session folder keep every such line. Python's `sys.stderr` (our messages, progress, warnings, tracebacks)
-    is moved to a copy of the real stderr first, so only the native writes go to /dev/null.
+    them). Ray's log files under its session folder keep every such line. Python's `sys.stderr` (our messages,
+    progress, warnings, tracebacks) is moved to a copy of the real stderr first, so only the native writes go to
+    /dev/null.
     """
     sys.stderr.flush()
     real_fd = os.dup(2)

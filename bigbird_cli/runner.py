@@ -297,16 +297,9 @@ def _prepare(
         shard = Shard.parse(common.shard) if common.shard else None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    inputs = common.inputs(extra_fields)
-    if inputs.is_empty():
-        raise UsageError("no input: give files or folders, - for stdin, --text, --jsonl or --dataset.")
-    missing = inputs.missing()
-    if missing and len(missing) == len(inputs.paths) + len(inputs.jsonl) and not (inputs.texts or inputs.dataset):
-        raise UsageError(f"{missing[0]} does not exist." if len(missing) == 1 else "none of the inputs exist.")
-    for name in missing:
-        warn(f"{name} does not exist; it gets an error record.")
+    inputs = checked_inputs(common, extra_fields)
     if output.path is not None:
-        _check_not_an_input(output.path, inputs)
+        check_not_an_input(output.path, inputs)
     docs = inputs.open()
     first = next(docs, None)
     if first is None:
@@ -315,7 +308,21 @@ def _prepare(
     return shard, itertools.chain([first], docs)
 
 
-def _check_not_an_input(path: Path, inputs: Inputs) -> None:
+def checked_inputs(common: CommonOptions, extra_fields: tuple[str, ...]) -> Inputs:
+    """The inputs the options name, refused when there are none or none of them exists (a usage error); each
+    missing one is warned about here and gets an error record when read."""
+    inputs = common.inputs(extra_fields)
+    if inputs.is_empty():
+        raise UsageError("no input: give files or folders, - for stdin, --text, --jsonl or --dataset.")
+    missing = inputs.missing()
+    if missing and len(missing) == len(inputs.paths) + len(inputs.jsonl) and not (inputs.texts or inputs.dataset):
+        raise UsageError(f"{missing[0]} does not exist." if len(missing) == 1 else "none of the inputs exist.")
+    for name in missing:
+        warn(f"{name} does not exist; it gets an error record.")
+    return inputs
+
+
+def check_not_an_input(path: Path, inputs: Inputs) -> None:
     """Refuse `-o` naming a file the run reads: opening it for writing would empty it before it is read."""
     target = path.resolve()
     read = [file.resolve() == target for file in inputs.files()]

@@ -198,6 +198,12 @@ def test_cli_output_file_quiet_and_plot(bigbird, tmp_path):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_cli_refuses_a_plot_path_it_cant_write_before_measuring(bigbird, tmp_path):
+    out = tmp_path / "bench.jsonl"
+    result = bigbird(*BASE_ARGS, "--seq-lens", "256", "-o", out, "--plot", tmp_path / "bench.svgz2", check_rc=2)
+    assert "give a file ending in one of" in result.stderr.decode() and not out.exists()
+
+
 def test_cli_errors_are_one_line_and_exit_2(bigbird):
     result = bigbird(*BASE_ARGS, "--seq-lens", "4096", check_rc=2)
     assert result.stdout == b""

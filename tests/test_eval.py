@@ -282,7 +282,22 @@ def test_missing_matplotlib_or_rouge_score_is_a_usage_error(monkeypatch, tmp_pat
     assert result.exit_code == 2 and "needs Google's rouge-score" in result.output
 
 
-@pytest.mark.parametrize("case", ["no inputs", "empty predictions", "unreadable predictions", "unreadable labels"])
+@pytest.mark.parametrize("path", ["folder", "missing/p.png", "p.txt"])
+def test_a_plot_that_cant_be_written_is_refused_before_the_run(path, tmp_path):
+    """Found after a run of days, it would cost the report; matplotlib would also write `folder.png` for a folder."""
+    (tmp_path / "folder").mkdir()
+    args = ["eval", "classify", "--text", "x", "-m", str(tmp_path / "not-a-model"), "--plot", str(tmp_path / path)]
+    result = CliRunner().invoke(app, args)
+    expected = {"folder": "is a folder", "missing/p.png": "does not exist", "p.txt": "give a file ending in one of"}
+    assert result.exit_code == 2 and expected[path] in result.output and "not-a-model" not in result.output
+    assert not (tmp_path / "folder.png").exists()
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["no inputs", "missing inputs", "empty predictions", "unreadable predictions", "unreadable labels",
+     "-o an input", "-o the predictions"],
+)  # fmt: skip
 def test_eval_predictions_that_cant_be_scored_are_one_sentence_and_exit_2(case, tmp_path):
     """--predictions problems found before scoring go through the CLI's one error table, like every command's."""
     inputs, predictions = tmp_path / "dev.jsonl", tmp_path / "run.jsonl"
@@ -294,9 +309,18 @@ def test_eval_predictions_that_cant_be_scored_are_one_sentence_and_exit_2(case, 
         "empty predictions": "holds no JSONL records to score.",
         "unreadable predictions": "could not be read",
         "unreadable labels": "its labels can't be read",
+        "missing inputs": "does not exist",
+        "-o an input": "is also an input",
+        "-o the predictions": "is the --predictions file",
     }[case]
     if case == "no inputs":
         args = args[:4] + ["-q"]
+    elif case == "missing inputs":
+        args[5] = str(tmp_path / "nowhere.jsonl")
+    elif case == "-o an input":
+        args += ["-o", str(inputs)]
+    elif case == "-o the predictions":
+        args += ["-o", str(predictions)]
     elif case == "empty predictions":
         predictions.write_text("")
     elif case == "unreadable predictions":
@@ -307,6 +331,7 @@ def test_eval_predictions_that_cant_be_scored_are_one_sentence_and_exit_2(case, 
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2, result.output
     assert expected in result.output and "Traceback" not in result.output
+    assert inputs.read_text() == json.dumps({"id": "0", "label": "pos"}) + "\n"  # -o never emptied an input
 
 
 def test_a_report_without_the_resolved_settings_says_why(tiny_models, monkeypatch):

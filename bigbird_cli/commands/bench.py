@@ -90,7 +90,7 @@ def command(
     """
     from rich.console import Console
 
-    from core.eval.report import require_matplotlib
+    from core.eval.report import require_plot
     from core.tools.bench import BenchError, BenchSpec, run_bench
     from core.tools.bench import plot as draw
 
@@ -121,7 +121,7 @@ def command(
     records: list[dict[str, Any]] = []
     try:
         if plot is not None:
-            require_matplotlib(BenchError)  # refused before any row is measured
+            require_plot(plot, BenchError)  # refused before any row is measured
         rows = run_bench(spec, progress=None if quiet else info)
         with open_jsonl(output) as writer:
             for record in rows:

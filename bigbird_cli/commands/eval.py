@@ -26,7 +26,7 @@ from core.tasks.records import Record, error_record
 from ..errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, UsageError, exit_code_for
 from ..options import Command, CommonOptions, Group
 from ..output import console, error, open_jsonl, read_records, warn
-from ..runner import EVALUATION, RecordMaker, TaskFactory, run_command
+from ..runner import EVALUATION, RecordMaker, TaskFactory, check_not_an_input, checked_inputs, run_command
 from . import classify, qa, summarize
 
 EVALUATION_PANEL = "Evaluation"
@@ -128,9 +128,13 @@ class Evaluate:
     def _score_file(self, common: CommonOptions) -> int:
         path = self.predictions
         assert path is not None
-        inputs = common.inputs((self.field,))
-        if inputs.is_empty():
+        if common.inputs((self.field,)).is_empty():
             raise UsageError("--predictions needs the references too: give the inputs the predictions were made from")
+        inputs = checked_inputs(common, (self.field,))
+        if common.output is not None:
+            check_not_an_input(common.output, inputs)
+            if common.output.resolve() == path.resolve():
+                raise UsageError(f"-o {common.output} is the --predictions file; write the records to another file.")
         try:
             # Only the ids and references are needed: a document without text still has them.
             references = {doc.id: doc.fields.get(self.field) for doc in inputs.open()}
@@ -188,10 +192,14 @@ class Evaluate:
         report = build_report(self.metrics, model, records, settings)
         if not quiet:
             print_tables(report)
-        if self.plot is not None:
-            plot(self.metrics, records, self.plot)
         with open_jsonl(None) as writer:
             writer.write(report)
+        if self.plot is not None:
+            try:  # its path was checked before the run; what fails now (a full disk) must not cost the report
+                plot(self.metrics, records, self.plot)
+            except (OSError, ValueError) as exc:
+                error(f"--plot {self.plot} could not be written: {first_line(exc)}.")
+                return EXIT_USAGE
         return EXIT_SOME_FAILED if report["failed"] else EXIT_OK
 
 
@@ -305,9 +313,9 @@ def _evaluating(
             if task_name == "summarize":
                 require_rouge()
             if plot_path is not None:
-                from core.eval.report import require_matplotlib
+                from core.eval.report import require_plot
 
-                require_matplotlib()
+                require_plot(plot_path)
         except EvalError as exc:
             raise typer.Exit(exit_code_for(exc)) from None
         options = {name: value for name, value in kwargs.items() if name not in _SHARED and value is not None}

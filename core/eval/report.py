@@ -9,6 +9,7 @@ interval on every run.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,26 @@ def require_matplotlib(error: type[Exception] = EvalError) -> Any:
         raise error("--plot needs matplotlib: pip install 'bigbird-cli[plot]'.") from None
     matplotlib.use("Agg")
     return importlib.import_module("matplotlib.pyplot")
+
+
+def require_plot(path: str | Path, error: type[Exception] = EvalError) -> None:
+    """Refuse a --plot path the figure can't be saved to, before anything runs: matplotlib missing, a folder, a
+    folder that does not exist or can't be written, or a format matplotlib does not write (it would otherwise fail,
+    or silently add `.png`, after the whole run)."""
+    require_matplotlib(error)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    path = Path(path)
+    formats = FigureCanvasAgg.get_supported_filetypes()
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise error(f"--plot {path} is a folder: give a file name such as {path / 'plot.png'}.")
+    if not folder.is_dir():
+        raise error(f"--plot {path}: the folder {folder} does not exist.")
+    if not os.access(folder, os.W_OK):
+        raise error(f"--plot {path}: the folder {folder} can't be written to.")
+    if path.suffix.lower().lstrip(".") not in formats:
+        raise error(f"--plot {path}: give a file ending in one of {', '.join('.' + f for f in sorted(formats))}.")
 
 
 def plot(metrics: TaskMetrics, records: Sequence[dict[str, Any]], path: str | Path) -> None:
