@@ -55,6 +55,25 @@ def test_classify_batched_equals_one_by_one(classify):
         assert got["scores"] == pytest.approx(one["scores"], abs=1e-5)
 
 
+def test_a_record_does_not_depend_on_its_batch_mates(classify):
+    """Padded to a batch-mate's width, a short input would switch to block-sparse attention, and a block-sparse one
+    would get another random-block plan: a forward pass holds only inputs that run as they would alone."""
+    words = LONG_TEXT.split()
+
+    def of_tokens(n):  # the shortest prefix of LONG_TEXT that frames to at least n tokens
+        k = next(k for k in range(1, len(words)) if len(classify.encode(" ".join(words[:k])).ids) + 2 >= n)
+        return " ".join(words[:k])
+
+    docs = [doc(of_tokens(n), str(n)) for n in (100, 200, 240)]
+    alone = [classify([d], 1)[0] for d in docs]
+    assert [r["attention"] for r in alone] == ["original_full", "block_sparse", "block_sparse"]
+    for got, one in zip(classify(docs, 8), alone, strict=True):
+        assert got["attention"] == one["attention"] and got["scores"] == pytest.approx(one["scores"], abs=1e-6)
+    # Block-sparse inputs share a pass only at the same width in blocks (16 tokens here); full ones at any width.
+    passes = [idx for idx, _, _ in classify.batches([[5] * n for n in (60, 100, 200, 205, 230, 240)], 8)]
+    assert passes == [[0, 1], [2, 3], [4, 5]]
+
+
 def test_classify_truncate_and_top_k(tiny_models):
     task = ClassifyTask(str(tiny_models["classify"]), strategy="truncate", top_k=2)
     [record] = task([doc(LONG_TEXT)])

@@ -5,14 +5,14 @@ A Task is a plain class: `__init__` loads, `__call__(documents) -> records`. Not
 so the same object works from Python, in the CLI's runner, or inside a distributed batch map.
 
 Every record says which attention ran for its document (`attention`: block_sparse when any of the document's
-inputs ran through the block-sparse encoder, which depends on the padded width of its batch) and `seconds`, the
-wall time of the batch it ran in shared equally by the batch's documents. A dry run (`dry_run=True`) loads the
+inputs ran through the block-sparse encoder, which depends on its length alone: inputs are batched only with
+others that run as they would alone, see `batches`) and `seconds`, the wall time of the batch it ran in shared
+equally by the batch's documents. A dry run (`dry_run=True`) loads the
 config and tokenizer only, and reports how each document would be split.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -270,20 +270,38 @@ class Task:
         `size` is the runner's `--batch-size`, handed down through `__call__`: it bounds the windows of one forward
         pass, so one long document's chunks go `size` at a time. Which documents go together, and sorting them by
         length, is the runner's decision alone; a task keeps no batch size and sorts nothing.
+
+        A pass only holds sequences that run as they would alone (`alone_shape`): padded into a wider batch, a
+        short input would switch to block-sparse attention, and a block-sparse one would get another random-block
+        plan, so its record would depend on its batch-mates and on --batch-size.
         """
-        pad = self.tokenizer.pad_token_id
-        numbered = enumerate(sequences)
         self.ran = []
-        while chunk := list(itertools.islice(numbered, max(1, size))):
-            idx = [i for i, _ in chunk]
-            width = max(len(seq) for _, seq in chunk)
-            self.ran.extend([self.attention_for(width)] * len(chunk))
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, (_, seq) in enumerate(chunk):
-                ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-                mask[row, : len(seq)] = 1
-            yield idx, ids.to(self.device), mask.to(self.device)
+        batch: list[tuple[int, Sequence[int]]] = []
+        for i, seq in enumerate(sequences):
+            if batch and (len(batch) >= size or self.alone_shape(len(seq)) != self.alone_shape(len(batch[0][1]))):
+                yield self._pass(batch)
+                batch = []
+            batch.append((i, seq))
+        if batch:
+            yield self._pass(batch)
+
+    def _pass(self, batch: list[tuple[int, Sequence[int]]]) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+        width = max(len(seq) for _, seq in batch)
+        self.ran.extend([self.attention_for(width)] * len(batch))
+        ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (_, seq) in enumerate(batch):
+            ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+            mask[row, : len(seq)] = 1
+        return [i for i, _ in batch], ids.to(self.device), mask.to(self.device)
+
+    def alone_shape(self, length: int) -> int:
+        """What decides how an input of `length` tokens runs: 0 for full attention (any padding leaves it exact),
+        else its width in blocks (block-sparse attention pads to whole blocks, and its random-block plan depends on
+        how many there are)."""
+        if self.attention_for(length) == "original_full":
+            return 0
+        return -(-length // self.config.block_size)
 
     def attention_for(self, width: int) -> str:
         """The encoder attention an input batch of this width runs: short ones fall back to full attention."""
