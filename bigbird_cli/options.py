@@ -78,7 +78,11 @@ Revision = Annotated[
 ]
 WeightsDType = Annotated[
     DType | None,
-    typer.Option(help="Weights dtype [default: the checkpoint's].", rich_help_panel=MODEL, show_default=False),
+    typer.Option(
+        help="The dtype to run the model in; float16 and bfloat16 checkpoints are read into float32 unless given.",
+        rich_help_panel=MODEL,
+        show_default=False,
+    ),
 ]
 QuantizeOption = Annotated[
     Quantize | None,

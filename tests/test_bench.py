@@ -211,6 +211,23 @@ def test_cli_errors_are_one_line_and_exit_2(bigbird):
     bigbird(*BASE_ARGS, "--seq-lens", "abc", check_rc=2)
 
 
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (("--device", "garbage"), {}, "--device takes cpu, cuda, cuda:N or mps, not 'garbage'."),
+        (("--device", "mps"), {}, "--device mps: no such device is available on this machine."),
+        (("--quantize", "int8"), {"BIGBIRD_PRIVATE_OPS": "0"}, "no working int8 kernel"),
+    ],
+)
+def test_cli_refuses_what_this_machine_cant_run_in_one_line(bigbird, args, env, message):
+    if args[1] == "mps" and torch.backends.mps.is_available():
+        args = ("--device", "cuda:99")  # the same refusal on a Mac
+        message = "--device cuda:99: no such device"
+    result = bigbird(*BASE_ARGS, "--seq-lens", "256", *args, env=env, check_rc=2)
+    stderr = result.stderr.decode()
+    assert message in stderr.splitlines()[-1] and "Traceback" not in stderr and result.stdout == b""
+
+
 def test_plot_without_matplotlib_is_a_bench_error(monkeypatch, tmp_path):
     """bench --plot shares eval's matplotlib check, and keeps its own error type (so its own exit code)."""
     from core.tools.bench import plot

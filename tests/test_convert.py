@@ -201,6 +201,19 @@ def test_dtype_change(pickled_checkpoint, tmp_path, dtype):
     assert report["weights_bytes"] == report["parameters"] * 2
 
 
+def test_a_destination_is_refused_before_the_source_is_downloaded(tmp_path, monkeypatch):
+    from core.models import checkpoints
+
+    def download(*args, **kwargs):
+        raise AssertionError("the source was fetched before DST was checked")
+
+    monkeypatch.setattr(checkpoints, "_download", download)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "stale.txt").write_text("from before")
+    with pytest.raises(ConvertError, match="already exists; pass --force"):
+        convert("google/bigbird-roberta-base", tmp_path / "out")
+
+
 def test_refuses_to_overwrite_without_force(pickled_checkpoint, tmp_path):
     dst = tmp_path / "out"
     convert(pickled_checkpoint, dst)

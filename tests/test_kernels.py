@@ -183,7 +183,6 @@ def test_int8_choice_defaults_to_fbgemm_and_is_kept_apart_from_float32(fresh_cho
     [
         ("onednn", kernels.CANDIDATES, "onednn"),
         ("mkl", kernels.CANDIDATES, "mkl"),
-        ("bogus", kernels.CANDIDATES, "mkl"),
         ("onednn-packed", ("mkl", "onednn"), "onednn"),  # a tied weight, which may not pack, still runs oneDNN
         ("onednn-packed", ("mkl",), "mkl"),
     ],
@@ -193,6 +192,19 @@ def test_override_skips_the_measurement(forced, names, expected, fresh_choices, 
     monkeypatch.setattr(kernels, "measure", None)  # calling it would fail
     assert kernels.choose("k", list(names), run=None) == expected
     assert not kernels.cache_path().exists()
+    if len(names) > 1:  # one kernel that can run is no choice
+        assert kernels.summary()["float32"] == {"k": expected}  # bench reports what ran, not what was asked for
+
+
+@pytest.mark.parametrize("value", ["bogus", "onednn_packed", ""])
+def test_an_override_that_names_no_kernel_is_warned_about_and_measures(value, fresh_choices, monkeypatch, caplog):
+    monkeypatch.setenv("BIGBIRD_KERNELS", value)
+    monkeypatch.setattr(kernels, "measure", lambda names, run, default: {"mkl": 2.0, "onednn": 1.0})
+    kernels._warn_once.cache_clear()
+    with caplog.at_level("WARNING", logger=kernels.__name__):
+        assert kernels.choose("k", ["mkl", "onednn"], run=None) == "onednn"
+    assert ("names no float32 kernel" in caplog.text) == bool(value)  # empty is unset
+    assert kernels.summary()["override"] == "auto"
 
 
 def test_unwritable_cache_still_runs(tmp_path, fresh_choices, monkeypatch):

@@ -174,7 +174,7 @@ def results_table(records: list[dict[str, Any]]):
     title = f"bigbird bench: {first.get('model', '')} {first.get('task', '')} ({weights}, "
     title += f"{first.get('device', '')}, {first.get('threads', '')} threads, repeat {first.get('repeat', '')})"
     if first:
-        title += "\n" + where_it_ran(first)
+        title += "\n" + where_it_ran(records[-1])  # the last record holds every kernel choice of the run
     table = Table(title=title)
     compare = any("transformers" in r for r in records)
     quantized = any("fp32" in r for r in records)

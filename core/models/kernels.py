@@ -275,16 +275,18 @@ def choose(key: str, names: list[str], run: Callable[[str], Any], kind: Kind = F
     file's choice, or the winner of timing `run(name)` for each name now."""
     if len(names) == 1:
         return names[0]
-    forced = os.environ.get(kind.override, "auto")
+    forced = override(kind)
     if forced != "auto":
         if forced in names:
-            return forced
-        # The nearest kernel that runs here: a layer that may not pack (a tied weight) still runs oneDNN when
-        # onednn-packed is forced; otherwise torch's default.
-        nearest = forced.split("-")[0]
-        fallback = nearest if nearest in names else kind.default if kind.default in names else names[0]
-        log.debug("%s=%s is not available here; using %s", kind.override, forced, fallback)
-        return fallback
+            choice = forced
+        else:
+            # The nearest kernel that runs here: a layer that may not pack (a tied weight) still runs oneDNN when
+            # onednn-packed is forced; otherwise torch's default.
+            nearest = forced.split("-")[0]
+            choice = nearest if nearest in names else kind.default if kind.default in names else names[0]
+            log.debug("%s=%s is not available here; using %s", kind.override, forced, choice)
+        _chosen[key] = choice  # what ran, for bench's records
+        return choice
     choice = _chosen.get(key)
     if choice in names:
         return choice
@@ -295,6 +297,22 @@ def choose(key: str, names: list[str], run: Callable[[str], Any], kind: Kind = F
         _save(key, choice, _measured[key])
     _chosen[key] = choice
     return choice
+
+
+def override(kind: Kind) -> str:
+    """The kernel the environment forces for `kind`, or "auto". A value that names no kernel of the kind (a typo)
+    is warned about once and means "auto": silently running torch's default instead would hide the mistake."""
+    value = os.environ.get(kind.override, "auto").strip().lower() or "auto"
+    if value != "auto" and value not in kind.candidates:
+        _warn_once(f"{kind.override}={value!r} names no {kind.name} kernel (auto, {', '.join(kind.candidates)}); "
+                   "choosing by measurement.")  # fmt: skip
+        return "auto"
+    return value
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    log.warning(message)
 
 
 def measure(
@@ -344,9 +362,9 @@ def summary() -> dict[str, Any]:
         return {key.removeprefix(kind.key_prefix): c for key, c in _chosen.items() if kind_of(key) is kind}
 
     return {
-        "override": os.environ.get(FLOAT32.override, "auto"),
-        "int8_override": os.environ.get(INT8.override, "auto"),
-        "cross_attention_override": os.environ.get(CROSS_ATTENTION.override, "auto"),
+        "override": override(FLOAT32),
+        "int8_override": override(INT8),
+        "cross_attention_override": override(CROSS_ATTENTION),
         "float32": chosen(FLOAT32),
         "int8": chosen(INT8),
         "cross_attention": chosen(CROSS_ATTENTION),

@@ -43,6 +43,15 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
+def device_available(device: torch.device) -> bool:
+    """Whether this machine has `device` (torch builds a cuda or mps device object even where there is none)."""
+    if device.type == "cuda":
+        return torch.cuda.is_available()
+    if device.type == "mps":
+        return torch.backends.mps.is_available()
+    return True
+
+
 def release_free_heap() -> None:
     """glibc's malloc_trim: hand the heap's free pages back to the OS (a no-op elsewhere).
 

@@ -25,6 +25,7 @@ import torch
 
 from core.models.attention import sparse_fits
 from core.models.config import ModelConfig, apply_generation_config, load_config
+from core.models.modeling import device_available
 
 from .documents import Document, describe
 from .records import Record, error_record, make_record
@@ -151,7 +152,7 @@ class Task:
             raise ValueError(f"strategy must be 'chunk' or 'truncate', not {strategy!r}")
         self.model_name = str(model)
         self.device = torch.device(device)
-        if not _device_available(self.device):
+        if not device_available(self.device):
             raise TaskError(f"--device {device}: no such device is available on this machine.")
         self.strategy = strategy
         self.dry_run = dry_run
@@ -374,11 +375,3 @@ class Task:
             attention=self.attention_for(plan.longest_input),
             dry_run=True,
         )
-
-
-def _device_available(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_available()
-    if device.type == "mps":
-        return torch.backends.mps.is_available()
-    return True

@@ -39,7 +39,7 @@ from torch import nn
 from core.models import kernels
 from core.models.config import ModelConfig
 from core.models.linear import quantize_int8
-from core.models.modeling import release_free_heap
+from core.models.modeling import device_available, release_free_heap
 from core.models.presets import PRESETS, config_from_name
 
 TASKS = ("encode", "summarize")
@@ -102,8 +102,12 @@ class BenchSpec:
             raise BenchError(f"--quantize takes 'int8', not {self.quantize!r}.")
         if self.quantize and (self.device != "cpu" or self.dtype != "float32"):
             raise BenchError("--quantize int8 runs on the CPU from float32 weights only.")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise BenchError("--device cuda was asked for but no CUDA device is available.")
+        try:
+            device = torch.device(self.device)
+        except RuntimeError:
+            raise BenchError(f"--device takes cpu, cuda, cuda:N or mps, not {self.device!r}.") from None
+        if not device_available(device):
+            raise BenchError(f"--device {self.device}: no such device is available on this machine.")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -382,7 +386,11 @@ def _measure(spec: BenchSpec, progress: Callable[[str], None] | None) -> Iterato
     contenders: list[Contender] = []
     versions = {"torch": torch.__version__}
     if spec.quantize == "int8":
-        contenders.append(_our_contender("ours", quantize_int8(model), spec))
+        try:
+            quantized = quantize_int8(model)
+        except RuntimeError as exc:  # no working int8 kernel in this torch (or BIGBIRD_PRIVATE_OPS=0)
+            raise BenchError(f"{exc}.") from None
+        contenders.append(_our_contender("ours", quantized, spec))
         contenders.append(_our_contender("fp32", model, spec))
     else:
         contenders.append(_our_contender("ours", model, spec))

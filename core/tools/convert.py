@@ -138,16 +138,21 @@ def rewrite_config(config: ModelConfig, options: ConvertOptions) -> list[str]:
     return warnings
 
 
-def _check_destination(src: Path, dst: Path, force: bool) -> None:
-    given, src, dst = dst, src.resolve(), dst.resolve()
+def _check_destination(dst: Path, force: bool) -> None:
+    """What can be refused about DST alone: before SRC is resolved, which for a Hub id downloads it."""
+    given, dst = dst, dst.resolve()
     if dst == Path.cwd().resolve() or dst in Path.cwd().resolve().parents or dst.parent == dst:
         raise ConvertError(f"DST {given} is the current folder or above it; name a new folder to write.")
-    if dst == src or src in dst.parents or dst in src.parents:
-        raise ConvertError(f"the destination {dst} overlaps the source {src}; convert to another directory.")
     if dst.exists() and not dst.is_dir():
         raise ConvertError(f"{dst} exists and is not a directory.")
     if dst.exists() and any(dst.iterdir()) and not force:
         raise ConvertError(f"{dst} already exists; pass --force to replace it.")
+
+
+def _check_no_overlap(src: Path, dst: Path) -> None:
+    src, dst = src.resolve(), dst.resolve()
+    if dst == src or src in dst.parents or dst in src.parents:
+        raise ConvertError(f"the destination {dst} overlaps the source {src}; convert to another directory.")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -318,8 +323,9 @@ def convert(src: str | Path, dst: str | Path, options: ConvertOptions | None = N
     options = options or ConvertOptions()
     dst = Path(dst).expanduser()
     max_bytes = parse_size(options.max_shard_size)
+    _check_destination(dst, options.force)
     source = resolve_checkpoint(src, revision=options.revision)
-    _check_destination(source, dst, options.force)
+    _check_no_overlap(source, dst)
     if not (source / "config.json").is_file():
         raise ConvertError(f"{source} has no config.json, so it is not a checkpoint this toolkit can convert.")
     try:
