@@ -4,13 +4,15 @@ through the installed `bigbird` command."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 
 import pytest
 import torch
 from conftest import LONG_TEXT, jsonl
 
-from core.tasks import ClassifyTask, MaskTask, QATask, SummarizeTask
+from core.tasks import ClassifyTask, MaskTask, QATask, SummarizeTask, TaskError
 from core.tasks.base import sliding_windows
 from core.tasks.classify import default_function
 from core.tasks.documents import Document, Inputs
@@ -115,6 +117,63 @@ def test_qa_doc_stride_sets_the_window_overlap(tiny_models):
     assert QATask(model, question=QUESTION, doc_stride=0)([doc(LONG_TEXT)])[0]["chunks"] < record["chunks"]
 
 
+def test_qa_scores_spans_as_the_pipeline_does(tiny_models):
+    """transformers 4.56's question-answering pipeline (the oracle venv; transformers 5 dropped it) scores the same
+    logits: one softmax over [CLS] and the document tokens, whether or not [CLS] may win; top spans and null score."""
+    from test_tokenizers import ORACLE_SCRIPT, oracle_python
+
+    task = QATask(str(tiny_models["qa"]), question=QUESTION, top_k=3, max_answer_tokens=5)
+    q_ids, d_ids = task.encode(QUESTION).ids.tolist(), task.encode(SHORT).ids.tolist()
+    ids, first = task.wrap(q_ids, d_ids), task._context_start(q_ids)
+    start, end = task._logits(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long), [first])
+    p_mask = [0 if i == 0 or first <= i < first + len(d_ids) else 1 for i in range(len(ids))]
+    window = {"op": "qa_spans", "start": start[0].tolist(), "end": end[0].tolist(), "p_mask": p_mask,
+              "attention_mask": [1] * len(ids), "top_k": 10, "max_answer_len": 5}  # fmt: skip
+    cases = [{**window, "handle_impossible_answer": flag} for flag in (False, True)]
+    request = [{"family": "bigbird", "model_dir": str(tiny_models["qa"]), "cases": cases}]
+    done = subprocess.run([str(oracle_python()), str(ORACLE_SCRIPT)], input=json.dumps(request), capture_output=True,
+                          text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    plain, impossible = (answer["value"] for answer in json.loads(done.stdout)[0])
+
+    # The pipeline's spans as answers: whitespace at their edges trimmed, blank ones and repeats left out.
+    offsets, expected = task.encode(SHORT).offsets, {}
+    for a, b, score in zip(plain["starts"], plain["ends"], plain["scores"], strict=True):
+        start, end = int(offsets[a - first][0]), int(offsets[b - first][1])
+        raw = SHORT[start:end]
+        span = (start + len(raw) - len(raw.lstrip()), end - len(raw) + len(raw.rstrip()))
+        if span[1] > span[0] and span not in expected:
+            expected[span] = score
+    [record] = task([doc(SHORT)])
+    assert [(a["start"], a["end"], a["score"]) for a in record["answers"]] == [
+        (*span, pytest.approx(score, rel=1e-5)) for span, score in list(expected.items())[:3]
+    ]
+    task.handle_impossible_answer = True
+    [record] = task([doc(SHORT)])
+    null = [a["score"] for a in record["answers"] if a["answer"] == ""]
+    in_top_3 = impossible["null"] > list(expected.values())[2]  # the null answer competes for the three places
+    assert null == (pytest.approx([impossible["null"]], rel=1e-5) if in_top_3 else [])
+
+
+@pytest.mark.parametrize(
+    ("model", "options", "message"),
+    [
+        ("qa", {"doc_stride": 10**6}, "--doc-stride takes 0 to 252 tokens"),
+        ("pegasus-qa", {"handle_impossible_answer": True}, "this model's tokenizer has none"),
+    ],
+)
+def test_qa_options_that_cant_work_are_refused(tiny_models, model, options, message):
+    with pytest.raises(TaskError, match=message):
+        QATask(str(tiny_models[model]), question=QUESTION, **options)
+
+
+def test_qa_doc_stride_that_leaves_no_room_beside_a_long_question_fails_that_document(tiny_models):
+    task = QATask(str(tiny_models["qa"]), doc_stride=200, max_question_tokens=200)
+    long_question, short_question = " ".join(["repairs"] * 120), QUESTION
+    failed, ok = task([doc(LONG_TEXT, "a", question=long_question), doc(LONG_TEXT, "b", question=short_question)])
+    assert "leaves the windows no room to advance" in failed["error"] and "error" not in ok
+
+
 def test_qa_null_answer_wins_when_cls_is_likeliest(tiny_models, monkeypatch):
     """With --handle-impossible-answer the [CLS] span competes: when it is likeliest, the answer is ""."""
     task = QATask(str(tiny_models["qa"]), question=QUESTION, handle_impossible_answer=True, top_k=3)
@@ -151,9 +210,9 @@ def test_records_say_which_attention_ran(tiny_models):
     short, long = task([doc(SHORT, "s"), doc(LONG_TEXT, "l")], 1)
     assert short["attention"] == "original_full" and long["attention"] == "block_sparse"
     assert short["seconds"] >= 0 and long["seconds"] >= 0
-    # Batched with long chunks (size 2), the short one is padded to their width: block-sparse too.
+    # Batched with long chunks (size 2), the short one is not padded to their width: it runs as it would alone.
     short, _ = task([doc(SHORT, "s"), doc(LONG_TEXT, "l")], 2)
-    assert short["attention"] == "block_sparse"
+    assert short["attention"] == "original_full"
 
 
 CASES = {

@@ -1,4 +1,6 @@
 """Tokenizer oracle: runs transformers 4.56.2's sentencepiece tokenizers on cases sent as JSON, answers in JSON.
+Also its question-answering pipeline's span scoring (`select_starts_ends`, plain numpy), which transformers 5
+no longer has.
 
 It runs in its own venv (transformers 4.56.2 needs huggingface_hub<1), started by tests/test_tokenizers.py as
 `<oracle python> tests/tokenizer_oracle.py` with a JSON list of requests on stdin:
@@ -42,6 +44,16 @@ def run_case(tokenizer: Any, case: dict) -> Any:
         return tokenizer.convert_tokens_to_ids(case["tokens"])
     if op == "special_mask":
         return tokenizer.get_special_tokens_mask(case["ids0"], case.get("ids1"), case.get("already", False))
+    if op == "qa_spans":  # logits of one window → the pipeline's best spans and null score
+        import numpy as np
+        from transformers.pipelines.question_answering import select_starts_ends
+
+        starts, ends, scores, null = select_starts_ends(
+            np.array([case["start"]]), np.array([case["end"]]), np.array([case["p_mask"]]),
+            np.array([case["attention_mask"]]), top_k=case["top_k"],
+            handle_impossible_answer=case["handle_impossible_answer"], max_answer_len=case["max_answer_len"],
+        )  # fmt: skip
+        return {"starts": starts.tolist(), "ends": ends.tolist(), "scores": scores.tolist(), "null": float(null)}
     if op == "attrs":
         names = ["vocab_size", "model_max_length", "all_special_ids", "all_special_tokens"]
         names += [f"{role}_token_id" for role in ("pad", "eos", "unk", "mask", "cls", "sep", "bos")]

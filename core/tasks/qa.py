@@ -2,7 +2,8 @@
 
 The document is tokenized once with character offsets. Windows of it that fit next to the question overlap by a
 quarter (`doc_stride`), so an answer cut by one window's edge lies whole in the next; each window scores its spans
-(start probability × end probability, as the transformers pipeline does) and the best spans over all windows
+(start probability × end probability under one softmax over [CLS] and the window's document tokens, as the
+transformers pipeline does) and the best spans over all windows
 win. Offsets map the winning tokens back to characters, so `text[start:end] == answer`.
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .base import BIGBIRD, NO_TOKENS, PEGASUS, DocumentError, Encoding, Plan, Task, jobs_by_document
+from .base import BIGBIRD, NO_TOKENS, PEGASUS, DocumentError, Encoding, Plan, Task, TaskError, jobs_by_document
 from .documents import Document
 from .records import Record
 
@@ -64,9 +65,17 @@ class QATask(Task):
         self.max_question_tokens = max_question_tokens
         # An explicit --question is the same for every document: tokenized once, not once per document.
         self.question_ids = None if question is None else self.encode(question).ids.tolist()
-        # The null span is the [CLS] opening every framed input; a tokenizer without one (Pegasus) has none.
+        # The null span is the [CLS] opening every framed input; a tokenizer without one (Pegasus) has none. As in
+        # the question-answering pipeline, [CLS] takes part in every window's softmax, whether or not it may win.
         cls = self.tokenizer.cls_token_id
-        self.scores_null_span = handle_impossible_answer and cls is not None and self.wrap([], [])[:1] == [cls]
+        self.has_null_span = cls is not None and self.wrap([], [])[:1] == [cls]
+        room = self.max_tokens - len(self.wrap([], []))
+        if doc_stride is not None and not 0 <= doc_stride < room:
+            raise TaskError(f"--doc-stride takes 0 to {room - 1} tokens (a window holds {room}), not {doc_stride}.")
+        if handle_impossible_answer and not self.has_null_span:
+            raise TaskError(
+                "--handle-impossible-answer scores the [CLS] token as 'no answer', and this model's tokenizer has none."
+            )
         # BigBird's QA head keeps answers out of the question when told its length; Pegasus's has no such input.
         self.head_takes_question_lengths = (
             self.model is not None and "question_lengths" in inspect.signature(self.model.forward).parameters
@@ -97,7 +106,12 @@ class QATask(Task):
         enc = self.encode(doc.text, capacity)
         if not len(enc.ids):
             raise DocumentError(NO_TOKENS)
-        overlap = capacity // 4 if self.doc_stride is None else min(self.doc_stride, capacity - 1)
+        overlap = capacity // 4 if self.doc_stride is None else self.doc_stride
+        if overlap >= capacity and len(enc.ids) > capacity and self.strategy == "chunk":
+            raise DocumentError(
+                f"--doc-stride {overlap} leaves the windows no room to advance: beside this question a window holds"
+                f" {capacity} document tokens."
+            )
         windows, cut = self.windows(len(enc.ids), capacity, overlap=overlap)
         return enc, Question(text, q_ids, warning), windows, cut
 
@@ -111,7 +125,7 @@ class QATask(Task):
         # One job per window: (document index, window start, window end).
         jobs = [(i, s, e) for i, (_, _, windows, _) in prepared.items() for s, e in windows]
 
-        candidates: dict[int, list[tuple[float, int, int]]] = {i: [] for i in prepared}
+        candidates: dict[int, list[tuple[float, int, int]]] = {i: [] for i in prepared}  # (score, char span)
         null_scores: dict[int, float] = {}  # lowest no-answer score over each document's windows
         sequences = (self.wrap(prepared[i][1].ids, prepared[i][0].ids[s:e].tolist()) for i, s, e in jobs)
         firsts = [self._context_start(prepared[i][1].ids) for i, _, _ in jobs]
@@ -120,18 +134,18 @@ class QATask(Task):
             for row, j in enumerate(idx):
                 i, s, e = jobs[j]
                 context = slice(firsts[j], firsts[j] + e - s)
-                if self.scores_null_span:
+                if self.has_null_span:
                     starts, ends, null = self._with_null(start_logits[row], end_logits[row], context)
-                    null_scores[i] = min(null, null_scores.get(i, null))
+                    if self.handle_impossible_answer:
+                        null_scores[i] = min(null, null_scores.get(i, null))
                 else:
                     starts, ends = start_logits[row, context].softmax(-1), end_logits[row, context].softmax(-1)
-                for score, a, b in self._best_spans(starts, ends):
-                    candidates[i].append((score, s + a, s + b))
+                candidates[i] += self._best_spans(starts, ends, docs[i].text, prepared[i][0].offsets[s:e])
 
         inputs_of = jobs_by_document(jobs)
         for i, (enc, question, _, cut) in prepared.items():
             doc = docs[i]
-            answers = self._answers(doc.text, enc, candidates[i])
+            answers = self._answers(doc.text, candidates[i])
             if i in null_scores:
                 null = {"answer": "", "score": null_scores[i], "start": 0, "end": 0}
                 answers = sorted([*answers, null], key=lambda answer: -answer["score"])[: self.top_k]
@@ -171,28 +185,44 @@ class QATask(Task):
             out = self.model(ids, attention_mask=mask)
         return out.start_logits.float().cpu(), out.end_logits.float().cpu()
 
-    def _best_spans(self, p_start: torch.Tensor, p_end: torch.Tensor) -> list[tuple[float, int, int]]:
-        """The window's top-k spans (score, first token, last token) from its document tokens' start and end
-        probabilities."""
+    def _best_spans(
+        self, p_start: torch.Tensor, p_end: torch.Tensor, text: str, offsets: Any
+    ) -> list[tuple[float, int, int]]:
+        """The window's top-k distinct answers (score, first character, end character) from its document tokens'
+        start and end probabilities and character offsets.
+
+        Spans are taken best first until k distinct answers are found: a span of whitespace only is no answer,
+        and spans that differ only by whitespace tokens at their edges are the same answer, so neither takes a
+        place another answer should have.
+        """
         n = p_start.shape[0]
         # band[d, a]: the span from token a to token a + d, for lengths up to max_answer_tokens (-1: no such span).
         width = min(self.max_answer_tokens, n)
         band = torch.full((width, n), -1.0)
         for d in range(width):
             band[d, : n - d] = p_start[: n - d] * p_end[d:]
-        top = band.flatten().topk(min(self.top_k, n))
-        return [(float(v), int(k) % n, int(k) % n + int(k) // n) for v, k in zip(top.values, top.indices, strict=True)]
-
-    def _answers(self, text: str, enc: Encoding, candidates: list[tuple[float, int, int]]) -> list[dict[str, Any]]:
-        """The top-k distinct answers as character spans of `text`, best first."""
-        best: dict[tuple[int, int], float] = {}
-        for score, a, b in candidates:
-            start, end = int(enc.offsets[a][0]), int(enc.offsets[b][1])
+        flat = band.flatten()
+        found: dict[tuple[int, int], float] = {}
+        for k in flat.argsort(descending=True, stable=True).tolist():
+            score = float(flat[k])
+            if score < 0 or len(found) == self.top_k:
+                break
+            a, b = k % n, k % n + k // n
+            start, end = int(offsets[a][0]), int(offsets[b][1])
             while start < end and text[start].isspace():
                 start += 1
             while end > start and text[end - 1].isspace():
                 end -= 1
-            if end > start and score > best.get((start, end), -1.0):
+            if end > start and (start, end) not in found:
+                found[(start, end)] = score
+        return [(score, start, end) for (start, end), score in found.items()]
+
+    def _answers(self, text: str, candidates: list[tuple[float, int, int]]) -> list[dict[str, Any]]:
+        """The top-k distinct answers over all windows (an answer overlapping windows found keeps its best score),
+        best first."""
+        best: dict[tuple[int, int], float] = {}
+        for score, start, end in candidates:
+            if score > best.get((start, end), -1.0):
                 best[(start, end)] = score
         ranked = sorted(best.items(), key=lambda item: -item[1])[: self.top_k]
         return [
