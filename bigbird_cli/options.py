@@ -20,6 +20,8 @@ import typer
 from core.tasks.documents import DEFAULT_GLOBS, Inputs
 
 INPUT, MODEL, ENGINE, OUTPUT = "Input", "Model", "Engine", "Output"
+# Far above any batch that fits in memory; it keeps a mistyped --batch-size a usage error, not a crash.
+MAX_BATCH_SIZE = 65536
 
 
 def _flags_shown_as_flags(params: list[Any]) -> list[Any]:
@@ -266,7 +268,12 @@ def _shared_parameters(task: str, default_model: str | None) -> list[inspect.Par
         "quantize": (QuantizeOption, None),
         "threads": (Threads, None),
         "batch_size": (
-            Annotated[int, typer.Option(min=1, help="Documents per batch (grouped by length).", rich_help_panel=MODEL)],
+            Annotated[
+                int,
+                typer.Option(
+                    min=1, max=MAX_BATCH_SIZE, help="Documents per batch (grouped by length).", rich_help_panel=MODEL
+                ),
+            ],
             1,
         ),
         "strategy": (

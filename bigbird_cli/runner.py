@@ -342,7 +342,10 @@ def _engine(common: CommonOptions, make_task: Callable[[], RecordMaker], stack: 
         settings = RaySettings.from_options(common)
         return stack.enter_context(ray_engine(make_task, str(common.model), settings))
     set_threads(common.threads)
-    return local_engine(make_task(), common.batch_size)
+    task = make_task()
+    for message in getattr(task, "warnings", []):
+        warn(message)
+    return local_engine(task, common.batch_size)
 
 
 def set_threads(threads: int | None) -> None:

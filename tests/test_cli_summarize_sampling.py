@@ -56,9 +56,19 @@ def test_num_return_sequences_gives_a_summaries_list(bigbird, tiny_models):
     [
         (["--num-return-sequences", "3", "--num-beams", "2"], "can't exceed num_beams"),
         (["--num-return-sequences", "2", "--num-beams", "1"], "needs do_sample=True"),
+        (["--min-new-tokens", "30"], "is more than the 11 that max_length allows"),  # the checkpoint's max_length 12
+        (["--do-sample", "--temperature", "nan"], "temperature must be positive, not nan"),
+        (["--repetition-penalty", "nan"], "--repetition-penalty"),
+        (["--batch-size", "99999999999999999999"], "--batch-size"),
     ],
 )
 def test_impossible_settings_are_usage_errors(bigbird, tiny_models, args, message):
     result = bigbird("summarize", "--text", "The oven is hot.", "-m", tiny_models["summarize"], *args)
     assert result.returncode == 2 and message in result.stderr.decode()
     assert "Traceback" not in result.stderr.decode()
+
+
+def test_sampling_options_without_do_sample_are_warned_about(bigbird, tiny_models):
+    result = bigbird("summarize", "--text", "The oven is hot.", "-m", tiny_models["summarize"], "--temperature", "0.5",
+                     "--top-p", "0.9", check_rc=0)  # fmt: skip
+    assert "warning: --temperature, --top-p only apply to sampling: add --do-sample." in result.stderr.decode()

@@ -106,6 +106,11 @@ def test_cli_mask_targets(bigbird, tiny_models):
     assert [p["token_id"] for p in record["predictions"][0]] == [p["token_id"] for p in expected["predictions"][0]]
 
 
+def test_cli_mask_targets_that_name_no_word_are_refused(bigbird, tiny_models):
+    result = bigbird("mask", "--text", "A [MASK] b.", "-m", tiny_models["mask"], "--targets", " , ", check_rc=2)
+    assert "--targets names no word" in result.stderr.decode()
+
+
 # --- qa ------------------------------------------------------------------------------------------------------
 def test_qa_doc_stride_sets_the_window_overlap(tiny_models):
     model = str(tiny_models["qa"])

@@ -57,6 +57,10 @@ class Evaluate:
     ) -> int:
         token = EVALUATION.set(None)  # the run inside is a plain task run
         try:
+            if common.dry_run:
+                error(f"eval scores predictions and --dry-run makes none: plan the run with `bigbird {task_name} "
+                      "--dry-run`.")  # fmt: skip
+                return EXIT_USAGE
             if self.predictions is not None:
                 try:
                     return self._score_file(common)
@@ -71,7 +75,7 @@ class Evaluate:
     def reference(self, raw: Any, labels: list[str] | None = None) -> Any:
         """The reference in the form the scorer takes, or None when the document has none. An integer label is
         a class id when the model's labels are known."""
-        if labels and isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw < len(labels):
+        if labels and _is_class_id(raw) and 0 <= raw < len(labels):
             raw = labels[raw]
         return self.metrics.reference(raw)
 
@@ -144,6 +148,8 @@ class Evaluate:
         if not predictions:
             raise UsageError(f"{path} holds no JSONL records to score")
         labels = self._checkpoint_labels(common)
+        if self.metrics.task == "classify" and labels is None and any(_is_class_id(r) for r in references.values()):
+            raise UsageError("the references hold class ids: give --model so that they are named by its labels")
         records = []
         for prediction in predictions:
             doc_id = str(prediction.get("id"))
@@ -153,7 +159,8 @@ class Evaluate:
             reference = self.reference(references.get(doc_id), labels)
             if reference is None:
                 doc = Document(doc_id, str(prediction.get("source", path)))
-                record = error_record(doc, str(prediction.get("model")), self.missing())
+                why = self.missing() if doc_id in references else "no input document has this id to give a reference."
+                record = error_record(doc, str(prediction.get("model")), why)
             else:
                 record = self.scored(prediction, reference)
             if "error" in record:
@@ -203,6 +210,10 @@ class Evaluate:
         return EXIT_SOME_FAILED if report["failed"] else EXIT_OK
 
 
+def _is_class_id(reference: Any) -> bool:
+    return isinstance(reference, int) and not isinstance(reference, bool)
+
+
 def _resolved_settings(task: RecordMaker | None, make_task: TaskFactory) -> dict[str, Any]:
     """What the Task resolved from its options and the checkpoint (summarize: the generation settings): read off
     the Task that ran where this process built it, else (on Ray, where the workers built it) off a dry run of the
@@ -224,6 +235,7 @@ class ScoredTask:
     def __init__(self, task: RecordMaker, evaluate: Evaluate) -> None:
         self.task = task
         self.model_name = task.model_name
+        self.warnings: list[str] = getattr(task, "warnings", [])
         self.evaluate = evaluate
 
     def __call__(self, docs: list[Document], size: int) -> list[Record]:

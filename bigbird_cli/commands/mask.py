@@ -36,8 +36,15 @@ def command(
     """
     from core.tasks import MaskTask
 
+    from ..errors import EXIT_USAGE
+    from ..output import error
+
+    words = [word.strip() for given in targets or [] for word in given.split(",") if word.strip()]
+    if targets and not words:  # `--targets ,` would otherwise mean "no restriction"
+        error("--targets names no word: give one or more, separated by commas.")
+        raise typer.Exit(EXIT_USAGE)
+
     def make_task(dry_run: bool | None = None) -> MaskTask:
-        words = [word.strip() for given in targets or [] for word in given.split(",") if word.strip()]
         return MaskTask(common.model, **common.task_settings(dry_run=dry_run), top_k=top_k, targets=words or None)
 
     raise typer.Exit(run_command("mask", common, make_task))

@@ -197,10 +197,10 @@ def _check(settings: GenerationSettings, prompt_length: int) -> None:
         )
     if settings.early_stopping not in (True, False, "never"):
         raise ValueError(f"early_stopping must be True, False or 'never', not {settings.early_stopping!r}")
-    if settings.repetition_penalty <= 0:
+    if not settings.repetition_penalty > 0:  # NaN too
         raise ValueError(f"repetition_penalty must be positive, not {settings.repetition_penalty}")
     if settings.do_sample:
-        if settings.temperature <= 0:
+        if not settings.temperature > 0:  # NaN too
             raise ValueError(
                 f"temperature must be positive, not {settings.temperature} (for greedy search leave do_sample off)"
             )

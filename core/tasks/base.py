@@ -151,6 +151,9 @@ class Task:
         if strategy not in ("chunk", "truncate"):
             raise ValueError(f"strategy must be 'chunk' or 'truncate', not {strategy!r}")
         self.model_name = str(model)
+        # What a user should hear about the options before the run (the CLI prints them): an option that has no
+        # effect with the others given, for example.
+        self.warnings: list[str] = []
         self.device = torch.device(device)
         if not device_available(self.device):
             raise TaskError(f"--device {device}: no such device is available on this machine.")

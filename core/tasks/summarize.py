@@ -23,6 +23,9 @@ from .base import NO_TOKENS, PEGASUS, DocumentError, Plan, Task, TaskError, spli
 from .documents import Document
 from .records import Record
 
+# Options that only change sampled generation: given without it they do nothing, which the user should hear.
+SAMPLING_OPTIONS = ("temperature", "top_k", "top_p")
+
 
 class SummarizeTask(Task):
     name = "summarize"
@@ -72,6 +75,16 @@ class SummarizeTask(Task):
             self.generation = resolve_generation_settings(self.config, self.generate_options)
         except ValueError as exc:
             raise TaskError(f"summarize: {exc}.") from None
+        if self.generation.min_length > self.generation.max_length:
+            raise TaskError(
+                f"summarize: at least {self.generation.min_length - 1} new tokens (--min-new-tokens, or the"
+                f" checkpoint's min_length) is more than the {self.generation.max_length - 1} that max_length allows;"
+                " give --max-new-tokens too."
+            )
+        sampling = [f"--{name.replace('_', '-')}" for name in SAMPLING_OPTIONS if given[name] is not None]
+        if sampling and not self.generation.do_sample:
+            verb = "applies" if len(sampling) == 1 else "apply"
+            self.warnings.append(f"{', '.join(sampling)} only {verb} to sampling: add --do-sample.")
         self.seed = seed
         self.capacity = self.max_tokens - self.num_special
 
