@@ -106,6 +106,30 @@ def test_cli_mask_targets(bigbird, tiny_models):
     assert [p["token_id"] for p in record["predictions"][0]] == [p["token_id"] for p in expected["predictions"][0]]
 
 
+@pytest.mark.parametrize(
+    ("task", "model", "options"),
+    [
+        (ClassifyTask, "classify", {"top_k": -1}),
+        (ClassifyTask, "classify", {"top_k": 0}),
+        (MaskTask, "mask", {"top_k": 0}),
+        (QATask, "qa", {"top_k": 0}),
+        (QATask, "qa", {"max_answer_tokens": 0}),
+        (QATask, "qa", {"max_question_tokens": 0}),
+    ],
+)
+def test_python_tasks_refuse_counts_under_one(tiny_models, task, model, options):
+    with pytest.raises(TaskError, match=f"{next(iter(options))} must be at least 1"):
+        task(str(tiny_models[model]), **options)
+
+
+def test_mask_targets_may_be_one_word(tiny_models):
+    model = str(tiny_models["mask"])
+    text = "The museum opened a new [MASK] with paintings."
+    [one] = MaskTask(model, targets="museum")([doc(text)])
+    [listed] = MaskTask(model, targets=["museum"])([doc(text)])
+    assert one["predictions"] == listed["predictions"] and len(one["predictions"][0]) == 1
+
+
 def test_cli_mask_targets_that_name_no_word_are_refused(bigbird, tiny_models):
     result = bigbird("mask", "--text", "A [MASK] b.", "-m", tiny_models["mask"], "--targets", " , ", check_rc=2)
     assert "--targets names no word" in result.stderr.decode()

@@ -45,6 +45,14 @@ PIECE_CHARS = 1 << 16
 NO_TOKENS = "the document has no tokens (only whitespace, control or zero-width characters)."
 
 
+def require_positive(**options: int | None) -> None:
+    """TaskError for a count option under 1 (None is "not given"): from Python as from the CLI, 0 or -1 would
+    otherwise slice results away or fail in the middle of a run."""
+    for name, value in options.items():
+        if value is not None and value < 1:
+            raise TaskError(f"{name} must be at least 1, not {value}.")
+
+
 class DocumentError(Exception):
     """One document can't be processed (no question, no mask token, no tokens); the message is the record's `error`.
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .base import BIGBIRD, NO_TOKENS, PEGASUS, DocumentError, Plan, Task, TaskError, jobs_by_document
+from .base import BIGBIRD, NO_TOKENS, PEGASUS, DocumentError, Plan, Task, TaskError, jobs_by_document, require_positive
 from .documents import Document
 from .records import Record
 
@@ -45,6 +45,7 @@ class ClassifyTask(Task):
         """`top_k`: labels kept in `scores` (None: all). `function`: softmax, sigmoid or none (raw logits) [default:
         from the checkpoint's problem_type]. `text_pair_field`: the document field holding the second text of a
         pair (NLI-style checkpoints); each chunk of the text is read with the whole second text."""
+        require_positive(top_k=top_k)
         super().__init__(model, **settings)
         self.top_k = top_k
         self.labels = [self.config.id2label[i] for i in range(self.config.num_labels)]

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .base import BIGBIRD, NO_TOKENS, DocumentError, Plan, Task, TaskError, jobs_by_document
+from .base import BIGBIRD, NO_TOKENS, DocumentError, Plan, Task, TaskError, jobs_by_document, require_positive
 from .documents import Document
 from .records import Record
 
@@ -25,6 +25,9 @@ class MaskTask(Task):
     def __init__(self, model: str, *, top_k: int = 5, targets: Sequence[str] | None = None, **settings: Any) -> None:
         """`targets`: restrict the predictions to these words, as the fill-mask pipeline does (a word that is no
         vocabulary entry is tokenized and its first token stands for it; scores stay those of the full softmax)."""
+        require_positive(top_k=top_k)
+        if isinstance(targets, str):  # one word, as the pipeline takes it, not its letters
+            targets = [targets]
         super().__init__(model, **settings)
         self.top_k = top_k
         self.mask_id = self.tokenizer.mask_token_id

@@ -15,7 +15,18 @@ from typing import Any
 
 import torch
 
-from .base import BIGBIRD, NO_TOKENS, PEGASUS, DocumentError, Encoding, Plan, Task, TaskError, jobs_by_document
+from .base import (
+    BIGBIRD,
+    NO_TOKENS,
+    PEGASUS,
+    DocumentError,
+    Encoding,
+    Plan,
+    Task,
+    TaskError,
+    jobs_by_document,
+    require_positive,
+)
 from .documents import Document
 from .records import Record
 
@@ -55,6 +66,7 @@ class QATask(Task):
         """`doc_stride`: tokens shared by consecutive windows of a long document [default: a quarter of a
         window]. `handle_impossible_answer`: the null span ([CLS]) competes with the answers; when it wins, the
         answer is "" with its score, as in the question-answering pipeline."""
+        require_positive(top_k=top_k, max_answer_tokens=max_answer_tokens, max_question_tokens=max_question_tokens)
         super().__init__(model, **settings)
         self.doc_stride = doc_stride
         self.handle_impossible_answer = handle_impossible_answer
