@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from core import BigBirdConfig, BigBirdForMaskedLM, CheckpointError
 from core.models.checkpoints import checkpoint_state_dict
 from core.tools.convert import ConvertError, ConvertOptions, convert, parse_size
+from core.tools.tiny import BIGBIRD_HEADS, PEGASUS_HEADS, make_tiny_checkpoint
 
 TOKENIZER_FILES = {"spiece.model": b"not really a sentencepiece model", "tokenizer_config.json": b'{"x": 1}'}
 
@@ -340,3 +341,15 @@ def test_pegasus_bin_with_shared_embeddings(tmp_path):
         ours = BigBirdPegasusForConditionalGeneration.from_pretrained(tmp_path / "dst")
         torch.testing.assert_close(reloaded(input_ids=ids, decoder_input_ids=decoder_ids).logits, expected)
         torch.testing.assert_close(ours(input_ids=ids, decoder_input_ids=decoder_ids).logits, expected)
+
+
+@pytest.mark.parametrize(
+    ("family", "head"),
+    [("bigbird", head) for head in BIGBIRD_HEADS] + [("pegasus", head) for head in PEGASUS_HEADS],
+)
+def test_verify_probes_every_head_with_inputs_it_takes(family, head, tmp_path):
+    """Multiple choice takes (batch, choices, seq), Pegasus's causal LM takes no decoder ids, and its classifier
+    reads the last </s> of each input: one probe for all gave a traceback after DST was written."""
+    src = make_tiny_checkpoint(tmp_path / "src", family, head, vocab_size=300, max_position_embeddings=256)
+    report = convert(src, tmp_path / "dst", ConvertOptions(verify=True))
+    assert report["verify"]["max_abs_diff"] == 0.0

@@ -12,6 +12,7 @@ half-written DST behind.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -265,17 +266,24 @@ def write_weights(tensors: dict[str, torch.Tensor], directory: Path, max_bytes: 
 # --------------------------------------------------------------------------------------------------
 # Verification: both directories through our models on one probe input
 # --------------------------------------------------------------------------------------------------
-def probe_inputs(config: ModelConfig, batch: int = 1) -> dict[str, torch.Tensor]:
-    """A fixed random input long enough to take the block-sparse path where the position table allows it."""
+def probe_inputs(config: ModelConfig, cls: type | None = None, batch: int = 1) -> dict[str, torch.Tensor]:
+    """A fixed random input long enough to take the block-sparse path where the position table allows it, shaped
+    for `cls`: decoder ids where its forward takes them, one `</s>` ending each input of a Pegasus classifier (it
+    reads the decoder at the last one), and two choices per example for multiple choice."""
     seq_len = min(config.max_position_embeddings, (6 + 2 * config.num_random_blocks) * config.block_size)
     gen = torch.Generator().manual_seed(0)
     low = min(5, config.vocab_size - 1)
     ids = torch.randint(low, config.vocab_size, (batch, seq_len), generator=gen)
+    name = "" if cls is None else cls.__name__
+    takes = set(inspect.signature(cls.forward).parameters) if cls is not None else {"decoder_input_ids"}
+    if config.model_type == "bigbird_pegasus" and name.endswith("SequenceClassification"):
+        ids[:, -1] = config.eos_token_id
+    if name.endswith("MultipleChoice"):
+        ids = torch.stack([ids, ids.flip(-1)], dim=1)  # (batch, choices, seq)
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    if config.model_type == "bigbird_pegasus":
-        start = config.decoder_start_token_id
+    if config.model_type == "bigbird_pegasus" and "decoder_input_ids" in takes:
         decoder = torch.randint(low, config.vocab_size, (batch, 8), generator=gen)
-        decoder[:, 0] = start
+        decoder[:, 0] = config.decoder_start_token_id
         inputs["decoder_input_ids"] = decoder
     return inputs
 
@@ -295,7 +303,7 @@ def verify(src: Path, dst: Path) -> dict[str, Any]:
 
     src_config, dst_config = load_config(src), load_config(dst)
     cls = model_class_for(dst_config)
-    inputs = probe_inputs(dst_config)
+    inputs = probe_inputs(dst_config, cls)
     with torch.inference_mode():
         before = _output_tensors(cls.from_pretrained(src, config=src_config, dtype=torch.float32)(**inputs))
         after = _output_tensors(cls.from_pretrained(dst, config=dst_config, dtype=torch.float32)(**inputs))
@@ -380,7 +388,11 @@ def convert(src: str | Path, dst: str | Path, options: ConvertOptions | None = N
     if warnings:
         report["warnings"] = warnings
     if options.verify:
-        report["verify"] = verify(source, dst)
+        try:
+            report["verify"] = verify(source, dst)
+        except (RuntimeError, ValueError, TypeError) as err:  # the model could not run the probe: say so, once
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ConvertError(f"{dst} was written, but --verify could not run it: {reason}.") from None
     return report
 
 
