@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 from conftest import LONG_TEXT, WINDOW
@@ -150,3 +152,19 @@ def test_loading_errors_are_one_sentence(tiny_models, tmp_path):
         MaskTask(str(tmp_path))
     with pytest.raises(TaskError):
         MaskTask(str(tmp_path / "missing" / "deeper" / "dir"))
+
+
+def test_a_checkpoint_saved_by_transformers_5_says_which_file_it_lacks(tiny_models, tmp_path):
+    """transformers 5 saves a BigBird tokenizer as tokenizer.json alone; ours reads spiece.model."""
+    from transformers import AutoTokenizer
+
+    source = tiny_models["classify"]
+    shutil.copytree(
+        source, tmp_path / "fine-tuned", ignore=shutil.ignore_patterns("spiece.model", "tokenizer*", "special*")
+    )
+    AutoTokenizer.from_pretrained(source).save_pretrained(tmp_path / "fine-tuned")
+    assert not (tmp_path / "fine-tuned" / "spiece.model").exists()
+    with pytest.raises(TaskError, match="no spiece.model, only the tokenizer.json transformers 5 saves: copy spiece"):
+        ClassifyTask(str(tmp_path / "fine-tuned"))
+    shutil.copy(source / "spiece.model", tmp_path / "fine-tuned")  # what the message says to do
+    assert ClassifyTask(str(tmp_path / "fine-tuned"))([doc("Plants grow.")])[0]["label"]

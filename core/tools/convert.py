@@ -33,6 +33,7 @@ from core.models.checkpoints import (
     write_safetensors,
 )
 from core.models.config import ModelConfig, load_config
+from core.models.tokenizers.pieces import SPIECE_HINT
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 ATTENTION_TYPES = ("block_sparse", "original_full")
@@ -345,8 +346,9 @@ def convert(src: str | Path, dst: str | Path, options: ConvertOptions | None = N
     tensors = read_state_dict(source)
     tensors, dropped = prepare_tensors(tensors, config, DTYPES[options.dtype] if options.dtype else None)
     copied = [name for name in COPIED_FILES if (source / name).is_file()]
-    if not any(name in copied for name in ("spiece.model", "tokenizer.json")):
-        warnings.append(f"{src} has no tokenizer files, so {dst} can't run summarize, qa, classify or mask.")
+    if "spiece.model" not in copied:
+        warnings.append(f"{src} has no spiece.model, so {dst} can't run summarize, qa, classify or mask: "
+                        f"{SPIECE_HINT}")  # fmt: skip
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))

@@ -74,6 +74,11 @@ class _Role:
         return tokenizer.convert_tokens_to_ids(token)
 
 
+# What to do about a checkpoint without the sentencepiece model: fine-tuning keeps the vocabulary, so the file
+# of the checkpoint it was trained from is the right one.
+SPIECE_HINT = "copy spiece.model from the checkpoint it was fine-tuned from (google/bigbird-roberta-base, ...) into it."
+
+
 class SentencePieceCore:
     """Tokens of text and text of tokens, through sentencepiece, with the added tokens a family declares.
 
@@ -133,6 +138,9 @@ class SentencePieceCore:
         from ..checkpoints import resolve_checkpoint  # lazy: torch and the Hub client are not needed to tokenize
 
         directory = Path(resolve_checkpoint(name_or_path, revision=revision, allow_patterns=TOKENIZER_FILES))
+        if not (directory / "spiece.model").is_file():
+            only = ", only the tokenizer.json transformers 5 saves" if (directory / "tokenizer.json").is_file() else ""
+            raise FileNotFoundError(f"{name_or_path} has no spiece.model{only}: {SPIECE_HINT}")
         config = _read_json(directory / "tokenizer_config.json")
         token_map = _read_json(directory / "special_tokens_map.json")
         declared = {entry["content"]: entry for entry in config.get("added_tokens_decoder", {}).values()}
