@@ -285,7 +285,7 @@ def _prepare(
     task_name: str, common: CommonOptions, output: Output, extra_fields: tuple[str, ...]
 ) -> tuple[Shard | None, Iterator[Document]]:
     """The checks that need no model: options, inputs (opened, first document read), the output claimed."""
-    if common.model is None:
+    if common.model is None or not str(common.model).strip():
         raise UsageError(f"{task_name} needs a model: give --model or set BIGBIRD_MODEL_{task_name.upper()}.")
     if common.resume and common.output is None:
         raise UsageError("--resume needs -o FILE: it continues the output file of an earlier run.")

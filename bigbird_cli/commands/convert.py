@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from bigbird_cli.options import Revision, WeightsDType
+from bigbird_cli.options import DType, Revision
 
 
 class AttentionType(str, Enum):
@@ -17,9 +17,14 @@ class AttentionType(str, Enum):
 
 
 def command(
-    src: Annotated[str, typer.Argument(help="Hub model id or checkpoint directory.", show_default=False)],
-    dst: Annotated[str, typer.Argument(help="Directory to write (must not exist, unless --force).")],
-    dtype: WeightsDType = None,
+    src: Annotated[
+        str, typer.Argument(metavar="SRC", help="Hub model id or checkpoint directory.", show_default=False)
+    ],
+    dst: Annotated[str, typer.Argument(metavar="DST", help="Directory to write (must not exist, unless --force).")],
+    dtype: Annotated[
+        DType | None,
+        typer.Option(help="The dtype to write the weights in [default: the checkpoint's].", show_default=False),
+    ] = None,
     attention_type: Annotated[
         AttentionType | None, typer.Option(help="Rewrite config.json's attention type.", show_default=False)
     ] = None,

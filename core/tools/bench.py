@@ -83,6 +83,8 @@ class BenchSpec:
             raise BenchError(f"unknown preset {self.preset!r}; use one of {', '.join(PRESETS)}.")
         if self.task not in TASKS:
             raise BenchError(f"unknown task {self.task!r}; use one of {', '.join(TASKS)}.")
+        if not self.attentions:
+            raise BenchError(f"--attention names no attention; use one or more of {', '.join(ATTENTIONS)}.")
         for kind in self.attentions:
             if kind not in ATTENTIONS:
                 raise BenchError(f"unknown attention {kind!r}; use one of {', '.join(ATTENTIONS)}.")
