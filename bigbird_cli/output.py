@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import stat
 import sys
@@ -117,7 +118,10 @@ def _resumable_lines(path: Path) -> Iterator[tuple[bytes, dict[str, Any] | None]
                 record = json.loads(raw)
             except ValueError:
                 record = None
-            kept = raw.endswith(b"\n") and isinstance(record, dict) and "error" not in record
+            # A --dry-run's records are plans, not results: their documents are still to do.
+            kept = (
+                raw.endswith(b"\n") and isinstance(record, dict) and "error" not in record and not record.get("dry_run")
+            )
             yield raw, record if kept else None
 
 
@@ -142,9 +146,16 @@ def compact_for_resume(path: Path) -> set[str]:
         if "id" in record:
             done.add(str(record["id"]))
     if changed:
-        tmp = path.with_name(path.name + ".resume-tmp")
-        tmp.write_bytes(b"".join(kept))
-        os.replace(tmp, path)
+        # Through a symlink, the file it names is replaced (the link stays), with the file's own permissions.
+        real = path.resolve()
+        tmp = real.with_name(real.name + ".resume-tmp")
+        try:
+            tmp.write_bytes(b"".join(kept))
+            shutil.copymode(real, tmp)
+            os.replace(tmp, real)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise OutputError(f"-o {path} can't be prepared for --resume: {exc.strerror or exc}.") from None
     return done
 
 

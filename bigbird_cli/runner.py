@@ -287,7 +287,7 @@ def _prepare(
     """The checks that need no model: options, inputs (opened, first document read), the output claimed."""
     if common.model is None or not str(common.model).strip():
         raise UsageError(f"{task_name} needs a model: give --model or set BIGBIRD_MODEL_{task_name.upper()}.")
-    if common.resume and common.output is None:
+    if common.resume and (common.output is None or str(common.output) == "-"):
         raise UsageError("--resume needs -o FILE: it continues the output file of an earlier run.")
     if common.engine != "ray" and (common.workers or common.cpus_per_worker or common.gpus_per_worker):
         raise UsageError("--workers, --cpus-per-worker and --gpus-per-worker size a Ray pool: add --engine ray.")
@@ -314,6 +314,9 @@ def checked_inputs(common: CommonOptions, extra_fields: tuple[str, ...]) -> Inpu
     inputs = common.inputs(extra_fields)
     if inputs.is_empty():
         raise UsageError("no input: give files or folders, - for stdin, --text, --jsonl or --dataset.")
+    for pattern in inputs.globs:
+        if Path(pattern).is_absolute():
+            raise UsageError(f"--glob takes file names relative to the folders given (such as '*.txt'), not {pattern}.")
     missing = inputs.missing()
     if missing and len(missing) == len(inputs.paths) + len(inputs.jsonl) and not (inputs.texts or inputs.dataset):
         raise UsageError(f"{missing[0]} does not exist." if len(missing) == 1 else "none of the inputs exist.")
@@ -323,14 +326,24 @@ def checked_inputs(common: CommonOptions, extra_fields: tuple[str, ...]) -> Inpu
 
 
 def check_not_an_input(path: Path, inputs: Inputs) -> None:
-    """Refuse `-o` naming a file the run reads: opening it for writing would empty it before it is read."""
+    """Refuse `-o` naming a file the run reads: opening it for writing would empty it before it is read, and
+    stdin redirected from it would read the run's own records back without end."""
     target = path.resolve()
     read = [file.resolve() == target for file in inputs.files()]
+    if "-" in [*inputs.paths, *inputs.jsonl] and _is_stdin(target):
+        raise UsageError(f"-o {path} is the file stdin reads from; write the records to another file.")
     # A new file inside an input folder would be picked up as a document once the run has created it.
     folders = [Path(p).resolve() for p in inputs.paths if p != "-" and Path(p).is_dir()]
     inside = any(target.is_relative_to(folder) and any(target.match(g) for g in inputs.globs) for folder in folders)
     if any(read) or inside:
         raise UsageError(f"-o {path} is also an input; write the records to another file.")
+
+
+def _is_stdin(path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(0), os.stat(path))
+    except OSError:  # stdin closed, or no such file yet
+        return False
 
 
 def _engine(common: CommonOptions, make_task: Callable[[], RecordMaker], stack: ExitStack) -> Engine:

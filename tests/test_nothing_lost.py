@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import LONG_TEXT, jsonl
+from conftest import LONG_TEXT, bigbird_executable, jsonl
 from typer.testing import CliRunner
 
 import bigbird_cli.output as output_module
@@ -328,7 +328,7 @@ def test_convert_destinations_permissions_and_tokenizer_warning(tiny_models, tmp
     shutil.copytree(tiny_models["classify"], no_tokenizer, ignore=shutil.ignore_patterns("spiece.model", "token*"))
     result = bigbird("convert", no_tokenizer, tmp_path / "dst")
     assert result.exit_code == 0, result.output
-    assert "no tokenizer files" in result.output
+    assert "has no spiece.model" in result.output
     assert (tmp_path / "dst").stat().st_mode & 0o777 == 0o777 & ~umask
     assert {p.stat().st_mode & 0o777 for p in (tmp_path / "dst").iterdir()} == {0o666 & ~umask}
 
@@ -437,3 +437,115 @@ def test_one_long_documents_chunks_go_through_the_model_batch_size_at_a_time(tin
 def test_documents_keep_printable_ids():
     assert Document("caf\udce9.txt", "s").id == "caf\\xe9.txt"
     assert Document("\ud800", "s").id == "\\ud800"
+
+
+# Inputs and outputs found trying the CLI (session of 2026-11-22) ------------------------------------------------
+
+
+def test_output_that_stdin_reads_from_is_refused(tiny_models, tmp_path):
+    """`--jsonl - -o in.jsonl < in.jsonl` read its own records back without end, filling the disk."""
+    import subprocess
+
+    records = tmp_path / "in.jsonl"
+    records.write_text('{"id": "a", "text": "one"}\n')
+    with open(records, "rb") as stdin:
+        done = subprocess.run([bigbird_executable(), "classify", "--jsonl", "-", "-m", tiny_models["classify"],
+                               "-o", records], stdin=stdin, capture_output=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and b"is the file stdin reads from" in done.stderr
+    assert records.read_text() == '{"id": "a", "text": "one"}\n'
+
+
+def test_a_malformed_dataset_file_keeps_what_it_could_read(tiny_models, tmp_path):
+    lines = tmp_path / "rows.jsonl"  # read as --jsonl is: one line's error
+    lines.write_text('{"id": "a", "text": "Plants grow."}\nnot json\n{"id": "c", "text": "Rivers flow."}\n')
+    array = tmp_path / "rows.json"  # the datasets reader can't go past its error: the rest is one error record
+    array.write_text('[{"id": "a", "text": "Plants grow."}, oops')
+    out = tmp_path / "out.jsonl"
+    result = classify(tiny_models, "--dataset", lines, "-o", out)
+    assert result.exit_code == 1 and [("error" in r) for r in jsonl(out)] == [False, True, False]
+    result = classify(tiny_models, "--dataset", array, "-o", out)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "can't be read from row 0 on" in jsonl(out)[-1]["error"]
+
+
+def test_csv_columns_are_read_as_the_text_they_are(tiny_models, tmp_path):
+    rows = tmp_path / "rows.csv"
+    rows.write_text("id,text\n007,first\n7,second\n8,NA\n9,null\n")
+    out = tmp_path / "out.jsonl"
+    assert classify(tiny_models, "--dataset", rows, "-o", out).exit_code == 0
+    assert [r["id"] for r in jsonl(out)] == ["007", "7", "8", "9"] and all("error" not in r for r in jsonl(out))
+
+
+def test_resume_keeps_the_output_file_its_link_and_its_permissions(tiny_models, tmp_path, monkeypatch):
+    (tmp_path / "store").mkdir()
+    real, link = tmp_path / "store" / "real.jsonl", tmp_path / "link.jsonl"
+    classify(tiny_models, "--text", "a", "--text", "", "-o", real)  # one error record: compaction rewrites
+    real.chmod(0o600)
+    link.symlink_to(real)
+    assert classify(tiny_models, "--text", "a", "--text", "", "--text", "b", "-o", link, "--resume").exit_code == 1
+    assert link.is_symlink() and real.stat().st_mode & 0o777 == 0o600
+    assert [r["id"] for r in jsonl(real)] == ["text:0", "text:1", "text:2"]
+
+    def disk_full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", disk_full)
+    classify(tiny_models, "--text", "a", "--text", "", "-o", real)
+    result = classify(tiny_models, "--text", "a", "--text", "", "-o", real, "--resume")
+    assert result.exit_code == 2 and "No space left on device" in result.output and one_sentence(result.output)
+    assert sorted(p.name for p in real.parent.iterdir()) == ["real.jsonl"]  # no temporary file left
+
+
+def test_resume_does_not_count_a_dry_runs_plans_as_done(tiny_models, tmp_path):
+    out = tmp_path / "out.jsonl"
+    classify(tiny_models, "--text", "a", "--text", "b", "--dry-run", "-o", out)
+    assert classify(tiny_models, "--text", "a", "--text", "b", "-o", out, "--resume").exit_code == 0
+    assert [("label" in r, r.get("dry_run")) for r in jsonl(out)] == [(True, None), (True, None)]
+
+
+def test_non_utf8_arguments_and_fields_are_replaced_not_fatal(tiny_models, tmp_path):
+    import subprocess
+
+    bad = os.fsdecode(b"caf\xe9")  # how Python holds a shell argument that is not UTF-8
+    runs = {
+        "classify": ["--text", f"{bad} au lait", "-m", tiny_models["classify"]],
+        "qa": ["--text", "The tenant pays.", "-Q", f"who {bad}", "-m", tiny_models["qa"]],
+        "mask": ["--text", "A [MASK] b.", "--targets", bad, "-m", tiny_models["mask"]],
+    }
+    for command, args in runs.items():
+        done = subprocess.run([bigbird_executable(), command, *map(str, args)], capture_output=True, timeout=120)
+        assert done.returncode == 0 and b"Traceback" not in done.stderr, (command, done.stderr[-500:])
+    records = tmp_path / "q.jsonl"
+    records.write_text(json.dumps({"id": "q", "text": "The tenant pays.", "question": "who \ud800"}) + "\n")
+    out = tmp_path / "out.jsonl"
+    assert bigbird("qa", "--jsonl", records, "-m", tiny_models["qa"], "-q", "-o", out).exit_code == 0
+    assert jsonl(out)[0]["question"] == "who \ufffd"
+
+
+def test_utf16_jsonl_is_read(tmp_path):
+    records = tmp_path / "u16.jsonl"
+    records.write_bytes('{"id": "u", "text": "hi"}\n{"id": "v", "text": "ho"}\n'.encode("utf-16"))
+    docs = list(iter_jsonl(str(records)))
+    assert [(d.id, d.text, d.error) for d in docs] == [("u", "hi", None), ("v", "ho", None)]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--glob", "/abs/*.txt", "."], "--glob takes file names relative to the folders given"),
+        (["--text", "a", "-o", "-", "--resume"], "--resume needs -o FILE"),
+    ],
+)
+def test_options_that_cant_work_are_usage_errors(tiny_models, args, message):
+    result = classify(tiny_models, *args)
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_closed_stdin_is_an_error_record(tmp_path):
+    saved = sys.stdin
+    sys.stdin = None
+    try:
+        [doc] = list(iter_paths(["-"]))
+    finally:
+        sys.stdin = saved
+    assert doc.error == "stdin is closed; there is nothing to read."

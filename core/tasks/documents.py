@@ -8,6 +8,9 @@ Every input kind (files, folders, stdin, inline text, JSONL records, dataset row
 
 from __future__ import annotations
 
+import codecs
+import csv
+import io
 import itertools
 import json
 import os
@@ -72,6 +75,23 @@ def printable(text: str) -> str:
         return os.fsencode(text).decode("utf-8", errors="backslashreplace")
     except UnicodeEncodeError:
         return text.encode("utf-8", errors="backslashreplace").decode("utf-8")
+
+
+def clean_value(value: Any) -> Any:
+    """A field's value with lone surrogates replaced in its strings, lists and objects (a question, a text pair,
+    answers): the tokenizer can't take them either."""
+    if isinstance(value, str):
+        return _clean_text(value, "")[0]
+    if isinstance(value, list):
+        return [clean_value(item) for item in value]
+    if isinstance(value, dict):
+        return {key: clean_value(item) for key, item in value.items()}
+    return value
+
+
+def clean_argument(text: str) -> str:
+    """A command-line string: bytes that were not UTF-8 (Python keeps them as lone surrogates) replaced."""
+    return os.fsencode(text).decode("utf-8", errors="replace") if _clean_text(text, "")[1] else text
 
 
 def _clean_text(text: str, what: str) -> tuple[str, str | None]:
@@ -163,6 +183,9 @@ def iter_paths(
     """
     for given in paths:
         if given == "-":
+            if stdin is None and sys.stdin is None:  # started with stdin closed (`<&-`)
+                yield Document("stdin", "stdin", error="stdin is closed; there is nothing to read.")
+                continue
             yield read_stream(stdin if stdin is not None else sys.stdin.buffer)
             continue
         path = Path(given)
@@ -179,8 +202,10 @@ def iter_paths(
 
 def iter_texts(texts: Sequence[str]) -> Iterator[Document]:
     """Documents for `--text` strings, with ids `text:0`, `text:1`, ..."""
-    for i, text in enumerate(texts):
-        doc = Document(f"text:{i}", "--text", text)
+    for i, given in enumerate(texts):
+        text = clean_argument(given)
+        warning = None if text == given else f"--text number {i} is not valid UTF-8; bad bytes were replaced."
+        doc = Document(f"text:{i}", "--text", text, warning=warning)
         if not text.strip():
             doc.error = f"--text number {i} is empty."
         yield doc
@@ -197,7 +222,7 @@ def record_document(
         return Document(fallback_id, source, error=f"the record is {_json_kind(record)}, not an object.")
     raw_id = record.get(id_field)
     doc_id = fallback_id if raw_id is None or raw_id == "" else str(raw_id)
-    fields = {name: record[name] for name in extra_fields if record.get(name) is not None}
+    fields = {name: clean_value(record[name]) for name in extra_fields if record.get(name) is not None}
     text = record.get(text_field)
     if text is None:
         return Document(doc_id, source, error=f"the record has no {text_field!r} field.", fields=fields)
@@ -229,6 +254,9 @@ def iter_jsonl(
     """
     label = "stdin" if name == "-" else name
     if name == "-":
+        if stdin is None and sys.stdin is None:  # started with stdin closed (`<&-`)
+            yield Document(label, label, error="stdin is closed; there is nothing to read.")
+            return
         stream: BinaryIO = stdin if stdin is not None else sys.stdin.buffer
         yield from _jsonl_lines(stream, label, text_field, id_field, extra_fields)
         return
@@ -241,10 +269,25 @@ def iter_jsonl(
         yield from _jsonl_lines(handle, label, text_field, id_field, extra_fields)
 
 
+def _utf8_lines(stream: BinaryIO) -> Iterator[bytes]:
+    """The stream's lines as UTF-8 bytes: a UTF-16 file (with its byte-order mark) is decoded line by line."""
+    if not hasattr(stream, "peek"):
+        stream = io.BufferedReader(stream)  # type: ignore[arg-type]
+    head = stream.peek(2)[:2]  # type: ignore[attr-defined]
+    if head not in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        yield from stream
+        return
+    stream.read(2)
+    text = io.TextIOWrapper(stream, encoding="utf-16-le" if head == codecs.BOM_UTF16_LE else "utf-16-be",
+                            errors="replace", newline="")  # fmt: skip
+    for line in text:
+        yield line.encode("utf-8", errors="replace")
+
+
 def _jsonl_lines(
-    stream: Iterable[bytes], label: str, text_field: str, id_field: str, extra_fields: Sequence[str]
+    stream: BinaryIO, label: str, text_field: str, id_field: str, extra_fields: Sequence[str]
 ) -> Iterator[Document]:
-    for lineno, raw in enumerate(stream, start=1):
+    for lineno, raw in enumerate(_utf8_lines(stream), start=1):
         if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
             raw = raw[3:]  # a UTF-8 byte-order mark (Windows editors) is not part of the first record
         if not raw.strip():
@@ -296,12 +339,22 @@ def load_dataset_stream(name_or_path: str, split: str) -> Iterable[Any]:
                     f"{name_or_path}: unknown dataset file type {path.suffix!r}; "
                     f"use one of {', '.join(sorted(DATASET_BUILDERS))}."
                 )
-            return datasets.load_dataset(builder, data_files={split: str(path)}, split=split, streaming=True)
+            options = _csv_as_text(path, datasets) if builder == "csv" else {}
+            return datasets.load_dataset(builder, data_files={split: str(path)}, split=split, streaming=True, **options)
         return datasets.load_dataset(name_or_path, split=split, streaming=True)
     except InputError:
         raise
     except Exception as exc:  # datasets raises many kinds (FileNotFoundError, ConnectionError, ValueError, ...)
         raise InputError(f"dataset {name_or_path!r} (split {split!r}) could not be opened: {describe(exc)}.") from exc
+
+
+def _csv_as_text(path: Path, datasets: Any) -> dict[str, Any]:
+    """Read every CSV column as the text it is: left to pandas, ids `007` and `7` both became `7`, a column with
+    one blank cell turned ids into `1.0`, and texts such as `NA` or `null` became missing."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        header = next(csv.reader(handle), [])
+    features = datasets.Features({name: datasets.Value("string") for name in header})
+    return {"keep_default_na": False, "features": features} if header else {"keep_default_na": False}
 
 
 def _looks_like_a_path(name: str) -> bool:
@@ -324,8 +377,17 @@ def iter_dataset(
     """
     if rows is None:
         rows = load_dataset_stream(name_or_path, split)
-    for i, row in enumerate(rows):
+    stream = iter(rows)
+    for i in itertools.count():
         where = f"{name_or_path}[{split}]:{i}"
+        try:
+            row = next(stream)
+        except StopIteration:
+            return
+        except Exception as exc:  # a malformed file: its parser can't go on past this row
+            reason = f"the dataset can't be read from row {i} on ({describe(exc)}); the rows after it are not read."
+            yield Document(f"{split}:{i}", where, error=reason)
+            return
         yield record_document(row, f"{split}:{i}", where, text_field, id_field, extra_fields)
 
 
@@ -372,8 +434,13 @@ class Inputs:
         """
         if sum(p == "-" for p in self.paths) + sum(j == "-" for j in self.jsonl) > 1:
             raise InputError("stdin can be read only once: give '-' as a path or as --jsonl, not both.")
-        rows = load_dataset_stream(self.dataset, self.split) if self.dataset else None
+        rows = load_dataset_stream(self.dataset, self.split) if self.dataset and not self._dataset_is_jsonl() else None
         return self._documents(rows, stdin)
+
+    def _dataset_is_jsonl(self) -> bool:
+        """A local .jsonl dataset is read as --jsonl is: a malformed line is that line's error record, where the
+        `datasets` JSON reader fails on the whole block around it."""
+        return bool(self.dataset) and Path(self.dataset).suffix.lower() == ".jsonl" and Path(self.dataset).is_file()
 
     def _documents(self, rows: Iterable[Any] | None, stdin: BinaryIO | None) -> Iterator[Document]:
         seen: set[str] = set()
@@ -382,7 +449,10 @@ class Inputs:
         for name in self.jsonl:
             records = iter_jsonl(name, self.text_field, self.id_field, self.extra_fields, stdin)
             yield from _unique_ids(records, seen, rename=False)
-        if self.dataset:
+        if self.dataset and self._dataset_is_jsonl():
+            records = iter_jsonl(self.dataset, self.text_field, self.id_field, self.extra_fields)
+            yield from _unique_ids(records, seen, rename=False)
+        elif self.dataset:
             rows_ = iter_dataset(self.dataset, self.split, self.text_field, self.id_field, self.extra_fields, rows=rows)
             yield from _unique_ids(rows_, seen, rename=False)
 

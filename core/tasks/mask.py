@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .base import BIGBIRD, NO_TOKENS, DocumentError, Plan, Task, TaskError, jobs_by_document, require_positive
-from .documents import Document
+from .documents import Document, clean_value
 from .records import Record
 
 
@@ -28,6 +28,7 @@ class MaskTask(Task):
         require_positive(top_k=top_k)
         if isinstance(targets, str):  # one word, as the pipeline takes it, not its letters
             targets = [targets]
+        targets = None if targets is None else [clean_value(word) for word in targets]  # a shell's non-UTF-8 bytes
         super().__init__(model, **settings)
         self.top_k = top_k
         self.mask_id = self.tokenizer.mask_token_id

@@ -27,7 +27,7 @@ from .base import (
     jobs_by_document,
     require_positive,
 )
-from .documents import Document
+from .documents import Document, clean_value
 from .records import Record
 
 
@@ -70,13 +70,13 @@ class QATask(Task):
         super().__init__(model, **settings)
         self.doc_stride = doc_stride
         self.handle_impossible_answer = handle_impossible_answer
-        self.question = question
+        self.question = None if question is None else clean_value(question)  # a shell's non-UTF-8 bytes
         self.question_field = question_field
         self.top_k = top_k
         self.max_answer_tokens = max_answer_tokens
         self.max_question_tokens = max_question_tokens
         # An explicit --question is the same for every document: tokenized once, not once per document.
-        self.question_ids = None if question is None else self.encode(question).ids.tolist()
+        self.question_ids = None if self.question is None else self.encode(self.question).ids.tolist()
         # The null span is the [CLS] opening every framed input; a tokenizer without one (Pegasus) has none. As in
         # the question-answering pipeline, [CLS] takes part in every window's softmax, whether or not it may win.
         cls = self.tokenizer.cls_token_id
