@@ -246,11 +246,13 @@ def iter_jsonl(
     id_field: str = "id",
     extra_fields: Sequence[str] = (),
     stdin: BinaryIO | None = None,
+    split: str | None = None,
 ) -> Iterator[Document]:
     """Documents from a JSONL file (or `-` for stdin), one per non-blank line.
 
     A line that is not valid JSON, or lacks the text field, becomes an error document with id `<file>:<line>`
-    (or the record's id where it has one). A file that cannot be opened is one error document.
+    (or the record's id where it has one). A file that cannot be opened is one error document. With `split`
+    (a --dataset file), rows are named as dataset rows are: `<split>:<row>`, from 0.
     """
     label = "stdin" if name == "-" else name
     if name == "-":
@@ -258,7 +260,7 @@ def iter_jsonl(
             yield Document(label, label, error="stdin is closed; there is nothing to read.")
             return
         stream: BinaryIO = stdin if stdin is not None else sys.stdin.buffer
-        yield from _jsonl_lines(stream, label, text_field, id_field, extra_fields)
+        yield from _jsonl_lines(stream, label, text_field, id_field, extra_fields, split)
         return
     try:
         handle = open(name, "rb")
@@ -266,7 +268,7 @@ def iter_jsonl(
         yield Document(label, label, error=f"{name} could not be opened: {exc.strerror or exc}.")
         return
     with handle:
-        yield from _jsonl_lines(handle, label, text_field, id_field, extra_fields)
+        yield from _jsonl_lines(handle, label, text_field, id_field, extra_fields, split)
 
 
 def _utf8_lines(stream: BinaryIO) -> Iterator[bytes]:
@@ -285,14 +287,17 @@ def _utf8_lines(stream: BinaryIO) -> Iterator[bytes]:
 
 
 def _jsonl_lines(
-    stream: BinaryIO, label: str, text_field: str, id_field: str, extra_fields: Sequence[str]
+    stream: BinaryIO, label: str, text_field: str, id_field: str, extra_fields: Sequence[str], split: str | None
 ) -> Iterator[Document]:
+    row = 0
     for lineno, raw in enumerate(_utf8_lines(stream), start=1):
         if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
             raw = raw[3:]  # a UTF-8 byte-order mark (Windows editors) is not part of the first record
         if not raw.strip():
             continue
-        where = f"{label}:{lineno}"
+        where = f"{label}:{lineno}" if split is None else f"{label}[{split}]:{row}"
+        fallback = where if split is None else f"{split}:{row}"
+        row += 1
         try:
             line, warning = raw.decode("utf-8"), None
         except UnicodeDecodeError as exc:
@@ -303,9 +308,9 @@ def _jsonl_lines(
             record = json.loads(line)
         except (json.JSONDecodeError, RecursionError) as exc:
             reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
-            yield Document(where, where, error=f"line {lineno} of {label} is not valid JSON ({reason}).")
+            yield Document(fallback, where, error=f"line {lineno} of {label} is not valid JSON ({reason}).")
             continue
-        doc = record_document(record, where, where, text_field, id_field, extra_fields)
+        doc = record_document(record, fallback, where, text_field, id_field, extra_fields)
         if warning and doc.error is None:
             doc.warning = " ".join(filter(None, [warning, doc.warning]))
         yield doc
@@ -450,7 +455,7 @@ class Inputs:
             records = iter_jsonl(name, self.text_field, self.id_field, self.extra_fields, stdin)
             yield from _unique_ids(records, seen, rename=False)
         if self.dataset and self._dataset_is_jsonl():
-            records = iter_jsonl(self.dataset, self.text_field, self.id_field, self.extra_fields)
+            records = iter_jsonl(self.dataset, self.text_field, self.id_field, self.extra_fields, split=self.split)
             yield from _unique_ids(records, seen, rename=False)
         elif self.dataset:
             rows_ = iter_dataset(self.dataset, self.split, self.text_field, self.id_field, self.extra_fields, rows=rows)
