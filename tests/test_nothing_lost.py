@@ -89,9 +89,10 @@ def test_the_same_file_name_in_two_folders_gets_two_ids_and_resume_skips_neither
     result = classify(tiny_models, tmp_path / "dupA", tmp_path / "dupB", "-o", out)
     assert result.exit_code == 0, result.output
     ids = [r["id"] for r in jsonl(out)]
-    assert ids == ["doc.txt", str(tmp_path / "dupB" / "doc.txt")]
+    assert ids == [str(tmp_path / "dupA" / "doc.txt"), str(tmp_path / "dupB" / "doc.txt")]
     out.write_text(out.read_text().splitlines()[0] + "\n")  # as if the run had stopped after the first
-    result = bigbird("classify", "-m", tiny_models["classify"], tmp_path / "dupA", tmp_path / "dupB", "-o", out,
+    # Resumed with the folders the other way round: dupA's file is done, dupB's is not.
+    result = bigbird("classify", "-m", tiny_models["classify"], tmp_path / "dupB", tmp_path / "dupA", "-o", out,
                      "--resume")  # fmt: skip
     assert "1 done, 0 failed, 1 skipped" in result.output
     assert [r["id"] for r in jsonl(out)] == ids

@@ -9,6 +9,7 @@ Every input kind (files, folders, stdin, inline text, JSONL records, dataset row
 from __future__ import annotations
 
 import codecs
+import collections
 import csv
 import io
 import itertools
@@ -179,8 +180,12 @@ def iter_paths(
     """Documents for positional PATHS: a file is one document, a folder is every matching file under it,
     `-` is all of stdin as one document.
 
-    Ids are the file path as given, the path relative to the folder given, or `stdin`.
+    Ids are the file path as given, the path relative to the folder given, or `stdin`. A relative path that two
+    folders given both hold names neither: both files take their path as read, so an id never depends on the
+    order of the folders (a run resumed with them in another order would skip the wrong file).
     """
+    listed = {given: folder_files(Path(given), globs) for given in paths if given != "-" and Path(given).is_dir()}
+    names = collections.Counter(file.relative_to(given).as_posix() for given, files in listed.items() for file in files)
     for given in paths:
         if given == "-":
             if stdin is None and sys.stdin is None:  # started with stdin closed (`<&-`)
@@ -189,13 +194,11 @@ def iter_paths(
             yield read_stream(stdin if stdin is not None else sys.stdin.buffer)
             continue
         path = Path(given)
-        if path.is_dir():
-            files = folder_files(path, globs)
-            if not files:
-                # An empty folder yields nothing; the caller reports "no input" if nothing else came either.
-                continue
-            for file in files:
-                yield read_file(file, file.relative_to(path).as_posix())
+        if given in listed:
+            # An empty folder yields nothing; the caller reports "no input" if nothing else came either.
+            for file in listed[given]:
+                name = file.relative_to(path).as_posix()
+                yield read_file(file, str(file) if names[name] > 1 else name)
         else:
             yield read_file(path, given)
 
