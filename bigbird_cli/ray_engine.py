@@ -91,11 +91,13 @@ class TaskWorker:
         except Exception as exc:  # anything else that stops the model loading on this worker
             self.failure = f"the task could not start on a Ray worker ({describe(exc)})."
 
-    def records(self, window: list[Document]) -> tuple[str, list[Record]]:
-        """The failure that stopped the task from starting (""), and the window's records, in its order."""
+    def records(self, window: list[Document]) -> tuple[str, list[str], list[Record]]:
+        """The failure that stopped the task from starting (""), what the Task warns about its options (for the
+        driver to print, once), and the window's records, in its order."""
         if self.task is None:
-            return self.failure, []
-        return "", list(window_records(self.task, window, self.batch_size))
+            return self.failure, [], []
+        warnings = list(getattr(self.task, "warnings", []))
+        return "", warnings, list(window_records(self.task, window, self.batch_size))
 
 
 @dataclass(eq=False)  # a worker is itself, whatever it holds
@@ -204,10 +206,12 @@ def _records_on(make_task: Callable[[], RecordMaker], model_name: str, settings:
     def start() -> Any:
         return actor_class.remote(make_task, settings.batch_size, settings.threads, os.getcwd())
 
+    warned: set[str] = set()
+
     def receive(sent: _Sent, pool: _Pool, later: deque[_Sent]) -> list[Record]:
         sent.worker.held -= 1
         try:
-            failure, records = ray.get(sent.result)
+            failure, warnings, records = ray.get(sent.result)
         except ray.exceptions.RayError as exc:  # the worker died, or Ray lost the result: only this window fails
             if isinstance(exc, ray.exceptions.RayActorError) and exc.actor_init_failed:
                 # TaskWorker.__init__ catches what the Task raises, so this is Ray failing to hand it its arguments:
@@ -225,6 +229,10 @@ def _records_on(make_task: Callable[[], RecordMaker], model_name: str, settings:
             return [error_record(doc, model_name, reason) for doc in sent.window]
         if failure:
             raise TaskError(failure)
+        for message in warnings:
+            if message not in warned:  # every worker's Task says the same
+                warned.add(message)
+                warn(message)
         return records
 
     def records(docs: Iterator[Document]) -> Iterator[Record]:

@@ -148,6 +148,7 @@ def test_ray_options_need_the_ray_engine(bigbird, tiny_models):
 
 class Shout:
     model_name = "fake"
+    warnings = ["shout less"]  # what a Task warns about its options: the driver prints it once
 
     def __call__(self, docs, size):
         if any("boom" in d.text for d in docs):
@@ -162,8 +163,8 @@ def window_of(*texts):
 
 def test_worker_maps_a_window_with_the_runners_error_records(tmp_path):
     worker = TaskWorker(Shout, batch_size=3, threads=None, cwd=str(tmp_path))
-    failure, records = worker.records(window_of("a", "boom", "c"))
-    assert [r["id"] for r in records] == ["d0", "d1", "d2"] and failure == ""
+    failure, warnings, records = worker.records(window_of("a", "boom", "c"))
+    assert [r["id"] for r in records] == ["d0", "d1", "d2"] and failure == "" and warnings == ["shout less"]
     assert records[0]["out"] == "A" and records[2]["out"] == "C" and records[2]["warning"] == "bad bytes replaced."
     assert records[1]["error"] == "RuntimeError: boom happened." and records[1]["chunks"] == 0
 
@@ -172,8 +173,8 @@ def test_worker_reports_a_task_that_cannot_start(tmp_path):
     def no_model():
         raise TaskError("model ./nowhere can't be found.")
 
-    failure, records = TaskWorker(no_model, batch_size=1, threads=None, cwd=str(tmp_path)).records(window_of("a", "b"))
-    assert failure == "model ./nowhere can't be found." and records == []
+    worker = TaskWorker(no_model, batch_size=1, threads=None, cwd=str(tmp_path))
+    assert worker.records(window_of("a", "b")) == ("model ./nowhere can't be found.", [], [])
 
 
 # The driver's dispatch, on the module's Ray (this process joins it).
@@ -208,12 +209,13 @@ def workers_import_this_module():
 ONE_WORKER = RaySettings(address=None, workers=1, cpus_per_worker=0.5, gpus_per_worker=0, batch_size=1, threads=1)
 
 
-def test_the_driver_reads_only_the_windows_its_workers_hold(ray_address, workers_import_this_module):
+def test_the_driver_reads_only_the_windows_its_workers_hold(ray_address, workers_import_this_module, capsys):
     pulled = []
     records = _records_on(Shout, "fake", ONE_WORKER)(counted([f"text {i}" for i in range(12)], pulled))
     first = next(records)
     assert first["id"] == "d0" and len(pulled) == WINDOWS_PER_WORKER + 1  # both held, and the one waiting for room
     assert [r["out"] for r in [first, *records]] == [f"TEXT {i}" for i in range(12)]
+    assert capsys.readouterr().err.count("shout less") == 1  # the Task's warning, printed once for the pool
 
 
 def test_a_worker_that_dies_costs_only_the_window_it_was_running(ray_address, workers_import_this_module):
