@@ -550,3 +550,11 @@ def test_closed_stdin_is_an_error_record(tmp_path):
     finally:
         sys.stdin = saved
     assert doc.error == "stdin is closed; there is nothing to read."
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])
+def test_byte_order_marked_text_is_decoded_and_bad_units_are_warned_about(encoding):
+    text, error, warning = decode_text("Plants grow.".encode(encoding), "the file")
+    assert (text, error, warning) == ("Plants grow.", None, None)
+    text, error, warning = decode_text("Plants grow.".encode(encoding) + b"\x00\xd8", "the file")  # a cut unit
+    assert text.startswith("Plants grow.") and error is None and f"not valid {encoding.upper()}" in warning

@@ -115,11 +115,10 @@ def decode_text(data: bytes, what: str) -> tuple[str, str | None, str | None]:
     Binary data and empty input are errors. Invalid UTF-8 is decoded with replacement characters and a
     warning, since a few bad bytes in an otherwise good text file should not cost the whole document.
     """
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # a UTF-16 byte-order mark: Windows editors write these
-        text = data.decode("utf-16", errors="replace")
-        if not text.strip():
-            return "", f"{what} is empty.", None
-        return text, None, None
+    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):  # before UTF-16: FF FE starts both marks
+        return _decode_marked(data, "utf-32", what)
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # Windows editors write these
+        return _decode_marked(data, "utf-16", what)
     if b"\x00" in data[:BINARY_SNIFF_BYTES]:
         return "", f"{what} looks like a binary file (it contains NUL bytes), not text.", None
     if data.startswith(b"\xef\xbb\xbf"):
@@ -130,6 +129,20 @@ def decode_text(data: bytes, what: str) -> tuple[str, str | None, str | None]:
     except UnicodeDecodeError as exc:
         text = data.decode("utf-8", errors="replace")
         warning = f"{what} is not valid UTF-8 (first bad byte at offset {exc.start}); bad bytes were replaced."
+    if not text.strip():
+        return "", f"{what} is empty.", None
+    return text, None, warning
+
+
+def _decode_marked(data: bytes, encoding: str, what: str) -> tuple[str, str | None, str | None]:
+    """Text with a UTF-16 or UTF-32 byte-order mark: bad units replaced, with a warning as for UTF-8."""
+    warning = None
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        text = data.decode(encoding, errors="replace")
+        label = encoding.upper()
+        warning = f"{what} is not valid {label} (first bad byte at offset {exc.start}); bad bytes were replaced."
     if not text.strip():
         return "", f"{what} is empty.", None
     return text, None, warning
