@@ -86,6 +86,16 @@ def test_completion_completes_commands_and_options(monkeypatch):
     assert "--top-k" in result.output
 
 
+def test_completion_completes_bench_presets(monkeypatch):
+    from core.models.presets import PRESETS
+
+    monkeypatch.setenv("_BIGBIRD_COMPLETE", "complete_bash")
+    monkeypatch.setenv("COMP_WORDS", "bigbird bench --preset bigbird-")
+    monkeypatch.setenv("COMP_CWORD", "3")
+    result = runner.invoke(app, [], prog_name="bigbird")
+    assert result.output.split() == [name for name in PRESETS if name.startswith("bigbird-")]
+
+
 def test_install_completion_writes_the_script(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     # Name the shell instead of detecting it: under `make`, the parent process is /bin/sh, which typer refuses.

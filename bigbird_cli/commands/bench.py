@@ -45,6 +45,7 @@ def command(
         typer.Option(
             help=f"Real architecture with random weights: {PRESET_NAMES} [default: {DEFAULT_PRESET}].",
             show_default=False,
+            autocompletion=lambda incomplete: [name for name in PRESETS if name.startswith(incomplete)],
         ),
     ] = None,
     model: Annotated[
