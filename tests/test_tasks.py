@@ -168,3 +168,13 @@ def test_a_checkpoint_saved_by_transformers_5_says_which_file_it_lacks(tiny_mode
         ClassifyTask(str(tmp_path / "fine-tuned"))
     shutil.copy(source / "spiece.model", tmp_path / "fine-tuned")  # what the message says to do
     assert ClassifyTask(str(tmp_path / "fine-tuned"))([doc("Plants grow.")])[0]["label"]
+
+
+def test_a_tokenizer_of_another_model_is_refused_at_load(tiny_models, tmp_path):
+    """Its ids past the embeddings would fail every document with an IndexError."""
+    from core.tools.tiny import make_tiny_checkpoint
+
+    mixed = make_tiny_checkpoint(tmp_path / "mixed", "bigbird", "sequence_classification", vocab_size=200)
+    shutil.copy(tiny_models["classify"] / "spiece.model", mixed)  # a larger vocabulary
+    with pytest.raises(TaskError, match="tokenizer files belong to another model"):
+        ClassifyTask(str(mixed))

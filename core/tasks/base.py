@@ -175,6 +175,11 @@ class Task:
         # Per input sequence of the latest `batches` call: the attention it ran with (see `attention_of`).
         self.ran: list[str] = []
         self.tokenizer = self._load_tokenizer()
+        if len(self.tokenizer) > self.config.vocab_size:  # ids past the embeddings would fail every document
+            raise TaskError(
+                f"{self.model_name}: its tokenizer has {len(self.tokenizer)} tokens and the model's embeddings"
+                f" {self.config.vocab_size}; the tokenizer files belong to another model."
+            )
         # Longest input the model takes, special tokens included.
         self.max_tokens = int(self.config.max_position_embeddings)
         limit = getattr(self.tokenizer, "model_max_length", None)
