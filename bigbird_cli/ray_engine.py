@@ -5,11 +5,13 @@ documents into records with the runner's own `window_records`, so batching by le
 failing documents are exactly the local ones. Everything else stays on the driver, in the runner: reading inputs,
 shards, `--resume`, the JSONL writer, progress and exit codes.
 
-The driver streams. It reads the next window only when a worker has room for it (a worker holds at most
-`WINDOWS_PER_WORKER`, so it has the next one at hand while the driver waits for an earlier one), and yields the
-records in input order as they come back: its memory follows the pool, not the size of the run. A worker that dies
-(killed, out of memory, its node lost) takes only the windows it held: their documents become error records,
-another worker takes its place, and the run goes on.
+The driver streams. It sends a window only when a worker has room for it (a worker holds at most
+`WINDOWS_PER_WORKER`, so it has the next one at hand while the driver waits for an earlier one), reading at most
+one window ahead, and yields the records in input order as they come back: its memory follows the pool, not the
+size of the run. A worker that dies (killed, out of memory, its node lost) takes only the window it was running:
+its documents become error records, the windows queued behind it go to another worker, and the run goes on,
+unless workers keep dying before giving any result (`DEATHS_BEFORE_STOPPING`), when the run stops with one
+sentence.
 
 It lives beside the runner, not in core, because the workers run the runner's window loop. Ray is imported only
 here, and only for `--engine ray`.
@@ -43,6 +45,9 @@ FORWARDED_ENV = ("HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_ENDPOINT", "HF
 PROBE_TIMEOUT_S = 5.0
 # Windows a worker holds at most: the one it runs and the next, so it never waits for the driver.
 WINDOWS_PER_WORKER = 2
+# Workers in a row that die before giving any result: then the model does not start there (too big for a worker's
+# memory, say), and every document would fail after a model load of its own.
+DEATHS_BEFORE_STOPPING = 3
 INSTALL_HINT = "bigbird-cli must be installed on every node of the cluster."
 START_HINT = "start one with `ray start --head`, or leave out --ray-address (and RAY_ADDRESS) for a local Ray."
 
@@ -104,6 +109,7 @@ class TaskWorker:
 class _Worker:
     actor: Any  # a TaskWorker actor's handle
     held: int = 0  # windows sent to it whose records the driver has not taken yet
+    answered: bool = False  # whether it has given back a window's records (it started, and the model loaded)
 
 
 class _Sent:
@@ -124,6 +130,7 @@ class _Pool:
     def __init__(self, start: Callable[[], Any], size: int) -> None:
         self.start, self.size = start, size
         self.workers: list[_Worker] = []
+        self.unanswered_deaths = 0  # workers in a row that died before giving any result
 
     def with_room(self) -> _Worker | None:
         """The worker to send the next window to: the least busy, or a new one while every worker has work and the
@@ -216,17 +223,27 @@ def _records_on(make_task: Callable[[], RecordMaker], model_name: str, settings:
             if isinstance(exc, ray.exceptions.RayActorError) and exc.actor_init_failed:
                 # TaskWorker.__init__ catches what the Task raises, so this is Ray failing to hand it its arguments:
                 # typically this package missing on the worker's node.
-                cause = str(exc).strip().splitlines()[-1]
+                cause = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
                 raise TaskError(f"the task could not start on a Ray worker ({cause}); {INSTALL_HINT}") from None
             if isinstance(exc, ray.exceptions.RayActorError):
                 # An actor runs its calls in order, so this window is the one it was running: the windows it held
                 # after it go to another worker.
                 pool.drop(sent.worker)
+                if not sent.worker.answered:
+                    pool.unanswered_deaths += 1
+                    if pool.unanswered_deaths >= DEATHS_BEFORE_STOPPING:
+                        raise TaskError(
+                            f"{pool.unanswered_deaths} Ray workers in a row stopped before giving any result (the last:"
+                            f" {describe(exc)}); a model that does not fit a worker's memory does this."
+                        ) from None
                 for queued in later:
                     if queued.worker is sent.worker:
                         queued.send_to(pool.any())
             reason = f"the Ray worker running it failed ({describe(exc)})."
-            return [error_record(doc, model_name, reason) for doc in sent.window]
+            # A document that could not be read keeps its own reason.
+            return [error_record(doc, model_name, doc.error or reason) for doc in sent.window]
+        sent.worker.answered = True
+        pool.unanswered_deaths = 0
         if failure:
             raise TaskError(failure)
         for message in warnings:
@@ -252,15 +269,20 @@ def _records_on(make_task: Callable[[], RecordMaker], model_name: str, settings:
 
 
 def _pool_size(settings: RaySettings) -> int:
-    """--workers, or as many workers as the cluster's CPUs (GPUs when workers take GPUs) hold; never more than it
-    holds, since a window sent to a worker that can't start would wait forever."""
+    """--workers, or as many workers as the cluster's nodes hold; never more than they hold, since a window sent
+    to a worker that can't be placed would wait forever. TaskError when not one fits (a GPU asked of a cluster
+    without one)."""
     import ray
 
-    resources = ray.cluster_resources()
-    if settings.gpus_per_worker:
-        fits = max(1, int(resources.get("GPU", 0) / settings.gpus_per_worker + 1e-9))
-    else:
-        fits = max(1, int(resources.get("CPU", 1) / settings.cpus_per_worker + 1e-9))
+    need = {"CPU": settings.cpus_per_worker, "GPU": settings.gpus_per_worker}
+    fits = sum(
+        min(int(node.get("Resources", {}).get(kind, 0) / amount + 1e-9) for kind, amount in need.items() if amount)
+        for node in ray.nodes()
+        if node.get("Alive", True)
+    )
+    if fits < 1:
+        asked = f"{settings.gpus_per_worker:g} GPU" if settings.gpus_per_worker else f"{settings.cpus_per_worker:g} CPU"
+        raise TaskError(f"no node of the Ray cluster has room for a worker of {asked}; ask for less per worker.")
     if settings.workers and settings.workers > fits:
         warn(f"--workers {settings.workers}: the Ray cluster holds {fits} such workers now; starting {fits}.")
     return min(settings.workers or fits, fits)

@@ -56,7 +56,7 @@ def test_num_return_sequences_gives_a_summaries_list(bigbird, tiny_models):
     [
         (["--num-return-sequences", "3", "--num-beams", "2"], "can't exceed num_beams"),
         (["--num-return-sequences", "2", "--num-beams", "1"], "needs do_sample=True"),
-        (["--min-new-tokens", "30"], "is more than the 11 that max_length allows"),  # the checkpoint's max_length 12
+        (["--min-new-tokens", "30"], "is more than the 11 new tokens"),  # the checkpoint's max_length is 12
         (["--do-sample", "--temperature", "nan"], "temperature must be positive, not nan"),
         (["--repetition-penalty", "nan"], "--repetition-penalty"),
         (["--batch-size", "99999999999999999999"], "--batch-size"),

@@ -230,3 +230,22 @@ def test_a_worker_that_cannot_unpickle_the_task_is_one_sentence(ray_address):
     """Without the fixture above, the workers can't import this module: the run stops with the reason, once."""
     with pytest.raises(TaskError, match="No module named 'test_ray_engine'.*installed on every node"):
         list(_records_on(Shout, "fake", ONE_WORKER)(counted(["a", "b", "c"], [])))
+
+
+class AlwaysDies(Shout):
+    """A model that can't run on a worker at all (as one too big for its memory): every worker dies at once."""
+
+    def __call__(self, docs, size):
+        os._exit(1)
+
+
+def test_workers_that_keep_dying_before_any_result_stop_the_run(ray_address, workers_import_this_module):
+    texts = [f"text {i}" for i in range(20)]
+    with pytest.raises(TaskError, match="3 Ray workers in a row stopped before giving any result"):
+        list(_records_on(AlwaysDies, "fake", ONE_WORKER)(counted(texts, [])))
+
+
+def test_a_pool_no_node_can_hold_is_one_sentence(ray_address):
+    on_gpus = RaySettings(address=None, workers=None, cpus_per_worker=0.5, gpus_per_worker=1, batch_size=1, threads=1)
+    with pytest.raises(TaskError, match="no node of the Ray cluster has room for a worker of 1 GPU"):
+        list(_records_on(Shout, "fake", on_gpus)(counted(["a"], [])))

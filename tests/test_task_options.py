@@ -288,3 +288,14 @@ def test_a_dry_run_fetches_no_weights_from_the_hub(dry_run, tiny_models, monkeyp
     assert "config.json" in wanted and "spiece.model" in wanted
     assert ("model.safetensors" in wanted) is not dry_run
     assert (task.model is None) is dry_run
+
+
+def test_a_checkpoints_min_length_past_a_shorter_max_new_tokens_stops_at_the_maximum(tmp_path):
+    """Only a --min-new-tokens the user gave past the maximum is refused; the checkpoint's own min_length is not."""
+    from core.tools.tiny import make_tiny_checkpoint
+
+    model = make_tiny_checkpoint(tmp_path / "m", "pegasus", "conditional_generation", min_length=20, max_length=30)
+    [record] = SummarizeTask(str(model), max_new_tokens=5)([doc(SHORT)])
+    assert "error" not in record
+    with pytest.raises(TaskError, match="--min-new-tokens 40 is more than the 29 new tokens"):
+        SummarizeTask(str(model), min_new_tokens=40)

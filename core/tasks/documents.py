@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import codecs
 import collections
-import csv
 import io
 import itertools
 import json
@@ -291,15 +290,16 @@ def _utf8_lines(stream: BinaryIO) -> Iterator[bytes]:
     """The stream's lines as UTF-8 bytes: a UTF-16 file (with its byte-order mark) is decoded line by line."""
     if not hasattr(stream, "peek"):
         stream = io.BufferedReader(stream)  # type: ignore[arg-type]
-    head = stream.peek(2)[:2]  # type: ignore[attr-defined]
-    if head not in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+    head = stream.peek(4)[:4]  # type: ignore[attr-defined]
+    marks = {codecs.BOM_UTF32_LE: "utf-32", codecs.BOM_UTF32_BE: "utf-32", codecs.BOM_UTF16_LE: "utf-16",
+             codecs.BOM_UTF16_BE: "utf-16"}  # fmt: skip
+    encoding = next((marks[mark] for mark in marks if head.startswith(mark)), None)  # UTF-32's marks first
+    if encoding is None:
         yield from stream
         return
-    stream.read(2)
-    text = io.TextIOWrapper(stream, encoding="utf-16-le" if head == codecs.BOM_UTF16_LE else "utf-16-be",
-                            errors="replace", newline="")  # fmt: skip
+    text = io.TextIOWrapper(stream, encoding=encoding, errors="replace", newline="\n")  # "\r" is JSON whitespace
     for line in text:
-        yield line.encode("utf-8", errors="replace")
+        yield line.removeprefix("\ufeff").encode("utf-8", errors="replace")
 
 
 def _jsonl_lines(
@@ -372,8 +372,12 @@ def load_dataset_stream(name_or_path: str, split: str) -> Iterable[Any]:
 def _csv_as_text(path: Path, datasets: Any) -> dict[str, Any]:
     """Read every CSV column as the text it is: left to pandas, ids `007` and `7` both became `7`, a column with
     one blank cell turned ids into `1.0`, and texts such as `NA` or `null` became missing."""
-    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
-        header = next(csv.reader(handle), [])
+    import pandas  # the reader `datasets` uses for CSV: the column names as it will see them (BOM, blank cells)
+
+    try:
+        header = [str(name) for name in pandas.read_csv(path, nrows=0).columns]
+    except Exception:  # an empty or unreadable file: `datasets` reports it, as for any other file
+        header = []
     features = datasets.Features({name: datasets.Value("string") for name in header})
     return {"keep_default_na": False, "features": features} if header else {"keep_default_na": False}
 

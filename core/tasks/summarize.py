@@ -75,11 +75,12 @@ class SummarizeTask(Task):
             self.generation = resolve_generation_settings(self.config, self.generate_options)
         except ValueError as exc:
             raise TaskError(f"summarize: {exc}.") from None
-        if self.generation.min_length > self.generation.max_length:
+        # Only a --min-new-tokens the user gave: a checkpoint's own min_length past a shorter --max-new-tokens
+        # just stops at the maximum, as in transformers.
+        if min_new_tokens is not None and self.generation.min_length > self.generation.max_length:
             raise TaskError(
-                f"summarize: at least {self.generation.min_length - 1} new tokens (--min-new-tokens, or the"
-                f" checkpoint's min_length) is more than the {self.generation.max_length - 1} that max_length allows;"
-                " give --max-new-tokens too."
+                f"summarize: --min-new-tokens {min_new_tokens} is more than the {self.generation.max_length - 1}"
+                " new tokens the checkpoint's max_length allows; give --max-new-tokens too."
             )
         sampling = [f"--{name.replace('_', '-')}" for name in SAMPLING_OPTIONS if given[name] is not None]
         if sampling and not self.generation.do_sample:
