@@ -469,9 +469,12 @@ def test_a_malformed_dataset_file_keeps_what_it_could_read(tiny_models, tmp_path
     assert "can't be read from row 0 on" in jsonl(out)[-1]["error"]
 
 
-def test_csv_columns_are_read_as_the_text_they_are(tiny_models, tmp_path):
+@pytest.mark.parametrize("header", ["id,text", "\ufeffid,text", ",id,text"])  # plain, Excel's BOM, pandas' index
+def test_csv_columns_are_read_as_the_text_they_are(tiny_models, tmp_path, header):
     rows = tmp_path / "rows.csv"
-    rows.write_text("id,text\n007,first\n7,second\n8,NA\n9,null\n")
+    index = (lambda i: f"{i},") if header.startswith(",") else (lambda i: "")
+    body = [f"{index(i)}{row}" for i, row in enumerate(["007,first", "7,second", "8,NA", "9,null"])]
+    rows.write_text("\n".join([header, *body]) + "\n", encoding="utf-8")
     out = tmp_path / "out.jsonl"
     assert classify(tiny_models, "--dataset", rows, "-o", out).exit_code == 0
     assert [r["id"] for r in jsonl(out)] == ["007", "7", "8", "9"] and all("error" not in r for r in jsonl(out))
@@ -523,9 +526,10 @@ def test_non_utf8_arguments_and_fields_are_replaced_not_fatal(tiny_models, tmp_p
     assert jsonl(out)[0]["question"] == "who \ufffd"
 
 
-def test_utf16_jsonl_is_read(tmp_path):
-    records = tmp_path / "u16.jsonl"
-    records.write_bytes('{"id": "u", "text": "hi"}\n{"id": "v", "text": "ho"}\n'.encode("utf-16"))
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])
+def test_utf16_and_utf32_jsonl_is_read(tmp_path, encoding):
+    records = tmp_path / "u.jsonl"
+    records.write_bytes('{"id": "u", "text": "hi"}\n{"id": "v",\r"text": "ho"}\n'.encode(encoding))  # CR: JSON space
     docs = list(iter_jsonl(str(records)))
     assert [(d.id, d.text, d.error) for d in docs] == [("u", "hi", None), ("v", "ho", None)]
 

@@ -46,7 +46,7 @@ def _libc() -> ctypes.CDLL | None:
 def device_available(device: torch.device) -> bool:
     """Whether this machine has `device` (torch builds a cuda or mps device object even where there is none)."""
     if device.type == "cuda":
-        return torch.cuda.is_available()
+        return torch.cuda.is_available() and (device.index is None or device.index < torch.cuda.device_count())
     if device.type == "mps":
         return torch.backends.mps.is_available()
     return True

@@ -34,6 +34,7 @@ from core.models.checkpoints import (
 )
 from core.models.config import ModelConfig, load_config
 from core.models.tokenizers.pieces import SPIECE_HINT
+from core.tasks.documents import describe
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 ATTENTION_TYPES = ("block_sparse", "original_full")
@@ -393,8 +394,7 @@ def convert(src: str | Path, dst: str | Path, options: ConvertOptions | None = N
         try:
             report["verify"] = verify(source, dst)
         except (RuntimeError, ValueError, TypeError) as err:  # the model could not run the probe: say so, once
-            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise ConvertError(f"{dst} was written, but --verify could not run it: {reason}.") from None
+            raise ConvertError(f"{dst} was written, but --verify could not run it: {describe(err)}.") from None
     return report
 
 
