@@ -167,14 +167,14 @@ def ray_engine(make_task: Callable[[], RecordMaker], model_name: str, settings: 
 
     Raises TaskError with one sentence when Ray is not installed or the cluster can't be reached.
     """
-    with _native_stderr_to_devnull():
-        _connect(settings.address)
-        import ray
-
+    with _native_stderr_to_devnull(), _python_stdout_for_records_only():
         try:
+            _connect(settings.address)
             yield _records_on(make_task, model_name, settings)
         finally:
-            ray.shutdown()
+            # Also after Ctrl-C inside ray.init: a half-started Ray left to the interpreter's exit can crash it.
+            if "ray" in sys.modules:
+                sys.modules["ray"].shutdown()
 
 
 @contextmanager
@@ -200,6 +200,31 @@ def _native_stderr_to_devnull() -> Iterator[None]:
         os.dup2(real_fd, 2)
         os.close(real_fd)
         sys.stderr = python_stderr
+
+
+class _RecordsOnlyStdout:
+    """sys.stdout while Ray runs: the JSONL writer still gets the real file descriptor (`fileno`), but text printed
+    to sys.stdout is dropped. Ray's driver prints a worker's death there ("(raylet) A worker died ..."), in the
+    middle of the records; the run's error records already say it, and Ray's session logs keep the line."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:  # fileno, flush, isatty, encoding...: the real stream's
+        return getattr(self._real, name)
+
+
+@contextmanager
+def _python_stdout_for_records_only() -> Iterator[None]:
+    real = sys.stdout
+    sys.stdout = _RecordsOnlyStdout(real)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sys.stdout = real
 
 
 def _records_on(make_task: Callable[[], RecordMaker], model_name: str, settings: RaySettings) -> Engine:
@@ -275,17 +300,21 @@ def _pool_size(settings: RaySettings) -> int:
     import ray
 
     need = {"CPU": settings.cpus_per_worker, "GPU": settings.gpus_per_worker}
-    fits = sum(
-        min(int(node.get("Resources", {}).get(kind, 0) / amount + 1e-9) for kind, amount in need.items() if amount)
-        for node in ray.nodes()
-        if node.get("Alive", True)
-    )
+
+    def workers_in(resources: dict[str, float]) -> int:
+        return min(int(resources.get(kind, 0) / amount + 1e-9) for kind, amount in need.items() if amount)
+
+    fits = sum(workers_in(node.get("Resources", {})) for node in ray.nodes() if node.get("Alive", True))
+    asked = f"{settings.gpus_per_worker:g} GPU" if settings.gpus_per_worker else f"{settings.cpus_per_worker:g} CPU"
     if fits < 1:
-        asked = f"{settings.gpus_per_worker:g} GPU" if settings.gpus_per_worker else f"{settings.cpus_per_worker:g} CPU"
         raise TaskError(f"no node of the Ray cluster has room for a worker of {asked}; ask for less per worker.")
     if settings.workers and settings.workers > fits:
-        warn(f"--workers {settings.workers}: the Ray cluster holds {fits} such workers now; starting {fits}.")
-    return min(settings.workers or fits, fits)
+        warn(f"--workers {settings.workers}: the Ray cluster holds {fits} such workers; starting {fits}.")
+    # Only what other jobs leave free now (at least one, which waits for room): a worker past it would wait for
+    # them to end, and every record behind its window with it. Not warned about: the workers of a run that just
+    # ended may still be letting go of theirs.
+    free = max(1, workers_in(ray.available_resources()))
+    return min(settings.workers or fits, fits, free)
 
 
 def _connect(address: str | None) -> None:

@@ -249,3 +249,31 @@ def test_a_pool_no_node_can_hold_is_one_sentence(ray_address):
     on_gpus = RaySettings(address=None, workers=None, cpus_per_worker=0.5, gpus_per_worker=1, batch_size=1, threads=1)
     with pytest.raises(TaskError, match="no node of the Ray cluster has room for a worker of 1 GPU"):
         list(_records_on(Shout, "fake", on_gpus)(counted(["a"], [])))
+
+
+def test_text_printed_to_stdout_while_ray_runs_stays_out_of_the_records(capfd):
+    """Ray's driver prints a worker's death to sys.stdout, which would land between JSONL records."""
+    from bigbird_cli.output import JsonlWriter
+    from bigbird_cli.ray_engine import _python_stdout_for_records_only
+
+    with _python_stdout_for_records_only():
+        writer = JsonlWriter(sys.stdout)
+        writer.write({"id": "a"})
+        print("(raylet) A worker died or was killed while executing a task")
+        writer.write({"id": "b"})
+    assert capfd.readouterr().out == '{"id": "a"}\n{"id": "b"}\n'
+
+
+@pytest.mark.parametrize(
+    ("workers", "free_cpus", "expected"), [(None, 2.0, 4), (None, 1.0, 2), (None, 0.0, 1), (3, 2.0, 3), (8, 2.0, 4)]
+)
+def test_the_pool_is_what_the_nodes_hold_and_others_leave_free(monkeypatch, workers, free_cpus, expected):
+    import ray
+
+    from bigbird_cli import ray_engine
+
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 1.0}}] * 2)
+    monkeypatch.setattr(ray, "available_resources", lambda: {"CPU": free_cpus})
+    settings = RaySettings(address=None, workers=workers, cpus_per_worker=0.5, gpus_per_worker=0, batch_size=1,
+                           threads=1)  # fmt: skip
+    assert ray_engine._pool_size(settings) == expected
