@@ -7,7 +7,8 @@ shards, `--resume`, the JSONL writer, progress and exit codes.
 
 The driver streams. It sends a window only when a worker has room for it (a worker holds at most
 `WINDOWS_PER_WORKER`, so it has the next one at hand while the driver waits for an earlier one), reading at most
-one window ahead, and yields the records in input order as they come back: its memory follows the pool, not the
+one window ahead, and yields the records in input order as they come back; a worker that finished its windows
+takes new ones while an earlier, slower window runs (`FINISHED_AHEAD`). Its memory follows the pool, not the
 size of the run. A worker that dies (killed, out of memory, its node lost) takes only the window it was running:
 its documents become error records, the windows queued behind it go to another worker, and the run goes on,
 unless workers keep dying before giving any result (`DEATHS_BEFORE_STOPPING`), when the run stops with one
@@ -45,6 +46,9 @@ FORWARDED_ENV = ("HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_ENDPOINT", "HF
 PROBE_TIMEOUT_S = 5.0
 # Windows a worker holds at most: the one it runs and the next, so it never waits for the driver.
 WINDOWS_PER_WORKER = 2
+# Windows the driver keeps sent and not yet written, as a multiple of what the workers hold: a slow window holds
+# the records of those after it (they go out in input order), not the workers that finished them.
+FINISHED_AHEAD = 2
 # Workers in a row that die before giving any result: then the model does not start there (too big for a worker's
 # memory, say), and every document would fail after a model load of its own.
 DEATHS_BEFORE_STOPPING = 3
@@ -113,15 +117,21 @@ class _Worker:
 
 
 class _Sent:
-    """A window sent to a worker, and the ObjectRef of its `TaskWorker.records` call."""
+    """A window sent to a worker, the ObjectRef of its `TaskWorker.records` call, and whether that has finished
+    (its worker is free for another window, though the records may wait for earlier windows' to be taken)."""
 
     def __init__(self, window: list[Document], worker: _Worker) -> None:
         self.window = window
         self.send_to(worker)
 
     def send_to(self, worker: _Worker) -> None:
-        self.worker, self.result = worker, worker.actor.records.remote(self.window)
+        self.worker, self.result, self.finished = worker, worker.actor.records.remote(self.window), False
         worker.held += 1
+
+    def finish(self) -> None:
+        if not self.finished:
+            self.finished = True
+            self.worker.held -= 1
 
 
 class _Pool:
@@ -240,8 +250,15 @@ def _records_on(make_task: Callable[[], RecordMaker], model_name: str, settings:
 
     warned: set[str] = set()
 
+    def succeeded(sent: _Sent) -> bool:
+        """Whether a window finished with its records (not with its worker's death)."""
+        try:
+            return sent.finished and ray.get(sent.result) is not None
+        except ray.exceptions.RayError:
+            return False
+
     def receive(sent: _Sent, pool: _Pool, later: deque[_Sent]) -> list[Record]:
-        sent.worker.held -= 1
+        sent.finish()
         try:
             failure, warnings, records = ray.get(sent.result)
         except ray.exceptions.RayError as exc:  # the worker died, or Ray lost the result: only this window fails
@@ -262,7 +279,7 @@ def _records_on(make_task: Callable[[], RecordMaker], model_name: str, settings:
                             f" {describe(exc)}); a model that does not fit a worker's memory does this."
                         ) from None
                 for queued in later:
-                    if queued.worker is sent.worker:
+                    if queued.worker is sent.worker and not succeeded(queued):
                         queued.send_to(pool.any())
             reason = f"the Ray worker running it failed ({describe(exc)})."
             # A document that could not be read keeps its own reason.
@@ -277,13 +294,32 @@ def _records_on(make_task: Callable[[], RecordMaker], model_name: str, settings:
                 warn(message)
         return records
 
+    def wait_for_one(sent: deque[_Sent]) -> None:
+        """Block until some window still running finishes, and free its worker's place."""
+        running = [s for s in sent if not s.finished]
+        ready, _ = ray.wait([s.result for s in running], num_returns=1)
+        for s in running:
+            if s.result in ready:
+                s.finish()
+
     def records(docs: Iterator[Document]) -> Iterator[Record]:
         pool = _Pool(start, _pool_size(settings))
+        # Windows sent and not yet taken, in input order. Records go out in that order, so finished windows wait
+        # behind a slow one; their workers go on with new windows, up to this many in all.
+        most = FINISHED_AHEAD * WINDOWS_PER_WORKER * pool.size
         sent: deque[_Sent] = deque()
         try:
             for next_window in windows(docs, window):
-                while (worker := pool.with_room()) is None:
-                    yield from receive(sent.popleft(), pool, sent)
+                while True:
+                    while sent and sent[0].finished:
+                        yield from receive(sent.popleft(), pool, sent)
+                    worker = pool.with_room() if len(sent) < most else None
+                    if worker is not None:
+                        break
+                    if all(s.finished for s in sent):
+                        yield from receive(sent.popleft(), pool, sent)
+                    else:
+                        wait_for_one(sent)
                 sent.append(_Sent(next_window, worker))
             while sent:
                 yield from receive(sent.popleft(), pool, sent)

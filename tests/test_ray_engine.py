@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import jsonl
@@ -277,3 +278,36 @@ def test_the_pool_is_what_the_nodes_hold_and_others_leave_free(monkeypatch, work
     settings = RaySettings(address=None, workers=workers, cpus_per_worker=0.5, gpus_per_worker=0, batch_size=1,
                            threads=1)  # fmt: skip
     assert ray_engine._pool_size(settings) == expected
+
+
+class WaitsForRelease(Shout):
+    """A slow window: the document "slow" runs until the driver has read the document that releases it (or 30 s)."""
+
+    def __call__(self, docs, size):
+        import time
+
+        for d in docs:
+            if d.text == "slow":
+                release = Path(d.fields["release"])
+                deadline = time.monotonic() + 30
+                while not release.exists() and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                d.text = "released" if release.exists() else "timed out"
+        return super().__call__(docs, size)
+
+
+def test_a_slow_window_does_not_idle_the_other_workers(ray_address, workers_import_this_module, tmp_path):
+    """Records go out in input order, but a worker that finished its windows takes new ones: the driver reads on
+    while the first window runs, and the first window waits for the driver to have read the seventh document."""
+    release = tmp_path / "release"
+
+    def docs():
+        for i in range(12):
+            if i == 7:
+                release.touch()
+            yield Document(f"d{i}", "test", "slow" if i == 0 else f"text {i}", fields={"release": str(release)})
+
+    two = RaySettings(address=None, workers=2, cpus_per_worker=0.5, gpus_per_worker=0, batch_size=1, threads=1)
+    records = list(_records_on(WaitsForRelease, "fake", two)(docs()))
+    assert [r["id"] for r in records] == [f"d{i}" for i in range(12)]
+    assert records[0]["out"] == "RELEASED"  # not "TIMED OUT": the driver did not wait for the first window
