@@ -562,3 +562,8 @@ def test_byte_order_marked_text_is_decoded_and_bad_units_are_warned_about(encodi
     assert (text, error, warning) == ("Plants grow.", None, None)
     text, error, warning = decode_text("Plants grow.".encode(encoding) + b"\x00\xd8", "the file")  # a cut unit
     assert text.startswith("Plants grow.") and error is None and f"not valid {encoding.upper()}" in warning
+
+
+def test_inline_text_with_lone_surrogates_from_python_is_replaced_with_a_warning():
+    [doc] = list(Inputs(texts=["a \ud800 b"]).open())
+    assert doc.text == "a \ufffd b" and doc.error is None and "--text number 0 is not valid UTF-8" in doc.warning

@@ -89,11 +89,6 @@ def clean_value(value: Any) -> Any:
     return value
 
 
-def clean_argument(text: str) -> str:
-    """A command-line string: bytes that were not UTF-8 (Python keeps them as lone surrogates) replaced."""
-    return os.fsencode(text).decode("utf-8", errors="replace") if _clean_text(text, "")[1] else text
-
-
 def _clean_text(text: str, what: str) -> tuple[str, str | None]:
     """Text from JSON can hold lone surrogates (`"\\ud800"`), which no tokenizer or UTF-8 writer takes: they are
     replaced, with the same warning as invalid UTF-8 in a file."""
@@ -114,10 +109,9 @@ def decode_text(data: bytes, what: str) -> tuple[str, str | None, str | None]:
     Binary data and empty input are errors. Invalid UTF-8 is decoded with replacement characters and a
     warning, since a few bad bytes in an otherwise good text file should not cost the whole document.
     """
-    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):  # before UTF-16: FF FE starts both marks
-        return _decode_marked(data, "utf-32", what)
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # Windows editors write these
-        return _decode_marked(data, "utf-16", what)
+    marked = _marked_encoding(data)
+    if marked is not None:
+        return _decode_marked(data, marked, what)
     if b"\x00" in data[:BINARY_SNIFF_BYTES]:
         return "", f"{what} looks like a binary file (it contains NUL bytes), not text.", None
     if data.startswith(b"\xef\xbb\xbf"):
@@ -131,6 +125,21 @@ def decode_text(data: bytes, what: str) -> tuple[str, str | None, str | None]:
     if not text.strip():
         return "", f"{what} is empty.", None
     return text, None, warning
+
+
+# Byte-order marks of the encodings read besides UTF-8 (Windows editors write UTF-16). UTF-32's come first:
+# FF FE starts both little-endian marks.
+BYTE_ORDER_MARKS = {
+    codecs.BOM_UTF32_LE: "utf-32",
+    codecs.BOM_UTF32_BE: "utf-32",
+    codecs.BOM_UTF16_LE: "utf-16",
+    codecs.BOM_UTF16_BE: "utf-16",
+}
+
+
+def _marked_encoding(head: bytes) -> str | None:
+    """The encoding whose byte-order mark `head` starts with, or None (UTF-8, with or without its own mark)."""
+    return next((encoding for mark, encoding in BYTE_ORDER_MARKS.items() if head.startswith(mark)), None)
 
 
 def _decode_marked(data: bytes, encoding: str, what: str) -> tuple[str, str | None, str | None]:
@@ -218,8 +227,8 @@ def iter_paths(
 def iter_texts(texts: Sequence[str]) -> Iterator[Document]:
     """Documents for `--text` strings, with ids `text:0`, `text:1`, ..."""
     for i, given in enumerate(texts):
-        text = clean_argument(given)
-        warning = None if text == given else f"--text number {i} is not valid UTF-8; bad bytes were replaced."
+        # A shell argument's bytes that are not UTF-8 reach Python as lone surrogates, as JSON's "\ud800" does.
+        text, warning = _clean_text(given, f"--text number {i}")
         doc = Document(f"text:{i}", "--text", text, warning=warning)
         if not text.strip():
             doc.error = f"--text number {i} is empty."
@@ -287,13 +296,11 @@ def iter_jsonl(
 
 
 def _utf8_lines(stream: BinaryIO) -> Iterator[bytes]:
-    """The stream's lines as UTF-8 bytes: a UTF-16 file (with its byte-order mark) is decoded line by line."""
+    """The stream's lines as UTF-8 bytes: a UTF-16 or UTF-32 file (with its byte-order mark) is decoded line by
+    line."""
     if not hasattr(stream, "peek"):
         stream = io.BufferedReader(stream)  # type: ignore[arg-type]
-    head = stream.peek(4)[:4]  # type: ignore[attr-defined]
-    marks = {codecs.BOM_UTF32_LE: "utf-32", codecs.BOM_UTF32_BE: "utf-32", codecs.BOM_UTF16_LE: "utf-16",
-             codecs.BOM_UTF16_BE: "utf-16"}  # fmt: skip
-    encoding = next((marks[mark] for mark in marks if head.startswith(mark)), None)  # UTF-32's marks first
+    encoding = _marked_encoding(stream.peek(4)[:4])  # type: ignore[attr-defined]
     if encoding is None:
         yield from stream
         return
