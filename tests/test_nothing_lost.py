@@ -6,6 +6,7 @@ the installed command for each case; a few cases that need a real process live i
 
 from __future__ import annotations
 
+import codecs
 import errno
 import json
 import os
@@ -532,6 +533,32 @@ def test_utf16_and_utf32_jsonl_is_read(tmp_path, encoding):
     records.write_bytes('{"id": "u", "text": "hi"}\n{"id": "v",\r"text": "ho"}\n'.encode(encoding))  # CR: JSON space
     docs = list(iter_jsonl(str(records)))
     assert [(d.id, d.text, d.error) for d in docs] == [("u", "hi", None), ("v", "ho", None)]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"])
+def test_bad_units_in_utf16_and_utf32_jsonl_are_replaced_with_a_warning(tmp_path, encoding):
+    bom = {"utf-16-le": codecs.BOM_UTF16_LE, "utf-16-be": codecs.BOM_UTF16_BE}.get(encoding)
+    bom = bom or {"utf-32-le": codecs.BOM_UTF32_LE, "utf-32-be": codecs.BOM_UTF32_BE}[encoding]
+    lone_surrogate = (b"\x00\xd8" if encoding.endswith("le") else b"\xd8\x00") if "16" in encoding else None
+    bad = lone_surrogate or (b"\x00\x00\x11\x00" if encoding.endswith("le") else b"\x00\x11\x00\x00")  # > U+10FFFF
+    lines = [
+        '{"id": "u", "text": "a \ufffd of its own"}\n'.encode(encoding),
+        '{"id": "v", "text": "h'.encode(encoding) + bad + 'o"}\n'.encode(encoding),
+        '{"id": "w", "text": "fine"}\n'.encode(encoding),
+    ]
+    records = tmp_path / "u.jsonl"
+    records.write_bytes(bom + b"".join(lines))
+    docs = list(iter_jsonl(str(records)))
+    assert [(d.id, d.text, d.error) for d in docs] == [
+        ("u", "a \ufffd of its own", None),
+        ("v", "h\ufffdo", None),
+        ("w", "fine", None),
+    ]
+    assert docs[0].warning is None and docs[2].warning is None
+    label = encoding[:6].upper()
+    assert docs[1].warning == (
+        f"line 2 of {records} is not valid {label} (first bad character at offset 22); bad units were replaced."
+    )
 
 
 @pytest.mark.parametrize(

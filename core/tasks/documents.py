@@ -137,6 +137,13 @@ BYTE_ORDER_MARKS = {
 }
 
 
+# What a bad unit of a UTF-16 or UTF-32 line decodes to while it is read: a lone surrogate, which no valid unit of
+# either decodes to, so the line can tell replaced units from a U+FFFD of its own.
+BAD_UNIT = "\udcff"
+BAD_UNIT_HANDLER = "bigbird-cli-mark-bad-units"
+codecs.register_error(BAD_UNIT_HANDLER, lambda error: (BAD_UNIT, error.end))  # type: ignore[attr-defined]
+
+
 def _marked_encoding(head: bytes) -> str | None:
     """The encoding whose byte-order mark `head` starts with, or None (UTF-8, with or without its own mark)."""
     return next((encoding for mark, encoding in BYTE_ORDER_MARKS.items() if head.startswith(mark)), None)
@@ -295,25 +302,34 @@ def iter_jsonl(
         yield from _jsonl_lines(handle, label, text_field, id_field, extra_fields, split)
 
 
-def _utf8_lines(stream: BinaryIO) -> Iterator[bytes]:
-    """The stream's lines as UTF-8 bytes: a UTF-16 or UTF-32 file (with its byte-order mark) is decoded line by
-    line."""
+def _utf8_lines(stream: BinaryIO) -> Iterator[tuple[bytes, str | None]]:
+    """The stream's lines as UTF-8 bytes, each with what was wrong with it (None, or why units were replaced).
+
+    A UTF-16 or UTF-32 file (with its byte-order mark) is decoded line by line; its bad units become U+FFFD and
+    the line says so, as an invalid UTF-8 line does. UTF-8 lines are checked by the caller.
+    """
     if not hasattr(stream, "peek"):
         stream = io.BufferedReader(stream)  # type: ignore[arg-type]
     encoding = _marked_encoding(stream.peek(4)[:4])  # type: ignore[attr-defined]
     if encoding is None:
-        yield from stream
+        for raw in stream:
+            yield raw, None
         return
-    text = io.TextIOWrapper(stream, encoding=encoding, errors="replace", newline="\n")  # "\r" is JSON whitespace
+    text = io.TextIOWrapper(stream, encoding=encoding, errors=BAD_UNIT_HANDLER, newline="\n")  # "\r": JSON space
     for line in text:
-        yield line.removeprefix("\ufeff").encode("utf-8", errors="replace")
+        line, problem = line.removeprefix("\ufeff"), None
+        if BAD_UNIT in line:
+            offset = line.index(BAD_UNIT)
+            problem = f"not valid {encoding.upper()} (first bad character at offset {offset}); bad units were replaced"
+            line = line.replace(BAD_UNIT, "\ufffd")
+        yield line.encode("utf-8"), problem
 
 
 def _jsonl_lines(
     stream: BinaryIO, label: str, text_field: str, id_field: str, extra_fields: Sequence[str], split: str | None
 ) -> Iterator[Document]:
     row = 0
-    for lineno, raw in enumerate(_utf8_lines(stream), start=1):
+    for lineno, (raw, problem) in enumerate(_utf8_lines(stream), start=1):
         if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
             raw = raw[3:]  # a UTF-8 byte-order mark (Windows editors) is not part of the first record
         if not raw.strip():
@@ -322,11 +338,11 @@ def _jsonl_lines(
         fallback = where if split is None else f"{split}:{row}"
         row += 1
         try:
-            line, warning = raw.decode("utf-8"), None
+            line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             line = raw.decode("utf-8", errors="replace")
-            warning = f"line {lineno} of {label} is not valid UTF-8 (first bad byte at offset {exc.start}); "
-            warning += "bad bytes were replaced."
+            problem = f"not valid UTF-8 (first bad byte at offset {exc.start}); bad bytes were replaced"
+        warning = problem and f"line {lineno} of {label} is {problem}."
         try:
             record = json.loads(line)
         except (json.JSONDecodeError, RecursionError) as exc:
