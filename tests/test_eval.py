@@ -366,3 +366,25 @@ def test_eval_dry_run_is_refused(tmp_path):
     args = ["eval", "summarize", "--text", "x", "-m", str(tmp_path / "not-a-model"), "--dry-run"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "--dry-run makes none" in result.output
+
+
+def test_class_ids_as_text_or_whole_floats_are_named_and_unknown_ids_are_error_records(bigbird, tiny_models, tmp_path):
+    """CSV columns are read as text and a parquet column with a gap holds floats: "2" and 1.0 are class ids too,
+    "neutral" stays a name, and an id the model doesn't have is an error record that says so."""
+    inputs, predictions = tmp_path / "dev.csv", tmp_path / "run.jsonl"
+    inputs.write_text("id,text,label\na,x,2\nb,x,neutral\nc,x,7\n")
+    run = [{"id": "a", "label": "positive"}, {"id": "b", "label": "neutral"}, {"id": "c", "label": "neutral"}]
+    predictions.write_text("".join(json.dumps(r) + "\n" for r in run))
+    args = ("eval", "classify", "-m", tiny_models["classify"], "--predictions", predictions, "-q")
+    result = bigbird(*args, "--dataset", inputs, check_rc=1)
+    records = [json.loads(line) for line in result.stdout.decode().splitlines()[:-1]]
+    assert [r.get("reference") for r in records] == ["positive", "neutral", None]
+    assert records[2]["error"] == "the reference '7' is no class id of the model, whose labels are 0 to 2."
+    assert last_report(result.stdout)["metrics"]["accuracy"] == pytest.approx(100.0)
+    floats = tmp_path / "dev.jsonl"
+    floats.write_text(
+        "".join(json.dumps({"id": i, "label": v}) + "\n" for i, v in [("a", 2.0), ("b", 1.0), ("c", 0.0)])
+    )
+    result = bigbird(*args, "--jsonl", floats, check_rc=0)
+    records = [json.loads(line) for line in result.stdout.decode().splitlines()[:-1]]
+    assert [r["reference"] for r in records] == ["positive", "neutral", "negative"]

@@ -10,6 +10,7 @@ record, and the report (core/eval) is the last line on stdout once the run is ov
 from __future__ import annotations
 
 import inspect
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
@@ -73,13 +74,21 @@ class Evaluate:
     # References and scores ------------------------------------------------------------------------------------
 
     def reference(self, raw: Any, labels: list[str] | None = None) -> Any:
-        """The reference in the form the scorer takes, or None when the document has none. An integer label is
-        a class id when the model's labels are known."""
-        if labels and _is_class_id(raw) and 0 <= raw < len(labels):
-            raw = labels[raw]
+        """The reference in the form the scorer takes, or None when the document has none usable (`missing` says
+        why). Where the model's labels are known, a class id is named by them: an integer, a whole float (a
+        parquet or pandas column with a gap holds 1.0), or a string of digits that is no label name (CSV columns
+        are read as text)."""
+        if labels:
+            class_id = _class_id(raw, labels)
+            if class_id is not None:
+                raw = labels[class_id] if 0 <= class_id < len(labels) else None
         return self.metrics.reference(raw)
 
-    def missing(self) -> str:
+    def missing(self, raw: Any = None, labels: list[str] | None = None) -> str:
+        """Why a document's reference can't be scored against (`raw` as the document holds it)."""
+        class_id = _class_id(raw, labels) if labels else None
+        if class_id is not None and labels and not 0 <= class_id < len(labels):
+            return f"the reference {raw!r} is no class id of the model, whose labels are 0 to {len(labels) - 1}."
         return f"no reference to score against: the {self.field!r} field is missing or empty."
 
     def scored(self, record: Record, reference: Any) -> Record:
@@ -159,7 +168,9 @@ class Evaluate:
             reference = self.reference(references.get(doc_id), labels)
             if reference is None:
                 doc = Document(doc_id, str(prediction.get("source", path)))
-                why = self.missing() if doc_id in references else "no input document has this id to give a reference."
+                why = "no input document has this id to give a reference."
+                if doc_id in references:
+                    why = self.missing(references[doc_id], labels)
                 record = error_record(doc, str(prediction.get("model")), why)
             else:
                 record = self.scored(prediction, reference)
@@ -211,7 +222,20 @@ class Evaluate:
 
 
 def _is_class_id(reference: Any) -> bool:
+    """Whether a reference is a number, which only the model's labels can name."""
+    if isinstance(reference, float):
+        return reference.is_integer()
     return isinstance(reference, int) and not isinstance(reference, bool)
+
+
+def _class_id(reference: Any, labels: list[str]) -> int | None:
+    """The class id a reference stands for, or None where it is a label name (or nothing usable)."""
+    if _is_class_id(reference):
+        class_id = int(reference)
+        return None if not 0 <= class_id < len(labels) and str(reference) in labels else class_id
+    if isinstance(reference, str) and reference.strip() not in labels and re.fullmatch(r"[+-]?\d+", reference.strip()):
+        return int(reference.strip())
+    return None
 
 
 def _resolved_settings(task: RecordMaker | None, make_task: TaskFactory) -> dict[str, Any]:
@@ -240,14 +264,15 @@ class ScoredTask:
 
     def __call__(self, docs: list[Document], size: int) -> list[Record]:
         labels = getattr(self.task, "labels", None)
-        references = [self.evaluate.reference(doc.fields.get(self.evaluate.field), labels) for doc in docs]
+        raws = [doc.fields.get(self.evaluate.field) for doc in docs]
+        references = [self.evaluate.reference(raw, labels) for raw in raws]
         ready = [doc for doc, reference in zip(docs, references, strict=True) if reference is not None]
         predicted = iter(self.task(ready, size) if ready else [])
         return [
             self.evaluate.scored(next(predicted), reference)
             if reference is not None
-            else error_record(doc, self.model_name, self.evaluate.missing())
-            for doc, reference in zip(docs, references, strict=True)
+            else error_record(doc, self.model_name, self.evaluate.missing(raw, labels))
+            for doc, raw, reference in zip(docs, raws, references, strict=True)
         ]
 
 
