@@ -388,3 +388,15 @@ def test_class_ids_as_text_or_whole_floats_are_named_and_unknown_ids_are_error_r
     result = bigbird(*args, "--jsonl", floats, check_rc=0)
     records = [json.loads(line) for line in result.stdout.decode().splitlines()[:-1]]
     assert [r["reference"] for r in records] == ["positive", "neutral", "negative"]
+
+
+def test_a_repeated_id_in_predictions_is_scored_once(bigbird, tmp_path):
+    inputs, predictions = tmp_path / "dev.jsonl", tmp_path / "run.jsonl"
+    inputs.write_text("".join(json.dumps({"id": i, "answers": "Paris"}) + "\n" for i in "ab"))
+    run = [{"id": "a", "answer": "Paris"}, {"id": "b", "answer": "Rome"}, {"id": "a", "answer": "Paris"}]
+    predictions.write_text("".join(json.dumps(r) + "\n" for r in run))
+    result = bigbird("eval", "qa", "--predictions", predictions, "--jsonl", inputs, "-q", check_rc=1)
+    report = last_report(result.stdout)
+    assert report["metrics"]["exact_match"] == pytest.approx(50.0)  # a and b once each, not a twice
+    assert report["documents"] == 3 and report["failed"] == 1
+    assert f"a: the id is repeated in {predictions}: only its first record is scored." in result.stderr.decode()

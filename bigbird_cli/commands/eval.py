@@ -160,8 +160,16 @@ class Evaluate:
         if self.metrics.task == "classify" and labels is None and any(_is_class_id(r) for r in references.values()):
             raise UsageError("the references hold class ids: give --model so that they are named by its labels")
         records = []
+        seen: set[str] = set()
         for prediction in predictions:
             doc_id = str(prediction.get("id"))
+            if doc_id in seen:  # as a repeated id of the inputs is: an error record, not a second score
+                doc = Document(doc_id, str(prediction.get("source", path)))
+                why = f"the id is repeated in {path}: only its first record is scored."
+                records.append(error_record(doc, str(prediction.get("model")), why))
+                error(f"{doc_id}: {why}")
+                continue
+            seen.add(doc_id)
             if "error" in prediction:
                 records.append(prediction)
                 continue
