@@ -400,3 +400,13 @@ def test_a_repeated_id_in_predictions_is_scored_once(bigbird, tmp_path):
     assert report["metrics"]["exact_match"] == pytest.approx(50.0)  # a and b once each, not a twice
     assert report["documents"] == 3 and report["failed"] == 1
     assert f"a: the id is repeated in {predictions}: only its first record is scored." in result.stderr.decode()
+
+
+def test_resuming_eval_on_a_plain_task_run_is_refused(bigbird, tmp_path):
+    """Those records carry no scores: skipped as done, they were all counted as failed, with no word why."""
+    inputs, output = tmp_path / "dev.jsonl", tmp_path / "run.jsonl"
+    inputs.write_text(json.dumps({"id": "a", "text": "Paris is big.", "question": "Which city?", "answers": "Paris"}))
+    output.write_text(json.dumps({"id": "a", "answer": "Paris"}) + "\n")
+    result = bigbird("eval", "qa", "-m", "unused", "--jsonl", inputs, "-o", output, "--resume", check_rc=2)
+    assert f"score them with `bigbird eval qa --predictions {output}`" in result.stderr.decode()
+    assert output.read_text() == json.dumps({"id": "a", "answer": "Paris"}) + "\n"

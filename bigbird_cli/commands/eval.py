@@ -62,11 +62,13 @@ class Evaluate:
                 error(f"eval scores predictions and --dry-run makes none: plan the run with `bigbird {task_name} "
                       "--dry-run`.")  # fmt: skip
                 return EXIT_USAGE
-            if self.predictions is not None:
-                try:
+            try:
+                if self.predictions is not None:
                     return self._score_file(common)
-                except (UsageError, InputError, EvalError) as exc:
-                    return exit_code_for(exc)
+                if common.resume and common.output is not None and common.output.is_file():
+                    self._check_resumable(task_name, common.output)
+            except (UsageError, InputError, EvalError) as exc:
+                return exit_code_for(exc)
             return self._predict(task_name, common, make_task, extra_fields)
         finally:
             EVALUATION.reset(token)
@@ -129,6 +131,22 @@ class Evaluate:
                         writer.write(record)
         resolved = _resolved_settings(built[0] if built else None, make_task)
         return self._report(str(common.model), records, settings | resolved, common.quiet)
+
+    @staticmethod
+    def _check_resumable(task_name: str, output: Path) -> None:
+        """--resume continues eval's own records. Those of a plain task run carry no scores, and would be skipped
+        as done and then counted as failed in the report: they are scored with --predictions instead."""
+        try:
+            unscored = any(
+                "error" not in r and "metrics" not in r and not r.get("dry_run") for r in read_records(output)
+            )
+        except OSError:
+            return  # the writer says what is wrong with the file
+        if unscored:
+            raise UsageError(
+                f"-o {output} holds records without scores (of `bigbird {task_name}`?): score them with "
+                f"`bigbird eval {task_name} --predictions {output}`, or write eval's records to another file"
+            )
 
     @staticmethod
     def _run_settings(common: CommonOptions) -> dict[str, Any]:
