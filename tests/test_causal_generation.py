@@ -102,3 +102,17 @@ def test_cached_steps_equal_the_full_forward(models):
         steps = [ours(ids[:, k : k + 1], past_key_values=cache, use_cache=True).logits for k in range(5, 9)]
     torch.testing.assert_close(torch.cat([first, *steps], dim=1), full, atol=1e-5, rtol=1e-5)
     assert cache.length == 9
+
+
+def test_an_encoder_config_generates_from_a_prompt_long_enough_for_block_sparse():
+    """A config without is_decoder runs the prompt block-sparse, padded to whole blocks: the cache kept the padding,
+    and the next step was fed nothing (IndexError). The first token is still the forward's argmax."""
+    torch.manual_seed(0)
+    config = core.BigBirdConfig(**tiny_config(is_decoder=False, attention_type="block_sparse"))
+    model = core.BigBirdForCausalLM(config).eval()
+    prompt = torch.randint(5, 60, (2, 203))
+    assert model.bert.uses_sparse(203) and 203 % config.block_size
+    with torch.no_grad():
+        out = model.generate(prompt, max_new_tokens=3, min_new_tokens=3)
+        first = model(prompt).logits[:, -1].argmax(-1)
+    assert out.shape == (2, 206) and torch.equal(out[:, :203], prompt) and torch.equal(out[:, 203], first)

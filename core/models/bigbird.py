@@ -179,6 +179,8 @@ class BigBirdModel(BigBirdPretrainedModel):
             attentions.append(probs)
             cross_attentions.append(cross)
 
+        if cache is not None and pad:
+            cache.crop(past + seq_len)  # the next tokens follow the real ones, not the block padding
         pooled = torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None
         return ModelOutput(
             last_hidden_state=x[:, :seq_len],

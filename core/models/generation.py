@@ -66,6 +66,10 @@ class DecoderCache:
         self.lengths[layer] = end
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
+    def crop(self, length: int) -> None:
+        """Forget every cached token from `length` on (a block-sparse pass appends its padding to the block size)."""
+        self.lengths = [min(used, length) for used in self.lengths]
+
     @staticmethod
     def _grow(old: torch.Tensor | None, like: torch.Tensor, size: int, used: int) -> torch.Tensor:
         rows, heads, _, dim = like.shape
