@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import transformers
@@ -295,3 +297,17 @@ def test_feed_forward_in_token_slices_keeps_parity(monkeypatch, tmp_path):
         sliced = ours(**inputs)
     assert (sliced.logits - whole.logits).abs().max() < 1e-5
     assert_outputs_match(ref_out, sliced)
+
+
+@pytest.mark.parametrize("family", ["bigbird", "pegasus"])
+def test_an_unknown_attention_type_is_refused(family, tmp_path):
+    """As the reference refuses it; it ran full attention on every input, silently."""
+    from core.models.config import ConfigError
+
+    config_class = core.BigBirdConfig if family == "bigbird" else core.BigBirdPegasusConfig
+    model_class = core.BigBirdModel if family == "bigbird" else core.BigBirdPegasusModel
+    with pytest.raises(ValueError, match="attention_type must be one of .*not 'sparse'"):
+        model_class(config_class(attention_type="sparse", num_hidden_layers=1, encoder_layers=1, decoder_layers=1))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": config_class.model_type, "attention_type": "x"}))
+    with pytest.raises(ConfigError, match="attention_type must be block_sparse or original_full, not 'x'"):
+        config_class.from_json_file(tmp_path / "config.json")

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import kernels
+from .config import ATTENTION_TYPES
 from .linear import Linear
 
 # Masked scores get this added, as in the original implementation; exp(-1e4) underflows to 0 in fp32.
@@ -443,6 +444,9 @@ class Attention(nn.Module):
     @classmethod
     def from_config(cls, config: Any, layer_idx: int) -> Attention:
         """The encoder attention a BigBird or BigBirdPegasus config describes (Pegasus names map by alias)."""
+        if config.attention_type not in ATTENTION_TYPES:
+            # A typo would otherwise run full attention on every input, silently.
+            raise ValueError(f"attention_type must be one of {ATTENTION_TYPES}, not {config.attention_type!r}")
         return cls(
             config.hidden_size,
             config.num_attention_heads,

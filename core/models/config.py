@@ -12,6 +12,9 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar
 
+# The attention layouts a config may name: the reference refuses any other, and so do we.
+ATTENTION_TYPES = ("block_sparse", "original_full")
+
 # Fields every model config carries, whatever the family (the Hub's common keys).
 COMMON_DEFAULTS: dict[str, Any] = {
     "architectures": None,
@@ -83,6 +86,9 @@ class ModelConfig:
         for key, count in heads.items():
             if self.hidden_size % count:
                 raise ConfigError(f"config.json: hidden_size {self.hidden_size} is not divisible by {key} {count}.")
+        if self._known("attention_type") and self.attention_type not in ATTENTION_TYPES:
+            names = " or ".join(ATTENTION_TYPES)
+            raise ConfigError(f"config.json: attention_type must be {names}, not {self.attention_type!r}.")
         if sorted(self.id2label) != list(range(len(self.id2label))):
             raise ConfigError(f"config.json: id2label must number its labels 0 to n-1, not {sorted(self.id2label)}.")
         return self

@@ -37,13 +37,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.models import kernels
-from core.models.config import ModelConfig
+from core.models.config import ATTENTION_TYPES, ModelConfig
 from core.models.linear import quantize_int8
 from core.models.modeling import device_available, release_free_heap
 from core.models.presets import PRESETS, config_from_name
 
 TASKS = ("encode", "summarize")
-ATTENTIONS = ("block_sparse", "original_full")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # First token id used for random inputs: keeps clear of pad/bos/eos/unk.
 FIRST_ORDINARY_ID = 5
@@ -84,10 +83,10 @@ class BenchSpec:
         if self.task not in TASKS:
             raise BenchError(f"unknown task {self.task!r}; use one of {', '.join(TASKS)}.")
         if not self.attentions:
-            raise BenchError(f"--attention names no attention; use one or more of {', '.join(ATTENTIONS)}.")
+            raise BenchError(f"--attention names no attention; use one or more of {', '.join(ATTENTION_TYPES)}.")
         for kind in self.attentions:
-            if kind not in ATTENTIONS:
-                raise BenchError(f"unknown attention {kind!r}; use one of {', '.join(ATTENTIONS)}.")
+            if kind not in ATTENTION_TYPES:
+                raise BenchError(f"unknown attention {kind!r}; use one of {', '.join(ATTENTION_TYPES)}.")
         if self.dtype not in DTYPES:
             raise BenchError(f"unknown dtype {self.dtype!r}; use one of {', '.join(DTYPES)}.")
         if not self.seq_lens or min(self.seq_lens) < 1 or not self.batch_sizes or min(self.batch_sizes) < 1:

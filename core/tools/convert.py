@@ -32,12 +32,11 @@ from core.models.checkpoints import (
     translate,
     write_safetensors,
 )
-from core.models.config import ModelConfig, load_config
+from core.models.config import ATTENTION_TYPES, ModelConfig, load_config
 from core.models.tokenizers.pieces import SPIECE_HINT
 from core.tasks.documents import describe
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-ATTENTION_TYPES = ("block_sparse", "original_full")
 # Files that travel with the weights unchanged (tokenizer and generation settings).
 COPIED_FILES = (
     "spiece.model",
