@@ -311,3 +311,28 @@ def test_an_unknown_attention_type_is_refused(family, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": config_class.model_type, "attention_type": "x"}))
     with pytest.raises(ConfigError, match="attention_type must be block_sparse or original_full, not 'x'"):
         config_class.from_json_file(tmp_path / "config.json")
+
+
+@pytest.mark.parametrize("with_labels", [False, True])
+@pytest.mark.parametrize(
+    "name", ["BigBirdForMaskedLM", "BigBirdForSequenceClassification", "BigBirdForQuestionAnswering"]
+)
+def test_return_dict_false_gives_the_reference_tuple(name, with_labels, tmp_path):
+    ref, ours = reference_and_ours(name, tmp_path)
+    inputs = make_inputs(name, 40)
+    inputs |= labels_for(name, inputs) if with_labels else {}
+    with torch.no_grad():
+        theirs, mine = ref(**inputs, return_dict=False), ours(**inputs, return_dict=False)
+    assert isinstance(mine, tuple) and len(mine) == len(theirs)
+    for a, b in zip(theirs, mine, strict=True):
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ours(**inputs)[0], theirs[0], atol=1e-4, rtol=1e-4)
+
+
+def test_a_head_refuses_keyword_arguments_it_would_drop(tmp_path):
+    """`attn_mask=` for `attention_mask=` used to leave the padding attended, silently."""
+    model = core.BigBirdForMaskedLM(core.BigBirdConfig(**tiny_config()))
+    ids = torch.randint(5, 100, (1, 20))
+    for name in ("attn_mask", "head_mask"):
+        with pytest.raises(TypeError, match=f"unexpected keyword argument '{name}'"):
+            model(ids, **{name: torch.ones(1, 20)})

@@ -208,11 +208,18 @@ class LMHead(nn.Module):
         return self.decoder(self.norm(self.dense(x))) + self.bias
 
 
+# The keyword arguments a head passes straight through to the encoder.
+ENCODER_ARGS = ("attention_mask", "token_type_ids", "position_ids", "inputs_embeds")
+ENCODER_ARGS += ("output_hidden_states", "output_attentions")
+
+
 def _encoder_args(kwargs: dict) -> dict:
-    """The keyword arguments a head passes straight through to the encoder."""
-    keys = ("attention_mask", "token_type_ids", "position_ids", "inputs_embeds")
-    keys += ("output_hidden_states", "output_attentions")
-    return {k: kwargs[k] for k in keys if k in kwargs}
+    """A head's keyword arguments for its encoder: any other is refused, since dropped it would do nothing
+    silently (`attn_mask=` for `attention_mask=` left padding attended; `head_mask` is not supported)."""
+    unknown = sorted(set(kwargs) - set(ENCODER_ARGS))
+    if unknown:
+        raise TypeError(f"unexpected keyword argument {unknown[0]!r}; the encoder takes {', '.join(ENCODER_ARGS)}")
+    return kwargs
 
 
 def _extras(out: ModelOutput) -> dict:

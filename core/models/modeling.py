@@ -18,7 +18,9 @@ from .linear import Linear
 class ModelOutput(dict):
     """A model's outputs by the seed's names, readable as attributes (`out.logits`) or keys (`out["logits"]`).
 
-    Fields that were not computed are None, so `out.loss` exists whether or not labels were given.
+    Fields that were not computed are None, so `out.loss` exists whether or not labels were given. By position
+    (`out[0]`, `to_tuple()`) only the computed ones count, in order: `loss` first when labels were given, as the
+    reference's tuples are laid out.
     """
 
     def __getattr__(self, name: str) -> Any:
@@ -26,6 +28,15 @@ class ModelOutput(dict):
             return self[name]
         except KeyError:
             raise AttributeError(name) from None
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, (int, slice)):
+            return self.to_tuple()[key]
+        return super().__getitem__(key)
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        """The computed fields, in order (what `return_dict=False` returns)."""
+        return tuple(value for value in self.values() if value is not None)
 
 
 # glibc serves blocks over 32 MiB (its largest mmap threshold) as fresh pages, faulted in on every call and
@@ -86,6 +97,11 @@ class PretrainedModel(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
+
+    def __call__(self, *args: Any, return_dict: bool | None = None, **kwargs: Any) -> Any:
+        """The forward pass; `return_dict=False` gives its computed outputs as a tuple, as the reference does."""
+        out = super().__call__(*args, **kwargs)
+        return out.to_tuple() if return_dict is False and isinstance(out, ModelOutput) else out
 
     def init_weights(self) -> None:
         """Normal(0, initializer_range) for linear and embedding weights, zero biases, unit norms."""
