@@ -329,7 +329,8 @@ def check_not_an_input(path: Path, inputs: Inputs) -> None:
     """Refuse `-o` naming a file the run reads: opening it for writing would empty it before it is read, and
     stdin redirected from it would read the run's own records back without end."""
     target = path.resolve()
-    read = [file.resolve() == target for file in inputs.files()]
+    # A hard link is the same file under another name: resolve() can't tell, the inode can.
+    read = [file.resolve() == target or _same_inode(file, path) for file in inputs.files()]
     if "-" in [*inputs.paths, *inputs.jsonl] and _is_stdin(target):
         raise UsageError(f"-o {path} is the file stdin reads from; write the records to another file.")
     # A new file inside an input folder would be picked up as a document once the run has created it.
@@ -337,6 +338,13 @@ def check_not_an_input(path: Path, inputs: Inputs) -> None:
     inside = any(target.is_relative_to(folder) and any(target.match(g) for g in inputs.globs) for folder in folders)
     if any(read) or inside:
         raise UsageError(f"-o {path} is also an input; write the records to another file.")
+
+
+def _same_inode(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either one missing (-o not written yet)
+        return False
 
 
 def _is_stdin(path: Path) -> bool:

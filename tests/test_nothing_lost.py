@@ -133,6 +133,15 @@ def test_output_naming_an_input_is_refused_before_it_is_opened(tiny_models, tmp_
     result = classify(tiny_models, a, b, "-o", b)
     assert result.exit_code == 2 and "is also an input" in result.output and one_sentence(result.output)
     assert b.read_text() == "second"
+    # A hard link to an input: it emptied the input, and a --jsonl one was read back without end.
+    records = tmp_path / "in.jsonl"
+    records.write_text(json.dumps({"id": "r", "text": "Plants grow."}) + "\n")
+    for source, option in ((a, ()), (records, ("--jsonl",))):
+        link = tmp_path / f"{source.stem}-hard.jsonl"
+        os.link(source, link)
+        result = classify(tiny_models, *option, source, "-o", link)
+        assert result.exit_code == 2 and "is also an input" in result.output
+    assert a.read_text() == "first" and jsonl(records) == [{"id": "r", "text": "Plants grow."}]
     # A new file inside an input folder would be read back as a document.
     result = classify(tiny_models, tmp_path, "-o", tmp_path / "out.txt")
     assert result.exit_code == 2 and not (tmp_path / "out.txt").exists()
