@@ -603,3 +603,34 @@ def test_byte_order_marked_text_is_decoded_and_bad_units_are_warned_about(encodi
 def test_inline_text_with_lone_surrogates_from_python_is_replaced_with_a_warning():
     [doc] = list(Inputs(texts=["a \ud800 b"]).open())
     assert doc.text == "a \ufffd b" and doc.error is None and "--text number 0 is not valid UTF-8" in doc.warning
+
+
+def test_folder_walk_follows_links_once_and_reports_what_it_cant_read(tmp_path, monkeypatch):
+    """A linked folder was skipped, and an unreadable subfolder or a link to nothing vanished silently."""
+    (tmp_path / "in" / "locked").mkdir(parents=True)
+    (tmp_path / "ext").mkdir()
+    (tmp_path / "in" / "own.txt").write_text("own")
+    (tmp_path / "in" / "locked" / "l.txt").write_text("locked")
+    (tmp_path / "ext" / "e.txt").write_text("linked")
+    (tmp_path / "in" / "linked").symlink_to(tmp_path / "ext")
+    (tmp_path / "in" / "loop").symlink_to(tmp_path / "in")  # a folder already read: not again, not without end
+    (tmp_path / "in" / "gone.txt").symlink_to(tmp_path / "nowhere.txt")
+    locked = str(tmp_path / "in" / "locked")
+
+    def refusing(list_folder):
+        def guarded(path=".", *args):
+            if os.fspath(path) == locked:  # as a folder of mode 000 is for anyone but root
+                raise PermissionError(13, "Permission denied", os.fspath(path))
+            return list_folder(path, *args)
+
+        return guarded
+
+    monkeypatch.setattr(os, "scandir", refusing(os.scandir))
+    monkeypatch.setattr(os, "listdir", refusing(os.listdir))
+    docs = {d.id: (d.text, d.error) for d in iter_paths([str(tmp_path / "in")])}
+    assert docs == {
+        "gone.txt": ("", f"it is a link to {tmp_path / 'nowhere.txt'}, which does not exist."),
+        "linked/e.txt": ("linked", None),
+        "locked": ("", "the folder could not be read: Permission denied."),
+        "own.txt": ("own", None),
+    }

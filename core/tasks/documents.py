@@ -169,8 +169,14 @@ def read_file(path: Path, doc_id: str) -> Document:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
+        if path.is_symlink():
+            return Document(doc_id, source, error=f"it is a link to {os.readlink(path)}, which does not exist.")
         return Document(doc_id, source, error="the file does not exist (it may have been moved or deleted).")
     except IsADirectoryError:
+        try:
+            os.listdir(path)
+        except OSError as exc:  # a folder under an input folder that could not be listed: its files are missing
+            return Document(doc_id, source, error=f"the folder could not be read: {exc.strerror or exc}.")
         return Document(doc_id, source, error="it is a directory, not a file.")
     except OSError as exc:
         return Document(doc_id, source, error=f"the file could not be read: {exc.strerror or exc}.")
@@ -191,13 +197,31 @@ def folder_files(folder: Path, globs: Sequence[str]) -> list[Path]:
     """Files under `folder` (recursively) whose names match any of `globs`, in a stable sorted order.
 
     Sorting by the relative path makes the document order, and therefore shards, the same on every machine.
-    Hidden files and folders (names starting with a dot) are skipped, so `.git` never becomes input.
+    Hidden files and folders (names starting with a dot) are skipped, so `.git` never becomes input. Linked
+    folders are followed (each real folder once, so a link loop ends). What can't be read is listed too, so
+    that it becomes an error record rather than missing silently: a subfolder that could not be listed, and a
+    matching link to nothing.
     """
     found: set[Path] = set()
-    for pattern in globs:
-        for path in folder.rglob(pattern):
+    seen: set[tuple[int, int]] = set()
+
+    def unlisted(error: OSError) -> None:
+        if error.filename is not None:
+            found.add(Path(error.filename))
+
+    for root, dirs, files in os.walk(folder, onerror=unlisted, followlinks=True):
+        stat = os.stat(root)
+        if (stat.st_dev, stat.st_ino) in seen:
+            dirs.clear()
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            path = Path(root, name)
             rel = path.relative_to(folder)
-            if path.is_file() and not any(part.startswith(".") for part in rel.parts):
+            if name.startswith(".") or not any(rel.match(pattern) for pattern in globs):
+                continue
+            if path.is_file() or (path.is_symlink() and not path.exists()):
                 found.add(path)
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
