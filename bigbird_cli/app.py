@@ -6,6 +6,7 @@ completion (which runs this program on every TAB) stay fast.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +15,9 @@ import typer
 from . import __version__
 from .commands import bench, classify, convert, mask, qa, summarize
 from .commands import eval as evaluate
+from .errors import EXIT_BROKEN_PIPE
 from .options import Command, Group
+from .output import reader_gone
 
 PROG_NAME = "bigbird"
 # The environment variable Typer/Click completion scripts call back with (derived from the program name).
@@ -79,7 +82,11 @@ def write_completions(directory: Path = COMPLETIONS_DIR) -> list[Path]:
 
 def main() -> None:
     """Console-script entry point (`bigbird`)."""
-    app(prog_name=PROG_NAME)
+    try:
+        app(prog_name=PROG_NAME)
+    except BrokenPipeError:  # stdout's reader went away outside a task run (eval's report, a convert summary)
+        reader_gone()
+        sys.exit(EXIT_BROKEN_PIPE)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,12 @@ import functools
 from core.tasks.documents import InputError, describe
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# Stopped by a signal other than Ctrl-C, as shells report it (128 + the signal's number).
+EXIT_BROKEN_PIPE, EXIT_TERMINATED = 141, 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`timeout`, `kill`, Slurm, `docker stop`), turned into the same orderly stop as Ctrl-C."""
 
 
 class UsageError(Exception):

@@ -240,6 +240,13 @@ def open_jsonl(output: Path | None, *, resume: bool = False) -> JsonlWriter:
     return Output(output, resume=resume).claim().writer()
 
 
+def reader_gone() -> None:
+    """After a BrokenPipeError (`bigbird ... | head`): point stdout at /dev/null, so that Python's flush of stdout
+    on exit finds nothing to complain about."""
+    with contextlib.suppress(OSError, AttributeError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def warn(message: str) -> None:
     """A warning line on stderr."""
     console.print(f"[yellow]warning:[/yellow] {escape(message)}")

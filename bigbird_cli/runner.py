@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +22,18 @@ from typing import Protocol
 from core.tasks.documents import Document, Inputs, describe
 from core.tasks.records import Record, error_record
 
-from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, UsageError, exit_code_for
+from .errors import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    EXIT_TERMINATED,
+    Terminated,
+    UsageError,
+    exit_code_for,
+)
 from .options import CommonOptions
-from .output import JsonlWriter, Output, console, error, info, warn
+from .output import JsonlWriter, Output, console, error, info, reader_gone, warn
 
 # Documents read ahead of the model when --batch-size > 1, as a multiple of the batch size: enough to form
 # batches of similar lengths, few enough that records still stream out steadily.
@@ -253,6 +263,7 @@ def run_command(
     try:
         with ExitStack() as stack:
             stack.callback(output.close)
+            stack.enter_context(_sigterm_stops_in_order())
             shard, docs = _prepare(task_name, common, output, extra_fields)
             engine = _engine(common, make_task, stack)
             with output.writer() as writer:
@@ -265,20 +276,40 @@ def run_command(
                     progress=console.is_terminal and not common.quiet,
                 )
     except BrokenPipeError:
-        # The reader went away (`bigbird ... | head`): stop quietly, as other command-line tools do. Pointing
-        # stdout at /dev/null keeps Python from complaining when it flushes stdout on exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_SOME_FAILED
-    except KeyboardInterrupt:
+        # The reader went away (`bigbird ... | head`): stop quietly with the status a tool killed by SIGPIPE has
+        # (1 would say documents failed).
+        reader_gone()
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt as stop:
         target = common.output or "FILE"
-        error(f"interrupted; the records written so far are whole: rerun with --resume -o {target} to finish.")
-        return EXIT_INTERRUPTED
+        how = "terminated" if isinstance(stop, Terminated) else "interrupted"
+        error(f"{how}; the records written so far are whole: rerun with --resume -o {target} to finish.")
+        return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
     except Exception as exc:  # the model can't be had (on Ray: found when the workers load it), no Ray, ...
         return exit_code_for(exc)
     if not common.quiet:
         skipped = f", {stats.skipped} skipped (already done)" if stats.skipped else ""
         info(f"{task_name}: {stats.ok} done, {stats.failed} failed{skipped}.")
     return stats.exit_code
+
+
+@contextmanager
+def _sigterm_stops_in_order() -> Iterator[None]:
+    """SIGTERM raises Terminated for the duration, so a killed run stops as Ctrl-C stops it: whole lines, a
+    message, its own exit code. Python's default would end the process at once, without a word."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread: signals are not ours to handle there
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 def _prepare(
@@ -289,6 +320,8 @@ def _prepare(
         raise UsageError(f"{task_name} needs a model: give --model or set BIGBIRD_MODEL_{task_name.upper()}.")
     if common.resume and (common.output is None or str(common.output) == "-"):
         raise UsageError("--resume needs -o FILE: it continues the output file of an earlier run.")
+    if common.output is None and sys.stdout is None:  # started with stdout closed (`>&-`)
+        raise UsageError("stdout is closed; give -o FILE for the records.")
     if common.engine != "ray" and (common.workers or common.cpus_per_worker or common.gpus_per_worker):
         raise UsageError("--workers, --cpus-per-worker and --gpus-per-worker size a Ray pool: add --engine ray.")
     if common.gpus_per_worker and common.device.value != "cuda":

@@ -112,7 +112,11 @@ def test_resume_after_a_kill_completes_the_output(bigbird, tiny_models, tmp_path
             assert record["source"] == f"stdin:{int(record['id'][5:]) + 1}"
 
 
-def test_ctrl_c_leaves_whole_lines_and_says_how_to_resume(tiny_models, tmp_path):
+@pytest.mark.parametrize(
+    ("stop", "code", "said"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+)
+def test_ctrl_c_or_sigterm_leaves_whole_lines_and_says_how_to_resume(tiny_models, tmp_path, stop, code, said):
+    """SIGTERM (timeout, Slurm, docker stop) ended the run at once, without a word."""
     out = tmp_path / "out.jsonl"
     cmd = [bigbird_executable(), "mask", "--jsonl", "-", "-m", str(tiny_models["mask"]), "-o", str(out)]
     proc = subprocess.Popen(
@@ -122,13 +126,14 @@ def test_ctrl_c_leaves_whole_lines_and_says_how_to_resume(tiny_models, tmp_path)
         proc.stdin.write(b'{"id": "a", "text": "A [MASK] here."}\n{"id": "b", "text": "no mask"}\n')
         proc.stdin.flush()
         assert b"no [MASK] token" in proc.stderr.readline()  # both records are written by now
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) == 130
+        proc.send_signal(stop)
+        assert proc.wait(timeout=60) == code
         stderr = proc.stderr.read().decode()
     finally:
         proc.kill()
         proc.wait()
-    assert f"--resume -o {out}" in stderr and "Traceback" not in stderr
+    assert f"{said}; the records written so far are whole: rerun with --resume -o {out}" in stderr
+    assert "Traceback" not in stderr
     assert [r["id"] for r in jsonl(out)] == ["a", "b"]
 
 
@@ -208,3 +213,24 @@ def test_progress_only_on_a_terminal_and_not_when_quiet(tiny_models, quiet):
         assert bytes(seen) == b""
     else:
         assert b"2 documents" in seen and b"mask: 2 done, 0 failed." in seen
+
+
+def test_a_reader_that_goes_away_or_a_closed_stdout(tiny_models, tmp_path):
+    """`| head -1` exited 1, which says documents failed; a closed stdout was a traceback after the model loaded."""
+    texts = [arg for i in range(300) for arg in ("--text", f"Paris is the [MASK] of France number {i}.")]
+    cmd = [bigbird_executable(), "mask", "-m", str(tiny_models["mask"]), *texts]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        assert json.loads(proc.stdout.readline())["id"] == "text:0"
+        proc.stdout.close()  # as `head -1` does
+        assert proc.wait(timeout=120) == 141
+        assert b"Traceback" not in proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()
+    closed = subprocess.run(
+        " ".join([*cmd[:4], "--text", "'A [MASK].'", ">&-"]), shell=True, capture_output=True, env=env
+    )
+    assert closed.returncode == 2 and b"stdout is closed; give -o FILE for the records." in closed.stderr
+    assert b"Traceback" not in closed.stderr
