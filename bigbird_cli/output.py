@@ -172,6 +172,7 @@ class Output:
         self.path = None if path is None or str(path) == "-" else path
         self.resume = resume
         self.done_ids: set[str] = set()  # with `resume`: the ids already in the file, known once `writer` ran
+        self.opened = False  # whether `writer` ran: until then a file -o names is as it was before the run
         self._handle: IO[bytes] | None = None
 
     def claim(self) -> Output:
@@ -205,6 +206,7 @@ class Output:
 
     def writer(self) -> JsonlWriter:
         """The writer for the records: stdout, or the claimed file truncated (or compacted with `resume`)."""
+        self.opened = True
         if self.path is None:
             sys.stdout.flush()
             return JsonlWriter(sys.stdout)

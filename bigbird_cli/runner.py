@@ -8,6 +8,7 @@ A task only ever sees a list of readable documents and returns one record per do
 
 from __future__ import annotations
 
+import collections
 import itertools
 import os
 import signal
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from core.tasks.documents import Document, Inputs, describe
-from core.tasks.records import Record, error_record
+from core.tasks.records import RESULT_FIELDS, Record, error_record
 
 from .errors import (
     EXIT_BROKEN_PIPE,
@@ -33,7 +34,7 @@ from .errors import (
     exit_code_for,
 )
 from .options import CommonOptions
-from .output import JsonlWriter, Output, console, error, info, reader_gone, warn
+from .output import JsonlWriter, Output, console, error, info, read_records, reader_gone, warn
 
 # Documents read ahead of the model when --batch-size > 1, as a multiple of the batch size: enough to form
 # batches of similar lengths, few enough that records still stream out steadily.
@@ -283,7 +284,10 @@ def run_command(
     except KeyboardInterrupt as stop:
         target = common.output or "FILE"
         how = "terminated" if isinstance(stop, Terminated) else "interrupted"
-        error(f"{how}; the records written so far are whole: rerun with --resume -o {target} to finish.")
+        if output.path is not None and not output.opened:  # stopped while the model loaded
+            error(f"{how} before any record was written; -o {target} is as it was.")
+        else:
+            error(f"{how}; the records written so far are whole: rerun with --resume -o {target} to finish.")
         return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
     except Exception as exc:  # the model can't be had (on Ray: found when the workers load it), no Ray, ...
         return exit_code_for(exc)
@@ -338,7 +342,31 @@ def _prepare(
     if first is None:
         raise UsageError("no input: the files and folders given hold no documents (see --glob).")
     output.claim()
+    if common.resume:
+        _check_resumed_records(task_name, common)
     return shard, itertools.chain([first], docs)
+
+
+def _check_resumed_records(task_name: str, common: CommonOptions) -> None:
+    """--resume takes the ids in -o as done. Records of another command would be kept as this one's (refused);
+    those of another model are kept, and said so once: a checkpoint that moved is still the same model."""
+    assert common.output is not None
+    field, model = RESULT_FIELDS.get(task_name), str(common.model)
+    others: collections.Counter[str] = collections.Counter()
+    for record in read_records(common.output):
+        if "error" in record or record.get("dry_run"):
+            continue  # run again anyway
+        if field is not None and field not in record:
+            raise UsageError(
+                f"-o {common.output} holds records of another command (no {field!r} field): write {task_name}'s "
+                "records to another file"
+            )
+        if str(record.get("model")) != model:
+            others[str(record.get("model"))] += 1
+    if others:
+        name, count = others.most_common(1)[0]
+        warn(f"{sum(others.values())} records in -o {common.output} were made by another model than {model} "
+             f"({name!r} made {count}); --resume keeps them as done.")  # fmt: skip
 
 
 def checked_inputs(common: CommonOptions, extra_fields: tuple[str, ...]) -> Inputs:

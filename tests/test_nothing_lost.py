@@ -634,3 +634,35 @@ def test_folder_walk_follows_links_once_and_reports_what_it_cant_read(tmp_path, 
         "locked": ("", "the folder could not be read: Permission denied."),
         "own.txt": ("own", None),
     }
+
+
+def test_resume_refuses_another_commands_records_and_warns_of_another_models(tiny_models, tmp_path):
+    """--resume trusted ids alone: mask records in a classify run's file counted as done, exit 0."""
+    out = tmp_path / "out.jsonl"
+    mask_record = {"id": "text:0", "model": str(tiny_models["mask"]), "predictions": []}
+    out.write_text(json.dumps(mask_record) + "\n")
+    result = classify(tiny_models, "--text", "Plants grow.", "-o", out, "--resume")
+    assert result.exit_code == 2 and "holds records of another command (no 'label' field)" in result.output
+    assert jsonl(out) == [mask_record]
+    moved = {"id": "text:0", "model": "/old/place", "label": "neutral"}
+    out.write_text(json.dumps(moved) + "\n")
+    result = classify(tiny_models, "--text", "Plants grow.", "--text", "More.", "-o", out, "--resume")
+    assert result.exit_code == 0 and "1 records in -o" in result.output and "('/old/place' made 1)" in result.output
+    assert [r["id"] for r in jsonl(out)] == ["text:0", "text:1"]
+
+
+def test_a_stop_while_the_model_loads_leaves_the_output_as_it_was(tiny_models, tmp_path, monkeypatch):
+    """It said 'rerun with --resume' there, which would have kept an earlier run's records as this one's."""
+    out = tmp_path / "out.jsonl"
+    out.write_text(json.dumps({"id": "old", "label": "x"}) + "\n")
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ClassifyTask, "__init__", stopped)
+    result = classify(tiny_models, "--text", "Plants grow.", "-o", out)
+    assert (
+        result.exit_code == 130
+        and f"interrupted before any record was written; -o {out} is as it was." in result.output
+    )
+    assert jsonl(out) == [{"id": "old", "label": "x"}]

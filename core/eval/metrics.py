@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from core.tasks.records import RESULT_FIELDS
+
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
 
@@ -157,9 +159,15 @@ def _label(reference: Any) -> str | None:
 
 
 TASKS = {
-    "summarize": TaskMetrics("summarize", "summary", _text, rouge_scores, ROUGE_TYPES, "rouge1"),
-    "qa": TaskMetrics("qa", "answer", _answers, qa_scores, ("exact_match", "f1"), "f1"),
+    "summarize": TaskMetrics("summarize", RESULT_FIELDS["summarize"], _text, rouge_scores, ROUGE_TYPES, "rouge1"),
+    "qa": TaskMetrics("qa", RESULT_FIELDS["qa"], _answers, qa_scores, ("exact_match", "f1"), "f1"),
     "classify": TaskMetrics(
-        "classify", "label", _label, classify_scores, ("accuracy",), "accuracy", {"macro_f1": macro_f1}
+        "classify",
+        RESULT_FIELDS["classify"],
+        _label,
+        classify_scores,
+        ("accuracy",),
+        "accuracy",
+        {"macro_f1": macro_f1},
     ),
 }

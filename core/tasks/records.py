@@ -11,6 +11,8 @@ from typing import Any
 from .documents import Document
 
 Record = dict[str, Any]
+# The field that holds each task's result: what eval scores, and what tells one task's records from another's.
+RESULT_FIELDS = {"summarize": "summary", "qa": "answer", "classify": "label", "mask": "predictions"}
 
 
 def make_record(doc: Document, model: str, *, input_tokens: int, truncated: bool, chunks: int, **fields: Any) -> Record:
