@@ -274,7 +274,7 @@ def run_command(
                     writer,
                     shard=shard,
                     skip_ids=output.done_ids,
-                    progress=console.is_terminal and not common.quiet,
+                    progress=live_progress(common),
                 )
     except BrokenPipeError:
         # The reader went away (`bigbird ... | head`): stop quietly with the status a tool killed by SIGPIPE has
@@ -345,6 +345,15 @@ def _prepare(
     if common.resume:
         _check_resumed_records(task_name, common)
     return shard, itertools.chain([first], docs)
+
+
+def live_progress(common: CommonOptions) -> bool:
+    """Whether to draw the live progress line on stderr: on a terminal, unless the records go to that terminal
+    too (stdout not redirected), where the redrawn line would land inside the JSON lines."""
+    if common.quiet or not console.is_terminal:
+        return False
+    records_on_screen = common.output is None or str(common.output) == "-"
+    return not (records_on_screen and sys.stdout is not None and sys.stdout.isatty())
 
 
 def _check_resumed_records(task_name: str, common: CommonOptions) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -114,3 +117,22 @@ def test_writer_writes_whole_unicode_lines(tmp_path):
     with JsonlWriter(open(path, "wb"), close=True) as writer:
         writer.write({"id": "é", "text": "ünï\ncode"})
     assert path.read_text(encoding="utf-8") == '{"id": "é", "text": "ünï\\ncode"}\n'
+
+
+@pytest.mark.parametrize(
+    ("stderr_tty", "stdout_tty", "output", "shown"),
+    [
+        (True, False, None, True),
+        (True, True, None, False),
+        (True, True, "out.jsonl", True),
+        (False, False, None, False),
+    ],
+)
+def test_live_progress_stays_out_of_records_on_the_same_terminal(monkeypatch, stderr_tty, stdout_tty, output, shown):
+    """Records written to the terminal the progress line is redrawn on came out as `⠙ 0 documents{"id": ...`."""
+    from bigbird_cli import runner
+
+    monkeypatch.setattr(type(runner.console), "is_terminal", property(lambda self: stderr_tty))
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: stdout_tty)
+    common = SimpleNamespace(quiet=False, output=None if output is None else Path(output))
+    assert runner.live_progress(common) is shown
