@@ -133,30 +133,36 @@ def compact_for_resume(path: Path) -> set[str]:
     off by a kill is dropped because it is not valid JSON. The file is rewritten through a temporary file and an
     atomic rename, so a crash here leaves either the old or the new file, both valid up to their last newline.
     """
-    if not path.exists():
-        return set()
-    kept: list[bytes] = []
-    done: set[str] = set()
-    changed = False
-    for raw, record in _resumable_lines(path):
-        if record is None:
-            changed = True
-            continue
-        kept.append(raw)
-        if "id" in record:
-            done.add(str(record["id"]))
+    done, changed = resumable_ids(path)
     if changed:
         # Through a symlink, the file it names is replaced (the link stays), with the file's own permissions.
+        # The kept lines are streamed, a second pass: memory holds the ids, not the file.
         real = path.resolve()
         tmp = real.with_name(real.name + ".resume-tmp")
         try:
-            tmp.write_bytes(b"".join(kept))
+            with open(tmp, "wb") as out:
+                out.writelines(raw for raw, record in _resumable_lines(path) if record is not None)
             shutil.copymode(real, tmp)
             os.replace(tmp, real)
-        except OSError as exc:
+        except BaseException as exc:  # a full disk, or Ctrl-C: no temporary copy of the output is left behind
             tmp.unlink(missing_ok=True)
-            raise OutputError(f"-o {path} can't be prepared for --resume: {exc.strerror or exc}.") from None
+            if isinstance(exc, OSError):
+                raise OutputError(f"-o {path} can't be prepared for --resume: {exc.strerror or exc}.") from None
+            raise
     return done
+
+
+def resumable_ids(path: Path) -> tuple[set[str], bool]:
+    """The ids `--resume` takes as done in `path`, and whether it holds lines to drop (error records, a cut line)."""
+    done: set[str] = set()
+    changed = False
+    if path.exists():
+        for _, record in _resumable_lines(path):
+            if record is None:
+                changed = True
+            elif "id" in record:
+                done.add(str(record["id"]))
+    return done, changed
 
 
 class Output:
@@ -186,6 +192,9 @@ class Output:
             self._handle = self._open_locked(path)
         except OSError as exc:
             raise OutputError(f"-o {path} can't be written: {exc.strerror or exc}.") from None
+        if self.resume and resumable_ids(path)[1] and not os.access(path.resolve().parent, os.W_OK):
+            # Dropping its error records or a cut line rewrites it beside itself: say so before the model loads.
+            raise OutputError(f"-o {path} can't be prepared for --resume: its folder is not writable.")
         return self
 
     @staticmethod

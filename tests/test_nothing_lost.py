@@ -500,14 +500,21 @@ def test_resume_keeps_the_output_file_its_link_and_its_permissions(tiny_models, 
     assert link.is_symlink() and real.stat().st_mode & 0o777 == 0o600
     assert [r["id"] for r in jsonl(real)] == ["text:0", "text:1", "text:2"]
 
-    def disk_full(self, data):
+    def disk_full(*args):  # once the compacted copy is written beside the output
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(Path, "write_bytes", disk_full)
+    monkeypatch.setattr(shutil, "copymode", disk_full)
     classify(tiny_models, "--text", "a", "--text", "", "-o", real)
     result = classify(tiny_models, "--text", "a", "--text", "", "-o", real, "--resume")
     assert result.exit_code == 2 and "No space left on device" in result.output and one_sentence(result.output)
     assert sorted(p.name for p in real.parent.iterdir()) == ["real.jsonl"]  # no temporary file left
+
+    def ctrl_c(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "copymode", ctrl_c)  # a 290 MB copy was left behind by Ctrl-C here
+    assert classify(tiny_models, "--text", "a", "--text", "", "-o", real, "--resume").exit_code == 130
+    assert sorted(p.name for p in real.parent.iterdir()) == ["real.jsonl"]
 
 
 def test_resume_does_not_count_a_dry_runs_plans_as_done(tiny_models, tmp_path):
@@ -666,3 +673,13 @@ def test_a_stop_while_the_model_loads_leaves_the_output_as_it_was(tiny_models, t
         and f"interrupted before any record was written; -o {out} is as it was." in result.output
     )
     assert jsonl(out) == [{"id": "old", "label": "x"}]
+
+
+def test_resume_into_a_read_only_folder_is_refused_before_the_model_loads(tiny_models, tmp_path, monkeypatch):
+    """Compaction rewrites the file beside itself; found only after the model had loaded."""
+    out = tmp_path / "out.jsonl"
+    classify(tiny_models, "--text", "a", "--text", "", "-o", out)  # an error record: compaction rewrites
+    monkeypatch.setattr(os, "access", lambda path, mode: not (path == tmp_path and mode == os.W_OK))
+    monkeypatch.setattr(ClassifyTask, "__init__", lambda *a, **k: pytest.fail("the model loaded"))
+    result = classify(tiny_models, "--text", "a", "-o", out, "--resume")
+    assert result.exit_code == 2 and "can't be prepared for --resume: its folder is not writable." in result.output
