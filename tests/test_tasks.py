@@ -178,3 +178,28 @@ def test_a_tokenizer_of_another_model_is_refused_at_load(tiny_models, tmp_path):
     shutil.copy(tiny_models["classify"] / "spiece.model", mixed)  # a larger vocabulary
     with pytest.raises(TaskError, match="tokenizer files belong to another model"):
         ClassifyTask(str(mixed))
+
+
+def test_summaries_no_shorter_than_their_chunks_are_cut_at_one_whole_window(tiny_models):
+    """A model that never stops early: the round cuts the joined summaries so the loop ends. It kept the first of
+    several near-equal windows (not a whole one) and still said the text was not cut."""
+    task = SummarizeTask(str(tiny_models["summarize"]), num_beams=1)
+    seen = []
+
+    def echo(inputs, size, seeds=None):  # each summary is its input again: as long as it
+        seen.append([len(piece) for piece in inputs])
+        task.ran = ["original_full"] * len(inputs)  # what the real one records per input
+        return [[task.tokenizer.decode(list(piece))] for piece in inputs]
+
+    task.summarize_ids = echo
+    [record] = task([doc(LONG_TEXT * 3)])
+    assert record["chunks"] > 2 and record["truncated"]
+    assert seen[-1] == [task.capacity]  # the last round read one whole window
+
+
+def test_a_question_that_is_a_list_or_an_object_is_an_error_record(tiny_models):
+    """Its Python repr ("['x']") was asked instead."""
+    task = QATask(str(tiny_models["qa"]))
+    records = task([doc("Paris is big.", "a", question=["Which city?"]), doc("Paris is big.", "b", question=7)])
+    assert records[0]["error"] == "the 'question' field is a list, not a question."
+    assert "error" not in records[1]  # a number is text enough

@@ -101,6 +101,8 @@ class QATask(Task):
         text = self.question if self.question is not None else doc.fields.get(self.question_field)
         if text is None or not str(text).strip():
             raise DocumentError("no question: give --question or a question field in the record.")
+        if isinstance(text, (bool, list, dict)):  # its Python repr ("['x']") would have been asked instead
+            raise DocumentError(f"the {self.question_field!r} field is a {type(text).__name__}, not a question.")
         text = str(text)
         q_ids = self.question_ids if self.question is not None else self.encode(text).ids.tolist()
         if not q_ids:

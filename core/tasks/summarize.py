@@ -24,7 +24,7 @@ from .documents import Document
 from .records import Record
 
 # Options that only change sampled generation: given without it they do nothing, which the user should hear.
-SAMPLING_OPTIONS = ("temperature", "top_k", "top_p")
+SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "seed")
 
 
 class SummarizeTask(Task):
@@ -82,7 +82,8 @@ class SummarizeTask(Task):
                 f"summarize: --min-new-tokens {min_new_tokens} is more than the {self.generation.max_length - 1}"
                 " new tokens the checkpoint's max_length allows; give --max-new-tokens too."
             )
-        sampling = [f"--{name.replace('_', '-')}" for name in SAMPLING_OPTIONS if given[name] is not None]
+        chosen = {**given, "seed": seed}
+        sampling = [f"--{name.replace('_', '-')}" for name in SAMPLING_OPTIONS if chosen[name] is not None]
         if sampling and not self.generation.do_sample:
             verb = "applies" if len(sampling) == 1 else "apply"
             self.warnings.append(f"{', '.join(sampling)} only {verb} to sampling: add --do-sample.")
@@ -129,8 +130,10 @@ class SummarizeTask(Task):
                 windows = split_even(len(joined), self.capacity)
                 if len(windows) >= len(pieces[i]):
                     # The summaries are no shorter than their inputs (a model that never stops early): cut the
-                    # joined summaries at the window instead of looping forever.
-                    windows = windows[:1]
+                    # joined summaries at one whole window instead of looping forever, and say the text was cut.
+                    windows = [(0, min(len(joined), self.capacity))]
+                    n, _, chunks = prepared[i]
+                    prepared[i] = (n, True, chunks)
                 pieces[i] = [joined[s:e] for s, e in windows]
             rounds += 1
 
