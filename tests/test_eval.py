@@ -410,3 +410,20 @@ def test_resuming_eval_on_a_plain_task_run_is_refused(bigbird, tmp_path):
     result = bigbird("eval", "qa", "-m", "unused", "--jsonl", inputs, "-o", output, "--resume", check_rc=2)
     assert f"score them with `bigbird eval qa --predictions {output}`" in result.stderr.decode()
     assert output.read_text() == json.dumps({"id": "a", "answer": "Paris"}) + "\n"
+
+
+def test_squad_v2_unanswerable_questions_are_scored_as_its_script_does(bigbird, tmp_path):
+    """{"text": [], "answer_start": []} was 'no reference', so a SQuAD v2 dev set could not be scored."""
+    inputs, predictions = tmp_path / "dev.jsonl", tmp_path / "run.jsonl"
+    gold = {"text": [], "answer_start": []}
+    inputs.write_text("".join(json.dumps({"id": i, "answers": gold}) + "\n" for i in "ab"))
+    predictions.write_text(
+        json.dumps({"id": "a", "answer": ""}) + "\n" + json.dumps({"id": "b", "answer": "Paris"}) + "\n"
+    )
+    report = last_report(
+        bigbird("eval", "qa", "--predictions", predictions, "--jsonl", inputs, "-q", check_rc=0).stdout
+    )
+    # SQuAD v2's script: no gold answer counts as [""], and against it only an empty answer scores.
+    expected = [100 * float(squad_normalize(answer) == "") for answer in ("", "Paris")]
+    assert report["metrics"]["exact_match"] == pytest.approx(np.mean(expected))
+    assert report["metrics"]["f1"] == pytest.approx(np.mean(expected)) and report["failed"] == 0

@@ -73,8 +73,12 @@ def _token_f1(prediction: list[str], gold: list[str]) -> float:
 
 
 def qa_scores(prediction: str, answers: Sequence[str]) -> dict[str, float]:
-    """Exact match and token F1 of one answer, each the best over the gold answers (aliases)."""
+    """Exact match and token F1 of one answer, each the best over the gold answers (aliases). Against no answer
+    (`NO_ANSWER`: SQuAD v2's unanswerable questions) both are 100 for an empty prediction and 0 otherwise, as
+    SQuAD v2's script scores them."""
     predicted = normalize_answer(prediction)
+    if list(answers) == NO_ANSWER:
+        return dict.fromkeys(("exact_match", "f1"), 100.0 * (predicted == ""))
     golds = [normalize_answer(answer) for answer in answers]
     return {
         "exact_match": 100.0 * max(float(predicted == gold) for gold in golds),
@@ -82,10 +86,16 @@ def qa_scores(prediction: str, answers: Sequence[str]) -> dict[str, float]:
     }
 
 
+# The gold answers of an unanswerable question: SQuAD v2 gives it {"text": [], "answer_start": []}.
+NO_ANSWER = [""]
+
+
 def gold_answers(reference: Any) -> list[str]:
     """The gold answers of a QA reference: a string, a list of aliases, SQuAD's {"text": [...]} or TriviaQA's
-    {"aliases": [...]}; an empty list when there are none."""
+    {"aliases": [...]}; `NO_ANSWER` for SQuAD v2's empty {"text": []}; an empty list when there are none."""
     if isinstance(reference, dict):
+        if reference.get("text") == [] and "answer_start" in reference:
+            return list(NO_ANSWER)
         reference = reference.get("text", reference.get("aliases"))
     if isinstance(reference, str):
         reference = [reference]
