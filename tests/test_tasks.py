@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -203,3 +204,17 @@ def test_a_question_that_is_a_list_or_an_object_is_an_error_record(tiny_models):
     records = task([doc("Paris is big.", "a", question=["Which city?"]), doc("Paris is big.", "b", question=7)])
     assert records[0]["error"] == "the 'question' field is a list, not a question."
     assert "error" not in records[1]  # a number is text enough
+
+
+def test_labels_of_the_same_name_keep_their_own_scores(tiny_models, tmp_path):
+    """id2label {0: pos, 1: pos}: `scores` lost one of them, and `score` was no longer `scores[label]`."""
+    checkpoint = tmp_path / "same-names"
+    shutil.copytree(tiny_models["classify"], checkpoint)
+    config = json.loads((checkpoint / "config.json").read_text())
+    names = {str(i): name for i, name in enumerate(["pos", "neg", "pos"][: len(config["id2label"])])}
+    (checkpoint / "config.json").write_text(json.dumps({**config, "id2label": names, "label2id": {}}))
+    task = ClassifyTask(str(checkpoint))
+    assert task.labels == ["pos (0)", "neg", "pos (2)"]
+    assert task.warnings == ["the checkpoint gives labels the same name; they go by pos (0), pos (2)."]
+    [record] = task([doc("Plants grow.")])
+    assert len(record["scores"]) == 3 and record["score"] == record["scores"][record["label"]]

@@ -226,7 +226,7 @@ class Evaluate:
             config = load_config(path)
         except (CheckpointError, OSError, ValueError) as exc:
             raise UsageError(f"{common.model}: its labels can't be read ({first_line(exc)})") from None
-        return [config.id2label[i] for i in range(config.num_labels)]
+        return config.label_names()
 
     # The report ---------------------------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ put in the file.
 
 from __future__ import annotations
 
+import collections
 import copy
 import json
 from pathlib import Path
@@ -125,6 +126,13 @@ class ModelConfig:
     @property
     def label2id(self) -> dict[str, int]:
         return {label: i for i, label in self.id2label.items()}
+
+    def label_names(self) -> list[str]:
+        """The labels by id, a name given to more than one id followed by the id ("pos (0)", "pos (1)"): records
+        map names to scores, and two labels under one name would lose one of them."""
+        names = [self.id2label[i] for i in range(self.num_labels)]
+        counts = collections.Counter(names)
+        return [f"{name} ({i})" if counts[name] > 1 else name for i, name in enumerate(names)]
 
     # Serialisation -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

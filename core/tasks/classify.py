@@ -48,7 +48,11 @@ class ClassifyTask(Task):
         require_positive(top_k=top_k)
         super().__init__(model, **settings)
         self.top_k = top_k
-        self.labels = [self.config.id2label[i] for i in range(self.config.num_labels)]
+        names = [self.config.id2label[i] for i in range(self.config.num_labels)]
+        self.labels = self.config.label_names()
+        renamed = [new for new, old in zip(self.labels, names, strict=True) if new != old]
+        if renamed:
+            self.warnings.append(f"the checkpoint gives labels the same name; they go by {', '.join(renamed)}.")
         self.function = function or default_function(self.config.problem_type, self.config.num_labels)
         if self.function not in FUNCTIONS:
             raise TaskError(f"--function takes {', '.join(FUNCTIONS)}, not {self.function!r}.")
