@@ -216,3 +216,26 @@ def test_hub_id_resolves_from_the_local_cache_offline(tmp_path):
     assert Path(lines[0]) == snapshot
     assert lines[1].startswith("ERROR model google/not-cached is not in the local Hub cache")
     assert lines[1].count(".") <= 2  # one sentence
+
+
+def test_a_new_head_on_a_pretrained_body_starts_at_random_with_a_warning(tmp_path, caplog):
+    """As the seed's examples do (a classifier on google/bigbird-roberta-base, to fine-tune); strict refuses it,
+    as the tasks load, and a body weight missing is an error either way."""
+    tiny_model().save_pretrained(tmp_path)  # a masked-LM checkpoint: no classifier
+    with caplog.at_level("WARNING"):
+        model = core.BigBirdForSequenceClassification.from_pretrained(
+            tmp_path, num_labels=3, problem_type="multi_label_classification"
+        )
+    assert model.config.num_labels == 3 and model.config.problem_type == "multi_label_classification"
+    assert "classifier.dense.weight" in caplog.text and "initialised at random" in caplog.text
+    body = core.BigBirdForMaskedLM.from_pretrained(tmp_path).bert.state_dict()
+    for name, tensor in model.bert.state_dict().items():
+        if name in body:  # the pretrained body is the checkpoint's
+            assert torch.equal(tensor, body[name]), name
+    with pytest.raises(CheckpointError, match="classifier.dense.weight is missing"):
+        core.BigBirdForSequenceClassification.from_pretrained(tmp_path, strict=True)
+    tensors = read_state_dict(tmp_path)
+    del tensors["bert.encoder.layer.0.output.dense.weight"]
+    write_safetensors(tensors, tmp_path / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"output\.dense\.weight is missing"):
+        core.BigBirdForSequenceClassification.from_pretrained(tmp_path)

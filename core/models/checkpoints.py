@@ -306,13 +306,26 @@ def _stored_names(model: nn.Module) -> Iterator[tuple[str, str, torch.Tensor]]:
         yield ours, theirs, tensor
 
 
-def load_weights(model: nn.Module, directory: str | Path) -> None:
-    """Fill `model` from a checkpoint directory; a missing or mis-shaped tensor is an error naming it."""
+# Where a head class keeps the model it is built on (BigBird's `bert`, Pegasus' `model`): what lies outside is the
+# head itself.
+BODY_PREFIXES = ("bert.", "model.")
+
+
+def load_weights(model: nn.Module, directory: str | Path, *, strict: bool = True) -> list[str]:
+    """Fill `model` from a checkpoint directory; a missing or mis-shaped tensor is an error naming it.
+
+    Unless `strict`, the weights of a head the checkpoint lacks (a classifier on a pretrained body, to fine-tune)
+    keep their random init, and their checkpoint names are returned; the body must still be whole.
+    """
     table = TABLES[model.config_class.model_type]
     stored = read_state_dict(directory)
     values: dict[str, torch.Tensor] = {}
+    missing: list[str] = []
     for ours, theirs, param in _stored_names(model):
         found = next((c for c in _candidates(theirs, table) if c in stored), None)
+        if found is None and not strict and not ours.startswith(BODY_PREFIXES):
+            missing.append(theirs)
+            continue
         if found is None:
             raise CheckpointError(f"{directory}: weight {theirs} is missing from the checkpoint.")
         tensor = stored[found]
@@ -323,6 +336,7 @@ def load_weights(model: nn.Module, directory: str | Path) -> None:
         values[ours] = tensor
     model.load_state_dict(values, strict=False)
     model.tie_weights()
+    return missing
 
 
 def checkpoint_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

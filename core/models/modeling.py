@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -13,6 +14,8 @@ from torch import nn
 
 from .config import ModelConfig, apply_generation_config
 from .linear import Linear
+
+log = logging.getLogger(__name__)
 
 
 class ModelOutput(dict):
@@ -140,14 +143,31 @@ class PretrainedModel(nn.Module):
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
         config: ModelConfig | None = None,
+        strict: bool = False,
+        torch_dtype: torch.dtype | str | None = None,
+        **config_overrides: Any,
     ):
-        """Load a Hub id or a local checkpoint directory; the model comes back in eval mode."""
+        """Load a Hub id or a local checkpoint directory; the model comes back in eval mode.
+
+        As in the reference, a head the checkpoint lacks starts from random weights, with a warning naming them
+        (a classifier on google/bigbird-roberta-base, to fine-tune), and keyword arguments set config fields
+        (`num_labels=3`, `problem_type=...`). `strict` refuses that instead: the tasks load with it, since a
+        random head gives meaningless records. `torch_dtype` is the reference's older name for `dtype`.
+        """
         from .checkpoints import load_weights, resolve_checkpoint
 
         directory = resolve_checkpoint(name_or_path, revision=revision)
         config = config or cls.read_config(directory)
+        if config_overrides:
+            config = config.copy()
+            for key, value in config_overrides.items():
+                setattr(config, key, value)
         model = cls(config)
-        load_weights(model, directory)
+        missing = load_weights(model, directory, strict=strict)
+        if missing:
+            log.warning("%s: %s has no %s in the checkpoint: initialised at random, to be trained.",
+                        name_or_path, cls.__name__, ", ".join(missing))  # fmt: skip
+        dtype = dtype if dtype is not None else torch_dtype
         if dtype is not None:
             model.to(dtype=getattr(torch, dtype) if isinstance(dtype, str) else dtype)
         if device is not None:

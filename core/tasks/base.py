@@ -213,7 +213,7 @@ class Task:
 
         cls = model_class(self.heads[self.model_type])
         try:
-            return cls.from_pretrained(self.path, device=self.device, dtype=dtype, config=self.config)
+            return cls.from_pretrained(self.path, device=self.device, dtype=dtype, config=self.config, strict=True)
         except Exception as exc:  # weights missing, of the wrong shape, or unreadable: one sentence, no traceback
             reason = describe(exc)
             raise TaskError(f"{self.model_name}: the {cls.__name__} weights can't be loaded ({reason}).") from None

@@ -247,7 +247,7 @@ def build_model(spec: BenchSpec, config: ModelConfig) -> nn.Module:
         torch.manual_seed(spec.seed)
         model = cls(config)
     else:
-        model = cls.from_pretrained(spec.model, revision=spec.revision, config=config)
+        model = cls.from_pretrained(spec.model, revision=spec.revision, config=config, strict=True)
     return model.to(device=spec.device, dtype=DTYPES[spec.dtype]).eval()
 
 

@@ -306,8 +306,9 @@ def verify(src: Path, dst: Path) -> dict[str, Any]:
     cls = model_class_for(dst_config)
     inputs = probe_inputs(dst_config, cls)
     with torch.inference_mode():
-        before = _output_tensors(cls.from_pretrained(src, config=src_config, dtype=torch.float32)(**inputs))
-        after = _output_tensors(cls.from_pretrained(dst, config=dst_config, dtype=torch.float32)(**inputs))
+        loaded = [cls.from_pretrained(d, config=c, dtype=torch.float32, strict=True) for d, c in
+                  ((src, src_config), (dst, dst_config))]  # fmt: skip
+        before, after = (_output_tensors(model(**inputs)) for model in loaded)
     common = [k for k in before if k in after and before[k].shape == after[k].shape]
     if not common:
         raise ConvertError(f"{cls.__name__} gave no comparable outputs for SRC and DST.")
