@@ -336,3 +336,16 @@ def test_a_head_refuses_keyword_arguments_it_would_drop(tmp_path):
     for name in ("attn_mask", "head_mask"):
         with pytest.raises(TypeError, match=f"unexpected keyword argument '{name}'"):
             model(ids, **{name: torch.ones(1, 20)})
+
+
+def test_misuse_is_one_clear_error():
+    """encoder_hidden_states on a model without cross-attention was an AttributeError about BigBirdLayer.cross;
+    quantize_int8 on torch's own nn.Linear handed the model back unchanged, looking quantized."""
+    model = core.BigBirdModel(core.BigBirdConfig(**tiny_config()))
+    ids = torch.randint(5, 100, (1, 20))
+    with pytest.raises(ValueError, match="add_cross_attention=True"):
+        model(ids, encoder_hidden_states=torch.zeros(1, 5, 32))
+    with pytest.raises(ValueError, match="has no core Linear layer"):
+        core.quantize_int8(torch.nn.Sequential(torch.nn.Linear(4, 4)))
+    with pytest.raises(TypeError, match="not str"):
+        core.quantize_int8("google/bigbird-roberta-base")

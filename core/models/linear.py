@@ -295,7 +295,14 @@ class Linear(nn.Linear):
 
 
 def quantize_int8(model: nn.Module, inplace: bool = False) -> nn.Module:
-    """`model` (or, unless `inplace`, a copy of it) with its linear layers running dynamic int8 on the CPU."""
+    """`model` (or, unless `inplace`, a copy of it) with its linear layers running dynamic int8 on the CPU.
+
+    Only this toolkit's `Linear` layers are quantized; a model without any (torch's own nn.Linear) is refused
+    rather than handed back unchanged, which would look like int8 and run float32."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"quantize_int8 takes a model (torch.nn.Module), not {type(model).__name__}")
+    if not any(isinstance(module, Linear) for module in model.modules()):
+        raise ValueError(f"{type(model).__name__} has no core Linear layer to quantize (torch's nn.Linear is not one)")
     quantized = model if inplace else copy.deepcopy(model)
     for module in quantized.modules():
         if isinstance(module, Linear):
