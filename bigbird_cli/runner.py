@@ -9,6 +9,7 @@ A task only ever sees a list of readable documents and returns one record per do
 from __future__ import annotations
 
 import collections
+import hashlib
 import itertools
 import os
 import signal
@@ -61,7 +62,10 @@ class TaskFactory(Protocol):
 
 @dataclass(frozen=True)
 class Shard:
-    """The `index`-th (0-based) of `count` deterministic slices: document number k belongs to shard k % count."""
+    """The `index`-th (0-based) of `count` deterministic slices, by a hash of the document's id: a document stays
+    in its shard when others are added to or removed from the inputs between runs (by position, every document
+    after a new one moved, and resumed shards did some twice and lost others), and a repeated id lands in one
+    shard, where it is caught."""
 
     index: int
     count: int
@@ -79,7 +83,12 @@ class Shard:
         return cls(index, count)
 
     def select(self, docs: Iterable[Document]) -> Iterator[Document]:
-        return (doc for k, doc in enumerate(docs) if k % self.count == self.index)
+        return (doc for doc in docs if self.of(doc.id) == self.index)
+
+    def of(self, doc_id: str) -> int:
+        """The shard a document id belongs to (the same on every machine and Python: no salted hash())."""
+        digest = hashlib.sha256(doc_id.encode("utf-8", errors="surrogatepass")).digest()
+        return int.from_bytes(digest[:8], "little") % self.count
 
 
 @dataclass

@@ -71,6 +71,12 @@ def test_shards_cover_the_input_exactly_once():
     docs = docs_of([str(i) for i in range(10)])
     seen = [d.id for i in range(3) for d in Shard(i, 3).select(docs)]
     assert sorted(seen) == sorted(d.id for d in docs) and len(seen) == len(docs)
+    assert all(len(list(Shard(i, 3).select(docs))) for i in range(3))  # each shard has work
+    # A document added before the others moves none of them (by position, every later one changed shard).
+    added = [Document("new", "new", "new text"), *docs]
+    assert {d.id: i for i in range(3) for d in Shard(i, 3).select(added) if d.id != "new"} == {
+        d.id: i for i in range(3) for d in Shard(i, 3).select(docs)
+    }
     assert Shard.parse("2/3") == Shard(2, 3)
     for bad in ("3/3", "-1/2", "1", "a/b", "0/0"):
         with pytest.raises(ValueError):
