@@ -196,7 +196,7 @@ def read_stream(stream: BinaryIO, doc_id: str = "stdin", source: str = "stdin") 
 def folder_files(folder: Path, globs: Sequence[str]) -> list[Path]:
     """Files under `folder` (recursively) whose names match any of `globs`, in a stable sorted order.
 
-    Sorting by the relative path makes the document order, and therefore shards, the same on every machine.
+    Sorting by the relative path makes the document order (and so the records' order) the same on every machine.
     Hidden files and folders (names starting with a dot) are skipped, so `.git` never becomes input. Linked
     folders are followed (each real folder once, so a link loop ends). What can't be read is listed too, so
     that it becomes an error record rather than missing silently: a subfolder that could not be listed, and a
