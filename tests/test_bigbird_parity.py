@@ -349,3 +349,19 @@ def test_misuse_is_one_clear_error():
         core.quantize_int8(torch.nn.Sequential(torch.nn.Linear(4, 4)))
     with pytest.raises(TypeError, match="not str"):
         core.quantize_int8("google/bigbird-roberta-base")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["BigBirdForMaskedLM", "BigBirdForSequenceClassification", "BigBirdForQuestionAnswering",
+     "BigBirdForMultipleChoice", "BigBirdForTokenClassification", "BigBirdForPreTraining"],
+)  # fmt: skip
+def test_int32_labels_give_the_int64_loss(name, tmp_path):
+    """The reference takes them; the loss raised 'expected scalar type Long' here."""
+    ref, ours = reference_and_ours(name, tmp_path)
+    inputs = make_inputs(name, 40)
+    labels = labels_for(name, inputs)
+    narrow = {key: value.to(torch.int32) for key, value in labels.items()}
+    with torch.no_grad():
+        expected = ref(**inputs, **labels).loss
+        torch.testing.assert_close(ours(**inputs, **narrow).loss, expected, atol=1e-4, rtol=1e-4)

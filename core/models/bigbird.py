@@ -247,7 +247,7 @@ class BigBirdForMaskedLM(BigBirdPretrainedModel):
         logits = self.lm(out.last_hidden_state)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten().to(logits.device))
+            loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten().long().to(logits.device))
         return ModelOutput(loss=loss, logits=logits, **_extras(out))
 
 
@@ -289,7 +289,7 @@ class BigBirdForCausalLM(BigBirdPretrainedModel):
         loss = None
         if labels is not None:
             shifted = logits[:, :-1].flatten(0, 1).float()
-            loss = F.cross_entropy(shifted, labels[:, 1:].flatten().to(logits.device), ignore_index=-100)
+            loss = F.cross_entropy(shifted, labels[:, 1:].flatten().long().to(logits.device), ignore_index=-100)
         return ModelOutput(
             loss=loss,
             logits=logits,
@@ -327,9 +327,9 @@ class BigBirdForPreTraining(BigBirdPretrainedModel):
         nsp_logits = self.nsp(out.pooler_output)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten().to(logits.device))
+            loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten().long().to(logits.device))
             if next_sentence_label is not None:
-                loss = loss + F.cross_entropy(nsp_logits, next_sentence_label.flatten().to(logits.device))
+                loss = loss + F.cross_entropy(nsp_logits, next_sentence_label.flatten().long().to(logits.device))
         return ModelOutput(loss=loss, prediction_logits=logits, seq_relationship_logits=nsp_logits, **_extras(out))
 
 
@@ -346,7 +346,7 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type
     if problem_type == "regression":
         return F.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype))
     if problem_type == "single_label_classification":
-        return F.cross_entropy(logits.view(-1, num_labels), labels.view(-1))
+        return F.cross_entropy(logits.view(-1, num_labels), labels.view(-1).long())
     return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
 
 
@@ -396,7 +396,7 @@ class BigBirdForMultipleChoice(BigBirdPretrainedModel):
         flat = {k: (v.flatten(0, 1) if isinstance(v, torch.Tensor) else v) for k, v in args.items()}
         out = self.bert(input_ids.flatten(0, 1) if input_ids is not None else None, **flat)
         logits = self.classifier(self.dropout(out.pooler_output)).view(-1, num_choices)
-        loss = F.cross_entropy(logits, labels) if labels is not None else None
+        loss = F.cross_entropy(logits, labels.long()) if labels is not None else None
         return ModelOutput(loss=loss, logits=logits, **_extras(out))
 
 
@@ -414,7 +414,7 @@ class BigBirdForTokenClassification(BigBirdPretrainedModel):
         logits = self.classifier(self.dropout(out.last_hidden_state))
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits.view(-1, self.config.num_labels), labels.view(-1))
+            loss = F.cross_entropy(logits.view(-1, self.config.num_labels), labels.view(-1).long())
         return ModelOutput(loss=loss, logits=logits, **_extras(out))
 
 
@@ -444,8 +444,8 @@ def question_mask(question_lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
 def span_loss(start_logits, end_logits, start_positions, end_positions) -> torch.Tensor:
     """Mean of start and end cross-entropies; positions outside the sequence are ignored."""
     ignored = start_logits.shape[1]
-    start = start_positions.view(-1).clamp(0, ignored)
-    end = end_positions.view(-1).clamp(0, ignored)
+    start = start_positions.view(-1).long().clamp(0, ignored)
+    end = end_positions.view(-1).long().clamp(0, ignored)
     return (
         F.cross_entropy(start_logits, start, ignore_index=ignored)
         + F.cross_entropy(end_logits, end, ignore_index=ignored)

@@ -432,7 +432,7 @@ class BigBirdPegasusForConditionalGeneration(BigBirdPegasusPretrainedModel):
         logits = self.lm_head(out.last_hidden_state) + self.final_logits_bias.to(out.last_hidden_state.dtype)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits.view(-1, self.config.vocab_size), labels.view(-1).to(logits.device))
+            loss = F.cross_entropy(logits.view(-1, self.config.vocab_size), labels.view(-1).long().to(logits.device))
         return ModelOutput(loss=loss, logits=logits, **_seq2seq_extras(out))
 
     def generate(
@@ -593,7 +593,7 @@ class BigBirdPegasusForCausalLM(BigBirdPegasusPretrainedModel):
         logits = self.lm_head(out.last_hidden_state)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits.view(-1, self.config.vocab_size), labels.view(-1).to(logits.device))
+            loss = F.cross_entropy(logits.view(-1, self.config.vocab_size), labels.view(-1).long().to(logits.device))
         return ModelOutput(
             loss=loss,
             logits=logits,
