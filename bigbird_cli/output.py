@@ -175,7 +175,7 @@ class Output:
     """
 
     def __init__(self, path: Path | None, *, resume: bool = False) -> None:
-        self.path = None if path is None or str(path) == "-" else path
+        self.path = output_file(path)
         self.resume = resume
         self.done_ids: set[str] = set()  # with `resume`: the ids already in the file, known once `writer` ran
         self.opened = False  # whether `writer` ran: until then a file -o names is as it was before the run
@@ -244,6 +244,11 @@ def _same_file(handle: IO[bytes], path: Path) -> bool:
         return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
     except OSError:
         return False
+
+
+def output_file(output: Path | None) -> Path | None:
+    """The file `-o` names, or None where the records go to stdout (no -o, or `-o -`)."""
+    return None if output is None or str(output) == "-" else output
 
 
 def open_jsonl(output: Path | None, *, resume: bool = False) -> JsonlWriter:

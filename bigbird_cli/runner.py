@@ -35,7 +35,7 @@ from .errors import (
     exit_code_for,
 )
 from .options import CommonOptions
-from .output import JsonlWriter, Output, console, error, info, read_records, reader_gone, warn
+from .output import JsonlWriter, Output, console, error, info, output_file, read_records, reader_gone, warn
 
 # Documents read ahead of the model when --batch-size > 1, as a multiple of the batch size: enough to form
 # batches of similar lengths, few enough that records still stream out steadily.
@@ -331,9 +331,9 @@ def _prepare(
     """The checks that need no model: options, inputs (opened, first document read), the output claimed."""
     if common.model is None or not str(common.model).strip():
         raise UsageError(f"{task_name} needs a model: give --model or set BIGBIRD_MODEL_{task_name.upper()}.")
-    if common.resume and (common.output is None or str(common.output) == "-"):
+    if common.resume and output.path is None:
         raise UsageError("--resume needs -o FILE: it continues the output file of an earlier run.")
-    if common.output is None and sys.stdout is None:  # started with stdout closed (`>&-`)
+    if output.path is None and sys.stdout is None:  # started with stdout closed (`>&-`)
         raise UsageError("stdout is closed; give -o FILE for the records.")
     if common.engine != "ray" and (common.workers or common.cpus_per_worker or common.gpus_per_worker):
         raise UsageError("--workers, --cpus-per-worker and --gpus-per-worker size a Ray pool: add --engine ray.")
@@ -361,7 +361,7 @@ def live_progress(common: CommonOptions) -> bool:
     too (stdout not redirected), where the redrawn line would land inside the JSON lines."""
     if common.quiet or not console.is_terminal:
         return False
-    records_on_screen = common.output is None or str(common.output) == "-"
+    records_on_screen = output_file(common.output) is None
     return not (records_on_screen and sys.stdout is not None and sys.stdout.isatty())
 
 

@@ -427,3 +427,15 @@ def test_squad_v2_unanswerable_questions_are_scored_as_its_script_does(bigbird, 
     expected = [100 * float(squad_normalize(answer) == "") for answer in ("", "Paris")]
     assert report["metrics"]["exact_match"] == pytest.approx(np.mean(expected))
     assert report["metrics"]["f1"] == pytest.approx(np.mean(expected)) and report["failed"] == 0
+
+
+def test_eval_with_o_dash_writes_the_records_to_stdout(bigbird, tiny_models, tmp_path):
+    """`-o -` means stdout, as in every command; eval read a file named '-' back and raised FileNotFoundError."""
+    inputs = tmp_path / "dev.jsonl"
+    inputs.write_text(json.dumps({"id": "a", "text": "A good film.", "label": "positive"}) + "\n")
+    result = bigbird(
+        "eval", "classify", "-m", tiny_models["classify"], "--jsonl", inputs, "-o", "-", "-q", check_rc=None
+    )
+    lines = result.stdout.decode().splitlines()
+    assert b"Traceback" not in result.stderr and len(lines) == 2
+    assert json.loads(lines[0])["id"] == "a" and last_report(result.stdout)["documents"] == 1

@@ -26,7 +26,7 @@ from core.tasks.records import Record, error_record
 
 from ..errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, UsageError, exit_code_for
 from ..options import Command, CommonOptions, Group
-from ..output import console, error, open_jsonl, read_records, warn
+from ..output import console, error, open_jsonl, output_file, read_records, warn
 from ..runner import EVALUATION, RecordMaker, TaskFactory, check_not_an_input, checked_inputs, run_command
 from . import classify, qa, summarize
 
@@ -117,7 +117,7 @@ class Evaluate:
 
         with tempfile.TemporaryDirectory(prefix="bigbird-eval-") as tmp:
             # Without -o the records still go to stdout, but through a file, so the report can read them back.
-            to_stdout = common.output is None and not common.resume
+            to_stdout = output_file(common.output) is None and not common.resume
             output = Path(tmp) / "predictions.jsonl" if to_stdout else common.output
             code = run_command(
                 task_name, replace(common, output=output), make_scored_task, extra_fields=(*extra_fields, self.field)
