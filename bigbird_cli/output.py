@@ -15,7 +15,7 @@ import shutil
 import signal
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -125,7 +125,7 @@ def _resumable_lines(path: Path) -> Iterator[tuple[bytes, dict[str, Any] | None]
             yield raw, record if kept else None
 
 
-def compact_for_resume(path: Path) -> set[str]:
+def compact_for_resume(path: Path, scanned: tuple[set[str], bool] | None = None) -> set[str]:
     """Prepare an existing output for appending: keep only its whole, successful records; return their ids (the
     documents `--resume` skips), read in the same pass.
 
@@ -133,7 +133,7 @@ def compact_for_resume(path: Path) -> set[str]:
     off by a kill is dropped because it is not valid JSON. The file is rewritten through a temporary file and an
     atomic rename, so a crash here leaves either the old or the new file, both valid up to their last newline.
     """
-    done, changed = resumable_ids(path)
+    done, changed = scanned if scanned is not None else resumable_ids(path)
     if changed:
         # Through a symlink, the file it names is replaced (the link stays), with the file's own permissions.
         # The kept lines are streamed, a second pass: memory holds the ids, not the file.
@@ -152,15 +152,19 @@ def compact_for_resume(path: Path) -> set[str]:
     return done
 
 
-def resumable_ids(path: Path) -> tuple[set[str], bool]:
-    """The ids `--resume` takes as done in `path`, and whether it holds lines to drop (error records, a cut line)."""
+def resumable_ids(path: Path, check: Callable[[dict[str, Any]], None] | None = None) -> tuple[set[str], bool]:
+    """The ids `--resume` takes as done in `path`, and whether it holds lines to drop (error records, a cut line).
+    `check` sees every record kept as done, in the same pass (it raises to refuse the file)."""
     done: set[str] = set()
     changed = False
     if path.exists():
         for _, record in _resumable_lines(path):
             if record is None:
                 changed = True
-            elif "id" in record:
+                continue
+            if check is not None:
+                check(record)
+            if "id" in record:
                 done.add(str(record["id"]))
     return done, changed
 
@@ -174,11 +178,15 @@ class Output:
     runs, or two shards, from interleaving records in one file.
     """
 
-    def __init__(self, path: Path | None, *, resume: bool = False) -> None:
+    def __init__(
+        self, path: Path | None, *, resume: bool = False, check: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
         self.path = output_file(path)
         self.resume = resume
         self.done_ids: set[str] = set()  # with `resume`: the ids already in the file, known once `writer` ran
         self.opened = False  # whether `writer` ran: until then a file -o names is as it was before the run
+        self.check = check  # with `resume`: sees each record kept as done while `claim` reads the file
+        self._scanned: tuple[set[str], bool] | None = None  # what `claim` found: done ids, lines to drop
         self._handle: IO[bytes] | None = None
 
     def claim(self) -> Output:
@@ -192,7 +200,9 @@ class Output:
             self._handle = self._open_locked(path)
         except OSError as exc:
             raise OutputError(f"-o {path} can't be written: {exc.strerror or exc}.") from None
-        if self.resume and resumable_ids(path)[1] and not os.access(path.resolve().parent, os.W_OK):
+        if self.resume:  # the file is read once, here: `writer` compacts it from what was found
+            self._scanned = resumable_ids(path, self.check)
+        if self._scanned is not None and self._scanned[1] and not os.access(path.resolve().parent, os.W_OK):
             # Dropping its error records or a cut line rewrites it beside itself: say so before the model loads.
             raise OutputError(f"-o {path} can't be prepared for --resume: its folder is not writable.")
         return self
@@ -223,7 +233,7 @@ class Output:
             self.claim()
         assert self._handle is not None
         if self.resume:
-            self.done_ids = compact_for_resume(self.path)
+            self.done_ids = compact_for_resume(self.path, self._scanned)
             if _regular_size(self._handle.fileno()) is not None and not _same_file(self._handle, self.path):
                 # Compacting renamed a new file into place: lock that one before letting go of the old.
                 old, self._handle = self._handle, self._open_locked(self.path)

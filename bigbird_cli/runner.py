@@ -35,7 +35,7 @@ from .errors import (
     exit_code_for,
 )
 from .options import CommonOptions
-from .output import JsonlWriter, Output, console, error, info, output_file, read_records, reader_gone, warn
+from .output import JsonlWriter, Output, console, error, info, output_file, reader_gone, warn
 
 # Documents read ahead of the model when --batch-size > 1, as a multiple of the batch size: enough to form
 # batches of similar lengths, few enough that records still stream out steadily.
@@ -268,13 +268,15 @@ def run_command(
     evaluation = EVALUATION.get()
     if evaluation is not None:
         return evaluation(task_name, common, make_task, extra_fields)
-    output = Output(common.output, resume=common.resume)
+    resumed = ResumedRecords(task_name, common)
+    output = Output(common.output, resume=common.resume, check=resumed)
     stats = RunStats()
     try:
         with ExitStack() as stack:
             stack.callback(output.close)
             stack.enter_context(_sigterm_stops_in_order())
             shard, docs = _prepare(task_name, common, output, extra_fields)
+            resumed.warn_of_other_models()  # the output was read as it was claimed, before the model loads
             engine = _engine(common, make_task, stack)
             with output.writer() as writer:
                 stats = run(
@@ -351,8 +353,6 @@ def _prepare(
     if first is None:
         raise UsageError("no input: the files and folders given hold no documents (see --glob).")
     output.claim()
-    if common.resume:
-        _check_resumed_records(task_name, common)
     return shard, itertools.chain([first], docs)
 
 
@@ -365,26 +365,30 @@ def live_progress(common: CommonOptions) -> bool:
     return not (records_on_screen and sys.stdout is not None and sys.stdout.isatty())
 
 
-def _check_resumed_records(task_name: str, common: CommonOptions) -> None:
-    """--resume takes the ids in -o as done. Records of another command would be kept as this one's (refused);
-    those of another model are kept, and said so once: a checkpoint that moved is still the same model."""
-    assert common.output is not None
-    field, model = RESULT_FIELDS.get(task_name), str(common.model)
-    others: collections.Counter[str] = collections.Counter()
-    for record in read_records(common.output):
-        if "error" in record or record.get("dry_run"):
-            continue  # run again anyway
-        if field is not None and field not in record:
+class ResumedRecords:
+    """--resume takes the ids in -o as done: this sees each record kept so, as the output is read. Records of another
+    command would be kept as this one's (refused); those of another model are kept, and said so once: a checkpoint
+    that moved is still the same model."""
+
+    def __init__(self, task_name: str, common: CommonOptions) -> None:
+        self.task_name, self.output = task_name, common.output
+        self.field, self.model = RESULT_FIELDS.get(task_name), str(common.model)
+        self.others: collections.Counter[str] = collections.Counter()
+
+    def __call__(self, record: dict) -> None:
+        if self.field is not None and self.field not in record:
             raise UsageError(
-                f"-o {common.output} holds records of another command (no {field!r} field): write {task_name}'s "
-                "records to another file"
+                f"-o {self.output} holds records of another command (no {self.field!r} field): write "
+                f"{self.task_name}'s records to another file"
             )
-        if str(record.get("model")) != model:
-            others[str(record.get("model"))] += 1
-    if others:
-        name, count = others.most_common(1)[0]
-        warn(f"{sum(others.values())} records in -o {common.output} were made by another model than {model} "
-             f"({name!r} made {count}); --resume keeps them as done.")  # fmt: skip
+        if str(record.get("model")) != self.model:
+            self.others[str(record.get("model"))] += 1
+
+    def warn_of_other_models(self) -> None:
+        if self.others:
+            name, count = self.others.most_common(1)[0]
+            warn(f"{sum(self.others.values())} records in -o {self.output} were made by another model than "
+                 f"{self.model} ({name!r} made {count}); --resume keeps them as done.")  # fmt: skip
 
 
 def checked_inputs(common: CommonOptions, extra_fields: tuple[str, ...]) -> Inputs:
