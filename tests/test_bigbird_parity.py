@@ -365,3 +365,60 @@ def test_int32_labels_give_the_int64_loss(name, tmp_path):
     with torch.no_grad():
         expected = ref(**inputs, **labels).loss
         torch.testing.assert_close(ours(**inputs, **narrow).loss, expected, atol=1e-4, rtol=1e-4)
+
+
+def assert_extra_outputs_match(ref_out, our_out) -> int:
+    """Every tuple of per-layer tensors the reference returned (hidden states, attentions), returned by us too,
+    as many, of the same shape; the hidden states equal within TOL. Returns how many tuples were compared."""
+    compared = 0
+    for key, theirs in ref_out.items():
+        if not (isinstance(theirs, tuple) and theirs and isinstance(theirs[0], torch.Tensor)):
+            continue
+        mine = our_out[key]
+        assert isinstance(mine, tuple) and len(mine) == len(theirs), key
+        for a, b in zip(theirs, mine, strict=True):
+            assert a.shape == b.shape, key
+            if "hidden_states" in key:
+                assert (a - b).abs().max() <= TOL, key
+        compared += 1
+    return compared
+
+
+@pytest.mark.parametrize("source", ["config.json", "keyword"])
+@pytest.mark.parametrize("name", CLASSES)
+def test_config_output_options_are_honoured(name, source, tmp_path):
+    """The seed: hidden states and attentions are returned "when output_hidden_states=True is passed or when
+    config.output_hidden_states=True"; the config fields were kept but never read, so nothing came back."""
+    options = {"output_hidden_states": True, "output_attentions": True}
+    # The decoder's inputs are short: full attention, where the reference's block-sparse fallback returns none.
+    layout = {"attention_type": "original_full"} if name == "BigBirdForCausalLM" else {}
+    ref_config = transformers.BigBirdConfig(**tiny_config(**layout, **(options if source == "config.json" else {})))
+    ref_config.is_decoder = name == "BigBirdForCausalLM"
+    getattr(transformers, name)(ref_config).save_pretrained(tmp_path)
+    overrides = options if source == "keyword" else {}
+    ref = getattr(transformers, name).from_pretrained(tmp_path, **overrides).eval()
+    ours = getattr(core, name).from_pretrained(tmp_path, **overrides)
+    inputs = make_inputs(name, 200)  # block-sparse (on a short input the reference's attentions come back empty)
+    with torch.no_grad():
+        ref_out, our_out = ref(**inputs), ours(**inputs)
+        assert assert_extra_outputs_match(ref_out, our_out) == 2
+        # An argument still wins over the config.
+        plain = ours(**inputs, output_hidden_states=False, output_attentions=False)
+    assert plain.hidden_states is None and plain.attentions is None
+
+
+@pytest.mark.parametrize("name", ["BigBirdForMaskedLM", "BigBirdForQuestionAnswering"])
+def test_config_return_dict_false_gives_the_reference_tuple(name, tmp_path):
+    """config.return_dict=False: the model the user calls returns the tuple the reference gives for
+    return_dict=False (a head still reads its inner model's outputs by name), and an argument wins over the
+    config. The reference itself, given the config field, fails in its heads (they read the inner model's tuple
+    by name), so the tuple is taken from it with the argument."""
+    ref, _ = reference_and_ours(name, tmp_path)
+    ours = getattr(core, name).from_pretrained(tmp_path, return_dict=False)
+    inputs = make_inputs(name, 40)
+    with torch.no_grad():
+        theirs, mine = ref(**inputs, return_dict=False), ours(**inputs)
+        assert isinstance(theirs, tuple) and isinstance(mine, tuple) and len(mine) == len(theirs)
+        for a, b in zip(theirs, mine, strict=True):
+            torch.testing.assert_close(b, a, atol=TOL, rtol=TOL)
+        assert not isinstance(ours(**inputs, return_dict=True), tuple)

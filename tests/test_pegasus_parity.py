@@ -308,3 +308,43 @@ def test_encoder_feed_forward_in_token_slices_keeps_parity(monkeypatch, tmp_path
         ref_out = ref(**inputs)
         monkeypatch.setattr(core.models.modeling, "FFN_SLICE_ELEMENTS", 2 * 48 * 5)  # 5 tokens per slice
         assert_outputs_match(ref_out, ours(**inputs))
+
+
+@pytest.mark.parametrize("source", ["config.json", "keyword"])
+@pytest.mark.parametrize("name", CLASSES)
+def test_config_output_options_are_honoured(name, source, tmp_path):
+    """The seed: every layer's states and attentions come back "when output_hidden_states=True is passed or when
+    config.output_hidden_states=True"; the config fields were kept but never read, so nothing came back."""
+    options = {"output_hidden_states": True, "output_attentions": True}
+    config = transformers.BigBirdPegasusConfig(**tiny_config(**(options if source == "config.json" else {})))
+    getattr(transformers, name)(config).save_pretrained(tmp_path)
+    overrides = options if source == "keyword" else {}
+    ref = getattr(transformers, name).from_pretrained(tmp_path, **overrides).eval()
+    ours = getattr(core, name).from_pretrained(tmp_path, **overrides)
+    inputs = make_inputs(name, 64)
+    with torch.no_grad():
+        ref_out, our_out = ref(**inputs), ours(**inputs)
+        plain = ours(**inputs, output_hidden_states=False, output_attentions=False)  # an argument wins
+    expected = {k for k, v in ref_out.items() if isinstance(v, tuple) and v and isinstance(v[0], torch.Tensor)}
+    assert len(expected) == (2 if name == "BigBirdPegasusForCausalLM" else 5)
+    for key in expected:
+        theirs, mine = ref_out[key], our_out[key]
+        assert isinstance(mine, tuple) and len(mine) == len(theirs), key
+        for a, b in zip(theirs, mine, strict=True):
+            assert a.shape[:2] == b.shape[:2], key  # intermediate encoder states: the reference keeps block padding
+            if "hidden_states" in key:
+                assert (a[:, : b.shape[1]] - b).abs().max() <= TOL, key
+        assert plain[key] is None, key
+
+
+def test_generate_ignores_the_config_output_options(tmp_path):
+    """A checkpoint saved asking for every layer's outputs, and for tuples, still generates the reference's tokens:
+    the steps ask for logits only."""
+    config = transformers.BigBirdPegasusConfig(**tiny_config(output_hidden_states=True, output_attentions=True))
+    transformers.BigBirdPegasusForConditionalGeneration(config).save_pretrained(tmp_path)
+    ref = transformers.BigBirdPegasusForConditionalGeneration.from_pretrained(tmp_path).eval()
+    ours = core.BigBirdPegasusForConditionalGeneration.from_pretrained(tmp_path, return_dict=False)
+    inputs = make_inputs("BigBirdPegasusForConditionalGeneration", 64)
+    options = {"num_beams": 3, "max_new_tokens": 6}
+    theirs = ref.generate(**inputs, **options)  # a dict of outputs: the config asks the reference for them all
+    assert torch.equal(ours.generate(**inputs, **options), theirs.sequences)

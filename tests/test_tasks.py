@@ -218,3 +218,29 @@ def test_labels_of_the_same_name_keep_their_own_scores(tiny_models, tmp_path):
     assert task.warnings == ["the checkpoint gives labels the same name; they go by pos (0), pos (2)."]
     [record] = task([doc("Plants grow.")])
     assert len(record["scores"]) == 3 and record["score"] == record["scores"][record["label"]]
+
+
+@pytest.mark.parametrize("task_name", ["classify", "qa", "mask", "summarize"])
+def test_a_checkpoint_asking_for_every_output_gives_the_same_records(task_name, tiny_models, tmp_path):
+    """config.json may ask forward calls for tuples and every layer's states (the fields are honoured now): a task
+    reads its outputs by name, so its records are those of the plain checkpoint, not a failure per document."""
+    make = {"classify": ClassifyTask, "qa": QATask, "mask": MaskTask, "summarize": SummarizeTask}[task_name]
+    options = {"max_new_tokens": 4} if task_name == "summarize" else {}
+    text = "The museum opened a new wing. [MASK] paintings hang there." if task_name == "mask" else LONG_TEXT
+    document = doc(text, question="What opened?")
+    checkpoint = tmp_path / "every-output"
+    shutil.copytree(tiny_models[task_name], checkpoint)
+    config = json.loads((checkpoint / "config.json").read_text())
+    asks = {"return_dict": False, "output_hidden_states": True, "output_attentions": True}
+    (checkpoint / "config.json").write_text(json.dumps({**config, **asks}))
+    [expected] = make(str(tiny_models[task_name]), **options)([document])
+    [record] = make(str(checkpoint), **options)([document])
+    assert "error" not in record
+    assert same_result(record, expected)
+
+
+def same_result(a: dict, b: dict) -> bool:
+    """Two records of one document agree on everything but the model's path and the time taken."""
+    return {k: v for k, v in a.items() if k not in ("model", "seconds")} == {
+        k: v for k, v in b.items() if k not in ("model", "seconds")
+    }

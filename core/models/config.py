@@ -24,6 +24,10 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "tie_word_embeddings": True,
     "problem_type": None,
     "torch_dtype": None,
+    # What a forward call returns when it does not say (the seed: "or when config.output_hidden_states=True").
+    "output_hidden_states": False,
+    "output_attentions": False,
+    "return_dict": True,
 }
 
 

@@ -26,6 +26,8 @@ from .modeling import release_free_heap
 
 # Added to the score of a beam or hypothesis to take it out of the running (the reference's constant).
 EXCLUDED = -1.0e9
+# A decoding step wants the logits only, whatever the config asks forward calls to return.
+STEP_OUTPUTS = {"return_dict": True, "output_hidden_states": False, "output_attentions": False}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -389,6 +391,7 @@ def generate(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor |
             decoder_input_ids=seqs[:, cache.length :],
             past_key_values=cache,
             use_cache=True,
+            **STEP_OUTPUTS,
         )
         return out.logits[:, -1].float()
 
@@ -425,6 +428,7 @@ def generate_causal(model: Any, input_ids: torch.Tensor, attention_mask: torch.T
             position_ids=full_positions[:, past:length],
             past_key_values=cache,
             use_cache=True,
+            **STEP_OUTPUTS,
         )
         return out.logits[:, -1].float()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import ctypes
 import functools
 import logging
@@ -87,6 +88,12 @@ def feed_forward_in_slices(ffn: Callable[[torch.Tensor], torch.Tensor], x: torch
     return torch.cat([ffn(part) for part in x.split(tokens, dim=1)], dim=1)
 
 
+# Config fields a call's keyword arguments of the same name override (`return_dict` is the third).
+OUTPUT_OPTIONS = ("output_hidden_states", "output_attentions")
+# Set while a model's forward runs, so that the models it calls inside know they are not the one the user called.
+_INSIDE_A_MODEL: contextvars.ContextVar[bool] = contextvars.ContextVar("inside_a_model", default=False)
+
+
 class PretrainedModel(nn.Module):
     """Base of every model class: random init from a config, and loading/saving in the Hub layout.
 
@@ -102,8 +109,25 @@ class PretrainedModel(nn.Module):
         self.config = config
 
     def __call__(self, *args: Any, return_dict: bool | None = None, **kwargs: Any) -> Any:
-        """The forward pass; `return_dict=False` gives its computed outputs as a tuple, as the reference does."""
-        out = super().__call__(*args, **kwargs)
+        """The forward pass; `return_dict=False` gives its computed outputs as a tuple, as the reference does.
+
+        An output option the call leaves out (or passes as None) is the config's, as the seed documents it
+        (`from_pretrained(path, output_hidden_states=True)`, or the field in config.json). The config's
+        `return_dict` only counts for the model the user called: a head reads its inner model's outputs by name.
+        """
+        for key in OUTPUT_OPTIONS:
+            if kwargs.get(key) is None:
+                kwargs.pop(key, None)
+                if getattr(self.config, key):
+                    kwargs[key] = True
+        outermost = not _INSIDE_A_MODEL.get()
+        token = _INSIDE_A_MODEL.set(True)
+        try:
+            out = super().__call__(*args, **kwargs)
+        finally:
+            _INSIDE_A_MODEL.reset(token)
+        if return_dict is None and outermost:
+            return_dict = self.config.return_dict
         return out.to_tuple() if return_dict is False and isinstance(out, ModelOutput) else out
 
     def init_weights(self) -> None:

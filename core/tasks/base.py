@@ -206,6 +206,10 @@ class Task:
         if config.model_type not in self.heads:
             kinds = " or ".join("BigBird" if f == BIGBIRD else "BigBirdPegasus" for f in self.heads)
             raise TaskError(f"{self.name} needs a {kinds} checkpoint, and {model} is a {config.model_type} model.")
+        # A task reads the outputs it needs by name; a checkpoint saved asking for every layer's states (or for
+        # tuples) would only cost memory, or break every record.
+        config.output_hidden_states = config.output_attentions = False
+        config.return_dict = True
         return path, config
 
     def _load_model(self, dtype: str | None) -> torch.nn.Module:

@@ -308,7 +308,7 @@ def verify(src: Path, dst: Path) -> dict[str, Any]:
     with torch.inference_mode():
         loaded = [cls.from_pretrained(d, config=c, dtype=torch.float32, strict=True) for d, c in
                   ((src, src_config), (dst, dst_config))]  # fmt: skip
-        before, after = (_output_tensors(model(**inputs)) for model in loaded)
+        before, after = (_output_tensors(model(**inputs, return_dict=True)) for model in loaded)
     common = [k for k in before if k in after and before[k].shape == after[k].shape]
     if not common:
         raise ConvertError(f"{cls.__name__} gave no comparable outputs for SRC and DST.")
