@@ -190,12 +190,17 @@ def oracle_python() -> Path:
 @pytest.fixture(scope="session")
 def oracle_answers(model_dirs: dict[str, Path]) -> dict[str, list[dict]]:
     """All parity cases of both families, answered by one oracle process."""
-    requests = [{"family": f, "model_dir": str(model_dirs[f]), "cases": cases(f)} for f in FAMILIES]
+    return ask_oracle({f: (f, model_dirs[f]) for f in FAMILIES})
+
+
+def ask_oracle(requests: dict[str, tuple[str, Path]]) -> dict[str, list[dict]]:
+    """Every parity case of a family, run by the reference on each named (family, tokenizer folder)."""
+    payload = [{"family": f, "model_dir": str(d), "cases": cases(f)} for f, d in requests.values()]
     env = dict(os.environ, TRANSFORMERS_VERBOSITY="error", HF_HUB_OFFLINE="1", PYTHONNOUSERSITE="1")
     env.pop("PYTHONPATH", None)
     done = subprocess.run(
         [str(oracle_python()), str(ORACLE_SCRIPT)],
-        input=json.dumps(requests),
+        input=json.dumps(payload),
         capture_output=True,
         text=True,
         env=env,
@@ -203,7 +208,7 @@ def oracle_answers(model_dirs: dict[str, Path]) -> dict[str, list[dict]]:
     )
     if done.returncode != 0:
         pytest.fail(f"tokenizer oracle failed:\n{done.stderr[-3000:]}")
-    return dict(zip(FAMILIES, json.loads(done.stdout), strict=True))
+    return dict(zip(requests, json.loads(done.stdout), strict=True))
 
 
 CASE_IDS = [(family, i) for family in FAMILIES for i in range(len(cases(family)))]
@@ -211,11 +216,13 @@ CASE_IDS = [(family, i) for family in FAMILIES for i in range(len(cases(family))
 
 @pytest.mark.parametrize(("family", "index"), CASE_IDS, ids=[f"{f}-{i}" for f, i in CASE_IDS])
 def test_parity_with_transformers_456(family: str, index: int, tokenizers: dict, oracle_answers: dict) -> None:
-    case = cases(family)[index]
-    answer = oracle_answers[family][index]
+    assert_case_matches(tokenizers[family], cases(family)[index], oracle_answers[family][index])
+
+
+def assert_case_matches(tokenizer: Any, case: dict, answer: dict) -> None:
     assert "error" not in answer, f"oracle failed on {case}: {answer['error']}"
     try:
-        ours = run_case(tokenizers[family], case)
+        ours = run_case(tokenizer, case)
     except ValueError as exc:
         # Where the chosen side is too short to cut, transformers logs an error and returns the pair uncut; we
         # raise. Such a case must be one transformers could not fit either.
@@ -223,6 +230,40 @@ def test_parity_with_transformers_456(family: str, index: int, tokenizers: dict,
         assert len(answer["value"]["input_ids"]) > case["kwargs"]["max_length"]
         return
     assert ours == answer["value"], case
+
+
+def test_save_pretrained_is_read_back_the_same_here_and_by_the_reference(
+    tokenizers: dict, model_dirs: dict, oracle_answers: dict, tmp_path: Path
+) -> None:
+    """Each family's tokenizer saved by us reads back, here and in transformers 4.56.2, as the folder it came
+    from; so does a BigBird one with settings of its own (a [MASK] that keeps the space before it, a length
+    limit). There was no save_pretrained or save_vocabulary, so a fine-tuned model could not be saved whole."""
+    saved = {family: (family, tmp_path / family) for family in FAMILIES}
+    for family, tokenizer in tokenizers.items():
+        written = tokenizer.save_pretrained(tmp_path / family)
+        names = sorted(Path(p).name for p in written)
+        assert names == ["special_tokens_map.json", "spiece.model", "tokenizer_config.json"]
+    custom = BigBirdTokenizer(model_dirs["bigbird"] / "spiece.model", mask_token="[MASK]", model_max_length=77)
+    custom.save_pretrained(tmp_path / "custom")
+    saved["custom"] = ("bigbird", tmp_path / "custom")
+    answers = ask_oracle(saved)
+    for name, (family, folder) in saved.items():
+        reloaded = FAMILIES[family].from_pretrained(folder)
+        for case, answer in zip(cases(family), answers[name], strict=True):
+            assert_case_matches(reloaded, case, answer)
+        if name != "custom":
+            assert answers[name] == oracle_answers[family]
+    assert answers["custom"][0]["value"]["model_max_length"] == 77
+    assert answers["custom"] != oracle_answers["bigbird"]  # "the [MASK]." keeps its "▁" piece now
+
+
+def test_save_vocabulary_writes_the_sentencepiece_model(tokenizers: dict, model_dirs: dict, tmp_path: Path) -> None:
+    for family, tokenizer in tokenizers.items():
+        (path,) = tokenizer.save_vocabulary(tmp_path, filename_prefix=family)
+        assert Path(path) == tmp_path / f"{family}-spiece.model"
+        assert Path(path).read_bytes() == (model_dirs[family] / "spiece.model").read_bytes()
+        with pytest.raises(NotADirectoryError, match="is not a folder"):
+            tokenizer.save_vocabulary(tmp_path / "missing")
 
 
 # Sentencepiece itself --------------------------------------------------------------------------------------

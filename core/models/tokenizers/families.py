@@ -106,6 +106,11 @@ class PegasusTokenizer(SentencePieceTokenizer):
             clean_up_tokenization_spaces=clean_up_tokenization_spaces,
         )
 
+    @property
+    def offset(self) -> int:
+        """How many ids are reserved below sentencepiece's (the reference's name for it)."""
+        return self.id_offset
+
     def _affixes(self, pair: bool) -> tuple[list[int], list[int], list[int]]:
         return [], [], [self.eos_token_id]
 

@@ -151,6 +151,45 @@ class SentencePieceCore:
                 kwargs[key] = _added_token(value, declared)
         return cls(directory / "spiece.model", **kwargs)
 
+    # Saving -------------------------------------------------------------------------------------------------
+
+    def save_vocabulary(self, save_directory: str | Path, filename_prefix: str | None = None) -> tuple[str]:
+        """Write the sentencepiece model into an existing folder as `[prefix-]spiece.model`; its path, in a tuple."""
+        directory = Path(save_directory)
+        if not directory.is_dir():
+            raise NotADirectoryError(f"{save_directory} is not a folder to save the vocabulary in.")
+        path = directory / f"{filename_prefix + '-' if filename_prefix else ''}spiece.model"
+        path.write_bytes(self.sp.serialized_model_proto())
+        return (str(path),)
+
+    def save_pretrained(self, save_directory: str | Path) -> tuple[str, ...]:
+        """Write spiece.model, tokenizer_config.json and special_tokens_map.json (the folder is made if missing),
+        which `from_pretrained` here and the reference's tokenizer read back as this one; the paths written.
+
+        A fine-tuned model saved beside it is then a checkpoint every command takes as `--model`.
+        """
+        directory = Path(save_directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tokens = {key: self._saved_token(key) for key in self.token_keys}
+        settings = {key: getattr(self, key) for key in self.setting_keys if getattr(self, key) is not None}
+        files = {
+            "tokenizer_config.json": {"tokenizer_class": type(self).__name__, **settings, **tokens},
+            "special_tokens_map.json": tokens,
+        }
+        for name, content in files.items():
+            (directory / name).write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return (*self.save_vocabulary(directory), *(str(directory / name) for name in files))
+
+    def _saved_token(self, key: str) -> str | dict[str, Any]:
+        """A role token (`mask_token`, ...) as the JSON files hold it: its text, or with the whitespace it swallows
+        (the reference's own files write a plain string where nothing is swallowed, and some keys take no other)."""
+        content = getattr(self, key)
+        token = self.added_tokens_decoder.get(self._added_ids.get(content, -1), AddedToken(content))
+        if not (token.lstrip or token.rstrip):
+            return content
+        return {"content": content, "lstrip": token.lstrip, "rstrip": token.rstrip, "normalized": False,
+                "single_word": False, "special": True}  # fmt: skip
+
     # Vocabulary ---------------------------------------------------------------------------------------------
 
     @property
