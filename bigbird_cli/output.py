@@ -138,6 +138,8 @@ def compact_for_resume(path: Path, scanned: tuple[set[str], bool] | None = None)
         # Through a symlink, the file it names is replaced (the link stays), with the file's own permissions.
         # The kept lines are streamed, a second pass: memory holds the ids, not the file.
         real = path.resolve()
+        if real.stat().st_nlink > 1:
+            warn(f"-o {path} has other hard links: --resume rewrites it as a new file, and they keep the old one.")
         tmp = real.with_name(real.name + ".resume-tmp")
         try:
             with open(tmp, "wb") as out:
@@ -200,8 +202,9 @@ class Output:
             self._handle = self._open_locked(path)
         except OSError as exc:
             raise OutputError(f"-o {path} can't be written: {exc.strerror or exc}.") from None
-        if self.resume:  # the file is read once, here: `writer` compacts it from what was found
+        if self.resume and path.is_file():  # the file is read once, here: `writer` compacts it from what was found
             self._scanned = resumable_ids(path, self.check)
+        # A pipe or a device holds no earlier records to continue (reading a pipe we write to would never end).
         if self._scanned is not None and self._scanned[1] and not os.access(path.resolve().parent, os.W_OK):
             # Dropping its error records or a cut line rewrites it beside itself: say so before the model loads.
             raise OutputError(f"-o {path} can't be prepared for --resume: its folder is not writable.")
@@ -232,7 +235,7 @@ class Output:
         if self._handle is None:
             self.claim()
         assert self._handle is not None
-        if self.resume:
+        if self.resume and self.path.is_file():
             self.done_ids = compact_for_resume(self.path, self._scanned)
             if _regular_size(self._handle.fileno()) is not None and not _same_file(self._handle, self.path):
                 # Compacting renamed a new file into place: lock that one before letting go of the old.

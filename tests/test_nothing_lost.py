@@ -683,3 +683,29 @@ def test_resume_into_a_read_only_folder_is_refused_before_the_model_loads(tiny_m
     monkeypatch.setattr(ClassifyTask, "__init__", lambda *a, **k: pytest.fail("the model loaded"))
     result = classify(tiny_models, "--text", "a", "-o", out, "--resume")
     assert result.exit_code == 2 and "can't be prepared for --resume: its folder is not writable." in result.output
+
+
+@pytest.mark.parametrize("command", ["classify", "eval"])
+def test_resume_into_a_pipe_writes_instead_of_waiting_forever(command, tiny_models, tmp_path):
+    """`-o FIFO --resume` opened the pipe for writing, then read it for earlier records: the run waited on
+    itself forever. eval also read its records back from -o for the report. A pipe holds no earlier records."""
+    import os
+    import subprocess
+    import threading
+
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text('{"id": "a", "text": "Plants grow.", "label": "positive"}\n{"id": "b", "text": "Rain."}\n')
+    pipe = tmp_path / "records.pipe"
+    os.mkfifo(pipe)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(pipe.read_bytes()), daemon=True)
+    reader.start()
+    args = ["classify"] if command == "classify" else ["eval", "classify"]
+    args += ["--jsonl", inputs, "-m", tiny_models["classify"], "-o", pipe, "--resume", "-q"]
+    done = subprocess.run([bigbird_executable(), *map(str, args)], capture_output=True, timeout=120)
+    reader.join(timeout=30)
+    assert done.returncode == (0 if command == "classify" else 1), done.stderr  # eval: "b" has no reference
+    records = [json.loads(line) for line in received[0].splitlines()]
+    assert [r["id"] for r in records] == ["a", "b"]
+    if command == "eval":
+        assert "metrics" in records[0] and '"accuracy"' in done.stdout.decode()

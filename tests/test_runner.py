@@ -118,6 +118,17 @@ def test_compact_keeps_a_clean_file_untouched(tmp_path):
     assert path.stat().st_mtime_ns == before
 
 
+def test_compacting_a_hard_linked_output_says_the_links_keep_the_old_file(tmp_path, capsys):
+    """The rewrite goes through a new file renamed into place: another name for the old one is left behind."""
+    path, other = tmp_path / "out.jsonl", tmp_path / "other-name.jsonl"
+    path.write_text('{"id": "a"}\n{"id": "b", "error": "x"}\n')
+    other.hardlink_to(path)
+    assert compact_for_resume(path) == {"a"}
+    assert path.read_text() == '{"id": "a"}\n' and "other hard links" in capsys.readouterr().err
+    compact_for_resume(other)  # a single name now: nothing to say
+    assert "hard links" not in capsys.readouterr().err
+
+
 def test_writer_writes_whole_unicode_lines(tmp_path):
     path = tmp_path / "w.jsonl"
     with JsonlWriter(open(path, "wb"), close=True) as writer:

@@ -116,17 +116,19 @@ class Evaluate:
             return ScoredTask(built[-1], self)
 
         with tempfile.TemporaryDirectory(prefix="bigbird-eval-") as tmp:
-            # Without -o the records still go to stdout, but through a file, so the report can read them back.
-            to_stdout = output_file(common.output) is None and not common.resume
-            output = Path(tmp) / "predictions.jsonl" if to_stdout else common.output
+            # Without -o the records still go to stdout, but through a file, so the report can read them back; so
+            # do records for a pipe or a device, which can't be read back (and hold none to resume).
+            target = output_file(common.output)
+            through_tmp = (target is None and not common.resume) or (target is not None and _not_a_file(target))
+            output = Path(tmp) / "predictions.jsonl" if through_tmp else common.output
             code = run_command(
                 task_name, replace(common, output=output), make_scored_task, extra_fields=(*extra_fields, self.field)
             )
             if code in (EXIT_USAGE, EXIT_INTERRUPTED):
                 return code
             records = list(read_records(output))  # type: ignore[arg-type]
-            if to_stdout:
-                with open_jsonl(None) as writer:
+            if through_tmp:
+                with open_jsonl(target) as writer:
                     for record in records:
                         writer.write(record)
         resolved = _resolved_settings(built[0] if built else None, make_task)
@@ -443,3 +445,8 @@ app.command("classify", cls=Command)(
         """,
     )
 )
+
+
+def _not_a_file(path: Path) -> bool:
+    """A pipe or a device that -o names (not a file, nor a name a file will be made under)."""
+    return path.exists() and not path.is_file() and not path.is_dir()
