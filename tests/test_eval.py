@@ -199,6 +199,25 @@ def test_eval_summarize_end_to_end(bigbird, tiny_models, summary_inputs, tmp_pat
     assert "rougeLsum" in result.stderr.decode()  # the table
 
 
+def test_a_reference_rouge_cannot_count_is_an_error_record_not_a_zero(bigbird, tmp_path):
+    """rouge-score keeps only a-z and 0-9: a Chinese or Russian reference scored 0 against any summary, silently
+    pulling the mean down. Such a document is an error record saying so; the others are scored as before."""
+    inputs, predictions = tmp_path / "refs.jsonl", tmp_path / "run.jsonl"
+    references = {"en": "Plants make food from light.", "zh": "植物通过光合作用制造食物。", "ru": "Растения растут.",
+                  "mixed": "植物 CO2 光合作用"}  # fmt: skip
+    inputs.write_text("".join(json.dumps({"id": i, "text": "x", "abstract": r}) + "\n" for i, r in references.items()))
+    predictions.write_text("".join(json.dumps({"id": i, "summary": r}) + "\n" for i, r in references.items()))
+    result = bigbird("eval", "summarize", "--predictions", predictions, "--jsonl", inputs,
+                     "--reference-field", "abstract", check_rc=1)  # fmt: skip
+    report = last_report(result.stdout)
+    records = {r["id"]: r for r in map(json.loads, result.stdout.decode().splitlines()[:-1])}
+    assert "no word ROUGE can count" in records["zh"]["error"] and "no word ROUGE can count" in records["ru"]["error"]
+    for kept in ("en", "mixed"):  # "co2" is a word ROUGE counts
+        assert records[kept]["metrics"] == pytest.approx(google_rouge(references[kept], references[kept]))
+    assert report["failed"] == 2 and report["metrics"]["rouge1"] == pytest.approx(100.0)
+    assert result.stderr.decode().count("no word ROUGE can count") == 2
+
+
 def test_eval_scores_an_earlier_run_without_a_model(bigbird, summary_inputs, tmp_path):
     predictions = tmp_path / "run.jsonl"
     rows = [{"id": f"doc{i}", "model": "someone/else", "input_tokens": 40 + i, "summary": summary} for i, (summary, _)

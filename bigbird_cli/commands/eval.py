@@ -91,6 +91,9 @@ class Evaluate:
         class_id = _class_id(raw, labels) if labels else None
         if class_id is not None and labels and not 0 <= class_id < len(labels):
             return f"the reference {raw!r} is no class id of the model, whose labels are 0 to {len(labels) - 1}."
+        refusal = self.metrics.refusal(raw)
+        if refusal is not None:
+            return refusal
         return f"no reference to score against: the {self.field!r} field is missing or empty."
 
     def scored(self, record: Record, reference: Any) -> Record:

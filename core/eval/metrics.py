@@ -47,6 +47,28 @@ def with_newlines(text: str) -> str:
     return text.replace("<n>", "\n")
 
 
+@cache
+def _rouge_tokenizer() -> Any:
+    _rouge_scorer()  # the install hint where rouge-score is missing
+    from rouge_score import tokenizers
+
+    return tokenizers.DefaultTokenizer(use_stemmer=False)
+
+
+def _rouge_reference(reference: Any) -> str | None:
+    """A summary's reference, where ROUGE can count its words: rouge-score keeps only the letters a-z and the digits
+    (CJK, Cyrillic or Greek text has no word left, and every summary would score 0 against it)."""
+    text = _text(reference)
+    return text if text is not None and _rouge_tokenizer().tokenize(with_newlines(text)) else None
+
+
+def _rouge_refusal(reference: Any) -> str | None:
+    if _text(reference) is None or _rouge_reference(reference) is not None:
+        return None
+    return ("the reference has no word ROUGE can count: rouge-score keeps only the letters a-z and the digits "
+            "0-9, so a summary would score 0 against it.")  # fmt: skip
+
+
 def rouge_scores(prediction: str, reference: str) -> dict[str, float]:
     """ROUGE-1/2/L/Lsum F-measures of one summary against its reference."""
     scores = _rouge_scorer().score(with_newlines(reference), with_newlines(prediction))
@@ -152,6 +174,8 @@ class TaskMetrics:
     per_document: tuple[str, ...]
     headline: str
     corpus: dict[str, Callable[[Sequence[Any], Sequence[Any]], float]] = field(default_factory=dict)
+    # Why a reference that is there can't be scored against (None where it can, or where it is missing).
+    refusal: Callable[[Any], str | None] = lambda reference: None
 
 
 def _text(reference: Any) -> str | None:
@@ -169,7 +193,15 @@ def _label(reference: Any) -> str | None:
 
 
 TASKS = {
-    "summarize": TaskMetrics("summarize", RESULT_FIELDS["summarize"], _text, rouge_scores, ROUGE_TYPES, "rouge1"),
+    "summarize": TaskMetrics(
+        "summarize",
+        RESULT_FIELDS["summarize"],
+        _rouge_reference,
+        rouge_scores,
+        ROUGE_TYPES,
+        "rouge1",
+        refusal=_rouge_refusal,
+    ),
     "qa": TaskMetrics("qa", RESULT_FIELDS["qa"], _answers, qa_scores, ("exact_match", "f1"), "f1"),
     "classify": TaskMetrics(
         "classify",
