@@ -362,7 +362,7 @@ def _shared_parameters(task: str, default_model: str | None) -> list[inspect.Par
                 str | None,
                 typer.Option(
                     metavar="I/N",
-                    help="Process only slice I of N (0-based): document k goes to slice k mod N.",
+                    help="Process only slice I of N (0-based): each document goes to the slice a hash of its id picks.",
                     rich_help_panel=OUTPUT,
                 ),
             ],

@@ -96,16 +96,19 @@ def _regular_size(fd: int) -> int | None:
     return info.st_size if stat.S_ISREG(info.st_mode) else None
 
 
-def read_records(path: Path) -> Iterator[dict[str, Any]]:
-    """The JSON objects of a JSONL output, skipping lines that are not one (a line cut off by a kill)."""
+def read_records(path: Path, bad_line: Callable[[int], None] | None = None) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a JSONL output, skipping lines that are not one (a line cut off by a kill); `bad_line`
+    hears the number of each line skipped that way (a file the user gives is not ours to judge silently)."""
     with open(path, "rb") as handle:
-        for raw in handle:
+        for number, raw in enumerate(handle, 1):
             try:
                 record = json.loads(raw)
             except ValueError:
-                continue
+                record = None
             if isinstance(record, dict):
                 yield record
+            elif bad_line is not None and raw.strip():
+                bad_line(number)
 
 
 def _resumable_lines(path: Path) -> Iterator[tuple[bytes, dict[str, Any] | None]]:

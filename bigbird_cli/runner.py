@@ -257,13 +257,19 @@ EVALUATION: ContextVar[Evaluation | None] = ContextVar("evaluation", default=Non
 
 
 def run_command(
-    task_name: str, common: CommonOptions, make_task: TaskFactory, *, extra_fields: tuple[str, ...] = ()
+    task_name: str,
+    common: CommonOptions,
+    make_task: TaskFactory,
+    *,
+    extra_fields: tuple[str, ...] = (),
+    output_name: str | None = None,
 ) -> int:
     """Everything a task command does after parsing: check the options, open the inputs and claim the output,
     load the task, run it, and return the exit code (see bigbird_cli/errors.py for the one table of them).
 
     The inputs are opened (and the first document read) and the output claimed before the model loads, so a
     typo in a path, an empty folder or an unwritable -o is reported in a second, not after loading gigabytes.
+    `output_name` is how messages name -o where it is not the user's (eval's records go through a temporary file).
     """
     evaluation = EVALUATION.get()
     if evaluation is not None:
@@ -293,7 +299,7 @@ def run_command(
         reader_gone()
         return EXIT_BROKEN_PIPE
     except KeyboardInterrupt as stop:
-        target = common.output or "FILE"
+        target = output_name or common.output or "FILE"
         how = "terminated" if isinstance(stop, Terminated) else "interrupted"
         if output.path is not None and not output.opened:  # stopped while the model loaded
             error(f"{how} before any record was written; -o {target} is as it was.")

@@ -234,3 +234,33 @@ def test_a_reader_that_goes_away_or_a_closed_stdout(tiny_models, tmp_path):
     )
     assert closed.returncode == 2 and b"stdout is closed; give -o FILE for the records." in closed.stderr
     assert b"Traceback" not in closed.stderr
+
+
+@pytest.mark.parametrize(("stop", "code", "to_file"), [(signal.SIGTERM, 143, False), (signal.SIGINT, 130, True)])
+def test_a_stopped_eval_keeps_its_records_and_prints_no_report(tiny_models, tmp_path, stop, code, to_file):
+    """SIGTERM left eval printing a report over the part it had done, looking final, with exit 0; without -o the
+    records made so far were lost with the temporary file they went through, which the message named."""
+    out = tmp_path / "out.jsonl"
+    cmd = [bigbird_executable(), "eval", "classify", "--jsonl", "-", "-m", str(tiny_models["classify"])]
+    cmd += ["-o", str(out)] if to_file else []
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    try:
+        proc.stdin.write(b'{"id": "a", "text": "Plants grow.", "label": "positive"}\n{"id": "b", "text": "x"}\n')
+        proc.stdin.flush()
+        assert b"no reference" in proc.stderr.readline()  # both records are written by now
+        proc.send_signal(stop)
+        assert proc.wait(timeout=60) == code
+        stdout, stderr = proc.stdout.read().decode(), proc.stderr.read().decode()
+    finally:
+        proc.kill()
+        proc.wait()
+    records = [json.loads(line) for line in (out.read_text() if to_file else stdout).splitlines()]
+    assert [r["id"] for r in records] == ["a", "b"] and "metrics" in records[0]  # and no report after them
+    assert f"rerun with --resume -o {out if to_file else 'FILE'} to finish" in stderr
+    assert "bigbird-eval-" not in stderr and "Traceback" not in stderr

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import string
+import subprocess
 import sys
 from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import LONG_TEXT, jsonl
+from conftest import LONG_TEXT, bigbird_executable, jsonl
 from rouge_score import rouge_scorer
 from typer.testing import CliRunner
 
@@ -458,3 +460,46 @@ def test_eval_with_o_dash_writes_the_records_to_stdout(bigbird, tiny_models, tmp
     lines = result.stdout.decode().splitlines()
     assert b"Traceback" not in result.stderr and len(lines) == 2
     assert json.loads(lines[0])["id"] == "a" and last_report(result.stdout)["documents"] == 1
+
+
+def test_predictions_that_are_no_text_or_no_record_are_error_records(bigbird, tmp_path):
+    """A number or null as the answer was a traceback (AttributeError in the scorer), and a line that is not a
+    record (a cut-off last line) was skipped without a word; a reference of the wrong type was called missing."""
+    inputs, predictions = tmp_path / "refs.jsonl", tmp_path / "run.jsonl"
+    rows = [{"id": "ok", "answers": ["Paris"]}, {"id": "number", "answers": ["7"]}, {"id": "null", "answers": ["x"]},
+            {"id": "typed", "answers": 7}]  # fmt: skip
+    inputs.write_text("".join(json.dumps({"text": "t", **row}) + "\n" for row in rows))
+    lines = ['{"id": "ok", "answer": "Paris"}', '{"id": "number", "answer": 7}', '{"id": "null", "answer": null}',
+             '{"id": "typed", "answer": "7"}', "not json", '{"id": "cut", "ans']  # fmt: skip
+    predictions.write_text("\n".join(lines))
+    result = bigbird("eval", "qa", "--predictions", predictions, "--jsonl", inputs, check_rc=1)
+    report = last_report(result.stdout)
+    records = {r["id"]: r for r in map(json.loads, result.stdout.decode().splitlines()[:-1])}
+    assert records["ok"]["metrics"] == {"exact_match": 100.0, "f1": 100.0}
+    assert records["number"]["error"] == "the record's 'answer' is 7, not a text to score."
+    assert records["null"]["error"] == "the record's 'answer' is None, not a text to score."
+    assert records["typed"]["error"].startswith("the 'answers' field holds 7, which is no answer")
+    assert records["run.jsonl:5"]["error"] == records["run.jsonl:6"]["error"].replace("6", "5")
+    assert report["documents"] == 6 and report["failed"] == 5
+    assert "Traceback" not in result.stderr.decode()
+
+
+def test_predictions_score_a_repeated_reference_id_against_its_first_reference(bigbird, tmp_path):
+    """As a model run does (the repeat is an error record there); the last one won, silently."""
+    inputs, predictions = tmp_path / "refs.jsonl", tmp_path / "run.jsonl"
+    inputs.write_text('{"id": "x", "text": "t", "label": "neg"}\n{"id": "x", "text": "t", "label": "pos"}\n')
+    predictions.write_text('{"id": "x", "label": "pos"}\n')
+    result = bigbird("eval", "classify", "--predictions", predictions, "--jsonl", inputs, check_rc=0)
+    assert last_report(result.stdout)["metrics"]["accuracy"] == 0.0
+    assert "1 ids are repeated in the inputs" in result.stderr.decode()
+
+
+def test_eval_into_a_reader_that_goes_away_exits_141(bigbird, tmp_path):
+    """`bigbird eval ... | head -1`: exit 1 (documents failed) from click's own broken-pipe handling."""
+    inputs, predictions = tmp_path / "refs.jsonl", tmp_path / "run.jsonl"
+    inputs.write_text("".join(json.dumps({"id": str(i), "text": "t", "label": "pos"}) + "\n" for i in range(3000)))
+    predictions.write_text("".join(json.dumps({"id": str(i), "label": "pos"}) + "\n" for i in range(3000)))
+    command = [bigbird_executable(), "eval", "classify", "--predictions", str(predictions), "--jsonl", str(inputs)]
+    shell = " ".join(map(shlex.quote, command)) + " | head -1 >/dev/null; echo ${PIPESTATUS[0]}"
+    done = subprocess.run(["bash", "-c", shell], capture_output=True, timeout=120)
+    assert done.stdout.decode().strip() == "141", done.stderr.decode()

@@ -24,9 +24,18 @@ from core.eval.metrics import TASKS, EvalError, TaskMetrics, require_rouge
 from core.tasks.documents import Document, InputError, describe, first_line
 from core.tasks.records import Record, error_record
 
-from ..errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, UsageError, exit_code_for
+from ..errors import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    UsageError,
+    exit_code_for,
+)
 from ..options import Command, CommonOptions, Group
-from ..output import console, error, open_jsonl, output_file, read_records, warn
+from ..output import console, error, open_jsonl, output_file, read_records, reader_gone, warn
 from ..runner import EVALUATION, RecordMaker, TaskFactory, check_not_an_input, checked_inputs, run_command
 from . import classify, qa, summarize
 
@@ -67,9 +76,12 @@ class Evaluate:
                     return self._score_file(common)
                 if common.resume and common.output is not None and common.output.is_file():
                     self._check_resumable(task_name, common.output)
+                return self._predict(task_name, common, make_task, extra_fields)
             except (UsageError, InputError, EvalError) as exc:
                 return exit_code_for(exc)
-            return self._predict(task_name, common, make_task, extra_fields)
+            except BrokenPipeError:  # `bigbird eval ... | head`: the records' or the report's reader went away
+                reader_gone()
+                return EXIT_BROKEN_PIPE
         finally:
             EVALUATION.reset(token)
 
@@ -94,14 +106,20 @@ class Evaluate:
         refusal = self.metrics.refusal(raw)
         if refusal is not None:
             return refusal
-        return f"no reference to score against: the {self.field!r} field is missing or empty."
+        if raw is None or raw in ("", [], {}) or (isinstance(raw, str) and not raw.strip()):
+            return f"no reference to score against: the {self.field!r} field is missing or empty."
+        shown = repr(raw) if len(repr(raw)) <= 60 else repr(raw)[:57] + "..."
+        return f"the {self.field!r} field holds {shown}, which is no {self.metrics.reference_kind}."
 
     def scored(self, record: Record, reference: Any) -> Record:
         """The record with its reference and its per-document metrics (an error record stays as it is)."""
         if "error" in record:
             return record
-        if self.metrics.prediction_field not in record:
-            return {**record, "error": f"the record has no {self.metrics.prediction_field!r} field to score."}
+        field = self.metrics.prediction_field
+        if field not in record:
+            return {**record, "error": f"the record has no {field!r} field to score."}
+        if not isinstance(record[field], str):
+            return {**record, "error": f"the record's {field!r} is {record[field]!r}, not a text to score."}
         scores = self.metrics.score(record[self.metrics.prediction_field], reference)
         return {**record, "reference": reference, "metrics": scores}
 
@@ -125,15 +143,21 @@ class Evaluate:
             through_tmp = (target is None and not common.resume) or (target is not None and _not_a_file(target))
             output = Path(tmp) / "predictions.jsonl" if through_tmp else common.output
             code = run_command(
-                task_name, replace(common, output=output), make_scored_task, extra_fields=(*extra_fields, self.field)
+                task_name,
+                replace(common, output=output),
+                make_scored_task,
+                extra_fields=(*extra_fields, self.field),
+                output_name=None if output == common.output else str(target or "FILE"),
             )
-            if code in (EXIT_USAGE, EXIT_INTERRUPTED):
+            if code in (EXIT_USAGE, EXIT_BROKEN_PIPE):
                 return code
             records = list(read_records(output))  # type: ignore[arg-type]
-            if through_tmp:
+            if through_tmp:  # where the user asked for them: what a stopped run made, or all of them
                 with open_jsonl(target) as writer:
                     for record in records:
                         writer.write(record)
+            if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):  # no report: it would look final
+                return code
         resolved = _resolved_settings(built[0] if built else None, make_task)
         return self._report(str(common.model), records, settings | resolved, common.quiet)
 
@@ -173,16 +197,27 @@ class Evaluate:
                 raise UsageError(f"-o {common.output} is the --predictions file; write the records to another file.")
         try:
             # Only the ids and references are needed: a document without text still has them.
-            references = {doc.id: doc.fields.get(self.field) for doc in inputs.open()}
-            predictions = list(read_records(path))
+            references: dict[str, Any] = {}
+            repeated = 0
+            for doc in inputs.open():  # a repeated id is scored against its first reference, as in a model run
+                repeated += doc.id in references
+                references.setdefault(doc.id, doc.fields.get(self.field))
+            bad_lines: list[int] = []
+            predictions = list(read_records(path, bad_lines.append))
         except OSError as exc:
             raise UsageError(f"{path} could not be read: {exc.strerror or exc}") from None
         if not predictions:
             raise UsageError(f"{path} holds no JSONL records to score")
+        if repeated:
+            warn(f"{repeated} ids are repeated in the inputs; each is scored against its first reference.")
         labels = self._checkpoint_labels(common)
         if self.metrics.task == "classify" and labels is None and any(_is_class_id(r) for r in references.values()):
             raise UsageError("the references hold class ids: give --model so that they are named by its labels")
         records = []
+        for number in bad_lines:  # a line cut off, or not a record: counted as failed, not skipped silently
+            doc = Document(f"{path.name}:{number}", str(path))
+            records.append(error_record(doc, str(predictions[0].get("model")), f"line {number} is not a JSON record."))
+            error(f"{doc.id}: line {number} is not a JSON record.")
         seen: set[str] = set()
         for prediction in predictions:
             doc_id = str(prediction.get("id"))

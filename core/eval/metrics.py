@@ -174,7 +174,9 @@ class TaskMetrics:
     per_document: tuple[str, ...]
     headline: str
     corpus: dict[str, Callable[[Sequence[Any], Sequence[Any]], float]] = field(default_factory=dict)
-    # Why a reference that is there can't be scored against (None where it can, or where it is missing).
+    # What a reference must be, in words; and why one that is there can't be scored against (None where it can,
+    # or where it is missing).
+    reference_kind: str = "text"
     refusal: Callable[[Any], str | None] = lambda reference: None
 
 
@@ -202,7 +204,15 @@ TASKS = {
         "rouge1",
         refusal=_rouge_refusal,
     ),
-    "qa": TaskMetrics("qa", RESULT_FIELDS["qa"], _answers, qa_scores, ("exact_match", "f1"), "f1"),
+    "qa": TaskMetrics(
+        "qa",
+        RESULT_FIELDS["qa"],
+        _answers,
+        qa_scores,
+        ("exact_match", "f1"),
+        "f1",
+        reference_kind='answer (a text, a list of texts, or SQuAD\'s {"text": [...]})',
+    ),
     "classify": TaskMetrics(
         "classify",
         RESULT_FIELDS["classify"],
@@ -211,5 +221,6 @@ TASKS = {
         ("accuracy",),
         "accuracy",
         {"macro_f1": macro_f1},
+        reference_kind="label (a name, or a whole-number class id)",
     ),
 }
