@@ -20,8 +20,10 @@ here, and only for `--engine ray`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
 from collections import deque
@@ -363,6 +365,7 @@ def _connect(address: str | None) -> None:
     quiet: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR, "runtime_env": {"env_vars": env}}
     if address is not None:
         _probe(address)
+    sigterm = signal.getsignal(signal.SIGTERM)  # the runner's orderly stop, which ray.init replaces
     try:
         if address is None:
             ray.init(
@@ -379,6 +382,9 @@ def _connect(address: str | None) -> None:
     except Exception as exc:  # Ray raises RuntimeError, ValueError... for the rest
         where = f"at {address}" if address else "locally"
         raise TaskError(f"Ray could not start {where}: {describe(exc)}.") from None
+    finally:
+        with contextlib.suppress(ValueError, TypeError):  # not the main thread, or a handler set outside Python
+            signal.signal(signal.SIGTERM, sigterm)
 
 
 def _probe(address: str) -> None:

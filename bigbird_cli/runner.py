@@ -14,6 +14,7 @@ import itertools
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
@@ -300,12 +301,13 @@ def run_command(
         return EXIT_BROKEN_PIPE
     except KeyboardInterrupt as stop:
         target = output_name or common.output or "FILE"
-        how = "terminated" if isinstance(stop, Terminated) else "interrupted"
+        terminated = isinstance(stop, Terminated) or _SIGTERM_SEEN.is_set()
+        how = "terminated" if terminated else "interrupted"
         if output.path is not None and not output.opened:  # stopped while the model loaded
             error(f"{how} before any record was written; -o {target} is as it was.")
         else:
             error(f"{how}; the records written so far are whole: rerun with --resume -o {target} to finish.")
-        return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except Exception as exc:  # the model can't be had (on Ray: found when the workers load it), no Ray, ...
         return exit_code_for(exc)
     if not common.quiet:
@@ -318,6 +320,7 @@ def run_command(
 def _sigterm_stops_in_order() -> Iterator[None]:
     """SIGTERM raises Terminated for the duration, so a killed run stops as Ctrl-C stops it: whole lines, a
     message, its own exit code. Python's default would end the process at once, without a word."""
+    _SIGTERM_SEEN.clear()
     try:
         previous = signal.signal(signal.SIGTERM, _terminate)
     except ValueError:  # not the main thread: signals are not ours to handle there
@@ -329,7 +332,12 @@ def _sigterm_stops_in_order() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+# Set by SIGTERM: Ray turns any exception raised while it waits into a plain KeyboardInterrupt.
+_SIGTERM_SEEN = threading.Event()
+
+
 def _terminate(signum: int, frame: object) -> None:
+    _SIGTERM_SEEN.set()
     raise Terminated
 
 
