@@ -223,10 +223,25 @@ def test_refuses_to_overwrite_without_force(pickled_checkpoint, tmp_path):
         convert(pickled_checkpoint, dst, ConvertOptions(dtype="float16"))
     assert (dst / "stale.txt").exists() and set(stored_names(dst).values()) == {torch.float32}
 
+    # --force replaces a checkpoint folder, not whatever else a folder holds (it replaced a home folder whole).
+    with pytest.raises(ConvertError, match="holds stale.txt, which is no checkpoint file"):
+        convert(pickled_checkpoint, dst, ConvertOptions(dtype="float16", force=True))
+    assert (dst / "stale.txt").exists() and set(stored_names(dst).values()) == {torch.float32}
+
+    (dst / "stale.txt").unlink()
     convert(pickled_checkpoint, dst, ConvertOptions(dtype="float16", force=True))
-    assert not (dst / "stale.txt").exists()
     assert set(stored_names(dst).values()) == {torch.float16}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"], "temporary or backup directories were left"
+
+
+def test_force_leaves_a_folder_that_is_no_checkpoint_as_it_was(pickled_checkpoint, tmp_path):
+    home = tmp_path / "home"
+    (home / "docs").mkdir(parents=True)
+    (home / "docs" / "thesis.txt").write_text("years of work")
+    (home / "config.json").write_text("{}")
+    with pytest.raises(ConvertError, match="holds docs, which is no checkpoint file"):
+        convert(pickled_checkpoint, home, ConvertOptions(force=True))
+    assert (home / "docs" / "thesis.txt").read_text() == "years of work"
 
 
 def test_refuses_a_destination_inside_the_source(pickled_checkpoint):

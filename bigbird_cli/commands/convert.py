@@ -41,7 +41,9 @@ def command(
     verify: Annotated[
         bool, typer.Option("--verify", help="Load SRC and DST and report the max |diff| of their outputs.")
     ] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace DST if it exists.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace DST if it holds a checkpoint (and no other file).")
+    ] = False,
 ) -> None:
     """Convert a checkpoint into a clean Hub-layout directory (model.safetensors, config, tokenizer files) that
     bigbird and transformers both load. Pickled weights are read with weights_only: a pickle that carries code

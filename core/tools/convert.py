@@ -149,6 +149,21 @@ def _check_destination(dst: Path, force: bool) -> None:
         raise ConvertError(f"{dst} exists and is not a directory.")
     if dst.exists() and any(dst.iterdir()) and not force:
         raise ConvertError(f"{dst} already exists; pass --force to replace it.")
+    if dst.exists():
+        foreign = next((path for path in sorted(dst.iterdir()) if not _checkpoint_file(path)), None)
+        if foreign is not None:  # --force on a home folder replaced all of it
+            raise ConvertError(
+                f"{dst} holds {foreign.name}, which is no checkpoint file: --force replaces only a checkpoint folder; "
+                "name a new folder to write."
+            )
+
+
+def _checkpoint_file(path: Path) -> bool:
+    """Whether `path` is a file a checkpoint folder holds (what --force may replace along with the folder)."""
+    name = path.name
+    weights = re.fullmatch(r"(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?", name)
+    known = name in (*COPIED_FILES, "config.json", "README.md", ".gitattributes")
+    return path.is_file() and not path.is_symlink() and bool(weights or known)
 
 
 def _check_no_overlap(src: Path, dst: Path) -> None:
