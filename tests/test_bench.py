@@ -204,6 +204,13 @@ def test_cli_refuses_a_plot_path_it_cant_write_before_measuring(bigbird, tmp_pat
     assert "give a file ending in one of" in result.stderr.decode() and not out.exists()
 
 
+def test_cli_refuses_a_plot_that_would_replace_the_records(bigbird, tmp_path):
+    """-o X --plot X wrote the records, then the figure over them, exit 0."""
+    out = tmp_path / "bench.png"
+    result = bigbird(*BASE_ARGS, "--seq-lens", "256", "-o", out, "--plot", out, check_rc=2)
+    assert "is also the --plot file" in result.stderr.decode() and not out.exists()
+
+
 def test_cli_errors_are_one_line_and_exit_2(bigbird):
     result = bigbird(*BASE_ARGS, "--seq-lens", "4096", check_rc=2)
     assert result.stdout == b""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 from pathlib import Path
 
 import pytest
@@ -242,6 +243,22 @@ def test_force_leaves_a_folder_that_is_no_checkpoint_as_it_was(pickled_checkpoin
     with pytest.raises(ConvertError, match="holds docs, which is no checkpoint file"):
         convert(pickled_checkpoint, home, ConvertOptions(force=True))
     assert (home / "docs" / "thesis.txt").read_text() == "years of work"
+
+
+def test_a_training_checkpoint_is_unwrapped_and_other_entries_are_one_sentence(pickled_checkpoint, tmp_path):
+    """torch.save({"state_dict": ..., "epoch": 3}) and a state dict with a step count in it were tracebacks
+    (AttributeError: 'int' object has no attribute 'device')."""
+    state = torch.load(pickled_checkpoint / "pytorch_model.bin", weights_only=True)
+    for name, saved in (("wrapped", {"state_dict": state, "epoch": 3}), ("extra", {**state, "step": 5})):
+        src = tmp_path / name
+        shutil.copytree(pickled_checkpoint, src)
+        torch.save(saved, src / "pytorch_model.bin")
+        if name == "wrapped":
+            convert(src, tmp_path / "out")
+            torch.testing.assert_close(probe(tmp_path / "out"), probe(pickled_checkpoint))
+        else:
+            with pytest.raises(CheckpointError, match="holds 'step', a int, among its weights"):
+                convert(src, tmp_path / "out-extra")
 
 
 def test_refuses_a_destination_inside_the_source(pickled_checkpoint):

@@ -123,6 +123,8 @@ def command(
     try:
         if plot is not None:
             require_plot(plot, BenchError)  # refused before any row is measured
+            if output is not None and str(output) != "-" and Path(output).resolve() == Path(plot).resolve():
+                raise BenchError(f"-o {output} is also the --plot file; the figure would replace the records.")
         rows = run_bench(spec, progress=None if quiet else info)
         with open_jsonl(output) as writer:
             for record in rows:

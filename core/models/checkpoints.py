@@ -139,8 +139,16 @@ def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path.name}, named by the weights index, is missing.") from None
     except Exception:  # a zip cut short, an empty file, not a torch file at all
         raise CheckpointError(f"{path.name} is not a whole PyTorch weights file (truncated or damaged?).") from None
+    if isinstance(data, dict) and not any(isinstance(v, torch.Tensor) for v in data.values()):
+        # A training checkpoint: {"state_dict": {...}, "epoch": 3} (or "model"); the weights are the one dict in it.
+        inner = [v for k, v in data.items() if k in ("state_dict", "model") and isinstance(v, dict)]
+        data = inner[0] if len(inner) == 1 else data
     if not isinstance(data, dict):
         raise CheckpointError(f"{path.name} does not hold a dictionary of tensors.")
+    other = next((k for k, v in data.items() if not isinstance(v, torch.Tensor)), None)
+    if other is not None:
+        kind = type(data[other]).__name__
+        raise CheckpointError(f"{path.name} holds {other!r}, a {kind}, among its weights: save the state dict alone.")
     return data
 
 
