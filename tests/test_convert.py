@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from core import BigBirdConfig, BigBirdForMaskedLM, CheckpointError
 from core.models.checkpoints import checkpoint_state_dict
-from core.tools.convert import ConvertError, ConvertOptions, convert, parse_size
+from core.tools.convert import ConvertError, ConvertOptions, convert, parse_size, verify
 from core.tools.tiny import BIGBIRD_HEADS, PEGASUS_HEADS, make_tiny_checkpoint
 
 TOKENIZER_FILES = {"spiece.model": b"not really a sentencepiece model", "tokenizer_config.json": b'{"x": 1}'}
@@ -385,3 +386,24 @@ def test_verify_probes_every_head_with_inputs_it_takes(family, head, tmp_path):
     src = make_tiny_checkpoint(tmp_path / "src", family, head, vocab_size=300, max_position_embeddings=256)
     report = convert(src, tmp_path / "dst", ConvertOptions(verify=True))
     assert report["verify"]["max_abs_diff"] == 0.0
+
+
+def test_a_weight_float16_cannot_hold_is_refused_and_verify_fails_on_inf(pickled_checkpoint, tmp_path):
+    """A weight of 1e6 became inf in float16 without a word, and --verify then printed "max_abs_diff": NaN (no
+    JSON number) with exit 0."""
+    src = tmp_path / "big"
+    shutil.copytree(pickled_checkpoint, src)
+    state = torch.load(src / "pytorch_model.bin", weights_only=True)
+    state["bert.encoder.layer.0.output.dense.weight"][0, 0] = 1e6
+    torch.save(state, src / "pytorch_model.bin")
+    with pytest.raises(ConvertError, match="bert.encoder.layer.0.output.dense.weight holds 1e.06, beyond what float16"):
+        convert(src, tmp_path / "half", ConvertOptions(dtype="float16"))
+    assert not (tmp_path / "half").exists()
+    assert convert(src, tmp_path / "bf16", ConvertOptions(dtype="bfloat16"))  # bfloat16 has the range
+    # A DST whose outputs are not finite fails --verify, naming the output.
+    weights = tmp_path / "bf16" / "model.safetensors"
+    tensors = load_file(weights)
+    tensors["bert.encoder.layer.0.output.dense.weight"][0, 0] = float("inf")
+    save_file(tensors, weights)
+    with pytest.raises(ConvertError, match="--verify.*differ by (nan|inf)"):
+        verify(src, tmp_path / "bf16")

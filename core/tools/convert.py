@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import os
 import re
 import shutil
@@ -158,6 +159,18 @@ def _check_destination(dst: Path, force: bool) -> None:
             )
 
 
+def _cast(name: str, tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`tensor` in `dtype`, refused where a finite weight would become inf there (float16 stops at 65504)."""
+    cast = tensor.to(dtype)
+    if tensor.device.type != "meta" and not bool(torch.isfinite(cast).all()) and bool(torch.isfinite(tensor).all()):
+        largest = float(tensor.abs().max())
+        raise ConvertError(
+            f"{name} holds {largest:.4g}, beyond what {str(dtype).removeprefix('torch.')} holds: keep float32, or "
+            "use bfloat16, which has float32's range."
+        )
+    return cast
+
+
 def _checkpoint_file(path: Path) -> bool:
     """Whether `path` is a file a checkpoint folder holds (what --force may replace along with the folder)."""
     name = path.name
@@ -232,7 +245,7 @@ def prepare_tensors(
             continue
         storage = tensor.untyped_storage().data_ptr() if tensor.device.type != "meta" and tensor.numel() else None
         if dtype is not None and tensor.is_floating_point():
-            tensor = tensor.to(dtype)
+            tensor = _cast(name, tensor, dtype)
         if storage in storages_kept:
             # Another kept tensor uses this memory (an alias, or another view of it): store a copy.
             tensor = tensor.clone()
@@ -328,6 +341,9 @@ def verify(src: Path, dst: Path) -> dict[str, Any]:
     if not common:
         raise ConvertError(f"{cls.__name__} gave no comparable outputs for SRC and DST.")
     diffs = {k: (before[k] - after[k]).abs().max().item() for k in common}
+    broken = [k for k, diff in diffs.items() if not math.isfinite(diff)]
+    if broken:  # JSON has no NaN, and "max |diff| NaN" with exit 0 read as a pass
+        raise ConvertError(f"--verify: SRC's and DST's {broken[0]} differ by {diffs[broken[0]]} (inf or NaN in one).")
     return {
         "model_class": cls.__name__,
         "probe_shape": list(inputs["input_ids"].shape),
@@ -408,7 +424,7 @@ def convert(src: str | Path, dst: str | Path, options: ConvertOptions | None = N
     if options.verify:
         try:
             report["verify"] = verify(source, dst)
-        except (RuntimeError, ValueError, TypeError) as err:  # the model could not run the probe: say so, once
+        except (RuntimeError, ValueError, TypeError, CheckpointError) as err:  # say so, once: DST is there
             raise ConvertError(f"{dst} was written, but --verify could not run it: {describe(err)}.") from None
     return report
 
