@@ -193,6 +193,7 @@ class Output:
         self.check = check  # with `resume`: sees each record kept as done while `claim` reads the file
         self._scanned: tuple[set[str], bool] | None = None  # what `claim` found: done ids, lines to drop
         self._handle: IO[bytes] | None = None
+        self._created = False  # whether `claim` made the file: a run that never writes takes it away again
 
     def claim(self) -> Output:
         if self.path is None:
@@ -202,6 +203,7 @@ class Output:
             raise OutputError(f"-o {path} is a folder; give a file name.")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            self._created = not path.exists()
             self._handle = self._open_locked(path)
         except OSError as exc:
             raise OutputError(f"-o {path} can't be written: {exc.strerror or exc}.") from None
@@ -250,7 +252,10 @@ class Output:
         return JsonlWriter(handle, close=True, name=str(self.path))
 
     def close(self) -> None:
+        """Let go of a claim `writer` never used: the file is as it was, and one the claim made is removed."""
         if self._handle is not None:
+            if self._created and self.path is not None and _same_file(self._handle, self.path):
+                self.path.unlink(missing_ok=True)
             self._handle.close()
             self._handle = None
 

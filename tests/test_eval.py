@@ -503,3 +503,37 @@ def test_eval_into_a_reader_that_goes_away_exits_141(bigbird, tmp_path):
     shell = " ".join(map(shlex.quote, command)) + " | head -1 >/dev/null; echo ${PIPESTATUS[0]}"
     done = subprocess.run(["bash", "-c", shell], capture_output=True, timeout=120)
     assert done.stdout.decode().strip() == "141", done.stderr.decode()
+
+
+def test_predictions_say_which_run_options_they_ignore(bigbird, tmp_path):
+    """--shard 0/2 with --predictions still scored every record, without a word."""
+    inputs, predictions = tmp_path / "refs.jsonl", tmp_path / "run.jsonl"
+    inputs.write_text('{"id": "x", "text": "t", "label": "pos"}\n')
+    predictions.write_text('{"id": "x", "label": "pos"}\n')
+    args = ["eval", "classify", "--predictions", predictions, "--jsonl", inputs, "--shard", "0/2"]
+    result = bigbird(*args, check_rc=0)
+    assert f"--predictions scores {predictions} as it is: --shard only apply to a model run." in result.stderr.decode()
+
+
+def test_predictions_of_another_command_are_one_sentence(bigbird, tmp_path):
+    """One "the record has no 'answer' field" error per record, exit 1; --resume already refused such a file."""
+    inputs, predictions = tmp_path / "refs.jsonl", tmp_path / "run.jsonl"
+    inputs.write_text('{"id": "x", "text": "t", "answers": ["Paris"]}\n')
+    predictions.write_text('{"id": "x", "summary": "Paris is big."}\n')
+    result = bigbird("eval", "qa", "--predictions", predictions, "--jsonl", inputs, check_rc=2)
+    assert "holds records of `bigbird summarize`, not of `bigbird qa`" in result.stderr.decode()
+
+
+def test_a_gold_label_the_model_does_not_have_is_an_error_record(bigbird, tiny_models, tmp_path):
+    """A typo ("POSITIVE") could never be predicted and was scored wrong without a word; "1.0" (a CSV written by
+    pandas from a column with a gap) was taken as a label name."""
+    inputs, predictions = tmp_path / "refs.jsonl", tmp_path / "run.jsonl"
+    rows = [("typo", "POSITIVE", "positive"), ("float-text", "1.0", "neutral"), ("name", "positive", "positive")]
+    inputs.write_text("".join(json.dumps({"id": i, "text": "t", "label": gold}) + "\n" for i, gold, _ in rows))
+    predictions.write_text("".join(json.dumps({"id": i, "label": label}) + "\n" for i, _, label in rows))
+    args = ["eval", "classify", "--predictions", predictions, "--jsonl", inputs, "-m", tiny_models["classify"]]
+    result = bigbird(*args, check_rc=1)
+    records = {r["id"]: r for r in map(json.loads, result.stdout.decode().splitlines()[:-1])}
+    assert records["typo"]["error"].startswith("the reference 'POSITIVE' is no label of the model, whose labels are")
+    assert records["float-text"]["reference"] == "neutral" and records["float-text"]["metrics"]["accuracy"] == 100
+    assert last_report(result.stdout)["metrics"]["accuracy"] == 100.0

@@ -673,6 +673,8 @@ def test_a_stop_while_the_model_loads_leaves_the_output_as_it_was(tiny_models, t
         and f"interrupted before any record was written; -o {out} is as it was." in result.output
     )
     assert jsonl(out) == [{"id": "old", "label": "x"}]
+    new = tmp_path / "new.jsonl"  # it did not exist: it still does not (an empty file was left behind)
+    assert classify(tiny_models, "--text", "Plants grow.", "-o", new).exit_code == 130 and not new.exists()
 
 
 def test_resume_into_a_read_only_folder_is_refused_before_the_model_loads(tiny_models, tmp_path, monkeypatch):

@@ -22,7 +22,7 @@ from rich.table import Table
 
 from core.eval.metrics import TASKS, EvalError, TaskMetrics, require_rouge
 from core.tasks.documents import Document, InputError, describe, first_line
-from core.tasks.records import Record, error_record
+from core.tasks.records import RESULT_FIELDS, Record, error_record
 
 from ..errors import (
     EXIT_BROKEN_PIPE,
@@ -96,7 +96,10 @@ class Evaluate:
             class_id = _class_id(raw, labels)
             if class_id is not None:
                 raw = labels[class_id] if 0 <= class_id < len(labels) else None
-        return self.metrics.reference(raw)
+        reference = self.metrics.reference(raw)
+        if labels and self.metrics.task == "classify" and reference not in labels:
+            return None  # a name the model never predicts (a typo, another dataset's labels): `missing` says so
+        return reference
 
     def missing(self, raw: Any = None, labels: list[str] | None = None) -> str:
         """Why a document's reference can't be scored against (`raw` as the document holds it)."""
@@ -106,6 +109,10 @@ class Evaluate:
         refusal = self.metrics.refusal(raw)
         if refusal is not None:
             return refusal
+        named = self.metrics.reference(raw)
+        if labels and self.metrics.task == "classify" and named is not None and named not in labels:
+            shown = ", ".join(labels[:8]) + (", ..." if len(labels) > 8 else "")
+            return f"the reference {named!r} is no label of the model, whose labels are {shown}."
         if raw is None or raw in ("", [], {}) or (isinstance(raw, str) and not raw.strip()):
             return f"no reference to score against: the {self.field!r} field is missing or empty."
         shown = repr(raw) if len(repr(raw)) <= 60 else repr(raw)[:57] + "..."
@@ -208,8 +215,13 @@ class Evaluate:
             raise UsageError(f"{path} could not be read: {exc.strerror or exc}") from None
         if not predictions:
             raise UsageError(f"{path} holds no JSONL records to score")
+        _refuse_another_tasks_records(path, predictions, self.metrics.task)
         if repeated:
             warn(f"{repeated} ids are repeated in the inputs; each is scored against its first reference.")
+        run_only = {"--shard": common.shard, "--resume": common.resume, "--engine ray": common.engine.value == "ray"}
+        ignored = [name for name, given in run_only.items() if given]
+        if ignored:
+            warn(f"--predictions scores {path} as it is: {', '.join(ignored)} only apply to a model run.")
         labels = self._checkpoint_labels(common)
         if self.metrics.task == "classify" and labels is None and any(_is_class_id(r) for r in references.values()):
             raise UsageError("the references hold class ids: give --model so that they are named by its labels")
@@ -299,8 +311,9 @@ def _class_id(reference: Any, labels: list[str]) -> int | None:
     if _is_class_id(reference):
         class_id = int(reference)
         return None if not 0 <= class_id < len(labels) and str(reference) in labels else class_id
-    if isinstance(reference, str) and reference.strip() not in labels and re.fullmatch(r"[+-]?\d+", reference.strip()):
-        return int(reference.strip())
+    text = reference.strip() if isinstance(reference, str) else None
+    if text is not None and text not in labels and re.fullmatch(r"[+-]?\d+(\.0*)?", text):  # "1", or "1.0" (pandas)
+        return int(float(text))
     return None
 
 
@@ -488,3 +501,14 @@ app.command("classify", cls=Command)(
 def _not_a_file(path: Path) -> bool:
     """A pipe or a device that -o names (not a file, nor a name a file will be made under)."""
     return path.exists() and not path.is_file() and not path.is_dir()
+
+
+def _refuse_another_tasks_records(path: Path, predictions: list[dict[str, Any]], task: str) -> None:
+    """A file of another command's records would be one "no 'answer' field" error per record: say it once."""
+    made = [r for r in predictions if "error" not in r]
+    if not made or any(RESULT_FIELDS[task] in r for r in made):
+        return
+    other = next((name for name, field in RESULT_FIELDS.items() if all(field in r for r in made)), None)
+    if other is not None:
+        raise UsageError(f"{path} holds records of `bigbird {other}`, not of `bigbird {task}`: score it with "
+                         f"`bigbird eval {other}`")  # fmt: skip
