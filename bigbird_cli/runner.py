@@ -281,7 +281,7 @@ def run_command(
     try:
         with ExitStack() as stack:
             stack.callback(output.close)
-            stack.enter_context(_sigterm_stops_in_order())
+            stack.enter_context(sigterm_stops_in_order())
             shard, docs = _prepare(task_name, common, output, extra_fields)
             resumed.warn_of_other_models()  # the output was read as it was claimed, before the model loads
             engine = _engine(common, make_task, stack)
@@ -317,7 +317,7 @@ def run_command(
 
 
 @contextmanager
-def _sigterm_stops_in_order() -> Iterator[None]:
+def sigterm_stops_in_order() -> Iterator[None]:
     """SIGTERM raises Terminated for the duration, so a killed run stops as Ctrl-C stops it: whole lines, a
     message, its own exit code. Python's default would end the process at once, without a word."""
     _SIGTERM_SEEN.clear()

@@ -242,3 +242,36 @@ def test_plot_without_matplotlib_is_a_bench_error(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # importing it now raises ImportError
     with pytest.raises(BenchError, match="--plot needs matplotlib"):
         plot([], tmp_path / "bench.png")
+
+
+def test_cli_a_measurement_that_fails_is_one_sentence(bigbird):
+    """Out of memory at a huge batch was a traceback with exit 1."""
+    result = bigbird(*BASE_ARGS, "--seq-lens", "256", "--batch-sizes", "1000000000", check_rc=2)
+    assert "error: the measurement failed:" in result.stderr.decode() and b"Traceback" not in result.stderr
+
+
+def test_cli_sigterm_stops_in_order(tmp_path):
+    """SIGTERM ended bench at once, without a word."""
+    import os
+    import signal
+    import subprocess
+
+    from conftest import bigbird_executable
+
+    out = tmp_path / "rows.jsonl"
+    cmd = [bigbird_executable(), *map(str, BASE_ARGS), "--seq-lens", "256,512,768", "--repeat", "200", "-o", str(out)]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        said = b""
+        while said.count(b"batch") < 2:  # the first row is written, the second being measured
+            line = proc.stderr.readline()
+            assert line, said.decode()
+            said += line
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143
+        stderr = proc.stderr.read().decode()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "terminated; the 1 rows measured so far are written." in stderr
+    assert len(jsonl(out)) == 1

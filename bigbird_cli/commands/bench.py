@@ -92,11 +92,13 @@ def command(
     from rich.console import Console
 
     from core.eval.report import require_plot
+    from core.tasks.documents import describe
     from core.tools.bench import BenchError, BenchSpec, run_bench
     from core.tools.bench import plot as draw
 
-    from ..errors import EXIT_USAGE, exit_code_for
+    from ..errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, Terminated, exit_code_for
     from ..output import console, error, info, open_jsonl
+    from ..runner import sigterm_stops_in_order
 
     spec = BenchSpec(
         preset=None if model else (preset or DEFAULT_PRESET),
@@ -125,13 +127,20 @@ def command(
             require_plot(plot, BenchError)  # refused before any row is measured
             if output is not None and str(output) != "-" and Path(output).resolve() == Path(plot).resolve():
                 raise BenchError(f"-o {output} is also the --plot file; the figure would replace the records.")
-        rows = run_bench(spec, progress=None if quiet else info)
-        with open_jsonl(output) as writer:
-            for record in rows:
-                writer.write(record)
-                records.append(record)
+        with sigterm_stops_in_order():
+            rows = run_bench(spec, progress=None if quiet else info)
+            with open_jsonl(output) as writer:
+                for record in rows:
+                    writer.write(record)
+                    records.append(record)
         if plot is not None:
             draw(records, plot)
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (timeout, Slurm): the rows written so far are whole
+        how = "terminated" if isinstance(stop, Terminated) else "interrupted"
+        error(f"{how}; the {len(records)} rows measured so far are written.")
+        raise typer.Exit(EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED) from None
+    except (RuntimeError, MemoryError) as exc:  # out of memory at a large batch or length, and the like
+        raise typer.Exit(exit_code_for(BenchError(f"the measurement failed: {describe(exc)}"))) from None
     except Exception as exc:
         raise typer.Exit(exit_code_for(exc)) from None
     if not quiet:
