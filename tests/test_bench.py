@@ -275,3 +275,13 @@ def test_cli_sigterm_stops_in_order(tmp_path):
         proc.wait()
     assert "terminated; the 1 rows measured so far are written." in stderr
     assert len(jsonl(out)) == 1
+
+
+def test_cli_a_pegasus_checkpoint_of_another_head_says_what_bench_runs(bigbird, tmp_path):
+    """It said "weight final_logits_bias is missing from the checkpoint"."""
+    from core.tools.tiny import make_tiny_checkpoint
+
+    checkpoint = make_tiny_checkpoint(tmp_path / "cls", "pegasus", "sequence_classification")
+    result = bigbird("bench", "--model", checkpoint, "--seq-lens", "64", check_rc=2)
+    assert "bench runs BigBirdPegasusForConditionalGeneration checkpoints, and" in result.stderr.decode()
+    assert "BigBirdPegasusForSequenceClassification one." in result.stderr.decode()

@@ -243,6 +243,10 @@ def build_model(spec: BenchSpec, config: ModelConfig) -> nn.Module:
     if spec.task == "summarize" and config.model_type != "bigbird_pegasus":
         raise BenchError("--task summarize needs a BigBirdPegasus model (e.g. --preset bigbird-pegasus-large).")
     cls = model_class(DEFAULT_CLASS[config.model_type])
+    named = config.architectures or []
+    if spec.preset is None and config.model_type == "bigbird_pegasus" and named and cls.__name__ not in named:
+        # A Pegasus head without the LM head bench loads: a missing-weight error would not say why.
+        raise BenchError(f"bench runs {cls.__name__} checkpoints, and {spec.model} is a {named[0]} one.")
     if spec.preset is not None:
         torch.manual_seed(spec.seed)
         model = cls(config)
