@@ -180,3 +180,28 @@ def jsonl(data: bytes | str | Path) -> list[dict]:
     # Lines end at "\n" only: str.splitlines would also cut at U+0085, U+2028 and the like, which JSON strings may
     # hold as they are (a file named with one puts it in the record's id).
     return [json.loads(line) for line in data.split("\n")[:-1]]
+
+
+def stopped_run(
+    args: list, said: bytes, stop: int, *, stdin: bytes | None = None, times: int = 1
+) -> tuple[int, str, str]:
+    """Run `bigbird *args`, send it the signal `stop` once its stderr has said `said` `times` times (stdin, when
+    given, is written and left open, as a pipe still feeding it); its exit code, stdout and stderr."""
+    command = [bigbird_executable(), *map(str, args)]
+    pipe = subprocess.PIPE
+    proc = subprocess.Popen(command, stdin=pipe, stdout=pipe, stderr=pipe, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        if stdin is not None:
+            proc.stdin.write(stdin)
+            proc.stdin.flush()
+        heard = b""
+        while heard.count(said) < times:
+            line = proc.stderr.readline()
+            assert line, f"the run ended first, saying: {heard.decode()}"
+            heard += line
+        proc.send_signal(stop)
+        code = proc.wait(timeout=120)
+        return code, proc.stdout.read().decode(), heard.decode() + proc.stderr.read().decode()
+    finally:
+        proc.kill()
+        proc.wait()

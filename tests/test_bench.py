@@ -252,27 +252,14 @@ def test_cli_a_measurement_that_fails_is_one_sentence(bigbird):
 
 def test_cli_sigterm_stops_in_order(tmp_path):
     """SIGTERM ended bench at once, without a word."""
-    import os
     import signal
-    import subprocess
 
-    from conftest import bigbird_executable
+    from conftest import stopped_run
 
     out = tmp_path / "rows.jsonl"
-    cmd = [bigbird_executable(), *map(str, BASE_ARGS), "--seq-lens", "256,512,768", "--repeat", "200", "-o", str(out)]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    try:
-        said = b""
-        while said.count(b"batch") < 2:  # the first row is written, the second being measured
-            line = proc.stderr.readline()
-            assert line, said.decode()
-            said += line
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 143
-        stderr = proc.stderr.read().decode()
-    finally:
-        proc.kill()
-        proc.wait()
+    args = [*BASE_ARGS, "--seq-lens", "256,512,768", "--repeat", "200", "-o", out]
+    code, _, stderr = stopped_run(args, b"batch", signal.SIGTERM, times=2)  # the first row is written
+    assert code == 143
     assert "terminated; the 1 rows measured so far are written." in stderr
     assert len(jsonl(out)) == 1
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import bigbird_executable, jsonl
+from conftest import bigbird_executable, jsonl, stopped_run
 
 TEXTS = [
     "Plants create energy through photosynthesis.",
@@ -118,20 +118,10 @@ def test_resume_after_a_kill_completes_the_output(bigbird, tiny_models, tmp_path
 def test_ctrl_c_or_sigterm_leaves_whole_lines_and_says_how_to_resume(tiny_models, tmp_path, stop, code, said):
     """SIGTERM (timeout, Slurm, docker stop) ended the run at once, without a word."""
     out = tmp_path / "out.jsonl"
-    cmd = [bigbird_executable(), "mask", "--jsonl", "-", "-m", str(tiny_models["mask"]), "-o", str(out)]
-    proc = subprocess.Popen(
-        cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "HF_HUB_OFFLINE": "1"}
-    )
-    try:
-        proc.stdin.write(b'{"id": "a", "text": "A [MASK] here."}\n{"id": "b", "text": "no mask"}\n')
-        proc.stdin.flush()
-        assert b"no [MASK] token" in proc.stderr.readline()  # both records are written by now
-        proc.send_signal(stop)
-        assert proc.wait(timeout=60) == code
-        stderr = proc.stderr.read().decode()
-    finally:
-        proc.kill()
-        proc.wait()
+    stdin = b'{"id": "a", "text": "A [MASK] here."}\n{"id": "b", "text": "no mask"}\n'
+    args = ["mask", "--jsonl", "-", "-m", tiny_models["mask"], "-o", out]
+    exit_code, _, stderr = stopped_run(args, b"no [MASK] token", stop, stdin=stdin)  # both records are written
+    assert exit_code == code
     assert f"{said}; the records written so far are whole: rerun with --resume -o {out}" in stderr
     assert "Traceback" not in stderr
     assert [r["id"] for r in jsonl(out)] == ["a", "b"]
@@ -241,25 +231,10 @@ def test_a_stopped_eval_keeps_its_records_and_prints_no_report(tiny_models, tmp_
     """SIGTERM left eval printing a report over the part it had done, looking final, with exit 0; without -o the
     records made so far were lost with the temporary file they went through, which the message named."""
     out = tmp_path / "out.jsonl"
-    cmd = [bigbird_executable(), "eval", "classify", "--jsonl", "-", "-m", str(tiny_models["classify"])]
-    cmd += ["-o", str(out)] if to_file else []
-    proc = subprocess.Popen(
-        cmd,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    try:
-        proc.stdin.write(b'{"id": "a", "text": "Plants grow.", "label": "positive"}\n{"id": "b", "text": "x"}\n')
-        proc.stdin.flush()
-        assert b"no reference" in proc.stderr.readline()  # both records are written by now
-        proc.send_signal(stop)
-        assert proc.wait(timeout=60) == code
-        stdout, stderr = proc.stdout.read().decode(), proc.stderr.read().decode()
-    finally:
-        proc.kill()
-        proc.wait()
+    stdin = b'{"id": "a", "text": "Plants grow.", "label": "positive"}\n{"id": "b", "text": "x"}\n'
+    args = ["eval", "classify", "--jsonl", "-", "-m", tiny_models["classify"], *(["-o", out] if to_file else [])]
+    exit_code, stdout, stderr = stopped_run(args, b"no reference", stop, stdin=stdin)  # both records are written
+    assert exit_code == code
     records = [json.loads(line) for line in (out.read_text() if to_file else stdout).splitlines()]
     assert [r["id"] for r in records] == ["a", "b"] and "metrics" in records[0]  # and no report after them
     assert f"rerun with --resume -o {out if to_file else 'FILE'} to finish" in stderr

@@ -316,31 +316,14 @@ def test_a_slow_window_does_not_idle_the_other_workers(ray_address, workers_impo
 def test_sigterm_on_ray_stops_in_order(tiny_models, ray_address, tmp_path):
     """ray.init put its own SIGTERM handler in place of the runner's: exit 134 or 15, without a word."""
     import signal
-    import subprocess
 
-    from conftest import bigbird_executable
+    from conftest import stopped_run
 
     out = tmp_path / "out.jsonl"
-    cmd = [bigbird_executable(), "mask", "--jsonl", "-", "-m", str(tiny_models["mask"]), "-o", str(out), *RAY]
-    cmd += ["--ray-address", ray_address]
-    proc = subprocess.Popen(
-        cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "HF_HUB_OFFLINE": "1"}
-    )
-    try:
-        # The driver reads ahead to keep its workers busy: enough lines to fill their windows, stdin left open.
-        lines = ['{"id": "b", "text": "no mask"}'] + [f'{{"id": "a{i}", "text": "A [MASK] here."}}' for i in range(64)]
-        proc.stdin.write("\n".join(lines).encode() + b"\n")
-        proc.stdin.flush()
-        said = b""
-        while b"no [MASK] token" not in said:  # both records are written by now
-            line = proc.stderr.readline()
-            assert line, said.decode()  # the run ended before: what it said
-            said += line
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=120) == 143
-        stderr = proc.stderr.read().decode()
-    finally:
-        proc.kill()
-        proc.wait()
+    # The driver reads ahead to keep its workers busy: enough lines to fill their windows, stdin left open.
+    lines = ['{"id": "b", "text": "no mask"}'] + [f'{{"id": "a{i}", "text": "A [MASK] here."}}' for i in range(64)]
+    args = ["mask", "--jsonl", "-", "-m", tiny_models["mask"], "-o", out, *RAY, "--ray-address", ray_address]
+    code, _, stderr = stopped_run(args, b"no [MASK] token", signal.SIGTERM, stdin="\n".join(lines).encode() + b"\n")
+    assert code == 143
     assert f"terminated; the records written so far are whole: rerun with --resume -o {out}" in stderr
     assert jsonl(out)[0]["id"] == "b"  # whole lines, in input order
