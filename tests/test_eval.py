@@ -537,3 +537,11 @@ def test_a_gold_label_the_model_does_not_have_is_an_error_record(bigbird, tiny_m
     assert records["typo"]["error"].startswith("the reference 'POSITIVE' is no label of the model, whose labels are")
     assert records["float-text"]["reference"] == "neutral" and records["float-text"]["metrics"]["accuracy"] == 100
     assert last_report(result.stdout)["metrics"]["accuracy"] == 100.0
+
+
+def test_eval_of_documents_that_can_carry_no_reference_is_refused_before_the_model_loads(bigbird, tmp_path):
+    """--text and plain files have no fields: the model loaded, then every document failed for want of one."""
+    result = bigbird("eval", "classify", "--text", "Plants grow.", "-m", tmp_path / "not-a-model", check_rc=2)
+    assert "eval needs references: give the documents with --jsonl or --dataset, whose 'label' field holds them." in (
+        result.stderr.decode()
+    )

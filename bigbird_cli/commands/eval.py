@@ -72,6 +72,10 @@ class Evaluate:
                       "--dry-run`.")  # fmt: skip
                 return EXIT_USAGE
             try:
+                if not common.jsonl and not common.dataset and not common.inputs((self.field,)).is_empty():
+                    # Text and plain files carry no reference: every document would fail, after the model loaded.
+                    raise UsageError(f"eval needs references: give the documents with --jsonl or --dataset, whose "
+                                     f"{self.field!r} field holds them")  # fmt: skip
                 if self.predictions is not None:
                     return self._score_file(common)
                 if common.resume and common.output is not None and common.output.is_file():
