@@ -407,3 +407,12 @@ def test_a_weight_float16_cannot_hold_is_refused_and_verify_fails_on_inf(pickled
     save_file(tensors, weights)
     with pytest.raises(ConvertError, match="--verify.*differ by (nan|inf)"):
         verify(src, tmp_path / "bf16")
+
+
+def test_a_revision_with_a_local_source_is_warned_about(pickled_checkpoint, tmp_path):
+    """--revision v9 on a local folder converted the folder as it is, without a word."""
+    report = convert(pickled_checkpoint, tmp_path / "out", ConvertOptions(revision="v9"))
+    assert (
+        f"--revision v9 names a Hub revision; {pickled_checkpoint} is a local folder, read as it is."
+        in report["warnings"]
+    )

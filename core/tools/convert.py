@@ -374,6 +374,8 @@ def convert(src: str | Path, dst: str | Path, options: ConvertOptions | None = N
     except ValueError as err:
         raise ConvertError(str(err)) from None
     warnings = rewrite_config(config, options)
+    if options.revision is not None and Path(src).expanduser().is_dir():  # read as a folder, not from the Hub
+        warnings.append(f"--revision {options.revision} names a Hub revision; {src} is a local folder, read as it is.")
 
     tensors = read_state_dict(source)
     tensors, dropped = prepare_tensors(tensors, config, DTYPES[options.dtype] if options.dtype else None)

@@ -76,7 +76,10 @@ class _Role:
 
 # What to do about a checkpoint without the sentencepiece model: fine-tuning keeps the vocabulary, so the file
 # of the checkpoint it was trained from is the right one.
-SPIECE_HINT = "copy spiece.model from the checkpoint it was fine-tuned from (google/bigbird-roberta-base, ...) into it."
+SPIECE_HINT = (
+    "copy spiece.model from the checkpoint it was fine-tuned from (google/bigbird-roberta-base, "
+    "google/bigbird-pegasus-large-arxiv, ...) into it."
+)
 
 
 class SentencePieceCore:
