@@ -272,3 +272,10 @@ def test_cli_a_pegasus_checkpoint_of_another_head_says_what_bench_runs(bigbird, 
     result = bigbird("bench", "--model", checkpoint, "--seq-lens", "64", check_rc=2)
     assert "bench runs BigBirdPegasusForConditionalGeneration checkpoints, and" in result.stderr.decode()
     assert "BigBirdPegasusForSequenceClassification one." in result.stderr.decode()
+
+
+def test_cli_int8_against_transformers_says_what_each_column_compares(bigbird):
+    """The ratio is over our int8 time and the closeness is our float32's; both columns read as plain ones."""
+    result = bigbird(*BASE_ARGS, "--seq-lens", "256", "--quantize", "int8", "--compare", "transformers", check_rc=0)
+    stderr = result.stderr.decode()
+    assert "ratio to int8" in stderr and "fp32 |diff|" in stderr
