@@ -545,3 +545,15 @@ def test_eval_of_documents_that_can_carry_no_reference_is_refused_before_the_mod
     assert "eval needs references: give the documents with --jsonl or --dataset, whose 'label' field holds them." in (
         result.stderr.decode()
     )
+
+
+def test_class_ids_as_text_need_the_model_unless_the_predictions_name_labels_so(bigbird, tmp_path):
+    """A CSV's "1" was scored as a label name against "positive" (accuracy 0); the number 1 was already refused."""
+    inputs, predictions = tmp_path / "refs.jsonl", tmp_path / "run.jsonl"
+    inputs.write_text('{"id": "x", "text": "t", "label": "1"}\n')
+    predictions.write_text('{"id": "x", "label": "positive"}\n')
+    result = bigbird("eval", "classify", "--predictions", predictions, "--jsonl", inputs, check_rc=2)
+    assert "the references hold class ids: give --model" in result.stderr.decode()
+    predictions.write_text('{"id": "x", "label": "1"}\n')  # a model whose labels are "0" and "1"
+    result = bigbird("eval", "classify", "--predictions", predictions, "--jsonl", inputs, check_rc=0)
+    assert last_report(result.stdout)["metrics"]["accuracy"] == 100.0

@@ -227,8 +227,11 @@ class Evaluate:
         if ignored:
             warn(f"--predictions scores {path} as it is: {', '.join(ignored)} only apply to a model run.")
         labels = self._checkpoint_labels(common)
-        if self.metrics.task == "classify" and labels is None and any(_is_class_id(r) for r in references.values()):
-            raise UsageError("the references hold class ids: give --model so that they are named by its labels")
+        if self.metrics.task == "classify" and labels is None:
+            # Digits as text (a CSV column) are class ids too, unless the predictions use them as label names.
+            named = {str(p.get(self.metrics.prediction_field)) for p in predictions}
+            if any(_is_class_id(r) or _class_id(r, sorted(named)) is not None for r in references.values()):
+                raise UsageError("the references hold class ids: give --model so that they are named by its labels")
         records = []
         for number in bad_lines:  # a line cut off, or not a record: counted as failed, not skipped silently
             doc = Document(f"{path.name}:{number}", str(path))
