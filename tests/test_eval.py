@@ -166,6 +166,14 @@ def test_report_means_and_seeded_bootstrap_intervals():
 # The command ----------------------------------------------------------------------------------------------------
 
 
+def scored_files(tmp_path, references: list, predictions: list) -> tuple:
+    """refs.jsonl and run.jsonl for `eval --predictions`, one line per row (a dict, or a line as it is)."""
+    paths = tmp_path / "refs.jsonl", tmp_path / "run.jsonl"
+    for path, rows in zip(paths, (references, predictions), strict=True):
+        path.write_text("".join((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows))
+    return paths
+
+
 def last_report(stdout: bytes) -> dict:
     lines = stdout.decode().splitlines()
     report = json.loads(lines[-1])
@@ -204,11 +212,13 @@ def test_eval_summarize_end_to_end(bigbird, tiny_models, summary_inputs, tmp_pat
 def test_a_reference_rouge_cannot_count_is_an_error_record_not_a_zero(bigbird, tmp_path):
     """rouge-score keeps only a-z and 0-9: a Chinese or Russian reference scored 0 against any summary, silently
     pulling the mean down. Such a document is an error record saying so; the others are scored as before."""
-    inputs, predictions = tmp_path / "refs.jsonl", tmp_path / "run.jsonl"
     references = {"en": "Plants make food from light.", "zh": "植物通过光合作用制造食物。", "ru": "Растения растут.",
                   "mixed": "植物 CO2 光合作用"}  # fmt: skip
-    inputs.write_text("".join(json.dumps({"id": i, "text": "x", "abstract": r}) + "\n" for i, r in references.items()))
-    predictions.write_text("".join(json.dumps({"id": i, "summary": r}) + "\n" for i, r in references.items()))
+    inputs, predictions = scored_files(
+        tmp_path,
+        [{"id": i, "text": "x", "abstract": r} for i, r in references.items()],
+        [{"id": i, "summary": r} for i, r in references.items()],
+    )
     result = bigbird("eval", "summarize", "--predictions", predictions, "--jsonl", inputs,
                      "--reference-field", "abstract", check_rc=1)  # fmt: skip
     report = last_report(result.stdout)
@@ -465,13 +475,11 @@ def test_eval_with_o_dash_writes_the_records_to_stdout(bigbird, tiny_models, tmp
 def test_predictions_that_are_no_text_or_no_record_are_error_records(bigbird, tmp_path):
     """A number or null as the answer was a traceback (AttributeError in the scorer), and a line that is not a
     record (a cut-off last line) was skipped without a word; a reference of the wrong type was called missing."""
-    inputs, predictions = tmp_path / "refs.jsonl", tmp_path / "run.jsonl"
     rows = [{"id": "ok", "answers": ["Paris"]}, {"id": "number", "answers": ["7"]}, {"id": "null", "answers": ["x"]},
             {"id": "typed", "answers": 7}]  # fmt: skip
-    inputs.write_text("".join(json.dumps({"text": "t", **row}) + "\n" for row in rows))
     lines = ['{"id": "ok", "answer": "Paris"}', '{"id": "number", "answer": 7}', '{"id": "null", "answer": null}',
              '{"id": "typed", "answer": "7"}', "not json", '{"id": "cut", "ans']  # fmt: skip
-    predictions.write_text("\n".join(lines))
+    inputs, predictions = scored_files(tmp_path, [{"text": "t", **row} for row in rows], lines)
     result = bigbird("eval", "qa", "--predictions", predictions, "--jsonl", inputs, check_rc=1)
     report = last_report(result.stdout)
     records = {r["id"]: r for r in map(json.loads, result.stdout.decode().splitlines()[:-1])}
@@ -486,9 +494,8 @@ def test_predictions_that_are_no_text_or_no_record_are_error_records(bigbird, tm
 
 def test_predictions_score_a_repeated_reference_id_against_its_first_reference(bigbird, tmp_path):
     """As a model run does (the repeat is an error record there); the last one won, silently."""
-    inputs, predictions = tmp_path / "refs.jsonl", tmp_path / "run.jsonl"
-    inputs.write_text('{"id": "x", "text": "t", "label": "neg"}\n{"id": "x", "text": "t", "label": "pos"}\n')
-    predictions.write_text('{"id": "x", "label": "pos"}\n')
+    references = [{"id": "x", "text": "t", "label": "neg"}, {"id": "x", "text": "t", "label": "pos"}]
+    inputs, predictions = scored_files(tmp_path, references, [{"id": "x", "label": "pos"}])
     result = bigbird("eval", "classify", "--predictions", predictions, "--jsonl", inputs, check_rc=0)
     assert last_report(result.stdout)["metrics"]["accuracy"] == 0.0
     assert "1 ids are repeated in the inputs" in result.stderr.decode()
@@ -496,9 +503,9 @@ def test_predictions_score_a_repeated_reference_id_against_its_first_reference(b
 
 def test_eval_into_a_reader_that_goes_away_exits_141(bigbird, tmp_path):
     """`bigbird eval ... | head -1`: exit 1 (documents failed) from click's own broken-pipe handling."""
-    inputs, predictions = tmp_path / "refs.jsonl", tmp_path / "run.jsonl"
-    inputs.write_text("".join(json.dumps({"id": str(i), "text": "t", "label": "pos"}) + "\n" for i in range(3000)))
-    predictions.write_text("".join(json.dumps({"id": str(i), "label": "pos"}) + "\n" for i in range(3000)))
+    ids = [str(i) for i in range(3000)]
+    references = [{"id": i, "text": "t", "label": "pos"} for i in ids]
+    inputs, predictions = scored_files(tmp_path, references, [{"id": i, "label": "pos"} for i in ids])
     command = [bigbird_executable(), "eval", "classify", "--predictions", str(predictions), "--jsonl", str(inputs)]
     shell = " ".join(map(shlex.quote, command)) + " | head -1 >/dev/null; echo ${PIPESTATUS[0]}"
     done = subprocess.run(["bash", "-c", shell], capture_output=True, timeout=120)
@@ -507,9 +514,9 @@ def test_eval_into_a_reader_that_goes_away_exits_141(bigbird, tmp_path):
 
 def test_predictions_say_which_run_options_they_ignore(bigbird, tmp_path):
     """--shard 0/2 with --predictions still scored every record, without a word."""
-    inputs, predictions = tmp_path / "refs.jsonl", tmp_path / "run.jsonl"
-    inputs.write_text('{"id": "x", "text": "t", "label": "pos"}\n')
-    predictions.write_text('{"id": "x", "label": "pos"}\n')
+    inputs, predictions = scored_files(
+        tmp_path, [{"id": "x", "text": "t", "label": "pos"}], [{"id": "x", "label": "pos"}]
+    )
     args = ["eval", "classify", "--predictions", predictions, "--jsonl", inputs, "--shard", "0/2"]
     result = bigbird(*args, check_rc=0)
     assert f"--predictions scores {predictions} as it is: --shard only apply to a model run." in result.stderr.decode()
@@ -517,9 +524,8 @@ def test_predictions_say_which_run_options_they_ignore(bigbird, tmp_path):
 
 def test_predictions_of_another_command_are_one_sentence(bigbird, tmp_path):
     """One "the record has no 'answer' field" error per record, exit 1; --resume already refused such a file."""
-    inputs, predictions = tmp_path / "refs.jsonl", tmp_path / "run.jsonl"
-    inputs.write_text('{"id": "x", "text": "t", "answers": ["Paris"]}\n')
-    predictions.write_text('{"id": "x", "summary": "Paris is big."}\n')
+    references, made = [{"id": "x", "text": "t", "answers": ["Paris"]}], [{"id": "x", "summary": "Paris is big."}]
+    inputs, predictions = scored_files(tmp_path, references, made)
     result = bigbird("eval", "qa", "--predictions", predictions, "--jsonl", inputs, check_rc=2)
     assert "holds records of `bigbird summarize`, not of `bigbird qa`" in result.stderr.decode()
 
@@ -527,10 +533,12 @@ def test_predictions_of_another_command_are_one_sentence(bigbird, tmp_path):
 def test_a_gold_label_the_model_does_not_have_is_an_error_record(bigbird, tiny_models, tmp_path):
     """A typo ("POSITIVE") could never be predicted and was scored wrong without a word; "1.0" (a CSV written by
     pandas from a column with a gap) was taken as a label name."""
-    inputs, predictions = tmp_path / "refs.jsonl", tmp_path / "run.jsonl"
     rows = [("typo", "POSITIVE", "positive"), ("float-text", "1.0", "neutral"), ("name", "positive", "positive")]
-    inputs.write_text("".join(json.dumps({"id": i, "text": "t", "label": gold}) + "\n" for i, gold, _ in rows))
-    predictions.write_text("".join(json.dumps({"id": i, "label": label}) + "\n" for i, _, label in rows))
+    inputs, predictions = scored_files(
+        tmp_path,
+        [{"id": i, "text": "t", "label": gold} for i, gold, _ in rows],
+        [{"id": i, "label": p} for i, _, p in rows],
+    )
     args = ["eval", "classify", "--predictions", predictions, "--jsonl", inputs, "-m", tiny_models["classify"]]
     result = bigbird(*args, check_rc=1)
     records = {r["id"]: r for r in map(json.loads, result.stdout.decode().splitlines()[:-1])}
@@ -549,9 +557,9 @@ def test_eval_of_documents_that_can_carry_no_reference_is_refused_before_the_mod
 
 def test_class_ids_as_text_need_the_model_unless_the_predictions_name_labels_so(bigbird, tmp_path):
     """A CSV's "1" was scored as a label name against "positive" (accuracy 0); the number 1 was already refused."""
-    inputs, predictions = tmp_path / "refs.jsonl", tmp_path / "run.jsonl"
-    inputs.write_text('{"id": "x", "text": "t", "label": "1"}\n')
-    predictions.write_text('{"id": "x", "label": "positive"}\n')
+    inputs, predictions = scored_files(
+        tmp_path, [{"id": "x", "text": "t", "label": "1"}], [{"id": "x", "label": "positive"}]
+    )
     result = bigbird("eval", "classify", "--predictions", predictions, "--jsonl", inputs, check_rc=2)
     assert "the references hold class ids: give --model" in result.stderr.decode()
     predictions.write_text('{"id": "x", "label": "1"}\n')  # a model whose labels are "0" and "1"
