@@ -57,6 +57,7 @@ def test_tiny_preset_records():
         assert r["peak_mem_bytes"] > 0
         assert "transformers" not in r and "ratio" not in r
         assert r["machine"]["cpu"] == kernels.cpu_model() and r["machine"]["isa"] == kernels.isa()
+        assert r["machine"]["cpu_generation"] == kernels.cpu_generation()
         assert r["versions"]["torch"] == torch.__version__
         assert r["kernels"]["float32"] and set(r["kernels"]["float32"].values()) <= set(kernels.CANDIDATES)
         json.dumps(r)  # JSON-ready
@@ -180,7 +181,9 @@ def test_cli_stdout_is_pure_jsonl_and_the_table_goes_to_stderr(bigbird):
     assert all(r["ratio"] > 0 and r["max_abs_diff"] < 1e-4 for r in records)
     stderr = result.stderr.decode()
     assert "bigbird bench: tiny encode" in stderr and "transformers s" in stderr and "ratio" in stderr
-    assert f"{records[0]['machine']['cpu']} (" in stderr and "float32 kernels" in stderr
+    machine = records[0]["machine"]
+    generation = f" {machine['cpu_generation']}" if machine["cpu_generation"] else ""
+    assert f"{machine['cpu']}{generation} (" in stderr and "float32 kernels" in stderr
     assert f"torch {records[0]['versions']['torch']}" in stderr
 
 

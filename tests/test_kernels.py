@@ -44,6 +44,43 @@ def test_cpu_flags_without_proc_cpuinfo_fall_back_to_torch(tmp_path, monkeypatch
     assert not {"avx512_vnni", "avx_vnni"} & flags  # unknown, so int8 takes the safe path
 
 
+ZEN4 = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n"
+ZEN4 += "stepping\t: 1\n"
+ZEN5 = ZEN4.replace("25", "26").replace("17", "2")
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "generation"),
+    [
+        (ZEN4 + "\n" + ZEN5.replace("processor\t: 0", "processor\t: 1"), "25/17/1"),  # the first processor's
+        (ZEN5, "26/2/1"),
+        ("processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd\nCPU part\t: 0xd0c\n", ""),  # arm64 says none
+    ],
+)
+def test_cpu_generation_reads_family_model_stepping(cpuinfo, generation, tmp_path, monkeypatch):
+    (tmp_path / "cpuinfo").write_text(cpuinfo)
+    monkeypatch.setattr(kernels, "CPUINFO", tmp_path / "cpuinfo")
+    assert kernels.cpu_generation.__wrapped__() == generation
+
+
+def test_two_cpu_generations_of_one_model_name_keep_their_own_choices(fresh_choices, monkeypatch):
+    """A hypervisor may name a Zen 4 and a Zen 5 both "AMD EPYC"; a cache folder they share (a cluster's home
+    folder) must not hand one's measured choices to the other."""
+    monkeypatch.setattr(kernels, "cpu_model", lambda: "AMD EPYC")
+    paths = set()
+    for generation in ("25/17/1", "26/2/1"):
+        monkeypatch.setattr(kernels, "cpu_generation", lambda generation=generation: generation)
+        paths.add(kernels.cache_path())
+        monkeypatch.setattr(kernels, "_chosen", {})
+        monkeypatch.setattr(kernels, "measure", lambda names, run, default, g=generation: {
+            "mkl": 1.0, "onednn": 0.5 if g == "25/17/1" else 2.0})  # fmt: skip
+        assert kernels.choose("k", ["mkl", "onednn"], run=None) == ("onednn" if generation == "25/17/1" else "mkl")
+        assert json.loads(kernels.cache_path().read_text())["cpu"] == f"AMD EPYC ({generation})"
+    assert len(paths) == 2
+    monkeypatch.setattr(kernels, "cpu_generation", lambda: "")  # where /proc/cpuinfo does not say: the name alone
+    assert kernels.cpu_identity() == "AMD EPYC" and kernels.cache_path() not in paths
+
+
 def test_isa_names_what_bench_reports(monkeypatch):
     monkeypatch.setattr(kernels, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "amx_tile", "sse4_2"}))
     assert kernels.isa() == ["avx2", "avx512f", "amx"]
@@ -140,7 +177,7 @@ def test_choice_is_measured_once_then_read_from_the_cache(fresh_choices, monkeyp
     assert kernels.choose("k", names, run=None) == "onednn"
     assert len(timed) == 1
     data = json.loads(kernels.cache_path().read_text())
-    assert data["torch"] == torch.__version__ and data["cpu"] == kernels.cpu_model()
+    assert data["torch"] == torch.__version__ and data["cpu"] == kernels.cpu_identity()
     assert data["choices"]["k"] == {
         "choice": "onednn",
         "ms": {"mkl": 2000.0, "onednn": 1000.0, "onednn-packed": 1500.0},

@@ -150,9 +150,9 @@ def command(
 
 
 def where_it_ran(record: dict[str, Any]) -> str:
-    """The CPU, its ISA, torch and the kernels chosen, in one line: e.g. "AMD EPYC (avx2 avx512f avx512_vnni),
-    torch 2.13.0, float32 kernels onednn ×3 mkl ×1, int8 kernels fbgemm ×2, int8 weights ±127" (cross-attention's
-    kernels too where a generate ran)."""
+    """The CPU (with its family/model/stepping), its ISA, torch and the kernels chosen, in one line: e.g. "AMD EPYC
+    26/2/1 (avx2 avx512f avx512_vnni), torch 2.13.0, float32 kernels onednn ×3 mkl ×1, int8 kernels fbgemm ×2, int8
+    weights ±127" (cross-attention's kernels too where a generate ran)."""
     machine, chosen = record.get("machine", {}), record.get("kernels", {})
 
     def kernels_of(kind: str, override: str, variable: str) -> str:
@@ -164,7 +164,8 @@ def where_it_ran(record: dict[str, Any]) -> str:
         return text + (f" ({variable}={forced})" if forced != "auto" else "")
 
     torch_version = record.get("versions", {}).get("torch", "?")
-    line = f"{machine.get('cpu', '?')} ({' '.join(machine.get('isa', []))}), torch {torch_version}"
+    generation = f" {machine['cpu_generation']}" if machine.get("cpu_generation") else ""
+    line = f"{machine.get('cpu', '?')}{generation} ({' '.join(machine.get('isa', []))}), torch {torch_version}"
     line += kernels_of("float32", "override", "BIGBIRD_KERNELS")
     if record.get("quantize"):
         line += kernels_of("int8", "int8_override", "BIGBIRD_INT8_KERNELS")

@@ -12,9 +12,9 @@ Three questions, answered once per process (the last one once per machine):
   and compared with the public path; a missing op, a changed signature or wrong numbers turn it off with a
   debug log line. `BIGBIRD_PRIVATE_OPS=0` turns them all off (the public path everywhere).
 * **Which matmul is fastest.** For each kind of matmul (`FLOAT32`, `INT8`, `CROSS_ATTENTION`) torch's default and
-  the challengers are timed on the layer's own shapes at first use; the choice is cached per (CPU model, torch
-  version) in the user's cache directory. A challenger must beat the default by `MARGIN`, so the choice is never
-  slower than torch's default beyond the noise of the measurement.
+  the challengers are timed on the layer's own shapes at first use; the choice is cached per (CPU model and
+  generation, torch version) in the user's cache directory. A challenger must beat the default by `MARGIN`, so
+  the choice is never slower than torch's default beyond the noise of the measurement.
   - float32: the default is `F.linear` (MKL, which skips AVX-512 on AMD CPUs); the challengers oneDNN, on the
     plain weight or on the weight packed in its own layout (a layer that picks packing keeps only the packed
     copy: `Linear.pack`). `BIGBIRD_KERNELS=mkl|onednn|onednn-packed` overrides it (`auto`: measure); a layer
@@ -102,6 +102,34 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"
+
+
+@functools.cache
+def cpu_generation() -> str:
+    """The CPU's family, model and stepping ("26/2/1"), or "" where /proc/cpuinfo does not say.
+
+    The model name alone does not tell processors apart: a hypervisor may call a Zen 4 and a Zen 5 both "AMD EPYC",
+    and their kernels' speeds differ by 2x. A home folder shared by the nodes of a cluster would then hand one
+    generation's measured choices to the other.
+    """
+    fields = {"cpu family": "", "model": "", "stepping": ""}
+    try:
+        for line in CPUINFO.read_text().splitlines():
+            name, _, value = line.partition(":")
+            name = name.strip()
+            if name in fields and not fields[name]:
+                fields[name] = value.strip()
+            elif not line.strip() and fields["cpu family"]:
+                break  # the first processor's block is enough
+    except OSError:
+        return ""
+    return "/".join(fields.values()) if all(fields.values()) else ""
+
+
+def cpu_identity() -> str:
+    """What the kernel choices are kept for: the model name, and the generation where the OS tells it."""
+    generation = cpu_generation()
+    return f"{cpu_model()} ({generation})" if generation else cpu_model()
 
 
 def isa() -> list[str]:
@@ -241,7 +269,7 @@ def cache_path() -> Path:
     root = os.environ.get("BIGBIRD_CACHE_DIR") or Path(
         os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "bigbird-cli"
     )
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{cpu_model()}-torch-{torch.__version__}").strip("-")
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{cpu_identity()}-torch-{torch.__version__}").strip("-")
     return Path(root) / f"kernels-{slug}.json"
 
 
@@ -389,7 +417,7 @@ def _save(key: str, choice: str, seconds: dict[str, float]) -> None:
         data = json.loads(path.read_text())
         data["choices"]  # noqa: B018  (a file without it is rewritten)
     except (OSError, ValueError, KeyError, TypeError):
-        data = {"cpu": cpu_model(), "isa": isa(), "torch": torch.__version__, "choices": {}}
+        data = {"cpu": cpu_identity(), "isa": isa(), "torch": torch.__version__, "choices": {}}
     data["choices"][key] = {"choice": choice, "ms": {n: round(s * 1e3, 3) for n, s in seconds.items()}}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

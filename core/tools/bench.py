@@ -418,6 +418,7 @@ def _measure(spec: BenchSpec, progress: Callable[[str], None] | None) -> Iterato
                         # Other work on the machine skews timings; the load average lets a reader see it did.
                         "machine": {
                             "cpu": kernels.cpu_model(),
+                            "cpu_generation": kernels.cpu_generation(),  # family/model/stepping: "26/2/1"
                             "isa": kernels.isa(),
                             "cpu_count": os.cpu_count(),
                             "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
