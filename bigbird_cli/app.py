@@ -12,6 +12,8 @@ from typing import Annotated
 
 import typer
 
+from core.models.heap import reuse_freed_memory
+
 from . import __version__
 from .commands import bench, classify, convert, mask, qa, summarize
 from .commands import eval as evaluate
@@ -82,6 +84,7 @@ def write_completions(directory: Path = COMPLETIONS_DIR) -> list[Path]:
 
 def main() -> None:
     """Console-script entry point (`bigbird`)."""
+    reuse_freed_memory()  # the process's heap: see core/models/heap.py (no torch import, so TAB stays fast)
     try:
         app(prog_name=PROG_NAME)
     except BrokenPipeError:  # stdout's reader went away outside a task run (eval's report, a convert summary)

@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from core.models.heap import reuse_freed_memory
 from core.tasks import TaskError
 from core.tasks.documents import Document, describe
 from core.tasks.records import Record, error_record
@@ -92,6 +93,7 @@ class TaskWorker:
         if os.path.isdir(cwd):
             os.chdir(cwd)  # a relative model path means what it means on the driver (on a shared filesystem)
         set_threads(threads)
+        reuse_freed_memory()  # as the CLI's own process does (bigbird_cli.app.main)
         self.batch_size = batch_size
         self.task: RecordMaker | None = None
         self.failure = ""

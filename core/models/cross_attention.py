@@ -29,7 +29,7 @@ import torch
 
 from . import kernels
 from .attention import full_attention
-from .modeling import release_free_heap
+from .heap import release_free_heap
 
 
 class CrossKeysValues:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from .config import GENERATION_DEFAULTS, SAMPLING_DEFAULTS
 from .cross_attention import CrossKeysValues
-from .modeling import release_free_heap
+from .heap import release_free_heap
 
 # Added to the score of a beam or hypothesis to take it out of the running (the reference's constant).
 EXCLUDED = -1.0e9

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextvars
-import ctypes
-import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -49,15 +47,6 @@ class ModelOutput(dict):
 FFN_SLICE_ELEMENTS = 4 * 2**20
 
 
-@functools.cache
-def _libc() -> ctypes.CDLL | None:
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") else None
-    except OSError:
-        return None
-
-
 def device_available(device: torch.device) -> bool:
     """Whether this machine has `device` (torch builds a cuda or mps device object even where there is none)."""
     if device.type == "cuda":
@@ -65,19 +54,6 @@ def device_available(device: torch.device) -> bool:
     if device.type == "mps":
         return torch.backends.mps.is_available()
     return True
-
-
-def release_free_heap() -> None:
-    """glibc's malloc_trim: hand the heap's free pages back to the OS (a no-op elsewhere).
-
-    Freed blocks under the mmap threshold stay resident in glibc's free lists, and a later block of a slightly
-    different size (oneDNN's packed tensors are) does not fit their holes: it adds fresh pages on top of them.
-    generate calls this between the encoder, whose scratch is freed by then, and the decoder's first step, which
-    allocates the long-lived cross-attention keys/values (pegasus-large, 4096 tokens: 200 MiB off the peak).
-    """
-    libc = _libc()
-    if libc is not None:
-        libc.malloc_trim(0)
 
 
 def feed_forward_in_slices(ffn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, width: int) -> torch.Tensor:

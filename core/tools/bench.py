@@ -38,8 +38,9 @@ from torch import nn
 
 from core.models import kernels
 from core.models.config import ATTENTION_TYPES, ModelConfig
+from core.models.heap import release_free_heap
 from core.models.linear import quantize_int8
-from core.models.modeling import device_available, release_free_heap
+from core.models.modeling import device_available
 from core.models.presets import PRESETS, config_from_name
 
 TASKS = ("encode", "summarize")
