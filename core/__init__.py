@@ -40,6 +40,7 @@ _EXPORTS = {
     ".models.generation": ["DecoderCache"],
     ".models.tokenizers": ["BigBirdTokenizer", "PegasusTokenizer"],
     ".models.linear": ["Linear", "quantize_int8"],
+    ".models.heap": ["reuse_freed_memory"],
     ".tasks.documents": ["Document"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
