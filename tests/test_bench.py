@@ -100,6 +100,10 @@ def test_int8_summarize_reports_whether_the_tokens_match_fp32():
     assert record["quantize"] == "int8" and "cosine_min" not in record
     assert isinstance(record["same_tokens_as_fp32"], bool)
     assert record["speedup_vs_fp32"] > 0
+    # The int8 model's cross-attention keys/values are bfloat16 exactly where the CPU computes it natively (by rule,
+    # beside the float32 model's measured choice); the record says which ran.
+    bfloat16 = kernels.has_native_bfloat16() and kernels.private_op("conv-packed-bf16") is not None
+    assert ("onednn-bf16" in record["kernels"]["cross_attention"].values()) == bfloat16
 
 
 def test_model_checkpoint_instead_of_a_preset(tmp_path):

@@ -135,3 +135,65 @@ def test_the_choice_is_kept_per_source_length_bucket_and_query_count():
     assert key(16, 64, 4096, 5) == key(16, 64, 3000, 5) != key(16, 64, 4097, 5)
     assert key(16, 64, 4096, 5) != key(16, 64, 4096, 17)
     assert key(16, 64, 1, 1).endswith(f"threads={torch.get_num_threads()}")
+
+
+# --------------------------------------------------------------------------------------------------
+# An int8 model's keys/values in bfloat16
+# --------------------------------------------------------------------------------------------------
+needs_bf16_conv = pytest.mark.skipif(
+    kernels.private_op("conv-packed-bf16") is None, reason="oneDNN has no working bfloat16 convolution on this CPU"
+)
+
+
+@needs_bf16_conv
+@pytest.mark.parametrize(("inputs", "group", "new"), [(1, 5, 1), (3, 2, 1), (2, 1, 3)])
+@pytest.mark.parametrize("bias_kind", ["none", "padding"])
+def test_an_int8_models_keys_values_go_to_bfloat16_within_its_rounding(
+    inputs, group, new, bias_kind, fresh_choices, monkeypatch
+):
+    """On a CPU with native bfloat16 (forced here, so every CPU whose oneDNN has the kernel runs it), keys/values
+    marked approximate are packed in bfloat16, by rule: nothing is timed. The context stays within bfloat16's
+    rounding of the float64 oracle, and the probabilities path reads the kept tensors back in float32."""
+    monkeypatch.setattr(kernels, "has_native_bfloat16", lambda: True)
+    k, v = projected(inputs, seed=7)
+    bias = padding_bias(inputs, bias_kind)
+    kept = CrossKeysValues(k, v, reused=True, approximate=True)
+    for step in range(2):
+        q = torch.randn(inputs * group, HEADS, new, DIM, generator=torch.Generator().manual_seed(step))
+        expected, _ = oracle(q, k, v, bias)
+        with torch.inference_mode():
+            context, _ = kept.attend(q, bias)
+        assert context.dtype == torch.float32
+        error = (context.double() - expected).abs().max() / expected.abs().max()
+        assert 0 < error < 2e-2  # rounded (so it did run in bfloat16), and no further than bfloat16 rounds
+    assert kept.packed and kept.packed_dtype == torch.bfloat16
+    assert kernels.summary()["measured_ms"] == {}  # a rule, not a measurement
+    assert "onednn-bf16" in kernels.summary()["cross_attention"].values()
+    with torch.inference_mode():
+        context, probs = kept.attend(q, bias, output_probs=True)
+    plain_k, plain_v = kept.plain()
+    assert plain_k.dtype == plain_v.dtype == torch.float32
+    assert (plain_k - k).abs().max() <= k.abs().max() * 2**-8  # bfloat16's rounding of what was packed
+
+
+@pytest.mark.parametrize(
+    ("approximate", "native", "forced", "packs"),
+    [
+        (False, True, "auto", None),  # a float32 model never rounds (it times sdpa against onednn, as ever)
+        (False, True, "onednn-bf16", True),  # forced on one, it means onednn
+        (True, False, "auto", None),  # no native bfloat16: float32, timed
+        (True, True, "onednn", True),  # the user forces a float32 kernel
+        (True, True, "sdpa", False),  # ... or torch's attention: nothing packs
+    ],
+)
+@needs_conv
+def test_what_keeps_float32(approximate, native, forced, packs, fresh_choices, monkeypatch):
+    monkeypatch.setattr(kernels, "has_native_bfloat16", lambda: native)
+    monkeypatch.setenv("BIGBIRD_CROSS_ATTENTION", forced)
+    k, v = projected(1, seed=8)
+    q = torch.randn(5, HEADS, 1, DIM)
+    kept = CrossKeysValues(k, v, reused=True, approximate=approximate)
+    with torch.inference_mode():
+        context, _ = kept.attend(q, None)
+    assert (context.double() - oracle(q, k, v, None)[0]).abs().max() < 1e-5
+    assert kept.packed_dtype == torch.float32 and packs in (None, kept.packed)

@@ -92,6 +92,11 @@ def test_private_ops_pass_their_check_on_the_tested_torch(name):
     assert kernels.private_op(name) is not None
 
 
+def test_the_bfloat16_convolution_passes_its_check_wherever_onednn_has_bfloat16():
+    """An int8 model's cross-attention runs it on CPUs with native bfloat16; oneDNN says where it has the type."""
+    assert (kernels.private_op("conv-packed-bf16") is not None) == torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 @pytest.mark.parametrize("name", ["linear", "flash", "conv-packed"])
 @pytest.mark.parametrize("fault", ["missing", "signature", "wrong numbers"])
 def test_a_broken_private_op_falls_back_to_the_public_path(name, fault, monkeypatch, fresh_choices):

@@ -496,7 +496,8 @@ class Attention(nn.Module):
         q = self._heads(self.query(hidden))
         dropout = self.dropout if self.training else 0.0
         if encoder_states is not None and cache is not None:  # `bias` is then the encoder's padding
-            kept = cache.cross_kv(self.layer_idx, lambda: self._keys_values(encoder_states))
+            approximate = self.key.int8 is not None  # an int8 model (linear.quantize_int8)
+            kept = cache.cross_kv(self.layer_idx, lambda: self._keys_values(encoder_states), approximate)
             context, probs = kept.attend(q, bias, dropout, output_probs=output_attentions)
             return context.transpose(1, 2).flatten(2), probs
         if encoder_states is None:

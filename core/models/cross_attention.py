@@ -19,6 +19,12 @@ own layout, *instead of* the plain tensors (the same memory), and then stream at
 
 Whether it beats torch's attention is measured per machine (`kernels.choose`, kind `CROSS_ATTENTION`), like the
 linear layers' kernels; `BIGBIRD_CROSS_ATTENTION=sdpa|onednn` forces one.
+
+A model whose projections run in int8 (`--quantize int8`) already trades exactness for speed, and there the keys and
+values are packed in bfloat16 on CPUs that compute it natively (avx512_bf16, AMX): half the bytes for every step to
+stream, and half the memory. Queries and probabilities enter the convolutions in bfloat16 too (oneDNN wants one
+type), while the softmax runs in float32. This is a rule, not a measurement: which kernel runs must never depend on
+a timing when it changes the numbers. `BIGBIRD_CROSS_ATTENTION=sdpa|onednn` keeps float32 there too.
 """
 
 from __future__ import annotations
@@ -39,14 +45,19 @@ class CrossKeysValues:
     into the query axis, so the keys/values are held once per input.
 
     `reused` marks keys/values kept for many calls (a generate call's cache): only those are worth repacking, and
-    their first call chooses the kernel by measurement.
+    their first call chooses the kernel by measurement. `approximate` marks those of a model that runs int8: they
+    are packed in bfloat16 where the CPU computes it natively (see the module docstring).
     """
 
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, reused: bool = False) -> None:
+    def __init__(
+        self, keys: torch.Tensor, values: torch.Tensor, reused: bool = False, approximate: bool = False
+    ) -> None:
         self.inputs, self.heads, self.source_len, self.head_dim = keys.shape
         self.keys, self.values = keys, values  # packed: (groups*S, D, 1, 1) and the values (groups*D, S, 1, 1)
         self.reused = reused
+        self.approximate = approximate
         self.packed = False
+        self.packed_dtype = keys.dtype  # what the packed keys/values hold: the input's, or bfloat16
         self._chosen = not reused  # only reused keys/values choose (and may pack) at their first call
 
     def attend(
@@ -60,7 +71,9 @@ class CrossKeysValues:
         fast = self._fast_path_applies(q, bias, dropout, output_probs)
         if not self._chosen:
             self._chosen = True
-            if fast:
+            if fast and self._bfloat16_applies(q):
+                self._pack(q.shape[0] // self.inputs * q.shape[2], torch.bfloat16)
+            elif fast:
                 self._choose(q, bias)
         if self.packed and fast:
             return self._attend_packed(q, bias, self.keys, self.values), None
@@ -79,7 +92,8 @@ class CrossKeysValues:
             return self.keys, self.values
         shape = (self.inputs, self.heads, self.source_len, self.head_dim)
         values = self.values.to_dense().view(self.inputs, self.heads, self.head_dim, self.source_len)
-        return self.keys.to_dense().view(shape), values.transpose(-1, -2)
+        # Held in bfloat16 (an int8 model's): read back in the queries' type, so either path takes them.
+        return self.keys.to_dense().view(shape).float(), values.transpose(-1, -2).float()
 
     # ----------------------------------------------------------------------------------------------
     def _fast_path_applies(
@@ -101,6 +115,30 @@ class CrossKeysValues:
             and kernels.private_op("conv-packed") is not None
         )
 
+    def _bfloat16_applies(self, q: torch.Tensor) -> bool:
+        """Whether these keys/values go to bfloat16: an int8 model's, on a CPU with native bfloat16 whose packed
+        bfloat16 convolution works, unless the environment forces a float32 kernel."""
+        return (
+            self.approximate
+            and q.dtype == torch.float32
+            and kernels.has_native_bfloat16()
+            and kernels.override(kernels.CROSS_ATTENTION) in ("auto", "onednn-bf16")
+            and kernels.private_op("conv-packed-bf16") is not None
+        )
+
+    def _pack(self, queries: int, dtype: torch.dtype) -> None:
+        """Hold the keys/values packed in `dtype` from now on, instead of the plain ones, and say so to bench."""
+        self.keys, self.values = self._packed_copies(queries, keep_plain=False, dtype=dtype)
+        self.packed, self.packed_dtype = True, dtype
+        key = kernels.cross_attention_key(self.heads, self.head_dim, self.source_len, queries)
+        if dtype == torch.bfloat16:  # by rule (an int8 model's), beside the measured choice of float32 models
+            kernels.settled(f"{key} int8-model", "onednn-bf16")
+        # oneDNN's packed tensors are a little larger than the plain ones (pegasus-large: 16 MiB + 132 KiB),
+        # so they never fit the holes the projections leave in the heap, and the next layer's projections
+        # land on fresh pages: handed back, the first step's peak is a layer's scratch lower per layer
+        # (pegasus-large, 4096 tokens: 115 MiB lower).
+        release_free_heap()
+
     def _choose(self, q: torch.Tensor, bias: torch.Tensor | None) -> None:
         """Time torch's attention against the packed kernel on this call (once per machine and shape), and pack
         when the packed kernel wins."""
@@ -116,31 +154,37 @@ class CrossKeysValues:
 
         key = kernels.cross_attention_key(self.heads, self.head_dim, self.source_len, queries)
         if kernels.choose(key, ["sdpa", "onednn"], run, kernels.CROSS_ATTENTION) == "onednn":
-            self.keys, self.values = trial if trial else self._packed_copies(queries, keep_plain=False)
-            self.packed = True
-            # oneDNN's packed tensors are a little larger than the plain ones (pegasus-large: 16 MiB + 132 KiB),
-            # so they never fit the holes the projections leave in the heap, and the next layer's projections
-            # land on fresh pages: handed back, the first step's peak is a layer's scratch lower per layer
-            # (pegasus-large, 4096 tokens: 115 MiB lower).
-            release_free_heap()
+            if trial:
+                self.keys, self.values = trial
+                self.packed = True
+                release_free_heap()  # as _pack does
+            else:
+                self._pack(queries, self.keys.dtype)
 
-    def _packed_copies(self, queries: int, keep_plain: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """The keys and the transposed values as oneDNN's packed weights of the two grouped 1x1 convolutions.
+    def _packed_copies(
+        self, queries: int, keep_plain: bool = True, dtype: torch.dtype | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keys and the transposed values as oneDNN's packed weights of the two grouped 1x1 convolutions, in
+        `dtype` (the plain ones' by default).
 
-        Each comes out of the projection's layout in one copy (the keys' reshape copies their strided view; the
-        reorder reads the values' strided view in place). Unless `keep_plain`, the plain keys are let go as soon as
-        their copy is made, so that packing adds as little as it can to the first step's peak memory.
+        Each comes out of the projection's layout in one copy (the keys' copy reads their strided view and converts
+        in the same pass; the reorder reads the values' strided view in place, or their converted copy). Unless
+        `keep_plain`, the plain keys are let go as soon as their copy is made, so that packing adds as little as
+        it can to the first step's peak memory.
         """
         groups, s, d = self.inputs * self.heads, self.source_len, self.head_dim
         reorder = torch.ops.mkldnn._reorder_convolution_weight
         keys, values = self.keys, self.values
+        dtype = dtype or keys.dtype
         if not keep_plain:
             del self.keys, self.values  # set again by the caller
         with torch.inference_mode():
-            keys_oi = keys.reshape(groups * s, d, 1, 1)
+            keys_oi = _in_type(keys, dtype).reshape(groups * s, d, 1, 1)
+            del keys
             keys = reorder(keys_oi, [0, 0], [1, 1], [1, 1], groups, [1, groups * d, queries, 1])
             del keys_oi
-            values_oi = values.transpose(-1, -2).reshape(groups * d, s, 1, 1)
+            values_oi = _in_type(values.transpose(-1, -2), dtype).reshape(groups * d, s, 1, 1)
+            del values
             values = reorder(values_oi, [0, 0], [1, 1], [1, 1], groups, [1, groups * s, queries, 1])
         return keys, values
 
@@ -169,17 +213,23 @@ class CrossKeysValues:
         group = rows // inputs
         queries, groups = group * new, inputs * h
         conv = kernels.private_op("conv-packed")
+        dtype = self.packed_dtype  # the convolutions' type: the queries', or bfloat16 (an int8 model's)
         # (B*g, H, T, D) → (g*T, B, H*D), scaled as the softmax wants: one row per query, its input's channels.
         x = torch.empty(queries, inputs, h * d, dtype=q.dtype)
         torch.mul(q.transpose(1, 2).reshape(inputs, queries, h * d).transpose(0, 1), 1 / math.sqrt(d), out=x)
-        scores = conv(_channels_last(x), keys, None, [0, 0], [1, 1], [1, 1], groups, "none", [], "")
-        scores = _rows(scores).view(queries, inputs, h, s)
+        scores = conv(_channels_last(x.to(dtype)), keys, None, [0, 0], [1, 1], [1, 1], groups, "none", [], "")
+        scores = _rows(scores).view(queries, inputs, h, s).to(q.dtype)  # the softmax in the queries' type
         if bias is not None:
             scores += bias.reshape(bias.shape[0], 1, s)  # (inputs or 1, 1, 1, S)
-        probs = scores.softmax(dim=-1)
+        probs = scores.softmax(dim=-1).to(dtype)
         context = conv(_channels_last(probs), values, None, [0, 0], [1, 1], [1, 1], groups, "none", [], "")
         context = _rows(context).view(group, new, inputs, h, d)
-        return context.permute(2, 0, 3, 1, 4).reshape(rows, h, new, d)
+        return context.permute(2, 0, 3, 1, 4).reshape(rows, h, new, d).to(q.dtype)
+
+
+def _in_type(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """x itself in its own type; else converted into a contiguous tensor, in one pass over its (strided) view."""
+    return x if x.dtype == dtype else x.new_empty(x.shape, dtype=dtype).copy_(x)
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:

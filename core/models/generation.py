@@ -80,11 +80,14 @@ class DecoderCache:
             buffer[:, :, :used] = old[:, :, :used]
         return buffer
 
-    def cross_kv(self, layer: int, project: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> CrossKeysValues:
+    def cross_kv(
+        self, layer: int, project: Callable[[], tuple[torch.Tensor, torch.Tensor]], approximate: bool = False
+    ) -> CrossKeysValues:
         """This layer's cross-attention keys/values: `project()` from the encoder states at the first step, then kept
-        (in the layout their first attention chooses: see cross_attention.CrossKeysValues)."""
+        (in the layout their first attention chooses, in bfloat16 for an `approximate` (int8) model where the CPU
+        has it: see cross_attention.CrossKeysValues)."""
         if self.cross[layer] is None:
-            self.cross[layer] = CrossKeysValues(*project(), reused=True)
+            self.cross[layer] = CrossKeysValues(*project(), reused=True, approximate=approximate)
         return self.cross[layer]
 
     def reorder(self, rows: torch.Tensor) -> None:

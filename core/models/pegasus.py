@@ -120,7 +120,8 @@ class DecoderAttention(nn.Module):
             context, probs = full_attention(q, k, v, bias, dropout, output_probs=output_attentions)
         else:
             if cache is not None:
-                kept = cache.cross_kv(layer_idx, lambda: self._keys_values(encoder_states))
+                approximate = self.key.int8 is not None  # an int8 model (linear.quantize_int8)
+                kept = cache.cross_kv(layer_idx, lambda: self._keys_values(encoder_states), approximate)
             else:
                 kept = CrossKeysValues(*self._keys_values(encoder_states))
             context, probs = kept.attend(q, bias, dropout, output_probs=output_attentions)
