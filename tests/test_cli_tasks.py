@@ -99,7 +99,9 @@ def test_quantize_int8_agrees_with_python_api(case, bigbird, tiny_models, corpus
 
     own = {"summarize": {}, "qa": {"question": QUESTION, "top_k": 2}, "mask": {"top_k": 3}}[case]
     task = {"summarize": SummarizeTask, "qa": QATask, "mask": MaskTask}[case](model, quantize="int8", **own)
-    assert all(layer.int8 is not None for layer in task.model.modules() if hasattr(layer, "int8"))
+    # Every linear layer runs int8 and holds no float weights (a task only infers: a quarter of the memory).
+    linear = [layer for layer in task.model.modules() if hasattr(layer, "int8")]
+    assert linear and all(layer.int8 is not None and layer.weight.is_meta for layer in linear)
     assert_same_records(records, [task([doc])[0] for doc in inputs.open()])
     assert all(field in r for r in records for field in fields)
 

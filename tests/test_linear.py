@@ -173,3 +173,38 @@ def test_core_quantize_int8_returns_the_int8_model():
     copied = core.quantize_int8(model)
     assert copied is not model and copied[0].int8 is not None and model[0].int8 is None
     assert core.quantize_int8(model, inplace=True) is model and model[0].int8 is not None
+
+
+@pytest.mark.parametrize("rows", [3, 300])
+def test_int8_without_float_weights_gives_the_same_numbers_in_a_quarter_of_the_memory(rows, int8_path):
+    """keep_float=False (the CLI's tasks and bench) drops the float weights: the same int8 values and scales run,
+    so the numbers are those of a model that kept them, on either kernel, and a second kernel's packing reads the
+    kept int8 values instead."""
+    torch.manual_seed(5)
+    model = torch.nn.Sequential(Linear(48, 96, activation="gelu"), Linear(96, 48))
+    x = torch.randn(rows, 48)
+    kept, lean = quantize_int8(model), quantize_int8(model, keep_float=False)
+    with torch.inference_mode():
+        expected = kept(x)
+        assert torch.equal(lean(x), expected)
+        for layer in lean:  # a kernel it has not packed for yet: packed from the int8 values
+            other = next(name for name in ("fbgemm", "onednn") if name not in layer.int8.packed)
+            if kernels.private_op({"fbgemm": "qlinear-fbgemm", "onednn": "qlinear"}[other]) is not None:
+                layer._run_int8(other, x if layer.in_features == 48 else lean[0](x))
+    with torch.inference_mode():
+        assert torch.equal(lean(x), expected)
+    for layer in lean:
+        assert layer.weight.is_meta and layer.weight.shape == (layer.out_features, layer.in_features)
+        assert layer.int8.values is not None and layer.int8.values.dtype == torch.int8
+    assert all(not layer.weight.is_meta and layer.int8.values is None for layer in kept if layer.int8.packed)
+    lean.apply(lambda m: m.quantize_int8(keep_float=False) if isinstance(m, Linear) else None)  # a no-op again
+    with torch.inference_mode():
+        assert torch.equal(lean(x), expected)
+
+
+def test_int8_without_float_weights_refuses_what_needs_them_in_one_sentence():
+    layer = quantize_int8(torch.nn.Sequential(Linear(8, 4)), keep_float=False)
+    with pytest.raises(RuntimeError, match="runs int8 only .* can't track gradients or run on cpu"):
+        layer(torch.randn(2, 8, requires_grad=True))
+    with pytest.raises(RuntimeError, match="runs int8 only .* can't be saved: save the float32 model"):
+        layer.state_dict()

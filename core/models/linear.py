@@ -14,7 +14,9 @@ the choice of kernel at inference on the CPU:
   per call (one scale per tensor), through whichever of fbgemm's and oneDNN's int8 matmuls was fastest here for
   the shape (`kernels.choose` again; both get the same int8 values and scale, so the numbers don't depend on
   the choice). On CPUs without VNNI the weights keep to 7 bits, which keeps those kernels' int16 pair sums from
-  saturating.
+  saturating. The float weights stay for training, other devices and checkpoints, unless `keep_float=False`
+  (what the CLI's tasks and bench ask: inference only): then the layer holds one byte per weight instead of
+  four, plus its kernels' packings, and the float weight is a shape without memory (the meta device).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 # The int8 kernels, by the private op (kernels.private_op) each one runs.
 INT8_OPS = {"fbgemm": "qlinear-fbgemm", "onednn": "qlinear"}
+# What a layer quantized with keep_float=False says when asked for what only float weights can do.
+INT8_ONLY = "this layer runs int8 only (quantize_int8 with keep_float=False dropped its float weights)"
 # Rows of input oneDNN's int8 weight layout is chosen for (long inputs are where the time goes).
 PACKING_ROWS = 1024
 # The activations oneDNN can apply inside its matmul, as (attr, algorithm) of its fused linear op.
@@ -80,6 +84,7 @@ class Int8Weights:
     bias: torch.Tensor | None
     values: torch.Tensor | None = None
     packed: dict[str, Any] = field(default_factory=dict)
+    keep_values: bool = False  # the float weights are gone: a later kernel's packing reads these values
 
 
 def _quantize_uint8(x: torch.Tensor) -> tuple[torch.Tensor, float, int]:
@@ -136,6 +141,8 @@ class Linear(nn.Linear):
                 return self._int8_forward(x)
             if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
                 return self._float32_forward(x)
+        if self.weight.is_meta:
+            raise RuntimeError(f"{INT8_ONLY}, so it can't track gradients or run on {x.device.type}")
         self.unpack()
         return self._run("mkl", x)
 
@@ -216,6 +223,8 @@ class Linear(nn.Linear):
         return super()._apply(fn, recurse)
 
     def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
+        if self.weight.is_meta:
+            raise RuntimeError(f"{INT8_ONLY}, so it can't be saved: save the float32 model it came from")
         super()._save_to_state_dict(destination, prefix, keep_vars)
         if self.packed:  # checkpoints and other tools read the plain layout
             destination[prefix + "weight"] = self.weight.to_dense()
@@ -254,7 +263,9 @@ class Linear(nn.Linear):
     def _pack_int8(self, kernel: str) -> Any:
         w = self.int8
         assert w is not None
-        values, w.values = w.values, None
+        values = w.values
+        if not w.keep_values:
+            w.values = None  # most layers only ever run one kernel
         if values is None:
             values, _ = quantize_weights(self.weight.detach().float().cpu(), w.levels)
         if kernel == "fbgemm":
@@ -265,11 +276,15 @@ class Linear(nn.Linear):
     def _after_kernel(self, y: torch.Tensor) -> torch.Tensor:
         return y if self.act_after_kernel is None else self.act_after_kernel(y)
 
-    def quantize_int8(self) -> None:
+    def quantize_int8(self, keep_float: bool = True) -> None:
         """Quantize the weights to int8 (symmetric, one scale per output channel) for dynamic int8 inference.
 
-        The float weights stay: training, other devices and checkpoints keep using them.
+        With `keep_float` the float weights stay: training, other devices and checkpoints keep using them.
+        Without, the weight becomes a meta tensor of its shape and the int8 values are kept instead (a quarter of
+        the memory); the layer then runs int8 on the CPU only, and refuses the rest in one sentence.
         """
+        if self.weight.is_meta:
+            return  # already int8, without float weights to quantize again
         if not any(kernels.private_op(op) is not None for op in INT8_OPS.values()):
             raise RuntimeError("this torch build has no working int8 kernel, so --quantize int8 can't run here")
         self.unpack()
@@ -277,7 +292,10 @@ class Linear(nn.Linear):
         values, scales = quantize_weights(self.weight.detach().float().cpu(), levels)
         bias = None if self.bias is None else self.bias.detach().float().cpu()
         zero_points = torch.zeros(len(scales), dtype=torch.long)
-        self.int8 = Int8Weights(levels, scales, zero_points, bias, values)
+        self.int8 = Int8Weights(levels, scales, zero_points, bias, values, keep_values=not keep_float)
+        if not keep_float:
+            self._weight_requires_grad = False
+            self.weight = nn.Parameter(torch.empty(self.weight.shape, device="meta"), requires_grad=False)
 
     def __getstate__(self) -> dict:
         """Copies and pickles get plain weights and leave the kernels' packed ones out (opaque objects; packed
@@ -294,11 +312,13 @@ class Linear(nn.Linear):
         return super().extra_repr() + extra
 
 
-def quantize_int8(model: nn.Module, inplace: bool = False) -> nn.Module:
+def quantize_int8(model: nn.Module, inplace: bool = False, keep_float: bool = True) -> nn.Module:
     """`model` (or, unless `inplace`, a copy of it) with its linear layers running dynamic int8 on the CPU.
 
     Only this toolkit's `Linear` layers are quantized; a model without any (torch's own nn.Linear) is refused
-    rather than handed back unchanged, which would look like int8 and run float32."""
+    rather than handed back unchanged, which would look like int8 and run float32. `keep_float=False` drops
+    their float weights for an inference-only model (see `Linear.quantize_int8`): pegasus-large holds 1.9 GB
+    less."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"quantize_int8 takes a model (torch.nn.Module), not {type(model).__name__}")
     if not any(isinstance(module, Linear) for module in model.modules()):
@@ -306,5 +326,5 @@ def quantize_int8(model: nn.Module, inplace: bool = False) -> nn.Module:
     quantized = model if inplace else copy.deepcopy(model)
     for module in quantized.modules():
         if isinstance(module, Linear):
-            module.quantize_int8()
+            module.quantize_int8(keep_float)
     return quantized.eval()
