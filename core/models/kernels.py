@@ -232,36 +232,24 @@ def fbgemm_pack(values: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor |
     return torch.ops.quantized.linear_prepack(weights, bias)
 
 
-def _check_conv_packed() -> tuple[Any, bool]:
+def _check_conv_packed(dtype: torch.dtype = torch.float32) -> tuple[Any, bool]:
     """oneDNN's convolution on a weight packed in its layout, grouped, on a channels-last input: what
-    cross_attention runs."""
+    cross_attention runs, in float32 or (an int8 model's) bfloat16, within that type's rounding of float32 on the
+    same (rounded) inputs."""
     op = torch.ops.mkldnn._convolution_pointwise
     if not torch.backends.mkldnn.is_available():
         raise RuntimeError("no oneDNN in this torch build")
+    if dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        raise RuntimeError("oneDNN has no bfloat16 on this CPU")
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(1, 6, 5, 1, generator=g).contiguous(memory_format=torch.channels_last)
-    w = torch.randn(8, 3, 1, 1, generator=g)
+    x = torch.randn(1, 6, 5, 1, generator=g).contiguous(memory_format=torch.channels_last).to(dtype)
+    w = torch.randn(8, 3, 1, 1, generator=g).to(dtype)
     with torch.inference_mode():
         packed = torch.ops.mkldnn._reorder_convolution_weight(w, [0, 0], [1, 1], [1, 1], 2, [1, 6, 5, 1])
         y = op(x, packed, None, [0, 0], [1, 1], [1, 1], 2, "none", [], "")
-    return op, torch.allclose(y, F.conv2d(x, w, groups=2), atol=1e-5)
-
-
-def _check_conv_packed_bfloat16() -> tuple[Any, bool]:
-    """The same convolution on bfloat16 input and packed bfloat16 weights (an int8 model's cross-attention), within
-    bfloat16's rounding of the float32 result."""
-    op = torch.ops.mkldnn._convolution_pointwise
-    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        raise RuntimeError("oneDNN has no bfloat16 on this CPU")
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(1, 6, 5, 1, generator=g).contiguous(memory_format=torch.channels_last)
-    w = torch.randn(8, 3, 1, 1, generator=g)
-    bf16 = torch.bfloat16
-    with torch.inference_mode():
-        packed = torch.ops.mkldnn._reorder_convolution_weight(w.to(bf16), [0, 0], [1, 1], [1, 1], 2, [1, 6, 5, 1])
-        y = op(x.to(bf16), packed, None, [0, 0], [1, 1], [1, 1], 2, "none", [], "")
-    expected = F.conv2d(x.to(bf16).float(), w.to(bf16).float(), groups=2)
-    return op, y.dtype == bf16 and torch.allclose(y.float(), expected, rtol=1e-2, atol=1e-2)
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-2
+    expected = F.conv2d(x.float(), w.float(), groups=2)
+    return op, y.dtype == dtype and torch.allclose(y.float(), expected, rtol=tolerance, atol=tolerance)
 
 
 def _check_flash() -> tuple[Any, bool]:
@@ -283,7 +271,7 @@ _CHECKS: dict[str, Callable[[], tuple[Any, bool]]] = {
     "qlinear-fbgemm": _check_qlinear_fbgemm,
     "flash": _check_flash,
     "conv-packed": _check_conv_packed,
-    "conv-packed-bf16": _check_conv_packed_bfloat16,
+    "conv-packed-bf16": functools.partial(_check_conv_packed, torch.bfloat16),
 }
 
 
