@@ -82,28 +82,33 @@ MORE_ROUNDS = 6  # further rounds when the first ones leave the decision within 
 # --------------------------------------------------------------------------------------------------
 # The CPU
 # --------------------------------------------------------------------------------------------------
+def _cpuinfo() -> dict[str, str]:
+    """The first value of each field of /proc/cpuinfo (the first processor's, on every machine seen), or {} where
+    it can't be read. The one reader of that file: flags, model name and generation all come from here."""
+    fields: dict[str, str] = {}
+    try:
+        for line in CPUINFO.read_text().splitlines():
+            name, _, value = line.partition(":")
+            fields.setdefault(name.strip(), value.strip())
+    except OSError:
+        return {}
+    return fields
+
+
 @functools.cache
 def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags, from /proc/cpuinfo or, failing that, from torch's capability string."""
-    try:
-        for line in CPUINFO.read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
+    info = _cpuinfo()
+    flags = info.get("flags", info.get("Features"))
+    if flags is not None:
+        return frozenset(flags.split())
     capability = torch.backends.cpu.get_cpu_capability()  # "AVX512", "AVX2", "DEFAULT", ...
     return frozenset({"AVX512": {"avx2", "avx512f"}, "AVX2": {"avx2"}}.get(capability, set()))
 
 
 @functools.cache
 def cpu_model() -> str:
-    try:
-        for line in CPUINFO.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine() or "unknown"
 
 
 @functools.cache
@@ -114,18 +119,9 @@ def cpu_generation() -> str:
     and their kernels' speeds differ by 2x. A home folder shared by the nodes of a cluster would then hand one
     generation's measured choices to the other.
     """
-    fields = {"cpu family": "", "model": "", "stepping": ""}
-    try:
-        for line in CPUINFO.read_text().splitlines():
-            name, _, value = line.partition(":")
-            name = name.strip()
-            if name in fields and not fields[name]:
-                fields[name] = value.strip()
-            elif not line.strip() and fields["cpu family"]:
-                break  # the first processor's block is enough
-    except OSError:
-        return ""
-    return "/".join(fields.values()) if all(fields.values()) else ""
+    info = _cpuinfo()
+    fields = [info.get(name, "") for name in ("cpu family", "model", "stepping")]
+    return "/".join(fields) if all(fields) else ""
 
 
 def cpu_identity() -> str:
