@@ -126,9 +126,12 @@ class CrossKeysValues:
             and kernels.private_op("conv-packed-bf16") is not None
         )
 
-    def _pack(self, queries: int, dtype: torch.dtype) -> None:
-        """Hold the keys/values packed in `dtype` from now on, instead of the plain ones, and say so to bench."""
-        self.keys, self.values = self._packed_copies(queries, keep_plain=False, dtype=dtype)
+    def _pack(
+        self, queries: int, dtype: torch.dtype, copies: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> None:
+        """Hold the keys/values packed in `dtype` from now on (`copies` made already, or made now), instead of the
+        plain ones, and say so to bench."""
+        self.keys, self.values = copies or self._packed_copies(queries, keep_plain=False, dtype=dtype)
         self.packed, self.packed_dtype = True, dtype
         key = kernels.cross_attention_key(self.heads, self.head_dim, self.source_len, queries)
         if dtype == torch.bfloat16:  # by rule (an int8 model's), beside the measured choice of float32 models
@@ -154,12 +157,7 @@ class CrossKeysValues:
 
         key = kernels.cross_attention_key(self.heads, self.head_dim, self.source_len, queries)
         if kernels.choose(key, ["sdpa", "onednn"], run, kernels.CROSS_ATTENTION) == "onednn":
-            if trial:
-                self.keys, self.values = trial
-                self.packed = True
-                release_free_heap()  # as _pack does
-            else:
-                self._pack(queries, self.keys.dtype)
+            self._pack(queries, self.keys.dtype, tuple(trial) if trial else None)
 
     def _packed_copies(
         self, queries: int, keep_plain: bool = True, dtype: torch.dtype | None = None
