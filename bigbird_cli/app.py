@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from core.models.heap import reuse_freed_memory
+from bigbird.models.heap import reuse_freed_memory
 
 from . import __version__
 from .commands import bench, classify, convert, mask, qa, summarize

@@ -25,7 +25,7 @@ DEMO_CONFIG = {"max_position_embeddings": 384, "max_length": 24, "num_beams": 2,
 
 def make_demo_model(directory: Path) -> Path:
     """A random-weight BigBirdPegasus summarizer whose vocabulary is trained on the example texts."""
-    from core.tools.tiny import CORPUS, make_tiny_checkpoint
+    from bigbird.tools.tiny import CORPUS, make_tiny_checkpoint
 
     texts = [path.read_text(encoding="utf-8") for path in sorted(EXAMPLES.rglob("*")) if path.is_file()]
     lines = [line.strip() for text in texts for line in text.splitlines() if line.strip()]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 
-from core.tasks.documents import InputError, describe
+from bigbird.tasks.documents import InputError, describe
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Stopped by a signal other than Ctrl-C, as shells report it (128 + the signal's number).
@@ -33,11 +33,11 @@ class OutputError(UsageError):
 def _table() -> tuple[tuple[type[BaseException], int], ...]:
     """Exception types → exit code, most specific first. The core exceptions are imported only once something
     failed: importing them imports torch, which `--help` should not pay for."""
-    from core.eval.metrics import EvalError
-    from core.models.checkpoints import CheckpointError
-    from core.models.config import ConfigError
-    from core.tasks.base import TaskError
-    from core.tools.bench import BenchError
+    from bigbird.eval.metrics import EvalError
+    from bigbird.models.checkpoints import CheckpointError
+    from bigbird.models.config import ConfigError
+    from bigbird.tasks.base import TaskError
+    from bigbird.tools.bench import BenchError
 
     return (
         (UsageError, EXIT_USAGE),

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from core.tasks.documents import DEFAULT_GLOBS, Inputs
+from bigbird.tasks.documents import DEFAULT_GLOBS, Inputs
 
 INPUT, MODEL, ENGINE, OUTPUT = "Input", "Model", "Engine", "Output"
 # Far above any batch that fits in memory; it keeps a mistyped --batch-size a usage error, not a crash.

@@ -32,10 +32,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from core.models.heap import reuse_freed_memory
-from core.tasks import TaskError
-from core.tasks.documents import Document, describe
-from core.tasks.records import Record, error_record
+from bigbird.models.heap import reuse_freed_memory
+from bigbird.tasks import TaskError
+from bigbird.tasks.documents import Document, describe
+from bigbird.tasks.records import Record, error_record
 
 from .options import CommonOptions
 from .output import warn

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from core.tasks.documents import Document, Inputs, describe
-from core.tasks.records import RESULT_FIELDS, Record, error_record
+from bigbird.tasks.documents import Document, Inputs, describe
+from bigbird.tasks.records import RESULT_FIELDS, Record, error_record
 
 from .errors import (
     EXIT_BROKEN_PIPE,
@@ -44,7 +44,7 @@ BUCKET_WINDOW = 8
 
 
 class RecordMaker(Protocol):
-    """What the runner needs from a task (a core.tasks Task, or a wrapper around one such as eval's): a model
+    """What the runner needs from a task (a bigbird.tasks Task, or a wrapper around one such as eval's): a model
     label for records, and documents → records, running at most
     `size` input windows a forward pass (the runner's --batch-size: one long document's chunks batch up to it)."""
 

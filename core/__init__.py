@@ -1,12 +1,12 @@
-"""bigbird-cli core, in three layers:
+"""bigbird: the library behind bigbird-cli (the repository's core/ folder), in three layers:
 
-* `core.models`: configs and presets, the attention, the linear layer, the two model families, generation,
+* `bigbird.models`: configs and presets, the attention, the linear layer, the two model families, generation,
   tokenizers and checkpoint I/O: everything that turns token ids into numbers the reference would give;
-* `core.tasks`: documents in, records out: reading inputs, chunking, the four tasks;
-* `core.tools`: what `bigbird convert` and `bigbird bench` run, and the tiny random checkpoints.
+* `bigbird.tasks`: documents in, records out: reading inputs, chunking, the four tasks;
+* `bigbird.tools`: what `bigbird convert` and `bigbird bench` run, and the tiny random checkpoints.
 
-`core.tasks` and `core.tools` build on `core.models`, which imports neither. Every public name is importable
-from `core` directly.
+`bigbird.tasks` and `bigbird.tools` build on `bigbird.models`, which imports neither. Every public name is importable
+from `bigbird` directly.
 
 Names are imported on first use (PEP 562), so that `bigbird --help` and shell completion don't pay for
 importing torch.
@@ -49,7 +49,7 @@ __all__ = sorted(_MODULE_OF)
 
 def __getattr__(name: str) -> Any:
     if name not in _MODULE_OF:
-        raise AttributeError(f"module 'core' has no attribute {name!r}")
+        raise AttributeError(f"module 'bigbird' has no attribute {name!r}")
     value = getattr(importlib.import_module(_MODULE_OF[name], __name__), name)
     globals()[name] = value
     return value

@@ -23,12 +23,12 @@ import time
 
 import torch
 
-import core
-from core.models import generation
-from core.models.presets import config_from_name
+import bigbird
+from bigbird.models import generation
+from bigbird.models.presets import config_from_name
 
 
-def large_config(small: bool) -> core.BigBirdPegasusConfig:
+def large_config(small: bool) -> bigbird.BigBirdPegasusConfig:
     """google/bigbird-pegasus-large-* architecture, or its small stand-in for a dry run."""
     return config_from_name("bigbird-pegasus-small" if small else "bigbird-pegasus-large")
 
@@ -104,7 +104,7 @@ def main() -> None:
 
     transformers.logging.set_verbosity_error()
     torch.manual_seed(0)
-    ours = core.BigBirdPegasusForConditionalGeneration(large_config(args.small)).eval()
+    ours = bigbird.BigBirdPegasusForConditionalGeneration(large_config(args.small)).eval()
     with tempfile.TemporaryDirectory() as directory:
         ours.save_pretrained(directory)
         theirs = transformers.BigBirdPegasusForConditionalGeneration.from_pretrained(directory).eval()

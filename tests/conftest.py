@@ -38,7 +38,7 @@ class TinyModels:
 
     def __getitem__(self, name: str) -> Path:
         if name not in self.made:
-            from core.tools.tiny import make_tiny_checkpoint
+            from bigbird.tools.tiny import make_tiny_checkpoint
 
             family, head, overrides = TINY_MODELS[name]
             seed = list(TINY_MODELS).index(name)
@@ -72,7 +72,7 @@ def kernel_cache(tmp_path_factory) -> Path:
 @pytest.fixture
 def fresh_choices(tmp_path, monkeypatch):
     """An empty kernel cache folder, no override, and no kernel choice made yet in this process."""
-    from core.models import kernels
+    from bigbird.models import kernels
 
     monkeypatch.setenv("BIGBIRD_CACHE_DIR", str(tmp_path))
     for kind in kernels.KINDS:

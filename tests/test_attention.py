@@ -10,8 +10,8 @@ import torch
 import transformers
 from transformers.models.big_bird.modeling_big_bird import BigBirdBlockSparseAttention
 
-import core
-from core.models.attention import block_sparse_attention, draw_plan, fused_kernel_applies, hf_plan, seeded_plan
+import bigbird
+from bigbird.models.attention import block_sparse_attention, draw_plan, fused_kernel_applies, hf_plan, seeded_plan
 
 
 def dense_oracle(q, k, v, mask, block_size, plan):
@@ -153,7 +153,7 @@ def test_seeded_mode_matches_reference_in_training_mode(tmp_path):
     ref = transformers.BigBirdModel(transformers.BigBirdConfig(**tiny()))
     ref.save_pretrained(tmp_path)
     ref.train()  # dropout is 0, so training mode differs only in the random plan
-    ours = core.BigBirdModel.from_pretrained(tmp_path)
+    ours = bigbird.BigBirdModel.from_pretrained(tmp_path)
     ours.config.random_plan = "seeded"
     for layer in ours.layers:
         layer.attn.random_plan = "seeded"
@@ -162,14 +162,14 @@ def test_seeded_mode_matches_reference_in_training_mode(tmp_path):
         expected = ref(ids).last_hidden_state
         seeded = ours(ids).last_hidden_state
     assert (expected - seeded).abs().max() <= 1e-4
-    reloaded = core.BigBirdModel.from_pretrained(tmp_path)  # the default, hf, plan differs
+    reloaded = bigbird.BigBirdModel.from_pretrained(tmp_path)  # the default, hf, plan differs
     with torch.no_grad():
         assert (reloaded(ids).last_hidden_state - seeded).abs().max() > 1e-3
 
 
 def test_training_draws_fresh_plans():
-    config = core.BigBirdConfig(**tiny())
-    attn = core.BigBirdModel(config).layers[0].attn.train()
+    config = bigbird.BigBirdConfig(**tiny())
+    attn = bigbird.BigBirdModel(config).layers[0].attn.train()
     torch.manual_seed(1)
     plans = [attn.plan(400) for _ in range(3)]
     assert not torch.equal(plans[0], plans[1]) or not torch.equal(plans[1], plans[2])
@@ -186,7 +186,7 @@ def test_short_input_runs_full_attention_for_that_call_only(tmp_path):
     ref_sparse = transformers.BigBirdModel(config).eval()
     ref_sparse.save_pretrained(tmp_path)
     ref_full = transformers.BigBirdModel.from_pretrained(tmp_path, attention_type="original_full").eval()
-    ours = core.BigBirdModel.from_pretrained(tmp_path)
+    ours = bigbird.BigBirdModel.from_pretrained(tmp_path)
     short, long = torch.randint(3, 90, (1, 50)), torch.randint(3, 90, (1, 300))
     with torch.no_grad():
         assert (ours(short).last_hidden_state - ref_full(short).last_hidden_state).abs().max() <= 1e-4
@@ -197,8 +197,8 @@ def test_short_input_runs_full_attention_for_that_call_only(tmp_path):
 def test_no_random_blocks_runs():
     """The reference refuses num_random_blocks=0; the ITC layout without random blocks is still well defined."""
     torch.manual_seed(0)
-    model = core.BigBirdModel(core.BigBirdConfig(**tiny(num_random_blocks=0))).eval()
-    full = core.BigBirdModel(core.BigBirdConfig(**tiny(num_random_blocks=0, attention_type="original_full")))
+    model = bigbird.BigBirdModel(bigbird.BigBirdConfig(**tiny(num_random_blocks=0))).eval()
+    full = bigbird.BigBirdModel(bigbird.BigBirdConfig(**tiny(num_random_blocks=0, attention_type="original_full")))
     full.load_state_dict(model.state_dict())
     ids = torch.randint(3, 90, (2, 101))
     with torch.no_grad():

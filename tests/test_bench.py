@@ -1,4 +1,4 @@
-"""`bigbird bench` on the tiny preset: records, comparisons, memory, errors; through core.tools.bench and the CLI.
+"""`bigbird bench` on the tiny preset: records, comparisons, memory, errors; through bigbird.tools.bench and the CLI.
 
 Speed itself is never asserted here (timings depend on the machine); the tests check what is reported and that
 the implementations being compared compute the same numbers.
@@ -14,8 +14,8 @@ import pytest
 import torch
 from conftest import jsonl
 
-from core.models import kernels
-from core.tools.bench import BenchError, BenchSpec, Contender, MemoryMeter, others_bytes, run_bench
+from bigbird.models import kernels
+from bigbird.tools.bench import BenchError, BenchSpec, Contender, MemoryMeter, others_bytes, run_bench
 
 TIMING_FIELDS = {"median_s", "min_s", "max_s", "tokens_per_s", "peak_mem_bytes"}
 RECORD_FIELDS = TIMING_FIELDS | {
@@ -107,8 +107,8 @@ def test_int8_summarize_reports_whether_the_tokens_match_fp32():
 
 
 def test_model_checkpoint_instead_of_a_preset(tmp_path):
-    from core import BigBirdConfig, BigBirdForMaskedLM
-    from core.tools.tiny import BIGBIRD_TINY
+    from bigbird import BigBirdConfig, BigBirdForMaskedLM
+    from bigbird.tools.tiny import BIGBIRD_TINY
 
     BigBirdForMaskedLM(BigBirdConfig(**{**BIGBIRD_TINY, "vocab_size": 400})).save_pretrained(tmp_path)
     (record,) = run_bench(BenchSpec(preset=None, model=str(tmp_path), seq_lens=[256], repeat=1))
@@ -146,7 +146,7 @@ def test_peak_memory_is_per_call():
 def test_a_peak_leaves_out_what_only_the_other_contenders_hold(monkeypatch):
     """Shared weights count for both; a tensor only the other side holds (a plain copy of weights we repacked)
     counts for neither's peak but its own."""
-    from core.models.linear import Linear, quantize_int8
+    from bigbird.models.linear import Linear, quantize_int8
 
     ours, theirs = Linear(64, 32), Linear(64, 32, bias=False)
     theirs.weight = ours.weight  # shared, as bench shares the weights with transformers
@@ -244,7 +244,7 @@ def test_cli_refuses_what_this_machine_cant_run_in_one_line(bigbird, args, env, 
 
 def test_plot_without_matplotlib_is_a_bench_error(monkeypatch, tmp_path):
     """bench --plot shares eval's matplotlib check, and keeps its own error type (so its own exit code)."""
-    from core.tools.bench import plot
+    from bigbird.tools.bench import plot
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # importing it now raises ImportError
     with pytest.raises(BenchError, match="--plot needs matplotlib"):
@@ -273,7 +273,7 @@ def test_cli_sigterm_stops_in_order(tmp_path):
 
 def test_cli_a_pegasus_checkpoint_of_another_head_says_what_bench_runs(bigbird, tmp_path):
     """It said "weight final_logits_bias is missing from the checkpoint"."""
-    from core.tools.tiny import make_tiny_checkpoint
+    from bigbird.tools.tiny import make_tiny_checkpoint
 
     checkpoint = make_tiny_checkpoint(tmp_path / "cls", "pegasus", "sequence_classification")
     result = bigbird("bench", "--model", checkpoint, "--seq-lens", "64", check_rc=2)

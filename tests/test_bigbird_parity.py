@@ -8,9 +8,9 @@ import pytest
 import torch
 import transformers
 
-import core
-from core.models import kernels
-from core.models.checkpoints import BIGBIRD_TABLE, checkpoint_state_dict, translate
+import bigbird
+from bigbird.models import kernels
+from bigbird.models.checkpoints import BIGBIRD_TABLE, checkpoint_state_dict, translate
 
 CLASSES = [
     "BigBirdModel",
@@ -64,7 +64,7 @@ def reference_and_ours(name: str, tmp_path, **config) -> tuple[torch.nn.Module, 
         ref_config.is_decoder = True
     ref = getattr(transformers, name)(ref_config).eval()
     ref.save_pretrained(tmp_path)
-    return ref, getattr(core, name).from_pretrained(tmp_path)
+    return ref, getattr(bigbird, name).from_pretrained(tmp_path)
 
 
 def make_inputs(name: str, seq_len: int, batch: int = 2, seed: int = 1) -> dict[str, torch.Tensor]:
@@ -220,8 +220,8 @@ def test_causal_lm_is_causal_and_cross_attention_reads_the_encoder():
     """transformers 5.23 also feeds encoder states to the *self*-attention of a BigBird decoder layer, so its
     cross-attention decoder is no oracle; we check the properties a decoder must have instead."""
     torch.manual_seed(0)
-    config = core.BigBirdConfig(**tiny_config(is_decoder=True, add_cross_attention=True))
-    model = core.BigBirdForCausalLM(config).eval()
+    config = bigbird.BigBirdConfig(**tiny_config(is_decoder=True, add_cross_attention=True))
+    model = bigbird.BigBirdForCausalLM(config).eval()
     ids = torch.randint(5, 60, (1, 20))
     encoder = torch.randn(1, 9, 32)
     with torch.no_grad():
@@ -238,7 +238,7 @@ def test_causal_lm_cross_attention_on_the_cache_matches_the_full_pass(kernel, mo
     logits of one pass over the whole sequence, with the encoder's padding masked."""
     monkeypatch.setenv("BIGBIRD_CROSS_ATTENTION", kernel)
     torch.manual_seed(0)
-    model = core.BigBirdForCausalLM(core.BigBirdConfig(**tiny_config(is_decoder=True, add_cross_attention=True)))
+    model = bigbird.BigBirdForCausalLM(bigbird.BigBirdConfig(**tiny_config(is_decoder=True, add_cross_attention=True)))
     model.eval()
     ids = torch.randint(5, 60, (2, 6))
     encoder, encoder_mask = torch.randn(2, 9, 32), torch.ones(2, 9, dtype=torch.long)
@@ -259,14 +259,14 @@ def test_causal_lm_cross_attention_on_the_cache_matches_the_full_pass(kernel, mo
 @pytest.mark.parametrize("name", CLASSES)
 def test_round_trip_ours_to_transformers(name, tmp_path):
     torch.manual_seed(3)
-    config = core.BigBirdConfig(**tiny_config(is_decoder=name == "BigBirdForCausalLM"))
-    ours = getattr(core, name)(config).eval()
+    config = bigbird.BigBirdConfig(**tiny_config(is_decoder=name == "BigBirdForCausalLM"))
+    ours = getattr(bigbird, name)(config).eval()
     ours.save_pretrained(tmp_path)
     ref = getattr(transformers, name).from_pretrained(tmp_path).eval()
     inputs = make_inputs(name, 203)
     with torch.no_grad():
         assert assert_outputs_match(ref(**inputs), ours(**inputs))
-    back = getattr(core, name).from_pretrained(tmp_path)
+    back = getattr(bigbird, name).from_pretrained(tmp_path)
     with torch.no_grad():
         assert assert_outputs_match(ref(**inputs), back(**inputs))
 
@@ -275,7 +275,7 @@ def test_round_trip_ours_to_transformers(name, tmp_path):
 def test_name_table_round_trip(name):
     """ours → checkpoint names are exactly transformers' parameter names, and translate back to ours."""
     config = tiny_config(is_decoder=name == "BigBirdForCausalLM")
-    ours = getattr(core, name)(core.BigBirdConfig(**config))
+    ours = getattr(bigbird, name)(bigbird.BigBirdConfig(**config))
     ref = getattr(transformers, name)(transformers.BigBirdConfig(**config))
     ours_to_theirs = checkpoint_state_dict(ours)
     ref_names = {k for k in ref.state_dict() if not k.endswith((".position_ids", ".token_type_ids"))}
@@ -293,7 +293,7 @@ def test_feed_forward_in_token_slices_keeps_parity(monkeypatch, tmp_path):
     with torch.no_grad():
         ref_out = ref(**inputs)
         whole = ours(**inputs)
-        monkeypatch.setattr(core.models.modeling, "FFN_SLICE_ELEMENTS", 2 * 48 * 7)  # 7 tokens per slice
+        monkeypatch.setattr(bigbird.models.modeling, "FFN_SLICE_ELEMENTS", 2 * 48 * 7)  # 7 tokens per slice
         sliced = ours(**inputs)
     assert (sliced.logits - whole.logits).abs().max() < 1e-5
     assert_outputs_match(ref_out, sliced)
@@ -302,10 +302,10 @@ def test_feed_forward_in_token_slices_keeps_parity(monkeypatch, tmp_path):
 @pytest.mark.parametrize("family", ["bigbird", "pegasus"])
 def test_an_unknown_attention_type_is_refused(family, tmp_path):
     """As the reference refuses it; it ran full attention on every input, silently."""
-    from core.models.config import ConfigError
+    from bigbird.models.config import ConfigError
 
-    config_class = core.BigBirdConfig if family == "bigbird" else core.BigBirdPegasusConfig
-    model_class = core.BigBirdModel if family == "bigbird" else core.BigBirdPegasusModel
+    config_class = bigbird.BigBirdConfig if family == "bigbird" else bigbird.BigBirdPegasusConfig
+    model_class = bigbird.BigBirdModel if family == "bigbird" else bigbird.BigBirdPegasusModel
     with pytest.raises(ValueError, match="attention_type must be one of .*not 'sparse'"):
         model_class(config_class(attention_type="sparse", num_hidden_layers=1, encoder_layers=1, decoder_layers=1))
     (tmp_path / "config.json").write_text(json.dumps({"model_type": config_class.model_type, "attention_type": "x"}))
@@ -331,7 +331,7 @@ def test_return_dict_false_gives_the_reference_tuple(name, with_labels, tmp_path
 
 def test_a_head_refuses_keyword_arguments_it_would_drop(tmp_path):
     """`attn_mask=` for `attention_mask=` used to leave the padding attended, silently."""
-    model = core.BigBirdForMaskedLM(core.BigBirdConfig(**tiny_config()))
+    model = bigbird.BigBirdForMaskedLM(bigbird.BigBirdConfig(**tiny_config()))
     ids = torch.randint(5, 100, (1, 20))
     for name in ("attn_mask", "head_mask"):
         with pytest.raises(TypeError, match=f"unexpected keyword argument '{name}'"):
@@ -341,14 +341,14 @@ def test_a_head_refuses_keyword_arguments_it_would_drop(tmp_path):
 def test_misuse_is_one_clear_error():
     """encoder_hidden_states on a model without cross-attention was an AttributeError about BigBirdLayer.cross;
     quantize_int8 on torch's own nn.Linear handed the model back unchanged, looking quantized."""
-    model = core.BigBirdModel(core.BigBirdConfig(**tiny_config()))
+    model = bigbird.BigBirdModel(bigbird.BigBirdConfig(**tiny_config()))
     ids = torch.randint(5, 100, (1, 20))
     with pytest.raises(ValueError, match="add_cross_attention=True"):
         model(ids, encoder_hidden_states=torch.zeros(1, 5, 32))
     with pytest.raises(ValueError, match="has no core Linear layer"):
-        core.quantize_int8(torch.nn.Sequential(torch.nn.Linear(4, 4)))
+        bigbird.quantize_int8(torch.nn.Sequential(torch.nn.Linear(4, 4)))
     with pytest.raises(TypeError, match="not str"):
-        core.quantize_int8("google/bigbird-roberta-base")
+        bigbird.quantize_int8("google/bigbird-roberta-base")
 
 
 @pytest.mark.parametrize(
@@ -397,7 +397,7 @@ def test_config_output_options_are_honoured(name, source, tmp_path):
     getattr(transformers, name)(ref_config).save_pretrained(tmp_path)
     overrides = options if source == "keyword" else {}
     ref = getattr(transformers, name).from_pretrained(tmp_path, **overrides).eval()
-    ours = getattr(core, name).from_pretrained(tmp_path, **overrides)
+    ours = getattr(bigbird, name).from_pretrained(tmp_path, **overrides)
     inputs = make_inputs(name, 200)  # block-sparse (on a short input the reference's attentions come back empty)
     with torch.no_grad():
         ref_out, our_out = ref(**inputs), ours(**inputs)
@@ -414,7 +414,7 @@ def test_config_return_dict_false_gives_the_reference_tuple(name, tmp_path):
     config. The reference itself, given the config field, fails in its heads (they read the inner model's tuple
     by name), so the tuple is taken from it with the argument."""
     ref, _ = reference_and_ours(name, tmp_path)
-    ours = getattr(core, name).from_pretrained(tmp_path, return_dict=False)
+    ours = getattr(bigbird, name).from_pretrained(tmp_path, return_dict=False)
     inputs = make_inputs(name, 40)
     with torch.no_grad():
         theirs, mine = ref(**inputs, return_dict=False), ours(**inputs)

@@ -12,8 +12,8 @@ import torch
 import transformers
 from test_bigbird_parity import tiny_config
 
-import core
-from core.models.generation import DecoderCache
+import bigbird
+from bigbird.models.generation import DecoderCache
 
 EOS, PAD = 2, 0
 
@@ -42,8 +42,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def models(request, tmp_path_factory):
     seed, attention_type, eos_bias = request.param
     torch.manual_seed(seed)
-    config = core.BigBirdConfig(**tiny_config(is_decoder=True, attention_type=attention_type, initializer_range=0.4))
-    ours = core.BigBirdForCausalLM(config).eval()
+    config = bigbird.BigBirdConfig(**tiny_config(is_decoder=True, attention_type=attention_type, initializer_range=0.4))
+    ours = bigbird.BigBirdForCausalLM(config).eval()
     with torch.no_grad():
         ours.lm.bias.normal_(0.0, 0.3)
         ours.lm.bias[EOS] += eos_bias
@@ -108,8 +108,8 @@ def test_an_encoder_config_generates_from_a_prompt_long_enough_for_block_sparse(
     """A config without is_decoder runs the prompt block-sparse, padded to whole blocks: the cache kept the padding,
     and the next step was fed nothing (IndexError). The first token is still the forward's argmax."""
     torch.manual_seed(0)
-    config = core.BigBirdConfig(**tiny_config(is_decoder=False, attention_type="block_sparse"))
-    model = core.BigBirdForCausalLM(config).eval()
+    config = bigbird.BigBirdConfig(**tiny_config(is_decoder=False, attention_type="block_sparse"))
+    model = bigbird.BigBirdForCausalLM(config).eval()
     prompt = torch.randint(5, 60, (2, 203))
     assert model.bert.uses_sparse(203) and 203 % config.block_size
     with torch.no_grad():

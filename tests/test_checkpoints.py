@@ -13,8 +13,8 @@ import pytest
 import torch
 import transformers
 
-import core
-from core.models.checkpoints import CheckpointError, checkpoint_state_dict, read_state_dict, write_safetensors
+import bigbird
+from bigbird.models.checkpoints import CheckpointError, checkpoint_state_dict, read_state_dict, write_safetensors
 
 TINY = dict(
     vocab_size=80,
@@ -28,9 +28,9 @@ TINY = dict(
 )
 
 
-def tiny_model(cls=core.BigBirdForMaskedLM, **overrides):
+def tiny_model(cls=bigbird.BigBirdForMaskedLM, **overrides):
     torch.manual_seed(0)
-    return cls(core.BigBirdConfig(**TINY, **overrides)).eval()
+    return cls(bigbird.BigBirdConfig(**TINY, **overrides)).eval()
 
 
 def logits(model, ids=None):
@@ -44,7 +44,7 @@ def test_pytorch_bin_single_and_sharded(tmp_path):
     model = tiny_model()
     model.config.save_pretrained(tmp_path / "single")
     torch.save(checkpoint_state_dict(model), tmp_path / "single" / "pytorch_model.bin")
-    loaded = core.BigBirdForMaskedLM.from_pretrained(tmp_path / "single")
+    loaded = bigbird.BigBirdForMaskedLM.from_pretrained(tmp_path / "single")
     assert torch.equal(logits(loaded), logits(model))
 
     sharded = tmp_path / "sharded"
@@ -57,7 +57,7 @@ def test_pytorch_bin_single_and_sharded(tmp_path):
         torch.save({k: tensors[k] for k in keys}, sharded / shard)
         weight_map.update(dict.fromkeys(keys, shard))
     (sharded / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
-    assert torch.equal(logits(core.BigBirdForMaskedLM.from_pretrained(sharded)), logits(model))
+    assert torch.equal(logits(bigbird.BigBirdForMaskedLM.from_pretrained(sharded)), logits(model))
 
 
 def test_sharded_safetensors(tmp_path):
@@ -71,7 +71,7 @@ def test_sharded_safetensors(tmp_path):
         write_safetensors({k: tensors[k] for k in keys}, tmp_path / shard)
         weight_map.update(dict.fromkeys(keys, shard))
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
-    assert torch.equal(logits(core.BigBirdForMaskedLM.from_pretrained(tmp_path)), logits(model))
+    assert torch.equal(logits(bigbird.BigBirdForMaskedLM.from_pretrained(tmp_path)), logits(model))
 
 
 class RunsCode:
@@ -89,7 +89,7 @@ def test_malicious_pickle_is_refused_and_never_run(tmp_path):
     tiny_model().config.save_pretrained(tmp_path)
     torch.save({"bert.embeddings.word_embeddings.weight": RunsCode(marker)}, tmp_path / "pytorch_model.bin")
     with pytest.raises(CheckpointError, match="refused to load pytorch_model.bin"):
-        core.BigBirdForMaskedLM.from_pretrained(tmp_path)
+        bigbird.BigBirdForMaskedLM.from_pretrained(tmp_path)
     assert not marker.exists()
 
 
@@ -100,24 +100,24 @@ def test_missing_and_misshaped_weights_name_the_tensor(tmp_path):
     del tensors["bert.encoder.layer.0.output.dense.weight"]
     write_safetensors(tensors, tmp_path / "model.safetensors")
     with pytest.raises(CheckpointError, match=r"bert\.encoder\.layer\.0\.output\.dense\.weight is missing"):
-        core.BigBirdForMaskedLM.from_pretrained(tmp_path)
+        bigbird.BigBirdForMaskedLM.from_pretrained(tmp_path)
     tensors["bert.encoder.layer.0.output.dense.weight"] = torch.zeros(3, 3)
     write_safetensors(tensors, tmp_path / "model.safetensors")
     with pytest.raises(CheckpointError, match=r"output\.dense\.weight has shape \(3, 3\)"):
-        core.BigBirdForMaskedLM.from_pretrained(tmp_path)
+        bigbird.BigBirdForMaskedLM.from_pretrained(tmp_path)
 
 
 def test_tied_decoder_with_or_without_a_stored_copy(tmp_path):
     model = tiny_model()
     model.save_pretrained(tmp_path)
     assert "cls.predictions.decoder.weight" not in read_state_dict(tmp_path)
-    loaded = core.BigBirdForMaskedLM.from_pretrained(tmp_path)
+    loaded = bigbird.BigBirdForMaskedLM.from_pretrained(tmp_path)
     assert loaded.lm.decoder.weight is loaded.bert.embeddings.tokens.weight
     tensors = read_state_dict(tmp_path)
     tensors["cls.predictions.decoder.weight"] = tensors["bert.embeddings.word_embeddings.weight"].clone()
     tensors["position_ids"] = torch.arange(4)  # stray buffers in old checkpoints are ignored
     write_safetensors(tensors, tmp_path / "model.safetensors")
-    assert torch.equal(logits(core.BigBirdForMaskedLM.from_pretrained(tmp_path)), logits(model))
+    assert torch.equal(logits(bigbird.BigBirdForMaskedLM.from_pretrained(tmp_path)), logits(model))
 
 
 def test_untied_decoder_is_loaded_from_the_file(tmp_path):
@@ -125,7 +125,7 @@ def test_untied_decoder_is_loaded_from_the_file(tmp_path):
     with torch.no_grad():
         model.lm.decoder.weight.add_(1.0)
     model.save_pretrained(tmp_path)
-    loaded = core.BigBirdForMaskedLM.from_pretrained(tmp_path)
+    loaded = bigbird.BigBirdForMaskedLM.from_pretrained(tmp_path)
     assert loaded.lm.decoder.weight is not loaded.bert.embeddings.tokens.weight
     assert torch.equal(logits(loaded), logits(model))
 
@@ -133,7 +133,7 @@ def test_untied_decoder_is_loaded_from_the_file(tmp_path):
 def test_base_model_loads_from_a_head_checkpoint(tmp_path):
     model = tiny_model()
     model.save_pretrained(tmp_path)
-    base = core.BigBirdModel.from_pretrained(tmp_path)
+    base = bigbird.BigBirdModel.from_pretrained(tmp_path)
     with torch.no_grad():
         expected = model.bert(torch.arange(3, 40)[None]).last_hidden_state
     assert torch.equal(logits(base), expected)
@@ -141,7 +141,7 @@ def test_base_model_loads_from_a_head_checkpoint(tmp_path):
 
 def test_dtype_and_device_arguments(tmp_path):
     tiny_model().save_pretrained(tmp_path)
-    model = core.BigBirdForMaskedLM.from_pretrained(tmp_path, dtype="bfloat16", device="cpu")
+    model = bigbird.BigBirdForMaskedLM.from_pretrained(tmp_path, dtype="bfloat16", device="cpu")
     assert model.dtype == torch.bfloat16 and not model.training
     assert logits(model).dtype == torch.bfloat16
 
@@ -156,8 +156,8 @@ def test_config_keeps_unknown_keys_and_architectures(tmp_path):
         "id2label": {"0": "neg", "1": "pos"},
     }
     (tmp_path / "config.json").write_text(json.dumps(data))
-    config = core.load_config(tmp_path)
-    assert isinstance(config, core.BigBirdConfig)
+    config = bigbird.load_config(tmp_path)
+    assert isinstance(config, bigbird.BigBirdConfig)
     assert config.some_future_key == {"nested": [1, 2]} and config.id2label == {0: "neg", 1: "pos"}
     assert config.num_labels == 2 and config.label2id == {"neg": 0, "pos": 1}
     config.save_pretrained(tmp_path / "out")
@@ -168,7 +168,7 @@ def test_config_keeps_unknown_keys_and_architectures(tmp_path):
 
 
 def test_config_defaults_match_the_seed():
-    ours = core.BigBirdConfig().to_dict()
+    ours = bigbird.BigBirdConfig().to_dict()
     theirs = transformers.BigBirdConfig().to_dict()
     for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
         assert ours[key] == theirs[key]
@@ -180,7 +180,7 @@ def test_config_defaults_match_the_seed():
 
 def test_not_a_checkpoint_is_one_clear_sentence(tmp_path):
     with pytest.raises(CheckpointError, match="is not a checkpoint directory"):
-        core.resolve_checkpoint(str(tmp_path / "nope"))
+        bigbird.resolve_checkpoint(str(tmp_path / "nope"))
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(CheckpointError, match="has no model.safetensors or pytorch_model.bin"):
         read_state_dict(tmp_path)
@@ -188,13 +188,13 @@ def test_not_a_checkpoint_is_one_clear_sentence(tmp_path):
 
 HUB_SCRIPT = textwrap.dedent(
     """
-    import sys, core
-    from core.models.checkpoints import CheckpointError
-    path = core.resolve_checkpoint("google/tiny-bird")
+    import sys, bigbird
+    from bigbird.models.checkpoints import CheckpointError
+    path = bigbird.resolve_checkpoint("google/tiny-bird")
     print(path)
-    model = core.BigBirdForMaskedLM.from_pretrained("google/tiny-bird")
+    model = bigbird.BigBirdForMaskedLM.from_pretrained("google/tiny-bird")
     try:
-        core.resolve_checkpoint("google/not-cached")
+        bigbird.resolve_checkpoint("google/not-cached")
     except CheckpointError as err:
         print("ERROR", err)
     """
@@ -223,19 +223,19 @@ def test_a_new_head_on_a_pretrained_body_starts_at_random_with_a_warning(tmp_pat
     as the tasks load, and a body weight missing is an error either way."""
     tiny_model().save_pretrained(tmp_path)  # a masked-LM checkpoint: no classifier
     with caplog.at_level("WARNING"):
-        model = core.BigBirdForSequenceClassification.from_pretrained(
+        model = bigbird.BigBirdForSequenceClassification.from_pretrained(
             tmp_path, num_labels=3, problem_type="multi_label_classification"
         )
     assert model.config.num_labels == 3 and model.config.problem_type == "multi_label_classification"
     assert "classifier.dense.weight" in caplog.text and "initialised at random" in caplog.text
-    body = core.BigBirdForMaskedLM.from_pretrained(tmp_path).bert.state_dict()
+    body = bigbird.BigBirdForMaskedLM.from_pretrained(tmp_path).bert.state_dict()
     for name, tensor in model.bert.state_dict().items():
         if name in body:  # the pretrained body is the checkpoint's
             assert torch.equal(tensor, body[name]), name
     with pytest.raises(CheckpointError, match="classifier.dense.weight is missing"):
-        core.BigBirdForSequenceClassification.from_pretrained(tmp_path, strict=True)
+        bigbird.BigBirdForSequenceClassification.from_pretrained(tmp_path, strict=True)
     tensors = read_state_dict(tmp_path)
     del tensors["bert.encoder.layer.0.output.dense.weight"]
     write_safetensors(tensors, tmp_path / "model.safetensors")
     with pytest.raises(CheckpointError, match=r"output\.dense\.weight is missing"):
-        core.BigBirdForSequenceClassification.from_pretrained(tmp_path)
+        bigbird.BigBirdForSequenceClassification.from_pretrained(tmp_path)

@@ -87,7 +87,7 @@ def test_completion_completes_commands_and_options(monkeypatch):
 
 
 def test_completion_completes_bench_presets(monkeypatch):
-    from core.models.presets import PRESETS
+    from bigbird.models.presets import PRESETS
 
     monkeypatch.setenv("_BIGBIRD_COMPLETE", "complete_bash")
     monkeypatch.setenv("COMP_WORDS", "bigbird bench --preset bigbird-")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import jsonl
 
-from core.tasks import SummarizeTask
-from core.tasks.documents import Inputs
+from bigbird.tasks import SummarizeTask
+from bigbird.tasks.documents import Inputs
 
 SAMPLING = ["--do-sample", "--num-beams", "1", "--top-k", "0", "--max-new-tokens", "8"]
 

@@ -7,8 +7,8 @@ import json
 import pytest
 from conftest import LONG_TEXT, jsonl
 
-from core.tasks import ClassifyTask, MaskTask, QATask, SummarizeTask
-from core.tasks.documents import Inputs
+from bigbird.tasks import ClassifyTask, MaskTask, QATask, SummarizeTask
+from bigbird.tasks.documents import Inputs
 
 QUESTION = "When is the bread ready?"
 COMMON_KEYS = ["id", "source", "model", "input_tokens", "truncated", "chunks"]

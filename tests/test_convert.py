@@ -1,4 +1,4 @@
-"""`bigbird convert`: round trips, sharding, dtype, config rewrites, refusals; through core.tools.convert and CLI."""
+"""`bigbird convert`: round trips, sharding, dtype, config rewrites, refusals; through bigbird.tools.convert and CLI."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from core import BigBirdConfig, BigBirdForMaskedLM, CheckpointError
-from core.models.checkpoints import checkpoint_state_dict
-from core.tools.convert import ConvertError, ConvertOptions, convert, parse_size, verify
-from core.tools.tiny import BIGBIRD_HEADS, PEGASUS_HEADS, make_tiny_checkpoint
+from bigbird import BigBirdConfig, BigBirdForMaskedLM, CheckpointError
+from bigbird.models.checkpoints import checkpoint_state_dict
+from bigbird.tools.convert import ConvertError, ConvertOptions, convert, parse_size, verify
+from bigbird.tools.tiny import BIGBIRD_HEADS, PEGASUS_HEADS, make_tiny_checkpoint
 
 TOKENIZER_FILES = {"spiece.model": b"not really a sentencepiece model", "tokenizer_config.json": b'{"x": 1}'}
 
@@ -205,7 +205,7 @@ def test_dtype_change(pickled_checkpoint, tmp_path, dtype):
 
 
 def test_a_destination_is_refused_before_the_source_is_downloaded(tmp_path, monkeypatch):
-    from core.models import checkpoints
+    from bigbird.models import checkpoints
 
     def download(*args, **kwargs):
         raise AssertionError("the source was fetched before DST was checked")
@@ -337,7 +337,7 @@ def test_cli_refuses_bad_settings(pickled_checkpoint, tmp_path):
 def test_pegasus_bin_with_shared_embeddings(tmp_path):
     """transformers' BigBirdPegasus pickles share one embedding among four names; safetensors stores it once."""
     transformers = pytest.importorskip("transformers")
-    from core.models.pegasus import BigBirdPegasusForConditionalGeneration
+    from bigbird.models.pegasus import BigBirdPegasusForConditionalGeneration
 
     config = transformers.BigBirdPegasusConfig(
         vocab_size=300,

@@ -1,4 +1,4 @@
-"""core.models.cross_attention: attention to a decoder's fixed keys/values, on torch's kernel and on oneDNN's
+"""bigbird.models.cross_attention: attention to a decoder's fixed keys/values, on torch's kernel and on oneDNN's
 packed grouped convolutions, against a dense float64 oracle; when it packs, what it keeps, and the choice by
 measurement. Generation on packed keys/values is compared with transformers in test_generation.py."""
 
@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from core.models import kernels
-from core.models.cross_attention import CrossKeysValues
+from bigbird.models import kernels
+from bigbird.models.cross_attention import CrossKeysValues
 
 HEADS, SOURCE, DIM = 4, 37, 8
 LOWEST = torch.finfo(torch.float32).min

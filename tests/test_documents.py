@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from core.tasks.documents import InputError, Inputs, decode_text, iter_dataset, iter_jsonl, iter_paths, iter_texts
+from bigbird.tasks.documents import InputError, Inputs, decode_text, iter_dataset, iter_jsonl, iter_paths, iter_texts
 
 
 def test_folder_is_recursive_sorted_and_ids_are_relative(tmp_path):

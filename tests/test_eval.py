@@ -17,10 +17,10 @@ from conftest import LONG_TEXT, bigbird_executable, jsonl
 from rouge_score import rouge_scorer
 from typer.testing import CliRunner
 
+from bigbird.eval import metrics as eval_metrics
+from bigbird.eval.metrics import TASKS, confusion_matrix, macro_f1, qa_scores, rouge_scores
+from bigbird.eval.report import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, build_report
 from bigbird_cli.app import app
-from core.eval import metrics as eval_metrics
-from core.eval.metrics import TASKS, confusion_matrix, macro_f1, qa_scores, rouge_scores
-from core.eval.report import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, build_report
 
 # Summaries as the Pegasus checkpoints write them (`<n>` between sentences) and their references.
 SUMMARIES = [
@@ -372,8 +372,8 @@ def test_a_report_without_the_resolved_settings_says_why(tiny_models, monkeypatc
     """Where this process can't build the Task (on Ray, a checkpoint only the workers have), the report goes without
     its generation settings and a warning says why; otherwise a dry run gives the settings the Task resolves, and
     a Task this process already built gives them without another build."""
+    from bigbird.tasks import SummarizeTask, TaskError
     from bigbird_cli.commands import eval as eval_command
-    from core.tasks import SummarizeTask, TaskError
 
     warnings: list[str] = []
     monkeypatch.setattr(eval_command, "warn", warnings.append)

@@ -17,11 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from bigbird.tasks.documents import Inputs
+from bigbird.tasks.records import make_record
 from bigbird_cli.app import app
 from bigbird_cli.output import open_jsonl
 from bigbird_cli.runner import local_engine, run
-from core.tasks.documents import Inputs
-from core.tasks.records import make_record
 
 FILE_NAMES = (
     st.binary(min_size=1, max_size=10)

@@ -12,10 +12,10 @@ import torch
 import transformers
 from test_pegasus_parity import randomize, tiny_config
 
-import core
-from core.models import generation, kernels
-from core.models.generation import DecoderCache
-from core.models.linear import Linear
+import bigbird
+from bigbird.models import generation, kernels
+from bigbird.models.generation import DecoderCache
+from bigbird.models.linear import Linear
 
 EOS, PAD, START = 1, 0, 2
 
@@ -86,7 +86,7 @@ class Pair:
 def make_pair(directory, seed: int, attention_type: str, eos_bias: float, **config) -> Pair:
     torch.manual_seed(seed)
     settings = tiny_config(**{"attention_type": attention_type, "scale_embedding": False, "init_std": 0.4, **config})
-    ours = core.BigBirdPegasusForConditionalGeneration(core.BigBirdPegasusConfig(**settings)).eval()
+    ours = bigbird.BigBirdPegasusForConditionalGeneration(bigbird.BigBirdPegasusConfig(**settings)).eval()
     randomize(ours, seed)
     with torch.no_grad():
         ours.final_logits_bias.mul_(0.3)

@@ -1,4 +1,4 @@
-"""core.models.heap: the process's heap keeps freed activations for reuse (reuse_freed_memory), as the CLI and each
+"""bigbird.models.heap: the process's heap keeps freed activations for reuse (reuse_freed_memory), as the CLI and each
 Ray worker set it up. Counted in page faults, which are what it saves; no timings."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
+from bigbird.models import heap
 from bigbird_cli import app, ray_engine
-from core.models import heap
 
 pytestmark = pytest.mark.skipif(heap._libc() is None, reason="the heap policy is glibc's; elsewhere it does nothing")
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(heap._libc() is None, reason="the heap policy is
 # afresh every time), and the minor page faults of the last round (the steady state a long run lives in).
 CHURN = """
 import ctypes, json, resource, sys, torch
-from core.models.heap import reuse_freed_memory
+from bigbird.models.heap import reuse_freed_memory
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
                                                       "fsmblks", "uordblks", "fordblks", "keepcost")]

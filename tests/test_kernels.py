@@ -1,4 +1,4 @@
-"""core.models.kernels: CPU features, the private-op checks and their fallbacks, the measured kernel choice and
+"""bigbird.models.kernels: CPU features, the private-op checks and their fallbacks, the measured kernel choice and
 its cache. No timings are asserted: the decision is tested on given timings, the real run only for validity."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import core
-from core.models import kernels
-from core.models.attention import block_sparse_attention, fused_kernel_applies, hf_plan
-from core.models.cross_attention import CrossKeysValues
-from core.models.linear import Linear
-from core.models.presets import PEGASUS_TINY
+import bigbird
+from bigbird.models import kernels
+from bigbird.models.attention import block_sparse_attention, fused_kernel_applies, hf_plan
+from bigbird.models.cross_attention import CrossKeysValues
+from bigbird.models.linear import Linear
+from bigbird.models.presets import PEGASUS_TINY
 
 
 @pytest.mark.parametrize(
@@ -345,7 +345,7 @@ def test_whatever_needs_the_plain_weight_gets_it_back_exactly(need, fresh_choice
 def test_a_tied_weight_is_never_packed(fresh_choices, monkeypatch):
     """Packing a weight another module shares (the LM head and the embeddings) would need a second copy."""
     monkeypatch.setenv("BIGBIRD_KERNELS", "auto")
-    model = core.BigBirdPegasusForConditionalGeneration(core.BigBirdPegasusConfig(**PEGASUS_TINY))
+    model = bigbird.BigBirdPegasusForConditionalGeneration(bigbird.BigBirdPegasusConfig(**PEGASUS_TINY))
     assert model.lm_head.shares_weight and not model.model.decoder.layers[0].ffn_in.shares_weight
     # Packing wins wherever it is a candidate.
     monkeypatch.setattr(kernels, "decide", lambda seconds, default: min(seconds, key=lambda n: n != "onednn-packed"))

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import core
-from core.models import kernels
-from core.models.linear import ACTIVATIONS, Linear, _quantize_uint8, quantize_int8, quantize_weights
-from core.tools.tiny import BIGBIRD_TINY
+import bigbird
+from bigbird.models import kernels
+from bigbird.models.linear import ACTIVATIONS, Linear, _quantize_uint8, quantize_int8, quantize_weights
+from bigbird.tools.tiny import BIGBIRD_TINY
 
 ACTS = [None, *ACTIVATIONS]
 
@@ -108,8 +108,8 @@ def test_int8_layer_is_close_to_float_and_leaves_the_original_alone(int8_path):
 def test_int8_tiny_model_hidden_states_stay_close(int8_path):
     """The whole encoder, quantized: per-token cosine to float32, the measure bench reports."""
     torch.manual_seed(2)
-    config = core.BigBirdConfig(**BIGBIRD_TINY, vocab_size=100)  # 200 tokens take the block-sparse path
-    model = core.BigBirdModel(config).eval()
+    config = bigbird.BigBirdConfig(**BIGBIRD_TINY, vocab_size=100)  # 200 tokens take the block-sparse path
+    model = bigbird.BigBirdModel(config).eval()
     ids = torch.randint(5, 100, (2, 200))
     with torch.inference_mode():
         exact = model(input_ids=ids).last_hidden_state
@@ -156,7 +156,7 @@ def test_int8_full_range_encoder_stays_close_to_float32(int8_path):
     """A whole encoder whose weights fill the int8 range (uniform, unlike a fresh init's near-Gaussian ones):
     per-token cosine to float32 of at least 0.999."""
     torch.manual_seed(5)
-    model = core.BigBirdModel(core.BigBirdConfig(**BIGBIRD_TINY, vocab_size=100)).eval()
+    model = bigbird.BigBirdModel(bigbird.BigBirdConfig(**BIGBIRD_TINY, vocab_size=100)).eval()
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, Linear):
@@ -164,15 +164,15 @@ def test_int8_full_range_encoder_stays_close_to_float32(int8_path):
     ids = torch.randint(5, 100, (2, 200))
     with torch.inference_mode():
         exact = model(input_ids=ids).last_hidden_state
-        approx = core.quantize_int8(model)(input_ids=ids).last_hidden_state
+        approx = bigbird.quantize_int8(model)(input_ids=ids).last_hidden_state
     assert F.cosine_similarity(exact, approx, dim=-1).min() > 0.999
 
 
 def test_core_quantize_int8_returns_the_int8_model():
     model = torch.nn.Sequential(Linear(8, 4)).eval()
-    copied = core.quantize_int8(model)
+    copied = bigbird.quantize_int8(model)
     assert copied is not model and copied[0].int8 is not None and model[0].int8 is None
-    assert core.quantize_int8(model, inplace=True) is model and model[0].int8 is not None
+    assert bigbird.quantize_int8(model, inplace=True) is model and model[0].int8 is not None
 
 
 @pytest.mark.parametrize("rows", [3, 300])

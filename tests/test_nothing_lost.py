@@ -20,13 +20,13 @@ from conftest import LONG_TEXT, bigbird_executable, jsonl
 from typer.testing import CliRunner
 
 import bigbird_cli.output as output_module
+from bigbird.tasks import ClassifyTask
+from bigbird.tasks import base as task_base
+from bigbird.tasks.documents import Document, Inputs, decode_text, iter_jsonl, iter_paths
 from bigbird_cli.app import app
 from bigbird_cli.errors import OutputError
 from bigbird_cli.output import JsonlWriter, Output
 from bigbird_cli.runner import local_engine
-from core.tasks import ClassifyTask
-from core.tasks import base as task_base
-from core.tasks.documents import Document, Inputs, decode_text, iter_jsonl, iter_paths
 
 runner = CliRunner()
 
@@ -378,7 +378,7 @@ def test_utf16_files_and_boms_are_read(tmp_path):
 
 
 def test_bench_plot_checks_matplotlib_before_benchmarking(monkeypatch):
-    import core.tools.bench as bench
+    import bigbird.tools.bench as bench
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # importing it now raises ImportError
     monkeypatch.setattr(bench, "run_bench", lambda *a, **k: pytest.fail("benchmarked before checking --plot"))

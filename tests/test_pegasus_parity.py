@@ -12,9 +12,9 @@ import pytest
 import torch
 import transformers
 
-import core
-from core.models.checkpoints import PEGASUS_TABLE, checkpoint_state_dict, translate
-from core.models.generation import DecoderCache
+import bigbird
+from bigbird.models.checkpoints import PEGASUS_TABLE, checkpoint_state_dict, translate
+from bigbird.models.generation import DecoderCache
 
 CLASSES = [
     "BigBirdPegasusModel",
@@ -70,7 +70,7 @@ def randomize(model: torch.nn.Module, seed: int) -> None:
 def ours_and_reference(name: str, tmp_path, seed: int = 0, **config):
     """Our random model, saved in the Hub layout and loaded by transformers."""
     torch.manual_seed(seed)
-    ours = getattr(core, name)(core.BigBirdPegasusConfig(**tiny_config(**config))).eval()
+    ours = getattr(bigbird, name)(bigbird.BigBirdPegasusConfig(**tiny_config(**config))).eval()
     randomize(ours, seed)
     ours.save_pretrained(tmp_path)
     return ours, getattr(transformers, name).from_pretrained(tmp_path).eval()
@@ -82,7 +82,7 @@ def reference_and_ours(name: str, tmp_path, seed: int = 0, **config):
     ref = getattr(transformers, name)(transformers.BigBirdPegasusConfig(**tiny_config(**config))).eval()
     randomize(ref, seed)
     ref.save_pretrained(tmp_path)
-    return ref, getattr(core, name).from_pretrained(tmp_path)
+    return ref, getattr(bigbird, name).from_pretrained(tmp_path)
 
 
 def make_inputs(name: str, seq_len: int, batch: int = 2, seed: int = 1) -> dict[str, torch.Tensor]:
@@ -253,7 +253,7 @@ def test_beams_share_encoder_rows(tmp_path):
 
 def test_checkpoint_names_match_the_reference(tmp_path):
     for name in CLASSES:
-        ours = getattr(core, name)(core.BigBirdPegasusConfig(**tiny_config()))
+        ours = getattr(bigbird, name)(bigbird.BigBirdPegasusConfig(**tiny_config()))
         ref = getattr(transformers, name)(transformers.BigBirdPegasusConfig(**tiny_config()))
         ours.save_pretrained(tmp_path / name)
         ref.save_pretrained(tmp_path / f"ref-{name}")
@@ -282,7 +282,7 @@ def test_tied_embeddings_and_old_checkpoints_with_copies(tmp_path):
     tensors["model.decoder.embed_tokens.weight"] = weight.clone()
     tensors["lm_head.weight"] = weight.clone()
     save_file(tensors, str(tmp_path / "model.safetensors"))
-    loaded = core.BigBirdPegasusForConditionalGeneration.from_pretrained(tmp_path)
+    loaded = bigbird.BigBirdPegasusForConditionalGeneration.from_pretrained(tmp_path)
     inputs = make_inputs("BigBirdPegasusForConditionalGeneration", 61)
     with torch.no_grad():
         assert_outputs_match(ref(**inputs), loaded(**inputs))
@@ -293,7 +293,7 @@ def test_generation_config_json_overrides_config(tmp_path):
     written = json.loads((tmp_path / "generation_config.json").read_text())
     assert written["max_length"] == 30 and written["decoder_start_token_id"] == 2
     (tmp_path / "generation_config.json").write_text(json.dumps({**written, "num_beams": 3, "max_length": 9}))
-    loaded = core.BigBirdPegasusForConditionalGeneration.from_pretrained(tmp_path)
+    loaded = bigbird.BigBirdPegasusForConditionalGeneration.from_pretrained(tmp_path)
     assert loaded.config.num_beams == 3 and loaded.config.max_length == 9
     ref = transformers.BigBirdPegasusForConditionalGeneration.from_pretrained(tmp_path).eval()
     inputs = make_inputs("BigBirdPegasusForConditionalGeneration", 61)
@@ -306,7 +306,7 @@ def test_encoder_feed_forward_in_token_slices_keeps_parity(monkeypatch, tmp_path
     inputs = make_inputs("BigBirdPegasusForConditionalGeneration", 75)
     with torch.no_grad():
         ref_out = ref(**inputs)
-        monkeypatch.setattr(core.models.modeling, "FFN_SLICE_ELEMENTS", 2 * 48 * 5)  # 5 tokens per slice
+        monkeypatch.setattr(bigbird.models.modeling, "FFN_SLICE_ELEMENTS", 2 * 48 * 5)  # 5 tokens per slice
         assert_outputs_match(ref_out, ours(**inputs))
 
 
@@ -320,7 +320,7 @@ def test_config_output_options_are_honoured(name, source, tmp_path):
     getattr(transformers, name)(config).save_pretrained(tmp_path)
     overrides = options if source == "keyword" else {}
     ref = getattr(transformers, name).from_pretrained(tmp_path, **overrides).eval()
-    ours = getattr(core, name).from_pretrained(tmp_path, **overrides)
+    ours = getattr(bigbird, name).from_pretrained(tmp_path, **overrides)
     inputs = make_inputs(name, 64)
     with torch.no_grad():
         ref_out, our_out = ref(**inputs), ours(**inputs)
@@ -343,7 +343,7 @@ def test_generate_ignores_the_config_output_options(tmp_path):
     config = transformers.BigBirdPegasusConfig(**tiny_config(output_hidden_states=True, output_attentions=True))
     transformers.BigBirdPegasusForConditionalGeneration(config).save_pretrained(tmp_path)
     ref = transformers.BigBirdPegasusForConditionalGeneration.from_pretrained(tmp_path).eval()
-    ours = core.BigBirdPegasusForConditionalGeneration.from_pretrained(tmp_path, return_dict=False)
+    ours = bigbird.BigBirdPegasusForConditionalGeneration.from_pretrained(tmp_path, return_dict=False)
     inputs = make_inputs("BigBirdPegasusForConditionalGeneration", 64)
     options = {"num_beams": 3, "max_new_tokens": 6}
     theirs = ref.generate(**inputs, **options)  # a dict of outputs: the config asks the reference for them all

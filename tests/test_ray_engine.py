@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from conftest import jsonl
 
+from bigbird.tasks import TaskError
+from bigbird.tasks.documents import Document
+from bigbird.tasks.records import make_record
 from bigbird_cli.ray_engine import WINDOWS_PER_WORKER, RaySettings, TaskWorker, _records_on
-from core.tasks import TaskError
-from core.tasks.documents import Document
-from core.tasks.records import make_record
 
 RAY = ("--engine", "ray", "--workers", "2", "--cpus-per-worker", "0.5")
 

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from bigbird.tasks.documents import Document
+from bigbird.tasks.records import make_record
 from bigbird_cli.output import JsonlWriter, compact_for_resume, open_jsonl
 from bigbird_cli.runner import Shard, local_engine, run
-from core.tasks.documents import Document
-from core.tasks.records import make_record
 
 
 class FakeTask:

@@ -12,10 +12,10 @@ import pytest
 import torch
 from conftest import LONG_TEXT, jsonl
 
-from core.tasks import ClassifyTask, MaskTask, QATask, SummarizeTask, TaskError
-from core.tasks.base import sliding_windows
-from core.tasks.classify import default_function
-from core.tasks.documents import Document, Inputs
+from bigbird.tasks import ClassifyTask, MaskTask, QATask, SummarizeTask, TaskError
+from bigbird.tasks.base import sliding_windows
+from bigbird.tasks.classify import default_function
+from bigbird.tasks.documents import Document, Inputs
 
 QUESTION = "When is the bread ready?"
 SHORT = "Every morning the baker lights the oven at four and the bread is ready by six."
@@ -274,7 +274,7 @@ def test_dry_run_needs_no_weights_and_plans_as_the_run(case, bigbird, tiny_model
 @pytest.mark.parametrize("dry_run", [True, False])
 def test_a_dry_run_fetches_no_weights_from_the_hub(dry_run, tiny_models, monkeypatch):
     """A Hub id in a dry run downloads the config and tokenizer files only; a real run asks for the weights too."""
-    from core.models import checkpoints
+    from bigbird.models import checkpoints
 
     asked: list[list[str]] = []
 
@@ -292,7 +292,7 @@ def test_a_dry_run_fetches_no_weights_from_the_hub(dry_run, tiny_models, monkeyp
 
 def test_a_checkpoints_min_length_past_a_shorter_max_new_tokens_stops_at_the_maximum(tmp_path):
     """Only a --min-new-tokens the user gave past the maximum is refused; the checkpoint's own min_length is not."""
-    from core.tools.tiny import make_tiny_checkpoint
+    from bigbird.tools.tiny import make_tiny_checkpoint
 
     model = make_tiny_checkpoint(tmp_path / "m", "pegasus", "conditional_generation", min_length=20, max_length=30)
     [record] = SummarizeTask(str(model), max_new_tokens=5)([doc(SHORT)])

@@ -9,9 +9,9 @@ import pytest
 import torch
 from conftest import LONG_TEXT, WINDOW
 
-from core.tasks import ClassifyTask, MaskTask, QATask, SummarizeTask, TaskError
-from core.tasks.base import sliding_windows, split_even
-from core.tasks.documents import Document
+from bigbird.tasks import ClassifyTask, MaskTask, QATask, SummarizeTask, TaskError
+from bigbird.tasks.base import sliding_windows, split_even
+from bigbird.tasks.documents import Document
 
 
 def doc(text: str, id: str = "d", **fields) -> Document:
@@ -173,7 +173,7 @@ def test_a_checkpoint_saved_by_transformers_5_says_which_file_it_lacks(tiny_mode
 
 def test_a_tokenizer_of_another_model_is_refused_at_load(tiny_models, tmp_path):
     """Its ids past the embeddings would fail every document with an IndexError."""
-    from core.tools.tiny import make_tiny_checkpoint
+    from bigbird.tools.tiny import make_tiny_checkpoint
 
     mixed = make_tiny_checkpoint(tmp_path / "mixed", "bigbird", "sequence_classification", vocab_size=200)
     shutil.copy(tiny_models["classify"] / "spiece.model", mixed)  # a larger vocabulary

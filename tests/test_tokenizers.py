@@ -24,7 +24,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.models.tokenizers import AddedToken, BigBirdTokenizer, PegasusTokenizer, train_bigbird_spm, train_pegasus_spm
+from bigbird.models.tokenizers import (
+    AddedToken,
+    BigBirdTokenizer,
+    PegasusTokenizer,
+    train_bigbird_spm,
+    train_pegasus_spm,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 ORACLE_SCRIPT = Path(__file__).with_name("tokenizer_oracle.py")

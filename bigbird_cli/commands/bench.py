@@ -1,4 +1,4 @@
-"""`bigbird bench`: time and memory of our models (and transformers on the same weights); logic in core.tools.bench.
+"""`bigbird bench`: time and memory of our models (and transformers on the same weights); logic in bigbird.tools.bench.
 
 JSONL records go to stdout (or -o) as each row finishes; the table and progress go to stderr, so stdout stays
 pure JSONL.
@@ -13,10 +13,10 @@ from typing import Annotated, Any
 
 import typer
 
+from bigbird.models.presets import PRESETS
 from bigbird_cli.options import OutputFile, QuantizeOption, Quiet, Revision, Threads, WeightsDType
-from core.models.presets import PRESETS
 
-PRESET_NAMES = ", ".join(PRESETS)  # core.models.presets imports no torch: help stays fast
+PRESET_NAMES = ", ".join(PRESETS)  # bigbird.models.presets imports no torch: help stays fast
 DEFAULT_PRESET = "bigbird-roberta-base"
 
 
@@ -91,10 +91,10 @@ def command(
     """
     from rich.console import Console
 
-    from core.eval.report import require_plot
-    from core.tasks.documents import describe
-    from core.tools.bench import BenchError, BenchSpec, run_bench
-    from core.tools.bench import plot as draw
+    from bigbird.eval.report import require_plot
+    from bigbird.tasks.documents import describe
+    from bigbird.tools.bench import BenchError, BenchSpec, run_bench
+    from bigbird.tools.bench import plot as draw
 
     from ..errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, Terminated, exit_code_for
     from ..output import console, error, info, open_jsonl

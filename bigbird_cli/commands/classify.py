@@ -47,7 +47,7 @@ def command(
 
     **Example:** bigbird classify reviews/ --model ./my-bigbird-sentiment --top-k 2
     """
-    from core.tasks import ClassifyTask
+    from bigbird.tasks import ClassifyTask
 
     if top_k is not None and top_k != "all" and not (top_k.isdigit() and int(top_k) >= 1):
         raise typer.BadParameter(f"takes a number of labels (1 or more) or all, not {top_k!r}.", param_hint="--top-k")

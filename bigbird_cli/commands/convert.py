@@ -1,4 +1,4 @@
-"""`bigbird convert`: a checkpoint (Hub id or directory) → a clean safetensors directory (core.tools.convert)."""
+"""`bigbird convert`: a checkpoint (Hub id or directory) → a clean safetensors directory (bigbird.tools.convert)."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def command(
 
     **Example:** bigbird convert google/bigbird-roberta-base ./roberta-fp16 --dtype float16 --verify
     """
-    from core.tools.convert import ConvertOptions, convert
+    from bigbird.tools.convert import ConvertOptions, convert
 
     from ..errors import exit_code_for
     from ..output import warn

@@ -20,9 +20,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from core.eval.metrics import TASKS, EvalError, TaskMetrics, require_rouge
-from core.tasks.documents import Document, InputError, describe, first_line
-from core.tasks.records import RESULT_FIELDS, Record, error_record
+from bigbird.eval.metrics import TASKS, EvalError, TaskMetrics, require_rouge
+from bigbird.tasks.documents import Document, InputError, describe, first_line
+from bigbird.tasks.records import RESULT_FIELDS, Record, error_record
 
 from ..errors import (
     EXIT_BROKEN_PIPE,
@@ -277,8 +277,8 @@ class Evaluate:
         class-id references can be named without running the model."""
         if self.metrics.task != "classify" or common.model is None:
             return None
-        from core.models.checkpoints import CONFIG_FILES, CheckpointError, resolve_checkpoint
-        from core.models.config import load_config
+        from bigbird.models.checkpoints import CONFIG_FILES, CheckpointError, resolve_checkpoint
+        from bigbird.models.config import load_config
 
         try:
             path = resolve_checkpoint(common.model, revision=common.revision, allow_patterns=CONFIG_FILES)
@@ -290,7 +290,7 @@ class Evaluate:
     # The report ---------------------------------------------------------------------------------------------------
 
     def _report(self, model: str, records: list[Record], settings: dict[str, Any], quiet: bool) -> int:
-        from core.eval.report import build_report, plot  # numpy: only once there is something to report
+        from bigbird.eval.report import build_report, plot  # numpy: only once there is something to report
 
         report = build_report(self.metrics, model, records, settings)
         if not quiet:
@@ -436,7 +436,7 @@ def _evaluating(
             if task_name == "summarize":
                 require_rouge()
             if plot_path is not None:
-                from core.eval.report import require_plot
+                from bigbird.eval.report import require_plot
 
                 require_plot(plot_path)
         except EvalError as exc:

@@ -34,7 +34,7 @@ def command(
 
     **Example:** bigbird mask --text "Paris is the [MASK] of France."
     """
-    from core.tasks import MaskTask
+    from bigbird.tasks import MaskTask
 
     from ..errors import EXIT_USAGE
     from ..output import error

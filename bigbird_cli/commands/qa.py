@@ -53,7 +53,7 @@ def command(
 
     **Example:** bigbird qa --jsonl questions.jsonl -o answers.jsonl  (records with text and question)
     """
-    from core.tasks import QATask
+    from bigbird.tasks import QATask
 
     from ..errors import EXIT_USAGE
     from ..output import error

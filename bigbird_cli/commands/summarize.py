@@ -75,7 +75,7 @@ def command(
     """
     import math
 
-    from core.tasks import SummarizeTask
+    from bigbird.tasks import SummarizeTask
 
     from ..errors import EXIT_USAGE
     from ..output import error

@@ -2,7 +2,7 @@
 
 Layers are pre-norm (LayerNorm before each sub-block, residual around it) with one final LayerNorm after the last
 layer of the encoder and of the decoder. Positions are learned embeddings; token embeddings are scaled by
-sqrt(d_model) when `scale_embedding` is set. The encoder's self-attention is `core.models.attention.Attention`
+sqrt(d_model) when `scale_embedding` is set. The encoder's self-attention is `bigbird.models.attention.Attention`
 (block-sparse or full, chosen per call); the decoder's self-attention is full, through `full_attention`, and its
 cross-attention goes through `cross_attention.CrossKeysValues`.
 
@@ -446,7 +446,7 @@ class BigBirdPegasusForConditionalGeneration(BigBirdPegasusPretrainedModel):
         min_new_tokens (lengths count the start token), no_repeat_ngram_size, repetition_penalty,
         forced_bos_token_id, forced_eos_token_id, the eos/pad/decoder start token ids, and sampling: do_sample,
         temperature, top_k, top_p (plus `generators`, one torch.Generator per input row). Token-identical to
-        the reference's generate under the same torch.manual_seed; see core.models.generation for how memory
+        the reference's generate under the same torch.manual_seed; see bigbird.models.generation for how memory
         differs.
         """
         return generate(self, input_ids, attention_mask, **options)

@@ -1,7 +1,7 @@
 """The tasks behind the CLI's subcommands, usable from Python on their own.
 
-from core.tasks.documents import Document
-from core.tasks import SummarizeTask
+from bigbird.tasks.documents import Document
+from bigbird.tasks import SummarizeTask
 task = SummarizeTask("google/bigbird-pegasus-large-arxiv")
 records = task([Document("a", "mine", long_text)])
 """
@@ -28,7 +28,7 @@ __all__ = sorted(_MODULE_OF)
 def __getattr__(name: str) -> Any:
     # Imported on first use, so that the CLI's help and completion don't pay for importing torch.
     if name not in _MODULE_OF:
-        raise AttributeError(f"module 'core.tasks' has no attribute {name!r}")
+        raise AttributeError(f"module 'bigbird.tasks' has no attribute {name!r}")
     value = getattr(importlib.import_module(_MODULE_OF[name], __name__), name)
     globals()[name] = value
     return value

@@ -23,9 +23,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from core.models.attention import sparse_fits
-from core.models.config import ModelConfig, apply_generation_config, load_config
-from core.models.modeling import device_available
+from bigbird.models.attention import sparse_fits
+from bigbird.models.config import ModelConfig, apply_generation_config, load_config
+from bigbird.models.modeling import device_available
 
 from .documents import Document, describe
 from .records import Record, error_record, make_record
@@ -189,7 +189,7 @@ class Task:
     # Loading -----------------------------------------------------------------------------------------------
 
     def _resolve(self, model: str, revision: str | None) -> tuple[Path, ModelConfig]:
-        from core.models.checkpoints import CONFIG_FILES, TOKENIZER_FILES, CheckpointError, resolve_checkpoint
+        from bigbird.models.checkpoints import CONFIG_FILES, TOKENIZER_FILES, CheckpointError, resolve_checkpoint
 
         # A dry run reads the config and the tokenizer only: a Hub id's weights (gigabytes) are not fetched for it.
         files = CONFIG_FILES + TOKENIZER_FILES if self.dry_run else None
@@ -213,7 +213,7 @@ class Task:
         return path, config
 
     def _load_model(self, dtype: str | None) -> torch.nn.Module:
-        from core.models.architectures import model_class
+        from bigbird.models.architectures import model_class
 
         cls = model_class(self.heads[self.model_type])
         try:
@@ -223,7 +223,7 @@ class Task:
             raise TaskError(f"{self.model_name}: the {cls.__name__} weights can't be loaded ({reason}).") from None
 
     def _quantize(self, kind: str, dtype: str | None) -> None:
-        from core.models.linear import quantize_int8
+        from bigbird.models.linear import quantize_int8
 
         if kind != "int8":
             raise TaskError(f"--quantize takes int8, not {kind!r}.")
@@ -235,7 +235,7 @@ class Task:
             raise TaskError(f"{exc}.") from None
 
     def _load_tokenizer(self) -> Any:
-        from core.models.tokenizers import tokenizer_class
+        from bigbird.models.tokenizers import tokenizer_class
 
         cls = tokenizer_class(self.model_type)
         try:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.models.generation import resolve_generation_settings
+from bigbird.models.generation import resolve_generation_settings
 
 from .base import NO_TOKENS, PEGASUS, DocumentError, Plan, Task, TaskError, split_even
 from .documents import Document

@@ -36,12 +36,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.models import kernels
-from core.models.config import ATTENTION_TYPES, ModelConfig
-from core.models.heap import release_free_heap
-from core.models.linear import quantize_int8
-from core.models.modeling import device_available
-from core.models.presets import PRESETS, config_from_name
+from bigbird.models import kernels
+from bigbird.models.config import ATTENTION_TYPES, ModelConfig
+from bigbird.models.heap import release_free_heap
+from bigbird.models.linear import quantize_int8
+from bigbird.models.modeling import device_available
+from bigbird.models.presets import PRESETS, config_from_name
 
 TASKS = ("encode", "summarize")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -232,8 +232,8 @@ def others_bytes(contenders: list[Contender], name: str) -> int:
 def build_config(spec: BenchSpec) -> ModelConfig:
     if spec.preset is not None:
         return config_from_name(spec.preset)
-    from core.models.checkpoints import resolve_checkpoint
-    from core.models.config import load_config
+    from bigbird.models.checkpoints import resolve_checkpoint
+    from bigbird.models.config import load_config
 
     return load_config(resolve_checkpoint(spec.model, revision=spec.revision))
 
@@ -241,7 +241,7 @@ def build_config(spec: BenchSpec) -> ModelConfig:
 def build_model(spec: BenchSpec, config: ModelConfig) -> nn.Module:
     """Our model: the model type's default class (architectures.DEFAULT_CLASS), which is BigBird's base model or
     the full Pegasus model (its encoder serves `encode`)."""
-    from core.models.architectures import DEFAULT_CLASS, model_class
+    from bigbird.models.architectures import DEFAULT_CLASS, model_class
 
     if spec.task == "summarize" and config.model_type != "bigbird_pegasus":
         raise BenchError("--task summarize needs a BigBirdPegasus model (e.g. --preset bigbird-pegasus-large).")
@@ -289,7 +289,7 @@ def _transformers_contender(model: nn.Module, spec: BenchSpec) -> tuple[Contende
     # drown the bench's own lines on stderr.
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
-    from core.models.checkpoints import checkpoint_state_dict
+    from bigbird.models.checkpoints import checkpoint_state_dict
 
     config = model.config
     class_name = type(model).__name__  # transformers has every class of ours under the same name
@@ -509,7 +509,7 @@ def _measure_row(
 # --------------------------------------------------------------------------------------------------
 def plot(records: list[dict[str, Any]], path: str | Path) -> None:
     """Time and peak memory against sequence length, one line per implementation × attention × batch size."""
-    from core.eval.report import require_matplotlib
+    from bigbird.eval.report import require_matplotlib
 
     plt = require_matplotlib(BenchError)
     fig, (ax_time, ax_mem) = plt.subplots(1, 2, figsize=(11, 4.2))

@@ -4,7 +4,7 @@ This is a format conversion, not a re-mapping: tensor names stay exactly as the 
 loader that read the source reads the result. What changes is the container (pickle → safetensors, optionally
 sharded), optionally the floating-point dtype, and optionally the attention settings in config.json.
 
-Safety: pickled weights are read only through `core.models.checkpoints.read_state_dict`, which unpickles with
+Safety: pickled weights are read only through `bigbird.models.checkpoints.read_state_dict`, which unpickles with
 `weights_only=True`, so a pickle that carries code is refused and never run. Output is written to a temporary
 directory next to DST and renamed into place at the end, so an interrupted conversion never leaves a
 half-written DST behind.
@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from core.models.checkpoints import (
+from bigbird.models.checkpoints import (
     TABLES,
     CheckpointError,
     read_state_dict,
@@ -33,9 +33,9 @@ from core.models.checkpoints import (
     translate,
     write_safetensors,
 )
-from core.models.config import ATTENTION_TYPES, ModelConfig, load_config
-from core.models.tokenizers.pieces import SPIECE_HINT
-from core.tasks.documents import describe
+from bigbird.models.config import ATTENTION_TYPES, ModelConfig, load_config
+from bigbird.models.tokenizers.pieces import SPIECE_HINT
+from bigbird.tasks.documents import describe
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Files that travel with the weights unchanged (tokenizer and generation settings).
@@ -196,7 +196,7 @@ def _tied_checkpoint_names(config: ModelConfig) -> set[str]:
     """
     if not getattr(config, "tie_word_embeddings", True):
         return set()
-    from core.models.architectures import classes_of
+    from bigbird.models.architectures import classes_of
 
     table = TABLES[config.model_type]
     names = {alias for aliases in table.aliases.values() for alias in aliases}
@@ -328,7 +328,7 @@ def verify(src: Path, dst: Path) -> dict[str, Any]:
     Both run in float32 (our loaders' default), so the figure is what the conversion itself changed: the
     rounding of a dtype change, or the effect of a rewritten attention setting.
     """
-    from core.models.architectures import model_class_for
+    from bigbird.models.architectures import model_class_for
 
     src_config, dst_config = load_config(src), load_config(dst)
     cls = model_class_for(dst_config)

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from core.models.presets import BIGBIRD_TINY, PEGASUS_TINY
+from bigbird.models.presets import BIGBIRD_TINY, PEGASUS_TINY
 
 # A few hundred words of plain English, enough to train a vocabulary of a few hundred pieces.
 CORPUS = [
@@ -64,20 +64,20 @@ def make_tiny_checkpoint(
     **config_overrides: Any,
 ) -> Path:
     """Write config.json, model.safetensors and a trained spiece.model (+ tokenizer config) to `out_dir`."""
-    import core
-    from core.models import tokenizers
-    from core.models.architectures import model_class
+    import bigbird
+    from bigbird.models import tokenizers
+    from bigbird.models.architectures import model_class
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     texts = corpus or CORPUS
     if family == "bigbird":
         pieces = tokenizers.train_bigbird_spm(texts, out, vocab_size=vocab_size)
-        config = core.BigBirdConfig(**{**BIGBIRD_TINY, "vocab_size": pieces, **config_overrides})
+        config = bigbird.BigBirdConfig(**{**BIGBIRD_TINY, "vocab_size": pieces, **config_overrides})
         cls = model_class(BIGBIRD_HEADS[head])
     elif family == "pegasus":
         pieces = tokenizers.train_pegasus_spm(texts, out, vocab_size=vocab_size)
-        config = core.BigBirdPegasusConfig(**{**PEGASUS_TINY, "vocab_size": pieces, **config_overrides})
+        config = bigbird.BigBirdPegasusConfig(**{**PEGASUS_TINY, "vocab_size": pieces, **config_overrides})
         cls = model_class(PEGASUS_HEADS[head])
     else:
         raise ValueError(f"family must be 'bigbird' or 'pegasus', not {family!r}")
