@@ -463,13 +463,28 @@ def search(
     device = prompt.device
     if generators is not None and len(generators) != prompt.shape[0]:
         raise ValueError(f"generators: {len(generators)} given for {prompt.shape[0]} input rows")
-    eos = _ids(settings.eos_token_id, device)
+    processors = build_processors(settings, _ids(settings.eos_token_id, device), device, skip)
+    search = _start_search(prompt, settings, processors, generators)
+    while not search.done:
+        order = search.advance(next_scores(search.rows()))
+        if order is not None:
+            cache.reorder(order)
+    return search.result()
+
+
+def _start_search(
+    prompt: torch.Tensor,
+    settings: GenerationSettings,
+    processors: list[Processor],
+    generators: list[torch.Generator] | None,
+) -> _Sampling | _BeamSearch:
+    """The search the settings ask for, from a (batch, prompt) start, before its first step."""
+    eos = _ids(settings.eos_token_id, prompt.device)
     pad = settings.pad_token_id if settings.pad_token_id is not None else (int(eos[0]) if eos is not None else None)
-    processors = build_processors(settings, eos, device, skip)
     if settings.num_beams == 1:
         rows = prompt.repeat_interleave(settings.rows_per_input, dim=0)
-        return _sample(next_scores, rows, settings, eos, pad, processors, generators)
-    return _beam_search(next_scores, cache, prompt, settings, eos, pad, processors, generators)
+        return _Sampling(rows, settings, eos, pad, processors, generators)
+    return _BeamSearch(prompt, settings, eos, pad, processors, generators)
 
 
 def _draw(probs: torch.Tensor, samples: int, generators: list[torch.Generator] | None) -> torch.Tensor:
@@ -482,42 +497,47 @@ def _draw(probs: torch.Tensor, samples: int, generators: list[torch.Generator] |
     return torch.cat([torch.multinomial(part, samples, generator=g) for part, g in zip(parts, generators, strict=True)])
 
 
-def _sample(
-    next_scores: NextScores,
-    seqs: torch.Tensor,
-    settings: GenerationSettings,
-    eos: torch.Tensor | None,
-    pad: int | None,
-    processors: list[Processor],
-    generators: list[torch.Generator] | None,
-) -> torch.Tensor:
-    """Most likely (or sampled) token each step; a finished row gets padding until every row is finished."""
-    unfinished = torch.ones(seqs.shape[0], dtype=torch.bool, device=seqs.device)
-    while True:
-        scores = _process(processors, seqs, next_scores(seqs))
-        if settings.do_sample:
-            tokens = _draw(scores.softmax(dim=-1), 1, generators)[:, 0]
+class _Sampling:
+    """Greedy search or sampling, one step at a time: the most likely (or a sampled) token each step; a finished
+    row gets padding until every row is finished."""
+
+    def __init__(
+        self,
+        seqs: torch.Tensor,
+        settings: GenerationSettings,
+        eos: torch.Tensor | None,
+        pad: int | None,
+        processors: list[Processor],
+        generators: list[torch.Generator] | None,
+    ) -> None:
+        self.seqs, self.settings, self.eos, self.pad = seqs, settings, eos, pad
+        self.processors, self.generators = processors, generators
+        self.unfinished = torch.ones(seqs.shape[0], dtype=torch.bool, device=seqs.device)
+        self.done = False
+
+    def rows(self) -> torch.Tensor:
+        """The sequences whose next token the next step scores."""
+        return self.seqs
+
+    def advance(self, logits: torch.Tensor) -> None:
+        """Take one step on the logits of `rows()`; no cache reordering is needed."""
+        scores = _process(self.processors, self.seqs, logits)
+        if self.settings.do_sample:
+            tokens = _draw(scores.softmax(dim=-1), 1, self.generators)[:, 0]
         else:
             tokens = scores.argmax(dim=-1)
-        if eos is not None:
-            tokens = torch.where(unfinished, tokens, pad)
-        seqs = torch.cat([seqs, tokens[:, None]], dim=1)
-        unfinished = unfinished & ~_stops(seqs, settings.max_length, eos)
-        if not unfinished.any():
-            return seqs
+        if self.eos is not None:
+            tokens = torch.where(self.unfinished, tokens, self.pad)
+        self.seqs = torch.cat([self.seqs, tokens[:, None]], dim=1)
+        self.unfinished = self.unfinished & ~_stops(self.seqs, self.settings.max_length, self.eos)
+        self.done = not bool(self.unfinished.any())
+
+    def result(self) -> torch.Tensor:
+        return self.seqs
 
 
-def _beam_search(
-    next_scores: NextScores,
-    cache: DecoderCache,
-    start: torch.Tensor,
-    settings: GenerationSettings,
-    eos: torch.Tensor | None,
-    pad: int | None,
-    processors: list[Processor],
-    generators: list[torch.Generator] | None,
-) -> torch.Tensor:
-    """Beam search (or beam sampling) as the reference runs it, vectorized over the batch.
+class _BeamSearch:
+    """Beam search (or beam sampling) as the reference runs it, vectorized over the batch, one step at a time.
 
     Each step keeps `keep` continuations over all beams of an input (twice the beams, so that enough of them go
     on when some end): the best ones, or, when sampling, `keep` drawn without replacement in proportion to their
@@ -527,74 +547,96 @@ def _beam_search(
     hypothesis (how that is estimated depends on `early_stopping`), or, with early_stopping=True, as soon as it
     has `num_beams` hypotheses.
     """
-    beams, lp, early = settings.num_beams, settings.length_penalty, settings.early_stopping
-    batch, prompt = start.shape
-    max_length, device = settings.max_length, start.device
-    keep = max(2, 1 + (eos.shape[0] if eos is not None else 0)) * beams
-    among_top = torch.arange(keep, device=device) < beams
-    # Unused positions hold the pad token, or eos when pad is 0 (the reference's `pad or eos` fallback).
-    fill = (pad or int(eos[0])) if eos is not None else -1
 
-    running = torch.full((batch, beams, max_length), fill, dtype=torch.long, device=device)
-    running[:, :, :prompt] = start[:, None]
-    running_scores = torch.zeros(batch, beams, device=device)
-    running_scores[:, 1:] = EXCLUDED  # all beams start equal: let only the first one expand at first
-    hyps = running.clone()
-    hyp_scores = torch.full((batch, beams), EXCLUDED, device=device)
-    hyp_lengths = torch.zeros(batch, beams, dtype=torch.long, device=device)
-    hyp_done = torch.zeros(batch, beams, dtype=torch.bool, device=device)
-    improvable = torch.ones(batch, 1, dtype=torch.bool, device=device)
-    offsets = torch.arange(batch, device=device)[:, None] * beams
+    def __init__(
+        self,
+        start: torch.Tensor,
+        settings: GenerationSettings,
+        eos: torch.Tensor | None,
+        pad: int | None,
+        processors: list[Processor],
+        generators: list[torch.Generator] | None,
+    ) -> None:
+        self.settings, self.eos, self.processors, self.generators = settings, eos, processors, generators
+        beams = settings.num_beams
+        batch, self.prompt = start.shape
+        max_length, device = settings.max_length, start.device
+        self.keep = max(2, 1 + (eos.shape[0] if eos is not None else 0)) * beams
+        self.among_top = torch.arange(self.keep, device=device) < beams
+        # Unused positions hold the pad token, or eos when pad is 0 (the reference's `pad or eos` fallback).
+        fill = (pad or int(eos[0])) if eos is not None else -1
 
-    cur = prompt
-    while True:
-        flat = running[:, :, :cur].reshape(batch * beams, cur)
-        log_probs = _process(processors, flat, F.log_softmax(next_scores(flat), dim=-1))
+        self.running = torch.full((batch, beams, max_length), fill, dtype=torch.long, device=device)
+        self.running[:, :, : self.prompt] = start[:, None]
+        self.running_scores = torch.zeros(batch, beams, device=device)
+        self.running_scores[:, 1:] = EXCLUDED  # all beams start equal: let only the first one expand at first
+        self.hyps = self.running.clone()
+        self.hyp_scores = torch.full((batch, beams), EXCLUDED, device=device)
+        self.hyp_lengths = torch.zeros(batch, beams, dtype=torch.long, device=device)
+        self.hyp_done = torch.zeros(batch, beams, dtype=torch.bool, device=device)
+        self.improvable = torch.ones(batch, 1, dtype=torch.bool, device=device)
+        self.offsets = torch.arange(batch, device=device)[:, None] * beams
+        self.cur = self.prompt
+        self.done = False
+
+    def rows(self) -> torch.Tensor:
+        """The running beams' sequences, (batch * beams, length so far): the next step scores them."""
+        batch, beams, _ = self.running.shape
+        return self.running[:, :, : self.cur].reshape(batch * beams, self.cur)
+
+    def advance(self, logits: torch.Tensor) -> torch.Tensor:
+        """Take one step on the logits of `rows()`; return which old row each new row continues (for the cache)."""
+        s, cur, prompt = self.settings, self.cur, self.prompt
+        beams, lp, early, max_length = s.num_beams, s.length_penalty, s.early_stopping, s.max_length
+        batch = self.running.shape[0]
+        log_probs = _process(self.processors, self.rows(), F.log_softmax(logits, dim=-1))
         vocab = log_probs.shape[-1]
-        totals = (log_probs.view(batch, beams, vocab) + running_scores[:, :, None]).view(batch, beams * vocab)
+        totals = (log_probs.view(batch, beams, vocab) + self.running_scores[:, :, None]).view(batch, beams * vocab)
 
         # `keep` continuations over all beams of each input.
-        if settings.do_sample:
-            top = _draw(totals.softmax(dim=-1), keep, generators)
+        if s.do_sample:
+            top = _draw(totals.softmax(dim=-1), self.keep, self.generators)
             top_scores = totals.gather(1, top)
         else:
-            top_scores, top = torch.topk(totals, keep)
+            top_scores, top = torch.topk(totals, self.keep)
         parent = top // vocab
-        top_seqs = running.gather(1, parent[:, :, None].expand(-1, -1, max_length)).clone()
+        top_seqs = self.running.gather(1, parent[:, :, None].expand(-1, -1, max_length)).clone()
         top_seqs[:, :, cur] = top % vocab
-        ended = _stops(top_seqs[:, :, : cur + 1].reshape(batch * keep, cur + 1), max_length, eos).view(batch, keep)
+        flat_top = top_seqs[:, :, : cur + 1].reshape(batch * self.keep, cur + 1)
+        ended = _stops(flat_top, max_length, self.eos).view(batch, self.keep)
 
         # The next beams: the best continuations that did not end.
         open_scores = top_scores + ended.float() * EXCLUDED
         chosen = torch.topk(open_scores, beams)[1]
-        running = top_seqs.gather(1, chosen[:, :, None].expand(-1, -1, max_length))
-        running_scores = open_scores.gather(1, chosen)
-        cache.reorder((parent.gather(1, chosen) + offsets).flatten())
+        self.running = top_seqs.gather(1, chosen[:, :, None].expand(-1, -1, max_length))
+        self.running_scores = open_scores.gather(1, chosen)
+        order = (parent.gather(1, chosen) + self.offsets).flatten()
 
         # Hypotheses: merge the new ended ones (length-penalized) with those kept so far, keep the best.
         new_scores = top_scores / ((cur + 1 - prompt) ** lp)
-        full = hyp_done.all(dim=-1, keepdim=True) & (early is True)
+        full = self.hyp_done.all(dim=-1, keepdim=True) & (early is True)
         new_scores += full.float() * EXCLUDED
-        new_scores += (~improvable).float() * EXCLUDED
-        new_done = ended & among_top[None, :]
+        new_scores += (~self.improvable).float() * EXCLUDED
+        new_done = ended & self.among_top[None, :]
         new_scores += (~new_done) * EXCLUDED
-        merged_scores = torch.cat([hyp_scores, new_scores], dim=1)
+        merged_scores = torch.cat([self.hyp_scores, new_scores], dim=1)
         best = torch.topk(merged_scores, beams)[1]
-        hyps = torch.cat([hyps, top_seqs], dim=1).gather(1, best[:, :, None].expand(-1, -1, max_length))
-        hyp_scores = merged_scores.gather(1, best)
+        self.hyps = torch.cat([self.hyps, top_seqs], dim=1).gather(1, best[:, :, None].expand(-1, -1, max_length))
+        self.hyp_scores = merged_scores.gather(1, best)
         new_lengths = torch.full_like(new_done, cur + 1 - prompt, dtype=torch.long)
-        hyp_lengths = torch.cat([hyp_lengths, new_lengths], dim=1).gather(1, best)
-        hyp_done = torch.cat([hyp_done, new_done], dim=1).gather(1, best)
+        self.hyp_lengths = torch.cat([self.hyp_lengths, new_lengths], dim=1).gather(1, best)
+        self.hyp_done = torch.cat([self.hyp_done, new_done], dim=1).gather(1, best)
 
-        cur += 1
-        improvable = improvable & _can_improve(running_scores, hyp_scores, hyp_done, cur, prompt, settings)
-        all_full = bool(hyp_done.all()) and early is True
-        if not improvable.any() or all_full or bool(ended.all()):
-            break
+        self.cur = cur = cur + 1
+        self.improvable &= _can_improve(self.running_scores, self.hyp_scores, self.hyp_done, cur, prompt, s)
+        all_full = bool(self.hyp_done.all()) and early is True
+        self.done = not self.improvable.any() or all_full or bool(ended.all())
+        return order
 
-    n = settings.num_return_sequences
-    length = prompt + int(hyp_lengths[:, :n].max())
-    return hyps[:, :n, :length].reshape(batch * n, length)
+    def result(self) -> torch.Tensor:
+        n, batch = self.settings.num_return_sequences, self.running.shape[0]
+        length = self.prompt + int(self.hyp_lengths[:, :n].max())
+        return self.hyps[:, :n, :length].reshape(batch * n, length)
 
 
 def _can_improve(
