@@ -13,7 +13,7 @@ import transformers
 from test_pegasus_parity import randomize, tiny_config
 
 import bigbird
-from bigbird.models import generation, kernels
+from bigbird.models import generation, kernels, linear
 from bigbird.models.generation import DecoderCache
 from bigbird.models.linear import Linear
 
@@ -325,3 +325,80 @@ def test_bad_options_are_refused(tmp_path):
         pair.ours.generate(ids, do_sample=True, temperature=0.0)
     with pytest.raises(ValueError, match="do_sample=True"):
         pair.ours.generate(ids, num_return_sequences=2)
+
+
+# --------------------------------------------------------------------------------------------------
+# Continuous batching: inputs decoded together get the tokens each gets alone
+# --------------------------------------------------------------------------------------------------
+TOGETHER = [
+    {"num_beams": 4, "length_penalty": 0.8},
+    {"num_beams": 3, "no_repeat_ngram_size": 2, "num_return_sequences": 2, "min_new_tokens": 3},
+    {},
+    {"do_sample": True, "top_k": 20},
+    {"do_sample": True, "num_beams": 2, "num_return_sequences": 2, "top_p": 0.9},
+]
+# Mixed source lengths: the longest run block-sparse attention, the others full attention.
+TOGETHER_LENGTHS = (61, 47, 30, 90, 25, 73, 38)
+
+
+def decode_together(model, inputs: list[torch.Tensor], size: int, sample: bool, **options) -> dict[int, torch.Tensor]:
+    pairs = ((x, [torch.Generator().manual_seed(100 + i)] if sample else None) for i, x in enumerate(inputs))
+    return dict(generation.generate_each(model, pairs, size, max_length=MAX_LENGTH, **options))
+
+
+@pytest.mark.parametrize("options", TOGETHER, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()) or "greedy")
+@pytest.mark.parametrize("rows_exact", ["probed", "never"])
+def test_inputs_decoded_together_get_the_tokens_they_get_alone(tmp_path, monkeypatch, options, rows_exact):
+    """Inputs of different lengths, decoded up to `size` at a time with finished ones leaving and waiting ones
+    joining, each get exactly `generate`'s tokens for that input alone; so does sampling with one generator per
+    input (the global generator is reseeded between runs to show it plays no part). "never" runs every linear
+    layer input by input, "probed" over all inputs' rows where the kernel was seen to keep each input's bits."""
+    if rows_exact == "never":
+        monkeypatch.setattr(Linear, "_rows_exact", lambda *args: False)
+    pair = make_pair(tmp_path, seed=2, attention_type="block_sparse", eos_bias=2.0)
+    g = torch.Generator().manual_seed(1)
+    inputs = [torch.randint(3, 100, (1, n), generator=g) for n in TOGETHER_LENGTHS]
+    sample = bool(options.get("do_sample"))
+    generators = (lambda i: [torch.Generator().manual_seed(100 + i)]) if sample else (lambda i: None)
+    alone = [
+        pair.ours.generate(x, max_length=MAX_LENGTH, generators=generators(i), **options) for i, x in enumerate(inputs)
+    ]
+
+    batches: list[int] = []
+    ragged_init = generation.RaggedCache.__init__
+
+    def spy(self, caches, group):
+        batches.append(len(caches))
+        ragged_init(self, caches, group)
+
+    monkeypatch.setattr(generation.RaggedCache, "__init__", spy)
+    for size in (1, 3, 8):
+        torch.manual_seed(size)
+        batches.clear()
+        together = decode_together(pair.ours, inputs, size, sample, **options)
+        assert sorted(together) == list(range(len(inputs)))
+        for i, ids in together.items():
+            assert torch.equal(ids, alone[i]), (size, i)
+        assert max(batches) == min(size, len(inputs))  # the inputs really shared steps
+    if "min_new_tokens" not in options:  # inputs ended at different steps: some left the batch early
+        assert len({a.shape[1] for a in alone}) > 1 or sample
+
+
+def test_batched_linear_rows_are_each_inputs_rows_alone():
+    """Under rows_per_input, a layer gives every input's rows the bits that input gets alone, on data other than
+    the probe's: the kernel's code path depends on the shapes only."""
+    torch.manual_seed(0)
+    layer = Linear(48, 80, activation="gelu").eval()
+    for group, inputs in ((5, 8), (1, 4), (3, 2)):
+        x = torch.randn(group * inputs, 1, 48)
+        with torch.no_grad(), linear.rows_per_input(group):
+            together = layer(x)
+        with torch.no_grad():
+            alone = torch.cat([layer(part.clone()) for part in x.split(group)])
+        assert torch.equal(together, alone), (group, inputs)
+
+
+def test_generate_each_refuses_batched_rows(tmp_path):
+    pair = make_pair(tmp_path, seed=2, attention_type="original_full", eos_bias=0.0)
+    with pytest.raises(ValueError, match="one row"):
+        list(generation.generate_each(pair.ours, [(torch.ones(2, 8, dtype=torch.long), None)], 2, max_length=8))

@@ -244,3 +244,26 @@ def same_result(a: dict, b: dict) -> bool:
     return {k: v for k, v in a.items() if k not in ("model", "seconds")} == {
         k: v for k, v in b.items() if k not in ("model", "seconds")
     }
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"num_beams": 3, "max_new_tokens": 6}, {"do_sample": True, "seed": 5, "num_beams": 2, "max_new_tokens": 6}],
+    ids=["beams", "beam-sampling-seeded"],
+)
+def test_summaries_of_mixed_lengths_do_not_depend_on_the_batch_size(tiny_models, options):
+    """Short documents and a chunked long one, decoded together at --batch-size 4 (continuous batching), get the
+    records of --batch-size 1."""
+    task = SummarizeTask(str(tiny_models["summarize"]), **options)
+    docs = [
+        doc("The committee met on Tuesday.", "a"),
+        doc(LONG_TEXT * 2, "b"),
+        doc("Rivers carry sediment to the sea, where it settles and slowly builds wide, flat deltas.", "c"),
+        doc(LONG_TEXT, "d"),
+    ]
+
+    def summaries(size: int) -> list:
+        return [(r["summary"], r["attention"], r["chunks"]) for r in task(docs, size)]
+
+    alone = summaries(1)
+    assert summaries(4) == alone and summaries(3) == alone

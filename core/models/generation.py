@@ -13,16 +13,18 @@ for the whole generation and reordered in place when beams are reselected.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from .attention import full_attention
 from .config import GENERATION_DEFAULTS, SAMPLING_DEFAULTS
 from .cross_attention import CrossKeysValues
 from .heap import release_free_heap
+from .linear import rows_per_input
 
 # Added to the score of a beam or hypothesis to take it out of the running (the reference's constant).
 EXCLUDED = -1.0e9
@@ -68,6 +70,24 @@ class DecoderCache:
         self.lengths[layer] = end
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
+    def positions(self, new: int, device: torch.device) -> torch.Tensor:
+        """The positions of the next `new` tokens: (new,), the same for every row."""
+        return torch.arange(self.length, self.length + new, device=device)
+
+    def self_attend(
+        self,
+        layer: int,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        bias: torch.Tensor | None,
+        dropout: float = 0.0,
+        output_probs: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Self-attention of the new tokens' queries to every cached token, after caching the new keys/values."""
+        k, v = self.append(layer, k, v)
+        return full_attention(q, k, v, bias, dropout, output_probs=output_probs)
+
     def crop(self, length: int) -> None:
         """Forget every cached token from `length` on (a block-sparse pass appends its padding to the block size)."""
         self.lengths = [min(used, length) for used in self.lengths]
@@ -99,6 +119,70 @@ class DecoderCache:
             # index_select then copy: half the time of `k[:, :, :used] = k[rows, :, :used]` (the indexing kernel).
             for buffer in (k, v):
                 buffer[:, :, :used].copy_(buffer[:, :, :used].index_select(0, rows))
+
+
+class RaggedCache:
+    """The caches of several inputs decoded in one batch (continuous batching): each input keeps its own
+    DecoderCache (its own length, its own cross-attention keys/values, made at its first step, taken alone), and
+    its `group` rows are consecutive in the batch.
+
+    Attention runs input by input, each exactly the call the input makes alone, so inputs of different source
+    and summary lengths share a batch without padding; everything between the attentions (norms, projections,
+    feed-forward, the LM head) runs over all rows at once, where the weights are read once for every input.
+    Steps feed one new token per row, without a decoder mask.
+    """
+
+    def __init__(self, caches: list[DecoderCache], group: int) -> None:
+        self.caches, self.group = caches, group
+
+    @property
+    def length(self) -> int:
+        """The most tokens any input has cached (a single-token step without a mask needs no causal bias)."""
+        return max(cache.length for cache in self.caches)
+
+    def positions(self, new: int, device: torch.device) -> torch.Tensor:
+        """Each row's next position: (rows, 1), each input at its own length."""
+        if new != 1:
+            raise ValueError(f"a ragged decoding step takes one new token per row, not {new}")
+        lengths = torch.tensor([cache.length for cache in self.caches], device=device)
+        return lengths.repeat_interleave(self.group)[:, None]
+
+    def self_attend(
+        self,
+        layer: int,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        bias: torch.Tensor | None,
+        dropout: float = 0.0,
+        output_probs: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if bias is not None or output_probs:
+            raise ValueError("a ragged decoding step runs without a decoder mask or attention probabilities")
+        parts = zip(self.caches, q.split(self.group), k.split(self.group), v.split(self.group), strict=True)
+        return torch.cat([cache.self_attend(layer, *qkv, None, dropout)[0] for cache, *qkv in parts]), None
+
+    def cross_kv(self, layer: int, project: Callable[[], Any], approximate: bool = False) -> RaggedCross:
+        """Each input's cross-attention keys/values of this layer (made at its first step)."""
+        kept = [cache.cross[layer] for cache in self.caches]
+        if any(kv is None for kv in kept):
+            raise ValueError("a ragged decoding step needs every input's cross-attention keys/values made first")
+        return RaggedCross(kept, self.group)  # type: ignore[arg-type]
+
+
+class RaggedCross:
+    """Cross-attention of several inputs' rows, each input to its own keys/values (see RaggedCache)."""
+
+    def __init__(self, kept: list[CrossKeysValues], group: int) -> None:
+        self.kept, self.group = kept, group
+
+    def attend(
+        self, q: torch.Tensor, bias: torch.Tensor | None, dropout: float = 0.0, output_probs: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if bias is not None or output_probs:
+            raise ValueError("a ragged decoding step attends unpadded inputs, without attention probabilities")
+        parts = zip(self.kept, q.split(self.group), strict=True)
+        return torch.cat([kv.attend(part, None, dropout)[0] for kv, part in parts]), None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -385,21 +469,97 @@ def generate(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor |
     encoded = model.model.encoder(input_ids, attention_mask).last_hidden_state
     release_free_heap()  # the encoder's scratch, before the cache's long-lived keys/values are allocated
     cache = DecoderCache(len(model.model.decoder.layers), capacity=settings.max_length)
+    start = input_ids.new_full((input_ids.shape[0], 1), settings.decoder_start_token_id)
+    next_scores = _conditional_step(model, cache, encoded, attention_mask)
+    return search(next_scores, cache, start, settings, options.get("generators"))
+
+
+def _conditional_step(
+    model: Any, cache: DecoderCache | RaggedCache, encoded: Any, attention_mask: torch.Tensor | None
+) -> NextScores:
+    """Float32 logits for the token after each row of `seqs`: one decoder step over the uncached tokens."""
 
     def next_scores(seqs: torch.Tensor) -> torch.Tensor:
-        """Float32 logits for the token after each row of `seqs`: one decoder step over the uncached tokens."""
         out = model(
             attention_mask=attention_mask,
             encoder_outputs=(encoded,),
-            decoder_input_ids=seqs[:, cache.length :],
+            decoder_input_ids=seqs[:, cache.length :] if isinstance(cache, DecoderCache) else seqs[:, -1:],
             past_key_values=cache,
             use_cache=True,
             **STEP_OUTPUTS,
         )
         return out.logits[:, -1].float()
 
-    start = input_ids.new_full((input_ids.shape[0], 1), settings.decoder_start_token_id)
-    return search(next_scores, cache, start, settings, options.get("generators"))
+    return next_scores
+
+
+@dataclass
+class _InFlight:
+    """One input being decoded in a continuous batch: its place in the inputs, search, cache and encoder states."""
+
+    index: int
+    search: _Sampling | _BeamSearch
+    cache: DecoderCache
+    encoded: torch.Tensor
+
+
+@torch.no_grad()
+def generate_each(
+    model: Any,
+    inputs: Iterable[tuple[torch.Tensor, list[torch.Generator] | None]],
+    size: int,
+    **options: Any,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Summaries of many unpadded (1, source) inputs, each exactly what `generate` gives it alone, decoding the
+    beams of up to `size` inputs in one batch: `(index, ids)` pairs as inputs finish, ids as `generate`'s.
+
+    Each input comes with its generators (or None) and is encoded alone, and its first step runs alone (that makes
+    its cross-attention keys/values as `generate` does); then it joins the batch, whose every step scores the next
+    token of all inputs in flight (a `RaggedCache`: attention input by input, every other layer over all rows,
+    `linear.rows_per_input` keeping each input's rows the bits they are alone). An input that finishes leaves at
+    once and a waiting one takes its place (continuous batching), so memory holds the keys/values of at most
+    `size` inputs. Inputs are read lazily.
+    """
+    settings = resolve_generation_settings(model.config, options)
+    if settings.decoder_start_token_id is None:
+        raise ValueError("decoder_start_token_id (or bos_token_id) has to be set to generate")
+    eos = _ids(settings.eos_token_id, model.device)
+    processors = build_processors(settings, eos, model.device)
+    group = settings.rows_per_input
+    waiting = enumerate(inputs)
+    flying: list[_InFlight] = []
+    while True:
+        while len(flying) < size and (item := next(waiting, None)) is not None:
+            index, (input_ids, generators) = item
+            if input_ids.shape[0] != 1:
+                raise ValueError(f"generate_each takes inputs of one row, not {input_ids.shape[0]}")
+            encoded = model.model.encoder(input_ids).last_hidden_state
+            release_free_heap()
+            cache = DecoderCache(len(model.model.decoder.layers), capacity=settings.max_length)
+            start = input_ids.new_full((1, 1), settings.decoder_start_token_id)
+            search = _start_search(start, settings, processors, generators)
+            _advance(search, cache, _conditional_step(model, cache, encoded, None)(search.rows()))
+            if search.done:
+                yield index, search.result()
+            else:
+                flying.append(_InFlight(index, search, cache, encoded))
+        if not flying:
+            return
+        ragged = RaggedCache([f.cache for f in flying], group)
+        rows = torch.cat([f.search.rows()[:, -1:] for f in flying])
+        with rows_per_input(group):
+            logits = _conditional_step(model, ragged, [f.encoded for f in flying], None)(rows)
+        for f, part in zip(flying, logits.split(group), strict=True):
+            _advance(f.search, f.cache, part)
+            if f.search.done:
+                yield f.index, f.search.result()
+        flying = [f for f in flying if not f.search.done]
+
+
+def _advance(search: _Sampling | _BeamSearch, cache: DecoderCache, logits: torch.Tensor) -> None:
+    order = search.advance(logits)
+    if order is not None:
+        cache.reorder(order)
 
 
 @torch.no_grad()
@@ -466,9 +626,7 @@ def search(
     processors = build_processors(settings, _ids(settings.eos_token_id, device), device, skip)
     search = _start_search(prompt, settings, processors, generators)
     while not search.done:
-        order = search.advance(next_scores(search.rows()))
-        if order is not None:
-            cache.reorder(order)
+        _advance(search, cache, next_scores(search.rows()))
     return search.result()
 
 

@@ -21,10 +21,12 @@ the choice of kernel at inference on the CPU:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +65,24 @@ ONEDNN_POST_OPS: dict[str | None, tuple[str, str]] = {
     "swish": ("swish", ""),
     "tanh": ("tanh", ""),
 }
+
+
+# Rows of one input while several inputs' rows run together (a batched decoding step: `rows_per_input`).
+_ROWS_PER_INPUT: ContextVar[int | None] = ContextVar("rows_per_input", default=None)
+# Whether a kernel gives every input's rows of a batch the bits they get alone, by (shape key, kernel, dtype,
+# inputs): measured once per process (see `Linear._rows_exact`).
+_EXACT: dict[tuple[str, str, torch.dtype, int], bool] = {}
+
+
+@contextlib.contextmanager
+def rows_per_input(rows: int) -> Iterator[None]:
+    """Within it, a Linear's input holds consecutive inputs of `rows` rows each (a decoding step of several
+    inputs' beams), and each input's rows come out as they would alone: see `Linear._per_input`."""
+    token = _ROWS_PER_INPUT.set(rows)
+    try:
+        yield
+    finally:
+        _ROWS_PER_INPUT.reset(token)
 
 
 def activation_function(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -137,6 +157,9 @@ class Linear(nn.Linear):
         weight_grad = self._weight_requires_grad if self.packed else self.weight.requires_grad
         tracked = torch.is_grad_enabled() and (x.requires_grad or weight_grad)
         if not tracked and x.device.type == "cpu":
+            group = _ROWS_PER_INPUT.get()
+            if group is not None and x.numel() // x.shape[-1] > group:
+                return self._per_input(x, group)
             if self.int8 is not None:
                 return self._int8_forward(x)
             if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
@@ -152,24 +175,67 @@ class Linear(nn.Linear):
         return self.weight.is_mkldnn
 
     def _float32_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Through the kernel kernels.choose picks for this shape (timed on this input at the shape's first call).
+        """Through the kernel kernels.choose picks for this shape (timed on this input at the shape's first call)."""
+        return self._run(self._float32_kernel(x, x.numel() // x.shape[-1]), x)
+
+    def _float32_kernel(self, x: torch.Tensor, rows: int) -> str:
+        """The float32 kernel for inputs of `rows` rows, chosen (timed on x's first rows) at the shape's first call.
 
         A packed layer has only its packed weight, so it runs the packed kernel whatever its input.
         """
         if self.packed:
-            return self._run("onednn-packed", x)
+            return "onednn-packed"
         names = ["mkl"]
         if kernels.private_op("linear") is not None and torch.backends.mkldnn.enabled:
             names.append("onednn")
             if kernels.private_op("linear-packed") is not None and not self.shares_weight:
                 names.append("onednn-packed")
-        rows = x.numel() // x.shape[-1]
         key = kernels.shape_key(self.in_features, self.out_features, self.post_op[0], rows)
-        kernel = kernels.choose(key, names, lambda name: self._run(name, x.flatten(0, -2)[: kernels.SAMPLE_ROWS]))
+        sample = x.flatten(0, -2)[: min(rows, kernels.SAMPLE_ROWS)]
+        kernel = kernels.choose(key, names, lambda name: self._run(name, sample))
         if kernel == "onednn-packed":
             self.pack(rows)
         self._trial = None  # timed but not chosen: don't keep a second copy of the weight
-        return self._run(kernel, x)
+        return kernel
+
+    def _per_input(self, x: torch.Tensor, group: int) -> torch.Tensor:
+        """The rows of several inputs, `group` consecutive rows each, with every input's rows bit for bit what
+        they would be alone, so that decoding inputs together never changes a token.
+
+        The kernel is the one an input alone gets (chosen for `group` rows). It then runs once over all the rows,
+        streaming the weight once for every input, where it was seen to give each input's rows the bits they
+        get alone (`_rows_exact`); elsewhere it runs input by input. int8 always runs input by input: its
+        activations are quantized with one scale per call, which would tie an input's numbers to the others'.
+        """
+        flat = x.reshape(-1, x.shape[-1])
+        parts = flat.split(group)
+        if self.int8 is not None:
+            return torch.cat([self._int8_forward(part) for part in parts]).view(*x.shape[:-1], -1)
+        float32 = x.dtype == torch.float32 and self.weight.dtype == torch.float32
+        kernel = self._float32_kernel(parts[0], group) if float32 else "mkl"
+        if self._rows_exact(kernel, x.dtype, group, len(parts)):
+            y = self._run(kernel, flat)
+        else:
+            y = torch.cat([self._run(kernel, part) for part in parts])
+        return y.view(*x.shape[:-1], -1)
+
+    def _rows_exact(self, kernel: str, dtype: torch.dtype, group: int, inputs: int) -> bool:
+        """Whether `kernel` gives `inputs` inputs of `group` rows, run together, the bits each gets alone.
+
+        No library promises it: MKL's sgemm, and oneDNN's on a single row, sum in another order when there are
+        more rows. BLAS libraries pick their code path by shape, never by value, so one trial on random rows
+        per shape, kernel and count of inputs settles it for this process.
+        """
+        key = (kernels.shape_key(self.in_features, self.out_features, self.post_op[0], group), kernel, dtype, inputs)
+        if key not in _EXACT:
+            probe = torch.randn(group * inputs, self.in_features, generator=torch.Generator().manual_seed(0))
+            probe = probe.to(dtype)
+            together = self._run(kernel, probe)
+            _EXACT[key] = all(
+                torch.equal(self._run(kernel, part.clone()), together[i * group : (i + 1) * group])
+                for i, part in enumerate(probe.split(group))
+            )
+        return _EXACT[key]
 
     def _run(self, kernel: str, x: torch.Tensor) -> torch.Tensor:
         """One float matmul + activation through `kernel` ("mkl": torch's F.linear; "onednn", "onednn-packed")."""

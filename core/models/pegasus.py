@@ -115,9 +115,10 @@ class DecoderAttention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         if encoder_states is None:
             k, v = self._keys_values(x)
-            if cache is not None:
-                k, v = cache.append(layer_idx, k, v)
-            context, probs = full_attention(q, k, v, bias, dropout, output_probs=output_attentions)
+            if cache is not None:  # caches the new keys/values; a RaggedCache attends input by input
+                context, probs = cache.self_attend(layer_idx, q, k, v, bias, dropout, output_attentions)
+            else:
+                context, probs = full_attention(q, k, v, bias, dropout, output_probs=output_attentions)
         else:
             if cache is not None:
                 approximate = self.key.int8 is not None  # an int8 model (linear.quantize_int8)
@@ -261,7 +262,11 @@ class Decoder(nn.Module):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
     ) -> ModelOutput:
-        """`attention_mask` covers the cached and the new tokens; the encoder may have fewer rows (see module doc)."""
+        """`attention_mask` covers the cached and the new tokens; the encoder may have fewer rows (see module doc).
+
+        With a `generation.RaggedCache` (several inputs decoded together, each at its own length), the cache holds
+        every input's cross-attention keys/values and `encoder_hidden_states` is the list of the inputs' states.
+        """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of decoder input_ids and inputs_embeds")
         embeds = self.tokens(input_ids) * self.scale if inputs_embeds is None else inputs_embeds
@@ -271,7 +276,8 @@ class Decoder(nn.Module):
         if cache is None and use_cache:
             cache = DecoderCache(len(self.layers))
         past = cache.length if cache is not None else 0
-        x = self.dropout(embeds + self.positions(torch.arange(past, past + new, device=device)))
+        positions = cache.positions(new, device) if cache is not None else torch.arange(new, device=device)
+        x = self.dropout(embeds + self.positions(positions))
         bias = causal_bias(attention_mask, new, past, x.dtype, device)
         encoder_bias = None  # also when nothing is padded: a bias of zeros is a pass over every score for nothing
         if (

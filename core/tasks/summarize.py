@@ -11,13 +11,13 @@ from the seed, the document id and the input's place in the document (see `Summa
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from bigbird.models.generation import resolve_generation_settings
+from bigbird.models.generation import generate_each, resolve_generation_settings
 
 from .base import NO_TOKENS, PEGASUS, DocumentError, Plan, Task, TaskError, split_even
 from .documents import Document
@@ -160,16 +160,24 @@ class SummarizeTask(Task):
     def summarize_ids(
         self, inputs: Sequence[Sequence[int]], size: int = 1, seeds: list[int] | None = None
     ) -> list[list[str]]:
-        """The summaries (num_return_sequences of them) of each token window (special tokens are added here),
-        `size` windows a forward pass; with `seeds`, input i samples from a generator seeded with seeds[i]."""
-        n = self.generation.num_return_sequences
+        """The summaries (num_return_sequences of them) of each token window (special tokens are added here);
+        with `seeds`, input i samples from a generator seeded with seeds[i].
+
+        Each window is encoded alone and decoded with up to `size - 1` others (`generation.generate_each`:
+        continuous batching, each input's tokens those it gets alone), so windows of any lengths share a batch
+        and a record never depends on its batch-mates.
+        """
         out: list[list[str]] = [[] for _ in inputs]
-        for idx, ids, mask in self.batches((self.wrap(list(map(int, piece))) for piece in inputs), size):
-            options = dict(self.generate_options)
-            if seeds is not None:
-                options["generators"] = [torch.Generator(self.device).manual_seed(seeds[i]) for i in idx]
-            generated = self.model.generate(ids, attention_mask=mask, **options)
+        self.ran = []
+
+        def each() -> Iterator[tuple[torch.Tensor, list[torch.Generator] | None]]:
+            for i, piece in enumerate(inputs):
+                ids = self.wrap(list(map(int, piece)))
+                self.ran.append(self.attention_for(len(ids)))
+                generators = None if seeds is None else [torch.Generator(self.device).manual_seed(seeds[i])]
+                yield torch.tensor([ids], dtype=torch.long, device=self.device), generators
+
+        for i, generated in generate_each(self.model, each(), size, **self.generate_options):
             texts = self.tokenizer.batch_decode(generated.tolist(), skip_special_tokens=True)
-            for row, i in enumerate(idx):
-                out[i] = [text.strip() for text in texts[row * n : (row + 1) * n]]
+            out[i] = [text.strip() for text in texts]
         return out
