@@ -124,6 +124,8 @@ def test_model_checkpoint_instead_of_a_preset(tmp_path):
         (tiny(attentions=["sparse"]), "unknown attention"),
         (tiny(quantize="int8", dtype="bfloat16"), "int8 runs on the CPU from float32"),
         (tiny(preset=None), "exactly one of --preset and --model"),
+        (tiny(mixed=True), "--mixed measures a batch of documents of mixed lengths: it needs --task summarize"),
+        (tiny(preset="tiny-pegasus", task="summarize", mixed=True, quantize="int8"), "leave out --quantize"),
     ],
 )
 def test_refuses_impossible_specs(spec, message):
@@ -169,6 +171,21 @@ def test_summarize_on_tiny_pegasus():
     (record,) = run_bench(spec)
     assert record["task"] == "summarize" and record["num_beams"] == 2 and record["new_tokens"] == 4
     assert record["tokens_per_s"] == pytest.approx(4 / record["median_s"], rel=1e-3)
+
+
+def test_mixed_lengths_summarized_together_beside_batch_size_1():
+    """The main job: documents of mixed lengths decoded together, in documents per hour, beside the same documents
+    one at a time in the same row, with the same tokens; new tokens default to the checkpoint's max_length."""
+    spec = tiny(preset="tiny-pegasus", task="summarize", mixed=True, seq_lens=[300, 90, 512], batch_sizes=[1, 2])
+    one, two = run_bench(spec)
+    assert [r["batch_size"] for r in (one, two)] == [1, 2] and "batch1" not in one
+    assert one["new_tokens"] == 23  # tiny-pegasus's max_length is 24, the decoder start token included
+    for r in (one, two):
+        assert r["seq_lens"] == [300, 90, 512] and r["documents"] == 3 and r["seq_len"] == 902
+        assert r["docs_per_hour"] == pytest.approx(3 * 3600 / r["median_s"], rel=1e-3)
+        assert r["tokens_per_s"] == pytest.approx(3 * 23 / r["median_s"], rel=1e-3)
+    assert two["same_tokens_as_batch1"] is True
+    assert two["speedup_vs_batch1"] == pytest.approx(two["batch1"]["median_s"] / two["median_s"], rel=1e-2)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -66,7 +66,22 @@ def command(
     repeat: Annotated[int, typer.Option(min=1, help="Timed calls per row (after warm-up).")] = 3,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed calls per row first.")] = 1,
     num_beams: Annotated[int, typer.Option(min=1, help="Beams for --task summarize.")] = 5,
-    new_tokens: Annotated[int, typer.Option(min=1, help="Tokens generated per input for --task summarize.")] = 64,
+    new_tokens: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Tokens generated per input for --task summarize [default: the checkpoint's max_length].",
+            show_default=False,
+        ),
+    ] = None,
+    mixed: Annotated[
+        bool,
+        typer.Option(
+            "--mixed",
+            help="--task summarize: the --seq-lens are the documents of one mixed-length batch, summarized as "
+            "`bigbird summarize` does at each --batch-sizes (beside batch size 1), in documents per hour.",
+        ),
+    ] = False,
     compare: Annotated[
         Compare | None,
         typer.Option(
@@ -87,7 +102,14 @@ def command(
     With **--compare transformers** every row also times transformers on the same weights, in the same
     process, interleaved call by call, and reports **ratio** = transformers seconds / ours.
 
+    With **--mixed** (summarize) the --seq-lens are one batch of documents of those lengths, each encoded alone
+    and decoded up to --batch-sizes together, as `bigbird summarize` runs a folder; every row also runs them one
+    at a time, interleaved, and reports documents per hour and the speedup over batch size 1.
+
     **Example:** bigbird bench --seq-lens 1024,2048,4096 --threads 2 --compare transformers
+
+    **Example:** bigbird bench --preset bigbird-pegasus-large --task summarize --mixed --seq-lens 1500,2500,4000
+    --batch-sizes 1,8 --new-tokens 128
     """
     from rich.console import Console
 
@@ -115,6 +137,7 @@ def command(
         warmup=warmup,
         num_beams=num_beams,
         new_tokens=new_tokens,
+        mixed=mixed,
         compare=compare.value if compare else None,
         quantize=quantize.value if quantize else None,
     )
@@ -191,8 +214,12 @@ def results_table(records: list[dict[str, Any]]):
     table = Table(title=title)
     compare = any("transformers" in r for r in records)
     quantized = any("fp32" in r for r in records)
+    mixed = any("documents" in r for r in records)
     for name in ("attention", "batch", "tokens", "ours s", "min", "max", "tok/s", "peak MiB"):
         table.add_column(name, justify="left" if name == "attention" else "right")
+    if mixed:
+        for name in ("docs/h", "batch 1 s", "batch 1 docs/h", "speedup", "vs batch 1"):
+            table.add_column(name, justify="right")
     if quantized:
         for name in ("fp32 s", "int8 speedup", "vs fp32"):
             table.add_column(name, justify="right")
@@ -212,6 +239,15 @@ def results_table(records: list[dict[str, Any]]):
             f"{r['tokens_per_s']:,.0f}",
             mib(r["peak_mem_bytes"]),
         ]
+        if mixed:
+            row.append(f"{r['docs_per_hour']:,.0f}")
+            if "batch1" in r:
+                same = "same tokens" if r["same_tokens_as_batch1"] else "other tokens"
+                one = r["batch1"]
+                speedup = f"{r['speedup_vs_batch1']:.2f}×"
+                row += [f"{one['median_s']:.3f}", f"{one['docs_per_hour']:,.0f}", speedup, same]
+            else:
+                row += ["", "", "", ""]
         if quantized:
             if "cosine_min" in r:
                 closeness = f"cos {r['cosine_min']:.4f}"

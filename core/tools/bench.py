@@ -1,6 +1,10 @@
 """`bigbird bench`: the instrument behind every speed claim of this project.
 
-A run is a grid of rows (sequence length × batch size × attention type). For each row every implementation
+A run is a grid of rows (sequence length × batch size × attention type). With `mixed` (summarize only) the
+sequence lengths are instead the documents of one mixed-length batch, and each batch size is a row: the main
+job, summarized as `bigbird summarize` runs it (each document encoded alone, up to `batch size` of them decoded
+together), in seconds and documents per hour, beside the same documents at batch size 1 in the same row.
+For each row every implementation
 under test (ours; with `compare="transformers"` the same weights in transformers; with `quantize="int8"` our
 fp32 model as the baseline) gets warm-up calls, then `repeat` timed calls, interleaved call by call so that
 whatever else the machine does hits all of them alike. Each row yields one JSON-ready record.
@@ -38,6 +42,7 @@ from torch import nn
 
 from bigbird.models import kernels
 from bigbird.models.config import ATTENTION_TYPES, ModelConfig
+from bigbird.models.generation import generate_each
 from bigbird.models.heap import release_free_heap
 from bigbird.models.linear import quantize_int8
 from bigbird.models.modeling import device_available
@@ -70,7 +75,8 @@ class BenchSpec:
     repeat: int = 3
     warmup: int = 1
     num_beams: int = 5
-    new_tokens: int = 64
+    new_tokens: int | None = None  # the checkpoint's own max_length (less the start token)
+    mixed: bool = False
     compare: str | None = None
     quantize: str | None = None
     seed: int = 0
@@ -94,8 +100,12 @@ class BenchSpec:
             raise BenchError("sequence lengths and batch sizes must be positive.")
         if self.repeat < 1 or self.warmup < 0:
             raise BenchError("--repeat must be at least 1 and the warm-up count can't be negative.")
-        if self.task == "summarize" and (self.num_beams < 1 or self.new_tokens < 1):
+        if self.task == "summarize" and (self.num_beams < 1 or (self.new_tokens is not None and self.new_tokens < 1)):
             raise BenchError("--num-beams and --new-tokens must be at least 1.")
+        if self.mixed and self.task != "summarize":
+            raise BenchError("--mixed measures a batch of documents of mixed lengths: it needs --task summarize.")
+        if self.mixed and (self.quantize or self.compare):
+            raise BenchError("--mixed compares our batch sizes: leave out --quantize and --compare.")
         if self.compare not in (None, "transformers"):
             raise BenchError(f"--compare takes 'transformers', not {self.compare!r}.")
         if self.compare == "transformers" and importlib.util.find_spec("transformers") is None:
@@ -271,10 +281,13 @@ def _our_contender(name: str, model: nn.Module, spec: BenchSpec) -> Contender:
 
     else:
 
-        def run(ids: torch.Tensor, mask: torch.Tensor) -> Any:
-            return model.generate(
-                ids, mask, num_beams=spec.num_beams, max_new_tokens=spec.new_tokens, min_new_tokens=spec.new_tokens
-            )
+        def run(ids: Any, mask: torch.Tensor | None) -> Any:
+            tokens = {"num_beams": spec.num_beams, "max_new_tokens": spec.new_tokens, "min_new_tokens": spec.new_tokens}
+            if isinstance(ids, Documents):  # as `bigbird summarize` runs them: encoded alone, decoded together
+                pairs = ((doc, None) for doc in ids.inputs)
+                done = dict(generate_each(model, pairs, ids.batch if name != "batch1" else 1, **tokens))
+                return [done[i] for i in range(len(ids.inputs))]
+            return model.generate(ids, mask, **tokens)
 
     return Contender(name, run, set_attention, model)
 
@@ -346,15 +359,31 @@ def _inputs(config: ModelConfig, batch: int, seq_len: int, seed: int, device: st
     return ids.to(device), torch.ones_like(ids, device=device)
 
 
-def _summary(times: list[float], peaks: list[int], work_tokens: int) -> dict[str, Any]:
+@dataclass
+class Documents:
+    """A mixed-length batch of documents (one (1, length) input each), summarized `batch` at a time."""
+
+    inputs: list[torch.Tensor]
+    batch: int
+
+
+def _documents(config: ModelConfig, seq_lens: list[int], batch: int, seed: int, device: str) -> Documents:
+    """One random document per length (each length's tokens the same whatever the batch size)."""
+    return Documents([_inputs(config, 1, n, seed, device)[0] for n in seq_lens], batch)
+
+
+def _summary(times: list[float], peaks: list[int], work_tokens: int, documents: int = 0) -> dict[str, Any]:
     median = statistics.median(times)
-    return {
+    summary = {
         "median_s": round(median, 6),
         "min_s": round(min(times), 6),
         "max_s": round(max(times), 6),
         "tokens_per_s": float(f"{work_tokens / median:.6g}") if median > 0 else None,
         "peak_mem_bytes": max(peaks),
     }
+    if documents:
+        summary["docs_per_hour"] = float(f"{documents * 3600 / median:.4g}") if median > 0 else None
+    return summary
 
 
 def _compare_outputs(a: Any, b: Any) -> dict[str, Any]:
@@ -388,6 +417,9 @@ def _measure(spec: BenchSpec, progress: Callable[[str], None] | None) -> Iterato
     too_long = [n for n in spec.seq_lens if n > config.max_position_embeddings]
     if too_long:
         raise BenchError(f"sequence lengths {too_long} exceed the model's {config.max_position_embeddings} positions.")
+    if spec.task == "summarize" and spec.new_tokens is None:
+        # What the checkpoint itself generates at most: its max_length counts the decoder start token.
+        spec.new_tokens = max(1, int(getattr(config, "max_length", 21) or 21) - 1)
     say(f"building {spec.preset or spec.model} ({config.model_type})")
     model = build_model(spec, config)
     n_params = sum(p.numel() for p in model.parameters())
@@ -402,6 +434,8 @@ def _measure(spec: BenchSpec, progress: Callable[[str], None] | None) -> Iterato
         contenders.append(_our_contender("fp32", model, spec))
     else:
         contenders.append(_our_contender("ours", model, spec))
+    if spec.mixed and max(spec.batch_sizes) > 1:
+        contenders.append(_our_contender("batch1", model, spec))  # the same documents one at a time, interleaved
     if spec.compare == "transformers":
         say("loading the same weights into transformers")
         contender, versions["transformers"] = _transformers_contender(model, spec)
@@ -411,9 +445,14 @@ def _measure(spec: BenchSpec, progress: Callable[[str], None] | None) -> Iterato
     with torch.inference_mode():
         for attention in spec.attentions:
             for batch in spec.batch_sizes:
-                for seq_len in spec.seq_lens:
-                    say(f"{attention} batch {batch} × {seq_len} tokens")
-                    yield _measure_row(spec, config, contenders, meter, device, attention, batch, seq_len) | {
+                for seq_len in [0] if spec.mixed else spec.seq_lens:
+                    if spec.mixed:
+                        say(f"{attention} batch {batch}: {len(spec.seq_lens)} documents of {min(spec.seq_lens)}"
+                            f"-{max(spec.seq_lens)} tokens")  # fmt: skip
+                    else:
+                        say(f"{attention} batch {batch} × {seq_len} tokens")
+                    row = [c for c in contenders if c.name != "batch1" or batch > 1]
+                    yield _measure_row(spec, config, row, meter, device, attention, batch, seq_len) | {
                         "parameters": n_params,
                         "versions": versions,
                         # The kernels our float32 and int8 layers ran (chosen by measurement on this machine).
@@ -440,7 +479,11 @@ def _measure_row(
     batch: int,
     seq_len: int,
 ) -> dict[str, Any]:
-    ids, mask = _inputs(config, batch, seq_len, spec.seed, spec.device)
+    if spec.mixed:
+        ids: Any = _documents(config, spec.seq_lens, batch, spec.seed, spec.device)
+        mask = None
+    else:
+        ids, mask = _inputs(config, batch, seq_len, spec.seed, spec.device)
     # Each implementation's first result is kept to compare the implementations' numbers with each other.
     outputs: dict[str, Any] = {}
     for _ in range(spec.warmup):
@@ -468,7 +511,8 @@ def _measure_row(
 
     # Resident memory before the call that reached the highest peak: peak minus this is what the call added.
     base = {name: bases[name][max(range(len(p)), key=p.__getitem__)] for name, p in peaks.items()}
-    work_tokens = batch * (seq_len if spec.task == "encode" else spec.new_tokens)
+    documents = len(spec.seq_lens) if spec.mixed else 0
+    work_tokens = (documents or batch) * (seq_len if spec.task == "encode" else spec.new_tokens)
     record: dict[str, Any] = {
         "task": spec.task,
         "model": spec.preset or spec.model,
@@ -484,10 +528,17 @@ def _measure_row(
     }
     if spec.task == "summarize":
         record |= {"num_beams": spec.num_beams, "new_tokens": spec.new_tokens}
+    if spec.mixed:  # the row is the batch of documents: seq_len is their total
+        record |= {"seq_len": sum(spec.seq_lens), "seq_lens": spec.seq_lens, "documents": documents}
     # Encoding is counted in input tokens per second, summarizing in generated tokens per second.
     record["tokens_per_s_counts"] = "input" if spec.task == "encode" else "generated"
-    record |= _summary(times["ours"], peaks["ours"], work_tokens)
+    record |= _summary(times["ours"], peaks["ours"], work_tokens, documents)
     record |= {"mem_base_bytes": base["ours"], "mem_scope": meter.scope}
+    if "batch1" in times:
+        record["batch1"] = _summary(times["batch1"], peaks["batch1"], work_tokens, documents)
+        record["speedup_vs_batch1"] = round(record["batch1"]["median_s"] / record["median_s"], 3)
+        same = all(torch.equal(a, b) for a, b in zip(outputs["ours"], outputs["batch1"], strict=True))
+        record["same_tokens_as_batch1"] = same
     if "fp32" in times:
         record["fp32"] = _summary(times["fp32"], peaks["fp32"], work_tokens) | {"mem_base_bytes": base["fp32"]}
         record["speedup_vs_fp32"] = round(record["fp32"]["median_s"] / record["median_s"], 3)
