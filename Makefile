@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # transformers 4.56.2's sentencepiece ("slow") tokenizers are the tokenizer oracle. They need
-# huggingface_hub<1, which cannot live beside transformers 5.23.0, so they get a venv of their own.
+# huggingface_hub<1, which cannot live beside transformers 5.23.0, so they get a venv of their own. Its
+# question-answering pipeline (gone from transformers 5) is the qa oracle, and runs the model: torch there too.
 ORACLE_VENV ?= .venv-tokenizer-oracle
 
 .PHONY: demo test lint completions
@@ -19,6 +20,7 @@ $(VENV)/.installed: pyproject.toml
 
 $(ORACLE_VENV)/.installed:
 	$(PYTHON) -m venv $(ORACLE_VENV)
+	$(ORACLE_VENV)/bin/python -m pip install -q torch==2.13.0
 	$(ORACLE_VENV)/bin/python -m pip install -q transformers==4.56.2 sentencepiece protobuf
 	touch $@
 

@@ -31,8 +31,9 @@ def test_split_even_covers_evenly(n, capacity):
 def test_sliding_windows_overlap_and_cover(n, capacity, overlap):
     windows = sliding_windows(n, capacity, overlap)
     assert windows[0][0] == 0 and windows[-1][1] == n
-    assert all(e - s == min(n, capacity) for s, e in windows)
-    assert all(b[0] <= a[1] - overlap for a, b in zip(windows, windows[1:], strict=False))
+    assert all(e - s == min(n, capacity) for s, e in windows[:-1]) and 0 < windows[-1][1] - windows[-1][0] <= capacity
+    assert all(b[0] == a[1] - overlap for a, b in zip(windows, windows[1:], strict=False))
+    assert windows[-1][0] + capacity >= n and (len(windows) == 1 or windows[-2][0] + capacity < n)
 
 
 @pytest.fixture(scope="module")

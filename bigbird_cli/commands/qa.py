@@ -43,11 +43,26 @@ def command(
             help='The "no answer" span competes: when it wins, the answer is "" with its score.',
         ),
     ] = False,
+    piece_spans: Annotated[
+        bool,
+        typer.Option(
+            "--piece-spans",
+            help="Answers are the token pieces' own characters (`ved`), not the whole words they touch (`approved`).",
+        ),
+    ] = False,
+    max_seq_len: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Longest window, question and special tokens included [default: the model's].",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Answer a question from each document: `answer`, `score`, and character offsets
     `start`/`end` into the document (text[start:end] == answer).
 
-    Long documents are read in overlapping windows and the best span over all of them wins.
+    Long documents are read in overlapping windows; answers are whole words, and the same answer found in
+    several windows adds up its scores, as in the transformers question-answering pipeline.
 
     **Example:** bigbird qa report.txt --question "Who wrote the report?"
 
@@ -77,6 +92,8 @@ def command(
             max_question_tokens=max_question_tokens,
             doc_stride=doc_stride,
             handle_impossible_answer=handle_impossible_answer,
+            align_to_words=not piece_spans,
+            max_seq_len=max_seq_len,
         )
 
     raise typer.Exit(run_command("qa", common, make_task, extra_fields=(question_field,)))

@@ -128,12 +128,17 @@ def split_even(n: int, capacity: int) -> list[tuple[int, int]]:
 
 
 def sliding_windows(n: int, capacity: int, overlap: int) -> list[tuple[int, int]]:
-    """Windows of `capacity` tokens stepping by `capacity - overlap`, the last one ending at n."""
-    if n <= capacity:
-        return [(0, n)]
+    """Windows of `capacity` tokens stepping by `capacity - overlap` until one reaches n (that one may be shorter).
+
+    The layout of a tokenizer's overflowing windows (`stride=overlap`), which the question-answering pipeline
+    reads a long context in: the same windows give the same spans and scores."""
     step = max(1, capacity - overlap)
-    starts = list(range(0, n - capacity, step)) + [n - capacity]
-    return [(s, s + capacity) for s in starts]
+    windows = []
+    for start in range(0, max(n, 1), step):
+        windows.append((start, min(start + capacity, n)))
+        if start + capacity >= n:
+            break
+    return windows
 
 
 class Task:
@@ -275,12 +280,12 @@ class Task:
         """One text, or a (first, second) pair, framed with the tokenizer's special tokens."""
         return self.tokenizer.build_inputs_with_special_tokens(list(ids), None if pair is None else list(pair))
 
-    def windows(self, n: int, capacity: int, overlap: int = 0) -> tuple[list[tuple[int, int]], bool]:
-        """Windows over n tokens under the strategy (near-equal chunks, or sliding ones when `overlap` is given),
-        and whether text was cut off."""
+    def windows(self, n: int, capacity: int, overlap: int | None = None) -> tuple[list[tuple[int, int]], bool]:
+        """Windows over n tokens under the strategy (near-equal chunks, or sliding ones when `overlap` is given,
+        0 included), and whether text was cut off."""
         if self.strategy == "truncate" or n <= capacity:
             return [(0, min(n, capacity))], n > capacity
-        return (sliding_windows(n, capacity, overlap) if overlap else split_even(n, capacity)), False
+        return (split_even(n, capacity) if overlap is None else sliding_windows(n, capacity, overlap)), False
 
     def batches(
         self, sequences: Iterable[Sequence[int]], size: int
