@@ -15,7 +15,17 @@ import torch
 from conftest import jsonl
 
 from bigbird.models import kernels
-from bigbird.tools.bench import BenchError, BenchSpec, Contender, MemoryMeter, others_bytes, run_bench
+from bigbird.models.presets import PRESETS, config_from_name
+from bigbird.tools.bench import (
+    DEFAULT_SEQ_LENS,
+    BenchError,
+    BenchSpec,
+    Contender,
+    MemoryMeter,
+    default_seq_lens,
+    others_bytes,
+    run_bench,
+)
 
 TIMING_FIELDS = {"median_s", "min_s", "max_s", "tokens_per_s", "peak_mem_bytes"}
 RECORD_FIELDS = TIMING_FIELDS | {
@@ -286,3 +296,17 @@ def test_cli_int8_against_transformers_says_what_each_column_compares(bigbird):
     result = bigbird(*BASE_ARGS, "--seq-lens", "256", "--quantize", "int8", "--compare", "transformers", check_rc=0)
     stderr = result.stderr.decode()
     assert "ratio to int8" in stderr and "fp32 |diff|" in stderr
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_default_lengths_fit_every_preset(preset):
+    positions = config_from_name(preset).max_position_embeddings
+    lengths = default_seq_lens(positions)
+    assert lengths and max(lengths) <= positions
+    assert lengths == [n for n in DEFAULT_SEQ_LENS if n <= positions] or lengths == [positions]
+
+
+def test_cli_tiny_preset_runs_with_its_defaults(bigbird):
+    """`bigbird bench --preset tiny` with no lengths measures those its 1024 positions allow, not 2048 and 4096."""
+    result = bigbird("bench", "--preset", "tiny", "--repeat", "1", "--warmup", "0", "--threads", "1", "-q", check_rc=0)
+    assert [json.loads(line)["seq_len"] for line in result.stdout.splitlines()] == [512, 1024]

@@ -55,7 +55,14 @@ def command(
     task: Annotated[BenchTask, typer.Option(help="encode: encoder forward; summarize: encoder + generate.")] = (
         BenchTask.encode
     ),
-    seq_lens: Annotated[str, typer.Option(help="Input lengths in tokens, comma-separated.")] = "512,1024,2048,4096",
+    seq_lens: Annotated[
+        str | None,
+        typer.Option(
+            help="Input lengths in tokens, comma-separated [default: 512,1024,2048,4096, those the model's positions"
+            " allow].",
+            show_default=False,
+        ),
+    ] = None,
     batch_sizes: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1",
     attention: Annotated[
         str, typer.Option(help="Attention types, comma-separated: block_sparse, original_full.")
@@ -105,7 +112,7 @@ def command(
         model=model,
         revision=revision,
         task=task.value,
-        seq_lens=_int_list(seq_lens, "--seq-lens"),
+        seq_lens=None if seq_lens is None else _int_list(seq_lens, "--seq-lens"),
         batch_sizes=_int_list(batch_sizes, "--batch-sizes"),
         attentions=[a.strip() for a in attention.split(",") if a.strip()],
         threads=threads,

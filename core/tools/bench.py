@@ -61,7 +61,7 @@ class BenchSpec:
     model: str | None = None
     revision: str | None = None
     task: str = "encode"
-    seq_lens: list[int] = field(default_factory=lambda: [512, 1024, 2048, 4096])
+    seq_lens: list[int] | None = None  # None: the DEFAULT_SEQ_LENS the model's positions allow
     batch_sizes: list[int] = field(default_factory=lambda: [1])
     attentions: list[str] = field(default_factory=lambda: ["block_sparse"])
     threads: int | None = None
@@ -90,7 +90,9 @@ class BenchSpec:
                 raise BenchError(f"unknown attention {kind!r}; use one of {', '.join(ATTENTION_TYPES)}.")
         if self.dtype not in DTYPES:
             raise BenchError(f"unknown dtype {self.dtype!r}; use one of {', '.join(DTYPES)}.")
-        if not self.seq_lens or min(self.seq_lens) < 1 or not self.batch_sizes or min(self.batch_sizes) < 1:
+        if self.seq_lens is not None and (not self.seq_lens or min(self.seq_lens) < 1):
+            raise BenchError("sequence lengths and batch sizes must be positive.")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise BenchError("sequence lengths and batch sizes must be positive.")
         if self.repeat < 1 or self.warmup < 0:
             raise BenchError("--repeat must be at least 1 and the warm-up count can't be negative.")
@@ -379,13 +381,24 @@ def run_bench(spec: BenchSpec, progress: Callable[[str], None] | None = None) ->
     return _measure(spec, progress)
 
 
+# Lengths measured when none are given: those the model's positions allow.
+DEFAULT_SEQ_LENS = (512, 1024, 2048, 4096)
+
+
+def default_seq_lens(max_positions: int) -> list[int]:
+    """DEFAULT_SEQ_LENS up to the model's positions (its longest input alone when all are longer): the defaults
+    run on every preset and checkpoint, where lengths past the positions would only be refused."""
+    return [n for n in DEFAULT_SEQ_LENS if n <= max_positions] or [max_positions]
+
+
 def _measure(spec: BenchSpec, progress: Callable[[str], None] | None) -> Iterator[dict[str, Any]]:
     say = progress or (lambda message: None)
     if spec.threads:
         torch.set_num_threads(spec.threads)
     device = torch.device(spec.device)
     config = build_config(spec)
-    too_long = [n for n in spec.seq_lens if n > config.max_position_embeddings]
+    seq_lens = spec.seq_lens or default_seq_lens(config.max_position_embeddings)
+    too_long = [n for n in seq_lens if n > config.max_position_embeddings]
     if too_long:
         raise BenchError(f"sequence lengths {too_long} exceed the model's {config.max_position_embeddings} positions.")
     say(f"building {spec.preset or spec.model} ({config.model_type})")
@@ -411,7 +424,7 @@ def _measure(spec: BenchSpec, progress: Callable[[str], None] | None) -> Iterato
     with torch.inference_mode():
         for attention in spec.attentions:
             for batch in spec.batch_sizes:
-                for seq_len in spec.seq_lens:
+                for seq_len in seq_lens:
                     say(f"{attention} batch {batch} × {seq_len} tokens")
                     yield _measure_row(spec, config, contenders, meter, device, attention, batch, seq_len) | {
                         "parameters": n_params,
