@@ -416,3 +416,26 @@ def test_a_revision_with_a_local_source_is_warned_about(pickled_checkpoint, tmp_
         f"--revision v9 names a Hub revision; {pickled_checkpoint} is a local folder, read as it is."
         in report["warnings"]
     )
+
+
+def test_cli_verify_fails_with_exit_1_past_the_dtypes_tolerance(pickled_checkpoint, tmp_path, monkeypatch):
+    """A conversion that damages a weight (here: one scaled by 1.5 on its way out) is written, its report printed,
+    and --verify exits 1 with one sentence; the same conversion undamaged passes, and so does bfloat16's rounding."""
+    from bigbird.tools import convert as module
+
+    assert invoke(str(pickled_checkpoint), str(tmp_path / "good"), "--dtype", "bfloat16", "--verify").exit_code == 0
+    prepare = module.prepare_tensors
+
+    def damaged(tensors, config, dtype):
+        tensors, dropped = prepare(tensors, config, dtype)
+        name = next(n for n, t in tensors.items() if t.is_floating_point() and t.dim() == 2)
+        tensors[name] = tensors[name] * 1.5
+        return tensors, dropped
+
+    monkeypatch.setattr(module, "prepare_tensors", damaged)
+    result = invoke(str(pickled_checkpoint), str(tmp_path / "bad"), "--verify")
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["verify"]["max_abs_diff"] > report["verify"]["tolerance"] > 0
+    [line] = result.stderr.strip().splitlines()
+    assert "--verify failed" in line and "more than float32 rounding explains" in line

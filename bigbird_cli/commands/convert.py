@@ -51,10 +51,10 @@ def command(
 
     **Example:** bigbird convert google/bigbird-roberta-base ./roberta-fp16 --dtype float16 --verify
     """
-    from bigbird.tools.convert import ConvertOptions, convert
+    from bigbird.tools.convert import ConvertOptions, VerifyError, convert
 
-    from ..errors import exit_code_for
-    from ..output import warn
+    from ..errors import EXIT_SOME_FAILED, exit_code_for
+    from ..output import error, warn
 
     options = ConvertOptions(
         dtype=dtype.value if dtype else None,
@@ -68,6 +68,10 @@ def command(
     )
     try:
         report = convert(src, dst, options)
+    except VerifyError as failed:  # the report still goes to stdout: the numbers are what the user checks
+        typer.echo(json.dumps(failed.report))
+        error(f"{failed}.")
+        raise typer.Exit(EXIT_SOME_FAILED) from None
     except Exception as exc:
         raise typer.Exit(exit_code_for(exc)) from None
     for message in report.get("warnings", []):
