@@ -36,6 +36,10 @@ class MaskTask(Task):
         self.target_ids = self._target_ids(targets) if targets else None
 
     def _target_ids(self, targets: Sequence[str]) -> torch.Tensor:
+        """The ids the predictions are restricted to. A word that is no vocabulary entry is tokenized and its first
+        token stands for it, as in the fill-mask pipeline; the user hears when that token is only part of the word,
+        and a word whose first token is only sentencepiece's word-boundary marker "▁" (which fills in as "") is
+        left out, named in a warning."""
         vocab = self.tokenizer.get_vocab()
         ids: list[int] = []
         for word in targets:
@@ -45,10 +49,21 @@ class MaskTask(Task):
                 if not len(pieces):
                     continue  # nothing left once tokenized (only spaces): no candidate
                 token_id = int(pieces[0])
+                first = self.tokenizer.convert_ids_to_tokens([token_id])[0]
+                if first == "▁":
+                    self.warnings.append(
+                        f"--targets: {word!r} is not in the vocabulary and its first token is only the word-boundary"
+                        " marker '▁', which would fill in as nothing; it is left out."
+                    )
+                    continue
+                if len(pieces) > 1:
+                    self.warnings.append(
+                        f"--targets: {word!r} is not in the vocabulary; its first token {first!r} stands for it."
+                    )
             if token_id not in ids:
                 ids.append(token_id)
         if not ids:
-            raise TaskError("--targets: none of the words gives a token.")
+            raise TaskError("--targets: none of the words gives a token that fills in as a word.")
         return torch.tensor(ids, dtype=torch.long)
 
     def split(self, doc: Document) -> tuple[Any, dict[tuple[int, int], list[int]], bool]:
