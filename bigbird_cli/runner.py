@@ -264,6 +264,7 @@ def run_command(
     *,
     extra_fields: tuple[str, ...] = (),
     output_name: str | None = None,
+    expand: Callable[[Iterator[Document]], Iterator[Document]] | None = None,
 ) -> int:
     """Everything a task command does after parsing: check the options, open the inputs and claim the output,
     load the task, run it, and return the exit code (see bigbird_cli/errors.py for the one table of them).
@@ -271,6 +272,7 @@ def run_command(
     The inputs are opened (and the first document read) and the output claimed before the model loads, so a
     typo in a path, an empty folder or an unwritable -o is reported in a second, not after loading gigabytes.
     `output_name` is how messages name -o where it is not the user's (eval's records go through a temporary file).
+    `expand` turns the input documents into the units of work (qa: one per question) before resume and shards.
     """
     evaluation = EVALUATION.get()
     if evaluation is not None:
@@ -283,6 +285,7 @@ def run_command(
             stack.callback(output.close)
             stack.enter_context(sigterm_stops_in_order())
             shard, docs = _prepare(task_name, common, output, extra_fields)
+            docs = expand(docs) if expand is not None else docs
             resumed.warn_of_other_models()  # the output was read as it was claimed, before the model loads
             engine = _engine(common, make_task, stack)
             with output.writer() as writer:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ..options import CommonOptions, task_command
-from ..runner import run_command
+from ..runner import EVALUATION, run_command
+
+if TYPE_CHECKING:
+    from bigbird.tasks.documents import Document
 
 DEFAULT_MODEL = "google/bigbird-base-trivia-itc"
 
@@ -16,11 +21,20 @@ DEFAULT_MODEL = "google/bigbird-base-trivia-itc"
 def command(
     common: CommonOptions,
     question: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
             "--question",
             "-Q",
-            help="The question, for every document; it wins over the records' question field.",
+            help="The question, for every document; it wins over the records' question field. Repeat it to ask"
+            " several: one record per (document, question), ids ID#q1, ID#q2, ...",
+            show_default=False,
+        ),
+    ] = None,
+    questions_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--questions",
+            help="A file of questions, one a line, each asked of every document (as -Q repeated).",
             show_default=False,
         ),
     ] = None,
@@ -66,17 +80,32 @@ def command(
 
     **Example:** bigbird qa report.txt --question "Who wrote the report?"
 
-    **Example:** bigbird qa --jsonl questions.jsonl -o answers.jsonl  (records with text and question)
+    **Example:** bigbird qa contract.txt -Q "Who pays?" -Q "When does it end?"
+
+    **Example:** bigbird qa --jsonl questions.jsonl -o answers.jsonl  (records with text and question, or a list)
     """
     from bigbird.tasks import QATask
+    from bigbird.tasks.qa import one_per_question, read_questions
 
-    from ..errors import EXIT_USAGE
+    from ..errors import EXIT_USAGE, exit_code_for
     from ..output import error
 
-    if question is not None and not question.strip():
+    if any(not q.strip() for q in question or []):
         error("--question is empty.")
         raise typer.Exit(EXIT_USAGE)
-    if question is None and not (common.jsonl or common.dataset):
+    asked = list(question or [])
+    if questions_file is not None:
+        try:
+            asked += read_questions(questions_file)
+        except Exception as exc:
+            raise typer.Exit(exit_code_for(exc)) from None
+    # One question asked of every document is the task's own; several make one unit of work per question.
+    several = asked if len(asked) > 1 or questions_file is not None else None
+    question = asked[0] if asked and several is None else None
+    if several is not None and EVALUATION.get() is not None:
+        error("eval qa scores one question per document: give one --question, or records with their own.")
+        raise typer.Exit(EXIT_USAGE)
+    if not asked and not (common.jsonl or common.dataset):
         # Files, stdin and --text carry no question field: without -Q every document would fail the same way.
         error("qa needs a question: give --question, or --jsonl/--dataset records with a question field.")
         raise typer.Exit(EXIT_USAGE)
@@ -96,4 +125,7 @@ def command(
             max_seq_len=max_seq_len,
         )
 
-    raise typer.Exit(run_command("qa", common, make_task, extra_fields=(question_field,)))
+    def expand(docs: Iterator[Document]) -> Iterator[Document]:
+        return one_per_question(docs, several, question_field)
+
+    raise typer.Exit(run_command("qa", common, make_task, extra_fields=(question_field,), expand=expand))

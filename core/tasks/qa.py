@@ -12,7 +12,9 @@ Offsets map the winning tokens back to characters, so `text[start:end] == answer
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,7 +32,7 @@ from .base import (
     jobs_by_document,
     require_positive,
 )
-from .documents import Document, clean_value
+from .documents import Document, InputError, clean_value, describe
 from .records import Record
 
 
@@ -42,6 +44,34 @@ class Question:
     text: str
     ids: list[int]
     warning: str | None
+
+
+def one_per_question(docs: Iterable[Document], questions: Sequence[str] | None, field: str) -> Iterator[Document]:
+    """Each document once per question it is asked, in input order: the `questions` given for every document
+    (several -Q, or --questions FILE), else a list in the record's `field`. Each copy carries its question in
+    `field` and the id `<document id>#q<k>` (k counts from 1), unique and the same in every run, so --resume and
+    shards treat each (document, question) as one unit. A document asked one question (a single -Q, a string
+    field) passes unchanged, its id too; one that could not be read passes once, as its one error record."""
+    for doc in docs:
+        asked = list(questions) if questions is not None else doc.fields.get(field)
+        if not isinstance(asked, list) or doc.error is not None or not asked:
+            yield doc
+            continue
+        for k, question in enumerate(asked, 1):
+            yield replace(doc, id=f"{doc.id}#q{k}", fields={**doc.fields, field: question})
+
+
+def read_questions(path: str | Path) -> list[str]:
+    """The questions of a file, one a line (blank lines skipped); InputError in one sentence when it can't be read
+    or holds none."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8-sig", errors="replace")
+    except OSError as exc:
+        raise InputError(f"--questions {path} can't be read ({describe(exc)})") from None
+    questions = [clean_value(line.strip()) for line in text.splitlines() if line.strip()]
+    if not questions:
+        raise InputError(f"--questions {path} holds no question (one a line)")
+    return questions
 
 
 # Question tokens kept by default (the reference pipeline's max_question_len): the rest of the window goes to

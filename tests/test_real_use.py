@@ -1,0 +1,71 @@
+"""What a user tripped over in a day of real use (issue 32): several questions, wrong field names, logs, pipes and
+messages; through the installed `bigbird` command on the tiny checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import jsonl
+
+from bigbird.tasks import QATask
+from bigbird.tasks.documents import Document
+
+BAKER = "Every morning the baker lights the oven at four and the bread is ready by six."
+MUSEUM = "The museum opened a new wing with paintings and sculptures."
+QUESTIONS = ["When is the bread ready?", "Who lights the oven?", "What opened?"]
+
+
+# --- 1. several questions of one document --------------------------------------------------------------------
+def test_qa_asks_every_question_of_every_document_in_order(bigbird, tiny_models, tmp_path):
+    """-Q repeated, --questions FILE and a list in a record's question field: one record per (document,
+    question) in input order, each with its question and the id ID#qK, answered as that question alone is."""
+    model = str(tiny_models["qa"])
+    (tmp_path / "a.txt").write_text(BAKER)
+    (tmp_path / "b.txt").write_text(MUSEUM)
+    files = [tmp_path / "a.txt", tmp_path / "b.txt"]
+    repeated = jsonl(bigbird("qa", *files, "-m", model, *[a for q in QUESTIONS for a in ("-Q", q)], "-q",
+                             check_rc=0).stdout)  # fmt: skip
+    (tmp_path / "questions.txt").write_text("\n".join(QUESTIONS) + "\n\n")
+    from_file = jsonl(bigbird("qa", *files, "-m", model, "--questions", tmp_path / "questions.txt", "-q",
+                              check_rc=0).stdout)  # fmt: skip
+    assert [(r["id"], r["question"]) for r in repeated] == [
+        (f"{f}#q{k}", q) for f in files for k, q in enumerate(QUESTIONS, 1)
+    ]
+    assert repeated == [{**r, "seconds": s["seconds"]} for r, s in zip(from_file, repeated, strict=True)]
+    for record in repeated:
+        text = BAKER if record["source"].endswith("a.txt") else MUSEUM
+        [alone] = QATask(model, question=record["question"])([Document("x", "x", text)])
+        assert (record["answer"], record["start"], record["score"]) == (alone["answer"], alone["start"],
+                                                                       alone["score"])  # fmt: skip
+
+    records = tmp_path / "in.jsonl"
+    rows = [{"id": "r1", "text": BAKER, "question": QUESTIONS[:2]},
+            {"id": "r2", "text": MUSEUM, "question": "What opened?"}]  # fmt: skip
+    records.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    listed = jsonl(bigbird("qa", "--jsonl", records, "-m", model, "-q", check_rc=0).stdout)
+    assert [(r["id"], r["question"]) for r in listed] == [("r1#q1", QUESTIONS[0]), ("r1#q2", QUESTIONS[1]),
+                                                          ("r2", "What opened?")]  # fmt: skip
+
+
+def test_qa_questions_resume_where_they_stopped(bigbird, tiny_models, tmp_path):
+    """Each (document, question) is a unit --resume knows: a run cut after some of them finishes the rest only."""
+    model = str(tiny_models["qa"])
+    (tmp_path / "a.txt").write_text(BAKER)
+    out = tmp_path / "out.jsonl"
+    args = ["qa", tmp_path / "a.txt", "-m", model, *[a for q in QUESTIONS for a in ("-Q", q)], "-q", "-o", out]
+    bigbird(*args, check_rc=0)
+    whole = jsonl(out)
+    out.write_text(out.read_text().splitlines(keepends=True)[0])
+    bigbird(*args, "--resume", check_rc=0)
+    expected = [f"{tmp_path / 'a.txt'}#q{k}" for k in (1, 2, 3)]
+    assert [r["id"] for r in jsonl(out)] == [r["id"] for r in whole] == expected
+
+
+def test_qa_questions_file_that_cant_be_read_is_one_sentence(bigbird, tiny_models, tmp_path):
+    (tmp_path / "a.txt").write_text(BAKER)
+    missing = bigbird("qa", tmp_path / "a.txt", "-m", tiny_models["qa"], "--questions", tmp_path / "no.txt", check_rc=2)
+    assert missing.stderr.decode().count("\n") == 1 and "--questions" in missing.stderr.decode()
+    (tmp_path / "blank.txt").write_text("\n \n")
+    blank = bigbird("qa", tmp_path / "a.txt", "-m", tiny_models["qa"], "--questions", tmp_path / "blank.txt",
+                    check_rc=2)  # fmt: skip
+    assert "holds no question" in blank.stderr.decode()
