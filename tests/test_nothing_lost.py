@@ -531,7 +531,8 @@ def test_non_utf8_arguments_and_fields_are_replaced_not_fatal(tiny_models, tmp_p
     runs = {
         "classify": ["--text", f"{bad} au lait", "-m", tiny_models["classify"]],
         "qa": ["--text", "The tenant pays.", "-Q", f"who {bad}", "-m", tiny_models["qa"]],
-        "mask": ["--text", "A [MASK] b.", "--targets", bad, "-m", tiny_models["mask"]],
+        # (in the tiny vocabulary "café"'s first token is only "▁", left out with a warning: museum is predicted)
+        "mask": ["--text", "A [MASK] b.", "--targets", f"museum,{bad}", "-m", tiny_models["mask"]],
     }
     for command, args in runs.items():
         done = subprocess.run([bigbird_executable(), command, *map(str, args)], capture_output=True, timeout=120)
