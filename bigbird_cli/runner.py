@@ -9,6 +9,7 @@ A task only ever sees a list of readable documents and returns one record per do
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import itertools
 import os
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from bigbird.tasks.documents import Document, Inputs, describe
+from bigbird.tasks.documents import Document, Inputs, describe, piped_stdin
 from bigbird.tasks.records import RESULT_FIELDS, Record, error_record
 
 from .errors import (
@@ -413,7 +414,7 @@ def checked_inputs(common: CommonOptions, extra_fields: tuple[str, ...]) -> Inpu
     missing one is warned about here and gets an error record when read."""
     inputs = common.inputs(extra_fields)
     if inputs.is_empty():
-        raise UsageError("no input: give files or folders, - for stdin, --text, --jsonl or --dataset.")
+        inputs = stdin_when_piped(inputs)
     for pattern in inputs.globs:
         if Path(pattern).is_absolute():
             raise UsageError(f"--glob takes file names relative to the folders given (such as '*.txt'), not {pattern}.")
@@ -423,6 +424,15 @@ def checked_inputs(common: CommonOptions, extra_fields: tuple[str, ...]) -> Inpu
     for name in missing:
         warn(f"{name} does not exist; it gets an error record.")
     return inputs
+
+
+def stdin_when_piped(inputs: Inputs) -> Inputs:
+    """No input named: stdin when it is a pipe or a file with data (as `-`), else the usage error."""
+    piped = piped_stdin()
+    if not piped:
+        empty = " (stdin is empty)" if piped is False else ""
+        raise UsageError(f"no input: give files or folders, - for stdin, --text, --jsonl or --dataset{empty}.")
+    return dataclasses.replace(inputs, paths=["-"])
 
 
 def check_not_an_input(path: Path, inputs: Inputs) -> None:

@@ -4,8 +4,10 @@ messages; through the installed `bigbird` command on the tiny checkpoints."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 
-from conftest import jsonl
+from conftest import bigbird_executable, jsonl
 
 from bigbird.tasks import QATask
 from bigbird.tasks.documents import Document
@@ -69,3 +71,22 @@ def test_qa_questions_file_that_cant_be_read_is_one_sentence(bigbird, tiny_model
     blank = bigbird("qa", tmp_path / "a.txt", "-m", tiny_models["qa"], "--questions", tmp_path / "blank.txt",
                     check_rc=2)  # fmt: skip
     assert "holds no question" in blank.stderr.decode()
+
+
+# --- 5. stdin without `-` ----------------------------------------------------------------------------------
+def test_piped_stdin_is_read_without_a_dash(bigbird, tiny_models, tmp_path):
+    """`cat report.txt | bigbird mask` reads stdin as `-` does; an empty pipe, or stdin from /dev/null (a batch
+    job's), is still "no input", exit 2."""
+    model = str(tiny_models["mask"])
+    piped = jsonl(bigbird("mask", "-m", model, "-q", input=b"A [MASK] b.", check_rc=0).stdout)
+    dashed = jsonl(bigbird("mask", "-", "-m", model, "-q", input=b"A [MASK] b.", check_rc=0).stdout)
+    assert [r["predictions"] for r in piped] == [r["predictions"] for r in dashed] and piped[0]["id"] == "stdin"
+    (tmp_path / "report.txt").write_text("The [MASK] opened.")
+    with open(tmp_path / "report.txt", "rb") as redirected:
+        done = subprocess.run([bigbird_executable(), "mask", "-m", model, "-q"], stdin=redirected, capture_output=True)
+    assert done.returncode == 0 and jsonl(done.stdout)[0]["id"] == "stdin"
+    empty = bigbird("mask", "-m", model, check_rc=2)
+    assert "no input" in empty.stderr.decode() and "stdin is empty" in empty.stderr.decode()
+    with open(os.devnull, "rb") as nothing:
+        done = subprocess.run([bigbird_executable(), "mask", "-m", model], stdin=nothing, capture_output=True)
+    assert done.returncode == 2 and b"no input" in done.stderr and b"stdin is empty" not in done.stderr

@@ -14,6 +14,7 @@ import io
 import itertools
 import json
 import os
+import stat
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +57,20 @@ def first_line(exc: BaseException) -> str:
     the one-sentence reasons that error records and usage errors carry."""
     lines = str(exc).strip().splitlines()
     return lines[0].rstrip(".") if lines else ""
+
+
+def piped_stdin() -> bool | None:
+    """Whether stdin is a pipe or a redirected file that holds data (True) or is empty (False); None when it is
+    neither (a terminal, /dev/null, closed, or a test's stand-in), so `cat report.txt | bigbird summarize` reads
+    it as `jq` would, and a batch job whose stdin is /dev/null does not. Peeking consumes nothing."""
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+    if not (stat.S_ISFIFO(mode) or stat.S_ISREG(mode)):
+        return None
+    peek = getattr(sys.stdin.buffer, "peek", None)
+    return True if peek is None else bool(peek(1))
 
 
 def describe(exc: BaseException) -> str:
