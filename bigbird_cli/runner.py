@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from bigbird.tasks.documents import Document, Inputs, describe, piped_stdin
+from bigbird.tasks.documents import Document, Inputs, check_record_fields, describe, piped_stdin
 from bigbird.tasks.records import RESULT_FIELDS, Record, error_record
 
 from .errors import (
@@ -366,12 +366,19 @@ def _prepare(
     inputs = checked_inputs(common, extra_fields)
     if output.path is not None:
         check_not_an_input(output.path, inputs)
-    docs = inputs.open()
+    docs = check_record_fields(inputs.open(), required_fields(common, extra_fields))
     first = next(docs, None)
     if first is None:
         raise UsageError("no input: the files and folders given hold no documents (see --glob).")
     output.claim()
     return shard, itertools.chain([first], docs)
+
+
+def required_fields(common: CommonOptions, extra_fields: tuple[str, ...]) -> list[str]:
+    """The record fields a run can't do without: the text, the command's own (question, text pair, reference),
+    and an --id-field the user named (the default `id` may be absent: ids then come from the line numbers)."""
+    named_id = [common.id_field] if common.id_field != "id" else []
+    return [common.text_field, *extra_fields, *named_id]
 
 
 def live_progress(common: CommonOptions) -> bool:

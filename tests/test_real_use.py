@@ -90,3 +90,32 @@ def test_piped_stdin_is_read_without_a_dash(bigbird, tiny_models, tmp_path):
     with open(os.devnull, "rb") as nothing:
         done = subprocess.run([bigbird_executable(), "mask", "-m", model], stdin=nothing, capture_output=True)
     assert done.returncode == 2 and b"no input" in done.stderr and b"stdin is empty" not in done.stderr
+
+
+# --- 3. a wrong field name -----------------------------------------------------------------------------------
+def test_a_field_no_record_has_stops_before_the_model_loads(bigbird, tiny_models, tmp_path):
+    """20,000 records using `body` were 20,000 error records; now: exit 2, one sentence naming the fields the
+    records have, before the model loads (the model named here does not exist, and is never reached). A CSV's
+    header shows as read."""
+    records = tmp_path / "big.jsonl"
+    records.write_text("".join(json.dumps({"id": f"n{i}", "body": BAKER}) + "\n" for i in range(30)))
+    for args, field in [
+        ([], "text"),
+        (["--text-field", "body", "--id-field", "key"], "key"),
+        (["--text-field", "body", "--text-pair-field", "hypothesis"], "hypothesis"),
+    ]:
+        result = bigbird("classify", "--jsonl", records, "-m", tmp_path / "no-model", *args, check_rc=2)
+        assert result.stdout == b""
+        assert result.stderr.decode() == (
+            f"error: none of the first 10 records has a {field!r} field; records have: id, body.\n"
+        )
+    semicolons = tmp_path / "export.csv"
+    semicolons.write_text("id;text\n1;" + BAKER + "\n2;" + MUSEUM + "\n")
+    result = bigbird("classify", "--dataset", semicolons, "-m", tmp_path / "no-model", check_rc=2)
+    assert "has a 'text' field; records have: id;text." in result.stderr.decode()
+
+    # Some records lacking it are theirs alone: error records, the rest done.
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(json.dumps({"id": "a", "body": BAKER}) + "\n" + json.dumps({"id": "b", "text": BAKER}) + "\n")
+    done = jsonl(bigbird("classify", "--jsonl", mixed, "-m", tiny_models["classify"], "-q", check_rc=1).stdout)
+    assert ["error" in r for r in done] == [True, False]

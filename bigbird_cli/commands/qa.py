@@ -128,4 +128,5 @@ def command(
     def expand(docs: Iterator[Document]) -> Iterator[Document]:
         return one_per_question(docs, several, question_field)
 
-    raise typer.Exit(run_command("qa", common, make_task, extra_fields=(question_field,), expand=expand))
+    raise typer.Exit(run_command("qa", common, make_task, extra_fields=() if asked else (question_field,),
+                                 expand=expand))

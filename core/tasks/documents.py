@@ -41,6 +41,9 @@ class Document:
     error: str | None = None
     warning: str | None = None
     fields: dict[str, Any] = field(default_factory=dict)
+    # The field names of the record it was read from (a JSONL line's keys, a dataset row's columns); None for a
+    # file, stdin or --text. What a wrong --text-field is told it could have been.
+    keys: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         # Ids and sources end up in UTF-8 JSON and on the terminal: a name that isn't valid UTF-8 (a file name's
@@ -293,15 +296,43 @@ def record_document(
     raw_id = record.get(id_field)
     doc_id = fallback_id if raw_id is None or raw_id == "" else str(raw_id)
     fields = {name: clean_value(record[name]) for name in extra_fields if record.get(name) is not None}
+    keys = tuple(str(key) for key in record)
     text = record.get(text_field)
     if text is None:
-        return Document(doc_id, source, error=f"the record has no {text_field!r} field.", fields=fields)
+        error = f"the record has no {text_field!r} field."
+        return Document(doc_id, source, error=error, fields=fields, keys=keys)
     if not isinstance(text, str):
-        return Document(doc_id, source, error=f"field {text_field!r} is {_json_kind(text)}, not a string.")
+        error = f"field {text_field!r} is {_json_kind(text)}, not a string."
+        return Document(doc_id, source, error=error, keys=keys)
     if not text.strip():
-        return Document(doc_id, source, error=f"field {text_field!r} is empty.", fields=fields)
+        return Document(doc_id, source, error=f"field {text_field!r} is empty.", fields=fields, keys=keys)
     text, warning = _clean_text(text, f"field {text_field!r}")
-    return Document(doc_id, source, text, warning=warning, fields=fields)
+    return Document(doc_id, source, text, warning=warning, fields=fields, keys=keys)
+
+
+# Records looked at before the model loads, to tell a wrong field name from a few records that lack it.
+FIELD_CHECK_RECORDS = 10
+
+
+def check_record_fields(docs: Iterator[Document], required: Sequence[str]) -> Iterator[Document]:
+    """The same documents, after reading the first FIELD_CHECK_RECORDS records ahead: when none of them has one of
+    the `required` fields, InputError saying which fields they do have, so a wrong --text-field is one sentence
+    before the model loads, not one error record per record. A CSV's header shows as read (`id;text` as one
+    field says the file is not comma-separated)."""
+    ahead: list[Document] = []
+    records = 0
+    for doc in docs:
+        ahead.append(doc)
+        records += doc.keys is not None
+        if records == FIELD_CHECK_RECORDS:
+            break
+    seen = [doc.keys for doc in ahead if doc.keys is not None]
+    for name in dict.fromkeys(required):
+        if seen and not any(name in keys for keys in seen):
+            have = ", ".join(dict.fromkeys(key for keys in seen for key in keys)) or "no fields at all"
+            some = "the only record has" if len(seen) == 1 else f"none of the first {len(seen)} records has"
+            raise InputError(f"{some} a {name!r} field; records have: {have}")
+    return itertools.chain(ahead, docs)
 
 
 def _json_kind(value: Any) -> str:
