@@ -377,6 +377,8 @@ def _prepare(
 def required_fields(common: CommonOptions, extra_fields: tuple[str, ...]) -> list[str]:
     """The record fields a run can't do without: the text, the command's own (question, text pair, reference),
     and an --id-field the user named (the default `id` may be absent: ids then come from the line numbers)."""
+    if not (common.jsonl or common.dataset):
+        return []
     named_id = [common.id_field] if common.id_field != "id" else []
     return [common.text_field, *extra_fields, *named_id]
 

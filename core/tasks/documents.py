@@ -310,21 +310,26 @@ def record_document(
     return Document(doc_id, source, text, warning=warning, fields=fields, keys=keys)
 
 
-# Records looked at before the model loads, to tell a wrong field name from a few records that lack it.
+# Documents read ahead before the model loads, to tell a wrong field name from a few records that lack it.
 FIELD_CHECK_RECORDS = 10
 
 
 def check_record_fields(docs: Iterator[Document], required: Sequence[str]) -> Iterator[Document]:
-    """The same documents, after reading the first FIELD_CHECK_RECORDS records ahead: when none of them has one of
+    """The same documents, after reading up to FIELD_CHECK_RECORDS documents ahead: when none of them has one of
     the `required` fields, InputError saying which fields they do have, so a wrong --text-field is one sentence
     before the model loads, not one error record per record. A CSV's header shows as read (`id;text` as one
     field says the file is not comma-separated)."""
+    if not required:
+        return docs
     ahead: list[Document] = []
-    records = 0
+    unseen = set(required)
+    # Read ahead only while a field is still unseen: a stream whose first record has them all (the usual case) is
+    # read no further than before, so a pipe still being written is never waited on for more records.
     for doc in docs:
         ahead.append(doc)
-        records += doc.keys is not None
-        if records == FIELD_CHECK_RECORDS:
+        if doc.keys is not None:
+            unseen.difference_update(doc.keys)
+        if not unseen or len(ahead) == FIELD_CHECK_RECORDS:
             break
     seen = [doc.keys for doc in ahead if doc.keys is not None]
     for name in dict.fromkeys(required):
