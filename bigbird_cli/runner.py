@@ -38,6 +38,7 @@ from .errors import (
 )
 from .options import CommonOptions
 from .output import JsonlWriter, Output, console, error, info, output_file, reader_gone, warn
+from .progress_log import ProgressLog
 
 # Documents read ahead of the model when --batch-size > 1, as a multiple of the batch size: enough to form
 # batches of similar lengths, few enough that records still stream out steadily.
@@ -134,7 +135,7 @@ def run(
     *,
     shard: Shard | None = None,
     skip_ids: set[str] | frozenset[str] = frozenset(),
-    progress: bool = False,
+    progress: bool | ProgressLog = False,
 ) -> RunStats:
     """Run `engine` over `docs` and write one record per document to `writer`, in input order.
 
@@ -164,7 +165,7 @@ def run(
             stats.ok += 1
         advance()
 
-    advance, stop = _progress(progress)
+    advance, stop = progress.bind(stats) if isinstance(progress, ProgressLog) else _progress(progress)
     try:
         for record in engine(todo()):
             emit(record)
@@ -296,7 +297,7 @@ def run_command(
                     writer,
                     shard=shard,
                     skip_ids=output.done_ids,
-                    progress=live_progress(common),
+                    progress=live_progress(common) or log_progress(common, extra_fields, counted=expand is None),
                 )
     except BrokenPipeError:
         # The reader went away (`bigbird ... | head`): stop quietly with the status a tool killed by SIGPIPE has
@@ -381,6 +382,18 @@ def required_fields(common: CommonOptions, extra_fields: tuple[str, ...]) -> lis
         return []
     named_id = [common.id_field] if common.id_field != "id" else []
     return [common.text_field, *extra_fields, *named_id]
+
+
+def log_progress(common: CommonOptions, extra_fields: tuple[str, ...], *, counted: bool) -> ProgressLog | bool:
+    """Plain progress lines on stderr when it is no terminal (a log file, nohup, Slurm, CI), unless --quiet. The
+    total is known where counting is cheap: files and --text, read whole, without shards; `counted` is False where
+    documents are expanded (qa's several questions)."""
+    if common.quiet or console.is_terminal:
+        return False
+    inputs = common.inputs(extra_fields)
+    cheap = counted and not (inputs.jsonl or inputs.dataset or "-" in inputs.paths or common.shard)
+    total = len(inputs.files()) + len(inputs.texts) if cheap else None
+    return ProgressLog(total, info)
 
 
 def live_progress(common: CommonOptions) -> bool:
