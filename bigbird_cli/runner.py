@@ -445,6 +445,9 @@ def checked_inputs(common: CommonOptions, extra_fields: tuple[str, ...]) -> Inpu
         raise UsageError(f"{missing[0]} does not exist." if len(missing) == 1 else "none of the inputs exist.")
     for name in missing:
         warn(f"{name} does not exist; it gets an error record.")
+    inputs.check()
+    for note in inputs.notes():
+        warn(note)
     return inputs
 
 

@@ -37,7 +37,7 @@ def test_file_stdin_and_text_ids(tmp_path):
     "data, error, warning",
     [
         (b"", "is empty", None),
-        (b"  \n\t", "is empty", None),
+        (b"  \n\t", "has no text, only whitespace", None),
         (b"\x89PNG\r\n\x1a\n\x00\x00", "binary", None),
         (b"caf\xe9 ok", None, "not valid UTF-8"),
         (b"\xef\xbb\xbfbom", None, None),

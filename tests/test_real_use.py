@@ -158,3 +158,49 @@ def test_a_run_logging_to_a_file_prints_plain_progress_lines(bigbird, tiny_model
     assert [line.split(",")[0] for line in progress] == [f"progress: {n}/3 documents" for n in (1, 2, 3)]
     assert all("0 failed" in line and "documents/s" in line and "ETA" in line for line in progress)
     assert not any(c in result.stderr.decode() for c in "\r\x1b\b")
+
+
+# --- 8. messages ---------------------------------------------------------------------------------------------
+def test_messages_say_what_a_user_needs(bigbird, tiny_models, tmp_path):
+    model = str(tiny_models["classify"])
+    (tmp_path / "blank.txt").write_text("  \n\n\t\n")
+    [record] = jsonl(bigbird("classify", tmp_path / "blank.txt", "-m", model, "-q", check_rc=1).stdout)
+    assert record["error"].endswith("has no text, only whitespace.")
+
+    # A folder as --jsonl: exit 2 before the model loads (the model named does not exist).
+    folder = bigbird("classify", "--jsonl", tmp_path, "-m", tmp_path / "no-model", check_rc=2)
+    assert folder.stderr.decode() == f"error: --jsonl {tmp_path} is a folder; give a JSONL file, or the folder as a" \
+                                     " path (its files).\n"  # fmt: skip
+
+    # A null id: the record gets the line's id, and says so.
+    records = tmp_path / "ids.jsonl"
+    records.write_text(json.dumps({"id": None, "text": BAKER}) + "\n")
+    result = bigbird("classify", "--jsonl", "-", "-m", model, input=records.read_bytes(), check_rc=0)
+    [record] = jsonl(result.stdout)
+    assert record["id"] == "stdin:1" and "its 'id' field is null; its id is stdin:1." in record["warning"]
+    assert "its 'id' field is null" in result.stderr.decode()
+
+    # --split on a single file, which has none: said, and the rows read.
+    table = tmp_path / "rows.csv"
+    table.write_text("id,text\n1," + BAKER + "\n")
+    result = bigbird("classify", "--dataset", table, "--split", "test", "-m", model, check_rc=0)
+    assert f"--split test: {table} is a single file, which has no splits" in result.stderr.decode()
+
+
+def test_a_checkpoint_of_another_head_or_too_big_says_so(bigbird, tiny_models, tmp_path):
+    """classify on a QA checkpoint named a missing pooler weight; a config too big for memory ended with torch's
+    allocator text. Now: the checkpoint's architecture and the command that runs it; the memory the config needs
+    and the memory the machine has."""
+    wrong = bigbird("classify", "--text", BAKER, "-m", tiny_models["qa"], check_rc=2).stderr.decode()
+    assert wrong == (f"error: {tiny_models['qa']} is a BigBirdForQuestionAnswering checkpoint, which `bigbird qa` runs;"
+                     " classify needs a BigBirdForSequenceClassification checkpoint.\n")  # fmt: skip
+    huge = tmp_path / "huge"
+    huge.mkdir()
+    for name in ("config.json", "spiece.model", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tiny_models["qa"] / name).exists():
+            (huge / name).write_bytes((tiny_models["qa"] / name).read_bytes())
+    config = json.loads((huge / "config.json").read_text())
+    (huge / "config.json").write_text(json.dumps({**config, "hidden_size": 10**9}))
+    (huge / "model.safetensors").write_bytes((tiny_models["qa"] / "model.safetensors").read_bytes())
+    said = bigbird("qa", "--text", BAKER, "-Q", "Who?", "-m", huge, check_rc=2).stderr.decode()
+    assert "its config needs" in said and "GiB available." in said and "Allocator" not in said

@@ -14,6 +14,7 @@ config and tokenizer only, and reports how each document would be split.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -141,6 +142,39 @@ def sliding_windows(n: int, capacity: int, overlap: int) -> list[tuple[int, int]
     return windows
 
 
+# The command that runs each kind of head, by the end of its class name (a checkpoint's `architectures`).
+COMMANDS_BY_HEAD = {
+    "ForQuestionAnswering": "qa",
+    "ForSequenceClassification": "classify",
+    "ForMaskedLM": "mask",
+    "ForPreTraining": "mask",
+    "ForConditionalGeneration": "summarize",
+}
+
+
+def command_for(architecture: str | None) -> str | None:
+    """The `bigbird` command that runs a checkpoint of this architecture (None: none of ours)."""
+    return next((cmd for head, cmd in COMMANDS_BY_HEAD.items() if architecture and architecture.endswith(head)), None)
+
+
+def parameter_count(cls: type, config: ModelConfig) -> int:
+    """The weights a config makes, counted on the meta device: shapes, no memory."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in cls(config).parameters())
+
+
+def available_memory() -> int:
+    """Bytes of memory this machine can still give (Linux's MemAvailable; else the free pages)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
 class Task:
     """Base of the four tasks: load the checkpoint in `__init__`, turn documents into records in `__call__`.
 
@@ -224,8 +258,27 @@ class Task:
         try:
             return cls.from_pretrained(self.path, device=self.device, dtype=dtype, config=self.config, strict=True)
         except Exception as exc:  # weights missing, of the wrong shape, or unreadable: one sentence, no traceback
-            reason = describe(exc)
-            raise TaskError(f"{self.model_name}: the {cls.__name__} weights can't be loaded ({reason}).") from None
+            raise TaskError(self._load_failure(cls, exc, dtype)) from None
+
+    def _load_failure(self, cls: type, exc: Exception, dtype: str | None) -> str:
+        """Why the model could not be built, in the user's terms: a checkpoint of another command's head (whose
+        missing weight's name said nothing), weights larger than the machine's memory (torch's allocator text
+        said bytes of one tensor), else the loader's own reason."""
+        architecture = next(iter(self.config.architectures or []), None)
+        command = command_for(architecture)
+        if architecture and architecture != cls.__name__ and command and command != self.name:
+            return (
+                f"{self.model_name} is a {architecture} checkpoint, which `bigbird {command}` runs; {self.name} needs"
+                f" a {cls.__name__} checkpoint."
+            )
+        if isinstance(exc, MemoryError) or "allocate" in str(exc):
+            count = parameter_count(cls, self.config)
+            size = torch.empty((), dtype=getattr(torch, dtype or "float32")).element_size()
+            return (
+                f"{self.model_name}: its config needs {count * size / 2**30:,.1f} GiB for its {count:,} weights in"
+                f" {dtype or 'float32'}, and this machine has {available_memory() / 2**30:,.1f} GiB available."
+            )
+        return f"{self.model_name}: the {cls.__name__} weights can't be loaded ({describe(exc)})."
 
     def _quantize(self, kind: str, dtype: str | None) -> None:
         from bigbird.models.linear import quantize_int8

@@ -141,8 +141,14 @@ def decode_text(data: bytes, what: str) -> tuple[str, str | None, str | None]:
         text = data.decode("utf-8", errors="replace")
         warning = f"{what} is not valid UTF-8 (first bad byte at offset {exc.start}); bad bytes were replaced."
     if not text.strip():
-        return "", f"{what} is empty.", None
+        return "", blank(what, text), None
     return text, None, warning
+
+
+def blank(what: str, text: str) -> str:
+    """Why a text without words fails: empty, or only whitespace (a file of blank lines is not "empty" to whoever
+    looks at its size)."""
+    return f"{what} is empty." if not text else f"{what} has no text, only whitespace."
 
 
 # Byte-order marks of the encodings read besides UTF-8 (Windows editors write UTF-16). UTF-32's come first:
@@ -177,7 +183,7 @@ def _decode_marked(data: bytes, encoding: str, what: str) -> tuple[str, str | No
         label = encoding.upper()
         warning = f"{what} is not valid {label} (first bad byte at offset {exc.start}); bad bytes were replaced."
     if not text.strip():
-        return "", f"{what} is empty.", None
+        return "", blank(what, text), None
     return text, None, warning
 
 
@@ -280,7 +286,7 @@ def iter_texts(texts: Sequence[str]) -> Iterator[Document]:
         text, warning = _clean_text(given, f"--text number {i}")
         doc = Document(f"text:{i}", "--text", text, warning=warning)
         if not text.strip():
-            doc.error = f"--text number {i} is empty."
+            doc.error = blank(f"--text number {i}", text)
         yield doc
 
 
@@ -305,8 +311,11 @@ def record_document(
         error = f"field {text_field!r} is {_json_kind(text)}, not a string."
         return Document(doc_id, source, error=error, keys=keys)
     if not text.strip():
-        return Document(doc_id, source, error=f"field {text_field!r} is empty.", fields=fields, keys=keys)
+        return Document(doc_id, source, error=blank(f"field {text_field!r}", text), fields=fields, keys=keys)
     text, warning = _clean_text(text, f"field {text_field!r}")
+    if id_field in record and doc_id == fallback_id:  # a null or "" id: say which id the record got instead
+        given = "null" if raw_id is None else "empty"
+        warning = " ".join(filter(None, [warning, f"its {id_field!r} field is {given}; its id is {fallback_id}."]))
     return Document(doc_id, source, text, warning=warning, fields=fields, keys=keys)
 
 
@@ -533,6 +542,21 @@ class Inputs:
 
     def is_empty(self) -> bool:
         return not (self.paths or self.texts or self.jsonl or self.dataset)
+
+    def check(self) -> None:
+        """InputError for what can't be read as asked, before any model loads: a folder given as --jsonl (read, it
+        was one error record after the model loaded)."""
+        for name in self.jsonl:
+            if name != "-" and Path(name).is_dir():
+                raise InputError(f"--jsonl {name} is a folder; give a JSONL file, or the folder as a path (its files)")
+
+    def notes(self) -> list[str]:
+        """What the user should hear about the inputs as given: a --split named for a single file, which has none
+        (its rows are only named after it)."""
+        if self.dataset and self.split != "train" and Path(self.dataset).expanduser().is_file():
+            return [f"--split {self.split}: {self.dataset} is a single file, which has no splits; its rows are read"
+                    f" whole and named {self.split}:N."]  # fmt: skip
+        return []
 
     def missing(self) -> list[str]:
         """The paths and JSONL files given that don't exist: reported before a model loads (typos)."""
