@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from bigbird.models.heap import reuse_freed_memory
+from bigbird.models.waiting import wait_passively_when_busy
 
 from . import __version__
 from .commands import bench, classify, convert, mask, qa, summarize
@@ -85,6 +86,7 @@ def write_completions(directory: Path = COMPLETIONS_DIR) -> list[Path]:
 def main() -> None:
     """Console-script entry point (`bigbird`)."""
     reuse_freed_memory()  # the process's heap: see core/models/heap.py (no torch import, so TAB stays fast)
+    wait_passively_when_busy(argv=sys.argv[1:])  # OpenMP's waiting on a busy machine: core/models/waiting.py
     try:
         app(prog_name=PROG_NAME)
     except BrokenPipeError:  # stdout's reader went away outside a task run (eval's report, a convert summary)
