@@ -169,17 +169,13 @@ class Task:
         self.dry_run = dry_run
         self.path, self.config = self._resolve(model, revision)
         self.model_type: str = self.config.model_type
+        # The tokenizer first: one that doesn't belong to the model is refused before the weights are read.
+        self.tokenizer = self._load_tokenizer()
         self.model = None if dry_run else self._load_model(dtype)
         if quantize is not None and not dry_run:
             self._quantize(quantize, dtype)
         # Per input sequence of the latest `batches` call: the attention it ran with (see `attention_of`).
         self.ran: list[str] = []
-        self.tokenizer = self._load_tokenizer()
-        if len(self.tokenizer) > self.config.vocab_size:  # ids past the embeddings would fail every document
-            raise TaskError(
-                f"{self.model_name}: its tokenizer has {len(self.tokenizer)} tokens and the model's embeddings"
-                f" {self.config.vocab_size}; the tokenizer files belong to another model."
-            )
         # Longest input the model takes, special tokens included.
         self.max_tokens = int(self.config.max_position_embeddings)
         limit = getattr(self.tokenizer, "model_max_length", None)
@@ -235,13 +231,21 @@ class Task:
             raise TaskError(f"{exc}.") from None
 
     def _load_tokenizer(self) -> Any:
-        from bigbird.models.tokenizers import tokenizer_class
+        """The checkpoint's tokenizer (spiece.model, else tokenizer.json), refused when it doesn't fit the model
+        (ids past the embeddings, or special tokens elsewhere than config.json says, would fail or garble every
+        document)."""
+        from bigbird.models.tokenizers import TokenizerMismatch, config_mismatch, load_tokenizer
 
-        cls = tokenizer_class(self.model_type)
         try:
-            return cls.from_pretrained(self.path)
+            tokenizer = load_tokenizer(self.path, self.model_type)
+        except TokenizerMismatch as exc:
+            raise TaskError(str(exc).replace(str(self.path), self.model_name, 1)) from None
         except Exception as exc:
             raise TaskError(f"{self.model_name}: the tokenizer can't be loaded ({describe(exc)}).") from None
+        problem = config_mismatch(tokenizer, self.config)
+        if problem:
+            raise TaskError(f"{self.model_name}: {problem}")
+        return tokenizer
 
     # Tokens -------------------------------------------------------------------------------------------------
 
@@ -393,5 +397,6 @@ class Task:
             truncated=plan.truncated,
             chunks=plan.chunks,
             attention=self.attention_for(plan.longest_input),
+            tokenizer=self.tokenizer.source,
             dry_run=True,
         )
