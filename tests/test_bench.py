@@ -32,6 +32,7 @@ RECORD_FIELDS = TIMING_FIELDS | {
     "mem_base_bytes",
     "mem_scope",
     "parameters",
+    "tokenizer",
     "versions",
     "machine",
     "kernels",
@@ -113,6 +114,10 @@ def test_model_checkpoint_instead_of_a_preset(tmp_path):
     BigBirdForMaskedLM(BigBirdConfig(**{**BIGBIRD_TINY, "vocab_size": 400})).save_pretrained(tmp_path)
     (record,) = run_bench(BenchSpec(preset=None, model=str(tmp_path), seq_lens=[256], repeat=1))
     assert record["model"] == str(tmp_path) and record["median_s"] > 0
+    assert record["tokenizer"] is None  # a folder without tokenizer files
+    (tmp_path / "tokenizer.json").write_text("{}")
+    (record,) = run_bench(BenchSpec(preset=None, model=str(tmp_path), seq_lens=[256], repeat=1))
+    assert record["tokenizer"] == "tokenizer.json"  # the file the checkpoint's tasks take their ids from
 
 
 @pytest.mark.parametrize(

@@ -416,3 +416,19 @@ def test_a_revision_with_a_local_source_is_warned_about(pickled_checkpoint, tmp_
         f"--revision v9 names a Hub revision; {pickled_checkpoint} is a local folder, read as it is."
         in report["warnings"]
     )
+
+
+def test_a_tokenizer_json_travels_and_serves_in_place_of_spiece_model(pickled_checkpoint, tmp_path):
+    """A fine-tune saved by transformers 5 has tokenizer.json (and perhaps added_tokens.json), no spiece.model:
+    both travel with the weights, and no warning says the result can't run the tasks (it was said before)."""
+    src = tmp_path / "transformers-5"
+    shutil.copytree(pickled_checkpoint, src, ignore=shutil.ignore_patterns("spiece.model"))
+    (src / "tokenizer.json").write_text('{"model": {}}')
+    (src / "added_tokens.json").write_text('{"[CITY]": 300}')
+    report = convert(src, tmp_path / "out")
+    for name in ("tokenizer.json", "added_tokens.json", "tokenizer_config.json"):
+        assert (tmp_path / "out" / name).read_bytes() == (src / name).read_bytes()
+    assert not any("spiece.model" in warning for warning in report.get("warnings", []))
+    (src / "tokenizer.json").unlink()
+    report = convert(src, tmp_path / "bare")
+    assert any("has neither a spiece.model nor a tokenizer.json" in warning for warning in report["warnings"])

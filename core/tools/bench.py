@@ -238,6 +238,16 @@ def build_config(spec: BenchSpec) -> ModelConfig:
     return load_config(resolve_checkpoint(spec.model, revision=spec.revision))
 
 
+def tokenizer_source(spec: BenchSpec) -> str | None:
+    """The file a checkpoint's tokenizer reads its ids from (spiece.model, else tokenizer.json); None for a preset."""
+    if spec.preset is not None:
+        return None
+    from bigbird.models.checkpoints import resolve_checkpoint
+    from bigbird.models.tokenizers import tokenizer_file
+
+    return tokenizer_file(resolve_checkpoint(spec.model, revision=spec.revision))
+
+
 def build_model(spec: BenchSpec, config: ModelConfig) -> nn.Module:
     """Our model: the model type's default class (architectures.DEFAULT_CLASS), which is BigBird's base model or
     the full Pegasus model (its encoder serves `encode`)."""
@@ -390,6 +400,7 @@ def _measure(spec: BenchSpec, progress: Callable[[str], None] | None) -> Iterato
         raise BenchError(f"sequence lengths {too_long} exceed the model's {config.max_position_embeddings} positions.")
     say(f"building {spec.preset or spec.model} ({config.model_type})")
     model = build_model(spec, config)
+    tokenizer = tokenizer_source(spec)
     n_params = sum(p.numel() for p in model.parameters())
     contenders: list[Contender] = []
     versions = {"torch": torch.__version__}
@@ -415,6 +426,9 @@ def _measure(spec: BenchSpec, progress: Callable[[str], None] | None) -> Iterato
                     say(f"{attention} batch {batch} × {seq_len} tokens")
                     yield _measure_row(spec, config, contenders, meter, device, attention, batch, seq_len) | {
                         "parameters": n_params,
+                        # Which of the checkpoint's files its tasks take their ids from (the bench's inputs are
+                        # random ids; None for a preset, which has no tokenizer).
+                        "tokenizer": tokenizer,
                         "versions": versions,
                         # The kernels our float32 and int8 layers ran (chosen by measurement on this machine).
                         "kernels": kernels.summary(),
