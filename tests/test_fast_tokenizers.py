@@ -307,3 +307,19 @@ def test_an_id_the_vocabulary_lacks_is_a_clear_error(folders: dict) -> None:
             tokenizer.decode([5, len(tokenizer) + 3])
         with pytest.raises(VocabularyError):
             tokenizer.batch_decode([[5, -1]])
+
+
+@pytest.mark.parametrize("family", list(FAST))
+@pytest.mark.parametrize("kind", ["v4", "v5", "v5-added"])
+def test_a_long_text_cut_into_parts_gives_the_whole_texts_tokens(family: str, kind: str, folders: dict) -> None:
+    """A long text is encoded in parts on all cores: its ids and spans are those of the library on the whole
+    text (what the reference runs), across single spaces, runs of spaces, newlines, [MASK] and added tokens."""
+    from bigbird.models.tokenizers.fast import PART_CHARS
+
+    ours = FAST[family].from_pretrained(folders[f"{family}/{kind}"])
+    text = " ".join(OFFSET_TEXTS * 40)
+    assert len(text) > 4 * PART_CHARS and ours._cuttable and len(ours._parts(text)) > 3
+    whole = ours.backend.encode(text, add_special_tokens=False)
+    got = ours(text, add_special_tokens=False, return_offsets_mapping=True)
+    assert got["input_ids"] == whole.ids
+    assert got["offset_mapping"] == [tuple(_trim(text, list(span))) for span in whole.offsets]

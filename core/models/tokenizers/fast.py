@@ -13,11 +13,13 @@ split into words at whitespace by Metaspace: the layout transformers 4's convert
 from __future__ import annotations
 
 import json
+import re
 import struct
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tokenizers import AddedToken as BackendToken
 from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import Unigram
@@ -37,6 +39,11 @@ from .pieces import (
 
 # Piece types in a sentencepiece model (sentencepiece_model.proto).
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED = 1, 2, 3, 4
+# A long text is cut into parts of about this many characters, which the library encodes on all cores at once.
+PART_CHARS = 1 << 13
+# Where a part may end: a single space between two non-blank characters. Every piece, word and added token on
+# either side of it is the same as in the whole text (the space starts the next word's "▁").
+_CUT = re.compile(r"(?<=\S) (?=\S)")
 
 
 class TokenizersCore(SpecialTokenRoles):
@@ -64,7 +71,15 @@ class TokenizersCore(SpecialTokenRoles):
         self.clean_up_tokenization_spaces = clean_up_tokenization_spaces
         self._unk_id = backend.token_to_id(self.special_tokens.get("unk", "<unk>"))
         self._special_id_set = set(self.all_special_ids)
+        self._cuttable = self._parts_keep_ids()
 
+    def _parts_keep_ids(self) -> bool:
+        """Whether cutting a text at `_CUT` leaves its tokens as they are: not when an added token swallows the
+        whitespace after it or must stand as a whole word, or holds whitespace itself."""
+        return not any(
+            token.rstrip or token.single_word or any(c.isspace() for c in token.content)
+            for token in self.backend.get_added_tokens_decoder().values()
+        )
     # Vocabulary ---------------------------------------------------------------------------------------------
 
     @property
@@ -89,6 +104,7 @@ class TokenizersCore(SpecialTokenRoles):
                 self.backend.add_tokens([_backend_token(token, special=False)])
             if self.backend.token_to_id(token.content) != index:
                 raise ValueError(f"the added token {token.content!r} is listed at id {index}, after a gap in the ids.")
+        self._cuttable = self._parts_keep_ids()
 
     def get_vocab(self) -> dict[str, int]:
         return self.backend.get_vocab(with_added_tokens=True)
@@ -112,12 +128,37 @@ class TokenizersCore(SpecialTokenRoles):
         return self.backend.encode(text, add_special_tokens=False).tokens
 
     def _encode_texts(self, texts: Sequence[str], with_offsets: bool) -> list[Tokens]:
-        """Many texts in one call of the library (its threads share them); spans leave out the whitespace a "▁"
-        stands for, as the sentencepiece core's do."""
-        if not with_offsets:
-            return [Tokens(e.ids, None) for e in self.backend.encode_batch_fast(list(texts), add_special_tokens=False)]
-        encoded = self.backend.encode_batch(list(texts), add_special_tokens=False)
-        return [Tokens(e.ids, _visible_spans(text, e.offsets)) for text, e in zip(texts, encoded, strict=True)]
+        """Many texts in one call of the library, long ones cut into parts so that all cores share them; spans
+        leave out the whitespace a "▁" stands for, as the sentencepiece core's do."""
+        parts = [self._parts(text) for text in texts]
+        flat = [text[start:end] for text, bounds in zip(texts, parts, strict=True) for start, end in bounds]
+        if with_offsets:
+            encoded = iter(self.backend.encode_batch(flat, add_special_tokens=False))
+        else:
+            encoded = iter(self.backend.encode_batch_fast(flat, add_special_tokens=False))
+        out = []
+        for text, bounds in zip(texts, parts, strict=True):
+            pieces = [(next(encoded), start, end) for start, end in bounds]
+            ids = [i for piece, _, _ in pieces for i in piece.ids]
+            if not with_offsets:
+                out.append(Tokens(ids, None))
+                continue
+            spans = [_visible_spans(text[start:end], piece.offsets) + start for piece, start, end in pieces]
+            out.append(Tokens(ids, spans[0] if len(spans) == 1 else np.concatenate(spans)))
+        return out
+
+    def _parts(self, text: str) -> list[tuple[int, int]]:
+        """(start, end) parts of a text of about PART_CHARS characters each, cut where the tokens stay those of the
+        whole text (one part for a short text, or where no such cut is known)."""
+        if len(text) < 2 * PART_CHARS or not self._cuttable:
+            return [(0, len(text))]
+        bounds = [0]
+        while len(text) - bounds[-1] >= 2 * PART_CHARS:
+            cut = _CUT.search(text, bounds[-1] + PART_CHARS)
+            if cut is None:
+                break
+            bounds.append(cut.start())
+        return list(zip(bounds, bounds[1:] + [len(text)], strict=True))
 
     def decode(
         self,
