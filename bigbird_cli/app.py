@@ -17,9 +17,9 @@ from bigbird.models.heap import reuse_freed_memory
 from . import __version__
 from .commands import bench, classify, convert, mask, qa, summarize
 from .commands import eval as evaluate
+from .console import reader_gone
 from .errors import EXIT_BROKEN_PIPE
 from .options import Command, Group
-from .output import reader_gone
 
 PROG_NAME = "bigbird"
 # The environment variable Typer/Click completion scripts call back with (derived from the program name).

@@ -52,7 +52,7 @@ def _table() -> tuple[tuple[type[BaseException], int], ...]:
 
 def exit_code_for(exc: BaseException) -> int:
     """Print `exc` as one sentence on stderr and return its exit code (re-raising exceptions the table lacks)."""
-    from .output import error
+    from .console import error
 
     for kind, code in _table():
         if isinstance(exc, kind):

@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from bigbird.tasks.documents import Document, Inputs, describe
-from bigbird.tasks.records import RESULT_FIELDS, Record, error_record
+from bigbird.tasks.documents import Document, Inputs
+from bigbird.tasks.records import RESULT_FIELDS, Record
 
+from .console import console, error, info, progress, reader_gone, warn
+from .engines.local import Engine, RecordMaker, local_engine, set_threads
 from .errors import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
@@ -35,22 +37,8 @@ from .errors import (
     UsageError,
     exit_code_for,
 )
+from .jsonl import JsonlWriter, Output, output_file
 from .options import CommonOptions
-from .output import JsonlWriter, Output, console, error, info, output_file, reader_gone, warn
-
-# Documents read ahead of the model when --batch-size > 1, as a multiple of the batch size: enough to form
-# batches of similar lengths, few enough that records still stream out steadily.
-BUCKET_WINDOW = 8
-
-
-class RecordMaker(Protocol):
-    """What the runner needs from a task (a bigbird.tasks Task, or a wrapper around one such as eval's): a model
-    label for records, and documents → records, running at most
-    `size` input windows a forward pass (the runner's --batch-size: one long document's chunks batch up to it)."""
-
-    model_name: str
-
-    def __call__(self, docs: list[Document], size: int) -> list[Record]: ...
 
 
 class TaskFactory(Protocol):
@@ -105,27 +93,6 @@ class RunStats:
         return EXIT_SOME_FAILED if self.failed else EXIT_OK
 
 
-# An engine turns documents into records, one per document, in input order, reading the documents as it goes.
-# `local_engine` is the loop below on this machine; `--engine ray` swaps in `ray_engine.ray_engine`, which runs
-# the same windows on Ray actors.
-Engine = Callable[[Iterator[Document]], Iterator[Record]]
-
-
-def window_size(batch_size: int) -> int:
-    """Documents read ahead of the model: one at a time unbatched, else enough to bucket by length."""
-    return 1 if batch_size <= 1 else batch_size * BUCKET_WINDOW
-
-
-def local_engine(task: RecordMaker, batch_size: int = 1) -> Engine:
-    """The task on this machine: read-ahead windows, each in batches of similar length."""
-
-    def records(docs: Iterator[Document]) -> Iterator[Record]:
-        for window in windows(docs, window_size(batch_size)):
-            yield from window_records(task, window, batch_size)
-
-    return records
-
-
 def run(
     engine: Engine,
     docs: Iterable[Document],
@@ -133,7 +100,7 @@ def run(
     *,
     shard: Shard | None = None,
     skip_ids: set[str] | frozenset[str] = frozenset(),
-    progress: bool = False,
+    show_progress: bool = False,
 ) -> RunStats:
     """Run `engine` over `docs` and write one record per document to `writer`, in input order.
 
@@ -163,85 +130,13 @@ def run(
             stats.ok += 1
         advance()
 
-    advance, stop = _progress(progress)
+    advance, stop = progress(show_progress)
     try:
         for record in engine(todo()):
             emit(record)
     finally:
         stop()
     return stats
-
-
-def windows(docs: Iterator[Document], size: int) -> Iterator[list[Document]]:
-    """The documents in read-ahead windows of `size`, each read only when the one before it is taken."""
-    window: list[Document] = []
-    for doc in docs:
-        window.append(doc)
-        if len(window) >= size:
-            yield window
-            window = []
-    if window:
-        yield window
-
-
-def window_records(task: RecordMaker, window: list[Document], batch_size: int) -> Iterator[Record]:
-    """Records for one read-ahead window, in its order, each yielded as soon as it and those before it are ready:
-    unreadable documents become error records, readable ones run in batches sorted by length.
-
-    A batch that raises is retried one document at a time, so an exception caused by one document becomes that
-    document's error record and its batch-mates still get results.
-    """
-    records: list[Record | None] = [None] * len(window)
-    written = 0
-
-    def ready() -> Iterator[Record]:
-        nonlocal written
-        while written < len(window) and records[written] is not None:
-            yield records[written]  # type: ignore[misc]
-            written += 1
-
-    for i, doc in enumerate(window):
-        if doc.error is not None:
-            records[i] = error_record(doc, task.model_name, doc.error)
-    yield from ready()
-    readable = sorted((i for i, doc in enumerate(window) if doc.error is None), key=lambda i: len(window[i].text))
-    for start in range(0, len(readable), batch_size):
-        batch = readable[start : start + batch_size]
-        for i, record in zip(batch, _process(task, [window[i] for i in batch], batch_size), strict=True):
-            records[i] = record
-        yield from ready()
-
-
-def _process(task: RecordMaker, batch: list[Document], size: int) -> list[Record]:
-    try:
-        records = task(batch, size)
-        if len(records) != len(batch):
-            raise RuntimeError(f"the task returned {len(records)} records for {len(batch)} documents")
-        return records
-    except Exception as exc:  # any failure must become error records, not end the run
-        if len(batch) > 1:
-            return [record for doc in batch for record in _process(task, [doc], size)]
-        return [error_record(batch[0], task.model_name, _reason(exc))]
-
-
-def _reason(exc: Exception) -> str:
-    """One sentence for an unexpected exception: its type and first line."""
-    text = describe(exc)
-    return text + "." if text == type(exc).__name__ else f"{type(exc).__name__}: {text}."
-
-
-def _progress(enabled: bool) -> tuple[Callable[[], None], Callable[[], None]]:
-    """A counter on stderr (`advance`, `stop`), or two no-ops when progress is off."""
-    if not enabled:
-        return (lambda: None), (lambda: None)
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    bar = Progress(
-        SpinnerColumn(), TextColumn("{task.completed} documents"), TimeElapsedColumn(), console=console, transient=True
-    )
-    task_id = bar.add_task("documents", total=None)
-    bar.start()
-    return (lambda: bar.advance(task_id)), bar.stop
 
 
 class Evaluation(Protocol):
@@ -292,7 +187,7 @@ def run_command(
                     writer,
                     shard=shard,
                     skip_ids=output.done_ids,
-                    progress=live_progress(common),
+                    show_progress=live_progress(common),
                 )
     except BrokenPipeError:
         # The reader went away (`bigbird ... | head`): stop quietly with the status a tool killed by SIGPIPE has
@@ -455,7 +350,7 @@ def _engine(common: CommonOptions, make_task: Callable[[], RecordMaker], stack: 
     """The engine --engine asks for. The local one loads the task here; Ray's connects (or starts a local Ray,
     shut down when `stack` closes) and loads the task once per worker. Raises TaskError with one sentence."""
     if common.engine == "ray":
-        from .ray_engine import RaySettings, ray_engine
+        from .engines.ray import RaySettings, ray_engine
 
         settings = RaySettings.from_options(common)
         return stack.enter_context(ray_engine(make_task, str(common.model), settings))
@@ -464,11 +359,3 @@ def _engine(common: CommonOptions, make_task: Callable[[], RecordMaker], stack: 
     for message in getattr(task, "warnings", []):
         warn(message)
     return local_engine(task, common.batch_size)
-
-
-def set_threads(threads: int | None) -> None:
-    """--threads for this process's torch (the driver's, or a Ray worker's); None leaves torch's default."""
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)

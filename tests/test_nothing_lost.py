@@ -19,14 +19,14 @@ import torch
 from conftest import LONG_TEXT, bigbird_executable, jsonl
 from typer.testing import CliRunner
 
-import bigbird_cli.output as output_module
+import bigbird_cli.jsonl as jsonl_module
 from bigbird.tasks import ClassifyTask
 from bigbird.tasks import base as task_base
 from bigbird.tasks.documents import Document, Inputs, decode_text, iter_jsonl, iter_paths
 from bigbird_cli.app import app
+from bigbird_cli.engines.local import local_engine
 from bigbird_cli.errors import OutputError
-from bigbird_cli.output import JsonlWriter, Output
-from bigbird_cli.runner import local_engine
+from bigbird_cli.jsonl import JsonlWriter, Output
 
 runner = CliRunner()
 
@@ -194,7 +194,7 @@ def test_a_write_error_leaves_the_file_ending_in_a_whole_line(tmp_path, monkeypa
             return real_write(fd, bytes(data[:4]))
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(output_module.os, "write", half_then_full)
+    monkeypatch.setattr(jsonl_module.os, "write", half_then_full)
     with pytest.raises(OutputError, match="No space left"):
         writer.write({"id": "b", "label": "x"})
     monkeypatch.undo()

@@ -11,8 +11,9 @@ import pytest
 
 from bigbird.tasks.documents import Document
 from bigbird.tasks.records import make_record
-from bigbird_cli.output import JsonlWriter, compact_for_resume, open_jsonl
-from bigbird_cli.runner import Shard, local_engine, run
+from bigbird_cli.engines.local import local_engine
+from bigbird_cli.jsonl import JsonlWriter, compact_for_resume, open_jsonl
+from bigbird_cli.runner import Shard, run
 
 
 class FakeTask:

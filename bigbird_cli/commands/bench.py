@@ -96,8 +96,9 @@ def command(
     from bigbird.tools.bench import BenchError, BenchSpec, run_bench
     from bigbird.tools.bench import plot as draw
 
+    from ..console import console, error, info
     from ..errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, Terminated, exit_code_for
-    from ..output import console, error, info, open_jsonl
+    from ..jsonl import open_jsonl
     from ..runner import sigterm_stops_in_order
 
     spec = BenchSpec(

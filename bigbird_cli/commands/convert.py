@@ -53,8 +53,8 @@ def command(
     """
     from bigbird.tools.convert import ConvertOptions, convert
 
+    from ..console import warn
     from ..errors import exit_code_for
-    from ..output import warn
 
     options = ConvertOptions(
         dtype=dtype.value if dtype else None,

@@ -24,6 +24,7 @@ from bigbird.eval.metrics import TASKS, EvalError, TaskMetrics, require_rouge
 from bigbird.tasks.documents import Document, InputError, describe, first_line
 from bigbird.tasks.records import RESULT_FIELDS, Record, error_record
 
+from ..console import console, error, reader_gone, warn
 from ..errors import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
@@ -34,8 +35,8 @@ from ..errors import (
     UsageError,
     exit_code_for,
 )
+from ..jsonl import open_jsonl, output_file, read_records
 from ..options import Command, CommonOptions, Group
-from ..output import console, error, open_jsonl, output_file, read_records, reader_gone, warn
 from ..runner import EVALUATION, RecordMaker, TaskFactory, check_not_an_input, checked_inputs, run_command
 from . import classify, qa, summarize
 

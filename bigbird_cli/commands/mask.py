@@ -36,8 +36,8 @@ def command(
     """
     from bigbird.tasks import MaskTask
 
+    from ..console import error
     from ..errors import EXIT_USAGE
-    from ..output import error
 
     words = [word.strip() for given in targets or [] for word in given.split(",") if word.strip()]
     if targets and not words:  # `--targets ,` would otherwise mean "no restriction"

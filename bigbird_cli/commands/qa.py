@@ -55,8 +55,8 @@ def command(
     """
     from bigbird.tasks import QATask
 
+    from ..console import error
     from ..errors import EXIT_USAGE
-    from ..output import error
 
     if question is not None and not question.strip():
         error("--question is empty.")

@@ -77,8 +77,8 @@ def command(
 
     from bigbird.tasks import SummarizeTask
 
+    from ..console import error
     from ..errors import EXIT_USAGE
-    from ..output import error
 
     problem = None
     if length_penalty is not None and not math.isfinite(length_penalty):

@@ -1,4 +1,4 @@
-"""Where results and messages go: JSONL records to stdout or a file, everything else to stderr.
+"""Where records go: JSONL to stdout or a file (`-o`), claimed before the model loads (`Output`).
 
 The JSONL writer's one promise: the output file only ever holds whole lines. Each record is serialised first,
 then written with one `os.write` loop while SIGINT/SIGTERM are held back, so Ctrl-C or a kill between records
@@ -20,18 +20,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from rich.console import Console
-from rich.markup import escape
-
+from .console import warn
 from .errors import OutputError
 
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; runs sharing a file are not caught there
     fcntl = None  # type: ignore[assignment]
-
-# Logs, warnings and progress: stderr only, so stdout stays pure JSONL when records go there.
-console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 _HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
@@ -275,25 +270,3 @@ def output_file(output: Path | None) -> Path | None:
 def open_jsonl(output: Path | None, *, resume: bool = False) -> JsonlWriter:
     """The writer for `-o FILE` (locked, truncated or compacted and appended to with `resume`), or stdout."""
     return Output(output, resume=resume).claim().writer()
-
-
-def reader_gone() -> None:
-    """After a BrokenPipeError (`bigbird ... | head`): point stdout at /dev/null, so that Python's flush of stdout
-    on exit finds nothing to complain about."""
-    with contextlib.suppress(OSError, AttributeError, ValueError):
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-
-def warn(message: str) -> None:
-    """A warning line on stderr."""
-    console.print(f"[yellow]warning:[/yellow] {escape(message)}")
-
-
-def error(message: str) -> None:
-    """An error line on stderr."""
-    console.print(f"[red]error:[/red] {escape(message)}")
-
-
-def info(message: str) -> None:
-    """An informational line on stderr."""
-    console.print(message, markup=False)
