@@ -1,14 +1,16 @@
-"""The one batch loop: documents in, records out, for every task.
+"""Running a task command's spec: documents in, records out, for every task.
 
-It owns what every command shares: picking this shard's documents, skipping ids a previous run finished
-(`--resume`), grouping documents of similar length into batches (less padding), turning failures into error
-records, writing records in input order as soon as they are ready, progress on stderr, and the exit code.
+It owns what every command shares: checking the options, opening the inputs and claiming the output before the
+model loads, picking this shard's documents, skipping ids a previous run finished (`--resume`), handing the rest
+to an engine (engines/local.py batches them by length and turns failures into error records; engines/ray.py does
+the same on Ray), writing records in input order as soon as they are ready, progress on stderr, and the summary.
 A task only ever sees a list of readable documents and returns one record per document.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import itertools
 import os
@@ -17,26 +19,18 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+
+import typer
 
 from bigbird.tasks.documents import Document, Inputs
 from bigbird.tasks.records import RESULT_FIELDS, Record
 
-from .console import console, error, info, progress, reader_gone, warn
+from .console import console, error, info, progress, warn
 from .engines.local import Engine, RecordMaker, local_engine, set_threads
-from .errors import (
-    EXIT_BROKEN_PIPE,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_SOME_FAILED,
-    EXIT_TERMINATED,
-    Terminated,
-    UsageError,
-    exit_code_for,
-)
+from .errors import EXIT_OK, EXIT_SOME_FAILED, Terminated, UsageError
 from .jsonl import JsonlWriter, Output, output_file
 from .options import CommonOptions
 
@@ -139,47 +133,47 @@ def run(
     return stats
 
 
-class Evaluation(Protocol):
-    """`bigbird eval TASK` (commands/eval.py): takes over a task command's run, given what the command built."""
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a task command built from its options: the task's name, the shared options, how to build its Task
+    (`make_task`, called here or once per Ray worker) and the input fields its documents carry besides the text.
+    `run_task` runs it; `bigbird eval` runs the same spec with its records scored (commands/eval.py)."""
 
-    def __call__(
-        self, task_name: str, common: CommonOptions, make_task: TaskFactory, extra_fields: tuple[str, ...]
-    ) -> int: ...
+    name: str
+    common: CommonOptions
+    make_task: TaskFactory
+    extra_fields: tuple[str, ...] = ()
 
 
-# Set while `bigbird eval` runs a task command, so that the command's own code (its options, its Task) is reused
-# as it is and only the run around it changes.
-EVALUATION: ContextVar[Evaluation | None] = ContextVar("evaluation", default=None)
+def runs(build: Callable[..., TaskSpec]) -> Callable[..., None]:
+    """The Typer command of a spec builder: the same options, and running the spec ends the command."""
+
+    @functools.wraps(build)
+    def command(**options: Any) -> None:
+        raise typer.Exit(run_task(build(**options)))
+
+    return command
 
 
-def run_command(
-    task_name: str,
-    common: CommonOptions,
-    make_task: TaskFactory,
-    *,
-    extra_fields: tuple[str, ...] = (),
-    output_name: str | None = None,
-) -> int:
+def run_task(spec: TaskSpec, *, output_name: str | None = None) -> int:
     """Everything a task command does after parsing: check the options, open the inputs and claim the output,
-    load the task, run it, and return the exit code (see bigbird_cli/errors.py for the one table of them).
+    load the task, run it, and return the exit code: 0, or 1 when some documents failed. What stops the run
+    (a usage error, a model that can't be had, Ctrl-C) is raised; bigbird_cli/errors.py says how it exits.
 
     The inputs are opened (and the first document read) and the output claimed before the model loads, so a
     typo in a path, an empty folder or an unwritable -o is reported in a second, not after loading gigabytes.
     `output_name` is how messages name -o where it is not the user's (eval's records go through a temporary file).
     """
-    evaluation = EVALUATION.get()
-    if evaluation is not None:
-        return evaluation(task_name, common, make_task, extra_fields)
-    resumed = ResumedRecords(task_name, common)
+    common = spec.common
+    resumed = ResumedRecords(spec.name, common)
     output = Output(common.output, resume=common.resume, check=resumed)
-    stats = RunStats()
     try:
         with ExitStack() as stack:
             stack.callback(output.close)
             stack.enter_context(sigterm_stops_in_order())
-            shard, docs = _prepare(task_name, common, output, extra_fields)
+            shard, docs = _prepare(spec.name, common, output, spec.extra_fields)
             resumed.warn_of_other_models()  # the output was read as it was claimed, before the model loads
-            engine = _engine(common, make_task, stack)
+            engine = _engine(common, spec.make_task, stack)
             with output.writer() as writer:
                 stats = run(
                     engine,
@@ -189,25 +183,18 @@ def run_command(
                     skip_ids=output.done_ids,
                     show_progress=live_progress(common),
                 )
-    except BrokenPipeError:
-        # The reader went away (`bigbird ... | head`): stop quietly with the status a tool killed by SIGPIPE has
-        # (1 would say documents failed).
-        reader_gone()
-        return EXIT_BROKEN_PIPE
-    except KeyboardInterrupt as stop:
+    except KeyboardInterrupt as stop:  # raised again with what the user needs to know: what was kept
         target = output_name or common.output or "FILE"
         terminated = isinstance(stop, Terminated) or _SIGTERM_SEEN.is_set()
         how = "terminated" if terminated else "interrupted"
         if output.path is not None and not output.opened:  # stopped while the model loaded
-            error(f"{how} before any record was written; -o {target} is as it was.")
+            said = f"{how} before any record was written; -o {target} is as it was."
         else:
-            error(f"{how}; the records written so far are whole: rerun with --resume -o {target} to finish.")
-        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
-    except Exception as exc:  # the model can't be had (on Ray: found when the workers load it), no Ray, ...
-        return exit_code_for(exc)
+            said = f"{how}; the records written so far are whole: rerun with --resume -o {target} to finish."
+        raise (Terminated if terminated else KeyboardInterrupt)(said) from None
     if not common.quiet:
         skipped = f", {stats.skipped} skipped (already done)" if stats.skipped else ""
-        info(f"{task_name}: {stats.ok} done, {stats.failed} failed{skipped}.")
+        info(f"{spec.name}: {stats.ok} done, {stats.failed} failed{skipped}.")
     return stats.exit_code
 
 

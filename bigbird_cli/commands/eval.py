@@ -1,10 +1,10 @@
 """`bigbird eval summarize|qa|classify`: score a model's outputs against references in the inputs.
 
-Each subcommand is its task command (same options, same Task, same runner) with three options more. While it
-runs, `runner.EVALUATION` holds an `Evaluate`: the task command builds its Task as always and hands it to
-`run_command`, which passes it here. The Task is wrapped so that every record is scored as soon as it is made
-(so `-o` records carry their own `reference` and `metrics`), a document without a reference becomes an error
-record, and the report (core/eval) is the last line on stdout once the run is over.
+Each subcommand is its task command (same options, same Task, same runner) with three options more. It builds
+the task command's spec (`summarize.build`, ...) and runs it through `Evaluate.run`: the spec's Task is wrapped so
+that every record is scored as soon as it is made (so `-o` records carry their own `reference` and `metrics`), a
+document without a reference becomes an error record, and the report (core/eval) is the last line on stdout once
+the run is over.
 """
 
 from __future__ import annotations
@@ -20,24 +20,15 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from bigbird.eval.metrics import TASKS, EvalError, TaskMetrics, require_rouge
-from bigbird.tasks.documents import Document, InputError, describe, first_line
+from bigbird.eval.metrics import TASKS, TaskMetrics, require_rouge
+from bigbird.tasks.documents import Document, describe, first_line
 from bigbird.tasks.records import RESULT_FIELDS, Record, error_record
 
-from ..console import console, error, reader_gone, warn
-from ..errors import (
-    EXIT_BROKEN_PIPE,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_SOME_FAILED,
-    EXIT_TERMINATED,
-    EXIT_USAGE,
-    UsageError,
-    exit_code_for,
-)
+from ..console import console, error, warn
+from ..errors import EXIT_OK, EXIT_SOME_FAILED, UsageError
 from ..jsonl import open_jsonl, output_file, read_records
 from ..options import Command, CommonOptions, Group
-from ..runner import EVALUATION, RecordMaker, TaskFactory, check_not_an_input, checked_inputs, run_command
+from ..runner import RecordMaker, TaskFactory, TaskSpec, check_not_an_input, checked_inputs, run_task
 from . import classify, qa, summarize
 
 EVALUATION_PANEL = "Evaluation"
@@ -54,8 +45,8 @@ app = typer.Typer(
 
 @dataclass
 class Evaluate:
-    """One evaluation run (a `runner.Evaluation`): which task's metrics, where the references are, and where the
-    predictions come from (a model, or an earlier run's file)."""
+    """One evaluation run: which task's metrics, where the references are, and where the predictions come from (a
+    model, or an earlier run's file)."""
 
     metrics: TaskMetrics
     field: str
@@ -63,32 +54,25 @@ class Evaluate:
     plot: Path | None
     options: dict[str, Any]
 
-    def __call__(
-        self, task_name: str, common: CommonOptions, make_task: TaskFactory, extra_fields: tuple[str, ...]
-    ) -> int:
-        token = EVALUATION.set(None)  # the run inside is a plain task run
-        try:
-            if common.dry_run:
-                error(f"eval scores predictions and --dry-run makes none: plan the run with `bigbird {task_name} "
-                      "--dry-run`.")  # fmt: skip
-                return EXIT_USAGE
-            try:
-                if not common.jsonl and not common.dataset and not common.inputs((self.field,)).is_empty():
-                    # Text and plain files carry no reference: every document would fail, after the model loaded.
-                    raise UsageError(f"eval needs references: give the documents with --jsonl or --dataset, whose "
-                                     f"{self.field!r} field holds them")  # fmt: skip
-                if self.predictions is not None:
-                    return self._score_file(common)
-                if common.resume and common.output is not None and common.output.is_file():
-                    self._check_resumable(task_name, common.output)
-                return self._predict(task_name, common, make_task, extra_fields)
-            except (UsageError, InputError, EvalError) as exc:
-                return exit_code_for(exc)
-            except BrokenPipeError:  # `bigbird eval ... | head`: the records' or the report's reader went away
-                reader_gone()
-                return EXIT_BROKEN_PIPE
-        finally:
-            EVALUATION.reset(token)
+    def run(self, spec: TaskSpec) -> int:
+        """Score the spec's run (or the --predictions file) and print the report; the exit code (0, or 1 when some
+        documents failed or could not be scored). What stops it is raised, as a task run's is."""
+        common = spec.common
+        if common.dry_run:
+            raise UsageError(
+                f"eval scores predictions and --dry-run makes none: plan the run with `bigbird {spec.name} --dry-run`"
+            )
+        if not common.jsonl and not common.dataset and not common.inputs((self.field,)).is_empty():
+            # Text and plain files carry no reference: every document would fail, after the model loaded.
+            raise UsageError(
+                f"eval needs references: give the documents with --jsonl or --dataset, whose {self.field!r} field "
+                "holds them"
+            )
+        if self.predictions is not None:
+            return self._score_file(common)
+        if common.resume and common.output is not None and common.output.is_file():
+            self._check_resumable(spec.name, common.output)
+        return self._predict(spec)
 
     # References and scores ------------------------------------------------------------------------------------
 
@@ -137,15 +121,14 @@ class Evaluate:
 
     # A model run ------------------------------------------------------------------------------------------------
 
-    def _predict(
-        self, task_name: str, common: CommonOptions, make_task: TaskFactory, extra_fields: tuple[str, ...]
-    ) -> int:
+    def _predict(self, spec: TaskSpec) -> int:
+        common = spec.common
         settings: dict[str, Any] = {"reference_field": self.field, **self._run_settings(common), **self.options}
 
         built: list[RecordMaker] = []  # the Task, where this process built it (on Ray the workers build theirs)
 
         def make_scored_task(dry_run: bool | None = None) -> ScoredTask:
-            built.append(make_task(dry_run))
+            built.append(spec.make_task(dry_run))
             return ScoredTask(built[-1], self)
 
         with tempfile.TemporaryDirectory(prefix="bigbird-eval-") as tmp:
@@ -154,23 +137,19 @@ class Evaluate:
             target = output_file(common.output)
             through_tmp = (target is None and not common.resume) or (target is not None and _not_a_file(target))
             output = Path(tmp) / "predictions.jsonl" if through_tmp else common.output
-            code = run_command(
-                task_name,
-                replace(common, output=output),
-                make_scored_task,
-                extra_fields=(*extra_fields, self.field),
-                output_name=None if output == common.output else str(target or "FILE"),
+            scored = replace(
+                spec,
+                common=replace(common, output=output),
+                make_task=make_scored_task,
+                extra_fields=(*spec.extra_fields, self.field),
             )
-            if code in (EXIT_USAGE, EXIT_BROKEN_PIPE):
-                return code
-            records = list(read_records(output))  # type: ignore[arg-type]
-            if through_tmp:  # where the user asked for them: what a stopped run made, or all of them
-                with open_jsonl(target) as writer:
-                    for record in records:
-                        writer.write(record)
-            if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):  # no report: it would look final
-                return code
-        resolved = _resolved_settings(built[0] if built else None, make_task)
+            try:
+                run_task(scored, output_name=None if output == common.output else str(target or "FILE"))
+            except KeyboardInterrupt:  # no report (it would look final), but what the stopped run made is kept
+                _delivered(output, through_tmp, target)  # type: ignore[arg-type]
+                raise
+            records = _delivered(output, through_tmp, target)  # type: ignore[arg-type]
+        resolved = _resolved_settings(built[0] if built else None, spec.make_task)
         return self._report(str(common.model), records, settings | resolved, common.quiet)
 
     @staticmethod
@@ -302,9 +281,19 @@ class Evaluate:
             try:  # its path was checked before the run; what fails now (a full disk) must not cost the report
                 plot(self.metrics, records, self.plot)
             except (OSError, ValueError) as exc:
-                error(f"--plot {self.plot} could not be written: {first_line(exc)}.")
-                return EXIT_USAGE
+                raise UsageError(f"--plot {self.plot} could not be written: {first_line(exc)}.") from None
         return EXIT_SOME_FAILED if report["failed"] else EXIT_OK
+
+
+def _delivered(output: Path, through_tmp: bool, target: Path | None) -> list[Record]:
+    """The records a run wrote to `output`; where they went through a temporary file, they are also written where
+    the user asked for them (`target`, stdout when None): what a stopped run made, or all of them."""
+    records = list(read_records(output))
+    if through_tmp:
+        with open_jsonl(target) as writer:
+            for record in records:
+                writer.write(record)
+    return records
 
 
 def _is_class_id(reference: Any) -> bool:
@@ -391,10 +380,10 @@ _SHARED = {f.name for f in fields(CommonOptions)}
 
 
 def _evaluating(
-    task_name: str, command: Callable[..., Any], field: tuple[str, str, str], doc: str
+    task_name: str, build: Callable[..., TaskSpec], field: tuple[str, str, str], doc: str
 ) -> Callable[..., None]:
-    """The eval subcommand of a task command: its parameters plus the reference field (flag, default, help),
-    --predictions and --plot."""
+    """The eval subcommand of a task command (given its spec builder): its parameters plus the reference field
+    (flag, default, help), --predictions and --plot."""
     field_flag, field_default, field_help = field
     metrics = TASKS[task_name]
     extra = {
@@ -433,23 +422,18 @@ def _evaluating(
 
     def wrapper(**kwargs: Any) -> None:
         field, predictions, plot_path = (kwargs.pop(name) for name in extra)
-        try:  # missing optional packages are found before any model loads
-            if task_name == "summarize":
-                require_rouge()
-            if plot_path is not None:
-                from bigbird.eval.report import require_plot
+        # Missing optional packages are found before any model loads.
+        if task_name == "summarize":
+            require_rouge()
+        if plot_path is not None:
+            from bigbird.eval.report import require_plot
 
-                require_plot(plot_path)
-        except EvalError as exc:
-            raise typer.Exit(exit_code_for(exc)) from None
+            require_plot(plot_path)
+        spec = build(**kwargs)  # the task command's own checks and Task, as `bigbird TASK` builds them
         options = {name: value for name, value in kwargs.items() if name not in _SHARED and value is not None}
-        token = EVALUATION.set(Evaluate(metrics, field, predictions, plot_path, options))
-        try:
-            command(**kwargs)
-        finally:
-            EVALUATION.reset(token)
+        raise typer.Exit(Evaluate(metrics, field, predictions, plot_path, options).run(spec))
 
-    params = list(inspect.signature(command).parameters.values())
+    params = list(inspect.signature(build).parameters.values())
     params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=a, default=d) for name, (a, d) in
                extra.items()]  # fmt: skip
     wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
@@ -461,7 +445,7 @@ def _evaluating(
 app.command("summarize", cls=Command)(
     _evaluating(
         "summarize",
-        summarize.command,
+        summarize.build,
         ("--reference-field", "summary", "Reference summary field of JSONL records and dataset rows."),
         """Summarize documents and score the summaries against reference summaries.
 
@@ -476,7 +460,7 @@ app.command("summarize", cls=Command)(
 app.command("qa", cls=Command)(
     _evaluating(
         "qa",
-        qa.command,
+        qa.build,
         (
             "--answer-field",
             "answers",
@@ -494,7 +478,7 @@ app.command("qa", cls=Command)(
 app.command("classify", cls=Command)(
     _evaluating(
         "classify",
-        classify.command,
+        classify.build,
         ("--label-field", "label", "Gold label field: a label name, or a class id of the checkpoint's id2label."),
         """Classify documents and score the labels against gold labels.
 
