@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from bigbird.models.attention import sparse_fits
+from bigbird.models.attention import runs_block_sparse
 from bigbird.models.config import ModelConfig, apply_generation_config, load_config
 from bigbird.models.modeling import device_available
 
@@ -326,9 +326,7 @@ class Task:
 
     def attention_for(self, width: int) -> str:
         """The encoder attention an input batch of this width runs: short ones fall back to full attention."""
-        c = self.config
-        sparse = c.attention_type == "block_sparse" and not getattr(c, "is_decoder", False)
-        return "block_sparse" if sparse and sparse_fits(width, c.block_size, c.num_random_blocks) else "original_full"
+        return "block_sparse" if runs_block_sparse(self.config, width) else "original_full"
 
     def attention_of(self, inputs: Sequence[int]) -> str:
         """The attention a document ran, from the indices of its inputs in the latest `batches` call."""
