@@ -183,7 +183,7 @@ class Output:
     ) -> None:
         self.path = output_file(path)
         self.resume = resume
-        self.done_ids: set[str] = set()  # with `resume`: the ids already in the file, known once `writer` ran
+        self.done_ids: set[str] = set()  # with `resume`: the ids already in the file, known once claimed
         self.opened = False  # whether `writer` ran: until then a file -o names is as it was before the run
         self.check = check  # with `resume`: sees each record kept as done while `claim` reads the file
         self._scanned: tuple[set[str], bool] | None = None  # what `claim` found: done ids, lines to drop
@@ -204,6 +204,7 @@ class Output:
             raise OutputError(f"-o {path} can't be written: {exc.strerror or exc}.") from None
         if self.resume and path.is_file():  # the file is read once, here: `writer` compacts it from what was found
             self._scanned = resumable_ids(path, self.check)
+            self.done_ids = self._scanned[0]
         # A pipe or a device holds no earlier records to continue (reading a pipe we write to would never end).
         if self._scanned is not None and self._scanned[1] and not os.access(path.resolve().parent, os.W_OK):
             # Dropping its error records or a cut line rewrites it beside itself: say so before the model loads.
@@ -236,7 +237,7 @@ class Output:
             self.claim()
         assert self._handle is not None
         if self.resume and self.path.is_file():
-            self.done_ids = compact_for_resume(self.path, self._scanned)
+            compact_for_resume(self.path, self._scanned)
             if _regular_size(self._handle.fileno()) is not None and not _same_file(self._handle, self.path):
                 # Compacting renamed a new file into place: lock that one before letting go of the old.
                 old, self._handle = self._handle, self._open_locked(self.path)

@@ -424,8 +424,8 @@ def test_windows_go_through_the_model_at_most_size_at_a_time(tiny_models):
     task = ClassifyTask(str(tiny_models["classify"]))
     sequences = [[5] * n for n in (3, 9, 4, 7, 2)]
     batches = list(task.batches(iter(sequences), 2))
-    assert [idx for idx, _, _ in batches] == [[0, 1], [2, 3], [4]]  # in order: sorting is the runner's job
-    assert [tuple(ids.shape) for _, ids, _ in batches] == [(2, 9), (2, 7), (1, 2)]
+    assert [batch.indices for batch in batches] == [[0, 1], [2, 3], [4]]  # in order: sorting is the runner's job
+    assert [tuple(batch.input_ids.shape) for batch in batches] == [(2, 9), (2, 7), (1, 2)]
     assert "batch_size" not in ClassifyTask.__init__.__code__.co_varnames + task_base.Task.__init__.__code__.co_varnames
 
 

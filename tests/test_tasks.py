@@ -73,8 +73,10 @@ def test_a_record_does_not_depend_on_its_batch_mates(classify):
     for got, one in zip(classify(docs, 8), alone, strict=True):
         assert got["attention"] == one["attention"] and got["scores"] == pytest.approx(one["scores"], abs=1e-6)
     # Block-sparse inputs share a pass only at the same width in blocks (16 tokens here); full ones at any width.
-    passes = [idx for idx, _, _ in classify.batches([[5] * n for n in (60, 100, 200, 205, 230, 240)], 8)]
-    assert passes == [[0, 1], [2, 3], [4, 5]]
+    passes = list(classify.batches([[5] * n for n in (60, 100, 200, 205, 230, 240)], 8))
+    assert [batch.indices for batch in passes] == [[0, 1], [2, 3], [4, 5]]
+    # Each pass carries the attention it runs, as the documents alone ran it.
+    assert [batch.attention for batch in passes] == ["original_full", "block_sparse", "block_sparse"]
 
 
 def test_classify_truncate_and_top_k(tiny_models):
@@ -187,10 +189,9 @@ def test_summaries_no_shorter_than_their_chunks_are_cut_at_one_whole_window(tiny
     task = SummarizeTask(str(tiny_models["summarize"]), num_beams=1)
     seen = []
 
-    def echo(inputs, size, seeds=None):  # each summary is its input again: as long as it
+    def echo(inputs, per_pass, seeds=None):  # each summary is its input again: as long as it
         seen.append([len(piece) for piece in inputs])
-        task.ran = ["original_full"] * len(inputs)  # what the real one records per input
-        return [[task.tokenizer.decode(list(piece))] for piece in inputs]
+        return [[task.tokenizer.decode(list(piece))] for piece in inputs], ["original_full"] * len(inputs)
 
     task.summarize_ids = echo
     [record] = task([doc(LONG_TEXT * 3)])

@@ -338,12 +338,12 @@ class ScoredTask:
         self.warnings: list[str] = getattr(task, "warnings", [])
         self.evaluate = evaluate
 
-    def __call__(self, docs: list[Document], size: int) -> list[Record]:
+    def __call__(self, docs: list[Document], per_pass: int) -> list[Record]:
         labels = getattr(self.task, "labels", None)
         raws = [doc.fields.get(self.evaluate.field) for doc in docs]
         references = [self.evaluate.reference(raw, labels) for raw in raws]
         ready = [doc for doc, reference in zip(docs, references, strict=True) if reference is not None]
-        predicted = iter(self.task(ready, size) if ready else [])
+        predicted = iter(self.task(ready, per_pass) if ready else [])
         return [
             self.evaluate.scored(next(predicted), reference)
             if reference is not None
