@@ -10,7 +10,6 @@ the run is over.
 from __future__ import annotations
 
 import inspect
-import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
@@ -21,7 +20,8 @@ import typer
 from rich.table import Table
 
 from bigbird.eval.metrics import TASKS, TaskMetrics, require_rouge
-from bigbird.tasks.documents import Document, describe, first_line
+from bigbird.eval.references import References
+from bigbird.tasks.documents import Document, Inputs, describe, first_line
 from bigbird.tasks.records import RESULT_FIELDS, Record, error_record
 
 from ..console import console, error, warn
@@ -54,6 +54,10 @@ class Evaluate:
     plot: Path | None
     options: dict[str, Any]
 
+    @property
+    def references(self) -> References:
+        return References(self.metrics, self.field)
+
     def run(self, spec: TaskSpec) -> int:
         """Score the spec's run (or the --predictions file) and print the report; the exit code (0, or 1 when some
         documents failed or could not be scored). What stops it is raised, as a task run's is."""
@@ -73,51 +77,6 @@ class Evaluate:
         if common.resume and common.output is not None and common.output.is_file():
             self._check_resumable(spec.name, common.output)
         return self._predict(spec)
-
-    # References and scores ------------------------------------------------------------------------------------
-
-    def reference(self, raw: Any, labels: list[str] | None = None) -> Any:
-        """The reference in the form the scorer takes, or None when the document has none usable (`missing` says
-        why). Where the model's labels are known, a class id is named by them: an integer, a whole float (a
-        parquet or pandas column with a gap holds 1.0), or a string of digits that is no label name (CSV columns
-        are read as text)."""
-        if labels:
-            class_id = _class_id(raw, labels)
-            if class_id is not None:
-                raw = labels[class_id] if 0 <= class_id < len(labels) else None
-        reference = self.metrics.reference(raw)
-        if labels and self.metrics.task == "classify" and reference not in labels:
-            return None  # a name the model never predicts (a typo, another dataset's labels): `missing` says so
-        return reference
-
-    def missing(self, raw: Any = None, labels: list[str] | None = None) -> str:
-        """Why a document's reference can't be scored against (`raw` as the document holds it)."""
-        class_id = _class_id(raw, labels) if labels else None
-        if class_id is not None and labels and not 0 <= class_id < len(labels):
-            return f"the reference {raw!r} is no class id of the model, whose labels are 0 to {len(labels) - 1}."
-        refusal = self.metrics.refusal(raw)
-        if refusal is not None:
-            return refusal
-        named = self.metrics.reference(raw)
-        if labels and self.metrics.task == "classify" and named is not None and named not in labels:
-            shown = ", ".join(labels[:8]) + (", ..." if len(labels) > 8 else "")
-            return f"the reference {named!r} is no label of the model, whose labels are {shown}."
-        if raw is None or raw in ("", [], {}) or (isinstance(raw, str) and not raw.strip()):
-            return f"no reference to score against: the {self.field!r} field is missing or empty."
-        shown = repr(raw) if len(repr(raw)) <= 60 else repr(raw)[:57] + "..."
-        return f"the {self.field!r} field holds {shown}, which is no {self.metrics.reference_kind}."
-
-    def scored(self, record: Record, reference: Any) -> Record:
-        """The record with its reference and its per-document metrics (an error record stays as it is)."""
-        if "error" in record:
-            return record
-        field = self.metrics.prediction_field
-        if field not in record:
-            return {**record, "error": f"the record has no {field!r} field to score."}
-        if not isinstance(record[field], str):
-            return {**record, "error": f"the record's {field!r} is {record[field]!r}, not a text to score."}
-        scores = self.metrics.score(record[self.metrics.prediction_field], reference)
-        return {**record, "reference": reference, "metrics": scores}
 
     # A model run ------------------------------------------------------------------------------------------------
 
@@ -186,6 +145,37 @@ class Evaluate:
             check_not_an_input(common.output, inputs)
             if common.output.resolve() == path.resolve():
                 raise UsageError(f"-o {common.output} is the --predictions file; write the records to another file.")
+        references, repeated, predictions, bad_lines = self._read_file(inputs, path)
+        _refuse_another_tasks_records(path, predictions, self.metrics.task)
+        if repeated:
+            warn(f"{repeated} ids are repeated in the inputs; each is scored against its first reference.")
+        run_only = {"--shard": common.shard, "--resume": common.resume, "--engine ray": common.engine.value == "ray"}
+        ignored = [name for name, given in run_only.items() if given]
+        if ignored:
+            warn(f"--predictions scores {path} as it is: {', '.join(ignored)} only apply to a model run.")
+        labels = self._checkpoint_labels(common)
+        if labels is None and self.references.unnamed_class_ids(references.values(), predictions):
+            raise UsageError("the references hold class ids: give --model so that they are named by its labels")
+        records = []
+        for number in bad_lines:  # a line cut off, or not a record: counted as failed, not skipped silently
+            doc = Document(f"{path.name}:{number}", str(path))
+            records.append(error_record(doc, str(predictions[0].get("model")), f"line {number} is not a JSON record."))
+            error(f"{doc.id}: line {number} is not a JSON record.")
+        failed = lambda doc_id, why: error(f"{doc_id}: {why}")  # noqa: E731
+        records += self.references.score_file(str(path), predictions, references, labels, failed)
+        unmatched = len(set(references) - {str(record.get("id")) for record in predictions})
+        if unmatched:
+            warn(f"{unmatched} documents of the inputs have no record in {path}; they are not in the report.")
+        with open_jsonl(common.output) as writer:
+            for record in records:
+                writer.write(record)
+        model = ", ".join(sorted({str(record["model"]) for record in predictions if record.get("model")}))
+        settings = {"reference_field": self.field, "predictions": str(path)}
+        return self._report(model or "unknown", records, settings, common.quiet)
+
+    def _read_file(self, inputs: Inputs, path: Path) -> tuple[dict[str, Any], int, list[dict[str, Any]], list[int]]:
+        """The inputs' references by id (and how many ids repeat), the file's records, and the numbers of its lines
+        that are no record."""
         try:
             # Only the ids and references are needed: a document without text still has them.
             references: dict[str, Any] = {}
@@ -199,58 +189,7 @@ class Evaluate:
             raise UsageError(f"{path} could not be read: {exc.strerror or exc}") from None
         if not predictions:
             raise UsageError(f"{path} holds no JSONL records to score")
-        _refuse_another_tasks_records(path, predictions, self.metrics.task)
-        if repeated:
-            warn(f"{repeated} ids are repeated in the inputs; each is scored against its first reference.")
-        run_only = {"--shard": common.shard, "--resume": common.resume, "--engine ray": common.engine.value == "ray"}
-        ignored = [name for name, given in run_only.items() if given]
-        if ignored:
-            warn(f"--predictions scores {path} as it is: {', '.join(ignored)} only apply to a model run.")
-        labels = self._checkpoint_labels(common)
-        if self.metrics.task == "classify" and labels is None:
-            # Digits as text (a CSV column) are class ids too, unless the predictions use them as label names.
-            named = {str(p.get(self.metrics.prediction_field)) for p in predictions}
-            if any(_is_class_id(r) or _class_id(r, sorted(named)) is not None for r in references.values()):
-                raise UsageError("the references hold class ids: give --model so that they are named by its labels")
-        records = []
-        for number in bad_lines:  # a line cut off, or not a record: counted as failed, not skipped silently
-            doc = Document(f"{path.name}:{number}", str(path))
-            records.append(error_record(doc, str(predictions[0].get("model")), f"line {number} is not a JSON record."))
-            error(f"{doc.id}: line {number} is not a JSON record.")
-        seen: set[str] = set()
-        for prediction in predictions:
-            doc_id = str(prediction.get("id"))
-            if doc_id in seen:  # as a repeated id of the inputs is: an error record, not a second score
-                doc = Document(doc_id, str(prediction.get("source", path)))
-                why = f"the id is repeated in {path}: only its first record is scored."
-                records.append(error_record(doc, str(prediction.get("model")), why))
-                error(f"{doc_id}: {why}")
-                continue
-            seen.add(doc_id)
-            if "error" in prediction:
-                records.append(prediction)
-                continue
-            reference = self.reference(references.get(doc_id), labels)
-            if reference is None:
-                doc = Document(doc_id, str(prediction.get("source", path)))
-                why = "no input document has this id to give a reference."
-                if doc_id in references:
-                    why = self.missing(references[doc_id], labels)
-                record = error_record(doc, str(prediction.get("model")), why)
-            else:
-                record = self.scored(prediction, reference)
-            if "error" in record:
-                error(f"{doc_id}: {record['error']}")
-            records.append(record)
-        unmatched = len(set(references) - {str(record.get("id")) for record in predictions})
-        if unmatched:
-            warn(f"{unmatched} documents of the inputs have no record in {path}; they are not in the report.")
-        with open_jsonl(common.output) as writer:
-            for record in records:
-                writer.write(record)
-        model = ", ".join(sorted({str(record["model"]) for record in predictions if record.get("model")}))
-        settings = {"reference_field": self.field, "predictions": str(path)}
-        return self._report(model or "unknown", records, settings, common.quiet)
+        return references, repeated, predictions, bad_lines
 
     def _checkpoint_labels(self, common: CommonOptions) -> list[str] | None:
         """classify with --model: the checkpoint's label names, read from its config alone (no weights), so that
@@ -296,24 +235,6 @@ def _delivered(output: Path, through_tmp: bool, target: Path | None) -> list[Rec
     return records
 
 
-def _is_class_id(reference: Any) -> bool:
-    """Whether a reference is a number, which only the model's labels can name."""
-    if isinstance(reference, float):
-        return reference.is_integer()
-    return isinstance(reference, int) and not isinstance(reference, bool)
-
-
-def _class_id(reference: Any, labels: list[str]) -> int | None:
-    """The class id a reference stands for, or None where it is a label name (or nothing usable)."""
-    if _is_class_id(reference):
-        class_id = int(reference)
-        return None if not 0 <= class_id < len(labels) and str(reference) in labels else class_id
-    text = reference.strip() if isinstance(reference, str) else None
-    if text is not None and text not in labels and re.fullmatch(r"[+-]?\d+(\.0*)?", text):  # "1", or "1.0" (pandas)
-        return int(float(text))
-    return None
-
-
 def _resolved_settings(task: RecordMaker | None, make_task: TaskFactory) -> dict[str, Any]:
     """What the Task resolved from its options and the checkpoint (summarize: the generation settings): read off
     the Task that ran where this process built it, else (on Ray, where the workers built it) off a dry run of the
@@ -340,14 +261,15 @@ class ScoredTask:
 
     def __call__(self, docs: list[Document], per_pass: int) -> list[Record]:
         labels = getattr(self.task, "labels", None)
-        raws = [doc.fields.get(self.evaluate.field) for doc in docs]
-        references = [self.evaluate.reference(raw, labels) for raw in raws]
+        refs = self.evaluate.references
+        raws = [doc.fields.get(refs.field) for doc in docs]
+        references = [refs.reference(raw, labels) for raw in raws]
         ready = [doc for doc, reference in zip(docs, references, strict=True) if reference is not None]
         predicted = iter(self.task(ready, per_pass) if ready else [])
         return [
-            self.evaluate.scored(next(predicted), reference)
+            refs.scored(next(predicted), reference)
             if reference is not None
-            else error_record(doc, self.model_name, self.evaluate.missing(raw, labels))
+            else error_record(doc, self.model_name, refs.missing(raw, labels))
             for doc, raw, reference in zip(docs, raws, references, strict=True)
         ]
 
