@@ -27,7 +27,6 @@ SHELLS = ("bash", "zsh", "fish")
 COMPLETIONS_DIR = Path(__file__).resolve().parent.parent / "completions"
 
 
-
 class App(Group):
     """The root command, and the one exit path: whatever a command raises (a usage error, a model that can't be
     had, Ctrl-C, SIGTERM, a reader that went away) becomes a message and an exit code through errors.py's table.

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 import torch
-from conftest import jsonl
+from conftest import cli, jsonl, one_sentence
 
 from bigbird.models import kernels
 from bigbird.tools.bench import BenchError, BenchSpec, Contender, MemoryMeter, others_bytes, run_bench
@@ -286,3 +286,12 @@ def test_cli_int8_against_transformers_says_what_each_column_compares(bigbird):
     result = bigbird(*BASE_ARGS, "--seq-lens", "256", "--quantize", "int8", "--compare", "transformers", check_rc=0)
     stderr = result.stderr.decode()
     assert "ratio to int8" in stderr and "fp32 |diff|" in stderr
+
+
+def test_bench_plot_checks_matplotlib_before_benchmarking(offline_hub, monkeypatch):
+    import bigbird.tools.bench as bench
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # importing it now raises ImportError
+    monkeypatch.setattr(bench, "run_bench", lambda *a, **k: pytest.fail("benchmarked before checking --plot"))
+    result = cli("bench", "--preset", "tiny", "--plot", "x.png")
+    assert result.exit_code == 2 and "matplotlib" in result.output and one_sentence(result.output)

@@ -126,9 +126,7 @@ class CrossKeysValues:
             and kernels.private_op("conv-packed-bf16") is not None
         )
 
-    def _pack(
-        self, queries: int, dtype: torch.dtype, copies: tuple[torch.Tensor, torch.Tensor] | None = None
-    ) -> None:
+    def _pack(self, queries: int, dtype: torch.dtype, copies: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         """Hold the keys/values packed in `dtype` from now on (`copies` made already, or made now), instead of the
         plain ones, and say so to bench."""
         self.keys, self.values = copies or self._packed_copies(queries, keep_plain=False, dtype=dtype)

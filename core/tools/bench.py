@@ -77,19 +77,7 @@ class BenchSpec:
 
     def check(self) -> None:
         """Refuse an impossible spec before any model is built (building a large one takes a while)."""
-        if (self.preset is None) == (self.model is None):
-            raise BenchError("name the weights with exactly one of --preset and --model.")
-        if self.preset is not None and self.preset not in PRESETS:
-            raise BenchError(f"unknown preset {self.preset!r}; use one of {', '.join(PRESETS)}.")
-        if self.task not in TASKS:
-            raise BenchError(f"unknown task {self.task!r}; use one of {', '.join(TASKS)}.")
-        if not self.attentions:
-            raise BenchError(f"--attention names no attention; use one or more of {', '.join(ATTENTION_TYPES)}.")
-        for kind in self.attentions:
-            if kind not in ATTENTION_TYPES:
-                raise BenchError(f"unknown attention {kind!r}; use one of {', '.join(ATTENTION_TYPES)}.")
-        if self.dtype not in DTYPES:
-            raise BenchError(f"unknown dtype {self.dtype!r}; use one of {', '.join(DTYPES)}.")
+        self._check_names()
         if not self.seq_lens or min(self.seq_lens) < 1 or not self.batch_sizes or min(self.batch_sizes) < 1:
             raise BenchError("sequence lengths and batch sizes must be positive.")
         if self.repeat < 1 or self.warmup < 0:
@@ -110,6 +98,22 @@ class BenchSpec:
             raise BenchError(f"--device takes cpu, cuda, cuda:N or mps, not {self.device!r}.") from None
         if not device_available(device):
             raise BenchError(f"--device {self.device}: no such device is available on this machine.")
+
+    def _check_names(self) -> None:
+        """The weights, the task, the attentions and the dtype each name one that exists."""
+        if (self.preset is None) == (self.model is None):
+            raise BenchError("name the weights with exactly one of --preset and --model.")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise BenchError(f"unknown preset {self.preset!r}; use one of {', '.join(PRESETS)}.")
+        if self.task not in TASKS:
+            raise BenchError(f"unknown task {self.task!r}; use one of {', '.join(TASKS)}.")
+        if not self.attentions:
+            raise BenchError(f"--attention names no attention; use one or more of {', '.join(ATTENTION_TYPES)}.")
+        for kind in self.attentions:
+            if kind not in ATTENTION_TYPES:
+                raise BenchError(f"unknown attention {kind!r}; use one of {', '.join(ATTENTION_TYPES)}.")
+        if self.dtype not in DTYPES:
+            raise BenchError(f"unknown dtype {self.dtype!r}; use one of {', '.join(DTYPES)}.")
 
 
 # --------------------------------------------------------------------------------------------------
