@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import kernels
+from . import private_ops
 from .config import ATTENTION_TYPES
 from .linear import Linear
 
@@ -279,12 +279,12 @@ def fused_kernel_applies(*tensors: torch.Tensor) -> bool:
 
 def _flash_for_cpu() -> Any:
     """torch's fused CPU attention kernel that also returns each query's log-sum-exp (None where absent or
-    not working: kernels.private_op checks it once).
+    not working: private_ops.private_op checks it once).
 
     The public `scaled_dot_product_attention` keeps the log-sum-exp to itself, and merging two partial
     softmaxes needs it.
     """
-    return kernels.private_op("flash")
+    return private_ops.private_op("flash")
 
 
 def partial_attention(

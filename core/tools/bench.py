@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bigbird.models import kernels
+from bigbird.models import cpu, kernels
 from bigbird.models.config import ATTENTION_TYPES, ModelConfig
 from bigbird.models.heap import release_free_heap
 from bigbird.models.linear import quantize_int8
@@ -424,9 +424,9 @@ def _measure(spec: BenchSpec, progress: Callable[[str], None] | None) -> Iterato
                         "kernels": kernels.summary(),
                         # Other work on the machine skews timings; the load average lets a reader see it did.
                         "machine": {
-                            "cpu": kernels.cpu_model(),
-                            "cpu_generation": kernels.cpu_generation(),  # family/model/stepping: "26/2/1"
-                            "isa": kernels.isa(),
+                            "cpu": cpu.cpu_model(),
+                            "cpu_generation": cpu.cpu_generation(),  # family/model/stepping: "26/2/1"
+                            "isa": cpu.isa(),
                             "cpu_count": os.cpu_count(),
                             "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
                             "platform": platform.platform(),
