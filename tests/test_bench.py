@@ -12,9 +12,9 @@ import sys
 
 import pytest
 import torch
-from conftest import jsonl
+from conftest import cli, jsonl, one_sentence
 
-from bigbird.models import kernels
+from bigbird.models import cpu, kernels, private_ops
 from bigbird.tools.bench import BenchError, BenchSpec, Contender, MemoryMeter, others_bytes, run_bench
 
 TIMING_FIELDS = {"median_s", "min_s", "max_s", "tokens_per_s", "peak_mem_bytes"}
@@ -57,8 +57,8 @@ def test_tiny_preset_records():
         assert r["tokens_per_s"] == pytest.approx(r["batch_size"] * r["seq_len"] / r["median_s"], rel=1e-3)
         assert r["peak_mem_bytes"] > 0
         assert "transformers" not in r and "ratio" not in r
-        assert r["machine"]["cpu"] == kernels.cpu_model() and r["machine"]["isa"] == kernels.isa()
-        assert r["machine"]["cpu_generation"] == kernels.cpu_generation()
+        assert r["machine"]["cpu"] == cpu.cpu_model() and r["machine"]["isa"] == cpu.isa()
+        assert r["machine"]["cpu_generation"] == cpu.cpu_generation()
         assert r["versions"]["torch"] == torch.__version__
         assert r["kernels"]["float32"] and set(r["kernels"]["float32"].values()) <= set(kernels.CANDIDATES)
         json.dumps(r)  # JSON-ready
@@ -103,7 +103,7 @@ def test_int8_summarize_reports_whether_the_tokens_match_fp32():
     assert record["speedup_vs_fp32"] > 0
     # The int8 model's cross-attention keys/values are bfloat16 exactly where the CPU computes it natively (by rule,
     # beside the float32 model's measured choice); the record says which ran.
-    bfloat16 = kernels.has_native_bfloat16() and kernels.private_op("conv-packed-bf16") is not None
+    bfloat16 = cpu.has_native_bfloat16() and private_ops.private_op("conv-packed-bf16") is not None
     assert ("onednn-bf16" in record["kernels"]["cross_attention"].values()) == bfloat16
 
 
@@ -291,3 +291,12 @@ def test_cli_int8_against_transformers_says_what_each_column_compares(bigbird):
     result = bigbird(*BASE_ARGS, "--seq-lens", "256", "--quantize", "int8", "--compare", "transformers", check_rc=0)
     stderr = result.stderr.decode()
     assert "ratio to int8" in stderr and "fp32 |diff|" in stderr
+
+
+def test_bench_plot_checks_matplotlib_before_benchmarking(offline_hub, monkeypatch):
+    import bigbird.tools.bench as bench
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # importing it now raises ImportError
+    monkeypatch.setattr(bench, "run_bench", lambda *a, **k: pytest.fail("benchmarked before checking --plot"))
+    result = cli("bench", "--preset", "tiny", "--plot", "x.png")
+    assert result.exit_code == 2 and "matplotlib" in result.output and one_sentence(result.output)

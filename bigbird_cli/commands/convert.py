@@ -53,8 +53,7 @@ def command(
     """
     from bigbird.tools.convert import ConvertOptions, convert
 
-    from ..errors import exit_code_for
-    from ..output import warn
+    from ..console import warn
 
     options = ConvertOptions(
         dtype=dtype.value if dtype else None,
@@ -66,10 +65,7 @@ def command(
         verify=verify,
         revision=revision,
     )
-    try:
-        report = convert(src, dst, options)
-    except Exception as exc:
-        raise typer.Exit(exit_code_for(exc)) from None
+    report = convert(src, dst, options)
     for message in report.get("warnings", []):
         warn(message)
     typer.echo(json.dumps(report))

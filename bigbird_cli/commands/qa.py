@@ -6,14 +6,15 @@ from typing import Annotated
 
 import typer
 
+from ..errors import UsageError
 from ..options import CommonOptions, task_command
-from ..runner import run_command
+from ..runner import TaskSpec, runs
 
 DEFAULT_MODEL = "google/bigbird-base-trivia-itc"
 
 
 @task_command("qa", DEFAULT_MODEL)
-def command(
+def build(
     common: CommonOptions,
     question: Annotated[
         str | None,
@@ -43,7 +44,7 @@ def command(
             help='The "no answer" span competes: when it wins, the answer is "" with its score.',
         ),
     ] = False,
-) -> None:
+) -> TaskSpec:
     """Answer a question from each document: `answer`, `score`, and character offsets
     `start`/`end` into the document (text[start:end] == answer).
 
@@ -55,16 +56,11 @@ def command(
     """
     from bigbird.tasks import QATask
 
-    from ..errors import EXIT_USAGE
-    from ..output import error
-
     if question is not None and not question.strip():
-        error("--question is empty.")
-        raise typer.Exit(EXIT_USAGE)
+        raise UsageError("--question is empty.")
     if question is None and not (common.jsonl or common.dataset):
         # Files, stdin and --text carry no question field: without -Q every document would fail the same way.
-        error("qa needs a question: give --question, or --jsonl/--dataset records with a question field.")
-        raise typer.Exit(EXIT_USAGE)
+        raise UsageError("qa needs a question: give --question, or --jsonl/--dataset records with a question field.")
 
     def make_task(dry_run: bool | None = None) -> QATask:
         return QATask(
@@ -79,4 +75,7 @@ def command(
             handle_impossible_answer=handle_impossible_answer,
         )
 
-    raise typer.Exit(run_command("qa", common, make_task, extra_fields=(question_field,)))
+    return TaskSpec("qa", common, make_task, extra_fields=(question_field,))
+
+
+command = runs(build)

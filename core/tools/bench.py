@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bigbird.models import kernels
+from bigbird.models import cpu, kernels
 from bigbird.models.config import ATTENTION_TYPES, ModelConfig
 from bigbird.models.heap import release_free_heap
 from bigbird.models.linear import quantize_int8
@@ -77,19 +77,7 @@ class BenchSpec:
 
     def check(self) -> None:
         """Refuse an impossible spec before any model is built (building a large one takes a while)."""
-        if (self.preset is None) == (self.model is None):
-            raise BenchError("name the weights with exactly one of --preset and --model.")
-        if self.preset is not None and self.preset not in PRESETS:
-            raise BenchError(f"unknown preset {self.preset!r}; use one of {', '.join(PRESETS)}.")
-        if self.task not in TASKS:
-            raise BenchError(f"unknown task {self.task!r}; use one of {', '.join(TASKS)}.")
-        if not self.attentions:
-            raise BenchError(f"--attention names no attention; use one or more of {', '.join(ATTENTION_TYPES)}.")
-        for kind in self.attentions:
-            if kind not in ATTENTION_TYPES:
-                raise BenchError(f"unknown attention {kind!r}; use one of {', '.join(ATTENTION_TYPES)}.")
-        if self.dtype not in DTYPES:
-            raise BenchError(f"unknown dtype {self.dtype!r}; use one of {', '.join(DTYPES)}.")
+        self._check_names()
         if not self.seq_lens or min(self.seq_lens) < 1 or not self.batch_sizes or min(self.batch_sizes) < 1:
             raise BenchError("sequence lengths and batch sizes must be positive.")
         if self.repeat < 1 or self.warmup < 0:
@@ -110,6 +98,22 @@ class BenchSpec:
             raise BenchError(f"--device takes cpu, cuda, cuda:N or mps, not {self.device!r}.") from None
         if not device_available(device):
             raise BenchError(f"--device {self.device}: no such device is available on this machine.")
+
+    def _check_names(self) -> None:
+        """The weights, the task, the attentions and the dtype each name one that exists."""
+        if (self.preset is None) == (self.model is None):
+            raise BenchError("name the weights with exactly one of --preset and --model.")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise BenchError(f"unknown preset {self.preset!r}; use one of {', '.join(PRESETS)}.")
+        if self.task not in TASKS:
+            raise BenchError(f"unknown task {self.task!r}; use one of {', '.join(TASKS)}.")
+        if not self.attentions:
+            raise BenchError(f"--attention names no attention; use one or more of {', '.join(ATTENTION_TYPES)}.")
+        for kind in self.attentions:
+            if kind not in ATTENTION_TYPES:
+                raise BenchError(f"unknown attention {kind!r}; use one of {', '.join(ATTENTION_TYPES)}.")
+        if self.dtype not in DTYPES:
+            raise BenchError(f"unknown dtype {self.dtype!r}; use one of {', '.join(DTYPES)}.")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -434,9 +438,9 @@ def _measure(spec: BenchSpec, progress: Callable[[str], None] | None) -> Iterato
                         "kernels": kernels.summary(),
                         # Other work on the machine skews timings; the load average lets a reader see it did.
                         "machine": {
-                            "cpu": kernels.cpu_model(),
-                            "cpu_generation": kernels.cpu_generation(),  # family/model/stepping: "26/2/1"
-                            "isa": kernels.isa(),
+                            "cpu": cpu.cpu_model(),
+                            "cpu_generation": cpu.cpu_generation(),  # family/model/stepping: "26/2/1"
+                            "isa": cpu.isa(),
                             "cpu_count": os.cpu_count(),
                             "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
                             "platform": platform.platform(),
