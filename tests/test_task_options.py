@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 import torch
-from conftest import LONG_TEXT, jsonl
+from conftest import LONG_TEXT, cli, jsonl, one_sentence
 
 from bigbird.tasks import ClassifyTask, MaskTask, QATask, SummarizeTask, TaskError
 from bigbird.tasks.base import sliding_windows
@@ -331,3 +331,42 @@ def test_a_checkpoints_min_length_past_a_shorter_max_new_tokens_stops_at_the_max
     assert "error" not in record
     with pytest.raises(TaskError, match="--min-new-tokens 40 is more than the 29 new tokens"):
         SummarizeTask(str(model), min_new_tokens=40)
+
+
+def test_qa_question_rules(offline_hub, tiny_models, tmp_path):
+    records_file = tmp_path / "q.jsonl"
+    long_question = " ".join(["why"] * 300) + "?"
+    records_file.write_text(
+        json.dumps({"id": "field", "text": "The oven is lit at four.", "question": "When is the oven lit?"})
+        + "\n"
+        + json.dumps({"id": "long", "text": "The oven is lit at four.", "question": long_question})
+        + "\n"
+    )
+    out = tmp_path / "out.jsonl"
+    base = ("qa", "-m", tiny_models["qa"], "-q", "--jsonl", records_file, "-o", out)
+    assert cli(*base).exit_code == 0
+    field, long = jsonl(out)
+    assert field["question"] == "When is the oven lit?"
+    assert long["question"] == long_question and "only its first 64 were used" in long["warning"]
+    assert cli(*base, "-Q", "Who lights it?").exit_code == 0
+    assert {r["question"] for r in jsonl(out)} == {"Who lights it?"}  # the explicit flag wins
+    # A question that leaves no room in the window is an error record that says so.
+    assert cli(*base, "--max-question-tokens", "300").exit_code == 1
+    assert "leaves no room" in jsonl(out)[1]["error"] and "answer" in jsonl(out)[0]
+    result = cli("qa", "-m", tiny_models["qa"], "--text", "No question anywhere.")
+    assert result.exit_code == 2 and "needs a question" in result.output and one_sentence(result.output)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--max-new-tokens", "100000"], "positions"),
+        (["--length-penalty", "nan"], "finite"),
+        (["--min-new-tokens", "9", "--max-new-tokens", "3"], "more than --max-new-tokens"),
+    ],
+)
+def test_summarize_refuses_impossible_settings(offline_hub, tiny_models, tmp_path, args, message):
+    out = tmp_path / "out.jsonl"
+    result = cli("summarize", "-m", tiny_models["summarize"], "--text", "Some text.", "-o", out, *args)
+    assert result.exit_code == 2 and message in result.output and one_sentence(result.output)
+    assert not out.exists() or out.read_text() == ""

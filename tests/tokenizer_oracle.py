@@ -8,7 +8,9 @@ It runs in its own venv (transformers 4.56.2 needs huggingface_hub<1), started b
 
     [{"family": "bigbird" | "pegasus", "model_dir": "...", "cases": [{"op": ..., ...}, ...]}, ...]
 
-and prints one JSON list per request with one result per case: {"value": ...} or {"error": "..."}.
+and prints one JSON list per request with one result per case: {"value": ...} or {"error": "..."}. A request with
+`"fast": true` runs the fast (tokenizers-backed) class instead, and one with `"save_to": "..."` saves the
+tokenizer there with its save_pretrained before the cases run.
 The ops and their arguments are those of `run_case` below; tests/test_tokenizers.py runs the same ops on ours.
 """
 
@@ -22,9 +24,15 @@ from typing import Any
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from transformers import BigBirdTokenizer, PegasusTokenizer  # noqa: E402
+from transformers import (  # noqa: E402
+    BigBirdTokenizer,
+    BigBirdTokenizerFast,
+    PegasusTokenizer,
+    PegasusTokenizerFast,
+)
 
 FAMILIES = {"bigbird": BigBirdTokenizer, "pegasus": PegasusTokenizer}
+FAST_FAMILIES = {"bigbird": BigBirdTokenizerFast, "pegasus": PegasusTokenizerFast}
 
 
 def run_case(tokenizer: Any, case: dict) -> Any:
@@ -99,7 +107,10 @@ def main() -> None:
     requests = json.load(sys.stdin)
     answers = []
     for request in requests:
-        tokenizer = FAMILIES[request["family"]].from_pretrained(request["model_dir"])
+        classes = FAST_FAMILIES if request.get("fast") else FAMILIES
+        tokenizer = classes[request["family"]].from_pretrained(request["model_dir"])
+        if request.get("save_to"):
+            tokenizer.save_pretrained(request["save_to"])
         answers.append([_answer(case, tokenizer) for case in request["cases"]])
     json.dump(answers, sys.stdout)
 

@@ -14,6 +14,9 @@ from typing import Annotated, Any
 import typer
 
 from bigbird.models.presets import PRESETS
+from bigbird_cli.console import console, info
+from bigbird_cli.errors import Terminated, UsageError
+from bigbird_cli.jsonl import open_jsonl
 from bigbird_cli.options import OutputFile, QuantizeOption, Quiet, Revision, Threads, WeightsDType
 
 PRESET_NAMES = ", ".join(PRESETS)  # bigbird.models.presets imports no torch: help stays fast
@@ -96,16 +99,7 @@ def command(
 
     **Example:** bigbird bench --seq-lens 1024,2048,4096 --threads 2 --compare transformers
     """
-    from rich.console import Console
-
-    from bigbird.eval.report import require_plot
-    from bigbird.tasks.documents import describe
-    from bigbird.tools.bench import BenchError, BenchSpec, run_bench
-    from bigbird.tools.bench import plot as draw
-
-    from ..errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, Terminated, exit_code_for
-    from ..output import console, error, info, open_jsonl
-    from ..runner import sigterm_stops_in_order
+    from bigbird.tools.bench import BenchError, BenchSpec
 
     spec = BenchSpec(
         preset=None if model else (preset or DEFAULT_PRESET),
@@ -126,14 +120,34 @@ def command(
         quantize=quantize.value if quantize else None,
     )
     if model and preset:
-        error("name the weights with one of --preset and --model, not both.")
-        raise typer.Exit(EXIT_USAGE)
+        raise UsageError("name the weights with one of --preset and --model, not both.")
+    if plot is not None:
+        from bigbird.eval.report import require_plot
+
+        require_plot(plot, BenchError)  # refused before any row is measured
+        if output is not None and str(output) != "-" and Path(output).resolve() == Path(plot).resolve():
+            raise BenchError(f"-o {output} is also the --plot file; the figure would replace the records.")
+    records = measure(spec, output, plot, quiet)
+    if not quiet:
+        from rich.console import Console
+
+        # Off a terminal rich would squeeze the table into 80 columns; a log file can take the full width.
+        wide = console if console.is_terminal else Console(stderr=True, highlight=False, width=220)
+        wide.print(results_table(records))
+
+
+def measure(spec: Any, output: Path | None, plot: Path | None, quiet: bool) -> list[dict[str, Any]]:
+    """Run the benchmark, writing each row's record as it is measured, then the plot; the records. A stop
+    (Ctrl-C, SIGTERM) says how many rows are written; a measurement that fails (out of memory at a large batch) is
+    a BenchError."""
+    from bigbird.tasks.documents import describe
+    from bigbird.tools.bench import BenchError, run_bench
+    from bigbird.tools.bench import plot as draw
+
+    from ..runner import sigterm_stops_in_order
+
     records: list[dict[str, Any]] = []
     try:
-        if plot is not None:
-            require_plot(plot, BenchError)  # refused before any row is measured
-            if output is not None and str(output) != "-" and Path(output).resolve() == Path(plot).resolve():
-                raise BenchError(f"-o {output} is also the --plot file; the figure would replace the records.")
         with sigterm_stops_in_order():
             rows = run_bench(spec, progress=None if quiet else info)
             with open_jsonl(output) as writer:
@@ -143,17 +157,12 @@ def command(
         if plot is not None:
             draw(records, plot)
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (timeout, Slurm): the rows written so far are whole
-        how = "terminated" if isinstance(stop, Terminated) else "interrupted"
-        error(f"{how}; the {len(records)} rows measured so far are written.")
-        raise typer.Exit(EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED) from None
+        terminated = isinstance(stop, Terminated)
+        said = f"{'terminated' if terminated else 'interrupted'}; the {len(records)} rows measured so far are written."
+        raise (Terminated if terminated else KeyboardInterrupt)(said) from None
     except (RuntimeError, MemoryError) as exc:  # out of memory at a large batch or length, and the like
-        raise typer.Exit(exit_code_for(BenchError(f"the measurement failed: {describe(exc)}"))) from None
-    except Exception as exc:
-        raise typer.Exit(exit_code_for(exc)) from None
-    if not quiet:
-        # Off a terminal rich would squeeze the table into 80 columns; a log file can take the full width.
-        wide = console if console.is_terminal else Console(stderr=True, highlight=False, width=220)
-        wide.print(results_table(records))
+        raise BenchError(f"the measurement failed: {describe(exc)}") from None
+    return records
 
 
 def where_it_ran(record: dict[str, Any]) -> str:

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ..errors import UsageError
 from ..options import CommonOptions, task_command
-from ..runner import EVALUATION, run_command
+from ..runner import TaskSpec, runs
 
 if TYPE_CHECKING:
     from bigbird.tasks.documents import Document
@@ -18,7 +19,7 @@ DEFAULT_MODEL = "google/bigbird-base-trivia-itc"
 
 
 @task_command("qa", DEFAULT_MODEL)
-def command(
+def build(
     common: CommonOptions,
     question: Annotated[
         list[str] | None,
@@ -67,11 +68,12 @@ def command(
     max_seq_len: Annotated[
         int | None,
         typer.Option(
-            min=1, help="Longest window, question and special tokens included [default: the model's].",
+            min=1,
+            help="Longest window, question and special tokens included [default: the model's].",
             show_default=False,
         ),
     ] = None,
-) -> None:
+) -> TaskSpec:
     """Answer a question from each document: `answer`, `score`, and character offsets
     `start`/`end` into the document (text[start:end] == answer).
 
@@ -87,28 +89,17 @@ def command(
     from bigbird.tasks import QATask
     from bigbird.tasks.qa import one_per_question, read_questions
 
-    from ..errors import EXIT_USAGE, exit_code_for
-    from ..output import error
-
     if any(not q.strip() for q in question or []):
-        error("--question is empty.")
-        raise typer.Exit(EXIT_USAGE)
+        raise UsageError("--question is empty.")
     asked = list(question or [])
     if questions_file is not None:
-        try:
-            asked += read_questions(questions_file)
-        except Exception as exc:
-            raise typer.Exit(exit_code_for(exc)) from None
+        asked += read_questions(questions_file)
     # One question asked of every document is the task's own; several make one unit of work per question.
     several = asked if len(asked) > 1 or questions_file is not None else None
     question = asked[0] if asked and several is None else None
-    if several is not None and EVALUATION.get() is not None:
-        error("eval qa scores one question per document: give one --question, or records with their own.")
-        raise typer.Exit(EXIT_USAGE)
     if not asked and not (common.jsonl or common.dataset):
         # Files, stdin and --text carry no question field: without -Q every document would fail the same way.
-        error("qa needs a question: give --question, or --jsonl/--dataset records with a question field.")
-        raise typer.Exit(EXIT_USAGE)
+        raise UsageError("qa needs a question: give --question, or --jsonl/--dataset records with a question field.")
 
     def make_task(dry_run: bool | None = None) -> QATask:
         return QATask(
@@ -128,5 +119,16 @@ def command(
     def expand(docs: Iterator[Document]) -> Iterator[Document]:
         return one_per_question(docs, several, question_field)
 
-    raise typer.Exit(run_command("qa", common, make_task, extra_fields=() if asked else (question_field,),
-                                 expand=expand))
+    return TaskSpec(
+        "qa",
+        common,
+        make_task,
+        extra_fields=() if asked else (question_field,),
+        expand=expand,
+        unscorable=None
+        if several is None
+        else "eval qa scores one question per document: give one --question, or records with their own",
+    )
+
+
+command = runs(build)

@@ -24,11 +24,12 @@ from .base import (
     BIGBIRD,
     NO_TOKENS,
     PEGASUS,
+    Chunked,
     DocumentError,
-    Encoding,
     Plan,
     Task,
     TaskError,
+    attention_of,
     jobs_by_document,
     require_positive,
 )
@@ -72,6 +73,15 @@ def read_questions(path: str | Path) -> list[str]:
     if not questions:
         raise InputError(f"--questions {path} holds no question (one a line)")
     return questions
+
+
+@dataclass(kw_only=True)
+class QuestionChunked(Chunked):
+    """A document cut for question answering: the character offsets of its tokens, and its question (each window
+    is read beside it)."""
+
+    offsets: Any
+    question: Question
 
 
 # Question tokens kept by default (the reference pipeline's max_question_len): the rest of the window goes to
@@ -139,9 +149,9 @@ class QATask(Task):
             self.model is not None and "question_lengths" in inspect.signature(self.model.forward).parameters
         )
 
-    def split(self, doc: Document) -> tuple[Encoding, Question, list[tuple[int, int]], bool]:
-        """The document's encoding, its question, the document's windows beside the question (overlapping by
-        `doc_stride` tokens), and whether text is cut. DocumentError when there is no usable question, the question
+    def split(self, doc: Document) -> QuestionChunked:
+        """The document's tokens, its windows beside the question (overlapping by `doc_stride` tokens), whether
+        text is cut, and its question. DocumentError when there is no usable question, the question
         leaves no room for the document, or the document has no tokens."""
         # An explicit --question wins over the record's field: the user typed it for this run.
         text = self.question if self.question is not None else doc.fields.get(self.question_field)
@@ -173,23 +183,26 @@ class QATask(Task):
                 f" {capacity} document tokens."
             )
         windows, cut = self.windows(len(enc.ids), capacity, overlap=overlap)
-        return enc, Question(text, q_ids, warning), windows, cut
+        question = Question(text, q_ids, warning)
+        return QuestionChunked(ids=enc.ids, windows=windows, truncated=cut, offsets=enc.offsets, question=question)
 
     def plan(self, doc: Document) -> Plan:
-        enc, question, windows, cut = self.split(doc)
-        return Plan.of(len(enc.ids), windows, cut, len(self.wrap(question.ids, [])))
+        chunked = self.split(doc)
+        return Plan.of(len(chunked.ids), chunked.windows, chunked.truncated, len(self.wrap(chunked.question.ids, [])))
 
-    def process(self, docs: list[Document], size: int) -> list[Record]:
+    def process(self, docs: list[Document], per_pass: int) -> list[Record]:
         records: list[Record | None] = [None] * len(docs)
-        prepared = self.split_each(docs, records)  # document → (encoding, question, windows, cut)
+        prepared: dict[int, QuestionChunked] = self.split_each(docs, records)
         # One job per window: (document index, window start, window end).
-        jobs = [(i, s, e) for i, (_, _, windows, _) in prepared.items() for s, e in windows]
+        jobs = [(i, s, e) for i, chunked in prepared.items() for s, e in chunked.windows]
 
         candidates: dict[int, list[tuple[float, int, int]]] = {i: [] for i in prepared}  # (score, char span)
         null_scores: dict[int, float] = {}  # lowest no-answer score over each document's windows
-        sequences = (self.wrap(prepared[i][1].ids, prepared[i][0].ids[s:e].tolist()) for i, s, e in jobs)
-        firsts = [self._context_start(prepared[i][1].ids) for i, _, _ in jobs]
-        for idx, ids, mask in self.batches(sequences, size):
+        sequences = (self.wrap(prepared[i].question.ids, prepared[i].ids[s:e].tolist()) for i, s, e in jobs)
+        firsts = [self._context_start(prepared[i].question.ids) for i, _, _ in jobs]
+        ran: list[str] = []  # the attention each job's pass ran
+        for idx, ids, mask, attention in self.batches(sequences, per_pass):
+            ran += [attention] * len(idx)
             start_logits, end_logits = self._logits(ids, mask, [firsts[j] for j in idx])
             for row, j in enumerate(idx):
                 i, s, e = jobs[j]
@@ -200,11 +213,12 @@ class QATask(Task):
                         null_scores[i] = min(null, null_scores.get(i, null))
                 else:
                     starts, ends = start_logits[row, context].softmax(-1), end_logits[row, context].softmax(-1)
-                enc = prepared[i][0]
-                candidates[i] += self._best_spans(starts, ends, docs[i].text, enc.offsets[s:e], enc.ids[s:e])
+                chunked = prepared[i]
+                candidates[i] += self._best_spans(starts, ends, docs[i].text, chunked.offsets[s:e], chunked.ids[s:e])
 
         inputs_of = jobs_by_document(jobs)
-        for i, (enc, question, _, cut) in prepared.items():
+        for i, chunked in prepared.items():
+            question = chunked.question
             doc = docs[i]
             answers = self._answers(doc.text, candidates[i])
             if i in null_scores:
@@ -214,9 +228,14 @@ class QATask(Task):
             if self.top_k > 1:
                 fields["answers"] = answers
             inputs = inputs_of[i]
-            fields["attention"] = self.attention_of(inputs)
+            fields["attention"] = attention_of(ran, inputs)
             records[i] = self.record(
-                doc, input_tokens=len(enc.ids), truncated=cut, chunks=len(inputs), question=question.text, **fields
+                doc,
+                input_tokens=len(chunked.ids),
+                truncated=chunked.truncated,
+                chunks=len(inputs),
+                question=question.text,
+                **fields,
             )
             if question.warning:
                 records[i]["warning"] = " ".join(filter(None, [records[i].get("warning"), question.warning]))

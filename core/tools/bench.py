@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bigbird.models import kernels
+from bigbird.models import cpu, kernels
 from bigbird.models.config import ATTENTION_TYPES, ModelConfig
 from bigbird.models.heap import release_free_heap
 from bigbird.models.linear import quantize_int8
@@ -77,22 +77,9 @@ class BenchSpec:
 
     def check(self) -> None:
         """Refuse an impossible spec before any model is built (building a large one takes a while)."""
-        if (self.preset is None) == (self.model is None):
-            raise BenchError("name the weights with exactly one of --preset and --model.")
-        if self.preset is not None and self.preset not in PRESETS:
-            raise BenchError(f"unknown preset {self.preset!r}; use one of {', '.join(PRESETS)}.")
-        if self.task not in TASKS:
-            raise BenchError(f"unknown task {self.task!r}; use one of {', '.join(TASKS)}.")
-        if not self.attentions:
-            raise BenchError(f"--attention names no attention; use one or more of {', '.join(ATTENTION_TYPES)}.")
-        for kind in self.attentions:
-            if kind not in ATTENTION_TYPES:
-                raise BenchError(f"unknown attention {kind!r}; use one of {', '.join(ATTENTION_TYPES)}.")
-        if self.dtype not in DTYPES:
-            raise BenchError(f"unknown dtype {self.dtype!r}; use one of {', '.join(DTYPES)}.")
-        if self.seq_lens is not None and (not self.seq_lens or min(self.seq_lens) < 1):
-            raise BenchError("sequence lengths and batch sizes must be positive.")
-        if not self.batch_sizes or min(self.batch_sizes) < 1:
+        self._check_names()
+        lengths = self.seq_lens if self.seq_lens is not None else DEFAULT_SEQ_LENS  # None: the defaults, positive
+        if not lengths or min(lengths) < 1 or not self.batch_sizes or min(self.batch_sizes) < 1:
             raise BenchError("sequence lengths and batch sizes must be positive.")
         if self.repeat < 1 or self.warmup < 0:
             raise BenchError("--repeat must be at least 1 and the warm-up count can't be negative.")
@@ -112,6 +99,22 @@ class BenchSpec:
             raise BenchError(f"--device takes cpu, cuda, cuda:N or mps, not {self.device!r}.") from None
         if not device_available(device):
             raise BenchError(f"--device {self.device}: no such device is available on this machine.")
+
+    def _check_names(self) -> None:
+        """The weights, the task, the attentions and the dtype each name one that exists."""
+        if (self.preset is None) == (self.model is None):
+            raise BenchError("name the weights with exactly one of --preset and --model.")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise BenchError(f"unknown preset {self.preset!r}; use one of {', '.join(PRESETS)}.")
+        if self.task not in TASKS:
+            raise BenchError(f"unknown task {self.task!r}; use one of {', '.join(TASKS)}.")
+        if not self.attentions:
+            raise BenchError(f"--attention names no attention; use one or more of {', '.join(ATTENTION_TYPES)}.")
+        for kind in self.attentions:
+            if kind not in ATTENTION_TYPES:
+                raise BenchError(f"unknown attention {kind!r}; use one of {', '.join(ATTENTION_TYPES)}.")
+        if self.dtype not in DTYPES:
+            raise BenchError(f"unknown dtype {self.dtype!r}; use one of {', '.join(DTYPES)}.")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -238,6 +241,16 @@ def build_config(spec: BenchSpec) -> ModelConfig:
     from bigbird.models.config import load_config
 
     return load_config(resolve_checkpoint(spec.model, revision=spec.revision))
+
+
+def tokenizer_source(spec: BenchSpec) -> str | None:
+    """The file a checkpoint's tokenizer reads its ids from (spiece.model, else tokenizer.json); None for a preset."""
+    if spec.preset is not None:
+        return None
+    from bigbird.models.checkpoints import resolve_checkpoint
+    from bigbird.models.tokenizers import tokenizer_file
+
+    return tokenizer_file(resolve_checkpoint(spec.model, revision=spec.revision))
 
 
 def build_model(spec: BenchSpec, config: ModelConfig) -> nn.Module:
@@ -403,6 +416,7 @@ def _measure(spec: BenchSpec, progress: Callable[[str], None] | None) -> Iterato
         raise BenchError(f"sequence lengths {too_long} exceed the model's {config.max_position_embeddings} positions.")
     say(f"building {spec.preset or spec.model} ({config.model_type})")
     model = build_model(spec, config)
+    tokenizer = tokenizer_source(spec)
     n_params = sum(p.numel() for p in model.parameters())
     contenders: list[Contender] = []
     versions = {"torch": torch.__version__}
@@ -428,14 +442,17 @@ def _measure(spec: BenchSpec, progress: Callable[[str], None] | None) -> Iterato
                     say(f"{attention} batch {batch} × {seq_len} tokens")
                     yield _measure_row(spec, config, contenders, meter, device, attention, batch, seq_len) | {
                         "parameters": n_params,
+                        # Which of the checkpoint's files its tasks take their ids from (the bench's inputs are
+                        # random ids; None for a preset, which has no tokenizer).
+                        "tokenizer": tokenizer,
                         "versions": versions,
                         # The kernels our float32 and int8 layers ran (chosen by measurement on this machine).
                         "kernels": kernels.summary(),
                         # Other work on the machine skews timings; the load average lets a reader see it did.
                         "machine": {
-                            "cpu": kernels.cpu_model(),
-                            "cpu_generation": kernels.cpu_generation(),  # family/model/stepping: "26/2/1"
-                            "isa": kernels.isa(),
+                            "cpu": cpu.cpu_model(),
+                            "cpu_generation": cpu.cpu_generation(),  # family/model/stepping: "26/2/1"
+                            "isa": cpu.isa(),
                             "cpu_count": os.cpu_count(),
                             "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
                             "platform": platform.platform(),

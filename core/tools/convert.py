@@ -34,7 +34,6 @@ from bigbird.models.checkpoints import (
     write_safetensors,
 )
 from bigbird.models.config import ATTENTION_TYPES, ModelConfig, load_config
-from bigbird.models.tokenizers.pieces import SPIECE_HINT
 from bigbird.tasks.documents import describe
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -402,9 +401,11 @@ def convert(src: str | Path, dst: str | Path, options: ConvertOptions | None = N
     tensors = read_state_dict(source)
     tensors, dropped = prepare_tensors(tensors, config, DTYPES[options.dtype] if options.dtype else None)
     copied = [name for name in COPIED_FILES if (source / name).is_file()]
-    if "spiece.model" not in copied:
-        warnings.append(f"{src} has no spiece.model, so {dst} can't run summarize, qa, classify or mask: "
-                        f"{SPIECE_HINT}")  # fmt: skip
+    if "spiece.model" not in copied and "tokenizer.json" not in copied:
+        warnings.append(
+            f"{src} has neither a spiece.model nor a tokenizer.json, so {dst} can't run summarize, qa, classify or "
+            "mask: copy the tokenizer files of the checkpoint it was fine-tuned from into it."
+        )
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
