@@ -5,8 +5,12 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # transformers 4.56.2's sentencepiece ("slow") tokenizers are the tokenizer oracle. They need
-# huggingface_hub<1, which cannot live beside transformers 5.23.0, so they get a venv of their own.
+# huggingface_hub<1, which cannot live beside transformers 5.23.0, so they get a venv of their own. Its
+# question-answering pipeline (gone from transformers 5) is the qa oracle, and runs the model: torch there too.
 ORACLE_VENV ?= .venv-tokenizer-oracle
+# `make lint` needs ruff alone: a venv of its own, so linting never installs torch.
+LINT_VENV ?= .venv-lint
+RUFF_PATHS := core bigbird_cli tests
 
 .PHONY: demo test lint completions
 
@@ -17,8 +21,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+$(LINT_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/python -m pip install -q 'ruff>=0.6'
+	touch $@
+
 $(ORACLE_VENV)/.installed:
 	$(PYTHON) -m venv $(ORACLE_VENV)
+	$(ORACLE_VENV)/bin/python -m pip install -q torch==2.13.0
 	$(ORACLE_VENV)/bin/python -m pip install -q transformers==4.56.2 sentencepiece protobuf
 	touch $@
 
@@ -26,12 +36,14 @@ demo: $(VENV)/.installed
 	$(PY) -m bigbird_cli.demo
 
 test: $(VENV)/.installed $(ORACLE_VENV)/.installed
-	$(VENV)/bin/ruff check core bigbird_cli tests
+	$(VENV)/bin/ruff check $(RUFF_PATHS)
+	$(VENV)/bin/ruff format --check $(RUFF_PATHS)
 	BIGBIRD_TOKENIZER_ORACLE=$(CURDIR)/$(ORACLE_VENV)/bin/python PATH=$(CURDIR)/$(VENV)/bin:$$PATH \
 		$(PY) -m pytest -q tests
 
 completions: $(VENV)/.installed
 	$(PY) -c "from bigbird_cli.app import write_completions; write_completions()"
 
-lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check core bigbird_cli tests
+lint: $(LINT_VENV)/.installed
+	$(LINT_VENV)/bin/ruff check $(RUFF_PATHS)
+	$(LINT_VENV)/bin/ruff format --check $(RUFF_PATHS)

@@ -8,24 +8,40 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import click
 import typer
 
 from bigbird.models.heap import reuse_freed_memory
+from bigbird.models.waiting import wait_passively_when_busy
 
 from . import __version__
 from .commands import bench, classify, convert, mask, qa, summarize
 from .commands import eval as evaluate
-from .errors import EXIT_BROKEN_PIPE
+from .errors import exit_code_for
 from .options import Command, Group
-from .output import reader_gone
 
 PROG_NAME = "bigbird"
 # The environment variable Typer/Click completion scripts call back with (derived from the program name).
 COMPLETE_VAR = "_BIGBIRD_COMPLETE"
 SHELLS = ("bash", "zsh", "fish")
 COMPLETIONS_DIR = Path(__file__).resolve().parent.parent / "completions"
+
+
+class App(Group):
+    """The root command, and the one exit path: whatever a command raises (a usage error, a model that can't be
+    had, Ctrl-C, SIGTERM, a reader that went away) becomes a message and an exit code through errors.py's table.
+    Commands raise; none of them prints its own error or picks its own exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise  # a finished command's status, or Click's own usage errors
+        except (Exception, KeyboardInterrupt) as exc:
+            raise typer.Exit(exit_code_for(exc)) from None
+
 
 app = typer.Typer(
     name=PROG_NAME,
@@ -35,7 +51,7 @@ app = typer.Typer(
     rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
-    cls=Group,
+    cls=App,
 )
 
 
@@ -83,13 +99,10 @@ def write_completions(directory: Path = COMPLETIONS_DIR) -> list[Path]:
 
 
 def main() -> None:
-    """Console-script entry point (`bigbird`)."""
+    """Console-script entry point (`bigbird`): every exit goes through `App.invoke` above."""
     reuse_freed_memory()  # the process's heap: see core/models/heap.py (no torch import, so TAB stays fast)
-    try:
-        app(prog_name=PROG_NAME)
-    except BrokenPipeError:  # stdout's reader went away outside a task run (eval's report, a convert summary)
-        reader_gone()
-        sys.exit(EXIT_BROKEN_PIPE)
+    wait_passively_when_busy(argv=sys.argv[1:])  # OpenMP's waiting on a busy machine: core/models/waiting.py
+    app(prog_name=PROG_NAME)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .output import info, warn
+from .console import info, warn
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 REAL_COMMAND = "bigbird summarize examples/ -o summaries.jsonl"

@@ -1,9 +1,10 @@
 """The one table from an exception to what the user sees: a one-sentence message on stderr and an exit code.
 
-Every command ends through `exit_code_for`, so the same failure exits the same way whatever command hit it:
-0 ok, 1 some documents failed, 2 a usage error or a model, input or output that can't be had, 130 Ctrl-C.
-Exceptions not in the table are bugs and keep their traceback; Ctrl-C (130) is the runner's, which says how to
-resume.
+Commands raise; the root command (`bigbird_cli.app.App.invoke`) is the one place an exception becomes an exit, through
+`exit_code_for`, so the same failure exits the same way whatever command hit it: 0 ok, 1 some documents failed (or
+convert --verify found DST's outputs off), 2 a usage error or a model, input or output that can't be had, 130 Ctrl-C,
+143 SIGTERM, 141 stdout's reader gone.
+Exceptions not in the table are bugs and keep their traceback.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import functools
 
 from bigbird.tasks.documents import InputError, describe
+
+from .console import error, reader_gone
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Stopped by a signal other than Ctrl-C, as shells report it (128 + the signal's number).
@@ -32,17 +35,27 @@ class OutputError(UsageError):
 @functools.cache
 def _table() -> tuple[tuple[type[BaseException], int], ...]:
     """Exception types → exit code, most specific first. The core exceptions are imported only once something
-    failed: importing them imports torch, which `--help` should not pay for."""
+    failed: importing them imports torch, which `--help` should not pay for.
+
+    A stop (Ctrl-C, SIGTERM) raised with a message is a run that says what it kept (`interrupted; ...`); a bare
+    one says nothing, as a shell's Ctrl-C. A reader that went away (`bigbird ... | head`) hears nothing either:
+    the status is the one a tool killed by SIGPIPE has (1 would say documents failed).
+    """
     from bigbird.eval.metrics import EvalError
     from bigbird.models.checkpoints import CheckpointError
     from bigbird.models.config import ConfigError
     from bigbird.tasks.base import TaskError
     from bigbird.tools.bench import BenchError
+    from bigbird.tools.convert import VerifyError
 
     return (
+        (Terminated, EXIT_TERMINATED),
+        (KeyboardInterrupt, EXIT_INTERRUPTED),
+        (BrokenPipeError, EXIT_BROKEN_PIPE),
         (UsageError, EXIT_USAGE),
         (InputError, EXIT_USAGE),
         (TaskError, EXIT_USAGE),
+        (VerifyError, EXIT_SOME_FAILED),  # convert --verify: DST was written, its outputs are off (a CheckpointError)
         (CheckpointError, EXIT_USAGE),
         (ConfigError, EXIT_USAGE),
         (BenchError, EXIT_USAGE),
@@ -51,12 +64,13 @@ def _table() -> tuple[tuple[type[BaseException], int], ...]:
 
 
 def exit_code_for(exc: BaseException) -> int:
-    """Print `exc` as one sentence on stderr and return its exit code (re-raising exceptions the table lacks)."""
-    from .output import error
-
+    """Say `exc` as one sentence on stderr and return its exit code (re-raising exceptions the table lacks)."""
     for kind, code in _table():
         if isinstance(exc, kind):
-            error(message(exc))
+            if isinstance(exc, BrokenPipeError):
+                reader_gone()
+            elif exc.args or not isinstance(exc, KeyboardInterrupt):
+                error(message(exc))
             return code
     raise exc
 

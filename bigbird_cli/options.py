@@ -72,8 +72,8 @@ class Strategy(str, Enum):
     truncate = "truncate"
 
 
-# Options more than one command takes, declared once (bench and convert use them as they are; the task
-# commands get them through `task_command`).
+# Options more than one command takes, declared once as module-level aliases (bench and convert use them as they
+# are; the task commands get them through `task_command`, from the SHARED table below).
 Revision = Annotated[
     str | None,
     typer.Option(help="Hub revision (branch, tag or commit).", rich_help_panel=MODEL, show_default=False),
@@ -169,219 +169,187 @@ class CommonOptions:
         )
 
 
-def _shared_parameters(task: str, default_model: str | None) -> list[inspect.Parameter]:
-    """The shared options as signature parameters; `--model` default and env var depend on the task."""
+# The shared options of the task commands, one alias each (bench and convert use some of them as they are).
+Paths = Annotated[
+    list[str] | None,
+    typer.Argument(
+        metavar="PATHS", help="Files, folders (searched recursively, see --glob) or - for stdin.", show_default=False
+    ),
+]
+Text = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--text",
+        metavar="TEXT",
+        help="A document given inline (repeatable).",
+        rich_help_panel=INPUT,
+        show_default=False,
+    ),
+]
+Jsonl = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--jsonl",
+        metavar="FILE|-",
+        help="JSONL file of records (- for stdin; repeatable).",
+        rich_help_panel=INPUT,
+        show_default=False,
+    ),
+]
+Dataset = Annotated[
+    str | None,
+    typer.Option(
+        "--dataset",
+        metavar="NAME_OR_PATH",
+        help="A Hub dataset or a local json/csv/parquet/text file, streamed.",
+        rich_help_panel=INPUT,
+    ),
+]
+Split = Annotated[str, typer.Option(help="Dataset split.", rich_help_panel=INPUT)]
+Glob = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--glob",
+        metavar="PATTERN",
+        help=f"File patterns for folders (repeatable) [default: {' '.join(DEFAULT_GLOBS)}].",
+        rich_help_panel=INPUT,
+        show_default=False,
+    ),
+]
+TextField = Annotated[str, typer.Option(help="Text field of JSONL records and dataset rows.", rich_help_panel=INPUT)]
+IdField = Annotated[str, typer.Option(help="Id field of JSONL records and dataset rows.", rich_help_panel=INPUT)]
+DeviceOption = Annotated[Device, typer.Option(help="Where the model runs.", rich_help_panel=MODEL)]
+BatchSize = Annotated[
+    int,
+    typer.Option(min=1, max=MAX_BATCH_SIZE, help="Documents per batch (grouped by length).", rich_help_panel=MODEL),
+]
+StrategyOption = Annotated[
+    Strategy,
+    typer.Option(
+        help="Documents longer than the model's window: chunk them, or cut them at the window.", rich_help_panel=MODEL
+    ),
+]
+Engine = Annotated[
+    EngineName,
+    typer.Option(
+        help="Where the documents run: this process, or a Ray cluster (pip install 'bigbird-cli[ray]').",
+        rich_help_panel=ENGINE,
+    ),
+]
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        metavar="ADDR",
+        envvar="RAY_ADDRESS",
+        help="Ray cluster to join (HOST:PORT of its head, or auto) [default: a local Ray for the run].",
+        rich_help_panel=ENGINE,
+        show_default=False,
+    ),
+]
+Workers = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Ray workers, each with its own copy of the model [default: as many as the cluster holds].",
+        rich_help_panel=ENGINE,
+        show_default=False,
+    ),
+]
+CpusPerWorker = Annotated[
+    float | None,
+    typer.Option(
+        min=0.01,
+        help="CPUs each Ray worker reserves; fractions share a CPU [default: 1].",
+        rich_help_panel=ENGINE,
+        show_default=False,
+    ),
+]
+GpusPerWorker = Annotated[
+    float | None,
+    typer.Option(
+        min=0.01,
+        help="GPUs each Ray worker reserves (with --device cuda).",
+        rich_help_panel=ENGINE,
+        show_default=False,
+    ),
+]
+Resume = Annotated[
+    bool,
+    typer.Option("--resume", help="With -o: skip ids already done in FILE, append the rest.", rich_help_panel=OUTPUT),
+]
+ShardOption = Annotated[
+    str | None,
+    typer.Option(
+        metavar="I/N",
+        help="Process only slice I of N (0-based): each document goes to the slice a hash of its id picks.",
+        rich_help_panel=OUTPUT,
+    ),
+]
+DryRun = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Tokenize only, without downloading or loading the weights: per document input_tokens, "
+        "chunks, truncated and the attention its longest input would run.",
+        rich_help_panel=OUTPUT,
+    ),
+]
+
+
+def model_option(task: str, default_model: str | None) -> Any:
+    """--model: its default and environment variable are the task's."""
     model_help = (
         f"Hub model id or local checkpoint directory [default: {default_model}]."
         if default_model
         else "Hub model id or local checkpoint directory (required)."
     )
-    declared: dict[str, tuple[Any, Any]] = {
-        "paths": (
-            Annotated[
-                list[str] | None,
-                typer.Argument(
-                    metavar="PATHS",
-                    help="Files, folders (searched recursively, see --glob) or - for stdin.",
-                    show_default=False,
-                ),
-            ],
-            None,
+    return Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help=model_help,
+            show_default=False,
+            envvar=f"BIGBIRD_MODEL_{task.upper()}",
+            rich_help_panel=MODEL,
         ),
-        "text": (
-            Annotated[
-                list[str] | None,
-                typer.Option(
-                    "--text",
-                    metavar="TEXT",
-                    help="A document given inline (repeatable).",
-                    rich_help_panel=INPUT,
-                    show_default=False,
-                ),
-            ],
-            None,
-        ),
-        "jsonl": (
-            Annotated[
-                list[str] | None,
-                typer.Option(
-                    "--jsonl",
-                    metavar="FILE|-",
-                    help="JSONL file of records (- for stdin; repeatable).",
-                    rich_help_panel=INPUT,
-                    show_default=False,
-                ),
-            ],
-            None,
-        ),
-        "dataset": (
-            Annotated[
-                str | None,
-                typer.Option(
-                    "--dataset",
-                    metavar="NAME_OR_PATH",
-                    help="A Hub dataset or a local json/csv/parquet/text file, streamed.",
-                    rich_help_panel=INPUT,
-                ),
-            ],
-            None,
-        ),
-        "split": (Annotated[str, typer.Option(help="Dataset split.", rich_help_panel=INPUT)], "train"),
-        "glob": (
-            Annotated[
-                list[str] | None,
-                typer.Option(
-                    "--glob",
-                    metavar="PATTERN",
-                    help=f"File patterns for folders (repeatable) [default: {' '.join(DEFAULT_GLOBS)}].",
-                    rich_help_panel=INPUT,
-                    show_default=False,
-                ),
-            ],
-            None,
-        ),
-        "text_field": (
-            Annotated[str, typer.Option(help="Text field of JSONL records and dataset rows.", rich_help_panel=INPUT)],
-            "text",
-        ),
-        "id_field": (
-            Annotated[str, typer.Option(help="Id field of JSONL records and dataset rows.", rich_help_panel=INPUT)],
-            "id",
-        ),
-        "model": (
-            Annotated[
-                str | None,
-                typer.Option(
-                    "--model",
-                    "-m",
-                    help=model_help,
-                    show_default=False,
-                    envvar=f"BIGBIRD_MODEL_{task.upper()}",
-                    rich_help_panel=MODEL,
-                ),
-            ],
-            default_model,
-        ),
-        "revision": (Revision, None),
-        "device": (Annotated[Device, typer.Option(help="Where the model runs.", rich_help_panel=MODEL)], Device.cpu),
-        "dtype": (WeightsDType, None),
-        "quantize": (QuantizeOption, None),
-        "threads": (Threads, None),
-        "batch_size": (
-            Annotated[
-                int,
-                typer.Option(
-                    min=1, max=MAX_BATCH_SIZE, help="Documents per batch (grouped by length).", rich_help_panel=MODEL
-                ),
-            ],
-            1,
-        ),
-        "strategy": (
-            Annotated[
-                Strategy,
-                typer.Option(
-                    help="Documents longer than the model's window: chunk them, or cut them at the window.",
-                    rich_help_panel=MODEL,
-                ),
-            ],
-            Strategy.chunk,
-        ),
-        "engine": (
-            Annotated[
-                EngineName,
-                typer.Option(
-                    help="Where the documents run: this process, or a Ray cluster (pip install 'bigbird-cli[ray]').",
-                    rich_help_panel=ENGINE,
-                ),
-            ],
-            EngineName.local,
-        ),
-        "ray_address": (
-            Annotated[
-                str | None,
-                typer.Option(
-                    metavar="ADDR",
-                    envvar="RAY_ADDRESS",
-                    help="Ray cluster to join (HOST:PORT of its head, or auto) [default: a local Ray for the run].",
-                    rich_help_panel=ENGINE,
-                    show_default=False,
-                ),
-            ],
-            None,
-        ),
-        "workers": (
-            Annotated[
-                int | None,
-                typer.Option(
-                    min=1,
-                    help="Ray workers, each with its own copy of the model [default: as many as the cluster holds].",
-                    rich_help_panel=ENGINE,
-                    show_default=False,
-                ),
-            ],
-            None,
-        ),
-        "cpus_per_worker": (
-            Annotated[
-                float | None,
-                typer.Option(
-                    min=0.01,
-                    help="CPUs each Ray worker reserves; fractions share a CPU [default: 1].",
-                    rich_help_panel=ENGINE,
-                    show_default=False,
-                ),
-            ],
-            None,
-        ),
-        "gpus_per_worker": (
-            Annotated[
-                float | None,
-                typer.Option(
-                    min=0.01,
-                    help="GPUs each Ray worker reserves (with --device cuda).",
-                    rich_help_panel=ENGINE,
-                    show_default=False,
-                ),
-            ],
-            None,
-        ),
-        "output": (OutputFile, None),
-        "resume": (
-            Annotated[
-                bool,
-                typer.Option(
-                    "--resume",
-                    help="With -o: skip ids already done in FILE, append the rest.",
-                    rich_help_panel=OUTPUT,
-                ),
-            ],
-            False,
-        ),
-        "shard": (
-            Annotated[
-                str | None,
-                typer.Option(
-                    metavar="I/N",
-                    help="Process only slice I of N (0-based): each document goes to the slice a hash of its id picks.",
-                    rich_help_panel=OUTPUT,
-                ),
-            ],
-            None,
-        ),
-        "quiet": (Quiet, False),
-        "dry_run": (
-            Annotated[
-                bool,
-                typer.Option(
-                    "--dry-run",
-                    help="Tokenize only, without downloading or loading the weights: per document input_tokens, "
-                    "chunks, truncated and the attention its longest input would run.",
-                    rich_help_panel=OUTPUT,
-                ),
-            ],
-            False,
-        ),
-    }
+    ]
+
+
+# The shared options as a table, in CommonOptions' order: (declaration, default); --model's is the task's own.
+SHARED: dict[str, tuple[Any, Any]] = {
+    "paths": (Paths, None),
+    "text": (Text, None),
+    "jsonl": (Jsonl, None),
+    "dataset": (Dataset, None),
+    "split": (Split, "train"),
+    "glob": (Glob, None),
+    "text_field": (TextField, "text"),
+    "id_field": (IdField, "id"),
+    "model": (None, None),
+    "revision": (Revision, None),
+    "device": (DeviceOption, Device.cpu),
+    "dtype": (WeightsDType, None),
+    "quantize": (QuantizeOption, None),
+    "threads": (Threads, None),
+    "batch_size": (BatchSize, 1),
+    "strategy": (StrategyOption, Strategy.chunk),
+    "engine": (Engine, EngineName.local),
+    "ray_address": (RayAddress, None),
+    "workers": (Workers, None),
+    "cpus_per_worker": (CpusPerWorker, None),
+    "gpus_per_worker": (GpusPerWorker, None),
+    "output": (OutputFile, None),
+    "resume": (Resume, False),
+    "shard": (ShardOption, None),
+    "quiet": (Quiet, False),
+    "dry_run": (DryRun, False),
+}
+
+
+def _shared_parameters(task: str, default_model: str | None) -> list[inspect.Parameter]:
+    """The shared options as signature parameters; `--model` default and env var depend on the task."""
+    declared = {**SHARED, "model": (model_option(task, default_model), default_model)}
     assert list(declared) == [f.name for f in fields(CommonOptions)]
     return [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)

@@ -1,14 +1,17 @@
-"""The one batch loop: documents in, records out, for every task.
+"""Running a task command's spec: documents in, records out, for every task.
 
-It owns what every command shares: picking this shard's documents, skipping ids a previous run finished
-(`--resume`), grouping documents of similar length into batches (less padding), turning failures into error
-records, writing records in input order as soon as they are ready, progress on stderr, and the exit code.
+It owns what every command shares: checking the options, opening the inputs and claiming the output before the
+model loads, picking this shard's documents, skipping ids a previous run finished (`--resume`), handing the rest
+to an engine (engines/local.py batches them by length and turns failures into error records; engines/ray.py does
+the same on Ray), writing records in input order as soon as they are ready, progress on stderr, and the summary.
 A task only ever sees a list of readable documents and returns one record per document.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
+import functools
 import hashlib
 import itertools
 import os
@@ -17,40 +20,20 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from bigbird.tasks.documents import Document, Inputs, describe
-from bigbird.tasks.records import RESULT_FIELDS, Record, error_record
+import typer
 
-from .errors import (
-    EXIT_BROKEN_PIPE,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_SOME_FAILED,
-    EXIT_TERMINATED,
-    Terminated,
-    UsageError,
-    exit_code_for,
-)
+from bigbird.tasks.documents import Document, Inputs, check_record_fields, piped_stdin
+from bigbird.tasks.records import RESULT_FIELDS, Record
+
+from .console import ProgressLog, console, error, info, progress, warn
+from .engines.local import Engine, RecordMaker, local_engine, set_threads
+from .errors import EXIT_OK, EXIT_SOME_FAILED, Terminated, UsageError
+from .jsonl import JsonlWriter, Output, output_file
 from .options import CommonOptions
-from .output import JsonlWriter, Output, console, error, info, output_file, reader_gone, warn
-
-# Documents read ahead of the model when --batch-size > 1, as a multiple of the batch size: enough to form
-# batches of similar lengths, few enough that records still stream out steadily.
-BUCKET_WINDOW = 8
-
-
-class RecordMaker(Protocol):
-    """What the runner needs from a task (a bigbird.tasks Task, or a wrapper around one such as eval's): a model
-    label for records, and documents → records, running at most
-    `size` input windows a forward pass (the runner's --batch-size: one long document's chunks batch up to it)."""
-
-    model_name: str
-
-    def __call__(self, docs: list[Document], size: int) -> list[Record]: ...
 
 
 class TaskFactory(Protocol):
@@ -105,27 +88,6 @@ class RunStats:
         return EXIT_SOME_FAILED if self.failed else EXIT_OK
 
 
-# An engine turns documents into records, one per document, in input order, reading the documents as it goes.
-# `local_engine` is the loop below on this machine; `--engine ray` swaps in `ray_engine.ray_engine`, which runs
-# the same windows on Ray actors.
-Engine = Callable[[Iterator[Document]], Iterator[Record]]
-
-
-def window_size(batch_size: int) -> int:
-    """Documents read ahead of the model: one at a time unbatched, else enough to bucket by length."""
-    return 1 if batch_size <= 1 else batch_size * BUCKET_WINDOW
-
-
-def local_engine(task: RecordMaker, batch_size: int = 1) -> Engine:
-    """The task on this machine: read-ahead windows, each in batches of similar length."""
-
-    def records(docs: Iterator[Document]) -> Iterator[Record]:
-        for window in windows(docs, window_size(batch_size)):
-            yield from window_records(task, window, batch_size)
-
-    return records
-
-
 def run(
     engine: Engine,
     docs: Iterable[Document],
@@ -133,7 +95,7 @@ def run(
     *,
     shard: Shard | None = None,
     skip_ids: set[str] | frozenset[str] = frozenset(),
-    progress: bool = False,
+    show_progress: bool | ProgressLog = False,
 ) -> RunStats:
     """Run `engine` over `docs` and write one record per document to `writer`, in input order.
 
@@ -163,7 +125,8 @@ def run(
             stats.ok += 1
         advance()
 
-    advance, stop = _progress(progress)
+    # On a terminal the live counter; in a log (stderr no terminal) the plain lines of a ProgressLog.
+    advance, stop = show_progress.bind(stats) if isinstance(show_progress, ProgressLog) else progress(show_progress)
     try:
         for record in engine(todo()):
             emit(record)
@@ -172,119 +135,52 @@ def run(
     return stats
 
 
-def windows(docs: Iterator[Document], size: int) -> Iterator[list[Document]]:
-    """The documents in read-ahead windows of `size`, each read only when the one before it is taken."""
-    window: list[Document] = []
-    for doc in docs:
-        window.append(doc)
-        if len(window) >= size:
-            yield window
-            window = []
-    if window:
-        yield window
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a task command built from its options: the task's name, the shared options, how to build its Task
+    (`make_task`, called here or once per Ray worker) and the input fields its documents carry besides the text.
+    `run_task` runs it; `bigbird eval` runs the same spec with its records scored (commands/eval.py)."""
+
+    name: str
+    common: CommonOptions
+    make_task: TaskFactory
+    extra_fields: tuple[str, ...] = ()
+    # The input documents → the units of work (qa: one per question), before resume and shards see their ids.
+    expand: Callable[[Iterator[Document]], Iterator[Document]] | None = None
+    # Why `bigbird eval` can't score this run (qa's questions asked of every document), or None.
+    unscorable: str | None = None
 
 
-def window_records(task: RecordMaker, window: list[Document], batch_size: int) -> Iterator[Record]:
-    """Records for one read-ahead window, in its order, each yielded as soon as it and those before it are ready:
-    unreadable documents become error records, readable ones run in batches sorted by length.
+def runs(build: Callable[..., TaskSpec]) -> Callable[..., None]:
+    """The Typer command of a spec builder: the same options, and running the spec ends the command."""
 
-    A batch that raises is retried one document at a time, so an exception caused by one document becomes that
-    document's error record and its batch-mates still get results.
-    """
-    records: list[Record | None] = [None] * len(window)
-    written = 0
+    @functools.wraps(build)
+    def command(**options: Any) -> None:
+        raise typer.Exit(run_task(build(**options)))
 
-    def ready() -> Iterator[Record]:
-        nonlocal written
-        while written < len(window) and records[written] is not None:
-            yield records[written]  # type: ignore[misc]
-            written += 1
-
-    for i, doc in enumerate(window):
-        if doc.error is not None:
-            records[i] = error_record(doc, task.model_name, doc.error)
-    yield from ready()
-    readable = sorted((i for i, doc in enumerate(window) if doc.error is None), key=lambda i: len(window[i].text))
-    for start in range(0, len(readable), batch_size):
-        batch = readable[start : start + batch_size]
-        for i, record in zip(batch, _process(task, [window[i] for i in batch], batch_size), strict=True):
-            records[i] = record
-        yield from ready()
+    return command
 
 
-def _process(task: RecordMaker, batch: list[Document], size: int) -> list[Record]:
-    try:
-        records = task(batch, size)
-        if len(records) != len(batch):
-            raise RuntimeError(f"the task returned {len(records)} records for {len(batch)} documents")
-        return records
-    except Exception as exc:  # any failure must become error records, not end the run
-        if len(batch) > 1:
-            return [record for doc in batch for record in _process(task, [doc], size)]
-        return [error_record(batch[0], task.model_name, _reason(exc))]
-
-
-def _reason(exc: Exception) -> str:
-    """One sentence for an unexpected exception: its type and first line."""
-    text = describe(exc)
-    return text + "." if text == type(exc).__name__ else f"{type(exc).__name__}: {text}."
-
-
-def _progress(enabled: bool) -> tuple[Callable[[], None], Callable[[], None]]:
-    """A counter on stderr (`advance`, `stop`), or two no-ops when progress is off."""
-    if not enabled:
-        return (lambda: None), (lambda: None)
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    bar = Progress(
-        SpinnerColumn(), TextColumn("{task.completed} documents"), TimeElapsedColumn(), console=console, transient=True
-    )
-    task_id = bar.add_task("documents", total=None)
-    bar.start()
-    return (lambda: bar.advance(task_id)), bar.stop
-
-
-class Evaluation(Protocol):
-    """`bigbird eval TASK` (commands/eval.py): takes over a task command's run, given what the command built."""
-
-    def __call__(
-        self, task_name: str, common: CommonOptions, make_task: TaskFactory, extra_fields: tuple[str, ...]
-    ) -> int: ...
-
-
-# Set while `bigbird eval` runs a task command, so that the command's own code (its options, its Task) is reused
-# as it is and only the run around it changes.
-EVALUATION: ContextVar[Evaluation | None] = ContextVar("evaluation", default=None)
-
-
-def run_command(
-    task_name: str,
-    common: CommonOptions,
-    make_task: TaskFactory,
-    *,
-    extra_fields: tuple[str, ...] = (),
-    output_name: str | None = None,
-) -> int:
+def run_task(spec: TaskSpec, *, output_name: str | None = None) -> int:
     """Everything a task command does after parsing: check the options, open the inputs and claim the output,
-    load the task, run it, and return the exit code (see bigbird_cli/errors.py for the one table of them).
+    load the task, run it, and return the exit code: 0, or 1 when some documents failed. What stops the run
+    (a usage error, a model that can't be had, Ctrl-C) is raised; bigbird_cli/errors.py says how it exits.
 
     The inputs are opened (and the first document read) and the output claimed before the model loads, so a
     typo in a path, an empty folder or an unwritable -o is reported in a second, not after loading gigabytes.
     `output_name` is how messages name -o where it is not the user's (eval's records go through a temporary file).
     """
-    evaluation = EVALUATION.get()
-    if evaluation is not None:
-        return evaluation(task_name, common, make_task, extra_fields)
-    resumed = ResumedRecords(task_name, common)
+    common = spec.common
+    resumed = ResumedRecords(spec.name, common)
     output = Output(common.output, resume=common.resume, check=resumed)
-    stats = RunStats()
     try:
         with ExitStack() as stack:
             stack.callback(output.close)
             stack.enter_context(sigterm_stops_in_order())
-            shard, docs = _prepare(task_name, common, output, extra_fields)
+            shard, docs = _prepare(spec.name, common, output, spec.extra_fields)
+            docs = spec.expand(docs) if spec.expand is not None else docs
             resumed.warn_of_other_models()  # the output was read as it was claimed, before the model loads
-            engine = _engine(common, make_task, stack)
+            engine = _engine(common, spec.make_task, stack)
             with output.writer() as writer:
                 stats = run(
                     engine,
@@ -292,27 +188,21 @@ def run_command(
                     writer,
                     shard=shard,
                     skip_ids=output.done_ids,
-                    progress=live_progress(common),
+                    show_progress=live_progress(common)
+                    or log_progress(common, spec.extra_fields, counted=spec.expand is None),
                 )
-    except BrokenPipeError:
-        # The reader went away (`bigbird ... | head`): stop quietly with the status a tool killed by SIGPIPE has
-        # (1 would say documents failed).
-        reader_gone()
-        return EXIT_BROKEN_PIPE
-    except KeyboardInterrupt as stop:
+    except KeyboardInterrupt as stop:  # raised again with what the user needs to know: what was kept
         target = output_name or common.output or "FILE"
         terminated = isinstance(stop, Terminated) or _SIGTERM_SEEN.is_set()
         how = "terminated" if terminated else "interrupted"
         if output.path is not None and not output.opened:  # stopped while the model loaded
-            error(f"{how} before any record was written; -o {target} is as it was.")
+            said = f"{how} before any record was written; -o {target} is as it was."
         else:
-            error(f"{how}; the records written so far are whole: rerun with --resume -o {target} to finish.")
-        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
-    except Exception as exc:  # the model can't be had (on Ray: found when the workers load it), no Ray, ...
-        return exit_code_for(exc)
+            said = f"{how}; the records written so far are whole: rerun with --resume -o {target} to finish."
+        raise (Terminated if terminated else KeyboardInterrupt)(said) from None
     if not common.quiet:
         skipped = f", {stats.skipped} skipped (already done)" if stats.skipped else ""
-        info(f"{task_name}: {stats.ok} done, {stats.failed} failed{skipped}.")
+        info(f"{spec.name}: {stats.ok} done, {stats.failed} failed{skipped}.")
     return stats.exit_code
 
 
@@ -362,12 +252,33 @@ def _prepare(
     inputs = checked_inputs(common, extra_fields)
     if output.path is not None:
         check_not_an_input(output.path, inputs)
-    docs = inputs.open()
+    docs = check_record_fields(inputs.open(), required_fields(common, extra_fields))
     first = next(docs, None)
     if first is None:
         raise UsageError("no input: the files and folders given hold no documents (see --glob).")
     output.claim()
     return shard, itertools.chain([first], docs)
+
+
+def required_fields(common: CommonOptions, extra_fields: tuple[str, ...]) -> list[str]:
+    """The record fields a run can't do without: the text, the command's own (question, text pair, reference),
+    and an --id-field the user named (the default `id` may be absent: ids then come from the line numbers)."""
+    if not (common.jsonl or common.dataset):
+        return []
+    named_id = [common.id_field] if common.id_field != "id" else []
+    return [common.text_field, *extra_fields, *named_id]
+
+
+def log_progress(common: CommonOptions, extra_fields: tuple[str, ...], *, counted: bool) -> ProgressLog | bool:
+    """Plain progress lines on stderr when it is no terminal (a log file, nohup, Slurm, CI), unless --quiet. The
+    total is known where counting is cheap: files and --text, read whole, without shards; `counted` is False where
+    documents are expanded (qa's several questions)."""
+    if common.quiet or console.is_terminal:
+        return False
+    inputs = common.inputs(extra_fields)
+    cheap = counted and not (inputs.is_empty() or inputs.jsonl or inputs.dataset or "-" in inputs.paths or common.shard)
+    total = len(inputs.files()) + len(inputs.texts) if cheap else None
+    return ProgressLog(total, info)
 
 
 def live_progress(common: CommonOptions) -> bool:
@@ -410,7 +321,7 @@ def checked_inputs(common: CommonOptions, extra_fields: tuple[str, ...]) -> Inpu
     missing one is warned about here and gets an error record when read."""
     inputs = common.inputs(extra_fields)
     if inputs.is_empty():
-        raise UsageError("no input: give files or folders, - for stdin, --text, --jsonl or --dataset.")
+        inputs = stdin_when_piped(inputs)
     for pattern in inputs.globs:
         if Path(pattern).is_absolute():
             raise UsageError(f"--glob takes file names relative to the folders given (such as '*.txt'), not {pattern}.")
@@ -419,7 +330,19 @@ def checked_inputs(common: CommonOptions, extra_fields: tuple[str, ...]) -> Inpu
         raise UsageError(f"{missing[0]} does not exist." if len(missing) == 1 else "none of the inputs exist.")
     for name in missing:
         warn(f"{name} does not exist; it gets an error record.")
+    inputs.check()
+    for note in inputs.notes():
+        warn(note)
     return inputs
+
+
+def stdin_when_piped(inputs: Inputs) -> Inputs:
+    """No input named: stdin when it is a pipe or a file with data (as `-`), else the usage error."""
+    piped = piped_stdin()
+    if not piped:
+        empty = " (stdin is empty)" if piped is False else ""
+        raise UsageError(f"no input: give files or folders, - for stdin, --text, --jsonl or --dataset{empty}.")
+    return dataclasses.replace(inputs, paths=["-"])
 
 
 def check_not_an_input(path: Path, inputs: Inputs) -> None:
@@ -455,7 +378,7 @@ def _engine(common: CommonOptions, make_task: Callable[[], RecordMaker], stack: 
     """The engine --engine asks for. The local one loads the task here; Ray's connects (or starts a local Ray,
     shut down when `stack` closes) and loads the task once per worker. Raises TaskError with one sentence."""
     if common.engine == "ray":
-        from .ray_engine import RaySettings, ray_engine
+        from .engines.ray import RaySettings, ray_engine
 
         settings = RaySettings.from_options(common)
         return stack.enter_context(ray_engine(make_task, str(common.model), settings))
@@ -464,11 +387,3 @@ def _engine(common: CommonOptions, make_task: Callable[[], RecordMaker], stack: 
     for message in getattr(task, "warnings", []):
         warn(message)
     return local_engine(task, common.batch_size)
-
-
-def set_threads(threads: int | None) -> None:
-    """--threads for this process's torch (the driver's, or a Ray worker's); None leaves torch's default."""
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)

@@ -38,7 +38,7 @@ _EXPORTS = {
     ".models.config": ["BigBirdConfig", "BigBirdPegasusConfig", "load_config"],
     ".models.checkpoints": ["CheckpointError", "resolve_checkpoint"],
     ".models.generation": ["DecoderCache"],
-    ".models.tokenizers": ["BigBirdTokenizer", "PegasusTokenizer"],
+    ".models.tokenizers": ["BigBirdTokenizer", "BigBirdTokenizerFast", "PegasusTokenizer", "PegasusTokenizerFast"],
     ".models.linear": ["Linear", "quantize_int8"],
     ".models.heap": ["reuse_freed_memory"],
     ".tasks.documents": ["Document"],

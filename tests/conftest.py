@@ -12,8 +12,10 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 # Window of the tiny CLI checkpoints: 16 blocks of 16 tokens, long enough for block-sparse attention to engage.
 WINDOW = 256
@@ -120,6 +122,11 @@ LONG_TEXT = " ".join(
 )
 
 
+# Two short documents, each one window of the tiny checkpoints.
+BAKER = "Every morning the baker lights the oven at four and the bread is ready by six."
+MUSEUM = "The museum opened a new wing with paintings and sculptures."
+
+
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory) -> Path:
     """A folder of documents: short and long (beyond the tiny window), nested, plus a file the glob skips."""
@@ -205,3 +212,35 @@ def stopped_run(
     finally:
         proc.kill()
         proc.wait()
+
+
+# The commands run in-process (typer's CliRunner) and write records with -o: much faster than starting the
+# installed command for each case; the cases that need a real process start it (bigbird_executable).
+CLI = CliRunner()
+
+
+def cli(*args: object) -> Any:
+    """`bigbird ARGS` run in-process; the result has `exit_code` and `output` (stdout and stderr)."""
+    from bigbird_cli.app import app
+
+    return CLI.invoke(app, [str(a) for a in args])
+
+
+def cli_classify(tiny_models: TinyModels, *args: object) -> Any:
+    """`bigbird classify` on the tiny classifier, quietly."""
+    return cli("classify", "-m", tiny_models["classify"], "-q", *args)
+
+
+def one_sentence(output: str) -> bool:
+    """Whether a command's output holds exactly one error line, a sentence, and no traceback."""
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    return len(errors) == 1 and "Traceback" not in output and errors[0].endswith(".")
+
+
+@pytest.fixture
+def offline_hub(monkeypatch, hf_home):
+    """In-process runs see the tests' Hub cache, offline, and no model named by the environment."""
+    monkeypatch.setenv("HF_HOME", str(hf_home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.delenv("BIGBIRD_MODEL_CLASSIFY", raising=False)

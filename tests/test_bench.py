@@ -12,10 +12,20 @@ import sys
 
 import pytest
 import torch
-from conftest import jsonl
+from conftest import cli, jsonl, one_sentence
 
-from bigbird.models import kernels
-from bigbird.tools.bench import BenchError, BenchSpec, Contender, MemoryMeter, others_bytes, run_bench
+from bigbird.models import cpu, kernels, private_ops
+from bigbird.models.presets import PRESETS, config_from_name
+from bigbird.tools.bench import (
+    DEFAULT_SEQ_LENS,
+    BenchError,
+    BenchSpec,
+    Contender,
+    MemoryMeter,
+    default_seq_lens,
+    others_bytes,
+    run_bench,
+)
 
 TIMING_FIELDS = {"median_s", "min_s", "max_s", "tokens_per_s", "peak_mem_bytes"}
 RECORD_FIELDS = TIMING_FIELDS | {
@@ -32,6 +42,7 @@ RECORD_FIELDS = TIMING_FIELDS | {
     "mem_base_bytes",
     "mem_scope",
     "parameters",
+    "tokenizer",
     "versions",
     "machine",
     "kernels",
@@ -56,8 +67,8 @@ def test_tiny_preset_records():
         assert r["tokens_per_s"] == pytest.approx(r["batch_size"] * r["seq_len"] / r["median_s"], rel=1e-3)
         assert r["peak_mem_bytes"] > 0
         assert "transformers" not in r and "ratio" not in r
-        assert r["machine"]["cpu"] == kernels.cpu_model() and r["machine"]["isa"] == kernels.isa()
-        assert r["machine"]["cpu_generation"] == kernels.cpu_generation()
+        assert r["machine"]["cpu"] == cpu.cpu_model() and r["machine"]["isa"] == cpu.isa()
+        assert r["machine"]["cpu_generation"] == cpu.cpu_generation()
         assert r["versions"]["torch"] == torch.__version__
         assert r["kernels"]["float32"] and set(r["kernels"]["float32"].values()) <= set(kernels.CANDIDATES)
         json.dumps(r)  # JSON-ready
@@ -102,7 +113,7 @@ def test_int8_summarize_reports_whether_the_tokens_match_fp32():
     assert record["speedup_vs_fp32"] > 0
     # The int8 model's cross-attention keys/values are bfloat16 exactly where the CPU computes it natively (by rule,
     # beside the float32 model's measured choice); the record says which ran.
-    bfloat16 = kernels.has_native_bfloat16() and kernels.private_op("conv-packed-bf16") is not None
+    bfloat16 = cpu.has_native_bfloat16() and private_ops.private_op("conv-packed-bf16") is not None
     assert ("onednn-bf16" in record["kernels"]["cross_attention"].values()) == bfloat16
 
 
@@ -113,6 +124,10 @@ def test_model_checkpoint_instead_of_a_preset(tmp_path):
     BigBirdForMaskedLM(BigBirdConfig(**{**BIGBIRD_TINY, "vocab_size": 400})).save_pretrained(tmp_path)
     (record,) = run_bench(BenchSpec(preset=None, model=str(tmp_path), seq_lens=[256], repeat=1))
     assert record["model"] == str(tmp_path) and record["median_s"] > 0
+    assert record["tokenizer"] is None  # a folder without tokenizer files
+    (tmp_path / "tokenizer.json").write_text("{}")
+    (record,) = run_bench(BenchSpec(preset=None, model=str(tmp_path), seq_lens=[256], repeat=1))
+    assert record["tokenizer"] == "tokenizer.json"  # the file the checkpoint's tasks take their ids from
 
 
 @pytest.mark.parametrize(
@@ -303,3 +318,26 @@ def test_cli_int8_against_transformers_says_what_each_column_compares(bigbird):
     result = bigbird(*BASE_ARGS, "--seq-lens", "256", "--quantize", "int8", "--compare", "transformers", check_rc=0)
     stderr = result.stderr.decode()
     assert "ratio to int8" in stderr and "fp32 |diff|" in stderr
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_default_lengths_fit_every_preset(preset):
+    positions = config_from_name(preset).max_position_embeddings
+    lengths = default_seq_lens(positions)
+    assert lengths and max(lengths) <= positions
+    assert lengths == [n for n in DEFAULT_SEQ_LENS if n <= positions] or lengths == [positions]
+
+
+def test_cli_tiny_preset_runs_with_its_defaults(bigbird):
+    """`bigbird bench --preset tiny` with no lengths measures those its 1024 positions allow, not 2048 and 4096."""
+    result = bigbird("bench", "--preset", "tiny", "--repeat", "1", "--warmup", "0", "--threads", "1", "-q", check_rc=0)
+    assert [json.loads(line)["seq_len"] for line in result.stdout.splitlines()] == [512, 1024]
+
+
+def test_bench_plot_checks_matplotlib_before_benchmarking(offline_hub, monkeypatch):
+    import bigbird.tools.bench as bench
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # importing it now raises ImportError
+    monkeypatch.setattr(bench, "run_bench", lambda *a, **k: pytest.fail("benchmarked before checking --plot"))
+    result = cli("bench", "--preset", "tiny", "--plot", "x.png")
+    assert result.exit_code == 2 and "matplotlib" in result.output and one_sentence(result.output)

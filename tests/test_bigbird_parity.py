@@ -9,7 +9,7 @@ import torch
 import transformers
 
 import bigbird
-from bigbird.models import kernels
+from bigbird.models import private_ops
 from bigbird.models.checkpoints import BIGBIRD_TABLE, checkpoint_state_dict, translate
 
 CLASSES = [
@@ -252,7 +252,7 @@ def test_causal_lm_cross_attention_on_the_cache_matches_the_full_pass(kernel, mo
             cache = out.past_key_values
             steps.append(out.logits)
     assert (torch.cat(steps, dim=1) - full).abs().max() <= TOL
-    packs = kernel == "onednn" and kernels.private_op("conv-packed") is not None
+    packs = kernel == "onednn" and private_ops.private_op("conv-packed") is not None
     assert all(kept.packed == packs for kept in cache.cross)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+from conftest import cli, one_sentence
 
 import bigbird
 from bigbird.models.checkpoints import CheckpointError, checkpoint_state_dict, read_state_dict, write_safetensors
@@ -239,3 +241,27 @@ def test_a_new_head_on_a_pretrained_body_starts_at_random_with_a_warning(tmp_pat
     write_safetensors(tensors, tmp_path / "model.safetensors")
     with pytest.raises(CheckpointError, match=r"output\.dense\.weight is missing"):
         bigbird.BigBirdForSequenceClassification.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"block_size": 0}, "block_size"),
+        ({"max_position_embeddings": 256.5}, "max_position_embeddings"),
+        ({"hidden_size": 30}, "hidden_size"),
+        ({"id2label": {"0": "a", "2": "c"}}, "id2label"),
+        ({"id2label": {"zero": "a"}}, "id2label"),
+    ],
+)
+@pytest.mark.parametrize("command", ["classify", "convert"])
+def test_a_broken_config_is_one_sentence_naming_the_field(offline_hub, tiny_models, tmp_path, change, field, command):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_models["classify"], model)
+    config = json.loads((model / "config.json").read_text())
+    config.update(change)
+    (model / "config.json").write_text(json.dumps(config))
+    if command == "convert":
+        result = cli("convert", model, tmp_path / "dst")
+    else:
+        result = cli("classify", "-m", model, "--text", "x", "-o", tmp_path / "out.jsonl")
+    assert result.exit_code == 2 and field in result.output and one_sentence(result.output), result.output

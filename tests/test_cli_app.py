@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import CLI
 from typer.testing import CliRunner
 
 from bigbird_cli import __version__
@@ -104,3 +105,12 @@ def test_install_completion_writes_the_script(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     script = tmp_path / ".bash_completions" / "bigbird.sh"
     assert "_BIGBIRD_COMPLETE" in script.read_text() and str(script) in (tmp_path / ".bashrc").read_text()
+
+
+def test_help_shows_flags_as_flags_and_one_input_panel(offline_hub):
+    result = CLI.invoke(app, ["classify", "--help"], terminal_width=200)
+    lines = result.output.splitlines()
+    assert sum("─ Input ─" in line for line in lines) == 1
+    for flag in ("--resume", "--quiet"):
+        [line] = [line for line in lines if flag in line and "skip" in line or flag in line and "progress" in line]
+        assert "<bool>" not in line

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import cli, one_sentence
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
@@ -17,6 +19,7 @@ from bigbird import BigBirdConfig, BigBirdForMaskedLM, CheckpointError
 from bigbird.models.checkpoints import checkpoint_state_dict
 from bigbird.tools.convert import ConvertError, ConvertOptions, convert, parse_size, verify
 from bigbird.tools.tiny import BIGBIRD_HEADS, PEGASUS_HEADS, make_tiny_checkpoint
+from bigbird_cli.app import app
 
 TOKENIZER_FILES = {"spiece.model": b"not really a sentencepiece model", "tokenizer_config.json": b'{"x": 1}'}
 
@@ -306,7 +309,6 @@ def test_parse_size():
 # Through the command line
 # --------------------------------------------------------------------------------------------------
 def invoke(*args: str):
-    from bigbird_cli.app import app
 
     return CliRunner().invoke(app, ["convert", *args])
 
@@ -416,3 +418,93 @@ def test_a_revision_with_a_local_source_is_warned_about(pickled_checkpoint, tmp_
         f"--revision v9 names a Hub revision; {pickled_checkpoint} is a local folder, read as it is."
         in report["warnings"]
     )
+
+
+def test_cli_verify_fails_with_exit_1_past_the_dtypes_tolerance(pickled_checkpoint, tmp_path, monkeypatch):
+    """A conversion that damages a weight (here: one scaled by 1.5 on its way out) is written, its report printed,
+    and --verify exits 1 with one sentence; the same conversion undamaged passes, and so does bfloat16's rounding."""
+    from bigbird.tools import convert as module
+
+    assert invoke(str(pickled_checkpoint), str(tmp_path / "good"), "--dtype", "bfloat16", "--verify").exit_code == 0
+    prepare = module.prepare_tensors
+
+    def damaged(tensors, config, dtype):
+        tensors, dropped = prepare(tensors, config, dtype)
+        name = next(n for n, t in tensors.items() if t.is_floating_point() and t.dim() == 2)
+        tensors[name] = tensors[name] * 1.5
+        return tensors, dropped
+
+    monkeypatch.setattr(module, "prepare_tensors", damaged)
+    result = invoke(str(pickled_checkpoint), str(tmp_path / "bad"), "--verify")
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["verify"]["max_abs_diff"] > report["verify"]["tolerance"] > 0
+    [line] = result.stderr.strip().splitlines()
+    assert "--verify failed" in line and "more than float32 rounding explains" in line
+
+
+def test_a_tokenizer_json_travels_and_serves_in_place_of_spiece_model(pickled_checkpoint, tmp_path):
+    """A fine-tune saved by transformers 5 has tokenizer.json (and perhaps added_tokens.json), no spiece.model:
+    both travel with the weights, and no warning says the result can't run the tasks (it was said before)."""
+    src = tmp_path / "transformers-5"
+    shutil.copytree(pickled_checkpoint, src, ignore=shutil.ignore_patterns("spiece.model"))
+    (src / "tokenizer.json").write_text('{"model": {}}')
+    (src / "added_tokens.json").write_text('{"[CITY]": 300}')
+    report = convert(src, tmp_path / "out")
+    for name in ("tokenizer.json", "added_tokens.json", "tokenizer_config.json"):
+        assert (tmp_path / "out" / name).read_bytes() == (src / name).read_bytes()
+    assert not any("spiece.model" in warning for warning in report.get("warnings", []))
+    (src / "tokenizer.json").unlink()
+    report = convert(src, tmp_path / "bare")
+    assert any("has neither a spiece.model nor a tokenizer.json" in warning for warning in report["warnings"])
+
+
+def _damage(model: Path, how: str) -> None:
+    weights = model / "model.safetensors"
+    if how == "truncated-safetensors":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif how == "empty-safetensors":
+        weights.write_bytes(b"")
+    elif how == "truncated-bin":
+        from safetensors.torch import load_file
+
+        torch.save(load_file(weights), model / "pytorch_model.bin")
+        weights.unlink()
+        data = (model / "pytorch_model.bin").read_bytes()
+        (model / "pytorch_model.bin").write_bytes(data[: len(data) // 2])
+    elif how == "index-without-weight-map":
+        weights.rename(model / "model-00001-of-00001.safetensors")
+        (model / "model.safetensors.index.json").write_text('{"metadata": {}}')
+
+
+@pytest.mark.parametrize(
+    "how", ["truncated-safetensors", "empty-safetensors", "truncated-bin", "index-without-weight-map"]
+)
+def test_convert_refuses_damaged_weights_leaving_nothing_behind(offline_hub, tiny_models, tmp_path, how):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_models["classify"], model)
+    _damage(model, how)
+    dst = tmp_path / "out" / "dst"
+    result = cli("convert", model, dst)
+    assert result.exit_code == 2 and one_sentence(result.output), result.output
+    assert not dst.exists() and not any((tmp_path / "out").glob(".*")) if (tmp_path / "out").exists() else True
+
+
+def test_convert_destinations_permissions_and_tokenizer_warning(offline_hub, tiny_models, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = cli("convert", tiny_models["classify"], ".", "--force")
+    assert result.exit_code == 2 and "current folder" in result.output and one_sentence(result.output)
+    (tmp_path / "file").write_text("x")
+    result = cli("convert", tiny_models["classify"], tmp_path / "file" / "dst")
+    assert result.exit_code == 2 and one_sentence(result.output)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # no stray temporary folders
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    no_tokenizer = tmp_path / "weights-only"
+    shutil.copytree(tiny_models["classify"], no_tokenizer, ignore=shutil.ignore_patterns("spiece.model", "token*"))
+    result = cli("convert", no_tokenizer, tmp_path / "dst")
+    assert result.exit_code == 0, result.output
+    assert "has neither a spiece.model nor a tokenizer.json" in result.output
+    assert (tmp_path / "dst").stat().st_mode & 0o777 == 0o777 & ~umask
+    assert {p.stat().st_mode & 0o777 for p in (tmp_path / "dst").iterdir()} == {0o666 & ~umask}

@@ -9,13 +9,13 @@ import math
 import pytest
 import torch
 
-from bigbird.models import kernels
+from bigbird.models import cpu, kernels, private_ops
 from bigbird.models.cross_attention import CrossKeysValues
 
 HEADS, SOURCE, DIM = 4, 37, 8
 LOWEST = torch.finfo(torch.float32).min
 needs_conv = pytest.mark.skipif(
-    kernels.private_op("conv-packed") is None, reason="this torch build has no working packed oneDNN convolution"
+    private_ops.private_op("conv-packed") is None, reason="this torch build has no working packed oneDNN convolution"
 )
 
 
@@ -66,7 +66,7 @@ def test_attention_matches_the_dense_oracle(kernel, inputs, group, new, bias_kin
             context, probs = kept.attend(q, bias)
         assert probs is None and context.shape == expected.shape
         assert (context.double() - expected).abs().max() < 1e-5
-    assert kept.packed == (kernel == "onednn" and kernels.private_op("conv-packed") is not None)
+    assert kept.packed == (kernel == "onednn" and private_ops.private_op("conv-packed") is not None)
 
 
 @needs_conv
@@ -141,7 +141,7 @@ def test_the_choice_is_kept_per_source_length_bucket_and_query_count():
 # An int8 model's keys/values in bfloat16
 # --------------------------------------------------------------------------------------------------
 needs_bf16_conv = pytest.mark.skipif(
-    kernels.private_op("conv-packed-bf16") is None, reason="oneDNN has no working bfloat16 convolution on this CPU"
+    private_ops.private_op("conv-packed-bf16") is None, reason="oneDNN has no working bfloat16 convolution on this CPU"
 )
 
 
@@ -154,7 +154,7 @@ def test_an_int8_models_keys_values_go_to_bfloat16_within_its_rounding(
     """On a CPU with native bfloat16 (forced here, so every CPU whose oneDNN has the kernel runs it), keys/values
     marked approximate are packed in bfloat16, by rule: nothing is timed. The context stays within bfloat16's
     rounding of the float64 oracle, and the probabilities path reads the kept tensors back in float32."""
-    monkeypatch.setattr(kernels, "has_native_bfloat16", lambda: True)
+    monkeypatch.setattr(cpu, "has_native_bfloat16", lambda: True)
     k, v = projected(inputs, seed=7)
     bias = padding_bias(inputs, bias_kind)
     kept = CrossKeysValues(k, v, reused=True, approximate=True)
@@ -188,7 +188,7 @@ def test_an_int8_models_keys_values_go_to_bfloat16_within_its_rounding(
 )
 @needs_conv
 def test_what_keeps_float32(approximate, native, forced, packs, fresh_choices, monkeypatch):
-    monkeypatch.setattr(kernels, "has_native_bfloat16", lambda: native)
+    monkeypatch.setattr(cpu, "has_native_bfloat16", lambda: native)
     monkeypatch.setenv("BIGBIRD_CROSS_ATTENTION", forced)
     k, v = projected(1, seed=8)
     q = torch.randn(5, HEADS, 1, DIM)

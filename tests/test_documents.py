@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
+import os
+import sys
 
 import pytest
+from conftest import BAKER, jsonl
 
-from bigbird.tasks.documents import InputError, Inputs, decode_text, iter_dataset, iter_jsonl, iter_paths, iter_texts
+from bigbird.tasks.documents import (
+    Document,
+    InputError,
+    Inputs,
+    decode_text,
+    iter_dataset,
+    iter_jsonl,
+    iter_paths,
+    iter_texts,
+)
 
 
 def test_folder_is_recursive_sorted_and_ids_are_relative(tmp_path):
@@ -37,7 +50,7 @@ def test_file_stdin_and_text_ids(tmp_path):
     "data, error, warning",
     [
         (b"", "is empty", None),
-        (b"  \n\t", "is empty", None),
+        (b"  \n\t", "has no text, only whitespace", None),
         (b"\x89PNG\r\n\x1a\n\x00\x00", "binary", None),
         (b"caf\xe9 ok", None, "not valid UTF-8"),
         (b"\xef\xbb\xbfbom", None, None),
@@ -116,3 +129,153 @@ def test_inputs_order_and_single_stdin(tmp_path):
     with pytest.raises(InputError):
         Inputs(paths=["-"], jsonl=["-"]).open()
     assert Inputs().is_empty() and not inputs.is_empty()
+
+
+def test_duplicate_ids_in_jsonl_are_error_records_not_skips(offline_hub, tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"id": "a", "text": "one"}\n{"id": "a", "text": "two"}\n{"id": "b", "text": "three"}\n')
+    docs = list(Inputs(jsonl=[str(path)]).open())
+    assert [d.id for d in docs] == ["a", "a", "b"]
+    assert docs[0].error is None and "already used" in docs[1].error and docs[2].error is None
+
+
+def test_utf16_files_and_boms_are_read(offline_hub, tmp_path):
+    for name, encoding in [("le.txt", "utf-16"), ("be.txt", "utf-16-be")]:
+        data = "Grüße aus Köln.".encode(encoding)
+        (tmp_path / name).write_bytes(data if encoding == "utf-16" else b"\xfe\xff" + data)
+    docs = list(iter_paths([str(tmp_path)]))
+    assert [(d.text, d.error) for d in docs] == [("Grüße aus Köln.", None)] * 2
+    records = tmp_path / "r.jsonl"
+    records.write_bytes(b'\xef\xbb\xbf{"id": "a", "text": "first"}\n{"id": "b", "text": "caf\xe9"}\n')
+    first, second = iter_jsonl(str(records))
+    assert (first.id, first.text, first.error) == ("a", "first", None)
+    assert second.error is None and "not valid UTF-8" in second.warning
+    assert decode_text(b"caf\xe9", "x")[2] is not None  # the same warning as in text files
+
+
+def test_messages_read_as_sentences(offline_hub, tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"id": "n", "text": 5}\n[1]\n')
+    number, listed = iter_jsonl(str(path))
+    assert number.error == "field 'text' is a number, not a string." and "a list" in listed.error
+    [gone] = iter_paths([str(tmp_path / "gone.txt")])
+    assert "gone.txt" not in gone.error  # the record's id already names it
+
+
+def test_documents_keep_printable_ids(offline_hub):
+    assert Document("caf\udce9.txt", "s").id == "caf\\xe9.txt"
+    assert Document("\ud800", "s").id == "\\ud800"
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])
+def test_utf16_and_utf32_jsonl_is_read(offline_hub, tmp_path, encoding):
+    records = tmp_path / "u.jsonl"
+    records.write_bytes('{"id": "u", "text": "hi"}\n{"id": "v",\r"text": "ho"}\n'.encode(encoding))  # CR: JSON space
+    docs = list(iter_jsonl(str(records)))
+    assert [(d.id, d.text, d.error) for d in docs] == [("u", "hi", None), ("v", "ho", None)]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"])
+def test_bad_units_in_utf16_and_utf32_jsonl_are_replaced_with_a_warning(offline_hub, tmp_path, encoding):
+    bom = {"utf-16-le": codecs.BOM_UTF16_LE, "utf-16-be": codecs.BOM_UTF16_BE}.get(encoding)
+    bom = bom or {"utf-32-le": codecs.BOM_UTF32_LE, "utf-32-be": codecs.BOM_UTF32_BE}[encoding]
+    lone_surrogate = (b"\x00\xd8" if encoding.endswith("le") else b"\xd8\x00") if "16" in encoding else None
+    bad = lone_surrogate or (b"\x00\x00\x11\x00" if encoding.endswith("le") else b"\x00\x11\x00\x00")  # > U+10FFFF
+    lines = [
+        '{"id": "u", "text": "a \ufffd of its own"}\n'.encode(encoding),
+        '{"id": "v", "text": "h'.encode(encoding) + bad + 'o"}\n'.encode(encoding),
+        '{"id": "w", "text": "fine"}\n'.encode(encoding),
+    ]
+    records = tmp_path / "u.jsonl"
+    records.write_bytes(bom + b"".join(lines))
+    docs = list(iter_jsonl(str(records)))
+    assert [(d.id, d.text, d.error) for d in docs] == [
+        ("u", "a \ufffd of its own", None),
+        ("v", "h\ufffdo", None),
+        ("w", "fine", None),
+    ]
+    assert docs[0].warning is None and docs[2].warning is None
+    label = encoding[:6].upper()
+    assert docs[1].warning == (
+        f"line 2 of {records} is not valid {label} (first bad character at offset 22); bad units were replaced."
+    )
+
+
+def test_closed_stdin_is_an_error_record(offline_hub, tmp_path):
+    saved = sys.stdin
+    sys.stdin = None
+    try:
+        [doc] = list(iter_paths(["-"]))
+    finally:
+        sys.stdin = saved
+    assert doc.error == "stdin is closed; there is nothing to read."
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])
+def test_byte_order_marked_text_is_decoded_and_bad_units_are_warned_about(offline_hub, encoding):
+    text, error, warning = decode_text("Plants grow.".encode(encoding), "the file")
+    assert (text, error, warning) == ("Plants grow.", None, None)
+    text, error, warning = decode_text("Plants grow.".encode(encoding) + b"\x00\xd8", "the file")  # a cut unit
+    assert text.startswith("Plants grow.") and error is None and f"not valid {encoding.upper()}" in warning
+
+
+def test_inline_text_with_lone_surrogates_from_python_is_replaced_with_a_warning(offline_hub):
+    [doc] = list(Inputs(texts=["a \ud800 b"]).open())
+    assert doc.text == "a \ufffd b" and doc.error is None and "--text number 0 is not valid UTF-8" in doc.warning
+
+
+def test_folder_walk_follows_links_once_and_reports_what_it_cant_read(offline_hub, tmp_path, monkeypatch):
+    """A linked folder was skipped, and an unreadable subfolder or a link to nothing vanished silently."""
+    (tmp_path / "in" / "locked").mkdir(parents=True)
+    (tmp_path / "ext").mkdir()
+    (tmp_path / "in" / "own.txt").write_text("own")
+    (tmp_path / "in" / "locked" / "l.txt").write_text("locked")
+    (tmp_path / "ext" / "e.txt").write_text("linked")
+    (tmp_path / "in" / "linked").symlink_to(tmp_path / "ext")
+    (tmp_path / "in" / "loop").symlink_to(tmp_path / "in")  # a folder already read: not again, not without end
+    (tmp_path / "in" / "gone.txt").symlink_to(tmp_path / "nowhere.txt")
+    locked = str(tmp_path / "in" / "locked")
+
+    def refusing(list_folder):
+        def guarded(path=".", *args):
+            if os.fspath(path) == locked:  # as a folder of mode 000 is for anyone but root
+                raise PermissionError(13, "Permission denied", os.fspath(path))
+            return list_folder(path, *args)
+
+        return guarded
+
+    monkeypatch.setattr(os, "scandir", refusing(os.scandir))
+    monkeypatch.setattr(os, "listdir", refusing(os.listdir))
+    docs = {d.id: (d.text, d.error) for d in iter_paths([str(tmp_path / "in")])}
+    assert docs == {
+        "gone.txt": ("", f"it is a link to {tmp_path / 'nowhere.txt'}, which does not exist."),
+        "linked/e.txt": ("linked", None),
+        "locked": ("", "the folder could not be read: Permission denied."),
+        "own.txt": ("own", None),
+    }
+
+
+def test_messages_say_what_a_user_needs(bigbird, tiny_models, tmp_path):
+    model = str(tiny_models["classify"])
+    (tmp_path / "blank.txt").write_text("  \n\n\t\n")
+    [record] = jsonl(bigbird("classify", tmp_path / "blank.txt", "-m", model, "-q", check_rc=1).stdout)
+    assert record["error"].endswith("has no text, only whitespace.")
+
+    # A folder as --jsonl: exit 2 before the model loads (the model named does not exist).
+    folder = bigbird("classify", "--jsonl", tmp_path, "-m", tmp_path / "no-model", check_rc=2)
+    assert folder.stderr.decode() == f"error: --jsonl {tmp_path} is a folder; give a JSONL file, or the folder as a" \
+                                     " path (its files).\n"  # fmt: skip
+
+    # A null id: the record gets the line's id, and says so.
+    records = tmp_path / "ids.jsonl"
+    records.write_text(json.dumps({"id": None, "text": BAKER}) + "\n")
+    result = bigbird("classify", "--jsonl", "-", "-m", model, input=records.read_bytes(), check_rc=0)
+    [record] = jsonl(result.stdout)
+    assert record["id"] == "stdin:1" and "its 'id' field is null; its id is stdin:1." in record["warning"]
+    assert "its 'id' field is null" in result.stderr.decode()
+
+    # --split on a single file, which has none: said, and the rows read.
+    table = tmp_path / "rows.csv"
+    table.write_text("id,text\n1," + BAKER + "\n")
+    result = bigbird("classify", "--dataset", table, "--split", "test", "-m", model, check_rc=0)
+    assert f"--split test: {table} is a single file, which has no splits" in result.stderr.decode()

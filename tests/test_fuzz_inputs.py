@@ -20,8 +20,9 @@ from typer.testing import CliRunner
 from bigbird.tasks.documents import Inputs
 from bigbird.tasks.records import make_record
 from bigbird_cli.app import app
-from bigbird_cli.output import open_jsonl
-from bigbird_cli.runner import local_engine, run
+from bigbird_cli.engines.local import local_engine
+from bigbird_cli.jsonl import open_jsonl
+from bigbird_cli.runner import run
 
 FILE_NAMES = (
     st.binary(min_size=1, max_size=10)

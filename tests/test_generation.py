@@ -13,7 +13,7 @@ import transformers
 from test_pegasus_parity import randomize, tiny_config
 
 import bigbird
-from bigbird.models import generation, kernels, linear
+from bigbird.models import generation, linear, private_ops
 from bigbird.models.generation import DecoderCache
 from bigbird.models.linear import Linear
 
@@ -153,9 +153,9 @@ def test_packed_weights_and_keys_values_generate_the_reference_tokens(options, t
     ours, theirs = pair.both(**batch_inputs(), **{"max_length": MAX_LENGTH, **options})
     assert torch.equal(ours, theirs), f"\nours\n{ours}\nreference\n{theirs}"
     layers = [m for m in pair.ours.modules() if isinstance(m, Linear)]
-    if kernels.private_op("linear-packed") is not None:  # else every layer stays on the public path
+    if private_ops.private_op("linear-packed") is not None:  # else every layer stays on the public path
         assert all(layer.packed != layer.shares_weight for layer in layers)
-    assert kept and all(kv.packed == (kernels.private_op("conv-packed") is not None) for kv in kept)
+    assert kept and all(kv.packed == (private_ops.private_op("conv-packed") is not None) for kv in kept)
 
 
 @pytest.mark.parametrize("seed", SAMPLING_SEEDS)

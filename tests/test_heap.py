@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from bigbird.models import heap
-from bigbird_cli import app, ray_engine
+from bigbird_cli import app
+from bigbird_cli.engines import ray as ray_engine
 
 pytestmark = pytest.mark.skipif(heap._libc() is None, reason="the heap policy is glibc's; elsewhere it does nothing")
 

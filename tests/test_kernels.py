@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import bigbird
-from bigbird.models import kernels
+from bigbird.models import cpu, kernels, private_ops
 from bigbird.models.attention import block_sparse_attention, fused_kernel_applies, hf_plan
 from bigbird.models.cross_attention import CrossKeysValues
 from bigbird.models.linear import Linear
@@ -31,14 +31,14 @@ from bigbird.models.presets import PEGASUS_TINY
     ],
 )
 def test_int8_weight_levels_follow_vnni_and_the_switch(flags, env, levels, monkeypatch):
-    monkeypatch.setattr(kernels, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset(flags))
     monkeypatch.setenv("BIGBIRD_INT8_SAFE", env)
-    assert kernels.int8_weight_levels() == levels
+    assert cpu.int8_weight_levels() == levels
 
 
 def test_cpu_flags_without_proc_cpuinfo_fall_back_to_torch(tmp_path, monkeypatch):
-    monkeypatch.setattr(kernels, "CPUINFO", tmp_path / "missing")
-    flags = kernels.cpu_flags.__wrapped__()
+    monkeypatch.setattr(cpu, "CPUINFO", tmp_path / "missing")
+    flags = cpu.cpu_flags.__wrapped__()
     capability = torch.backends.cpu.get_cpu_capability()
     assert ("avx512f" in flags) == (capability == "AVX512")
     assert not {"avx512_vnni", "avx_vnni"} & flags  # unknown, so int8 takes the safe path
@@ -59,17 +59,17 @@ ZEN5 = ZEN4.replace("25", "26").replace("17", "2")
 )
 def test_cpu_generation_reads_family_model_stepping(cpuinfo, generation, tmp_path, monkeypatch):
     (tmp_path / "cpuinfo").write_text(cpuinfo)
-    monkeypatch.setattr(kernels, "CPUINFO", tmp_path / "cpuinfo")
-    assert kernels.cpu_generation.__wrapped__() == generation
+    monkeypatch.setattr(cpu, "CPUINFO", tmp_path / "cpuinfo")
+    assert cpu.cpu_generation.__wrapped__() == generation
 
 
 def test_two_cpu_generations_of_one_model_name_keep_their_own_choices(fresh_choices, monkeypatch):
     """A hypervisor may name a Zen 4 and a Zen 5 both "AMD EPYC"; a cache folder they share (a cluster's home
     folder) must not hand one's measured choices to the other."""
-    monkeypatch.setattr(kernels, "cpu_model", lambda: "AMD EPYC")
+    monkeypatch.setattr(cpu, "cpu_model", lambda: "AMD EPYC")
     paths = set()
     for generation in ("25/17/1", "26/2/1"):
-        monkeypatch.setattr(kernels, "cpu_generation", lambda generation=generation: generation)
+        monkeypatch.setattr(cpu, "cpu_generation", lambda generation=generation: generation)
         paths.add(kernels.cache_path())
         monkeypatch.setattr(kernels, "_chosen", {})
         monkeypatch.setattr(kernels, "measure", lambda names, run, default, g=generation: {
@@ -77,24 +77,24 @@ def test_two_cpu_generations_of_one_model_name_keep_their_own_choices(fresh_choi
         assert kernels.choose("k", ["mkl", "onednn"], run=None) == ("onednn" if generation == "25/17/1" else "mkl")
         assert json.loads(kernels.cache_path().read_text())["cpu"] == f"AMD EPYC ({generation})"
     assert len(paths) == 2
-    monkeypatch.setattr(kernels, "cpu_generation", lambda: "")  # where /proc/cpuinfo does not say: the name alone
-    assert kernels.cpu_identity() == "AMD EPYC" and kernels.cache_path() not in paths
+    monkeypatch.setattr(cpu, "cpu_generation", lambda: "")  # where /proc/cpuinfo does not say: the name alone
+    assert cpu.cpu_identity() == "AMD EPYC" and kernels.cache_path() not in paths
 
 
 def test_isa_names_what_bench_reports(monkeypatch):
-    monkeypatch.setattr(kernels, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "amx_tile", "sse4_2"}))
-    assert kernels.isa() == ["avx2", "avx512f", "amx"]
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "amx_tile", "sse4_2"}))
+    assert cpu.isa() == ["avx2", "avx512f", "amx"]
 
 
 @pytest.mark.parametrize("name", ["linear", "linear-packed", "qlinear", "qlinear-fbgemm", "flash", "conv-packed"])
 def test_private_ops_pass_their_check_on_the_tested_torch(name):
     """pyproject names the torch versions these checks were run on; on those, every fast path is in use."""
-    assert kernels.private_op(name) is not None
+    assert private_ops.private_op(name) is not None
 
 
 def test_the_bfloat16_convolution_passes_its_check_wherever_onednn_has_bfloat16():
     """An int8 model's cross-attention runs it on CPUs with native bfloat16; oneDNN says where it has the type."""
-    assert (kernels.private_op("conv-packed-bf16") is not None) == torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert (private_ops.private_op("conv-packed-bf16") is not None) == torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 @pytest.mark.parametrize("name", ["linear", "flash", "conv-packed"])
@@ -107,11 +107,11 @@ def test_a_broken_private_op_falls_back_to_the_public_path(name, fault, monkeypa
             raise TypeError("unexpected keyword argument")
         return (lambda *args, **kwargs: None), False
 
-    monkeypatch.setitem(kernels._CHECKS, name, check)
+    monkeypatch.setitem(private_ops._CHECKS, name, check)
     monkeypatch.setenv("BIGBIRD_CROSS_ATTENTION", "onednn")  # packs wherever the op works
-    kernels._verified.cache_clear()
+    private_ops._verified.cache_clear()
     try:
-        assert kernels.private_op(name) is None
+        assert private_ops.private_op(name) is None
         layer = Linear(16, 8, activation="gelu")
         x = torch.randn(3, 16)
         expected = F.gelu(F.linear(x, layer.weight, layer.bias)).detach()  # before the layer may pack its weight
@@ -124,14 +124,14 @@ def test_a_broken_private_op_falls_back_to_the_public_path(name, fault, monkeypa
             context, _ = kept.attend(q[:, :, :1], None)
         assert torch.isfinite(out).all()
         assert torch.allclose(context, F.scaled_dot_product_attention(q[:, :, :1], k, v), atol=1e-5)
-        assert kept.packed == (name != "conv-packed" and kernels.private_op("conv-packed") is not None)
+        assert kept.packed == (name != "conv-packed" and private_ops.private_op("conv-packed") is not None)
     finally:
-        kernels._verified.cache_clear()
+        private_ops._verified.cache_clear()
 
 
 def test_private_ops_switched_off(monkeypatch):
     monkeypatch.setenv("BIGBIRD_PRIVATE_OPS", "0")
-    assert all(kernels.private_op(name) is None for name in kernels._CHECKS)
+    assert all(private_ops.private_op(name) is None for name in private_ops._CHECKS)
 
 
 @pytest.mark.parametrize(
@@ -182,7 +182,7 @@ def test_choice_is_measured_once_then_read_from_the_cache(fresh_choices, monkeyp
     assert kernels.choose("k", names, run=None) == "onednn"
     assert len(timed) == 1
     data = json.loads(kernels.cache_path().read_text())
-    assert data["torch"] == torch.__version__ and data["cpu"] == kernels.cpu_identity()
+    assert data["torch"] == torch.__version__ and data["cpu"] == cpu.cpu_identity()
     assert data["choices"]["k"] == {
         "choice": "onednn",
         "ms": {"mkl": 2000.0, "onednn": 1000.0, "onednn-packed": 1500.0},
@@ -275,7 +275,7 @@ def test_real_measurement_makes_a_valid_choice_and_caches_it(fresh_choices):
 
 # Packing needs oneDNN's packed linear, checked once like the other private ops; without it nothing packs.
 needs_packing = pytest.mark.skipif(
-    kernels.private_op("linear-packed") is None, reason="this torch build has no working packed oneDNN linear"
+    private_ops.private_op("linear-packed") is None, reason="this torch build has no working packed oneDNN linear"
 )
 
 

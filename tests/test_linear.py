@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import bigbird
-from bigbird.models import kernels
+from bigbird.models import cpu, kernels, private_ops
 from bigbird.models.linear import ACTIVATIONS, Linear, _quantize_uint8, quantize_int8, quantize_weights
 from bigbird.tools.tiny import BIGBIRD_TINY
 
@@ -139,7 +139,7 @@ def test_int8_is_exact_int8_arithmetic_where_products_would_saturate(int8_path):
         y = layer(x)
     u8, scale, zero_point = _quantize_uint8(x)
     assert zero_point == 0 and u8.min() >= 225
-    levels = 63 if int8_path.startswith("safe") or not kernels.has_vnni() else 127
+    levels = 63 if int8_path.startswith("safe") or not cpu.has_vnni() else 127
     values, scales = quantize_weights(layer.weight.detach(), levels)
     assert values.abs().max() == levels
     exact_int = (u8.long() @ values.long().T).double()
@@ -189,7 +189,7 @@ def test_int8_without_float_weights_gives_the_same_numbers_in_a_quarter_of_the_m
         assert torch.equal(lean(x), expected)
         for layer in lean:  # a kernel it has not packed for yet: packed from the int8 values
             other = next(name for name in ("fbgemm", "onednn") if name not in layer.int8.packed)
-            if kernels.private_op({"fbgemm": "qlinear-fbgemm", "onednn": "qlinear"}[other]) is not None:
+            if private_ops.private_op({"fbgemm": "qlinear-fbgemm", "onednn": "qlinear"}[other]) is not None:
                 layer._run_int8(other, x if layer.in_features == 48 else lean[0](x))
     with torch.inference_mode():
         assert torch.equal(lean(x), expected)

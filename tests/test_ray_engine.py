@@ -20,7 +20,7 @@ from conftest import jsonl
 from bigbird.tasks import TaskError
 from bigbird.tasks.documents import Document
 from bigbird.tasks.records import make_record
-from bigbird_cli.ray_engine import WINDOWS_PER_WORKER, RaySettings, TaskWorker, _records_on
+from bigbird_cli.engines.ray import BUCKETS_PER_WORKER, RayEngine, RaySettings, TaskWorker
 
 RAY = ("--engine", "ray", "--workers", "2", "--cpus-per-worker", "0.5")
 
@@ -144,7 +144,7 @@ def test_ray_options_need_the_ray_engine(bigbird, tiny_models):
     assert result.returncode == 2 and "add --engine ray" in result.stderr.decode()
 
 
-# The worker itself, without Ray: the runner's window loop, and a task that can't start.
+# The worker itself, without Ray: the local engine's bucket loop, and a task that can't start.
 
 
 class Shout:
@@ -157,14 +157,14 @@ class Shout:
         return [make_record(d, "fake", input_tokens=1, truncated=False, chunks=1, out=d.text.upper()) for d in docs]
 
 
-def window_of(*texts):
+def bucket_of(*texts):
     warnings = [None, None, "bad bytes replaced."]
     return [Document(f"d{i}", "test", text, warning=warnings[i % 3]) for i, text in enumerate(texts)]
 
 
-def test_worker_maps_a_window_with_the_runners_error_records(tmp_path):
+def test_worker_maps_a_bucket_with_the_runners_error_records(tmp_path):
     worker = TaskWorker(Shout, batch_size=3, threads=None, cwd=str(tmp_path))
-    failure, warnings, records = worker.records(window_of("a", "boom", "c"))
+    failure, warnings, records = worker.records(bucket_of("a", "boom", "c"))
     assert [r["id"] for r in records] == ["d0", "d1", "d2"] and failure == "" and warnings == ["shout less"]
     assert records[0]["out"] == "A" and records[2]["out"] == "C" and records[2]["warning"] == "bad bytes replaced."
     assert records[1]["error"] == "RuntimeError: boom happened." and records[1]["chunks"] == 0
@@ -175,7 +175,7 @@ def test_worker_reports_a_task_that_cannot_start(tmp_path):
         raise TaskError("model ./nowhere can't be found.")
 
     worker = TaskWorker(no_model, batch_size=1, threads=None, cwd=str(tmp_path))
-    assert worker.records(window_of("a", "b")) == ("model ./nowhere can't be found.", [], [])
+    assert worker.records(bucket_of("a", "b")) == ("model ./nowhere can't be found.", [], [])
 
 
 # The driver's dispatch, on the module's Ray (this process joins it).
@@ -210,18 +210,18 @@ def workers_import_this_module():
 ONE_WORKER = RaySettings(address=None, workers=1, cpus_per_worker=0.5, gpus_per_worker=0, batch_size=1, threads=1)
 
 
-def test_the_driver_reads_only_the_windows_its_workers_hold(ray_address, workers_import_this_module, capsys):
+def test_the_driver_reads_only_the_buckets_its_workers_hold(ray_address, workers_import_this_module, capsys):
     pulled = []
-    records = _records_on(Shout, "fake", ONE_WORKER)(counted([f"text {i}" for i in range(12)], pulled))
+    records = RayEngine(Shout, "fake", ONE_WORKER)(counted([f"text {i}" for i in range(12)], pulled))
     first = next(records)
-    assert first["id"] == "d0" and len(pulled) == WINDOWS_PER_WORKER + 1  # both held, and the one waiting for room
+    assert first["id"] == "d0" and len(pulled) == BUCKETS_PER_WORKER + 1  # both held, and the one waiting for room
     assert [r["out"] for r in [first, *records]] == [f"TEXT {i}" for i in range(12)]
     assert capsys.readouterr().err.count("shout less") == 1  # the Task's warning, printed once for the pool
 
 
-def test_a_worker_that_dies_costs_only_the_window_it_was_running(ray_address, workers_import_this_module):
+def test_a_worker_that_dies_costs_only_the_bucket_it_was_running(ray_address, workers_import_this_module):
     texts = ["a", "b", "die", "c", "d", "e"]
-    records = list(_records_on(DiesOn, "fake", ONE_WORKER)(counted(texts, [])))
+    records = list(RayEngine(DiesOn, "fake", ONE_WORKER)(counted(texts, [])))
     assert [r["id"] for r in records] == [f"d{i}" for i in range(6)]
     assert records[2]["error"].startswith("the Ray worker running it failed")
     assert [r.get("out") for r in records] == ["A", "B", None, "C", "D", "E"]  # "c", queued behind it, went on
@@ -230,7 +230,7 @@ def test_a_worker_that_dies_costs_only_the_window_it_was_running(ray_address, wo
 def test_a_worker_that_cannot_unpickle_the_task_is_one_sentence(ray_address):
     """Without the fixture above, the workers can't import this module: the run stops with the reason, once."""
     with pytest.raises(TaskError, match="No module named 'test_ray_engine'.*installed on every node"):
-        list(_records_on(Shout, "fake", ONE_WORKER)(counted(["a", "b", "c"], [])))
+        list(RayEngine(Shout, "fake", ONE_WORKER)(counted(["a", "b", "c"], [])))
 
 
 class AlwaysDies(Shout):
@@ -243,19 +243,19 @@ class AlwaysDies(Shout):
 def test_workers_that_keep_dying_before_any_result_stop_the_run(ray_address, workers_import_this_module):
     texts = [f"text {i}" for i in range(20)]
     with pytest.raises(TaskError, match="3 Ray workers in a row stopped before giving any result"):
-        list(_records_on(AlwaysDies, "fake", ONE_WORKER)(counted(texts, [])))
+        list(RayEngine(AlwaysDies, "fake", ONE_WORKER)(counted(texts, [])))
 
 
 def test_a_pool_no_node_can_hold_is_one_sentence(ray_address):
     on_gpus = RaySettings(address=None, workers=None, cpus_per_worker=0.5, gpus_per_worker=1, batch_size=1, threads=1)
     with pytest.raises(TaskError, match="no node of the Ray cluster has room for a worker of 1 GPU"):
-        list(_records_on(Shout, "fake", on_gpus)(counted(["a"], [])))
+        list(RayEngine(Shout, "fake", on_gpus)(counted(["a"], [])))
 
 
 def test_text_printed_to_stdout_while_ray_runs_stays_out_of_the_records(capfd):
     """Ray's driver prints a worker's death to sys.stdout, which would land between JSONL records."""
-    from bigbird_cli.output import JsonlWriter
-    from bigbird_cli.ray_engine import _python_stdout_for_records_only
+    from bigbird_cli.engines.ray import _python_stdout_for_records_only
+    from bigbird_cli.jsonl import JsonlWriter
 
     with _python_stdout_for_records_only():
         writer = JsonlWriter(sys.stdout)
@@ -271,7 +271,7 @@ def test_text_printed_to_stdout_while_ray_runs_stays_out_of_the_records(capfd):
 def test_the_pool_is_what_the_nodes_hold_and_others_leave_free(monkeypatch, workers, free_cpus, expected):
     import ray
 
-    from bigbird_cli import ray_engine
+    from bigbird_cli.engines import ray as ray_engine
 
     monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 1.0}}] * 2)
     monkeypatch.setattr(ray, "available_resources", lambda: {"CPU": free_cpus})
@@ -281,7 +281,7 @@ def test_the_pool_is_what_the_nodes_hold_and_others_leave_free(monkeypatch, work
 
 
 class WaitsForRelease(Shout):
-    """A slow window: the document "slow" runs until the driver has read the document that releases it (or 30 s)."""
+    """A slow bucket: the document "slow" runs until the driver has read the document that releases it (or 30 s)."""
 
     def __call__(self, docs, size):
         import time
@@ -296,9 +296,9 @@ class WaitsForRelease(Shout):
         return super().__call__(docs, size)
 
 
-def test_a_slow_window_does_not_idle_the_other_workers(ray_address, workers_import_this_module, tmp_path):
-    """Records go out in input order, but a worker that finished its windows takes new ones: the driver reads on
-    while the first window runs, and the first window waits for the driver to have read the seventh document."""
+def test_a_slow_bucket_does_not_idle_the_other_workers(ray_address, workers_import_this_module, tmp_path):
+    """Records go out in input order, but a worker that finished its buckets takes new ones: the driver reads on
+    while the first bucket runs, and the first bucket waits for the driver to have read the seventh document."""
     release = tmp_path / "release"
 
     def docs():
@@ -308,9 +308,9 @@ def test_a_slow_window_does_not_idle_the_other_workers(ray_address, workers_impo
             yield Document(f"d{i}", "test", "slow" if i == 0 else f"text {i}", fields={"release": str(release)})
 
     two = RaySettings(address=None, workers=2, cpus_per_worker=0.5, gpus_per_worker=0, batch_size=1, threads=1)
-    records = list(_records_on(WaitsForRelease, "fake", two)(docs()))
+    records = list(RayEngine(WaitsForRelease, "fake", two)(docs()))
     assert [r["id"] for r in records] == [f"d{i}" for i in range(12)]
-    assert records[0]["out"] == "RELEASED"  # not "TIMED OUT": the driver did not wait for the first window
+    assert records[0]["out"] == "RELEASED"  # not "TIMED OUT": the driver did not wait for the first bucket
 
 
 def test_sigterm_on_ray_stops_in_order(tiny_models, ray_address, tmp_path):
@@ -320,7 +320,7 @@ def test_sigterm_on_ray_stops_in_order(tiny_models, ray_address, tmp_path):
     from conftest import stopped_run
 
     out = tmp_path / "out.jsonl"
-    # The driver reads ahead to keep its workers busy: enough lines to fill their windows, stdin left open.
+    # The driver reads ahead to keep its workers busy: enough lines to fill their buckets, stdin left open.
     lines = ['{"id": "b", "text": "no mask"}'] + [f'{{"id": "a{i}", "text": "A [MASK] here."}}' for i in range(64)]
     args = ["mask", "--jsonl", "-", "-m", tiny_models["mask"], "-o", out, *RAY, "--ray-address", ray_address]
     code, _, stderr = stopped_run(args, b"no [MASK] token", signal.SIGTERM, stdin="\n".join(lines).encode() + b"\n")

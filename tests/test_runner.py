@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import BAKER, MUSEUM, bigbird_executable, cli, cli_classify, jsonl, one_sentence
 
+from bigbird.tasks import ClassifyTask
 from bigbird.tasks.documents import Document
 from bigbird.tasks.records import make_record
-from bigbird_cli.output import JsonlWriter, compact_for_resume, open_jsonl
-from bigbird_cli.runner import Shard, local_engine, run
+from bigbird_cli.engines.local import local_engine
+from bigbird_cli.jsonl import JsonlWriter, compact_for_resume, open_jsonl
+from bigbird_cli.runner import Shard, run
 
 
 class FakeTask:
@@ -153,3 +158,158 @@ def test_live_progress_stays_out_of_records_on_the_same_terminal(monkeypatch, st
     monkeypatch.setattr(sys.stdout, "isatty", lambda: stdout_tty)
     common = SimpleNamespace(quiet=False, output=None if output is None else Path(output))
     assert runner.live_progress(common) is shown
+
+
+def test_resume_keeps_the_error_record_of_a_repeated_id(offline_hub, tiny_models, tmp_path):
+    """The first "a" is done, so --resume skips it; the second "a" is no document of its own to skip, and its error
+    record (dropped with the other errors when the file is compacted) is written again."""
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"id": "a", "text": "one"}\n{"id": "a", "text": "two"}\n{"id": "b", "text": "three"}\n')
+    out = tmp_path / "out.jsonl"
+    assert cli_classify(tiny_models, "--jsonl", path, "-o", out).exit_code == 1
+    first = jsonl(out)
+    assert [(r["id"], "error" in r) for r in first] == [("a", False), ("a", True), ("b", False)]
+    result = cli("classify", "-m", tiny_models["classify"], "--jsonl", path, "-o", out, "--resume")
+    assert result.exit_code == 1, result.output
+    assert "0 done, 1 failed, 2 skipped" in result.output
+    again = jsonl(out)
+    assert sorted(json.dumps(r, sort_keys=True) for r in again) == sorted(json.dumps(r, sort_keys=True) for r in first)
+
+
+def test_output_naming_an_input_is_refused_before_it_is_opened(offline_hub, tiny_models, tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("first")
+    b.write_text("second")
+    result = cli_classify(tiny_models, a, b, "-o", b)
+    assert result.exit_code == 2 and "is also an input" in result.output and one_sentence(result.output)
+    assert b.read_text() == "second"
+    # A hard link to an input: it emptied the input, and a --jsonl one was read back without end.
+    records = tmp_path / "in.jsonl"
+    records.write_text(json.dumps({"id": "r", "text": "Plants grow."}) + "\n")
+    for source, option in ((a, ()), (records, ("--jsonl",))):
+        link = tmp_path / f"{source.stem}-hard.jsonl"
+        os.link(source, link)
+        result = cli_classify(tiny_models, *option, source, "-o", link)
+        assert result.exit_code == 2 and "is also an input" in result.output
+    assert a.read_text() == "first" and jsonl(records) == [{"id": "r", "text": "Plants grow."}]
+    # A new file inside an input folder would be read back as a document.
+    result = cli_classify(tiny_models, tmp_path, "-o", tmp_path / "out.txt")
+    assert result.exit_code == 2 and not (tmp_path / "out.txt").exists()
+
+
+def test_missing_inputs_are_reported_before_the_model_loads(offline_hub, tiny_models, tmp_path):
+    result = cli("classify", "-m", tmp_path / "no-model", tmp_path / "typo.txt")
+    assert result.exit_code == 2 and "typo.txt does not exist" in result.output and one_sentence(result.output)
+    result = cli("classify", "-m", tmp_path / "no-model", "--dataset", "./no-such-file.csv")
+    assert result.exit_code == 2 and "does not exist" in result.output and one_sentence(result.output)
+    good = tmp_path / "good.txt"
+    good.write_text("A good document.")
+    out = tmp_path / "out.jsonl"
+    result = cli("classify", "-m", tiny_models["classify"], good, tmp_path / "typo.txt", "-o", out)
+    assert result.exit_code == 1 and "warning:" in result.output.split("\n")[0]
+    assert ["error" in r for r in jsonl(out)] == [False, True]
+
+
+def test_output_that_stdin_reads_from_is_refused(offline_hub, tiny_models, tmp_path):
+    """`--jsonl - -o in.jsonl < in.jsonl` read its own records back without end, filling the disk."""
+    import subprocess
+
+    records = tmp_path / "in.jsonl"
+    records.write_text('{"id": "a", "text": "one"}\n')
+    with open(records, "rb") as stdin:
+        done = subprocess.run([bigbird_executable(), "classify", "--jsonl", "-", "-m", tiny_models["classify"],
+                               "-o", records], stdin=stdin, capture_output=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and b"is the file stdin reads from" in done.stderr
+    assert records.read_text() == '{"id": "a", "text": "one"}\n'
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--glob", "/abs/*.txt", "."], "--glob takes file names relative to the folders given"),
+        (["--text", "a", "-o", "-", "--resume"], "--resume needs -o FILE"),
+    ],
+)
+def test_options_that_cant_work_are_usage_errors(offline_hub, tiny_models, args, message):
+    result = cli_classify(tiny_models, *args)
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_resume_refuses_another_commands_records_and_warns_of_another_models(offline_hub, tiny_models, tmp_path):
+    """--resume trusted ids alone: mask records in a classify run's file counted as done, exit 0."""
+    out = tmp_path / "out.jsonl"
+    mask_record = {"id": "text:0", "model": str(tiny_models["mask"]), "predictions": []}
+    out.write_text(json.dumps(mask_record) + "\n")
+    result = cli_classify(tiny_models, "--text", "Plants grow.", "-o", out, "--resume")
+    assert result.exit_code == 2 and "holds records of another command (no 'label' field)" in result.output
+    assert jsonl(out) == [mask_record]
+    moved = {"id": "text:0", "model": "/old/place", "label": "neutral"}
+    out.write_text(json.dumps(moved) + "\n")
+    result = cli_classify(tiny_models, "--text", "Plants grow.", "--text", "More.", "-o", out, "--resume")
+    assert result.exit_code == 0 and "1 records in -o" in result.output and "('/old/place' made 1)" in result.output
+    assert [r["id"] for r in jsonl(out)] == ["text:0", "text:1"]
+
+
+def test_a_stop_while_the_model_loads_leaves_the_output_as_it_was(offline_hub, tiny_models, tmp_path, monkeypatch):
+    """It said 'rerun with --resume' there, which would have kept an earlier run's records as this one's."""
+    out = tmp_path / "out.jsonl"
+    out.write_text(json.dumps({"id": "old", "label": "x"}) + "\n")
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ClassifyTask, "__init__", stopped)
+    result = cli_classify(tiny_models, "--text", "Plants grow.", "-o", out)
+    assert (
+        result.exit_code == 130
+        and f"interrupted before any record was written; -o {out} is as it was." in result.output
+    )
+    assert jsonl(out) == [{"id": "old", "label": "x"}]
+    new = tmp_path / "new.jsonl"  # it did not exist: it still does not (an empty file was left behind)
+    assert cli_classify(tiny_models, "--text", "Plants grow.", "-o", new).exit_code == 130 and not new.exists()
+
+
+def test_piped_stdin_is_read_without_a_dash(bigbird, tiny_models, tmp_path):
+    """`cat report.txt | bigbird mask` reads stdin as `-` does; an empty pipe, or stdin from /dev/null (a batch
+    job's), is still "no input", exit 2."""
+    model = str(tiny_models["mask"])
+    piped = jsonl(bigbird("mask", "-m", model, "-q", input=b"A [MASK] b.", check_rc=0).stdout)
+    dashed = jsonl(bigbird("mask", "-", "-m", model, "-q", input=b"A [MASK] b.", check_rc=0).stdout)
+    assert [r["predictions"] for r in piped] == [r["predictions"] for r in dashed] and piped[0]["id"] == "stdin"
+    (tmp_path / "report.txt").write_text("The [MASK] opened.")
+    with open(tmp_path / "report.txt", "rb") as redirected:
+        done = subprocess.run([bigbird_executable(), "mask", "-m", model, "-q"], stdin=redirected, capture_output=True)
+    assert done.returncode == 0 and jsonl(done.stdout)[0]["id"] == "stdin"
+    empty = bigbird("mask", "-m", model, check_rc=2)
+    assert "no input" in empty.stderr.decode() and "stdin is empty" in empty.stderr.decode()
+    with open(os.devnull, "rb") as nothing:
+        done = subprocess.run([bigbird_executable(), "mask", "-m", model], stdin=nothing, capture_output=True)
+    assert done.returncode == 2 and b"no input" in done.stderr and b"stdin is empty" not in done.stderr
+
+
+def test_a_field_no_record_has_stops_before_the_model_loads(bigbird, tiny_models, tmp_path):
+    """20,000 records using `body` were 20,000 error records; now: exit 2, one sentence naming the fields the
+    records have, before the model loads (the model named here does not exist, and is never reached). A CSV's
+    header shows as read."""
+    records = tmp_path / "big.jsonl"
+    records.write_text("".join(json.dumps({"id": f"n{i}", "body": BAKER}) + "\n" for i in range(30)))
+    for args, field in [
+        ([], "text"),
+        (["--text-field", "body", "--id-field", "key"], "key"),
+        (["--text-field", "body", "--text-pair-field", "hypothesis"], "hypothesis"),
+    ]:
+        result = bigbird("classify", "--jsonl", records, "-m", tmp_path / "no-model", *args, check_rc=2)
+        assert result.stdout == b""
+        assert result.stderr.decode() == (
+            f"error: none of the first 10 records has a {field!r} field; records have: id, body.\n"
+        )
+    semicolons = tmp_path / "export.csv"
+    semicolons.write_text("id;text\n1;" + BAKER + "\n2;" + MUSEUM + "\n")
+    result = bigbird("classify", "--dataset", semicolons, "-m", tmp_path / "no-model", check_rc=2)
+    assert "has a 'text' field; records have: id;text." in result.stderr.decode()
+
+    # Some records lacking it are theirs alone: error records, the rest done.
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(json.dumps({"id": "a", "body": BAKER}) + "\n" + json.dumps({"id": "b", "text": BAKER}) + "\n")
+    done = jsonl(bigbird("classify", "--jsonl", mixed, "-m", tiny_models["classify"], "-q", check_rc=1).stdout)
+    assert ["error" in r for r in done] == [True, False]

@@ -7,11 +7,13 @@ import shutil
 
 import pytest
 import torch
-from conftest import LONG_TEXT, WINDOW
+from conftest import BAKER, LONG_TEXT, WINDOW, cli, jsonl
 
 from bigbird.tasks import ClassifyTask, MaskTask, QATask, SummarizeTask, TaskError
+from bigbird.tasks import base as task_base
 from bigbird.tasks.base import sliding_windows, split_even
 from bigbird.tasks.documents import Document
+from bigbird_cli.engines.local import local_engine
 
 
 def doc(text: str, id: str = "d", **fields) -> Document:
@@ -31,8 +33,9 @@ def test_split_even_covers_evenly(n, capacity):
 def test_sliding_windows_overlap_and_cover(n, capacity, overlap):
     windows = sliding_windows(n, capacity, overlap)
     assert windows[0][0] == 0 and windows[-1][1] == n
-    assert all(e - s == min(n, capacity) for s, e in windows)
-    assert all(b[0] <= a[1] - overlap for a, b in zip(windows, windows[1:], strict=False))
+    assert all(e - s == min(n, capacity) for s, e in windows[:-1]) and 0 < windows[-1][1] - windows[-1][0] <= capacity
+    assert all(b[0] == a[1] - overlap for a, b in zip(windows, windows[1:], strict=False))
+    assert windows[-1][0] + capacity >= n and (len(windows) == 1 or windows[-2][0] + capacity < n)
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +76,10 @@ def test_a_record_does_not_depend_on_its_batch_mates(classify):
     for got, one in zip(classify(docs, 8), alone, strict=True):
         assert got["attention"] == one["attention"] and got["scores"] == pytest.approx(one["scores"], abs=1e-6)
     # Block-sparse inputs share a pass only at the same width in blocks (16 tokens here); full ones at any width.
-    passes = [idx for idx, _, _ in classify.batches([[5] * n for n in (60, 100, 200, 205, 230, 240)], 8)]
-    assert passes == [[0, 1], [2, 3], [4, 5]]
+    passes = list(classify.batches([[5] * n for n in (60, 100, 200, 205, 230, 240)], 8))
+    assert [batch.indices for batch in passes] == [[0, 1], [2, 3], [4, 5]]
+    # Each pass carries the attention it runs, as the documents alone ran it.
+    assert [batch.attention for batch in passes] == ["original_full", "block_sparse", "block_sparse"]
 
 
 def test_classify_truncate_and_top_k(tiny_models):
@@ -155,8 +160,10 @@ def test_loading_errors_are_one_sentence(tiny_models, tmp_path):
         MaskTask(str(tmp_path / "missing" / "deeper" / "dir"))
 
 
-def test_a_checkpoint_saved_by_transformers_5_says_which_file_it_lacks(tiny_models, tmp_path):
-    """transformers 5 saves a BigBird tokenizer as tokenizer.json alone; ours reads spiece.model."""
+def test_a_checkpoint_saved_by_transformers_5_reads_its_tokenizer_json(tiny_models, tmp_path):
+    """transformers 5 saves a BigBird tokenizer as tokenizer.json alone; it was refused for want of spiece.model.
+    (tests/test_fast_tokenizers.py and tests/test_tokenizer_checkpoints.py hold its ids and records to the
+    reference.)"""
     from transformers import AutoTokenizer
 
     source = tiny_models["classify"]
@@ -165,10 +172,9 @@ def test_a_checkpoint_saved_by_transformers_5_says_which_file_it_lacks(tiny_mode
     )
     AutoTokenizer.from_pretrained(source).save_pretrained(tmp_path / "fine-tuned")
     assert not (tmp_path / "fine-tuned" / "spiece.model").exists()
-    with pytest.raises(TaskError, match="no spiece.model, only the tokenizer.json transformers 5 saves: copy spiece"):
-        ClassifyTask(str(tmp_path / "fine-tuned"))
-    shutil.copy(source / "spiece.model", tmp_path / "fine-tuned")  # what the message says to do
-    assert ClassifyTask(str(tmp_path / "fine-tuned"))([doc("Plants grow.")])[0]["label"]
+    task = ClassifyTask(str(tmp_path / "fine-tuned"))
+    assert task.tokenizer.source == "tokenizer.json"
+    assert task([doc("Plants grow.")])[0]["label"]
 
 
 def test_a_tokenizer_of_another_model_is_refused_at_load(tiny_models, tmp_path):
@@ -187,10 +193,9 @@ def test_summaries_no_shorter_than_their_chunks_are_cut_at_one_whole_window(tiny
     task = SummarizeTask(str(tiny_models["summarize"]), num_beams=1)
     seen = []
 
-    def echo(inputs, size, seeds=None):  # each summary is its input again: as long as it
+    def echo(inputs, per_pass, seeds=None):  # each summary is its input again: as long as it
         seen.append([len(piece) for piece in inputs])
-        task.ran = ["original_full"] * len(inputs)  # what the real one records per input
-        return [[task.tokenizer.decode(list(piece))] for piece in inputs]
+        return [[task.tokenizer.decode(list(piece))] for piece in inputs], ["original_full"] * len(inputs)
 
     task.summarize_ids = echo
     [record] = task([doc(LONG_TEXT * 3)])
@@ -267,3 +272,72 @@ def test_summaries_of_mixed_lengths_do_not_depend_on_the_batch_size(tiny_models,
 
     alone = summaries(1)
     assert summaries(4) == alone and summaries(3) == alone
+
+
+@pytest.mark.parametrize("command", ["classify", "summarize", "mask"])
+def test_a_document_with_no_tokens_is_an_error_record(offline_hub, tiny_models, tmp_path, command):
+    out = tmp_path / "out.jsonl"
+    text = "\u200b\u200b\x01\x02"
+    result = cli(command, "-m", tiny_models[command], "--text", text, "-o", out, "-q")
+    assert result.exit_code == 1, result.output
+    [record] = jsonl(out)
+    assert "no tokens" in record["error"]
+
+
+def test_tokenizing_in_pieces_matches_the_whole_text_and_truncate_stops_early(offline_hub, tiny_models, monkeypatch):
+    task = ClassifyTask(str(tiny_models["classify"]))
+    whole = task.tokenizer(LONG_TEXT, add_special_tokens=False, return_offsets_mapping=True)
+    monkeypatch.setattr(task_base, "PIECE_CHARS", 300)
+    pieces = task.encode(LONG_TEXT)
+    assert pieces.ids.tolist() == list(whole["input_ids"]) and pieces.complete
+    assert pieces.offsets.tolist() == [list(span) for span in whole["offset_mapping"]]
+    task.strategy = "truncate"
+    cut = task.encode(LONG_TEXT * 50, capacity=40)
+    assert not cut.complete and 40 < len(cut.ids) < len(whole["input_ids"])
+    assert cut.ids[:40].tolist() == list(whole["input_ids"])[:40]
+
+
+def test_windows_go_through_the_model_at_most_size_at_a_time(offline_hub, tiny_models):
+    task = ClassifyTask(str(tiny_models["classify"]))
+    sequences = [[5] * n for n in (3, 9, 4, 7, 2)]
+    batches = list(task.batches(iter(sequences), 2))
+    assert [batch.indices for batch in batches] == [[0, 1], [2, 3], [4]]  # in order: sorting is the runner's job
+    assert [tuple(batch.input_ids.shape) for batch in batches] == [(2, 9), (2, 7), (1, 2)]
+    assert "batch_size" not in ClassifyTask.__init__.__code__.co_varnames + task_base.Task.__init__.__code__.co_varnames
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_one_long_documents_chunks_go_through_the_model_batch_size_at_a_time(
+    offline_hub, tiny_models, monkeypatch, batch_size
+):
+    """The runner hands --batch-size down to the task: a single chunked document's windows share forward passes up
+    to that size (not one window a pass), and its record is the same as unbatched up to padding noise."""
+    task = ClassifyTask(str(tiny_models["classify"]))
+    [alone] = task([Document("l", "test", LONG_TEXT * 4)], 1)
+    rows: list[int] = []
+    forward = task.model.forward
+    monkeypatch.setattr(task.model, "forward", lambda ids, **kw: rows.append(len(ids)) or forward(ids, **kw))
+    [record] = list(local_engine(task, batch_size)(iter([Document("l", "test", LONG_TEXT * 4)])))
+    n = record["chunks"]
+    assert n > 3 and rows == [min(batch_size, n - k) for k in range(0, n, batch_size)]
+    assert record["label"] == alone["label"] and record["chunks"] == alone["chunks"]
+    assert record["scores"] == pytest.approx(alone["scores"], abs=1e-4)
+
+
+def test_a_checkpoint_of_another_head_or_too_big_says_so(bigbird, tiny_models, tmp_path):
+    """classify on a QA checkpoint named a missing pooler weight; a config too big for memory ended with torch's
+    allocator text. Now: the checkpoint's architecture and the command that runs it; the memory the config needs
+    and the memory the machine has."""
+    wrong = bigbird("classify", "--text", BAKER, "-m", tiny_models["qa"], check_rc=2).stderr.decode()
+    assert wrong == (f"error: {tiny_models['qa']} is a BigBirdForQuestionAnswering checkpoint, which `bigbird qa` runs;"
+                     " classify needs a BigBirdForSequenceClassification checkpoint.\n")  # fmt: skip
+    huge = tmp_path / "huge"
+    huge.mkdir()
+    for name in ("config.json", "spiece.model", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tiny_models["qa"] / name).exists():
+            (huge / name).write_bytes((tiny_models["qa"] / name).read_bytes())
+    config = json.loads((huge / "config.json").read_text())
+    (huge / "config.json").write_text(json.dumps({**config, "hidden_size": 10**9}))
+    (huge / "model.safetensors").write_bytes((tiny_models["qa"] / "model.safetensors").read_bytes())
+    said = bigbird("qa", "--text", BAKER, "-Q", "Who?", "-m", huge, check_rc=2).stderr.decode()
+    assert "its config needs" in said and "GiB available." in said and "Allocator" not in said

@@ -14,6 +14,9 @@ from typing import Annotated, Any
 import typer
 
 from bigbird.models.presets import PRESETS
+from bigbird_cli.console import console, info
+from bigbird_cli.errors import Terminated, UsageError
+from bigbird_cli.jsonl import open_jsonl
 from bigbird_cli.options import OutputFile, QuantizeOption, Quiet, Revision, Threads, WeightsDType
 
 PRESET_NAMES = ", ".join(PRESETS)  # bigbird.models.presets imports no torch: help stays fast
@@ -55,7 +58,14 @@ def command(
     task: Annotated[BenchTask, typer.Option(help="encode: encoder forward; summarize: encoder + generate.")] = (
         BenchTask.encode
     ),
-    seq_lens: Annotated[str, typer.Option(help="Input lengths in tokens, comma-separated.")] = "512,1024,2048,4096",
+    seq_lens: Annotated[
+        str | None,
+        typer.Option(
+            help="Input lengths in tokens, comma-separated [default: 512,1024,2048,4096, those the model's positions"
+            " allow].",
+            show_default=False,
+        ),
+    ] = None,
     batch_sizes: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1",
     attention: Annotated[
         str, typer.Option(help="Attention types, comma-separated: block_sparse, original_full.")
@@ -111,23 +121,14 @@ def command(
     **Example:** bigbird bench --preset bigbird-pegasus-large --task summarize --mixed --seq-lens 1500,2500,4000
     --batch-sizes 1,8 --new-tokens 128
     """
-    from rich.console import Console
-
-    from bigbird.eval.report import require_plot
-    from bigbird.tasks.documents import describe
-    from bigbird.tools.bench import BenchError, BenchSpec, run_bench
-    from bigbird.tools.bench import plot as draw
-
-    from ..errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, Terminated, exit_code_for
-    from ..output import console, error, info, open_jsonl
-    from ..runner import sigterm_stops_in_order
+    from bigbird.tools.bench import BenchError, BenchSpec
 
     spec = BenchSpec(
         preset=None if model else (preset or DEFAULT_PRESET),
         model=model,
         revision=revision,
         task=task.value,
-        seq_lens=_int_list(seq_lens, "--seq-lens"),
+        seq_lens=None if seq_lens is None else _int_list(seq_lens, "--seq-lens"),
         batch_sizes=_int_list(batch_sizes, "--batch-sizes"),
         attentions=[a.strip() for a in attention.split(",") if a.strip()],
         threads=threads,
@@ -142,14 +143,34 @@ def command(
         quantize=quantize.value if quantize else None,
     )
     if model and preset:
-        error("name the weights with one of --preset and --model, not both.")
-        raise typer.Exit(EXIT_USAGE)
+        raise UsageError("name the weights with one of --preset and --model, not both.")
+    if plot is not None:
+        from bigbird.eval.report import require_plot
+
+        require_plot(plot, BenchError)  # refused before any row is measured
+        if output is not None and str(output) != "-" and Path(output).resolve() == Path(plot).resolve():
+            raise BenchError(f"-o {output} is also the --plot file; the figure would replace the records.")
+    records = measure(spec, output, plot, quiet)
+    if not quiet:
+        from rich.console import Console
+
+        # Off a terminal rich would squeeze the table into 80 columns; a log file can take the full width.
+        wide = console if console.is_terminal else Console(stderr=True, highlight=False, width=220)
+        wide.print(results_table(records))
+
+
+def measure(spec: Any, output: Path | None, plot: Path | None, quiet: bool) -> list[dict[str, Any]]:
+    """Run the benchmark, writing each row's record as it is measured, then the plot; the records. A stop
+    (Ctrl-C, SIGTERM) says how many rows are written; a measurement that fails (out of memory at a large batch) is
+    a BenchError."""
+    from bigbird.tasks.documents import describe
+    from bigbird.tools.bench import BenchError, run_bench
+    from bigbird.tools.bench import plot as draw
+
+    from ..runner import sigterm_stops_in_order
+
     records: list[dict[str, Any]] = []
     try:
-        if plot is not None:
-            require_plot(plot, BenchError)  # refused before any row is measured
-            if output is not None and str(output) != "-" and Path(output).resolve() == Path(plot).resolve():
-                raise BenchError(f"-o {output} is also the --plot file; the figure would replace the records.")
         with sigterm_stops_in_order():
             rows = run_bench(spec, progress=None if quiet else info)
             with open_jsonl(output) as writer:
@@ -159,17 +180,12 @@ def command(
         if plot is not None:
             draw(records, plot)
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (timeout, Slurm): the rows written so far are whole
-        how = "terminated" if isinstance(stop, Terminated) else "interrupted"
-        error(f"{how}; the {len(records)} rows measured so far are written.")
-        raise typer.Exit(EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED) from None
+        terminated = isinstance(stop, Terminated)
+        said = f"{'terminated' if terminated else 'interrupted'}; the {len(records)} rows measured so far are written."
+        raise (Terminated if terminated else KeyboardInterrupt)(said) from None
     except (RuntimeError, MemoryError) as exc:  # out of memory at a large batch or length, and the like
-        raise typer.Exit(exit_code_for(BenchError(f"the measurement failed: {describe(exc)}"))) from None
-    except Exception as exc:
-        raise typer.Exit(exit_code_for(exc)) from None
-    if not quiet:
-        # Off a terminal rich would squeeze the table into 80 columns; a log file can take the full width.
-        wide = console if console.is_terminal else Console(stderr=True, highlight=False, width=220)
-        wide.print(results_table(records))
+        raise BenchError(f"the measurement failed: {describe(exc)}") from None
+    return records
 
 
 def where_it_ran(record: dict[str, Any]) -> str:
@@ -198,12 +214,36 @@ def where_it_ran(record: dict[str, Any]) -> str:
     return line
 
 
+def mib(n: int) -> str:
+    """Bytes as whole MiB, with thousands separators."""
+    return f"{n / 2**20:,.0f}"
+
+
+def mixed_cells(r: dict[str, Any]) -> list[str]:
+    """A --mixed row's documents per hour, and beside it batch size 1's (absent from the batch-size-1 row)."""
+    if "batch1" not in r:
+        return [f"{r['docs_per_hour']:,.0f}", "", "", "", ""]
+    same = "same tokens" if r["same_tokens_as_batch1"] else "other tokens"
+    one = r["batch1"]
+    speedup = f"{r['speedup_vs_batch1']:.2f}×"
+    return [f"{r['docs_per_hour']:,.0f}", f"{one['median_s']:.3f}", f"{one['docs_per_hour']:,.0f}", speedup, same]
+
+
+def compare_cells(r: dict[str, Any]) -> list[str]:
+    """transformers' times and peak on the same row, the ratio, and how close its numbers are to ours."""
+    t = r["transformers"]
+    if "max_abs_diff" in r:
+        agreement = f"{r['max_abs_diff']:.1e}"
+    else:
+        agreement = "same tokens" if r.get("same_tokens") else "other tokens"
+    ratio = f"{r['ratio']:.2f}×"
+    times = [f"{t['median_s']:.3f}", f"{t['min_s']:.3f}", f"{t['max_s']:.3f}"]
+    return [*times, mib(t["peak_mem_bytes"]), ratio, agreement]
+
+
 def results_table(records: list[dict[str, Any]]):
     """The records as a rich table: ours, then transformers and the ratio, then int8 vs fp32 when present."""
     from rich.table import Table
-
-    def mib(n: int) -> str:
-        return f"{n / 2**20:,.0f}"
 
     first = records[0] if records else {}
     weights = "int8 linear layers vs float32" if first.get("quantize") else first.get("dtype", "")
@@ -240,14 +280,7 @@ def results_table(records: list[dict[str, Any]]):
             mib(r["peak_mem_bytes"]),
         ]
         if mixed:
-            row.append(f"{r['docs_per_hour']:,.0f}")
-            if "batch1" in r:
-                same = "same tokens" if r["same_tokens_as_batch1"] else "other tokens"
-                one = r["batch1"]
-                speedup = f"{r['speedup_vs_batch1']:.2f}×"
-                row += [f"{one['median_s']:.3f}", f"{one['docs_per_hour']:,.0f}", speedup, same]
-            else:
-                row += ["", "", "", ""]
+            row += mixed_cells(r)
         if quantized:
             if "cosine_min" in r:
                 closeness = f"cos {r['cosine_min']:.4f}"
@@ -255,18 +288,6 @@ def results_table(records: list[dict[str, Any]]):
                 closeness = "same tokens" if r["same_tokens_as_fp32"] else "other tokens"
             row += [f"{r['fp32']['median_s']:.3f}", f"{r['speedup_vs_fp32']:.2f}×", closeness]
         if compare:
-            t = r["transformers"]
-            if "max_abs_diff" in r:
-                agreement = f"{r['max_abs_diff']:.1e}"
-            else:
-                agreement = "same tokens" if r.get("same_tokens") else "other tokens"
-            row += [
-                f"{t['median_s']:.3f}",
-                f"{t['min_s']:.3f}",
-                f"{t['max_s']:.3f}",
-                mib(t["peak_mem_bytes"]),
-                f"{r['ratio']:.2f}×",
-                agreement,
-            ]
+            row += compare_cells(r)
         table.add_row(*row)
     return table

@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
+from ..errors import UsageError
 from ..options import CommonOptions, task_command
-from ..runner import run_command
+from ..runner import TaskSpec, runs
 
 
 class Function(str, Enum):
@@ -18,7 +19,7 @@ class Function(str, Enum):
 
 
 @task_command("classify")
-def command(
+def build(
     common: CommonOptions,
     top_k: Annotated[
         str | None,
@@ -39,7 +40,7 @@ def command(
             show_default=False,
         ),
     ] = None,
-) -> None:
+) -> TaskSpec:
     """Classify documents: `label`, its `score`, and `scores` (label →
     probability, labels from the checkpoint's id2label). Needs --model.
 
@@ -50,7 +51,7 @@ def command(
     from bigbird.tasks import ClassifyTask
 
     if top_k is not None and top_k != "all" and not (top_k.isdigit() and int(top_k) >= 1):
-        raise typer.BadParameter(f"takes a number of labels (1 or more) or all, not {top_k!r}.", param_hint="--top-k")
+        raise UsageError(f"--top-k takes a number of labels (1 or more) or all, not {top_k!r}.")
 
     def make_task(dry_run: bool | None = None) -> ClassifyTask:
         return ClassifyTask(
@@ -62,4 +63,7 @@ def command(
         )
 
     extra_fields = (text_pair_field,) if text_pair_field else ()
-    raise typer.Exit(run_command("classify", common, make_task, extra_fields=extra_fields))
+    return TaskSpec("classify", common, make_task, extra_fields=extra_fields)
+
+
+command = runs(build)

@@ -51,10 +51,9 @@ def command(
 
     **Example:** bigbird convert google/bigbird-roberta-base ./roberta-fp16 --dtype float16 --verify
     """
-    from bigbird.tools.convert import ConvertOptions, convert
+    from bigbird.tools.convert import ConvertOptions, VerifyError, convert
 
-    from ..errors import exit_code_for
-    from ..output import warn
+    from ..console import warn
 
     options = ConvertOptions(
         dtype=dtype.value if dtype else None,
@@ -68,8 +67,9 @@ def command(
     )
     try:
         report = convert(src, dst, options)
-    except Exception as exc:
-        raise typer.Exit(exit_code_for(exc)) from None
+    except VerifyError as failed:  # the report still goes to stdout (its numbers are what the user checks);
+        typer.echo(json.dumps(failed.report))  # errors.py's table says why and exits 1
+        raise
     for message in report.get("warnings", []):
         warn(message)
     typer.echo(json.dumps(report))

@@ -1,16 +1,15 @@
 """`bigbird eval summarize|qa|classify`: score a model's outputs against references in the inputs.
 
-Each subcommand is its task command (same options, same Task, same runner) with three options more. While it
-runs, `runner.EVALUATION` holds an `Evaluate`: the task command builds its Task as always and hands it to
-`run_command`, which passes it here. The Task is wrapped so that every record is scored as soon as it is made
-(so `-o` records carry their own `reference` and `metrics`), a document without a reference becomes an error
-record, and the report (core/eval) is the last line on stdout once the run is over.
+Each subcommand is its task command (same options, same Task, same runner) with three options more. It builds
+the task command's spec (`summarize.build`, ...) and runs it through `Evaluate.run`: the spec's Task is wrapped so
+that every record is scored as soon as it is made (so `-o` records carry their own `reference` and `metrics`), a
+document without a reference becomes an error record, and the report (core/eval) is the last line on stdout once
+the run is over.
 """
 
 from __future__ import annotations
 
 import inspect
-import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
@@ -20,23 +19,16 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from bigbird.eval.metrics import TASKS, EvalError, TaskMetrics, require_rouge
-from bigbird.tasks.documents import Document, InputError, describe, first_line
+from bigbird.eval.metrics import TASKS, TaskMetrics, require_rouge
+from bigbird.eval.references import References
+from bigbird.tasks.documents import Document, Inputs, describe, first_line
 from bigbird.tasks.records import RESULT_FIELDS, Record, error_record
 
-from ..errors import (
-    EXIT_BROKEN_PIPE,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_SOME_FAILED,
-    EXIT_TERMINATED,
-    EXIT_USAGE,
-    UsageError,
-    exit_code_for,
-)
+from ..console import console, error, warn
+from ..errors import EXIT_OK, EXIT_SOME_FAILED, UsageError
+from ..jsonl import open_jsonl, output_file, read_records
 from ..options import Command, CommonOptions, Group
-from ..output import console, error, open_jsonl, output_file, read_records, reader_gone, warn
-from ..runner import EVALUATION, RecordMaker, TaskFactory, check_not_an_input, checked_inputs, run_command
+from ..runner import RecordMaker, TaskFactory, TaskSpec, check_not_an_input, checked_inputs, run_task
 from . import classify, qa, summarize
 
 EVALUATION_PANEL = "Evaluation"
@@ -53,8 +45,8 @@ app = typer.Typer(
 
 @dataclass
 class Evaluate:
-    """One evaluation run (a `runner.Evaluation`): which task's metrics, where the references are, and where the
-    predictions come from (a model, or an earlier run's file)."""
+    """One evaluation run: which task's metrics, where the references are, and where the predictions come from (a
+    model, or an earlier run's file)."""
 
     metrics: TaskMetrics
     field: str
@@ -62,89 +54,42 @@ class Evaluate:
     plot: Path | None
     options: dict[str, Any]
 
-    def __call__(
-        self, task_name: str, common: CommonOptions, make_task: TaskFactory, extra_fields: tuple[str, ...]
-    ) -> int:
-        token = EVALUATION.set(None)  # the run inside is a plain task run
-        try:
-            if common.dry_run:
-                error(f"eval scores predictions and --dry-run makes none: plan the run with `bigbird {task_name} "
-                      "--dry-run`.")  # fmt: skip
-                return EXIT_USAGE
-            try:
-                if not common.jsonl and not common.dataset and not common.inputs((self.field,)).is_empty():
-                    # Text and plain files carry no reference: every document would fail, after the model loaded.
-                    raise UsageError(f"eval needs references: give the documents with --jsonl or --dataset, whose "
-                                     f"{self.field!r} field holds them")  # fmt: skip
-                if self.predictions is not None:
-                    return self._score_file(common)
-                if common.resume and common.output is not None and common.output.is_file():
-                    self._check_resumable(task_name, common.output)
-                return self._predict(task_name, common, make_task, extra_fields)
-            except (UsageError, InputError, EvalError) as exc:
-                return exit_code_for(exc)
-            except BrokenPipeError:  # `bigbird eval ... | head`: the records' or the report's reader went away
-                reader_gone()
-                return EXIT_BROKEN_PIPE
-        finally:
-            EVALUATION.reset(token)
+    @property
+    def references(self) -> References:
+        return References(self.metrics, self.field)
 
-    # References and scores ------------------------------------------------------------------------------------
-
-    def reference(self, raw: Any, labels: list[str] | None = None) -> Any:
-        """The reference in the form the scorer takes, or None when the document has none usable (`missing` says
-        why). Where the model's labels are known, a class id is named by them: an integer, a whole float (a
-        parquet or pandas column with a gap holds 1.0), or a string of digits that is no label name (CSV columns
-        are read as text)."""
-        if labels:
-            class_id = _class_id(raw, labels)
-            if class_id is not None:
-                raw = labels[class_id] if 0 <= class_id < len(labels) else None
-        reference = self.metrics.reference(raw)
-        if labels and self.metrics.task == "classify" and reference not in labels:
-            return None  # a name the model never predicts (a typo, another dataset's labels): `missing` says so
-        return reference
-
-    def missing(self, raw: Any = None, labels: list[str] | None = None) -> str:
-        """Why a document's reference can't be scored against (`raw` as the document holds it)."""
-        class_id = _class_id(raw, labels) if labels else None
-        if class_id is not None and labels and not 0 <= class_id < len(labels):
-            return f"the reference {raw!r} is no class id of the model, whose labels are 0 to {len(labels) - 1}."
-        refusal = self.metrics.refusal(raw)
-        if refusal is not None:
-            return refusal
-        named = self.metrics.reference(raw)
-        if labels and self.metrics.task == "classify" and named is not None and named not in labels:
-            shown = ", ".join(labels[:8]) + (", ..." if len(labels) > 8 else "")
-            return f"the reference {named!r} is no label of the model, whose labels are {shown}."
-        if raw is None or raw in ("", [], {}) or (isinstance(raw, str) and not raw.strip()):
-            return f"no reference to score against: the {self.field!r} field is missing or empty."
-        shown = repr(raw) if len(repr(raw)) <= 60 else repr(raw)[:57] + "..."
-        return f"the {self.field!r} field holds {shown}, which is no {self.metrics.reference_kind}."
-
-    def scored(self, record: Record, reference: Any) -> Record:
-        """The record with its reference and its per-document metrics (an error record stays as it is)."""
-        if "error" in record:
-            return record
-        field = self.metrics.prediction_field
-        if field not in record:
-            return {**record, "error": f"the record has no {field!r} field to score."}
-        if not isinstance(record[field], str):
-            return {**record, "error": f"the record's {field!r} is {record[field]!r}, not a text to score."}
-        scores = self.metrics.score(record[self.metrics.prediction_field], reference)
-        return {**record, "reference": reference, "metrics": scores}
+    def run(self, spec: TaskSpec) -> int:
+        """Score the spec's run (or the --predictions file) and print the report; the exit code (0, or 1 when some
+        documents failed or could not be scored). What stops it is raised, as a task run's is."""
+        common = spec.common
+        if spec.unscorable is not None:
+            raise UsageError(spec.unscorable)
+        if common.dry_run:
+            raise UsageError(
+                f"eval scores predictions and --dry-run makes none: plan the run with `bigbird {spec.name} --dry-run`"
+            )
+        if not common.jsonl and not common.dataset and not common.inputs((self.field,)).is_empty():
+            # Text and plain files carry no reference: every document would fail, after the model loaded.
+            raise UsageError(
+                f"eval needs references: give the documents with --jsonl or --dataset, whose {self.field!r} field "
+                "holds them"
+            )
+        if self.predictions is not None:
+            return self._score_file(common)
+        if common.resume and common.output is not None and common.output.is_file():
+            self._check_resumable(spec.name, common.output)
+        return self._predict(spec)
 
     # A model run ------------------------------------------------------------------------------------------------
 
-    def _predict(
-        self, task_name: str, common: CommonOptions, make_task: TaskFactory, extra_fields: tuple[str, ...]
-    ) -> int:
+    def _predict(self, spec: TaskSpec) -> int:
+        common = spec.common
         settings: dict[str, Any] = {"reference_field": self.field, **self._run_settings(common), **self.options}
 
         built: list[RecordMaker] = []  # the Task, where this process built it (on Ray the workers build theirs)
 
         def make_scored_task(dry_run: bool | None = None) -> ScoredTask:
-            built.append(make_task(dry_run))
+            built.append(spec.make_task(dry_run))
             return ScoredTask(built[-1], self)
 
         with tempfile.TemporaryDirectory(prefix="bigbird-eval-") as tmp:
@@ -153,23 +98,19 @@ class Evaluate:
             target = output_file(common.output)
             through_tmp = (target is None and not common.resume) or (target is not None and _not_a_file(target))
             output = Path(tmp) / "predictions.jsonl" if through_tmp else common.output
-            code = run_command(
-                task_name,
-                replace(common, output=output),
-                make_scored_task,
-                extra_fields=(*extra_fields, self.field),
-                output_name=None if output == common.output else str(target or "FILE"),
+            scored = replace(
+                spec,
+                common=replace(common, output=output),
+                make_task=make_scored_task,
+                extra_fields=(*spec.extra_fields, self.field),
             )
-            if code in (EXIT_USAGE, EXIT_BROKEN_PIPE):
-                return code
-            records = list(read_records(output))  # type: ignore[arg-type]
-            if through_tmp:  # where the user asked for them: what a stopped run made, or all of them
-                with open_jsonl(target) as writer:
-                    for record in records:
-                        writer.write(record)
-            if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):  # no report: it would look final
-                return code
-        resolved = _resolved_settings(built[0] if built else None, make_task)
+            try:
+                run_task(scored, output_name=None if output == common.output else str(target or "FILE"))
+            except KeyboardInterrupt:  # no report (it would look final), but what the stopped run made is kept
+                _delivered(output, through_tmp, target)  # type: ignore[arg-type]
+                raise
+            records = _delivered(output, through_tmp, target)  # type: ignore[arg-type]
+        resolved = _resolved_settings(built[0] if built else None, spec.make_task)
         return self._report(str(common.model), records, settings | resolved, common.quiet)
 
     @staticmethod
@@ -206,6 +147,37 @@ class Evaluate:
             check_not_an_input(common.output, inputs)
             if common.output.resolve() == path.resolve():
                 raise UsageError(f"-o {common.output} is the --predictions file; write the records to another file.")
+        references, repeated, predictions, bad_lines = self._read_file(inputs, path)
+        _refuse_another_tasks_records(path, predictions, self.metrics.task)
+        if repeated:
+            warn(f"{repeated} ids are repeated in the inputs; each is scored against its first reference.")
+        run_only = {"--shard": common.shard, "--resume": common.resume, "--engine ray": common.engine.value == "ray"}
+        ignored = [name for name, given in run_only.items() if given]
+        if ignored:
+            warn(f"--predictions scores {path} as it is: {', '.join(ignored)} only apply to a model run.")
+        labels = self._checkpoint_labels(common)
+        if labels is None and self.references.unnamed_class_ids(references.values(), predictions):
+            raise UsageError("the references hold class ids: give --model so that they are named by its labels")
+        records = []
+        for number in bad_lines:  # a line cut off, or not a record: counted as failed, not skipped silently
+            doc = Document(f"{path.name}:{number}", str(path))
+            records.append(error_record(doc, str(predictions[0].get("model")), f"line {number} is not a JSON record."))
+            error(f"{doc.id}: line {number} is not a JSON record.")
+        failed = lambda doc_id, why: error(f"{doc_id}: {why}")  # noqa: E731
+        records += self.references.score_file(str(path), predictions, references, labels, failed)
+        unmatched = len(set(references) - {str(record.get("id")) for record in predictions})
+        if unmatched:
+            warn(f"{unmatched} documents of the inputs have no record in {path}; they are not in the report.")
+        with open_jsonl(common.output) as writer:
+            for record in records:
+                writer.write(record)
+        model = ", ".join(sorted({str(record["model"]) for record in predictions if record.get("model")}))
+        settings = {"reference_field": self.field, "predictions": str(path)}
+        return self._report(model or "unknown", records, settings, common.quiet)
+
+    def _read_file(self, inputs: Inputs, path: Path) -> tuple[dict[str, Any], int, list[dict[str, Any]], list[int]]:
+        """The inputs' references by id (and how many ids repeat), the file's records, and the numbers of its lines
+        that are no record."""
         try:
             # Only the ids and references are needed: a document without text still has them.
             references: dict[str, Any] = {}
@@ -219,58 +191,7 @@ class Evaluate:
             raise UsageError(f"{path} could not be read: {exc.strerror or exc}") from None
         if not predictions:
             raise UsageError(f"{path} holds no JSONL records to score")
-        _refuse_another_tasks_records(path, predictions, self.metrics.task)
-        if repeated:
-            warn(f"{repeated} ids are repeated in the inputs; each is scored against its first reference.")
-        run_only = {"--shard": common.shard, "--resume": common.resume, "--engine ray": common.engine.value == "ray"}
-        ignored = [name for name, given in run_only.items() if given]
-        if ignored:
-            warn(f"--predictions scores {path} as it is: {', '.join(ignored)} only apply to a model run.")
-        labels = self._checkpoint_labels(common)
-        if self.metrics.task == "classify" and labels is None:
-            # Digits as text (a CSV column) are class ids too, unless the predictions use them as label names.
-            named = {str(p.get(self.metrics.prediction_field)) for p in predictions}
-            if any(_is_class_id(r) or _class_id(r, sorted(named)) is not None for r in references.values()):
-                raise UsageError("the references hold class ids: give --model so that they are named by its labels")
-        records = []
-        for number in bad_lines:  # a line cut off, or not a record: counted as failed, not skipped silently
-            doc = Document(f"{path.name}:{number}", str(path))
-            records.append(error_record(doc, str(predictions[0].get("model")), f"line {number} is not a JSON record."))
-            error(f"{doc.id}: line {number} is not a JSON record.")
-        seen: set[str] = set()
-        for prediction in predictions:
-            doc_id = str(prediction.get("id"))
-            if doc_id in seen:  # as a repeated id of the inputs is: an error record, not a second score
-                doc = Document(doc_id, str(prediction.get("source", path)))
-                why = f"the id is repeated in {path}: only its first record is scored."
-                records.append(error_record(doc, str(prediction.get("model")), why))
-                error(f"{doc_id}: {why}")
-                continue
-            seen.add(doc_id)
-            if "error" in prediction:
-                records.append(prediction)
-                continue
-            reference = self.reference(references.get(doc_id), labels)
-            if reference is None:
-                doc = Document(doc_id, str(prediction.get("source", path)))
-                why = "no input document has this id to give a reference."
-                if doc_id in references:
-                    why = self.missing(references[doc_id], labels)
-                record = error_record(doc, str(prediction.get("model")), why)
-            else:
-                record = self.scored(prediction, reference)
-            if "error" in record:
-                error(f"{doc_id}: {record['error']}")
-            records.append(record)
-        unmatched = len(set(references) - {str(record.get("id")) for record in predictions})
-        if unmatched:
-            warn(f"{unmatched} documents of the inputs have no record in {path}; they are not in the report.")
-        with open_jsonl(common.output) as writer:
-            for record in records:
-                writer.write(record)
-        model = ", ".join(sorted({str(record["model"]) for record in predictions if record.get("model")}))
-        settings = {"reference_field": self.field, "predictions": str(path)}
-        return self._report(model or "unknown", records, settings, common.quiet)
+        return references, repeated, predictions, bad_lines
 
     def _checkpoint_labels(self, common: CommonOptions) -> list[str] | None:
         """classify with --model: the checkpoint's label names, read from its config alone (no weights), so that
@@ -301,27 +222,19 @@ class Evaluate:
             try:  # its path was checked before the run; what fails now (a full disk) must not cost the report
                 plot(self.metrics, records, self.plot)
             except (OSError, ValueError) as exc:
-                error(f"--plot {self.plot} could not be written: {first_line(exc)}.")
-                return EXIT_USAGE
+                raise UsageError(f"--plot {self.plot} could not be written: {first_line(exc)}.") from None
         return EXIT_SOME_FAILED if report["failed"] else EXIT_OK
 
 
-def _is_class_id(reference: Any) -> bool:
-    """Whether a reference is a number, which only the model's labels can name."""
-    if isinstance(reference, float):
-        return reference.is_integer()
-    return isinstance(reference, int) and not isinstance(reference, bool)
-
-
-def _class_id(reference: Any, labels: list[str]) -> int | None:
-    """The class id a reference stands for, or None where it is a label name (or nothing usable)."""
-    if _is_class_id(reference):
-        class_id = int(reference)
-        return None if not 0 <= class_id < len(labels) and str(reference) in labels else class_id
-    text = reference.strip() if isinstance(reference, str) else None
-    if text is not None and text not in labels and re.fullmatch(r"[+-]?\d+(\.0*)?", text):  # "1", or "1.0" (pandas)
-        return int(float(text))
-    return None
+def _delivered(output: Path, through_tmp: bool, target: Path | None) -> list[Record]:
+    """The records a run wrote to `output`; where they went through a temporary file, they are also written where
+    the user asked for them (`target`, stdout when None): what a stopped run made, or all of them."""
+    records = list(read_records(output))
+    if through_tmp:
+        with open_jsonl(target) as writer:
+            for record in records:
+                writer.write(record)
+    return records
 
 
 def _resolved_settings(task: RecordMaker | None, make_task: TaskFactory) -> dict[str, Any]:
@@ -348,16 +261,17 @@ class ScoredTask:
         self.warnings: list[str] = getattr(task, "warnings", [])
         self.evaluate = evaluate
 
-    def __call__(self, docs: list[Document], size: int) -> list[Record]:
+    def __call__(self, docs: list[Document], per_pass: int) -> list[Record]:
         labels = getattr(self.task, "labels", None)
-        raws = [doc.fields.get(self.evaluate.field) for doc in docs]
-        references = [self.evaluate.reference(raw, labels) for raw in raws]
+        refs = self.evaluate.references
+        raws = [doc.fields.get(refs.field) for doc in docs]
+        references = [refs.reference(raw, labels) for raw in raws]
         ready = [doc for doc, reference in zip(docs, references, strict=True) if reference is not None]
-        predicted = iter(self.task(ready, size) if ready else [])
+        predicted = iter(self.task(ready, per_pass) if ready else [])
         return [
-            self.evaluate.scored(next(predicted), reference)
+            refs.scored(next(predicted), reference)
             if reference is not None
-            else error_record(doc, self.model_name, self.evaluate.missing(raw, labels))
+            else error_record(doc, self.model_name, refs.missing(raw, labels))
             for doc, raw, reference in zip(docs, raws, references, strict=True)
         ]
 
@@ -390,10 +304,10 @@ _SHARED = {f.name for f in fields(CommonOptions)}
 
 
 def _evaluating(
-    task_name: str, command: Callable[..., Any], field: tuple[str, str, str], doc: str
+    task_name: str, build: Callable[..., TaskSpec], field: tuple[str, str, str], doc: str
 ) -> Callable[..., None]:
-    """The eval subcommand of a task command: its parameters plus the reference field (flag, default, help),
-    --predictions and --plot."""
+    """The eval subcommand of a task command (given its spec builder): its parameters plus the reference field
+    (flag, default, help), --predictions and --plot."""
     field_flag, field_default, field_help = field
     metrics = TASKS[task_name]
     extra = {
@@ -432,23 +346,18 @@ def _evaluating(
 
     def wrapper(**kwargs: Any) -> None:
         field, predictions, plot_path = (kwargs.pop(name) for name in extra)
-        try:  # missing optional packages are found before any model loads
-            if task_name == "summarize":
-                require_rouge()
-            if plot_path is not None:
-                from bigbird.eval.report import require_plot
+        # Missing optional packages are found before any model loads.
+        if task_name == "summarize":
+            require_rouge()
+        if plot_path is not None:
+            from bigbird.eval.report import require_plot
 
-                require_plot(plot_path)
-        except EvalError as exc:
-            raise typer.Exit(exit_code_for(exc)) from None
+            require_plot(plot_path)
+        spec = build(**kwargs)  # the task command's own checks and Task, as `bigbird TASK` builds them
         options = {name: value for name, value in kwargs.items() if name not in _SHARED and value is not None}
-        token = EVALUATION.set(Evaluate(metrics, field, predictions, plot_path, options))
-        try:
-            command(**kwargs)
-        finally:
-            EVALUATION.reset(token)
+        raise typer.Exit(Evaluate(metrics, field, predictions, plot_path, options).run(spec))
 
-    params = list(inspect.signature(command).parameters.values())
+    params = list(inspect.signature(build).parameters.values())
     params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=a, default=d) for name, (a, d) in
                extra.items()]  # fmt: skip
     wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
@@ -460,7 +369,7 @@ def _evaluating(
 app.command("summarize", cls=Command)(
     _evaluating(
         "summarize",
-        summarize.command,
+        summarize.build,
         ("--reference-field", "summary", "Reference summary field of JSONL records and dataset rows."),
         """Summarize documents and score the summaries against reference summaries.
 
@@ -475,7 +384,7 @@ app.command("summarize", cls=Command)(
 app.command("qa", cls=Command)(
     _evaluating(
         "qa",
-        qa.command,
+        qa.build,
         (
             "--answer-field",
             "answers",
@@ -493,7 +402,7 @@ app.command("qa", cls=Command)(
 app.command("classify", cls=Command)(
     _evaluating(
         "classify",
-        classify.command,
+        classify.build,
         ("--label-field", "label", "Gold label field: a label name, or a class id of the checkpoint's id2label."),
         """Classify documents and score the labels against gold labels.
 

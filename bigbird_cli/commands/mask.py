@@ -6,14 +6,15 @@ from typing import Annotated
 
 import typer
 
+from ..errors import UsageError
 from ..options import CommonOptions, task_command
-from ..runner import run_command
+from ..runner import TaskSpec, runs
 
 DEFAULT_MODEL = "google/bigbird-roberta-base"
 
 
 @task_command("mask", DEFAULT_MODEL)
-def command(
+def build(
     common: CommonOptions,
     top_k: Annotated[int, typer.Option(min=1, help="Predictions per mask token.")] = 5,
     targets: Annotated[
@@ -26,7 +27,7 @@ def command(
             show_default=False,
         ),
     ] = None,
-) -> None:
+) -> TaskSpec:
     """Fill in the [MASK] tokens of each document: `predictions` holds, for each mask, the top-k
     {token, token_id, score, sequence}.
 
@@ -36,15 +37,14 @@ def command(
     """
     from bigbird.tasks import MaskTask
 
-    from ..errors import EXIT_USAGE
-    from ..output import error
-
     words = [word.strip() for given in targets or [] for word in given.split(",") if word.strip()]
     if targets and not words:  # `--targets ,` would otherwise mean "no restriction"
-        error("--targets names no word: give one or more, separated by commas.")
-        raise typer.Exit(EXIT_USAGE)
+        raise UsageError("--targets names no word: give one or more, separated by commas.")
 
     def make_task(dry_run: bool | None = None) -> MaskTask:
         return MaskTask(common.model, **common.task_settings(dry_run=dry_run), top_k=top_k, targets=words or None)
 
-    raise typer.Exit(run_command("mask", common, make_task))
+    return TaskSpec("mask", common, make_task)
+
+
+command = runs(build)

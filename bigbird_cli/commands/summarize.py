@@ -6,14 +6,15 @@ from typing import Annotated
 
 import typer
 
+from ..errors import UsageError
 from ..options import CommonOptions, task_command
-from ..runner import run_command
+from ..runner import TaskSpec, runs
 
 DEFAULT_MODEL = "google/bigbird-pegasus-large-arxiv"
 
 
 @task_command("summarize", DEFAULT_MODEL)
-def command(
+def build(
     common: CommonOptions,
     num_beams: Annotated[int | None, typer.Option(min=1, help="Beam width [default: the checkpoint's].")] = None,
     max_new_tokens: Annotated[
@@ -63,7 +64,7 @@ def command(
         int | None,
         typer.Option(min=1, help="Summaries per document, in a `summaries` list (needs beams or --do-sample)."),
     ] = None,
-) -> None:
+) -> TaskSpec:
     """Summarize documents: one JSONL record with a `summary` per document.
 
     Documents longer than the model's window (4096 tokens) are summarized in chunks, then the chunk summaries
@@ -77,17 +78,10 @@ def command(
 
     from bigbird.tasks import SummarizeTask
 
-    from ..errors import EXIT_USAGE
-    from ..output import error
-
-    problem = None
     if length_penalty is not None and not math.isfinite(length_penalty):
-        problem = f"--length-penalty takes a finite number, not {length_penalty}."
-    elif min_new_tokens is not None and max_new_tokens is not None and min_new_tokens > max_new_tokens:
-        problem = f"--min-new-tokens {min_new_tokens} is more than --max-new-tokens {max_new_tokens}."
-    if problem:
-        error(problem)
-        raise typer.Exit(EXIT_USAGE)
+        raise UsageError(f"--length-penalty takes a finite number, not {length_penalty}.")
+    if min_new_tokens is not None and max_new_tokens is not None and min_new_tokens > max_new_tokens:
+        raise UsageError(f"--min-new-tokens {min_new_tokens} is more than --max-new-tokens {max_new_tokens}.")
 
     def make_task(dry_run: bool | None = None) -> SummarizeTask:
         return SummarizeTask(
@@ -107,4 +101,7 @@ def command(
             num_return_sequences=num_return_sequences,
         )
 
-    raise typer.Exit(run_command("summarize", common, make_task))
+    return TaskSpec("summarize", common, make_task)
+
+
+command = runs(build)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import kernels
+from . import private_ops
 from .config import ATTENTION_TYPES
 from .linear import Linear
 
@@ -188,9 +189,34 @@ def sparse_fits(seq_len: int, block_size: int, num_random_blocks: int) -> bool:
     return seq_len > (5 + 2 * num_random_blocks) * block_size
 
 
-def pad_to_block_size(seq_len: int, block_size: int) -> int:
-    """How many tokens to append so that `seq_len` becomes a multiple of `block_size`."""
-    return (-seq_len) % block_size
+def runs_block_sparse(config: Any, length: int) -> bool:
+    """Whether an input of `length` tokens (padding included) runs block-sparse attention in the encoder `config`
+    describes: the config asks for it, the input has room for the sparse layout, and the stack is no decoder.
+
+    The one owner of this fact: both model families decide each call by it, and the tasks' batching rule does too
+    (inputs share a forward pass only where each runs as it would alone), so the two can never disagree. BigBird's
+    one stack is a causal decoder when `is_decoder` says so; BigBirdPegasus's encoder never is (its config's
+    `is_decoder` is the causal LM's, which has no encoder)."""
+    decoder = config.is_decoder and config.model_type != "bigbird_pegasus"
+    return (
+        config.attention_type == "block_sparse"
+        and not decoder
+        and sparse_fits(length, config.block_size, config.num_random_blocks)
+    )
+
+
+def pad_to_blocks(
+    embeds: torch.Tensor, mask: torch.Tensor, block_size: int, pad_embedding: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, D) embeddings and their (B, T) mask padded invisibly to a whole number of blocks, which the sparse
+    layout needs: the new positions hold `pad_embedding` (the pad token's embedding) and are masked out as keys;
+    the caller cuts them off again after the last layer."""
+    pad = (-embeds.shape[1]) % block_size
+    if not pad:
+        return embeds, mask
+    batch = embeds.shape[0]
+    filler = pad_embedding.reshape(1, 1, -1).expand(batch, pad, -1).to(embeds.dtype)
+    return torch.cat([embeds, filler], dim=1), F.pad(mask, (0, pad), value=0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -253,12 +279,12 @@ def fused_kernel_applies(*tensors: torch.Tensor) -> bool:
 
 def _flash_for_cpu() -> Any:
     """torch's fused CPU attention kernel that also returns each query's log-sum-exp (None where absent or
-    not working: kernels.private_op checks it once).
+    not working: private_ops.private_op checks it once).
 
     The public `scaled_dot_product_attention` keeps the log-sum-exp to itself, and merging two partial
     softmaxes needs it.
     """
-    return kernels.private_op("flash")
+    return private_ops.private_op("flash")
 
 
 def partial_attention(
@@ -496,9 +522,9 @@ class Attention(nn.Module):
         q = self._heads(self.query(hidden))
         dropout = self.dropout if self.training else 0.0
         if encoder_states is not None and cache is not None:  # `bias` is then the encoder's padding
-            approximate = self.key.int8 is not None  # an int8 model (linear.quantize_int8)
-            kept = cache.cross_kv(self.layer_idx, lambda: self._keys_values(encoder_states), approximate)
-            context, probs = kept.attend(q, bias, dropout, output_probs=output_attentions)
+            project = functools.partial(self._keys_values, encoder_states)
+            args = (q, project, bias, dropout, self.key, cache, self.layer_idx, output_attentions)
+            context, probs = kept_cross_attention(*args)
             return context.transpose(1, 2).flatten(2), probs
         if encoder_states is None:
             k, v = self._keys_values(hidden)
@@ -515,3 +541,21 @@ class Attention(nn.Module):
                 bias = additive_mask(mask, q.dtype)
             context, probs = full_attention(q, k, v, bias, dropout, output_probs=output_attentions)
         return context.transpose(1, 2).flatten(2), probs
+
+
+def kept_cross_attention(
+    q: torch.Tensor,
+    project: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+    bias: torch.Tensor | None,
+    dropout: float,
+    key: Linear,
+    cache: Any,
+    layer: int,
+    output_probs: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A decoder layer's cross-attention during generation, for both families: the keys/values `project()` makes
+    from the encoder states are made at the first step and kept in the decoder's `cache` (generation.DecoderCache,
+    as a cross_attention.CrossKeysValues). `key` is the layer's key projection: an int8 one (linear.quantize_int8)
+    lets the kept keys/values go to bfloat16 where the CPU computes it natively."""
+    kept = cache.cross_kv(layer, project, key.int8 is not None)
+    return kept.attend(q, bias, dropout, output_probs=output_probs)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import Attention, additive_mask, causal_bias, pad_to_block_size, sparse_fits
+from .attention import Attention, additive_mask, causal_bias, pad_to_blocks, runs_block_sparse
 from .config import BigBirdConfig
 from .generation import DecoderCache, generate_causal
 from .linear import Linear
@@ -102,12 +102,7 @@ class BigBirdModel(BigBirdPretrainedModel):
 
     def uses_sparse(self, seq_len: int) -> bool:
         """Block-sparse for this call? Decoders and inputs too short for the sparse layout run full attention."""
-        c = self.config
-        return (
-            c.attention_type == "block_sparse"
-            and not c.is_decoder
-            and sparse_fits(seq_len, c.block_size, c.num_random_blocks)
-        )
+        return runs_block_sparse(self.config, seq_len)
 
     def forward(
         self,
@@ -141,14 +136,15 @@ class BigBirdModel(BigBirdPretrainedModel):
             position_ids = torch.arange(past, past + seq_len, device=device).expand(batch, seq_len)
 
         sparse = self.uses_sparse(seq_len)
-        pad = pad_to_block_size(seq_len, self.config.block_size) if sparse else 0
-        if pad:
-            # Pad invisibly to a whole number of blocks; padded tokens are masked and cut off again below.
-            pad_ids = torch.full((batch, pad), self.config.pad_token_id, dtype=torch.long, device=device)
-            embeds = torch.cat([embeds, self.embeddings.tokens(pad_ids)], dim=1)
-            attention_mask = F.pad(attention_mask, (0, pad), value=0)
+        pad = 0
+        if sparse and seq_len % self.config.block_size:
+            # Padded invisibly to whole blocks: masked out as keys, cut off again below.
+            pad_id = self.config.pad_token_id
+            pad_token = self.embeddings.tokens(torch.tensor([pad_id], device=device))
+            embeds, attention_mask = pad_to_blocks(embeds, attention_mask, self.config.block_size, pad_token)
+            pad = embeds.shape[1] - seq_len
             token_type_ids = F.pad(token_type_ids, (0, pad), value=0)
-            position_ids = F.pad(position_ids, (0, pad), value=self.config.pad_token_id)
+            position_ids = F.pad(position_ids, (0, pad), value=pad_id)
 
         x = self.embeddings(embeds, token_type_ids, position_ids)
         if sparse:

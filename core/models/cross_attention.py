@@ -33,7 +33,7 @@ import math
 
 import torch
 
-from . import kernels
+from . import cpu, kernels, private_ops
 from .attention import full_attention
 from .heap import release_free_heap
 
@@ -112,7 +112,7 @@ class CrossKeysValues:
             and q.device.type == "cpu"
             and q.dtype == torch.float32
             and torch.backends.mkldnn.enabled
-            and kernels.private_op("conv-packed") is not None
+            and private_ops.private_op("conv-packed") is not None
         )
 
     def _bfloat16_applies(self, q: torch.Tensor) -> bool:
@@ -121,14 +121,12 @@ class CrossKeysValues:
         return (
             self.approximate
             and q.dtype == torch.float32
-            and kernels.has_native_bfloat16()
+            and cpu.has_native_bfloat16()
             and kernels.override(kernels.CROSS_ATTENTION) in ("auto", "onednn-bf16")
-            and kernels.private_op("conv-packed-bf16") is not None
+            and private_ops.private_op("conv-packed-bf16") is not None
         )
 
-    def _pack(
-        self, queries: int, dtype: torch.dtype, copies: tuple[torch.Tensor, torch.Tensor] | None = None
-    ) -> None:
+    def _pack(self, queries: int, dtype: torch.dtype, copies: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         """Hold the keys/values packed in `dtype` from now on (`copies` made already, or made now), instead of the
         plain ones, and say so to bench."""
         self.keys, self.values = copies or self._packed_copies(queries, keep_plain=False, dtype=dtype)
@@ -210,7 +208,7 @@ class CrossKeysValues:
         inputs, s = self.inputs, self.source_len
         group = rows // inputs
         queries, groups = group * new, inputs * h
-        conv = kernels.private_op("conv-packed")
+        conv = private_ops.private_op("conv-packed")
         dtype = self.packed_dtype  # the convolutions' type: the queries', or bfloat16 (an int8 model's)
         # (B*g, H, T, D) → (g*T, B, H*D), scaled as the softmax wants: one row per query, its input's channels.
         x = torch.empty(queries, inputs, h * d, dtype=q.dtype)

@@ -1,20 +1,11 @@
-"""Which CPU kernels run here: what the CPU has, which of torch's private ops work, and which matmul is fastest.
+"""Which matmul kernel runs here, chosen by measurement once per machine (what the CPU has is cpu.py's question,
+which of torch's private ops work is private_ops.py's).
 
-Three questions, answered once per process (the last one once per machine):
+For each kind of matmul (`FLOAT32`, `INT8`, `CROSS_ATTENTION`) torch's default and the challengers are timed on
+the layer's own shapes at first use; the choice is cached per (CPU model and generation, torch version) in the
+user's cache directory. A challenger must beat the default by `MARGIN`, so the choice is never slower than torch's
+default beyond the noise of the measurement.
 
-* **What the CPU has.** /proc/cpuinfo's flags (torch's own capability string where that file is missing). On
-  x86 CPUs without VNNI, oneDNN's uint8 × int8 matmul adds pairs of products in int16 with saturation
-  (`vpmaddubsw`): 255 × 127 × 2 overflows it. There `int8_weight_levels` keeps weights to 7 bits (±63), so
-  that a pair stays within 255 × 64 × 2 < 2¹⁵ and the int8 result is exact. `BIGBIRD_INT8_SAFE=1` forces
-  this on any CPU (the tests use it), `=0` forbids it.
-* **Whether a private op works.** `_linear_pointwise`, `qlinear_pointwise`, the packed `_convolution_pointwise`
-  and the flash attention that returns its log-sum-exp are not public API. Each is called once on a tiny input
-  and compared with the public path; a missing op, a changed signature or wrong numbers turn it off with a
-  debug log line. `BIGBIRD_PRIVATE_OPS=0` turns them all off (the public path everywhere).
-* **Which matmul is fastest.** For each kind of matmul (`FLOAT32`, `INT8`, `CROSS_ATTENTION`) torch's default and
-  the challengers are timed on the layer's own shapes at first use; the choice is cached per (CPU model and
-  generation, torch version) in the user's cache directory. A challenger must beat the default by `MARGIN`, so
-  the choice is never slower than torch's default beyond the noise of the measurement.
   - float32: the default is `F.linear` (MKL, which skips AVX-512 on AMD CPUs); the challengers oneDNN, on the
     plain weight or on the weight packed in its own layout (a layer that picks packing keeps only the packed
     copy: `Linear.pack`). `BIGBIRD_KERNELS=mkl|onednn|onednn-packed` overrides it (`auto`: measure); a layer
@@ -34,18 +25,17 @@ import functools
 import json
 import logging
 import os
-import platform
 import re
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+
+from . import cpu, private_ops
 
 log = logging.getLogger(__name__)
 
@@ -74,212 +64,16 @@ KINDS = (FLOAT32, INT8, CROSS_ATTENTION)
 CANDIDATES = FLOAT32.candidates
 MARGIN = 0.05  # how much faster than the default a challenger must be to be chosen
 SAMPLE_ROWS = 256  # rows of the input timed: a long input's matmuls run at the speed they reach here
-CPUINFO = Path("/proc/cpuinfo")
 ROUNDS = 3  # timed calls per candidate (interleaved, the fastest counts), after one warm-up call each
 MORE_ROUNDS = 6  # further rounds when the first ones leave the decision within 2 * MARGIN of flipping
 
 
-# --------------------------------------------------------------------------------------------------
-# The CPU
-# --------------------------------------------------------------------------------------------------
-def _cpuinfo() -> dict[str, str]:
-    """The first value of each field of /proc/cpuinfo (the first processor's, on every machine seen), or {} where
-    it can't be read. The one reader of that file: flags, model name and generation all come from here."""
-    fields: dict[str, str] = {}
-    try:
-        for line in CPUINFO.read_text().splitlines():
-            name, _, value = line.partition(":")
-            fields.setdefault(name.strip(), value.strip())
-    except OSError:
-        return {}
-    return fields
-
-
-@functools.cache
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags, from /proc/cpuinfo or, failing that, from torch's capability string."""
-    info = _cpuinfo()
-    flags = info.get("flags", info.get("Features"))
-    if flags is not None:
-        return frozenset(flags.split())
-    capability = torch.backends.cpu.get_cpu_capability()  # "AVX512", "AVX2", "DEFAULT", ...
-    return frozenset({"AVX512": {"avx2", "avx512f"}, "AVX2": {"avx2"}}.get(capability, set()))
-
-
-@functools.cache
-def cpu_model() -> str:
-    return _cpuinfo().get("model name") or platform.processor() or platform.machine() or "unknown"
-
-
-@functools.cache
-def cpu_generation() -> str:
-    """The CPU's family, model and stepping ("26/2/1"), or "" where /proc/cpuinfo does not say.
-
-    The model name alone does not tell processors apart: a hypervisor may call a Zen 4 and a Zen 5 both "AMD EPYC",
-    and their kernels' speeds differ by 2x. A home folder shared by the nodes of a cluster would then hand one
-    generation's measured choices to the other.
-    """
-    info = _cpuinfo()
-    fields = [info.get(name, "") for name in ("cpu family", "model", "stepping")]
-    return "/".join(fields) if all(fields) else ""
-
-
-def cpu_identity() -> str:
-    """What the kernel choices are kept for: the model name, and the generation where the OS tells it."""
-    generation = cpu_generation()
-    return f"{cpu_model()} ({generation})" if generation else cpu_model()
-
-
-def isa() -> list[str]:
-    """The instruction sets that decide the kernels' speed, int8 exactness and an int8 model's bfloat16
-    cross-attention, as bench reports them."""
-    flags = cpu_flags()
-    names = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16"]
-    return [n for n in names if n in flags] + (["amx"] if {"amx_int8", "amx_tile"} & flags else [])
-
-
-def has_native_bfloat16() -> bool:
-    """Whether the CPU computes bfloat16 dot products in hardware (avx512_bf16, AMX), rather than by conversion."""
-    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
-
-
-def has_vnni() -> bool:
-    """Whether int8 products are summed in int32 (VNNI, AMX), so that no pair of them can saturate."""
-    return bool({"avx512_vnni", "avx_vnni", "amx_int8", "amx_tile"} & cpu_flags())
-
-
-def int8_weight_levels() -> int:
-    """The largest int8 weight magnitude that keeps oneDNN's int8 matmul exact on this CPU: 127, or 63."""
-    forced = os.environ.get("BIGBIRD_INT8_SAFE", "")
-    safe = forced == "1" if forced in ("0", "1") else not has_vnni()
-    return 63 if safe else 127
-
-
-# --------------------------------------------------------------------------------------------------
-# Private ops, verified
-# --------------------------------------------------------------------------------------------------
-def private_op(name: str) -> Any:
-    """The private op `name` ("linear", "linear-packed", "qlinear", "qlinear-fbgemm", "flash", "conv-packed",
-    "conv-packed-bf16") if it works here, else None."""
-    if os.environ.get("BIGBIRD_PRIVATE_OPS") == "0":
-        return None
-    return _verified(name)
-
-
-@functools.cache
-def _verified(name: str) -> Any:
-    try:
-        op, ok = _CHECKS[name]()
-    except Exception as error:  # a missing op or a changed signature: any error means "don't use it"
-        log.debug("torch's private op for %s fails here (%s); using the public path", name, error)
-        return None
-    if not ok:
-        log.debug("torch's private op for %s gives wrong numbers here; using the public path", name)
-        return None
-    return op
-
-
-def _check_linear(packed: bool = False) -> tuple[Any, bool]:
-    op = torch.ops.mkldnn._linear_pointwise
-    if not torch.backends.mkldnn.is_available():
-        raise RuntimeError("no oneDNN in this torch build")
-    g = torch.Generator().manual_seed(0)
-    x, w, b = torch.randn(5, 16, generator=g), torch.randn(8, 16, generator=g), torch.randn(8, generator=g)
-    with torch.inference_mode():
-        weight = torch.ops.mkldnn._reorder_linear_weight(w, 5) if packed else w
-        y = op(x, weight, b, "gelu", [], "tanh")
-    return op, torch.allclose(y, F.gelu(F.linear(x, w, b), approximate="tanh"), atol=1e-4)
-
-
-def _check_qlinear() -> tuple[Any, bool]:
-    op = torch.ops.onednn.qlinear_pointwise
-    g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 256, (5, 16), dtype=torch.uint8, generator=g)
-    w = torch.randint(-63, 64, (8, 16), dtype=torch.int8, generator=g)
-    scales, zero_points = torch.full((8,), 0.5), torch.zeros(8, dtype=torch.long)
-    bias = torch.randn(8, generator=g)
-    with torch.inference_mode():
-        packed = torch.ops.onednn.qlinear_prepack(w, [5, 16])
-        y = op(x, 0.25, 3, packed, scales, zero_points, bias, 1.0, 0, torch.float32, "relu", [], "")
-    exact = ((x.double() - 3) @ w.double().T * 0.125 + bias.double()).relu()
-    return op, torch.allclose(y.double(), exact, atol=1e-3)
-
-
-def _check_qlinear_fbgemm() -> tuple[Any, bool]:
-    """fbgemm's int8 linear that quantizes its float input with a given scale: given our int8 weights and scale it
-    must give exact int8 arithmetic, like oneDNN's."""
-    op = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32
-    g = torch.Generator().manual_seed(0)
-    w = torch.randint(-63, 64, (8, 16), dtype=torch.int8, generator=g)
-    x = torch.randint(0, 256, (5, 16), generator=g).float() * 0.25 - 0.75  # on the grid of scale 0.25, zero point 3
-    bias = torch.randn(8, generator=g)
-    with torch.inference_mode():
-        y = op(x, 0.25, 3, fbgemm_pack(w, torch.full((8,), 0.5), bias))
-    exact = ((x.double() + 0.75) / 0.25 - 3) @ w.double().T * 0.125 + bias.double()
-    return op, torch.allclose(y.double(), exact, atol=1e-3)
-
-
-def fbgemm_pack(values: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None) -> Any:
-    """int8 weights (one scale per output row) and a float bias packed for fbgemm's int8 linear."""
-    zero_points = torch.zeros(len(scales), dtype=torch.long)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # quantized tensors are marked deprecated; the check above notices removal
-        weights = torch._make_per_channel_quantized_tensor(values, scales.double(), zero_points, 0)
-    return torch.ops.quantized.linear_prepack(weights, bias)
-
-
-def _check_conv_packed(dtype: torch.dtype = torch.float32) -> tuple[Any, bool]:
-    """oneDNN's convolution on a weight packed in its layout, grouped, on a channels-last input: what
-    cross_attention runs, in float32 or (an int8 model's) bfloat16, within that type's rounding of float32 on the
-    same (rounded) inputs."""
-    op = torch.ops.mkldnn._convolution_pointwise
-    if not torch.backends.mkldnn.is_available():
-        raise RuntimeError("no oneDNN in this torch build")
-    if dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        raise RuntimeError("oneDNN has no bfloat16 on this CPU")
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(1, 6, 5, 1, generator=g).contiguous(memory_format=torch.channels_last).to(dtype)
-    w = torch.randn(8, 3, 1, 1, generator=g).to(dtype)
-    with torch.inference_mode():
-        packed = torch.ops.mkldnn._reorder_convolution_weight(w, [0, 0], [1, 1], [1, 1], 2, [1, 6, 5, 1])
-        y = op(x, packed, None, [0, 0], [1, 1], [1, 1], 2, "none", [], "")
-    tolerance = 1e-5 if dtype == torch.float32 else 1e-2
-    expected = F.conv2d(x.float(), w.float(), groups=2)
-    return op, y.dtype == dtype and torch.allclose(y.float(), expected, rtol=tolerance, atol=tolerance)
-
-
-def _check_flash() -> tuple[Any, bool]:
-    op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-    g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(1, 2, 3, 8, generator=g) for _ in range(3))
-    bias = torch.randn(1, 1, 1, 3, generator=g)
-    with torch.inference_mode():
-        out, lse = op(q, k, v, 0.0, False, attn_mask=bias)
-    scores = q @ k.transpose(-1, -2) / 8**0.5 + bias
-    ok = torch.allclose(out, F.scaled_dot_product_attention(q, k, v, attn_mask=bias), atol=1e-5)
-    return op, ok and torch.allclose(lse, scores.logsumexp(-1), atol=1e-5)
-
-
-_CHECKS: dict[str, Callable[[], tuple[Any, bool]]] = {
-    "linear": _check_linear,
-    "linear-packed": functools.partial(_check_linear, packed=True),
-    "qlinear": _check_qlinear,
-    "qlinear-fbgemm": _check_qlinear_fbgemm,
-    "flash": _check_flash,
-    "conv-packed": _check_conv_packed,
-    "conv-packed-bf16": functools.partial(_check_conv_packed, torch.bfloat16),
-}
-
-
-# --------------------------------------------------------------------------------------------------
-# The matmul kernel, by measurement
-# --------------------------------------------------------------------------------------------------
 def cache_path() -> Path:
     """Where the choices are kept: $BIGBIRD_CACHE_DIR, else $XDG_CACHE_HOME/bigbird-cli, else ~/.cache/bigbird-cli."""
     root = os.environ.get("BIGBIRD_CACHE_DIR") or Path(
         os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "bigbird-cli"
     )
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{cpu_identity()}-torch-{torch.__version__}").strip("-")
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{cpu.cpu_identity()}-torch-{torch.__version__}").strip("-")
     return Path(root) / f"kernels-{slug}.json"
 
 
@@ -413,8 +207,8 @@ def summary() -> dict[str, Any]:
         "int8": chosen(INT8),
         "cross_attention": chosen(CROSS_ATTENTION),
         "measured_ms": {key: {n: round(s * 1e3, 3) for n, s in v.items()} for key, v in _measured.items()},
-        "int8_weight_levels": int8_weight_levels(),
-        "private_ops": [name for name in _CHECKS if private_op(name) is not None],
+        "int8_weight_levels": cpu.int8_weight_levels(),
+        "private_ops": [name for name in private_ops.NAMES if private_ops.private_op(name) is not None],
     }
 
 
@@ -433,7 +227,7 @@ def _save(key: str, choice: str, seconds: dict[str, float]) -> None:
         data = json.loads(path.read_text())
         data["choices"]  # noqa: B018  (a file without it is rewritten)
     except (OSError, ValueError, KeyError, TypeError):
-        data = {"cpu": cpu_identity(), "isa": isa(), "torch": torch.__version__, "choices": {}}
+        data = {"cpu": cpu.cpu_identity(), "isa": cpu.isa(), "torch": torch.__version__, "choices": {}}
     data["choices"][key] = {"choice": choice, "ms": {n: round(s * 1e3, 3) for n, s in seconds.items()}}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

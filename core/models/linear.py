@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import kernels
+from . import cpu, kernels, private_ops
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": F.gelu,
@@ -47,7 +47,7 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "swish": F.silu,
     "tanh": torch.tanh,
 }
-# The int8 kernels, by the private op (kernels.private_op) each one runs.
+# The int8 kernels, by the private op (private_ops.private_op) each one runs.
 INT8_OPS = {"fbgemm": "qlinear-fbgemm", "onednn": "qlinear"}
 # What a layer quantized with keep_float=False says when asked for what only float weights can do.
 INT8_ONLY = "this layer runs int8 only (quantize_int8 with keep_float=False dropped its float weights)"
@@ -98,7 +98,7 @@ class Int8Weights:
     layer has run, at that kernel's first use. The int8 values are kept only until the first packing (most layers
     only ever run one kernel); another kernel's packing quantizes the float weights again, to the same values."""
 
-    levels: int  # the largest weight magnitude: kernels.int8_weight_levels() when quantized
+    levels: int  # the largest weight magnitude: cpu.int8_weight_levels() when quantized
     scales: torch.Tensor
     zero_points: torch.Tensor  # all 0 (symmetric), in the form oneDNN's kernel takes them on every call
     bias: torch.Tensor | None
@@ -131,7 +131,7 @@ def activation_scale(x: torch.Tensor) -> tuple[float, int]:
 
 def quantize_weights(weight: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric int8 weights in [-levels, levels], one float scale per output row (levels: 127, or 63 where
-    the CPU's int8 kernel would saturate on full-range weights: see kernels.int8_weight_levels)."""
+    the CPU's int8 kernel would saturate on full-range weights: see cpu.int8_weight_levels)."""
     scales = (weight.abs().amax(dim=1) / levels).clamp_min(1e-12)
     return torch.round(weight / scales[:, None]).clamp(-levels, levels).to(torch.int8), scales
 
@@ -186,9 +186,9 @@ class Linear(nn.Linear):
         if self.packed:
             return "onednn-packed"
         names = ["mkl"]
-        if kernels.private_op("linear") is not None and torch.backends.mkldnn.enabled:
+        if private_ops.private_op("linear") is not None and torch.backends.mkldnn.enabled:
             names.append("onednn")
-            if kernels.private_op("linear-packed") is not None and not self.shares_weight:
+            if private_ops.private_op("linear-packed") is not None and not self.shares_weight:
                 names.append("onednn-packed")
         key = kernels.shape_key(self.in_features, self.out_features, self.post_op[0], rows)
         sample = x.flatten(0, -2)[: min(rows, kernels.SAMPLE_ROWS)]
@@ -248,7 +248,7 @@ class Linear(nn.Linear):
                 self._trial = self._packed_copy(x.numel() // x.shape[-1])
             weight = self._trial
         attr, algorithm = self.post_op
-        return self._after_kernel(kernels.private_op("linear")(x, weight, self.bias, attr, [], algorithm))
+        return self._after_kernel(private_ops.private_op("linear")(x, weight, self.bias, attr, [], algorithm))
 
     def _packed_copy(self, rows: int) -> torch.Tensor:
         """The weight in oneDNN's layout for inputs of about `rows` rows (any number of rows runs on it)."""
@@ -302,7 +302,7 @@ class Linear(nn.Linear):
     def _int8_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Through the int8 kernel kernels.choose picks for this shape (timed on this input at its first call)."""
         rows = x.reshape(-1, x.shape[-1]).float()
-        names = [name for name, op in INT8_OPS.items() if kernels.private_op(op) is not None]
+        names = [name for name, op in INT8_OPS.items() if private_ops.private_op(op) is not None]
         key = kernels.shape_key(self.in_features, self.out_features, self.post_op[0], len(rows), kernels.INT8)
         sample = rows[: kernels.SAMPLE_ROWS]
         kernel = kernels.choose(key, names, lambda name: self._run_int8(name, sample), kernels.INT8)
@@ -317,11 +317,11 @@ class Linear(nn.Linear):
         if packed is None:
             packed = w.packed[kernel] = self._pack_int8(kernel)
         if kernel == "fbgemm":
-            y = kernels.private_op("qlinear-fbgemm")(x, *activation_scale(x), packed)
+            y = private_ops.private_op("qlinear-fbgemm")(x, *activation_scale(x), packed)
             return y if self.act is None else self.act(y)
         u8, scale, zero_point = _quantize_uint8(x)
         attr, algorithm = self.post_op
-        y = kernels.private_op("qlinear")(
+        y = private_ops.private_op("qlinear")(
             u8, scale, zero_point, packed, w.scales, w.zero_points, w.bias, 1.0, 0, torch.float32, attr, [], algorithm
         )
         return self._after_kernel(y)
@@ -335,7 +335,7 @@ class Linear(nn.Linear):
         if values is None:
             values, _ = quantize_weights(self.weight.detach().float().cpu(), w.levels)
         if kernel == "fbgemm":
-            return kernels.fbgemm_pack(values, w.scales, w.bias)
+            return private_ops.fbgemm_pack(values, w.scales, w.bias)
         # The input shape is a hint for oneDNN's weight layout; any number of rows works with it.
         return torch.ops.onednn.qlinear_prepack(values, [PACKING_ROWS, self.in_features])
 
@@ -351,10 +351,10 @@ class Linear(nn.Linear):
         """
         if self.weight.is_meta:
             return  # already int8, without float weights to quantize again
-        if not any(kernels.private_op(op) is not None for op in INT8_OPS.values()):
+        if not any(private_ops.private_op(op) is not None for op in INT8_OPS.values()):
             raise RuntimeError("this torch build has no working int8 kernel, so --quantize int8 can't run here")
         self.unpack()
-        levels = kernels.int8_weight_levels()
+        levels = cpu.int8_weight_levels()
         values, scales = quantize_weights(self.weight.detach().float().cpu(), levels)
         bias = None if self.bias is None else self.bias.detach().float().cpu()
         zero_points = torch.zeros(len(scales), dtype=torch.long)

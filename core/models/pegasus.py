@@ -13,6 +13,7 @@ once per input, never copied per beam.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import Attention, additive_mask, causal_bias, full_attention, pad_to_block_size, sparse_fits
+from .attention import (
+    Attention,
+    additive_mask,
+    causal_bias,
+    full_attention,
+    kept_cross_attention,
+    pad_to_blocks,
+    runs_block_sparse,
+)
 from .bigbird import classification_loss, span_loss
 from .config import GENERATION_DEFAULTS, BigBirdPegasusConfig
 from .cross_attention import CrossKeysValues
@@ -120,12 +129,12 @@ class DecoderAttention(nn.Module):
             else:
                 context, probs = full_attention(q, k, v, bias, dropout, output_probs=output_attentions)
         else:
+            project = functools.partial(self._keys_values, encoder_states)
             if cache is not None:
-                approximate = self.key.int8 is not None  # an int8 model (linear.quantize_int8)
-                kept = cache.cross_kv(layer_idx, lambda: self._keys_values(encoder_states), approximate)
+                args = (q, project, bias, dropout, self.key, cache, layer_idx, output_attentions)
+                context, probs = kept_cross_attention(*args)
             else:
-                kept = CrossKeysValues(*self._keys_values(encoder_states))
-            context, probs = kept.attend(q, bias, dropout, output_probs=output_attentions)
+                context, probs = CrossKeysValues(*project()).attend(q, bias, dropout, output_probs=output_attentions)
         return self.out(context.transpose(1, 2).flatten(2)), probs
 
 
@@ -194,8 +203,7 @@ class Encoder(nn.Module):
 
     def uses_sparse(self, seq_len: int) -> bool:
         """Block-sparse for this call? Inputs too short for the sparse layout run full attention."""
-        c = self.config
-        return c.attention_type == "block_sparse" and sparse_fits(seq_len, c.block_size, c.num_random_blocks)
+        return runs_block_sparse(self.config, seq_len)
 
     def forward(
         self,
@@ -215,12 +223,10 @@ class Encoder(nn.Module):
         mask = mask.long()
 
         sparse = self.uses_sparse(seq_len)
-        pad = pad_to_block_size(seq_len, self.config.block_size) if sparse else 0
-        if pad:
-            # Pad invisibly to whole blocks: masked out as keys, cut off again below.
-            pad_ids = torch.full((batch, pad), self.config.pad_token_id, dtype=torch.long, device=device)
-            x = torch.cat([x, self.tokens(pad_ids) * self.scale], dim=1)
-            mask = F.pad(mask, (0, pad), value=0)
+        if sparse and seq_len % self.config.block_size:
+            # Padded invisibly to whole blocks: masked out as keys, cut off again below.
+            pad_token = self.tokens(torch.tensor([self.config.pad_token_id], device=device)) * self.scale
+            x, mask = pad_to_blocks(x, mask, self.config.block_size, pad_token)
         bias = None if sparse else additive_mask(mask, x.dtype)
 
         hidden_states, attentions = [x[:, :seq_len]], []

@@ -14,16 +14,17 @@ config and tokenizer only, and reports how each document would be split.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
 
-from bigbird.models.attention import sparse_fits
+from bigbird.models.attention import runs_block_sparse
 from bigbird.models.config import ModelConfig, apply_generation_config, load_config
 from bigbird.models.modeling import device_available
 
@@ -128,12 +129,77 @@ def split_even(n: int, capacity: int) -> list[tuple[int, int]]:
 
 
 def sliding_windows(n: int, capacity: int, overlap: int) -> list[tuple[int, int]]:
-    """Windows of `capacity` tokens stepping by `capacity - overlap`, the last one ending at n."""
-    if n <= capacity:
-        return [(0, n)]
+    """Windows of `capacity` tokens stepping by `capacity - overlap` until one reaches n (that one may be shorter).
+
+    The layout of a tokenizer's overflowing windows (`stride=overlap`), which the question-answering pipeline
+    reads a long context in: the same windows give the same spans and scores."""
     step = max(1, capacity - overlap)
-    starts = list(range(0, n - capacity, step)) + [n - capacity]
-    return [(s, s + capacity) for s in starts]
+    windows = []
+    for start in range(0, max(n, 1), step):
+        windows.append((start, min(start + capacity, n)))
+        if start + capacity >= n:
+            break
+    return windows
+
+
+# The command that runs each kind of head, by the end of its class name (a checkpoint's `architectures`).
+COMMANDS_BY_HEAD = {
+    "ForQuestionAnswering": "qa",
+    "ForSequenceClassification": "classify",
+    "ForMaskedLM": "mask",
+    "ForPreTraining": "mask",
+    "ForConditionalGeneration": "summarize",
+}
+
+
+def command_for(architecture: str | None) -> str | None:
+    """The `bigbird` command that runs a checkpoint of this architecture (None: none of ours)."""
+    return next((cmd for head, cmd in COMMANDS_BY_HEAD.items() if architecture and architecture.endswith(head)), None)
+
+
+def parameter_count(cls: type, config: ModelConfig) -> int:
+    """The weights a config makes, counted on the meta device: shapes, no memory."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in cls(config).parameters())
+
+
+def available_memory() -> int:
+    """Bytes of memory this machine can still give (Linux's MemAvailable; else the free pages)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(kw_only=True)
+class Chunked:
+    """A document as a task cuts it for the model (`Task.split`): its token ids, the (start, end) token windows the
+    model reads (one forward input each), and whether text is cut (`--strategy truncate`). A task that needs more
+    (qa's question, classify's text pair, mask's masks per window) adds it in a subclass."""
+
+    ids: Any  # the document's token ids, as the task reads them (an array, or a list)
+    windows: list[tuple[int, int]]
+    truncated: bool
+
+
+class Pass(NamedTuple):
+    """One forward pass of `Task.batches`: the indices of its sequences, their padded ids and mask on the model's
+    device, and the encoder attention the pass runs (`block_sparse` or `original_full`)."""
+
+    indices: list[int]
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    attention: str
+
+
+def attention_of(ran: Sequence[str], inputs: Sequence[int]) -> str:
+    """The attention a document ran: block_sparse when any of its inputs did. `ran` holds each sequence's attention
+    as its pass ran it (`Pass.attention`), `inputs` the document's sequence indices."""
+    return "block_sparse" if any(ran[j] == "block_sparse" for j in inputs) else "original_full"
 
 
 class Task:
@@ -169,17 +235,11 @@ class Task:
         self.dry_run = dry_run
         self.path, self.config = self._resolve(model, revision)
         self.model_type: str = self.config.model_type
+        # The tokenizer first: one that doesn't belong to the model is refused before the weights are read.
+        self.tokenizer = self._load_tokenizer()
         self.model = None if dry_run else self._load_model(dtype)
         if quantize is not None and not dry_run:
             self._quantize(quantize, dtype)
-        # Per input sequence of the latest `batches` call: the attention it ran with (see `attention_of`).
-        self.ran: list[str] = []
-        self.tokenizer = self._load_tokenizer()
-        if len(self.tokenizer) > self.config.vocab_size:  # ids past the embeddings would fail every document
-            raise TaskError(
-                f"{self.model_name}: its tokenizer has {len(self.tokenizer)} tokens and the model's embeddings"
-                f" {self.config.vocab_size}; the tokenizer files belong to another model."
-            )
         # Longest input the model takes, special tokens included.
         self.max_tokens = int(self.config.max_position_embeddings)
         limit = getattr(self.tokenizer, "model_max_length", None)
@@ -219,8 +279,27 @@ class Task:
         try:
             return cls.from_pretrained(self.path, device=self.device, dtype=dtype, config=self.config, strict=True)
         except Exception as exc:  # weights missing, of the wrong shape, or unreadable: one sentence, no traceback
-            reason = describe(exc)
-            raise TaskError(f"{self.model_name}: the {cls.__name__} weights can't be loaded ({reason}).") from None
+            raise TaskError(self._load_failure(cls, exc, dtype)) from None
+
+    def _load_failure(self, cls: type, exc: Exception, dtype: str | None) -> str:
+        """Why the model could not be built, in the user's terms: a checkpoint of another command's head (whose
+        missing weight's name said nothing), weights larger than the machine's memory (torch's allocator text
+        said bytes of one tensor), else the loader's own reason."""
+        architecture = next(iter(self.config.architectures or []), None)
+        command = command_for(architecture)
+        if architecture and architecture != cls.__name__ and command and command != self.name:
+            return (
+                f"{self.model_name} is a {architecture} checkpoint, which `bigbird {command}` runs; {self.name} needs"
+                f" a {cls.__name__} checkpoint."
+            )
+        if isinstance(exc, MemoryError) or "allocate" in str(exc):
+            count = parameter_count(cls, self.config)
+            size = torch.empty((), dtype=getattr(torch, dtype or "float32")).element_size()
+            return (
+                f"{self.model_name}: its config needs {count * size / 2**30:,.1f} GiB for its {count:,} weights in"
+                f" {dtype or 'float32'}, and this machine has {available_memory() / 2**30:,.1f} GiB available."
+            )
+        return f"{self.model_name}: the {cls.__name__} weights can't be loaded ({describe(exc)})."
 
     def _quantize(self, kind: str, dtype: str | None) -> None:
         from bigbird.models.linear import quantize_int8
@@ -235,13 +314,21 @@ class Task:
             raise TaskError(f"{exc}.") from None
 
     def _load_tokenizer(self) -> Any:
-        from bigbird.models.tokenizers import tokenizer_class
+        """The checkpoint's tokenizer (spiece.model, else tokenizer.json), refused when it doesn't fit the model
+        (ids past the embeddings, or special tokens elsewhere than config.json says, would fail or garble every
+        document)."""
+        from bigbird.models.tokenizers import TokenizerMismatch, config_mismatch, load_tokenizer
 
-        cls = tokenizer_class(self.model_type)
         try:
-            return cls.from_pretrained(self.path)
+            tokenizer = load_tokenizer(self.path, self.model_type)
+        except TokenizerMismatch as exc:
+            raise TaskError(str(exc).replace(str(self.path), self.model_name, 1)) from None
         except Exception as exc:
             raise TaskError(f"{self.model_name}: the tokenizer can't be loaded ({describe(exc)}).") from None
+        problem = config_mismatch(tokenizer, self.config)
+        if problem:
+            raise TaskError(f"{self.model_name}: {problem}")
+        return tokenizer
 
     # Tokens -------------------------------------------------------------------------------------------------
 
@@ -275,46 +362,42 @@ class Task:
         """One text, or a (first, second) pair, framed with the tokenizer's special tokens."""
         return self.tokenizer.build_inputs_with_special_tokens(list(ids), None if pair is None else list(pair))
 
-    def windows(self, n: int, capacity: int, overlap: int = 0) -> tuple[list[tuple[int, int]], bool]:
-        """Windows over n tokens under the strategy (near-equal chunks, or sliding ones when `overlap` is given),
-        and whether text was cut off."""
+    def windows(self, n: int, capacity: int, overlap: int | None = None) -> tuple[list[tuple[int, int]], bool]:
+        """Windows over n tokens under the strategy (near-equal chunks, or sliding ones when `overlap` is given,
+        0 included), and whether text was cut off."""
         if self.strategy == "truncate" or n <= capacity:
             return [(0, min(n, capacity))], n > capacity
-        return (sliding_windows(n, capacity, overlap) if overlap else split_even(n, capacity)), False
+        return (split_even(n, capacity) if overlap is None else sliding_windows(n, capacity, overlap)), False
 
-    def batches(
-        self, sequences: Iterable[Sequence[int]], size: int
-    ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
-        """Forward passes of at most `size` sequences, in order, as `(indices, input_ids, attention_mask)` on the
-        model's device. Sequences are consumed lazily, so a document of many windows is never held wrapped whole.
+    def batches(self, sequences: Iterable[Sequence[int]], per_pass: int) -> Iterator[Pass]:
+        """Forward passes of at most `per_pass` sequences, in order, each with the attention it runs. Sequences are
+        consumed lazily, so a document of many windows is never held wrapped whole.
 
-        `size` is the runner's `--batch-size`, handed down through `__call__`: it bounds the windows of one forward
-        pass, so one long document's chunks go `size` at a time. Which documents go together, and sorting them by
-        length, is the runner's decision alone; a task keeps no batch size and sorts nothing.
+        `per_pass` is the runner's `--batch-size`, handed down through `__call__`: it bounds the windows of one
+        forward pass, so one long document's chunks go `per_pass` at a time. Which documents go together, and
+        sorting them by length, is the runner's decision alone; a task keeps no batch size and sorts nothing.
 
         A pass only holds sequences that run as they would alone (`alone_shape`): padded into a wider batch, a
         short input would switch to block-sparse attention, and a block-sparse one would get another random-block
         plan, so its record would depend on its batch-mates and on --batch-size.
         """
-        self.ran = []
         batch: list[tuple[int, Sequence[int]]] = []
         for i, seq in enumerate(sequences):
-            if batch and (len(batch) >= size or self.alone_shape(len(seq)) != self.alone_shape(len(batch[0][1]))):
+            if batch and (len(batch) >= per_pass or self.alone_shape(len(seq)) != self.alone_shape(len(batch[0][1]))):
                 yield self._pass(batch)
                 batch = []
             batch.append((i, seq))
         if batch:
             yield self._pass(batch)
 
-    def _pass(self, batch: list[tuple[int, Sequence[int]]]) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    def _pass(self, batch: list[tuple[int, Sequence[int]]]) -> Pass:
         width = max(len(seq) for _, seq in batch)
-        self.ran.extend([self.attention_for(width)] * len(batch))
         ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
         for row, (_, seq) in enumerate(batch):
             ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
             mask[row, : len(seq)] = 1
-        return [i for i, _ in batch], ids.to(self.device), mask.to(self.device)
+        return Pass([i for i, _ in batch], ids.to(self.device), mask.to(self.device), self.attention_for(width))
 
     def alone_shape(self, length: int) -> int:
         """What decides how an input of `length` tokens runs: 0 for full attention (any padding leaves it exact),
@@ -326,13 +409,7 @@ class Task:
 
     def attention_for(self, width: int) -> str:
         """The encoder attention an input batch of this width runs: short ones fall back to full attention."""
-        c = self.config
-        sparse = c.attention_type == "block_sparse" and not getattr(c, "is_decoder", False)
-        return "block_sparse" if sparse and sparse_fits(width, c.block_size, c.num_random_blocks) else "original_full"
-
-    def attention_of(self, inputs: Sequence[int]) -> str:
-        """The attention a document ran, from the indices of its inputs in the latest `batches` call."""
-        return "block_sparse" if any(self.ran[j] == "block_sparse" for j in inputs) else "original_full"
+        return "block_sparse" if runs_block_sparse(self.config, width) else "original_full"
 
     # Records ------------------------------------------------------------------------------------------------
 
@@ -344,26 +421,26 @@ class Task:
     def error(self, doc: Document, reason: str, *, input_tokens: int | None = None) -> Record:
         return error_record(doc, self.model_name, reason, input_tokens=input_tokens)
 
-    def __call__(self, docs: list[Document], size: int | None = None) -> list[Record]:
+    def __call__(self, docs: list[Document], per_pass: int | None = None) -> list[Record]:
         """Records for a batch of documents, each with its share of the batch's wall time (`seconds`).
 
-        `size`: the most input windows per forward pass (the runner passes `--batch-size`) [default: as many as
+        `per_pass`: the most input windows per forward pass (the runner passes `--batch-size`) [default: as many as
         documents given]."""
         if self.dry_run:
             return [self.dry_record(doc) for doc in docs]
         start = time.perf_counter()
-        records = self.process(docs, max(1, size or len(docs)))
+        records = self.process(docs, max(1, per_pass or len(docs)))
         seconds = round((time.perf_counter() - start) / max(1, len(docs)), 6)
         for record in records:
             if "error" not in record:
                 record["seconds"] = seconds
         return records
 
-    def process(self, docs: list[Document], size: int) -> list[Record]:
-        """The task proper: documents → records (one each, in order), at most `size` windows a forward pass."""
+    def process(self, docs: list[Document], per_pass: int) -> list[Record]:
+        """The task proper: documents → records (one each, in order), at most `per_pass` windows a forward pass."""
         raise NotImplementedError
 
-    def split(self, doc: Document) -> Any:
+    def split(self, doc: Document) -> Chunked:
         """How the task cuts one document for the model (DocumentError when it can't be processed at all)."""
         raise NotImplementedError
 
@@ -393,5 +470,6 @@ class Task:
             truncated=plan.truncated,
             chunks=plan.chunks,
             attention=self.attention_for(plan.longest_input),
+            tokenizer=self.tokenizer.source,
             dry_run=True,
         )

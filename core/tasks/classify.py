@@ -7,12 +7,25 @@ scores are averaged, so every part of the document has an equal say in the label
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from .base import BIGBIRD, NO_TOKENS, PEGASUS, DocumentError, Plan, Task, TaskError, jobs_by_document, require_positive
+from .base import (
+    BIGBIRD,
+    NO_TOKENS,
+    PEGASUS,
+    Chunked,
+    DocumentError,
+    Plan,
+    Task,
+    TaskError,
+    attention_of,
+    jobs_by_document,
+    require_positive,
+)
 from .documents import Document
 from .records import Record
 
@@ -58,8 +71,8 @@ class ClassifyTask(Task):
             raise TaskError(f"--function takes {', '.join(FUNCTIONS)}, not {self.function!r}.")
         self.text_pair_field = text_pair_field
 
-    def split(self, doc: Document) -> tuple[list[int], list[int] | None, list[tuple[int, int]], bool]:
-        """The text's ids, the pair's ids (or None), the text's windows beside the pair, and whether text is cut."""
+    def split(self, doc: Document) -> PairChunked:
+        """The text's ids, its windows beside the pair, whether text is cut, and the pair's ids (or None)."""
         pair = None
         if self.text_pair_field is not None:
             second = doc.fields.get(self.text_pair_field)
@@ -74,53 +87,65 @@ class ClassifyTask(Task):
         if not ids:
             raise DocumentError(NO_TOKENS)
         windows, cut = self.windows(len(ids), capacity)
-        return ids, pair, windows, cut
+        return PairChunked(ids=ids, windows=windows, truncated=cut, pair=pair)
 
     def _framing(self, pair: list[int] | None) -> int:
         """Tokens each chunk of the text is read with: the special tokens, and the second text of a pair."""
         return len(self.wrap([], pair))
 
     def plan(self, doc: Document) -> Plan:
-        ids, pair, windows, cut = self.split(doc)
-        return Plan.of(len(ids), windows, cut, self._framing(pair))
+        chunked = self.split(doc)
+        return Plan.of(len(chunked.ids), chunked.windows, chunked.truncated, self._framing(chunked.pair))
 
-    def process(self, docs: list[Document], size: int) -> list[Record]:
+    def process(self, docs: list[Document], per_pass: int) -> list[Record]:
         records: list[Record | None] = [None] * len(docs)
-        split = self.split_each(docs, records)
+        split: dict[int, PairChunked] = self.split_each(docs, records)
         # One job per window: (document index, first token, end token).
-        jobs = [(i, s, e) for i, (_, _, windows, _) in split.items() for s, e in windows]
+        jobs = [(i, s, e) for i, chunked in split.items() for s, e in chunked.windows]
 
-        sequences = (self.wrap(split[i][0][s:e], split[i][1]) for i, s, e in jobs)
-        scores_of = self.scores(sequences, size)
+        sequences = (self.wrap(split[i].ids[s:e], split[i].pair) for i, s, e in jobs)
+        passes = list(self._scored_passes(sequences, per_pass))
+        scores_of = torch.cat([torch.zeros(0, len(self.labels)), *(scores for scores, _, _ in passes)])
+        ran = [attention for _, attention, n in passes for _ in range(n)]
         rows_of = jobs_by_document(jobs)
-        for i, (ids, _, _, cut) in split.items():
+        for i, chunked in split.items():
             rows = rows_of[i]
             mean = scores_of[rows].mean(dim=0)
             ranked = sorted(zip(self.labels, mean.tolist(), strict=True), key=lambda item: -item[1])
             label, score = ranked[0]
             records[i] = self.record(
                 docs[i],
-                input_tokens=len(ids),
-                truncated=cut,
+                input_tokens=len(chunked.ids),
+                truncated=chunked.truncated,
                 chunks=len(rows),
                 label=label,
                 score=score,
                 scores=dict(ranked[: self.top_k] if self.top_k else ranked),
-                attention=self.attention_of(rows),
+                attention=attention_of(ran, rows),
             )
         return records  # type: ignore[return-value]
 
-    @torch.inference_mode()
-    def scores(self, sequences: Iterable[list[int]], size: int = 1) -> torch.Tensor:
-        """Label scores (after `function`) of each input sequence (special tokens included), `size` sequences a
+    def scores(self, sequences: Iterable[list[int]], per_pass: int = 1) -> torch.Tensor:
+        """Label scores (after `function`) of each input sequence (special tokens included), `per_pass` sequences a
         forward pass: (sequences, labels). Sequences are read lazily; chunks of one document are averaged after the
         function, so each has an equal say."""
         rows = [torch.zeros(0, len(self.labels))]
-        for _, ids, mask in self.batches(sequences, size):
-            logits = self.model(ids, attention_mask=mask).logits.float().cpu()
+        return torch.cat(rows + [scores for scores, _, _ in self._scored_passes(sequences, per_pass)])
+
+    @torch.inference_mode()
+    def _scored_passes(self, sequences: Iterable[list[int]], per_pass: int) -> Iterator[tuple[torch.Tensor, str, int]]:
+        """Each forward pass's label scores, the attention it ran and how many sequences it held."""
+        for batch in self.batches(sequences, per_pass):
+            logits = self.model(batch.input_ids, attention_mask=batch.attention_mask).logits.float().cpu()
             if self.function == "softmax":
                 logits = logits.softmax(dim=-1)
             elif self.function == "sigmoid":
                 logits = logits.sigmoid()
-            rows.append(logits)
-        return torch.cat(rows)
+            yield logits, batch.attention, len(batch.indices)
+
+
+@dataclass(kw_only=True)
+class PairChunked(Chunked):
+    """A document cut for classification, with the ids of its text pair's second text (None without a pair)."""
+
+    pair: list[int] | None

@@ -14,6 +14,7 @@ import io
 import itertools
 import json
 import os
+import stat
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,9 @@ class Document:
     error: str | None = None
     warning: str | None = None
     fields: dict[str, Any] = field(default_factory=dict)
+    # The field names of the record it was read from (a JSONL line's keys, a dataset row's columns); None for a
+    # file, stdin or --text. What a wrong --text-field is told it could have been.
+    keys: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         # Ids and sources end up in UTF-8 JSON and on the terminal: a name that isn't valid UTF-8 (a file name's
@@ -56,6 +60,20 @@ def first_line(exc: BaseException) -> str:
     the one-sentence reasons that error records and usage errors carry."""
     lines = str(exc).strip().splitlines()
     return lines[0].rstrip(".") if lines else ""
+
+
+def piped_stdin() -> bool | None:
+    """Whether stdin is a pipe or a redirected file that holds data (True) or is empty (False); None when it is
+    neither (a terminal, /dev/null, closed, or a test's stand-in), so `cat report.txt | bigbird summarize` reads
+    it as `jq` would, and a batch job whose stdin is /dev/null does not. Peeking consumes nothing."""
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+    if not (stat.S_ISFIFO(mode) or stat.S_ISREG(mode)):
+        return None
+    peek = getattr(sys.stdin.buffer, "peek", None)
+    return True if peek is None else bool(peek(1))
 
 
 def describe(exc: BaseException) -> str:
@@ -123,8 +141,14 @@ def decode_text(data: bytes, what: str) -> tuple[str, str | None, str | None]:
         text = data.decode("utf-8", errors="replace")
         warning = f"{what} is not valid UTF-8 (first bad byte at offset {exc.start}); bad bytes were replaced."
     if not text.strip():
-        return "", f"{what} is empty.", None
+        return "", blank(what, text), None
     return text, None, warning
+
+
+def blank(what: str, text: str) -> str:
+    """Why a text without words fails: empty, or only whitespace (a file of blank lines is not "empty" to whoever
+    looks at its size)."""
+    return f"{what} is empty." if not text else f"{what} has no text, only whitespace."
 
 
 # Byte-order marks of the encodings read besides UTF-8 (Windows editors write UTF-16). UTF-32's come first:
@@ -159,7 +183,7 @@ def _decode_marked(data: bytes, encoding: str, what: str) -> tuple[str, str | No
         label = encoding.upper()
         warning = f"{what} is not valid {label} (first bad byte at offset {exc.start}); bad bytes were replaced."
     if not text.strip():
-        return "", f"{what} is empty.", None
+        return "", blank(what, text), None
     return text, None, warning
 
 
@@ -262,7 +286,7 @@ def iter_texts(texts: Sequence[str]) -> Iterator[Document]:
         text, warning = _clean_text(given, f"--text number {i}")
         doc = Document(f"text:{i}", "--text", text, warning=warning)
         if not text.strip():
-            doc.error = f"--text number {i} is empty."
+            doc.error = blank(f"--text number {i}", text)
         yield doc
 
 
@@ -278,15 +302,51 @@ def record_document(
     raw_id = record.get(id_field)
     doc_id = fallback_id if raw_id is None or raw_id == "" else str(raw_id)
     fields = {name: clean_value(record[name]) for name in extra_fields if record.get(name) is not None}
+    keys = tuple(str(key) for key in record)
     text = record.get(text_field)
     if text is None:
-        return Document(doc_id, source, error=f"the record has no {text_field!r} field.", fields=fields)
+        error = f"the record has no {text_field!r} field."
+        return Document(doc_id, source, error=error, fields=fields, keys=keys)
     if not isinstance(text, str):
-        return Document(doc_id, source, error=f"field {text_field!r} is {_json_kind(text)}, not a string.")
+        error = f"field {text_field!r} is {_json_kind(text)}, not a string."
+        return Document(doc_id, source, error=error, keys=keys)
     if not text.strip():
-        return Document(doc_id, source, error=f"field {text_field!r} is empty.", fields=fields)
+        return Document(doc_id, source, error=blank(f"field {text_field!r}", text), fields=fields, keys=keys)
     text, warning = _clean_text(text, f"field {text_field!r}")
-    return Document(doc_id, source, text, warning=warning, fields=fields)
+    if id_field in record and doc_id == fallback_id:  # a null or "" id: say which id the record got instead
+        given = "null" if raw_id is None else "empty"
+        warning = " ".join(filter(None, [warning, f"its {id_field!r} field is {given}; its id is {fallback_id}."]))
+    return Document(doc_id, source, text, warning=warning, fields=fields, keys=keys)
+
+
+# Documents read ahead before the model loads, to tell a wrong field name from a few records that lack it.
+FIELD_CHECK_RECORDS = 10
+
+
+def check_record_fields(docs: Iterator[Document], required: Sequence[str]) -> Iterator[Document]:
+    """The same documents, after reading up to FIELD_CHECK_RECORDS documents ahead: when none of them has one of
+    the `required` fields, InputError saying which fields they do have, so a wrong --text-field is one sentence
+    before the model loads, not one error record per record. A CSV's header shows as read (`id;text` as one
+    field says the file is not comma-separated)."""
+    if not required:
+        return docs
+    ahead: list[Document] = []
+    unseen = set(required)
+    # Read ahead only while a field is still unseen: a stream whose first record has them all (the usual case) is
+    # read no further than before, so a pipe still being written is never waited on for more records.
+    for doc in docs:
+        ahead.append(doc)
+        if doc.keys is not None:
+            unseen.difference_update(doc.keys)
+        if not unseen or len(ahead) == FIELD_CHECK_RECORDS:
+            break
+    seen = [doc.keys for doc in ahead if doc.keys is not None]
+    for name in dict.fromkeys(required):
+        if seen and not any(name in keys for keys in seen):
+            have = ", ".join(dict.fromkeys(key for keys in seen for key in keys)) or "no fields at all"
+            some = "the only record has" if len(seen) == 1 else f"none of the first {len(seen)} records has"
+            raise InputError(f"{some} a {name!r} field; records have: {have}")
+    return itertools.chain(ahead, docs)
 
 
 def _json_kind(value: Any) -> str:
@@ -482,6 +542,21 @@ class Inputs:
 
     def is_empty(self) -> bool:
         return not (self.paths or self.texts or self.jsonl or self.dataset)
+
+    def check(self) -> None:
+        """InputError for what can't be read as asked, before any model loads: a folder given as --jsonl (read, it
+        was one error record after the model loaded)."""
+        for name in self.jsonl:
+            if name != "-" and Path(name).is_dir():
+                raise InputError(f"--jsonl {name} is a folder; give a JSONL file, or the folder as a path (its files)")
+
+    def notes(self) -> list[str]:
+        """What the user should hear about the inputs as given: a --split named for a single file, which has none
+        (its rows are only named after it)."""
+        if self.dataset and self.split != "train" and Path(self.dataset).expanduser().is_file():
+            return [f"--split {self.split}: {self.dataset} is a single file, which has no splits; its rows are read"
+                    f" whole and named {self.split}:N."]  # fmt: skip
+        return []
 
     def missing(self) -> list[str]:
         """The paths and JSONL files given that don't exist: reported before a model loads (typos)."""

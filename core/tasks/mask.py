@@ -8,12 +8,24 @@ filled-in document as `sequence`, built from character offsets so the rest of th
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from .base import BIGBIRD, NO_TOKENS, DocumentError, Plan, Task, TaskError, jobs_by_document, require_positive
+from .base import (
+    BIGBIRD,
+    NO_TOKENS,
+    Chunked,
+    DocumentError,
+    Plan,
+    Task,
+    TaskError,
+    attention_of,
+    jobs_by_document,
+    require_positive,
+)
 from .documents import Document, clean_value
 from .records import Record
 
@@ -36,6 +48,10 @@ class MaskTask(Task):
         self.target_ids = self._target_ids(targets) if targets else None
 
     def _target_ids(self, targets: Sequence[str]) -> torch.Tensor:
+        """The ids the predictions are restricted to. A word that is no vocabulary entry is tokenized and its first
+        token stands for it, as in the fill-mask pipeline; the user hears when that token is only part of the word,
+        and a word whose first token is only sentencepiece's word-boundary marker "▁" (which fills in as "") is
+        left out, named in a warning."""
         vocab = self.tokenizer.get_vocab()
         ids: list[int] = []
         for word in targets:
@@ -45,14 +61,25 @@ class MaskTask(Task):
                 if not len(pieces):
                     continue  # nothing left once tokenized (only spaces): no candidate
                 token_id = int(pieces[0])
+                first = self.tokenizer.convert_ids_to_tokens([token_id])[0]
+                if first == "▁":
+                    self.warnings.append(
+                        f"--targets: {word!r} is not in the vocabulary and its first token is only the word-boundary"
+                        " marker '▁', which would fill in as nothing; it is left out."
+                    )
+                    continue
+                if len(pieces) > 1:
+                    self.warnings.append(
+                        f"--targets: {word!r} is not in the vocabulary; its first token {first!r} stands for it."
+                    )
             if token_id not in ids:
                 ids.append(token_id)
         if not ids:
-            raise TaskError("--targets: none of the words gives a token.")
+            raise TaskError("--targets: none of the words gives a token that fills in as a word.")
         return torch.tensor(ids, dtype=torch.long)
 
-    def split(self, doc: Document) -> tuple[Any, dict[tuple[int, int], list[int]], bool]:
-        """The document's encoding, its windows (each with the mask positions it predicts), and whether it is cut."""
+    def split(self, doc: Document) -> MaskChunked:
+        """The document's tokens, its windows (each with the mask positions it predicts), and whether it is cut."""
         capacity = self.max_tokens - self.num_special
         enc = self.encode(doc.text, capacity)
         if not len(enc.ids):
@@ -74,42 +101,43 @@ class MaskTask(Task):
                 start = min(max(0, k - capacity // 2), n - capacity)
                 span = (start, start + capacity)
             windows.setdefault(span, []).append(k)
-        return enc, windows, cut
+        return MaskChunked(ids=enc.ids, windows=list(windows), truncated=cut, offsets=enc.offsets, masks=windows)
 
     def plan(self, doc: Document) -> Plan:
-        enc, windows, cut = self.split(doc)
-        return Plan.of(len(enc.ids), list(windows), cut, self.num_special)
+        chunked = self.split(doc)
+        return Plan.of(len(chunked.ids), chunked.windows, chunked.truncated, self.num_special)
 
-    def process(self, docs: list[Document], size: int) -> list[Record]:
+    def process(self, docs: list[Document], per_pass: int) -> list[Record]:
         records: list[Record | None] = [None] * len(docs)
         # One job per distinct window: (document index, window start, window end, mask positions it predicts).
-        prepared = self.split_each(docs, records)  # document → (encoding, windows, cut)
-        jobs = [(i, s, e, ks) for i, (_, windows, _) in prepared.items() for (s, e), ks in windows.items()]
+        prepared: dict[int, MaskChunked] = self.split_each(docs, records)
+        jobs = [(i, s, e, ks) for i, chunked in prepared.items() for (s, e), ks in chunked.masks.items()]
 
         predictions: dict[int, dict[int, list[dict[str, Any]]]] = {i: {} for i in prepared}
-        sequences = (self.wrap(prepared[i][0].ids[s:e].tolist()) for i, s, e, _ in jobs)
+        sequences = (self.wrap(prepared[i].ids[s:e].tolist()) for i, s, e, _ in jobs)
         first = self.tokenizer.text_offsets(0)[0]  # where the window's tokens start, after any [CLS]
-        for idx, ids, mask in self.batches(sequences, size):
+        ran: list[str] = []  # the attention each job's pass ran
+        for batch in self.batches(sequences, per_pass):
+            ran += [batch.attention] * len(batch.indices)
             with torch.inference_mode():
-                logits = self.model(ids, attention_mask=mask).logits.float().cpu()
-            for row, j in enumerate(idx):
+                logits = self.model(batch.input_ids, attention_mask=batch.attention_mask).logits.float().cpu()
+            for row, j in enumerate(batch.indices):
                 i, s, _, ks = jobs[j]
-                enc = prepared[i][0]
                 for k in ks:
                     probs = logits[row, k - s + first].softmax(-1)
-                    predictions[i][k] = self._top(docs[i].text, enc.offsets[k], probs)
+                    predictions[i][k] = self._top(docs[i].text, prepared[i].offsets[k], probs)
 
         inputs_of = jobs_by_document(jobs)
-        for i, (enc, windows, cut) in prepared.items():
+        for i, chunked in prepared.items():
             found = [predictions[i][k] for k in sorted(predictions[i])]
             inputs = inputs_of.get(i, [])  # none when every mask lies past a truncated window
             records[i] = self.record(
                 docs[i],
-                input_tokens=len(enc.ids),
-                truncated=cut,
-                chunks=len(windows),
+                input_tokens=len(chunked.ids),
+                truncated=chunked.truncated,
+                chunks=len(chunked.windows),
                 predictions=found,
-                attention=self.attention_of(inputs),
+                attention=attention_of(ran, inputs),
             )
         return records  # type: ignore[return-value]
 
@@ -128,3 +156,12 @@ class MaskTask(Task):
                 {"token": token, "token_id": token_id, "score": score, "sequence": text[:start] + token + text[end:]}
             )
         return out
+
+
+@dataclass(kw_only=True)
+class MaskChunked(Chunked):
+    """A document cut for fill-mask: the character offsets of its tokens, and the mask positions each window
+    predicts (a window per mask, shared by masks close together)."""
+
+    offsets: Any
+    masks: dict[tuple[int, int], list[int]]

@@ -2,32 +2,38 @@
 
 The document is tokenized once with character offsets. Windows of it that fit next to the question overlap by a
 quarter (`doc_stride`), so an answer cut by one window's edge lies whole in the next; each window scores its spans
-(start probability × end probability under one softmax over [CLS] and the window's document tokens, as the
-transformers pipeline does) and the best spans over all windows
-win. Offsets map the winning tokens back to characters, so `text[start:end] == answer`.
+(start probability × end probability under one softmax over [CLS] and the window's document tokens). Answers are
+those of the transformers question-answering pipeline: a span widened to the whole words it touches (a user asked
+"who approved?" wants `approved`, not the piece `ved`), and spans of the same text (case aside) over all windows
+merged into one answer whose score is their sum, so an answer found in two overlapping windows counts twice.
+Offsets map the winning tokens back to characters, so `text[start:end] == answer`.
 """
 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .base import (
     BIGBIRD,
     NO_TOKENS,
     PEGASUS,
+    Chunked,
     DocumentError,
-    Encoding,
     Plan,
     Task,
     TaskError,
+    attention_of,
     jobs_by_document,
     require_positive,
 )
-from .documents import Document, clean_value
+from .documents import Document, InputError, clean_value, describe
 from .records import Record
 
 
@@ -39,6 +45,43 @@ class Question:
     text: str
     ids: list[int]
     warning: str | None
+
+
+def one_per_question(docs: Iterable[Document], questions: Sequence[str] | None, field: str) -> Iterator[Document]:
+    """Each document once per question it is asked, in input order: the `questions` given for every document
+    (several -Q, or --questions FILE), else a list in the record's `field`. Each copy carries its question in
+    `field` and the id `<document id>#q<k>` (k counts from 1), unique and the same in every run, so --resume and
+    shards treat each (document, question) as one unit. A document asked one question (a single -Q, a string
+    field) passes unchanged, its id too; one that could not be read passes once, as its one error record."""
+    for doc in docs:
+        asked = list(questions) if questions is not None else doc.fields.get(field)
+        if not isinstance(asked, list) or doc.error is not None or not asked:
+            yield doc
+            continue
+        for k, question in enumerate(asked, 1):
+            yield replace(doc, id=f"{doc.id}#q{k}", fields={**doc.fields, field: question})
+
+
+def read_questions(path: str | Path) -> list[str]:
+    """The questions of a file, one a line (blank lines skipped); InputError in one sentence when it can't be read
+    or holds none."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8-sig", errors="replace")
+    except OSError as exc:
+        raise InputError(f"--questions {path} can't be read ({describe(exc)})") from None
+    questions = [clean_value(line.strip()) for line in text.splitlines() if line.strip()]
+    if not questions:
+        raise InputError(f"--questions {path} holds no question (one a line)")
+    return questions
+
+
+@dataclass(kw_only=True)
+class QuestionChunked(Chunked):
+    """A document cut for question answering: the character offsets of its tokens, and its question (each window
+    is read beside it)."""
+
+    offsets: Any
+    question: Question
 
 
 # Question tokens kept by default (the reference pipeline's max_question_len): the rest of the window goes to
@@ -61,13 +104,26 @@ class QATask(Task):
         max_question_tokens: int = MAX_QUESTION_TOKENS,
         doc_stride: int | None = None,
         handle_impossible_answer: bool = False,
+        align_to_words: bool = True,
+        max_seq_len: int | None = None,
         **settings: Any,
     ) -> None:
         """`doc_stride`: tokens shared by consecutive windows of a long document [default: a quarter of a
         window]. `handle_impossible_answer`: the null span ([CLS]) competes with the answers; when it wins, the
-        answer is "" with its score, as in the question-answering pipeline."""
-        require_positive(top_k=top_k, max_answer_tokens=max_answer_tokens, max_question_tokens=max_question_tokens)
+        answer is "" with its score, as in the question-answering pipeline. `align_to_words`: an answer is the
+        whole words its tokens touch (False: the token pieces' own characters). `max_seq_len`: the longest window,
+        question and special tokens included [default: the model's]."""
+        require_positive(
+            top_k=top_k, max_answer_tokens=max_answer_tokens, max_question_tokens=max_question_tokens,
+            max_seq_len=max_seq_len,
+        )  # fmt: skip
         super().__init__(model, **settings)
+        self.max_tokens = min(self.max_tokens, max_seq_len or self.max_tokens)
+        self.align_to_words = align_to_words
+        # Which ids open a word: sentencepiece marks a word's first piece with "▁", as the pipeline's fast
+        # tokenizer splits words (its Metaspace pre-tokenizer), so a word is a run from one such piece to the next.
+        pieces = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
+        self.opens_word = np.array([piece.startswith("▁") for piece in pieces], dtype=bool)
         self.doc_stride = doc_stride
         self.handle_impossible_answer = handle_impossible_answer
         self.question = None if question is None else clean_value(question)  # a shell's non-UTF-8 bytes
@@ -93,9 +149,9 @@ class QATask(Task):
             self.model is not None and "question_lengths" in inspect.signature(self.model.forward).parameters
         )
 
-    def split(self, doc: Document) -> tuple[Encoding, Question, list[tuple[int, int]], bool]:
-        """The document's encoding, its question, the document's windows beside the question (overlapping by
-        `doc_stride` tokens), and whether text is cut. DocumentError when there is no usable question, the question
+    def split(self, doc: Document) -> QuestionChunked:
+        """The document's tokens, its windows beside the question (overlapping by `doc_stride` tokens), whether
+        text is cut, and its question. DocumentError when there is no usable question, the question
         leaves no room for the document, or the document has no tokens."""
         # An explicit --question wins over the record's field: the user typed it for this run.
         text = self.question if self.question is not None else doc.fields.get(self.question_field)
@@ -127,23 +183,26 @@ class QATask(Task):
                 f" {capacity} document tokens."
             )
         windows, cut = self.windows(len(enc.ids), capacity, overlap=overlap)
-        return enc, Question(text, q_ids, warning), windows, cut
+        question = Question(text, q_ids, warning)
+        return QuestionChunked(ids=enc.ids, windows=windows, truncated=cut, offsets=enc.offsets, question=question)
 
     def plan(self, doc: Document) -> Plan:
-        enc, question, windows, cut = self.split(doc)
-        return Plan.of(len(enc.ids), windows, cut, len(self.wrap(question.ids, [])))
+        chunked = self.split(doc)
+        return Plan.of(len(chunked.ids), chunked.windows, chunked.truncated, len(self.wrap(chunked.question.ids, [])))
 
-    def process(self, docs: list[Document], size: int) -> list[Record]:
+    def process(self, docs: list[Document], per_pass: int) -> list[Record]:
         records: list[Record | None] = [None] * len(docs)
-        prepared = self.split_each(docs, records)  # document → (encoding, question, windows, cut)
+        prepared: dict[int, QuestionChunked] = self.split_each(docs, records)
         # One job per window: (document index, window start, window end).
-        jobs = [(i, s, e) for i, (_, _, windows, _) in prepared.items() for s, e in windows]
+        jobs = [(i, s, e) for i, chunked in prepared.items() for s, e in chunked.windows]
 
         candidates: dict[int, list[tuple[float, int, int]]] = {i: [] for i in prepared}  # (score, char span)
         null_scores: dict[int, float] = {}  # lowest no-answer score over each document's windows
-        sequences = (self.wrap(prepared[i][1].ids, prepared[i][0].ids[s:e].tolist()) for i, s, e in jobs)
-        firsts = [self._context_start(prepared[i][1].ids) for i, _, _ in jobs]
-        for idx, ids, mask in self.batches(sequences, size):
+        sequences = (self.wrap(prepared[i].question.ids, prepared[i].ids[s:e].tolist()) for i, s, e in jobs)
+        firsts = [self._context_start(prepared[i].question.ids) for i, _, _ in jobs]
+        ran: list[str] = []  # the attention each job's pass ran
+        for idx, ids, mask, attention in self.batches(sequences, per_pass):
+            ran += [attention] * len(idx)
             start_logits, end_logits = self._logits(ids, mask, [firsts[j] for j in idx])
             for row, j in enumerate(idx):
                 i, s, e = jobs[j]
@@ -154,10 +213,12 @@ class QATask(Task):
                         null_scores[i] = min(null, null_scores.get(i, null))
                 else:
                     starts, ends = start_logits[row, context].softmax(-1), end_logits[row, context].softmax(-1)
-                candidates[i] += self._best_spans(starts, ends, docs[i].text, prepared[i][0].offsets[s:e])
+                chunked = prepared[i]
+                candidates[i] += self._best_spans(starts, ends, docs[i].text, chunked.offsets[s:e], chunked.ids[s:e])
 
         inputs_of = jobs_by_document(jobs)
-        for i, (enc, question, _, cut) in prepared.items():
+        for i, chunked in prepared.items():
+            question = chunked.question
             doc = docs[i]
             answers = self._answers(doc.text, candidates[i])
             if i in null_scores:
@@ -167,9 +228,14 @@ class QATask(Task):
             if self.top_k > 1:
                 fields["answers"] = answers
             inputs = inputs_of[i]
-            fields["attention"] = self.attention_of(inputs)
+            fields["attention"] = attention_of(ran, inputs)
             records[i] = self.record(
-                doc, input_tokens=len(enc.ids), truncated=cut, chunks=len(inputs), question=question.text, **fields
+                doc,
+                input_tokens=len(chunked.ids),
+                truncated=chunked.truncated,
+                chunks=len(inputs),
+                question=question.text,
+                **fields,
             )
             if question.warning:
                 records[i]["warning"] = " ".join(filter(None, [records[i].get("warning"), question.warning]))
@@ -200,14 +266,14 @@ class QATask(Task):
         return out.start_logits.float().cpu(), out.end_logits.float().cpu()
 
     def _best_spans(
-        self, p_start: torch.Tensor, p_end: torch.Tensor, text: str, offsets: Any
+        self, p_start: torch.Tensor, p_end: torch.Tensor, text: str, offsets: Any, ids: np.ndarray
     ) -> list[tuple[float, int, int]]:
-        """The window's top-k distinct answers (score, first character, end character) from its document tokens'
-        start and end probabilities and character offsets.
+        """The window's best spans, best first, as (score, first character, end character), as the pipeline picks
+        them: its top-k spans of tokens (top 2k + 10 when aligning to words, since widened spans can repeat), each
+        widened to the whole words its tokens touch within the window when `align_to_words`.
 
-        Spans are taken best first until k distinct answers are found: a span of whitespace only is no answer,
-        and spans that differ only by whitespace tokens at their edges are the same answer, so neither takes a
-        place another answer should have.
+        The character spans leave out the whitespace before a word (our offsets do; the pipeline's fast tokenizer
+        gives a word's first piece the blank before it), so an answer never starts or ends with a blank.
         """
         n = p_start.shape[0]
         # band[d, a]: the span from token a to token a + d, for lengths up to max_answer_tokens (-1: no such span).
@@ -216,29 +282,34 @@ class QATask(Task):
         for d in range(width):
             band[d, : n - d] = p_start[: n - d] * p_end[d:]
         flat = band.flatten()
-        found: dict[tuple[int, int], float] = {}
-        for k in flat.argsort(descending=True, stable=True).tolist():
+        wanted = self.top_k * 2 + 10 if self.align_to_words else self.top_k
+        opens = self.opens_word[ids] if self.align_to_words else None
+        spans = []
+        for k in flat.argsort(descending=True, stable=True)[:wanted].tolist():
             score = float(flat[k])
-            if score < 0 or len(found) == self.top_k:
+            if score < 0:
                 break
             a, b = k % n, k % n + k // n
+            if opens is not None:
+                while a > 0 and not opens[a]:
+                    a -= 1
+                while b + 1 < n and not opens[b + 1]:
+                    b += 1
             start, end = int(offsets[a][0]), int(offsets[b][1])
             while start < end and text[start].isspace():
                 start += 1
             while end > start and text[end - 1].isspace():
                 end -= 1
-            if end > start and (start, end) not in found:
-                found[(start, end)] = score
-        return [(score, start, end) for (start, end), score in found.items()]
+            spans.append((score, start, end))
+        return spans
 
     def _answers(self, text: str, candidates: list[tuple[float, int, int]]) -> list[dict[str, Any]]:
-        """The top-k distinct answers over all windows (an answer overlapping windows found keeps its best score),
-        best first."""
-        best: dict[tuple[int, int], float] = {}
+        """The top-k answers over all windows, best first. Spans of the same text, case aside, are one answer: it
+        keeps the first one's place and sums their scores (the pipeline's rule: a span two windows found counts
+        twice)."""
+        merged: dict[str, dict[str, Any]] = {}
         for score, start, end in candidates:
-            if score > best.get((start, end), -1.0):
-                best[(start, end)] = score
-        ranked = sorted(best.items(), key=lambda item: -item[1])[: self.top_k]
-        return [
-            {"answer": text[start:end], "score": score, "start": start, "end": end} for (start, end), score in ranked
-        ]
+            answer = merged.setdefault(text[start:end].lower(), {"answer": text[start:end], "score": 0.0,
+                                                                 "start": start, "end": end})  # fmt: skip
+            answer["score"] += score
+        return sorted(merged.values(), key=lambda answer: -answer["score"])[: self.top_k]

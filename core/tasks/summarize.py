@@ -19,7 +19,7 @@ import torch
 
 from bigbird.models.generation import generate_each, resolve_generation_settings
 
-from .base import NO_TOKENS, PEGASUS, DocumentError, Plan, Task, TaskError, split_even
+from .base import NO_TOKENS, PEGASUS, Chunked, DocumentError, Plan, Task, TaskError, split_even
 from .documents import Document
 from .records import Record
 
@@ -90,26 +90,26 @@ class SummarizeTask(Task):
         self.seed = seed
         self.capacity = self.max_tokens - self.num_special
 
-    def split(self, doc: Document) -> tuple[int, list[tuple[int, int]], bool, Any]:
-        """The document's token count, its windows, whether text is cut, and its ids (DocumentError: no tokens)."""
+    def split(self, doc: Document) -> Chunked:
+        """The document's ids, its windows, and whether text is cut (DocumentError: no tokens)."""
         ids = self.encode(doc.text, self.capacity).ids
         if not len(ids):
             raise DocumentError(NO_TOKENS)
         windows, cut = self.windows(len(ids), self.capacity)
-        return len(ids), windows, cut, ids
+        return Chunked(ids=ids, windows=windows, truncated=cut)
 
     def plan(self, doc: Document) -> Plan:
-        n, windows, cut, _ = self.split(doc)
-        return Plan.of(n, windows, cut, self.num_special)
+        chunked = self.split(doc)
+        return Plan.of(len(chunked.ids), chunked.windows, chunked.truncated, self.num_special)
 
-    def process(self, docs: list[Document], size: int) -> list[Record]:
+    def process(self, docs: list[Document], per_pass: int) -> list[Record]:
         records: list[Record | None] = [None] * len(docs)
         # pieces[i]: the token windows document i still has to be summarized from; done when a single one is left.
         pieces: dict[int, list[np.ndarray]] = {}
         prepared: dict[int, tuple[int, bool, int]] = {}  # document → (input tokens, truncated, chunks)
-        for i, (n, windows, cut, ids) in self.split_each(docs, records).items():
-            pieces[i] = [ids[s:e] for s, e in windows]
-            prepared[i] = (n, cut, len(windows))
+        for i, chunked in self.split_each(docs, records).items():
+            pieces[i] = [chunked.ids[s:e] for s, e in chunked.windows]
+            prepared[i] = (len(chunked.ids), chunked.truncated, len(chunked.windows))
 
         summaries: dict[int, list[str]] = {}
         sparse: set[int] = set()  # documents any of whose inputs ran block-sparse attention
@@ -118,8 +118,8 @@ class SummarizeTask(Task):
             todo = [i for i in pieces if i not in summaries]
             jobs = [(i, k, piece) for i in todo for k, piece in enumerate(pieces[i])]
             seeds = [self.draw_seed(docs[i].id, rounds, k) for i, k, _ in jobs] if self.seed is not None else None
-            texts = self.summarize_ids([piece for _, _, piece in jobs], size, seeds)
-            sparse.update(i for (i, _, _), ran in zip(jobs, self.ran, strict=True) if ran == "block_sparse")
+            texts, ran = self.summarize_ids([piece for _, _, piece in jobs], per_pass, seeds)
+            sparse.update(i for (i, _, _), attention in zip(jobs, ran, strict=True) if attention == "block_sparse")
             for i in todo:
                 parts = [text for (j, _, _), text in zip(jobs, texts, strict=True) if j == i]
                 if len(parts) == 1:
@@ -158,26 +158,27 @@ class SummarizeTask(Task):
 
     @torch.inference_mode()
     def summarize_ids(
-        self, inputs: Sequence[Sequence[int]], size: int = 1, seeds: list[int] | None = None
-    ) -> list[list[str]]:
-        """The summaries (num_return_sequences of them) of each token window (special tokens are added here);
-        with `seeds`, input i samples from a generator seeded with seeds[i].
+        self, inputs: Sequence[Sequence[int]], per_pass: int = 1, seeds: list[int] | None = None
+    ) -> tuple[list[list[str]], list[str]]:
+        """The summaries (num_return_sequences of them) of each token window (special tokens are added here), and
+        the encoder attention each window ran; with `seeds`, input i samples from a generator seeded with seeds[i].
 
-        Each window is encoded alone and decoded with up to `size - 1` others (`generation.generate_each`:
-        continuous batching, each input's tokens those it gets alone), so windows of any lengths share a batch
-        and a record never depends on its batch-mates.
+        Each window is encoded alone (a `Task.batches` pass of one, whose `Pass.attention` is what its encoder ran)
+        and decoded with up to `per_pass - 1` others (`generation.generate_each`: continuous batching, each input's
+        tokens those it gets alone), so windows of any lengths share a batch and a record never depends on its
+        batch-mates.
         """
         out: list[list[str]] = [[] for _ in inputs]
-        self.ran = []
+        ran: list[str] = []
 
         def each() -> Iterator[tuple[torch.Tensor, list[torch.Generator] | None]]:
-            for i, piece in enumerate(inputs):
-                ids = self.wrap(list(map(int, piece)))
-                self.ran.append(self.attention_for(len(ids)))
+            for step in self.batches((self.wrap(list(map(int, piece))) for piece in inputs), 1):
+                [i] = step.indices
+                ran.append(step.attention)
                 generators = None if seeds is None else [torch.Generator(self.device).manual_seed(seeds[i])]
-                yield torch.tensor([ids], dtype=torch.long, device=self.device), generators
+                yield step.input_ids, generators
 
-        for i, generated in generate_each(self.model, each(), size, **self.generate_options):
+        for i, generated in generate_each(self.model, each(), per_pass, **self.generate_options):
             texts = self.tokenizer.batch_decode(generated.tolist(), skip_special_tokens=True)
             out[i] = [text.strip() for text in texts]
-        return out
+        return out, ran

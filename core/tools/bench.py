@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bigbird.models import kernels
+from bigbird.models import cpu, kernels
 from bigbird.models.config import ATTENTION_TYPES, ModelConfig
 from bigbird.models.generation import generate_each
 from bigbird.models.heap import release_free_heap
@@ -66,7 +66,7 @@ class BenchSpec:
     model: str | None = None
     revision: str | None = None
     task: str = "encode"
-    seq_lens: list[int] = field(default_factory=lambda: [512, 1024, 2048, 4096])
+    seq_lens: list[int] | None = None  # None: the DEFAULT_SEQ_LENS the model's positions allow (set in _measure)
     batch_sizes: list[int] = field(default_factory=lambda: [1])
     attentions: list[str] = field(default_factory=lambda: ["block_sparse"])
     threads: int | None = None
@@ -83,20 +83,9 @@ class BenchSpec:
 
     def check(self) -> None:
         """Refuse an impossible spec before any model is built (building a large one takes a while)."""
-        if (self.preset is None) == (self.model is None):
-            raise BenchError("name the weights with exactly one of --preset and --model.")
-        if self.preset is not None and self.preset not in PRESETS:
-            raise BenchError(f"unknown preset {self.preset!r}; use one of {', '.join(PRESETS)}.")
-        if self.task not in TASKS:
-            raise BenchError(f"unknown task {self.task!r}; use one of {', '.join(TASKS)}.")
-        if not self.attentions:
-            raise BenchError(f"--attention names no attention; use one or more of {', '.join(ATTENTION_TYPES)}.")
-        for kind in self.attentions:
-            if kind not in ATTENTION_TYPES:
-                raise BenchError(f"unknown attention {kind!r}; use one of {', '.join(ATTENTION_TYPES)}.")
-        if self.dtype not in DTYPES:
-            raise BenchError(f"unknown dtype {self.dtype!r}; use one of {', '.join(DTYPES)}.")
-        if not self.seq_lens or min(self.seq_lens) < 1 or not self.batch_sizes or min(self.batch_sizes) < 1:
+        self._check_names()
+        lengths = self.seq_lens if self.seq_lens is not None else DEFAULT_SEQ_LENS  # None: the defaults, positive
+        if not lengths or min(lengths) < 1 or not self.batch_sizes or min(self.batch_sizes) < 1:
             raise BenchError("sequence lengths and batch sizes must be positive.")
         if self.repeat < 1 or self.warmup < 0:
             raise BenchError("--repeat must be at least 1 and the warm-up count can't be negative.")
@@ -120,6 +109,22 @@ class BenchSpec:
             raise BenchError(f"--device takes cpu, cuda, cuda:N or mps, not {self.device!r}.") from None
         if not device_available(device):
             raise BenchError(f"--device {self.device}: no such device is available on this machine.")
+
+    def _check_names(self) -> None:
+        """The weights, the task, the attentions and the dtype each name one that exists."""
+        if (self.preset is None) == (self.model is None):
+            raise BenchError("name the weights with exactly one of --preset and --model.")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise BenchError(f"unknown preset {self.preset!r}; use one of {', '.join(PRESETS)}.")
+        if self.task not in TASKS:
+            raise BenchError(f"unknown task {self.task!r}; use one of {', '.join(TASKS)}.")
+        if not self.attentions:
+            raise BenchError(f"--attention names no attention; use one or more of {', '.join(ATTENTION_TYPES)}.")
+        for kind in self.attentions:
+            if kind not in ATTENTION_TYPES:
+                raise BenchError(f"unknown attention {kind!r}; use one of {', '.join(ATTENTION_TYPES)}.")
+        if self.dtype not in DTYPES:
+            raise BenchError(f"unknown dtype {self.dtype!r}; use one of {', '.join(DTYPES)}.")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -246,6 +251,16 @@ def build_config(spec: BenchSpec) -> ModelConfig:
     from bigbird.models.config import load_config
 
     return load_config(resolve_checkpoint(spec.model, revision=spec.revision))
+
+
+def tokenizer_source(spec: BenchSpec) -> str | None:
+    """The file a checkpoint's tokenizer reads its ids from (spiece.model, else tokenizer.json); None for a preset."""
+    if spec.preset is not None:
+        return None
+    from bigbird.models.checkpoints import resolve_checkpoint
+    from bigbird.models.tokenizers import tokenizer_file
+
+    return tokenizer_file(resolve_checkpoint(spec.model, revision=spec.revision))
 
 
 def build_model(spec: BenchSpec, config: ModelConfig) -> nn.Module:
@@ -408,12 +423,24 @@ def run_bench(spec: BenchSpec, progress: Callable[[str], None] | None = None) ->
     return _measure(spec, progress)
 
 
+# Lengths measured when none are given: those the model's positions allow.
+DEFAULT_SEQ_LENS = (512, 1024, 2048, 4096)
+
+
+def default_seq_lens(max_positions: int) -> list[int]:
+    """DEFAULT_SEQ_LENS up to the model's positions (its longest input alone when all are longer): the defaults
+    run on every preset and checkpoint, where lengths past the positions would only be refused."""
+    return [n for n in DEFAULT_SEQ_LENS if n <= max_positions] or [max_positions]
+
+
 def _measure(spec: BenchSpec, progress: Callable[[str], None] | None) -> Iterator[dict[str, Any]]:
     say = progress or (lambda message: None)
     if spec.threads:
         torch.set_num_threads(spec.threads)
     device = torch.device(spec.device)
     config = build_config(spec)
+    # Resolved once, like new_tokens below: the rows (and --mixed's batch of documents) use the lengths measured.
+    spec.seq_lens = spec.seq_lens or default_seq_lens(config.max_position_embeddings)
     too_long = [n for n in spec.seq_lens if n > config.max_position_embeddings]
     if too_long:
         raise BenchError(f"sequence lengths {too_long} exceed the model's {config.max_position_embeddings} positions.")
@@ -422,6 +449,7 @@ def _measure(spec: BenchSpec, progress: Callable[[str], None] | None) -> Iterato
         spec.new_tokens = max(1, int(getattr(config, "max_length", 21) or 21) - 1)
     say(f"building {spec.preset or spec.model} ({config.model_type})")
     model = build_model(spec, config)
+    tokenizer = tokenizer_source(spec)
     n_params = sum(p.numel() for p in model.parameters())
     contenders: list[Contender] = []
     versions = {"torch": torch.__version__}
@@ -454,14 +482,17 @@ def _measure(spec: BenchSpec, progress: Callable[[str], None] | None) -> Iterato
                     row = [c for c in contenders if c.name != "batch1" or batch > 1]
                     yield _measure_row(spec, config, row, meter, device, attention, batch, seq_len) | {
                         "parameters": n_params,
+                        # Which of the checkpoint's files its tasks take their ids from (the bench's inputs are
+                        # random ids; None for a preset, which has no tokenizer).
+                        "tokenizer": tokenizer,
                         "versions": versions,
                         # The kernels our float32 and int8 layers ran (chosen by measurement on this machine).
                         "kernels": kernels.summary(),
                         # Other work on the machine skews timings; the load average lets a reader see it did.
                         "machine": {
-                            "cpu": kernels.cpu_model(),
-                            "cpu_generation": kernels.cpu_generation(),  # family/model/stepping: "26/2/1"
-                            "isa": kernels.isa(),
+                            "cpu": cpu.cpu_model(),
+                            "cpu_generation": cpu.cpu_generation(),  # family/model/stepping: "26/2/1"
+                            "isa": cpu.isa(),
                             "cpu_count": os.cpu_count(),
                             "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
                             "platform": platform.platform(),

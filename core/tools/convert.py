@@ -34,7 +34,6 @@ from bigbird.models.checkpoints import (
     write_safetensors,
 )
 from bigbird.models.config import ATTENTION_TYPES, ModelConfig, load_config
-from bigbird.models.tokenizers.pieces import SPIECE_HINT
 from bigbird.tasks.documents import describe
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -64,6 +63,26 @@ _SIZE_UNITS = {
 
 class ConvertError(CheckpointError):
     """A conversion that can't or mustn't be done; the message is one sentence for the user."""
+
+
+class VerifyError(ConvertError):
+    """--verify found DST's outputs further from SRC's than its dtype's rounding explains; `report` is what was
+    written and measured (DST stays: the user decides)."""
+
+    def __init__(self, message: str, report: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+# --verify's tolerance: this many roundings of DST's weight dtype (its machine epsilon), relative to the size of
+# SRC's outputs. A dtype change alone stays well inside it (float32 → float32 is 0; bfloat16's ~8 bits of
+# mantissa leave a few of its roundings); a broken weight or a wrong cast does not.
+VERIFY_ROUNDINGS = 16
+
+
+def verify_tolerance(dtype: torch.dtype, scale: float) -> float:
+    """Largest max |diff| --verify accepts for weights in `dtype`, outputs of size `scale` (max |output|)."""
+    return VERIFY_ROUNDINGS * torch.finfo(dtype).eps * max(1.0, scale)
 
 
 @dataclass
@@ -341,6 +360,7 @@ def verify(src: Path, dst: Path) -> dict[str, Any]:
     if not common:
         raise ConvertError(f"{cls.__name__} gave no comparable outputs for SRC and DST.")
     diffs = {k: (before[k] - after[k]).abs().max().item() for k in common}
+    scale = max(before[k].abs().max().item() for k in common)
     broken = [k for k, diff in diffs.items() if not math.isfinite(diff)]
     if broken:  # JSON has no NaN, and "max |diff| NaN" with exit 0 read as a pass
         raise ConvertError(f"--verify: SRC's and DST's {broken[0]} differ by {diffs[broken[0]]} (inf or NaN in one).")
@@ -349,6 +369,7 @@ def verify(src: Path, dst: Path) -> dict[str, Any]:
         "probe_shape": list(inputs["input_ids"].shape),
         "max_abs_diff": max(diffs.values()),
         "max_abs_diff_by_output": diffs,
+        "max_abs_output": scale,
     }
 
 
@@ -380,9 +401,11 @@ def convert(src: str | Path, dst: str | Path, options: ConvertOptions | None = N
     tensors = read_state_dict(source)
     tensors, dropped = prepare_tensors(tensors, config, DTYPES[options.dtype] if options.dtype else None)
     copied = [name for name in COPIED_FILES if (source / name).is_file()]
-    if "spiece.model" not in copied:
-        warnings.append(f"{src} has no spiece.model, so {dst} can't run summarize, qa, classify or mask: "
-                        f"{SPIECE_HINT}")  # fmt: skip
+    if "spiece.model" not in copied and "tokenizer.json" not in copied:
+        warnings.append(
+            f"{src} has neither a spiece.model nor a tokenizer.json, so {dst} can't run summarize, qa, classify or "
+            "mask: copy the tokenizer files of the checkpoint it was fine-tuned from into it."
+        )
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
@@ -428,7 +451,28 @@ def convert(src: str | Path, dst: str | Path, options: ConvertOptions | None = N
             report["verify"] = verify(source, dst)
         except (RuntimeError, ValueError, TypeError, CheckpointError) as err:  # say so, once: DST is there
             raise ConvertError(f"{dst} was written, but --verify could not run it: {describe(err)}.") from None
+        check_verified(report, options, tensors)
     return report
+
+
+def check_verified(report: dict[str, Any], options: ConvertOptions, tensors: dict[str, torch.Tensor]) -> None:
+    """VerifyError when DST's outputs differ from SRC's by more than its dtype's tolerance. A rewritten attention
+    setting changes the outputs on purpose: then the difference is reported, not judged."""
+    checked = report["verify"]
+    if options.attention_type is not None or options.block_size is not None or options.num_random_blocks is not None:
+        checked["tolerance"] = None
+        return
+    floating = [t.dtype for t in tensors.values() if t.is_floating_point()] or [torch.float32]
+    dtype = max(floating, key=lambda d: torch.finfo(d).eps)  # the coarsest weights decide
+    checked["tolerance"] = tolerance = verify_tolerance(dtype, checked["max_abs_output"])
+    if checked["max_abs_diff"] > tolerance:
+        name = str(dtype).removeprefix("torch.")
+        raise VerifyError(
+            f"--verify failed: {report['destination']}'s outputs differ from {report['source']}'s by"
+            f" {checked['max_abs_diff']:.3g}, more than {name} rounding explains (tolerance {tolerance:.3g});"
+            " the weights were written, but don't trust them",
+            report,
+        )
 
 
 def _normal_permissions(directory: Path) -> None:

@@ -1,8 +1,10 @@
-"""The reference's rules on top of the sentencepiece core: special tokens around one text or a pair, truncation
+"""The reference's rules on top of a piece core: special tokens around one text or a pair, truncation
 strategies, padding, and the columns a call returns (`input_ids`, `attention_mask`, `offset_mapping`, ...).
 
 A family says only where its special tokens go (`_affixes`); everything that follows from that is here, so the
-tasks ask the tokenizer how a text is framed instead of knowing it themselves.
+tasks ask the tokenizer how a text is framed instead of knowing it themselves. The pieces under it come from
+either backend (`Framing` reads only the core's `_encode_texts`, its special ids and `model_max_length`):
+sentencepiece (`SentencePieceTokenizer`, here) or Hugging Face's tokenizers (`TokenizersTokenizer`, fast.py).
 """
 
 from __future__ import annotations
@@ -32,9 +34,14 @@ class BatchEncoding(dict):
         return BatchEncoding({key: value.to(device) if hasattr(value, "to") else value for key, value in self.items()})
 
 
-class SentencePieceTokenizer(SentencePieceCore):
-    """What BigBird's and Pegasus's tokenizers share: the sentencepiece core, framed, truncated and padded as the
+class Framing:
+    """What every tokenizer here shares above its piece core: texts framed, truncated and padded as the
     reference does it. A family sets the special tokens around one or two texts in `_affixes`."""
+
+    # From the piece core beside it in a class's bases (`_encode_texts` too: tokens of many texts, with spans).
+    pad_token_id: int | None
+    model_max_length: int | None
+    _special_id_set: set[int]
 
     # Special tokens -----------------------------------------------------------------------------------------
 
@@ -165,7 +172,7 @@ class SentencePieceTokenizer(SentencePieceCore):
         if excess <= 0:
             return first, second
         if strategy == "longest_first" and second is not None:
-            cut_first, cut_second = _longest_first_cuts(len(first), len(second), excess)
+            cut_first, cut_second = self._pair_cuts(len(first), len(second), excess)
             return first.head(max(len(first) - cut_first, 0)), second.head(max(len(second) - cut_second, 0))
         victim = second if strategy == "only_second" else first
         name = "second" if strategy == "only_second" else "first"
@@ -177,6 +184,11 @@ class SentencePieceTokenizer(SentencePieceCore):
             )
         kept = victim.head(len(victim) - excess)
         return (first, kept) if strategy == "only_second" else (kept, second)
+
+    def _pair_cuts(self, n_first: int, n_second: int, excess: int) -> tuple[int, int]:
+        """How "longest_first" shares the cut between a pair's texts (the reference's fast tokenizers share it
+        their own way: `TokenizersTokenizer._pair_cuts`)."""
+        return _longest_first_cuts(n_first, n_second, excess)
 
     def _frame(self, first: Tokens, second: Tokens | None, add_special_tokens: bool) -> dict[str, Any]:
         """One row of model inputs: the texts' tokens with the family's special tokens around them."""
@@ -231,6 +243,10 @@ class SentencePieceTokenizer(SentencePieceCore):
             return np.concatenate([values, np.zeros((missing, 2), np.int64)])
         fill = {"input_ids": self.pad_token_id, "special_tokens_mask": 1}.get(key, 0)
         return values + [fill] * missing
+
+
+class SentencePieceTokenizer(Framing, SentencePieceCore):
+    """A family's tokenizer on sentencepiece (a checkpoint's spiece.model)."""
 
 
 def _longest_first_cuts(n_first: int, n_second: int, excess: int) -> tuple[int, int]:

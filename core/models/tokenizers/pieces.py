@@ -20,7 +20,11 @@ from typing import Any
 import numpy as np
 import sentencepiece as spm
 
-TOKENIZER_FILES = ["spiece.model", "tokenizer_config.json", "special_tokens_map.json"]
+# The files a checkpoint's tokenizer may be read from: ids from spiece.model when a folder has one, else from
+# tokenizer.json (what transformers 5 saves); the JSON files beside them name the special and added tokens.
+TOKENIZER_FILES = [
+    "spiece.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+]  # fmt: skip
 # Order in which the roles' ids are listed by `all_special_ids`, the order transformers users know.
 ROLES = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
 # Checkpoints without a length limit often store 1e30 ("no limit") in tokenizer_config.json.
@@ -74,25 +78,25 @@ class _Role:
         return tokenizer.convert_tokens_to_ids(token)
 
 
-# What to do about a checkpoint without the sentencepiece model: fine-tuning keeps the vocabulary, so the file
-# of the checkpoint it was trained from is the right one.
-SPIECE_HINT = (
-    "copy spiece.model from the checkpoint it was fine-tuned from (google/bigbird-roberta-base, "
-    "google/bigbird-pegasus-large-arxiv, ...) into it."
-)
+class VocabularyError(ValueError):
+    """Ids the tokenizer has no token for: the tokenizer files don't belong to the model that made them."""
 
 
-class SentencePieceCore:
-    """Tokens of text and text of tokens, through sentencepiece, with the added tokens a family declares.
+class SpecialTokenRoles:
+    """What both piece cores share: the special-token roles (`pad_token`, `pad_token_id`, ...), the list of special
+    tokens and ids, the settings read from tokenizer_config.json, and which file the ids come from (`source`).
 
-    A family sets `id_offset` (ids below it are reserved, sentencepiece ids are shifted up by it), its added tokens
-    and roles in `__init__`, and how decoded stretches are joined in `_join_decoded`.
+    A core sets `special_tokens` (role → text), `additional_special_tokens`, `model_max_length` and
+    `clean_up_tokenization_spaces` in its `__init__` and answers `convert_tokens_to_ids`.
     """
 
-    id_offset = 0
+    # Which file of a checkpoint the ids come from (shown by --dry-run and bench).
+    source = "spiece.model"
     # The keyword arguments `from_pretrained` reads from tokenizer_config.json / special_tokens_map.json.
     token_keys: tuple[str, ...] = ()
     setting_keys: tuple[str, ...] = ("model_max_length", "clean_up_tokenization_spaces")
+    special_tokens: dict[str, str]
+    additional_special_tokens: list[str]
 
     bos_token = _Role("bos", as_id=False)
     bos_token_id = _Role("bos", as_id=True)
@@ -108,6 +112,76 @@ class SentencePieceCore:
     cls_token_id = _Role("cls", as_id=True)
     mask_token = _Role("mask", as_id=False)
     mask_token_id = _Role("mask", as_id=True)
+
+    @property
+    def all_special_tokens(self) -> list[str]:
+        roles = [self.special_tokens[role] for role in ROLES if self.special_tokens.get(role) is not None]
+        return list(dict.fromkeys(roles + self.additional_special_tokens))
+
+    @property
+    def all_special_ids(self) -> list[int]:
+        return self.convert_tokens_to_ids(self.all_special_tokens)
+
+    def convert_tokens_to_ids(self, tokens: str | Sequence[str]) -> int | list[int]:
+        raise NotImplementedError
+
+    def _check_ids(self, ids: list[int]) -> None:
+        """VocabularyError for an id this tokenizer has no token for (a model of another vocabulary made it)."""
+        size = len(self)  # type: ignore[arg-type]
+        if ids and not 0 <= min(ids) <= max(ids) < size:
+            stray = next(i for i in ids if not 0 <= i < size)
+            raise VocabularyError(
+                f"the model produced token id {stray}, which its tokenizer of {size} tokens lacks: the vocabulary "
+                "doesn't match the model."
+            )
+
+    def batch_decode(
+        self,
+        sequences: Sequence[Any],
+        skip_special_tokens: bool = False,
+        clean_up_tokenization_spaces: bool | None = None,
+    ) -> list[str]:
+        return [self.decode(ids, skip_special_tokens, clean_up_tokenization_spaces) for ids in _as_rows(sequences)]
+
+    def decode(
+        self,
+        token_ids: int | Sequence[int] | Any,
+        skip_special_tokens: bool = False,
+        clean_up_tokenization_spaces: bool | None = None,
+    ) -> str:
+        raise NotImplementedError
+
+    def _cleaned(self, text: str, clean_up_tokenization_spaces: bool | None) -> str:
+        """The decoded text, with the spaces before punctuation undone where asked (or set in the checkpoint)."""
+        if clean_up_tokenization_spaces is None:
+            clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
+        if clean_up_tokenization_spaces:
+            for old, new in _CLEAN_UP_SPACES:
+                text = text.replace(old, new)
+        return text
+
+    @classmethod
+    def read_settings(cls, directory: Path) -> dict[str, Any]:
+        """The keyword arguments tokenizer_config.json and special_tokens_map.json give this class."""
+        config = _read_json(directory / "tokenizer_config.json")
+        token_map = _read_json(directory / "special_tokens_map.json")
+        declared = {entry["content"]: entry for entry in config.get("added_tokens_decoder", {}).values()}
+        kwargs: dict[str, Any] = {key: config[key] for key in cls.setting_keys if key in config}
+        for key in cls.token_keys:
+            value = token_map.get(key, config.get(key))
+            if value is not None:
+                kwargs[key] = _added_token(value, declared)
+        return kwargs
+
+
+class SentencePieceCore(SpecialTokenRoles):
+    """Tokens of text and text of tokens, through sentencepiece, with the added tokens a family declares.
+
+    A family sets `id_offset` (ids below it are reserved, sentencepiece ids are shifted up by it), its added tokens
+    and roles in `__init__`, and how decoded stretches are joined in `_join_decoded`.
+    """
+
+    id_offset = 0
 
     def __init__(
         self,
@@ -129,30 +203,34 @@ class SentencePieceCore:
         self.model_max_length = model_max_length if model_max_length and model_max_length < _NO_LIMIT else None
         self.clean_up_tokenization_spaces = clean_up_tokenization_spaces
         self._special_id_set = set(self.all_special_ids)
-        # Longest first, so "<unk_2>" wins over "<unk>" where both match at the same place.
+        self._index_added()
+
+    def _index_added(self) -> None:
+        """The pattern that cuts the added tokens out of a text: longest first, so "<unk_2>" wins over "<unk>"
+        where both match at the same place."""
+        self._added_ids = {token.content: index for index, token in self.added_tokens_decoder.items()}
         contents = sorted(self._added_ids, key=len, reverse=True)
         self._added_pattern = re.compile("|".join(map(re.escape, contents))) if contents else None
+
+    def add_tokens_at(self, tokens: dict[int, AddedToken]) -> None:
+        """Tokens a fine-tune added beyond the vocabulary (`add_tokens`), at the ids the checkpoint gave them."""
+        self.added_tokens_decoder.update(tokens)
+        self._index_added()
 
     # Loading ------------------------------------------------------------------------------------------------
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, *, revision: str | None = None) -> SentencePieceCore:
-        """Load from a checkpoint directory or Hub id: spiece.model plus the JSON files beside it, when present."""
+        """Load from a checkpoint directory or Hub id: spiece.model plus the JSON files beside it, when present,
+        and the tokens a fine-tune added (in tokenizer.json, added_tokens.json or tokenizer_config.json)."""
         from ..checkpoints import resolve_checkpoint  # lazy: torch and the Hub client are not needed to tokenize
 
         directory = Path(resolve_checkpoint(name_or_path, revision=revision, allow_patterns=TOKENIZER_FILES))
         if not (directory / "spiece.model").is_file():
-            only = ", only the tokenizer.json transformers 5 saves" if (directory / "tokenizer.json").is_file() else ""
-            raise FileNotFoundError(f"{name_or_path} has no spiece.model{only}: {SPIECE_HINT}")
-        config = _read_json(directory / "tokenizer_config.json")
-        token_map = _read_json(directory / "special_tokens_map.json")
-        declared = {entry["content"]: entry for entry in config.get("added_tokens_decoder", {}).values()}
-        kwargs: dict[str, Any] = {key: config[key] for key in cls.setting_keys if key in config}
-        for key in cls.token_keys:
-            value = token_map.get(key, config.get(key))
-            if value is not None:
-                kwargs[key] = _added_token(value, declared)
-        return cls(directory / "spiece.model", **kwargs)
+            raise FileNotFoundError(f"{name_or_path} has no spiece.model.")
+        tokenizer = cls(directory / "spiece.model", **cls.read_settings(directory))
+        tokenizer.add_tokens_at(added_beyond(directory, len(tokenizer)))
+        return tokenizer
 
     # Saving -------------------------------------------------------------------------------------------------
 
@@ -202,15 +280,6 @@ class SentencePieceCore:
 
     def __len__(self) -> int:
         return max(self.vocab_size, max(self.added_tokens_decoder, default=-1) + 1)
-
-    @property
-    def all_special_tokens(self) -> list[str]:
-        roles = [self.special_tokens[role] for role in ROLES if self.special_tokens.get(role) is not None]
-        return list(dict.fromkeys(roles + self.additional_special_tokens))
-
-    @property
-    def all_special_ids(self) -> list[int]:
-        return self.convert_tokens_to_ids(self.all_special_tokens)
 
     def get_vocab(self) -> dict[str, int]:
         vocab = {self.sp.id_to_piece(i): i + self.id_offset for i in range(self.sp.get_piece_size())}
@@ -321,6 +390,7 @@ class SentencePieceCore:
         """Text of `token_ids`: sentencepiece decodes the ordinary pieces, added tokens are written as they are."""
         ids = _as_ids(token_ids)
         ids = [ids] if isinstance(ids, int) else ids
+        self._check_ids(ids)
         stretches: list[tuple[bool, str]] = []
         run: list[int] = []
         for index in ids:
@@ -336,21 +406,7 @@ class SentencePieceCore:
             stretches.append((True, token.content))
         if run:
             stretches.append((False, self.sp.decode(run)))
-        text = self._join_decoded(stretches)
-        if clean_up_tokenization_spaces is None:
-            clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
-        if clean_up_tokenization_spaces:
-            for old, new in _CLEAN_UP_SPACES:
-                text = text.replace(old, new)
-        return text
-
-    def batch_decode(
-        self,
-        sequences: Sequence[Any],
-        skip_special_tokens: bool = False,
-        clean_up_tokenization_spaces: bool | None = None,
-    ) -> list[str]:
-        return [self.decode(ids, skip_special_tokens, clean_up_tokenization_spaces) for ids in _as_rows(sequences)]
+        return self._cleaned(self._join_decoded(stretches), clean_up_tokenization_spaces)
 
     def _join_decoded(self, stretches: list[tuple[bool, str]]) -> str:
         """Join decoded stretches (is-added-token, text) into the final string."""
@@ -391,6 +447,20 @@ def _added_token(value: str | dict, declared: dict[str, dict]) -> str | AddedTok
     if entry is None:
         return value
     return AddedToken(entry["content"], lstrip=bool(entry.get("lstrip")), rstrip=bool(entry.get("rstrip")))
+
+
+def added_beyond(directory: Path, first_free: int) -> dict[int, AddedToken]:
+    """Tokens a checkpoint adds at ids from `first_free` on (a fine-tune's `add_tokens`), from whichever of
+    tokenizer.json, added_tokens.json and tokenizer_config.json lists them, with the whitespace they swallow."""
+    found: dict[int, AddedToken] = {}
+    backend = _read_json(directory / "tokenizer.json").get("added_tokens", [])
+    declared = _read_json(directory / "tokenizer_config.json").get("added_tokens_decoder", {})
+    entries = [(int(entry["id"]), entry) for entry in backend] + [(int(i), entry) for i, entry in declared.items()]
+    entries += [(int(i), {"content": content}) for content, i in _read_json(directory / "added_tokens.json").items()]
+    for index, entry in entries:
+        if index >= first_free and index not in found:
+            found[index] = _added_token(entry, {})
+    return found
 
 
 def as_added_token(value: str | AddedToken, lstrip: bool = False) -> AddedToken:

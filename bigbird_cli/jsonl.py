@@ -1,4 +1,4 @@
-"""Where results and messages go: JSONL records to stdout or a file, everything else to stderr.
+"""Where records go: JSONL to stdout or a file (`-o`), claimed before the model loads (`Output`).
 
 The JSONL writer's one promise: the output file only ever holds whole lines. Each record is serialised first,
 then written with one `os.write` loop while SIGINT/SIGTERM are held back, so Ctrl-C or a kill between records
@@ -20,18 +20,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from rich.console import Console
-from rich.markup import escape
-
+from .console import warn
 from .errors import OutputError
 
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; runs sharing a file are not caught there
     fcntl = None  # type: ignore[assignment]
-
-# Logs, warnings and progress: stderr only, so stdout stays pure JSONL when records go there.
-console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 _HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
@@ -188,7 +183,7 @@ class Output:
     ) -> None:
         self.path = output_file(path)
         self.resume = resume
-        self.done_ids: set[str] = set()  # with `resume`: the ids already in the file, known once `writer` ran
+        self.done_ids: set[str] = set()  # with `resume`: the ids already in the file, known once claimed
         self.opened = False  # whether `writer` ran: until then a file -o names is as it was before the run
         self.check = check  # with `resume`: sees each record kept as done while `claim` reads the file
         self._scanned: tuple[set[str], bool] | None = None  # what `claim` found: done ids, lines to drop
@@ -209,6 +204,7 @@ class Output:
             raise OutputError(f"-o {path} can't be written: {exc.strerror or exc}.") from None
         if self.resume and path.is_file():  # the file is read once, here: `writer` compacts it from what was found
             self._scanned = resumable_ids(path, self.check)
+            self.done_ids = self._scanned[0]
         # A pipe or a device holds no earlier records to continue (reading a pipe we write to would never end).
         if self._scanned is not None and self._scanned[1] and not os.access(path.resolve().parent, os.W_OK):
             # Dropping its error records or a cut line rewrites it beside itself: say so before the model loads.
@@ -241,7 +237,7 @@ class Output:
             self.claim()
         assert self._handle is not None
         if self.resume and self.path.is_file():
-            self.done_ids = compact_for_resume(self.path, self._scanned)
+            compact_for_resume(self.path, self._scanned)
             if _regular_size(self._handle.fileno()) is not None and not _same_file(self._handle, self.path):
                 # Compacting renamed a new file into place: lock that one before letting go of the old.
                 old, self._handle = self._handle, self._open_locked(self.path)
@@ -275,25 +271,3 @@ def output_file(output: Path | None) -> Path | None:
 def open_jsonl(output: Path | None, *, resume: bool = False) -> JsonlWriter:
     """The writer for `-o FILE` (locked, truncated or compacted and appended to with `resume`), or stdout."""
     return Output(output, resume=resume).claim().writer()
-
-
-def reader_gone() -> None:
-    """After a BrokenPipeError (`bigbird ... | head`): point stdout at /dev/null, so that Python's flush of stdout
-    on exit finds nothing to complain about."""
-    with contextlib.suppress(OSError, AttributeError, ValueError):
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-
-def warn(message: str) -> None:
-    """A warning line on stderr."""
-    console.print(f"[yellow]warning:[/yellow] {escape(message)}")
-
-
-def error(message: str) -> None:
-    """An error line on stderr."""
-    console.print(f"[red]error:[/red] {escape(message)}")
-
-
-def info(message: str) -> None:
-    """An informational line on stderr."""
-    console.print(message, markup=False)

@@ -1,21 +1,21 @@
 """`--engine ray`: the runner's documents → records step on a pool of Ray actors.
 
-Each actor (`TaskWorker`) builds the Task once (one model load per worker) and turns read-ahead windows of
-documents into records with the runner's own `window_records`, so batching by length and error records for
+Each actor (`TaskWorker`) builds the Task once (one model load per worker) and turns read-ahead buckets of
+documents into records with the local engine's own `bucket_records`, so batching by length and error records for
 failing documents are exactly the local ones. Everything else stays on the driver, in the runner: reading inputs,
 shards, `--resume`, the JSONL writer, progress and exit codes.
 
-The driver streams. It sends a window only when a worker has room for it (a worker holds at most
-`WINDOWS_PER_WORKER`, so it has the next one at hand while the driver waits for an earlier one), reading at most
-one window ahead, and yields the records in input order as they come back; a worker that finished its windows
-takes new ones while an earlier, slower window runs (`FINISHED_AHEAD`). Its memory follows the pool, not the
-size of the run. A worker that dies (killed, out of memory, its node lost) takes only the window it was running:
-its documents become error records, the windows queued behind it go to another worker, and the run goes on,
+The driver streams. It sends a bucket only when a worker has room for it (a worker holds at most
+`BUCKETS_PER_WORKER`, so it has the next one at hand while the driver waits for an earlier one), reading at most
+one bucket ahead, and yields the records in input order as they come back; a worker that finished its buckets
+takes new ones while an earlier, slower bucket runs (`FINISHED_AHEAD`). Its memory follows the pool, not the
+size of the run. A worker that dies (killed, out of memory, its node lost) takes only the bucket it was running:
+its documents become error records, the buckets queued behind it go to another worker, and the run goes on,
 unless workers keep dying before giving any result (`DEATHS_BEFORE_STOPPING`), when the run stops with one
 sentence.
 
-It lives beside the runner, not in core, because the workers run the runner's window loop. Ray is imported only
-here, and only for `--engine ray`.
+It lives in the CLI, not in core, because the workers run the CLI's bucket loop (engines/local.py). Ray is
+imported only here, and only for `--engine ray`.
 """
 
 from __future__ import annotations
@@ -37,19 +37,19 @@ from bigbird.tasks import TaskError
 from bigbird.tasks.documents import Document, describe
 from bigbird.tasks.records import Record, error_record
 
-from .options import CommonOptions
-from .output import warn
-from .runner import Engine, RecordMaker, set_threads, window_records, window_size, windows
+from ..console import warn
+from ..options import CommonOptions
+from .local import Engine, RecordMaker, bucket_records, bucket_size, buckets, set_threads
 
-# The object store of a Ray started for the run: documents and records are text, a few windows at a time, so a
+# The object store of a Ray started for the run: documents and records are text, a few buckets at a time, so a
 # small store is plenty, and Ray's default (30% of memory) would take gigabytes a small machine needs for the models.
 LOCAL_OBJECT_STORE_BYTES = 200 * 2**20
 # What the workers need from the driver's environment to find the same model (Hub cache, token, offline mode).
 FORWARDED_ENV = ("HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_ENDPOINT", "HF_TOKEN")
 PROBE_TIMEOUT_S = 5.0
-# Windows a worker holds at most: the one it runs and the next, so it never waits for the driver.
-WINDOWS_PER_WORKER = 2
-# Windows the driver keeps sent and not yet written, as a multiple of what the workers hold: a slow window holds
+# Buckets a worker holds at most: the one it runs and the next, so it never waits for the driver.
+BUCKETS_PER_WORKER = 2
+# Buckets the driver keeps sent and not yet written, as a multiple of what the workers hold: a slow bucket holds
 # the records of those after it (they go out in input order), not the workers that finished them.
 FINISHED_AHEAD = 2
 # Workers in a row that die before giving any result: then the model does not start there (too big for a worker's
@@ -83,7 +83,7 @@ class RaySettings:
 
 
 class TaskWorker:
-    """One Ray actor: builds the Task once, then turns windows of documents into their records.
+    """One Ray actor: builds the Task once, then turns buckets of documents into their records.
 
     A task that can't start is not raised (Ray would print the traceback of every call): each call returns it as
     the failure, and the driver turns it into the one-sentence usage error a local run gives.
@@ -104,32 +104,32 @@ class TaskWorker:
         except Exception as exc:  # anything else that stops the model loading on this worker
             self.failure = f"the task could not start on a Ray worker ({describe(exc)})."
 
-    def records(self, window: list[Document]) -> tuple[str, list[str], list[Record]]:
+    def records(self, bucket: list[Document]) -> tuple[str, list[str], list[Record]]:
         """The failure that stopped the task from starting (""), what the Task warns about its options (for the
-        driver to print, once), and the window's records, in its order."""
+        driver to print, once), and the bucket's records, in its order."""
         if self.task is None:
             return self.failure, [], []
         warnings = list(getattr(self.task, "warnings", []))
-        return "", warnings, list(window_records(self.task, window, self.batch_size))
+        return "", warnings, list(bucket_records(self.task, bucket, self.batch_size))
 
 
 @dataclass(eq=False)  # a worker is itself, whatever it holds
 class _Worker:
     actor: Any  # a TaskWorker actor's handle
-    held: int = 0  # windows sent to it whose records the driver has not taken yet
-    answered: bool = False  # whether it has given back a window's records (it started, and the model loaded)
+    held: int = 0  # buckets sent to it whose records the driver has not taken yet
+    answered: bool = False  # whether it has given back a bucket's records (it started, and the model loaded)
 
 
 class _Sent:
-    """A window sent to a worker, the ObjectRef of its `TaskWorker.records` call, and whether that has finished
-    (its worker is free for another window, though the records may wait for earlier windows' to be taken)."""
+    """A bucket sent to a worker, the ObjectRef of its `TaskWorker.records` call, and whether that has finished
+    (its worker is free for another bucket, though the records may wait for earlier buckets' to be taken)."""
 
-    def __init__(self, window: list[Document], worker: _Worker) -> None:
-        self.window = window
+    def __init__(self, bucket: list[Document], worker: _Worker) -> None:
+        self.bucket = bucket
         self.send_to(worker)
 
     def send_to(self, worker: _Worker) -> None:
-        self.worker, self.result, self.finished = worker, worker.actor.records.remote(self.window), False
+        self.worker, self.result, self.finished = worker, worker.actor.records.remote(self.bucket), False
         worker.held += 1
 
     def finish(self) -> None:
@@ -139,7 +139,7 @@ class _Sent:
 
 
 class _Pool:
-    """Up to `size` TaskWorker actors, started only as windows need them (a one-document run starts one)."""
+    """Up to `size` TaskWorker actors, started only as buckets need them (a one-document run starts one)."""
 
     def __init__(self, start: Callable[[], Any], size: int) -> None:
         self.start, self.size = start, size
@@ -147,20 +147,20 @@ class _Pool:
         self.unanswered_deaths = 0  # workers in a row that died before giving any result
 
     def with_room(self) -> _Worker | None:
-        """The worker to send the next window to: the least busy, or a new one while every worker has work and the
-        pool is not full; None when every worker already holds WINDOWS_PER_WORKER windows."""
+        """The worker to send the next bucket to: the least busy, or a new one while every worker has work and the
+        pool is not full; None when every worker already holds BUCKETS_PER_WORKER buckets."""
         worker = min(self.workers, key=lambda w: w.held, default=None)
         if (worker is None or worker.held > 0) and len(self.workers) < self.size:
             worker = _Worker(self.start())
             self.workers.append(worker)
-        return worker if worker is not None and worker.held < WINDOWS_PER_WORKER else None
+        return worker if worker is not None and worker.held < BUCKETS_PER_WORKER else None
 
     def any(self) -> _Worker:
-        """A worker for a window that must go now (one a dead worker held): the one with room, else the least busy."""
+        """A worker for a bucket that must go now (one a dead worker held): the one with room, else the least busy."""
         return self.with_room() or min(self.workers, key=lambda w: w.held)
 
     def drop(self, worker: _Worker) -> None:
-        """Let a dead worker go; the next window that needs room starts another."""
+        """Let a dead worker go; the next bucket that needs room starts another."""
         import ray
 
         if worker in self.workers:
@@ -184,7 +184,7 @@ def ray_engine(make_task: Callable[[], RecordMaker], model_name: str, settings: 
     with _native_stderr_to_devnull(), _python_stdout_for_records_only():
         try:
             _connect(settings.address)
-            yield _records_on(make_task, model_name, settings)
+            yield RayEngine(make_task, model_name, settings)
         finally:
             # Also after Ctrl-C inside ray.init: a half-started Ray left to the interpreter's exit can crash it.
             if "ray" in sys.modules:
@@ -241,100 +241,116 @@ def _python_stdout_for_records_only() -> Iterator[None]:
         sys.stdout = real
 
 
-def _records_on(make_task: Callable[[], RecordMaker], model_name: str, settings: RaySettings) -> Engine:
-    import ray
+class RayEngine:
+    """The engine on a pool of TaskWorker actors: buckets go out as workers have room, records come back in input
+    order (`__call__` is the engine). Needs a connected Ray (`ray_engine` connects)."""
 
-    window = window_size(settings.batch_size)
-    actor_class = ray.remote(TaskWorker).options(
-        num_cpus=settings.cpus_per_worker, num_gpus=settings.gpus_per_worker or None
-    )
+    def __init__(self, make_task: Callable[[], RecordMaker], model_name: str, settings: RaySettings) -> None:
+        import ray
 
-    def start() -> Any:
-        return actor_class.remote(make_task, settings.batch_size, settings.threads, os.getcwd())
+        self.make_task, self.model_name, self.settings = make_task, model_name, settings
+        self.actor_class = ray.remote(TaskWorker).options(
+            num_cpus=settings.cpus_per_worker, num_gpus=settings.gpus_per_worker or None
+        )
+        self.warned: set[str] = set()  # every worker's Task says the same: each warning is printed once
 
-    warned: set[str] = set()
+    def start_worker(self) -> Any:
+        return self.actor_class.remote(self.make_task, self.settings.batch_size, self.settings.threads, os.getcwd())
 
-    def succeeded(sent: _Sent) -> bool:
-        """Whether a window finished with its records (not with its worker's death)."""
+    def __call__(self, docs: Iterator[Document]) -> Iterator[Record]:
+        pool = _Pool(self.start_worker, _pool_size(self.settings))
+        # Buckets sent and not yet taken, in input order. Records go out in that order, so finished buckets wait
+        # behind a slow one; their workers go on with new buckets, up to this many in all.
+        most = FINISHED_AHEAD * BUCKETS_PER_WORKER * pool.size
+        sent: deque[_Sent] = deque()
         try:
-            return sent.finished and ray.get(sent.result) is not None
-        except ray.exceptions.RayError:
-            return False
+            for next_bucket in buckets(docs, bucket_size(self.settings.batch_size)):
+                while True:
+                    while sent and sent[0].finished:
+                        yield from self.receive(sent.popleft(), pool, sent)
+                    worker = pool.with_room() if len(sent) < most else None
+                    if worker is not None:
+                        break
+                    if all(s.finished for s in sent):
+                        yield from self.receive(sent.popleft(), pool, sent)
+                    else:
+                        _wait_for_one(sent)
+                sent.append(_Sent(next_bucket, worker))
+            while sent:
+                yield from self.receive(sent.popleft(), pool, sent)
+        finally:
+            pool.stop()  # at once, not at Ray's shutdown: on a shared cluster the CPUs go back to others
 
-    def receive(sent: _Sent, pool: _Pool, later: deque[_Sent]) -> list[Record]:
+    def receive(self, sent: _Sent, pool: _Pool, later: deque[_Sent]) -> list[Record]:
+        """The records of a bucket sent earlier, waiting for them; a dead worker's bucket becomes error records and
+        the buckets it held after it go to another worker."""
+        import ray
+
         sent.finish()
         try:
             failure, warnings, records = ray.get(sent.result)
-        except ray.exceptions.RayError as exc:  # the worker died, or Ray lost the result: only this window fails
-            if isinstance(exc, ray.exceptions.RayActorError) and exc.actor_init_failed:
-                # TaskWorker.__init__ catches what the Task raises, so this is Ray failing to hand it its arguments:
-                # typically this package missing on the worker's node.
-                cause = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
-                raise TaskError(f"the task could not start on a Ray worker ({cause}); {INSTALL_HINT}") from None
-            if isinstance(exc, ray.exceptions.RayActorError):
-                # An actor runs its calls in order, so this window is the one it was running: the windows it held
-                # after it go to another worker.
-                pool.drop(sent.worker)
-                if not sent.worker.answered:
-                    pool.unanswered_deaths += 1
-                    if pool.unanswered_deaths >= DEATHS_BEFORE_STOPPING:
-                        raise TaskError(
-                            f"{pool.unanswered_deaths} Ray workers in a row stopped before giving any result (the last:"
-                            f" {describe(exc)}); a model that does not fit a worker's memory does this."
-                        ) from None
-                for queued in later:
-                    if queued.worker is sent.worker and not succeeded(queued):
-                        queued.send_to(pool.any())
-            reason = f"the Ray worker running it failed ({describe(exc)})."
-            # A document that could not be read keeps its own reason.
-            return [error_record(doc, model_name, doc.error or reason) for doc in sent.window]
+        except ray.exceptions.RayError as exc:  # the worker died, or Ray lost the result: only this bucket fails
+            return self._lost(sent, pool, later, exc)
         sent.worker.answered = True
         pool.unanswered_deaths = 0
         if failure:
             raise TaskError(failure)
         for message in warnings:
-            if message not in warned:  # every worker's Task says the same
-                warned.add(message)
+            if message not in self.warned:
+                self.warned.add(message)
                 warn(message)
         return records
 
-    def wait_for_one(sent: deque[_Sent]) -> None:
-        """Block until some window still running finishes, and free its worker's place."""
-        running = [s for s in sent if not s.finished]
-        ready, _ = ray.wait([s.result for s in running], num_returns=1)
-        for s in running:
-            if s.result in ready:
-                s.finish()
+    def _lost(self, sent: _Sent, pool: _Pool, later: deque[_Sent], exc: Exception) -> list[Record]:
+        import ray
 
-    def records(docs: Iterator[Document]) -> Iterator[Record]:
-        pool = _Pool(start, _pool_size(settings))
-        # Windows sent and not yet taken, in input order. Records go out in that order, so finished windows wait
-        # behind a slow one; their workers go on with new windows, up to this many in all.
-        most = FINISHED_AHEAD * WINDOWS_PER_WORKER * pool.size
-        sent: deque[_Sent] = deque()
-        try:
-            for next_window in windows(docs, window):
-                while True:
-                    while sent and sent[0].finished:
-                        yield from receive(sent.popleft(), pool, sent)
-                    worker = pool.with_room() if len(sent) < most else None
-                    if worker is not None:
-                        break
-                    if all(s.finished for s in sent):
-                        yield from receive(sent.popleft(), pool, sent)
-                    else:
-                        wait_for_one(sent)
-                sent.append(_Sent(next_window, worker))
-            while sent:
-                yield from receive(sent.popleft(), pool, sent)
-        finally:
-            pool.stop()  # at once, not at Ray's shutdown: on a shared cluster the CPUs go back to others
+        if isinstance(exc, ray.exceptions.RayActorError) and exc.actor_init_failed:
+            # TaskWorker.__init__ catches what the Task raises, so this is Ray failing to hand it its arguments:
+            # typically this package missing on the worker's node.
+            cause = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+            raise TaskError(f"the task could not start on a Ray worker ({cause}); {INSTALL_HINT}") from None
+        if isinstance(exc, ray.exceptions.RayActorError):
+            # An actor runs its calls in order, so this bucket is the one it was running: the buckets it held
+            # after it go to another worker.
+            pool.drop(sent.worker)
+            if not sent.worker.answered:
+                pool.unanswered_deaths += 1
+                if pool.unanswered_deaths >= DEATHS_BEFORE_STOPPING:
+                    raise TaskError(
+                        f"{pool.unanswered_deaths} Ray workers in a row stopped before giving any result (the last:"
+                        f" {describe(exc)}); a model that does not fit a worker's memory does this."
+                    ) from None
+            for queued in later:
+                if queued.worker is sent.worker and not _succeeded(queued):
+                    queued.send_to(pool.any())
+        reason = f"the Ray worker running it failed ({describe(exc)})."
+        # A document that could not be read keeps its own reason.
+        return [error_record(doc, self.model_name, doc.error or reason) for doc in sent.bucket]
 
-    return records
+
+def _succeeded(sent: _Sent) -> bool:
+    """Whether a bucket finished with its records (not with its worker's death)."""
+    import ray
+
+    try:
+        return sent.finished and ray.get(sent.result) is not None
+    except ray.exceptions.RayError:
+        return False
+
+
+def _wait_for_one(sent: deque[_Sent]) -> None:
+    """Block until some bucket still running finishes, and free its worker's place."""
+    import ray
+
+    running = [s for s in sent if not s.finished]
+    ready, _ = ray.wait([s.result for s in running], num_returns=1)
+    for s in running:
+        if s.result in ready:
+            s.finish()
 
 
 def _pool_size(settings: RaySettings) -> int:
-    """--workers, or as many workers as the cluster's nodes hold; never more than they hold, since a window sent
+    """--workers, or as many workers as the cluster's nodes hold; never more than they hold, since a bucket sent
     to a worker that can't be placed would wait forever. TaskError when not one fits (a GPU asked of a cluster
     without one)."""
     import ray
@@ -351,7 +367,7 @@ def _pool_size(settings: RaySettings) -> int:
     if settings.workers and settings.workers > fits:
         warn(f"--workers {settings.workers}: the Ray cluster holds {fits} such workers; starting {fits}.")
     # Only what other jobs leave free now (at least one, which waits for room): a worker past it would wait for
-    # them to end, and every record behind its window with it. Not warned about: the workers of a run that just
+    # them to end, and every record behind its bucket with it. Not warned about: the workers of a run that just
     # ended may still be letting go of theirs.
     free = max(1, workers_in(ray.available_resources()))
     return min(settings.workers or fits, fits, free)

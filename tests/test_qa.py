@@ -1,0 +1,80 @@
+"""qa's questions (commands/qa.py, bigbird.tasks.qa.one_per_question): several questions of one document, each
+(document, question) one unit of work with its own id, through the installed `bigbird` command."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import BAKER, MUSEUM, cli, jsonl, one_sentence
+
+from bigbird.tasks import QATask
+from bigbird.tasks.documents import Document
+
+QUESTIONS = ["When is the bread ready?", "Who lights the oven?", "What opened?"]
+
+
+def test_qa_asks_every_question_of_every_document_in_order(bigbird, tiny_models, tmp_path):
+    """-Q repeated, --questions FILE and a list in a record's question field: one record per (document,
+    question) in input order, each with its question and the id ID#qK, answered as that question alone is."""
+    model = str(tiny_models["qa"])
+    (tmp_path / "a.txt").write_text(BAKER)
+    (tmp_path / "b.txt").write_text(MUSEUM)
+    files = [tmp_path / "a.txt", tmp_path / "b.txt"]
+    repeated = jsonl(bigbird("qa", *files, "-m", model, *[a for q in QUESTIONS for a in ("-Q", q)], "-q",
+                             check_rc=0).stdout)  # fmt: skip
+    (tmp_path / "questions.txt").write_text("\n".join(QUESTIONS) + "\n\n")
+    from_file = jsonl(bigbird("qa", *files, "-m", model, "--questions", tmp_path / "questions.txt", "-q",
+                              check_rc=0).stdout)  # fmt: skip
+    assert [(r["id"], r["question"]) for r in repeated] == [
+        (f"{f}#q{k}", q) for f in files for k, q in enumerate(QUESTIONS, 1)
+    ]
+    assert repeated == [{**r, "seconds": s["seconds"]} for r, s in zip(from_file, repeated, strict=True)]
+    for record in repeated:
+        text = BAKER if record["source"].endswith("a.txt") else MUSEUM
+        [alone] = QATask(model, question=record["question"])([Document("x", "x", text)])
+        assert (record["answer"], record["start"], record["score"]) == (alone["answer"], alone["start"],
+                                                                       alone["score"])  # fmt: skip
+
+    records = tmp_path / "in.jsonl"
+    rows = [{"id": "r1", "text": BAKER, "question": QUESTIONS[:2]},
+            {"id": "r2", "text": MUSEUM, "question": "What opened?"}]  # fmt: skip
+    records.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    listed = jsonl(bigbird("qa", "--jsonl", records, "-m", model, "-q", check_rc=0).stdout)
+    assert [(r["id"], r["question"]) for r in listed] == [("r1#q1", QUESTIONS[0]), ("r1#q2", QUESTIONS[1]),
+                                                          ("r2", "What opened?")]  # fmt: skip
+
+
+def test_qa_questions_resume_where_they_stopped(bigbird, tiny_models, tmp_path):
+    """Each (document, question) is a unit --resume knows: a run cut after some of them finishes the rest only."""
+    model = str(tiny_models["qa"])
+    (tmp_path / "a.txt").write_text(BAKER)
+    out = tmp_path / "out.jsonl"
+    args = ["qa", tmp_path / "a.txt", "-m", model, *[a for q in QUESTIONS for a in ("-Q", q)], "-q", "-o", out]
+    bigbird(*args, check_rc=0)
+    whole = jsonl(out)
+    out.write_text(out.read_text().splitlines(keepends=True)[0])
+    bigbird(*args, "--resume", check_rc=0)
+    expected = [f"{tmp_path / 'a.txt'}#q{k}" for k in (1, 2, 3)]
+    assert [r["id"] for r in jsonl(out)] == [r["id"] for r in whole] == expected
+
+
+def test_qa_questions_file_that_cant_be_read_is_one_sentence(bigbird, tiny_models, tmp_path):
+    (tmp_path / "a.txt").write_text(BAKER)
+    missing = bigbird("qa", tmp_path / "a.txt", "-m", tiny_models["qa"], "--questions", tmp_path / "no.txt", check_rc=2)
+    assert missing.stderr.decode().count("\n") == 1 and "--questions" in missing.stderr.decode()
+    (tmp_path / "blank.txt").write_text("\n \n")
+    blank = bigbird("qa", tmp_path / "a.txt", "-m", tiny_models["qa"], "--questions", tmp_path / "blank.txt",
+                    check_rc=2)  # fmt: skip
+    assert "holds no question" in blank.stderr.decode()
+
+
+def test_eval_qa_refuses_questions_asked_of_every_document(bigbird, tiny_models, tmp_path):
+    """eval scores one answer per reference: several questions for every document would score each reference
+    against every question's answer, so the run is refused in one sentence before the model loads."""
+    records = tmp_path / "dev.jsonl"
+    records.write_text(json.dumps({"id": "a", "text": BAKER, "answers": ["six"]}) + "\n")
+    args = ["--jsonl", records, "-m", tiny_models["qa"], "--answer-field", "answers"]
+    result = cli("eval", "qa", *args, "-Q", QUESTIONS[0], "-Q", QUESTIONS[1])
+    assert result.exit_code == 2 and one_sentence(result.output), result.output
+    assert "eval qa scores one question per document" in result.output
+    bigbird("eval", "qa", *args, "-Q", QUESTIONS[0], "-q", check_rc=0)  # one question for every document is scored
