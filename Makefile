@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 
 $(LINT_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(LINT_VENV)
-	$(LINT_VENV)/bin/python -m pip install -q 'ruff>=0.6'
+	$(LINT_VENV)/bin/python -m pip install -q 'ruff==0.17.6'
 	touch $@
 
 $(ORACLE_VENV)/.installed:
