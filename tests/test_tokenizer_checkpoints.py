@@ -155,10 +155,11 @@ def test_mask_equals_the_reference(added: bool, saved: Saved) -> None:
 @pytest.mark.parametrize("added", [False, True], ids=["plain", "added-tokens"])
 def test_qa_equals_the_reference(added: bool, saved: Saved) -> None:
     """The best span of the reference's logits over the context tokens (the span's probability: one softmax over
-    [CLS] and the context, start times end), cut from the text through the reference's offsets."""
+    [CLS] and the context, start times end), cut from the text through the reference's offsets. Token-level spans
+    (`align_to_words=False`): widening to whole words is the pipeline's step, tested against it in test_task_options.py."""
     folder = saved["qa", added]
     model, tokenizer = reference_model("qa", folder), reference_tokenizer("qa", folder)
-    task = QATask(str(folder), question=QUESTION, max_answer_tokens=8)
+    task = QATask(str(folder), question=QUESTION, max_answer_tokens=8, align_to_words=False)
     for record, text in zip(task([doc(t, i) for i, t in enumerate(TEXTS)]), TEXTS, strict=True):
         inputs = tokenizer(QUESTION, text, return_tensors="pt", return_offsets_mapping=True)
         offsets = inputs.pop("offset_mapping")[0].tolist()
