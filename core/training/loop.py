@@ -244,6 +244,7 @@ class Trainer:
             raise TrainingError(f"finetune {s.task} needs a {' or '.join(HEADS[s.task])} checkpoint, and {s.model} is "
                                 f"a {config.model_type} model.")  # fmt: skip
 
+        base_labels = dict(config.id2label)
         self.train_docs = list(self._documents(s.train))
         self.labels = None
         if s.task == "classify":
@@ -261,7 +262,7 @@ class Trainer:
 
         torch.manual_seed(s.seed)  # a new head's random init is the seed's
         try:
-            self.model = cls.from_pretrained(base, config=config, strict=False, device=s.device)
+            self.model = self._load_model(cls, base, config, base_labels)
         except Exception as exc:
             raise TrainingError(f"{s.model}: the {cls.__name__} weights can't be loaded ({exc}).") from None
         self.model.train()
@@ -287,6 +288,22 @@ class Trainer:
         self.best: dict[str, Any] | None = None
         if self.resumed is not None:
             self._restore(self.resumed)
+
+    def _load_model(self, cls: Any, base: Path, config: Any, base_labels: dict[int, str]) -> torch.nn.Module:
+        """The base's weights in the head class; a classifier of other labels keeps its body and gets a new head
+        (the old one's rows name other labels)."""
+        from bigbird.models.checkpoints import BODY_PREFIXES
+
+        if config.id2label == base_labels or self.settings.task != "classify":
+            return cls.from_pretrained(base, config=config, strict=False, device=self.settings.device)
+        model = cls(config)
+        donor_config = config.copy()
+        donor_config.id2label = base_labels
+        donor = cls.from_pretrained(base, config=donor_config, strict=False)
+        body = {k: v for k, v in donor.state_dict().items() if k.startswith(BODY_PREFIXES)}
+        model.load_state_dict(body, strict=False)
+        model.tie_weights()
+        return model.to(self.settings.device)
 
     def _documents(self, inputs: Inputs) -> Iterator[Document]:
         s = self.settings
