@@ -12,8 +12,10 @@ file system).
 from __future__ import annotations
 
 import dataclasses
-import sys
+import json
+import logging
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -45,19 +47,24 @@ def _all_reduce(tensors: list[torch.Tensor]) -> None:
         offset += t.numel()
 
 
+def _summary_file(settings: TrainSettings) -> Path:
+    return settings.output / "checkpoint" / "summary.json"
+
+
 def _worker_loop(config: dict[str, Any]) -> None:
     from ray import train
-
-    from .progress import reporter
 
     context = train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     settings: TrainSettings = config["settings"]
-    progress = reporter(sys.stderr) if rank == 0 and not config["quiet"] else None
-    trainer = Trainer(settings, progress, rank=rank, world=world, reduce=_all_reduce)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    trainer = Trainer(settings, rank=rank, world=world, reduce=_all_reduce)
     trainer.prepare()
     summary = trainer.fit()
-    train.report({"summary": dataclasses.asdict(summary) if rank == 0 else None})
+    if rank == 0:  # the driver reads it back: what a worker returns does not reach it through Ray Train
+        data = {**dataclasses.asdict(summary), "output": str(summary.output)}
+        _summary_file(settings).write_text(json.dumps(data), encoding="utf-8")
 
 
 def finetune_on_ray(
@@ -65,17 +72,21 @@ def finetune_on_ray(
 ) -> Summary:
     """Train with `workers` Ray Train workers (on the cluster at `address`, or a local Ray)."""
     settings.check()  # bad options fail before Ray starts
+    settings.check_output()
     ray = _require_ray_train()
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=True)
+        # The workers' and Ray Train's own messages stay in Ray's logs: progress is --log's (worker 0 writes it).
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    if progress is not None:
+        progress({"event": "ray", "workers": workers})
     gpu = settings.device.startswith("cuda")
     cpus = max(1, settings.threads or 1)
     trainer = TorchTrainer(
         _worker_loop,
-        train_loop_config={"settings": settings, "quiet": progress is None},
+        train_loop_config={"settings": settings},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpu, resources_per_worker={"CPU": cpus}),
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
         run_config=RunConfig(storage_path=tempfile.mkdtemp(prefix="bigbird-ray-train-"), name="finetune"),
@@ -90,6 +101,7 @@ def finetune_on_ray(
             message = str(cause).strip().splitlines()[-1] if str(cause).strip() else str(exc)
             raise TrainingError(message.split("TrainingError: ")[-1]) from None
         raise
-    data = dict(result.metrics["summary"])
+    del result
+    data = json.loads(_summary_file(settings).read_text(encoding="utf-8"))
     data["output"] = settings.output
     return Summary(**data)

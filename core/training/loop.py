@@ -104,6 +104,11 @@ class TrainSettings:
         if missing:
             raise TrainingError(f"{missing[0]} does not exist.")
 
+    def check_output(self) -> None:
+        """A fresh run writes into an empty or new OUT_DIR only (the driver checks, before any worker starts)."""
+        if not self.resume and self.output.exists() and (not self.output.is_dir() or any(self.output.iterdir())):
+            raise TrainingError(f"{self.output} is not empty: give another -o, or --resume to continue the run in it.")
+
     def fingerprint(self) -> dict[str, Any]:
         """What a resumed run must share with the stopped one to end where it would have."""
         keys = ("task", "model", "batch_size", "accumulate", "epochs", "max_steps", "learning_rate", "weight_decay",
@@ -229,8 +234,6 @@ class Trainer:
         if s.threads:
             torch.set_num_threads(s.threads)
         state_path = state_file(s.output)
-        if self.lead and not s.resume and s.output.exists() and any(s.output.iterdir()):
-            raise TrainingError(f"{s.output} is not empty: give another -o, or --resume to continue the run in it.")
         self.resumed = torch.load(state_path, weights_only=False) if s.resume and state_path.is_file() else None
         if self.resumed is not None and self.resumed["fingerprint"] != s.fingerprint():
             changed = [k for k, v in s.fingerprint().items() if self.resumed["fingerprint"].get(k) != v]
@@ -475,6 +478,7 @@ class Trainer:
 def finetune(settings: TrainSettings, progress: Progress | None = None) -> Summary:
     """Train `settings.model` on `settings.train` and write the result to `settings.output` (see Trainer)."""
     trainer = Trainer(settings, progress)
+    settings.check_output()
     started = time.perf_counter()
     trainer.prepare()
     summary = trainer.fit()

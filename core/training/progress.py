@@ -32,6 +32,8 @@ class _PlainReporter:
             self.say(f"step {event['step']}/{event['total']} loss {event['loss']:.4f} lr {event['lr']:.3g}{dev}")
         elif kind == "saved":
             self.say(f"saved the state at step {event['step']}")
+        elif kind == "ray":
+            self.say(f"training on Ray with {event['workers']} workers; each step and dev score goes to --log")
 
 
 def start_text(event: dict[str, Any]) -> str:
@@ -59,7 +61,10 @@ class _RichReporter:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         kind = event["event"]
-        if kind == "start":
+        if kind == "ray":
+            self.console.print(f"bigbird finetune: training on Ray with {event['workers']} workers; each step and dev "
+                               "score goes to --log")
+        elif kind == "start":
             self.console.print(f"bigbird finetune: {start_text(event)}")
             self.bar = Progress(
                 TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
