@@ -168,3 +168,17 @@ def test_out_dir_loads_in_the_task_command_and_in_transformers_with_equal_output
     # The task command reads OUT_DIR as any checkpoint.
     records = jsonl(bigbird(command, "--model", out, "--jsonl", data[name], "--threads", "1", check_rc=0).stdout)
     assert records and all("error" not in r for r in records)
+
+
+def test_gradient_checkpointing_trains_the_same_model_and_bfloat16_autocast_trains(bigbird, bases, data, tmp_path):
+    """Recomputed layers draw the same dropout masks again (torch restores the generator), so the weights match."""
+    common = ["finetune", "classify", "--model", bases["classify"], "--jsonl", data["train"], "--max-steps", "3",
+              "--batch-size", "4", "--threads", "1", "--learning-rate", "1e-2"]  # fmt: skip
+    bigbird(*common, "-o", tmp_path / "plain", check_rc=0)
+    bigbird(*common, "-o", tmp_path / "recomputed", "--gradient-checkpointing", check_rc=0)
+    plain, recomputed = (load_file(tmp_path / run / "model.safetensors") for run in ("plain", "recomputed"))
+    assert all(torch.allclose(plain[k], recomputed[k], atol=1e-6) for k in plain)
+    bigbird(*common, "-o", tmp_path / "bf16", "--dtype", "bfloat16", "--log", tmp_path / "bf16.log", check_rc=0)
+    losses = [entry["loss"] for entry in jsonl(tmp_path / "bf16.log")]
+    assert len(losses) == 3 and all(0 < loss < 10 for loss in losses)
+    assert load_file(tmp_path / "bf16" / "model.safetensors")[next(iter(plain))].dtype == torch.float32
