@@ -17,6 +17,7 @@ transformers is not a dependency: it is imported lazily, only on the `compare="t
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import importlib.util
@@ -549,7 +550,8 @@ def _measure_train(spec: BenchSpec, progress: Callable[[str], None] | None) -> I
     """Forward and backward of a sequence classifier with labels (what one optimizer step computes before the
     update, which is torch's AdamW on either side), in train mode with dropout off so the two sides compute the
     same thing: ours, ours with gradient checkpointing, and with --compare transformers theirs on the same tensors.
-    `--dtype bfloat16` autocasts all of them over float32 weights."""
+    `--dtype bfloat16` autocasts ours over float32 weights; transformers runs its float32 step beside it (the
+    baseline a bfloat16 step is held against; its block-sparse attention also fails under bfloat16 autocast)."""
     from bigbird.models.architectures import model_class
     from bigbird.models.checkpoints import checkpoint_state_dict
     from bigbird.training.loop import checkpoint_layers
@@ -594,19 +596,22 @@ def _measure_train(spec: BenchSpec, progress: Callable[[str], None] | None) -> I
                 times: dict[str, list[float]] = {name: [] for name in runs}
                 peaks: dict[str, list[int]] = {name: [] for name in runs}
                 losses: dict[str, float] = {}
+                bases: dict[str, int] = {}
                 for k in range(spec.warmup + spec.repeat):
                     for name, model in runs.items():
                         model.zero_grad(set_to_none=True)
                         gc.collect()
                         meter.reset()
+                        base = meter.current()
                         start = time.perf_counter()
-                        with autocast:
+                        with autocast if name != "transformers" else contextlib.nullcontext():
                             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
                         loss.backward()
                         seconds = time.perf_counter() - start
                         if k >= spec.warmup:
                             times[name].append(seconds)
                             peaks[name].append(meter.peak())
+                            bases[name] = base
                         losses[name] = float(loss.detach())
                         del loss
                 for model in runs.values():
@@ -618,10 +623,13 @@ def _measure_train(spec: BenchSpec, progress: Callable[[str], None] | None) -> I
                     "tokens_per_s_counts": "input",
                 }  # fmt: skip
                 record |= _summary(times["ours"], peaks["ours"], batch * seq_len) | {"loss": losses["ours"]}
+                record["mem_base_bytes"] = bases["ours"]
                 record["checkpointing"] = _summary(times["checkpointing"], peaks["checkpointing"], batch * seq_len)
+                record["checkpointing"]["mem_base_bytes"] = bases["checkpointing"]
                 if "transformers" in runs:
                     theirs_summary = _summary(times["transformers"], peaks["transformers"], batch * seq_len)
-                    record["transformers"] = theirs_summary | {"loss": losses["transformers"]}
+                    record["transformers"] = theirs_summary | {"loss": losses["transformers"], "dtype": "float32",
+                                                               "mem_base_bytes": bases["transformers"]}  # fmt: skip
                     record["ratio"] = round(theirs_summary["median_s"] / record["median_s"], 3)
                     record["memory_ratio"] = round(record["peak_mem_bytes"] / theirs_summary["peak_mem_bytes"], 3)
                     record["checkpointing_memory_ratio"] = round(
