@@ -656,7 +656,7 @@ def _measure_train(spec: BenchSpec, progress: Callable[[str], None] | None) -> I
                 yield record | {
                     "versions": versions,
                     "machine": {
-                        "cpu": kernels.cpu_model(), "cpu_generation": kernels.cpu_generation(), "isa": kernels.isa(),
+                        "cpu": cpu.cpu_model(), "cpu_generation": cpu.cpu_generation(), "isa": cpu.isa(),
                         "cpu_count": os.cpu_count(),
                         "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
                     },

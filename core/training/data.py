@@ -149,12 +149,12 @@ def classify_examples(
         if target is None:
             continue
         try:
-            ids, pair, windows, _ = task.split(doc)
+            chunked = task.split(doc)
         except DocumentError as exc:
             skipped.add(f"unusable ({exc})")
             continue
-        for s, e in windows:
-            examples.append(Example(task.wrap(ids[s:e], pair), target))
+        for s, e in chunked.windows:
+            examples.append(Example(task.wrap(chunked.ids[s:e], chunked.pair), target))
             owners.append(i)
     return examples, owners
 
@@ -219,17 +219,18 @@ def qa_examples(
             skipped.add("whose answer is not in the text")
             continue
         try:
-            enc, question, windows, _ = task.split(doc)
+            chunked = task.split(doc)
         except DocumentError as exc:
             skipped.add(f"unusable ({exc})")
             continue
-        tokens = _token_span(enc.offsets, spans[0]) if spans else None
+        question = chunked.question
+        tokens = _token_span(chunked.offsets, spans[0]) if spans else None
         first = task._context_start(question.ids)
-        for s, e in windows:
+        for s, e in chunked.windows:
             start = end = 0
             if tokens is not None and s <= tokens[0] and tokens[1] < e:
                 start, end = first + tokens[0] - s, first + tokens[1] - s
-            ids = task.wrap(question.ids, enc.ids[s:e].tolist())
+            ids = task.wrap(question.ids, chunked.ids[s:e].tolist())
             examples.append(Example(ids, (start, end), question_length=first))
             owners.append(i)
     return examples, owners
@@ -256,11 +257,12 @@ def summarize_examples(
             skipped.add(f"without a {fields.reference!r} text")
             continue
         try:
-            _, windows, _, ids = task.split(doc)
+            chunked = task.split(doc)
         except DocumentError as exc:
             skipped.add(f"unusable ({exc})")
             continue
-        s, e = windows[0]
+        ids = chunked.ids
+        s, e = chunked.windows[0]
         target = task.wrap(task.encode(reference).ids[: max_target - task.num_special].tolist())
         examples.append(Example(task.wrap(ids[s:e].tolist()), target))
         owners.append(i)

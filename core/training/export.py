@@ -27,7 +27,8 @@ from .data import Example, Skipped, TrainingError, classify_examples, qa_example
 if TYPE_CHECKING:
     from bigbird.tasks.documents import Document
 
-    from .loop import Trainer, TrainSettings
+# loop.Trainer and loop.TrainSettings: loop imports this module, so naming them here would make an import circle.
+Trainer = TrainSettings = Any
 
 
 def state_file(output: Path) -> Path:
@@ -92,7 +93,7 @@ HEADS = {name: kind.task_class.heads for name, kind in TASKS.items()}
 
 def prepare_output(directory: Path, base: Path, config: ModelConfig, architecture: str, max_length: int | None) -> None:
     """config.json and the tokenizer files, before training (see the module docstring)."""
-    from bigbird.models.tokenizers import tokenizer_class
+    from bigbird.models.tokenizers import load_tokenizer
 
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "checkpoint").mkdir(exist_ok=True)
@@ -100,7 +101,7 @@ def prepare_output(directory: Path, base: Path, config: ModelConfig, architectur
     config.architectures = [architecture]
     config.save_pretrained(directory)
     try:
-        tokenizer = tokenizer_class(config.model_type).from_pretrained(base)
+        tokenizer = load_tokenizer(base, config.model_type)  # spiece.model, else tokenizer.json
     except Exception as exc:
         raise TrainingError(f"{base}: the tokenizer can't be loaded ({exc}).") from None
     if max_length is not None:

@@ -10,7 +10,7 @@ error (lower is better); qa SQuAD's exact match and F1; summarize ROUGE-1/2/L.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bigbird.eval.metrics import TASKS as METRICS
 from bigbird.eval.metrics import EvalError, gold_answers, macro_f1, require_rouge
@@ -18,8 +18,8 @@ from bigbird.tasks.documents import Document
 
 from .data import MULTI, REGRESSION, Skipped, TrainingError, has_label, label_name
 
-if TYPE_CHECKING:
-    from .loop import Trainer
+# loop.Trainer: loop imports this module, so naming it here would make an import circle.
+Trainer = Any
 
 # Dev documents scored per forward pass.
 DEV_BATCH = 8
