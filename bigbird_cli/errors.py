@@ -45,6 +45,7 @@ def _table() -> tuple[tuple[type[BaseException], int], ...]:
     from bigbird.models.config import ConfigError
     from bigbird.tasks.base import TaskError
     from bigbird.tools.bench import BenchError
+    from bigbird.training.data import TrainingError
 
     return (
         (Terminated, EXIT_TERMINATED),
@@ -57,6 +58,7 @@ def _table() -> tuple[tuple[type[BaseException], int], ...]:
         (ConfigError, EXIT_USAGE),
         (BenchError, EXIT_USAGE),
         (EvalError, EXIT_USAGE),
+        (TrainingError, EXIT_USAGE),
     )
 
 

@@ -1,4 +1,4 @@
-"""`bigbird finetune`: the label set from the data, bad options and bad records, a kill -9 + --resume that ends
+"""`bigbird finetune`: labels from the data, bad options and bad records, a kill -9 or SIGTERM + --resume that ends
 bit-equal to an unbroken run, and OUT_DIR loaded by the task commands and by transformers 5.23 with equal outputs.
 
 Runs are tiny (a 2-layer, 32-wide model, a few steps), one thread, so they take seconds.
@@ -97,15 +97,21 @@ def test_a_bad_option_is_one_sentence_before_any_model_loads(bigbird, data, tmp_
     assert not (tmp_path / "o").exists()
 
 
-def test_kill_9_and_resume_ends_bit_equal_to_an_unbroken_run(bigbird, bases, data, tmp_path):
-    """Dropout is on (0.1), so the random numbers must follow the step for the two runs to agree."""
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+def test_a_stop_and_resume_ends_bit_equal_to_an_unbroken_run(bigbird, bases, data, tmp_path, stop):
+    """Dropout is on (0.1), so the random numbers must follow the step for the two runs to agree. SIGTERM (timeout,
+    Slurm) stops in order, as Ctrl-C does: one sentence saying how to go on, exit 143, the saved state kept."""
     common = ["finetune", "classify", "--model", bases["classify"], "--jsonl", data["train"], "--eval-jsonl",
               data["dev"], *STEPS, "--learning-rate", "3e-3"]  # fmt: skip
     bigbird(*common, "-o", tmp_path / "a", "--log", tmp_path / "a.log", check_rc=0)
 
     code, _, said = stopped_run([*common[0:], "-o", tmp_path / "b", "--log", tmp_path / "b.log"],
-                                b"saved the state at step 2", signal.SIGKILL)  # fmt: skip
-    assert code == -signal.SIGKILL
+                                b"saved the state at step 2", stop)  # fmt: skip
+    if stop == signal.SIGKILL:
+        assert code == -signal.SIGKILL
+    else:
+        assert code == 143 and "Traceback" not in said
+        assert f"error: terminated; `--resume -o {tmp_path / 'b'}` continues from the last saved step." in said
     assert not (tmp_path / "b" / "model.safetensors").exists()
     resumed = bigbird(*common, "-o", tmp_path / "b", "--log", tmp_path / "b.log", "--resume", check_rc=0)
     assert "resuming after step" in resumed.stderr.decode()

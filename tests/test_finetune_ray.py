@@ -62,6 +62,6 @@ def test_missing_ray_train_is_one_sentence(bigbird, tmp_path):
     result = bigbird("finetune", "classify", "--jsonl", data, "-o", tmp_path / "o", "--engine", "ray",
                      env={"PYTHONPATH": str(tmp_path)})  # fmt: skip
     assert result.returncode == 2
-    assert result.stderr.decode() == "bigbird finetune: --engine ray needs Ray Train (pip install " \
+    assert result.stderr.decode() == "error: --engine ray needs Ray Train (pip install " \
         "'bigbird-cli[ray]', which installs ray[train]).\n"  # fmt: skip
 

@@ -1,23 +1,51 @@
-"""`bigbird finetune classify|qa|summarize`: train a checkpoint on labelled documents (bigbird.training does it)."""
+"""`bigbird finetune classify|qa|summarize`: train a checkpoint on labelled documents (bigbird.training does it).
+
+Like every command it raises and lets the root command (`App.invoke`, errors.py's table) say the one sentence and
+pick the exit code; Ctrl-C and SIGTERM stop it in order (`runner.sigterm_stops_in_order`), keeping the last saved
+state for `--resume`.
+"""
 
 from __future__ import annotations
 
 import inspect
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from ..options import Command, Device, DType, EngineName, Group, Strategy, Threads
+from ..console import info
+from ..errors import Terminated
+from ..options import (
+    ENGINE,
+    INPUT,
+    MODEL,
+    Command,
+    Dataset,
+    Device,
+    DeviceOption,
+    DType,
+    Engine,
+    EngineName,
+    Group,
+    IdField,
+    Jsonl,
+    Quiet,
+    RayAddress,
+    Split,
+    Strategy,
+    TextField,
+    Threads,
+)
+from ..runner import by_sigterm, sigterm_stops_in_order
 
 DEFAULT_MODELS = {
     "classify": "google/bigbird-roberta-base",
     "qa": "google/bigbird-base-trivia-itc",
     "summarize": "google/bigbird-pegasus-large-arxiv",
 }
-DATA, MODEL, LOOP, ENGINE = "Data", "Model", "Training", "Engine"
+# Help panels: the shared ones, and the training loop's own.
+DATA, LOOP = INPUT, "Training"
 
 app = typer.Typer(
     name="finetune",
@@ -37,19 +65,19 @@ SHARED: dict[str, tuple[Any, Any]] = {
                      "[default: the task's, see above].", show_default=False),  # fmt: skip
     "output": _option(Path, ..., "--output", "-o", panel=MODEL, metavar="OUT_DIR", help="Where the trained "
                       "checkpoint goes (and the resumable state, in OUT_DIR/checkpoint)."),  # fmt: skip
-    "jsonl": _option(list[str] | None, None, "--jsonl", panel=DATA, metavar="FILE", help="Training records "
-                     "(repeatable).", show_default=False),  # fmt: skip
-    "dataset": _option(str | None, None, "--dataset", panel=DATA, metavar="NAME_OR_PATH",
-                       help="Training data: a Hub dataset or a local json/csv/parquet file."),
-    "split": _option(str, "train", "--split", panel=DATA, help="Split of --dataset."),
+    # The options every command shares, as options.py declares them.
+    "jsonl": (Jsonl, None),
+    "dataset": (Dataset, None),
+    "split": (Split, "train"),
     "eval_jsonl": _option(list[str] | None, None, "--eval-jsonl", panel=DATA, metavar="FILE",
                           help="Dev records, scored every --eval-steps (repeatable).", show_default=False),
     "eval_dataset": _option(str | None, None, "--eval-dataset", panel=DATA, metavar="NAME_OR_PATH",
                             help="Dev data from a dataset."),
     "eval_split": _option(str, "validation", "--eval-split", panel=DATA, help="Split of --eval-dataset."),
-    "text_field": _option(str, "text", "--text-field", panel=DATA, help="Text field of records and rows."),
-    "id_field": _option(str, "id", "--id-field", panel=DATA, help="Id field of records and rows."),
-    "device": _option(Device, Device.cpu, "--device", panel=MODEL, help="Where to train."),
+    "text_field": (TextField, "text"),
+    "id_field": (IdField, "id"),
+    "device": (DeviceOption, Device.cpu),
+    # Not options.WeightsDType: training keeps float32 weights and autocasts, which that option's help would deny.
     "dtype": _option(DType | None, None, "--dtype", panel=MODEL, help="bfloat16: autocast over float32 weights "
                      "(fast where the CPU or GPU computes bfloat16 natively) [default: float32].",
                      show_default=False),  # fmt: skip
@@ -79,12 +107,10 @@ SHARED: dict[str, tuple[Any, Any]] = {
     "resume": _option(bool, False, "--resume", help="Continue the run stopped in OUT_DIR from its last state."),
     "log": _option(Path | None, None, "--log", metavar="FILE", help="JSONL of every step and dev score.",
                    show_default=False),
-    "engine": _option(EngineName, EngineName.local, "--engine", panel=ENGINE,
-                      help="ray: data-parallel on a Ray cluster (Ray Train, gloo on CPUs, nccl on GPUs)."),
+    "engine": (Engine, EngineName.local),
     "workers": _option(int, 2, "--workers", min=1, panel=ENGINE, help="Ray Train workers."),
-    "ray_address": _option(str | None, None, "--ray-address", panel=ENGINE, help="Ray cluster to join [default: "
-                           "RAY_ADDRESS, else a local Ray].", show_default=False),  # fmt: skip
-    "quiet": _option(bool, False, "--quiet", "-q", panel=ENGINE, help="No progress on stderr."),
+    "ray_address": (RayAddress, None),
+    "quiet": (Quiet, False),
 }
 
 
@@ -92,7 +118,7 @@ def _training_command(task: str, extra: dict[str, tuple[Any, Any]], doc: str) ->
     """A subcommand taking the shared options plus `extra` (the task's fields), handing them to `run`."""
 
     def command(**options: Any) -> None:
-        raise typer.Exit(run(task, options))
+        run(task, options)
 
     declared = {**SHARED, **extra}
     params = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=a, default=d)
@@ -103,11 +129,12 @@ def _training_command(task: str, extra: dict[str, tuple[Any, Any]], doc: str) ->
     return command
 
 
-def run(task: str, options: dict[str, Any]) -> int:
+def run(task: str, options: dict[str, Any]) -> None:
     """Build the settings (a bad option is one sentence, exit 2, before any model loads) and train."""
-    from bigbird.tasks.base import TaskError
-    from bigbird.tasks.documents import InputError, Inputs
-    from bigbird.training import Fields, TrainingError, TrainSettings, finetune
+    import sys
+
+    from bigbird.tasks.documents import Inputs
+    from bigbird.training import Fields, TrainSettings, finetune
     from bigbird.training.progress import reporter
 
     o = options
@@ -152,25 +179,22 @@ def run(task: str, options: dict[str, Any]) -> int:
     )
     progress = None if o["quiet"] else reporter(sys.stderr)
     try:
-        if o["engine"] == EngineName.ray:
-            from bigbird.training.engine import finetune_on_ray
+        with sigterm_stops_in_order():
+            if o["engine"] == EngineName.ray:
+                from bigbird.training.engine import finetune_on_ray
 
-            summary = finetune_on_ray(settings, o["workers"], o["ray_address"], progress)
-        else:
-            summary = finetune(settings, progress)
-    except (TrainingError, TaskError, InputError) as exc:
-        typer.echo(f"bigbird finetune: {exc}", err=True)
-        return 2
-    except KeyboardInterrupt:
-        typer.echo(f"bigbird finetune: stopped; `--resume` continues from the last saved step in {settings.output}.",
-                   err=True)  # fmt: skip
-        return 130
+                summary = finetune_on_ray(settings, o["workers"], o["ray_address"], progress)
+            else:
+                summary = finetune(settings, progress)
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: raised again saying what the stopped run kept
+        terminated = by_sigterm(stop)
+        how = "terminated" if terminated else "interrupted"
+        said = f"{how}; `--resume -o {settings.output}` continues from the last saved step"
+        raise (Terminated if terminated else KeyboardInterrupt)(said) from None
     if not o["quiet"]:
         best = f"; best dev {summary.best['metric']} {summary.best['score']:.4g} at step {summary.best['step']}" \
             if summary.best else ""  # fmt: skip
-        typer.echo(f"bigbird finetune: {summary.steps} steps on {summary.examples} examples{best}; "
-                   f"the model is in {summary.output}.", err=True)  # fmt: skip
-    return 0
+        info(f"finetune: {summary.steps} steps on {summary.examples} examples{best}; the model is in {summary.output}.")
 
 
 def _field(flag: str, default: str | None, help: str) -> tuple[Any, Any]:
