@@ -17,7 +17,7 @@ from bigbird.models.heap import reuse_freed_memory
 from bigbird.models.waiting import wait_passively_when_busy
 
 from . import __version__
-from .commands import bench, classify, convert, mask, qa, summarize
+from .commands import bench, classify, convert, finetune, mask, qa, summarize
 from .commands import eval as evaluate
 from .errors import exit_code_for
 from .options import Command, Group
@@ -78,6 +78,7 @@ app.command("mask", cls=Command)(mask.command)
 app.command("convert", cls=Command)(convert.command)
 app.command("bench", cls=Command)(bench.command)
 app.add_typer(evaluate.app, name="eval")
+app.add_typer(finetune.app, name="finetune")
 
 
 def completion_script(shell: str) -> str:

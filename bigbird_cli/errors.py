@@ -47,6 +47,7 @@ def _table() -> tuple[tuple[type[BaseException], int], ...]:
     from bigbird.tasks.base import TaskError
     from bigbird.tools.bench import BenchError
     from bigbird.tools.convert import VerifyError
+    from bigbird.training.data import TrainingError
 
     return (
         (Terminated, EXIT_TERMINATED),
@@ -60,6 +61,7 @@ def _table() -> tuple[tuple[type[BaseException], int], ...]:
         (ConfigError, EXIT_USAGE),
         (BenchError, EXIT_USAGE),
         (EvalError, EXIT_USAGE),
+        (TrainingError, EXIT_USAGE),
     )
 
 

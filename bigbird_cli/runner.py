@@ -193,7 +193,7 @@ def run_task(spec: TaskSpec, *, output_name: str | None = None) -> int:
                 )
     except KeyboardInterrupt as stop:  # raised again with what the user needs to know: what was kept
         target = output_name or common.output or "FILE"
-        terminated = isinstance(stop, Terminated) or _SIGTERM_SEEN.is_set()
+        terminated = by_sigterm(stop)
         how = "terminated" if terminated else "interrupted"
         if output.path is not None and not output.opened:  # stopped while the model loaded
             said = f"{how} before any record was written; -o {target} is as it was."
@@ -224,6 +224,11 @@ def sigterm_stops_in_order() -> Iterator[None]:
 
 # Set by SIGTERM: Ray turns any exception raised while it waits into a plain KeyboardInterrupt.
 _SIGTERM_SEEN = threading.Event()
+
+
+def by_sigterm(stop: KeyboardInterrupt) -> bool:
+    """Whether a stop came from SIGTERM (Ray hands it back as a plain KeyboardInterrupt, hence the flag)."""
+    return isinstance(stop, Terminated) or _SIGTERM_SEEN.is_set()
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -156,7 +156,8 @@ def test_mask_equals_the_reference(added: bool, saved: Saved) -> None:
 def test_qa_equals_the_reference(added: bool, saved: Saved) -> None:
     """The best span of the reference's logits over the context tokens (the span's probability: one softmax over
     [CLS] and the context, start times end), cut from the text through the reference's offsets. Token-level spans
-    (`align_to_words=False`): widening to whole words is the pipeline's step, tested against it in test_task_options.py."""
+    (`align_to_words=False`): widening to whole words is the pipeline's step, tested against it in
+    test_task_options.py."""
     folder = saved["qa", added]
     model, tokenizer = reference_model("qa", folder), reference_tokenizer("qa", folder)
     task = QATask(str(folder), question=QUESTION, max_answer_tokens=8, align_to_words=False)

@@ -26,6 +26,7 @@ DEFAULT_PRESET = "bigbird-roberta-base"
 class BenchTask(str, Enum):
     encode = "encode"
     summarize = "summarize"
+    train = "train"
 
 
 class Compare(str, Enum):
@@ -55,9 +56,10 @@ def command(
         str | None, typer.Option(help="Benchmark this checkpoint (Hub id or directory) instead.", show_default=False)
     ] = None,
     revision: Revision = None,
-    task: Annotated[BenchTask, typer.Option(help="encode: encoder forward; summarize: encoder + generate.")] = (
-        BenchTask.encode
-    ),
+    task: Annotated[
+        BenchTask,
+        typer.Option(help="encode: encoder forward; summarize: encoder + generate; train: forward + backward."),
+    ] = BenchTask.encode,
     seq_lens: Annotated[
         str | None,
         typer.Option(

@@ -21,6 +21,7 @@ transformers is not a dependency: it is imported lazily, only on the `compare="t
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import importlib.util
@@ -48,7 +49,7 @@ from bigbird.models.linear import quantize_int8
 from bigbird.models.modeling import device_available
 from bigbird.models.presets import PRESETS, config_from_name
 
-TASKS = ("encode", "summarize")
+TASKS = ("encode", "summarize", "train")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # First token id used for random inputs: keeps clear of pad/bos/eos/unk.
 FIRST_ORDINARY_ID = 5
@@ -420,6 +421,8 @@ def run_bench(spec: BenchSpec, progress: Callable[[str], None] | None = None) ->
     The spec is checked here, at the call, so that a caller learns of a bad one before it opens any output.
     """
     spec.check()
+    if spec.task == "train":
+        return _measure_train(spec, progress)
     return _measure(spec, progress)
 
 
@@ -620,3 +623,105 @@ def plot(records: list[dict[str, Any]], path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(str(path), dpi=120)
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------------
+# --task train: one training step
+# --------------------------------------------------------------------------------------------------
+def _measure_train(spec: BenchSpec, progress: Callable[[str], None] | None) -> Iterator[dict[str, Any]]:
+    """Forward and backward of a sequence classifier with labels (what one optimizer step computes before the
+    update, which is torch's AdamW on either side), in train mode with dropout off so the two sides compute the
+    same thing: ours, ours with gradient checkpointing, and with --compare transformers theirs on the same tensors.
+    `--dtype bfloat16` autocasts ours over float32 weights; transformers runs its float32 step beside it (the
+    baseline a bfloat16 step is held against; its block-sparse attention also fails under bfloat16 autocast)."""
+    from bigbird.models.architectures import model_class
+    from bigbird.models.checkpoints import checkpoint_state_dict
+    from bigbird.training.loop import checkpoint_layers
+
+    say = progress or (lambda message: None)
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    config = build_config(spec)
+    if config.model_type != "big_bird":
+        raise BenchError("--task train measures a BigBird classifier (e.g. --preset bigbird-roberta-base).")
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
+    config.num_labels = 2
+    cls = model_class("BigBirdForSequenceClassification")
+    torch.manual_seed(spec.seed)
+    say(f"building {spec.preset or spec.model} as {cls.__name__}")
+    ours = cls(config).train()
+    checkpointed = cls(config).train()
+    checkpointed.load_state_dict(ours.state_dict(), assign=True)  # the same tensors, recomputed in the backward
+    checkpoint_layers(checkpointed)
+    runs: dict[str, nn.Module] = {"ours": ours, "checkpointing": checkpointed}
+    versions = {"torch": torch.__version__}
+    if spec.compare == "transformers":
+        transformers = importlib.import_module("transformers")
+        transformers.logging.set_verbosity_error()
+        with tempfile.TemporaryDirectory(prefix="bigbird-bench-") as tmp:
+            ours.save_pretrained(tmp)
+            theirs = transformers.BigBirdForSequenceClassification.from_pretrained(tmp)
+        theirs.load_state_dict(checkpoint_state_dict(ours), strict=False, assign=True)
+        runs["transformers"] = theirs.train()
+        versions["transformers"] = transformers.__version__
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=spec.dtype == "bfloat16")
+    meter = MemoryMeter(torch.device("cpu"))
+    for attention in spec.attentions:
+        ours.config.attention_type = attention  # our models read it on every call (both share this config)
+        if "transformers" in runs:
+            runs["transformers"].bert.set_attention_type(attention)
+        for batch in spec.batch_sizes:
+            for seq_len in spec.seq_lens:
+                say(f"train step {attention} batch {batch} × {seq_len} tokens")
+                ids, mask = _inputs(config, batch, seq_len, spec.seed, "cpu")
+                labels = torch.zeros(batch, dtype=torch.long)
+                times: dict[str, list[float]] = {name: [] for name in runs}
+                peaks: dict[str, list[int]] = {name: [] for name in runs}
+                losses: dict[str, float] = {}
+                bases: dict[str, int] = {}
+                for k in range(spec.warmup + spec.repeat):
+                    for name, model in runs.items():
+                        model.zero_grad(set_to_none=True)
+                        gc.collect()
+                        meter.reset()
+                        base = meter.current()
+                        start = time.perf_counter()
+                        with autocast if name != "transformers" else contextlib.nullcontext():
+                            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+                        loss.backward()
+                        seconds = time.perf_counter() - start
+                        if k >= spec.warmup:
+                            times[name].append(seconds)
+                            peaks[name].append(meter.peak())
+                            bases[name] = base
+                        losses[name] = float(loss.detach())
+                        del loss
+                for model in runs.values():
+                    model.zero_grad(set_to_none=True)
+                record: dict[str, Any] = {
+                    "task": "train", "model": spec.preset or spec.model, "attention": attention, "seq_len": seq_len,
+                    "batch_size": batch, "dtype": spec.dtype, "autocast": spec.dtype == "bfloat16",
+                    "threads": torch.get_num_threads(), "repeat": spec.repeat, "warmup": spec.warmup,
+                    "tokens_per_s_counts": "input",
+                }  # fmt: skip
+                record |= _summary(times["ours"], peaks["ours"], batch * seq_len) | {"loss": losses["ours"]}
+                record["mem_base_bytes"] = bases["ours"]
+                record["checkpointing"] = _summary(times["checkpointing"], peaks["checkpointing"], batch * seq_len)
+                record["checkpointing"]["mem_base_bytes"] = bases["checkpointing"]
+                if "transformers" in runs:
+                    theirs_summary = _summary(times["transformers"], peaks["transformers"], batch * seq_len)
+                    record["transformers"] = theirs_summary | {"loss": losses["transformers"], "dtype": "float32",
+                                                               "mem_base_bytes": bases["transformers"]}  # fmt: skip
+                    record["ratio"] = round(theirs_summary["median_s"] / record["median_s"], 3)
+                    record["memory_ratio"] = round(record["peak_mem_bytes"] / theirs_summary["peak_mem_bytes"], 3)
+                    record["checkpointing_memory_ratio"] = round(
+                        record["checkpointing"]["peak_mem_bytes"] / theirs_summary["peak_mem_bytes"], 3
+                    )
+                yield record | {
+                    "versions": versions,
+                    "machine": {
+                        "cpu": cpu.cpu_model(), "cpu_generation": cpu.cpu_generation(), "isa": cpu.isa(),
+                        "cpu_count": os.cpu_count(),
+                        "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+                    },
+                }  # fmt: skip
