@@ -317,8 +317,10 @@ class ResumedRecords:
     def warn_of_other_models(self) -> None:
         if self.others:
             name, count = self.others.most_common(1)[0]
-            warn(f"{sum(self.others.values())} records in -o {self.output} were made by another model than "
-                 f"{self.model} ({name!r} made {count}); --resume keeps them as done.")  # fmt: skip
+            warn(
+                f"{sum(self.others.values())} records in -o {self.output} were made by another model than "
+                f"{self.model} ({name!r} made {count}); --resume keeps them as done."
+            )
 
 
 def checked_inputs(common: CommonOptions, extra_fields: tuple[str, ...]) -> Inputs:

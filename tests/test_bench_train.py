@@ -10,8 +10,16 @@ from bigbird.tools.bench import BenchError, BenchSpec, run_bench
 
 def test_train_step_row_compares_the_same_loss_with_transformers():
     """In full attention: block-sparse training draws its random blocks on each side, differently."""
-    spec = BenchSpec(preset="tiny", task="train", seq_lens=[320], repeat=1, warmup=0, compare="transformers",
-                     threads=1, attentions=["original_full"])  # fmt: skip
+    spec = BenchSpec(
+        preset="tiny",
+        task="train",
+        seq_lens=[320],
+        repeat=1,
+        warmup=0,
+        compare="transformers",
+        threads=1,
+        attentions=["original_full"],
+    )
     (record,) = list(run_bench(spec))
     assert record["task"] == "train" and record["attention"] == "original_full"
     assert abs(record["loss"] - record["transformers"]["loss"]) < 1e-5  # the same weights and batch

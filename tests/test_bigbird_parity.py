@@ -353,9 +353,15 @@ def test_misuse_is_one_clear_error():
 
 @pytest.mark.parametrize(
     "name",
-    ["BigBirdForMaskedLM", "BigBirdForSequenceClassification", "BigBirdForQuestionAnswering",
-     "BigBirdForMultipleChoice", "BigBirdForTokenClassification", "BigBirdForPreTraining"],
-)  # fmt: skip
+    [
+        "BigBirdForMaskedLM",
+        "BigBirdForSequenceClassification",
+        "BigBirdForQuestionAnswering",
+        "BigBirdForMultipleChoice",
+        "BigBirdForTokenClassification",
+        "BigBirdForPreTraining",
+    ],
+)
 def test_int32_labels_give_the_int64_loss(name, tmp_path):
     """The reference takes them; the loss raised 'expected scalar type Long' here."""
     ref, ours = reference_and_ours(name, tmp_path)

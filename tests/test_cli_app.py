@@ -22,8 +22,22 @@ def test_help_shows_a_worked_example(command):
     result = runner.invoke(app, [command, "--help"], terminal_width=200)
     assert result.exit_code == 0
     assert f"Example: bigbird {command} " in result.output
-    for option in ("--model", "--device", "--dtype", "--threads", "--batch-size", "--output", "--resume", "--shard",
-                   "--quiet", "--strategy", "--text", "--jsonl", "--dataset", "--glob"):  # fmt: skip
+    for option in (
+        "--model",
+        "--device",
+        "--dtype",
+        "--threads",
+        "--batch-size",
+        "--output",
+        "--resume",
+        "--shard",
+        "--quiet",
+        "--strategy",
+        "--text",
+        "--jsonl",
+        "--dataset",
+        "--glob",
+    ):
         assert option in result.output
 
 

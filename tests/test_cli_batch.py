@@ -46,15 +46,31 @@ def test_bad_inputs_become_error_records_and_good_ones_are_intact(bigbird, tiny_
         json.dumps({"id": "j-good", "text": TEXTS[1]}) + "\n{broken json\n" + json.dumps({"id": "j-nofield"}) + "\n"
     )
     result = bigbird(
-        "classify", folder, tmp_path / "vanished.txt", "--jsonl", records_file, *text_args(TEXTS[2:3]),
-        "-m", tiny_models["classify"], "--batch-size", "4", check_rc=1,
-    )  # fmt: skip
+        "classify",
+        folder,
+        tmp_path / "vanished.txt",
+        "--jsonl",
+        records_file,
+        *text_args(TEXTS[2:3]),
+        "-m",
+        tiny_models["classify"],
+        "--batch-size",
+        "4",
+        check_rc=1,
+    )
     records = jsonl(result.stdout)
     by_id = {r["id"]: r for r in records}
     assert list(by_id) == [
-        "a-good.txt", "b-empty.txt", "c-binary.txt", "d-latin1.txt", str(tmp_path / "vanished.txt"),
-        "text:0", "j-good", f"{records_file}:2", "j-nofield",
-    ]  # fmt: skip
+        "a-good.txt",
+        "b-empty.txt",
+        "c-binary.txt",
+        "d-latin1.txt",
+        str(tmp_path / "vanished.txt"),
+        "text:0",
+        "j-good",
+        f"{records_file}:2",
+        "j-nofield",
+    ]
     errors = {i: r["error"] for i, r in by_id.items() if "error" in r}
     assert set(errors) == {
         "b-empty.txt",

@@ -16,8 +16,11 @@ def test_demo_summarizes_the_examples_offline(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     result = subprocess.run(
         [sys.executable, "-m", "bigbird_cli.demo", "--output-dir", str(tmp_path / "out")],
-        cwd=ROOT, capture_output=True, env=env, timeout=300,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        env=env,
+        timeout=300,
+    )
     stderr = result.stderr.decode()
     assert result.returncode == 0, stderr
     assert "RANDOM-WEIGHT" in stderr and "bigbird summarize examples/ -o summaries.jsonl" in stderr

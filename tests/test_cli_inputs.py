@@ -23,12 +23,27 @@ def test_every_input_kind_in_one_run(bigbird, tiny_models, corpus, tmp_path):
     dataset.write_text("id,text\nrow-a,The weather turned cold in November.\nrow-b,A patent describes an invention.\n")
 
     result = bigbird(
-        "classify", single, corpus, "-",
-        "--text", "Summaries should be short.", "--text", "Classification assigns a label.",
-        "--jsonl", records_file, "--dataset", dataset,
-        "-m", tiny_models["classify"], "--batch-size", "3", "--threads", "1",
-        input=b"Masked language models predict a hidden word.", check_rc=0,
-    )  # fmt: skip
+        "classify",
+        single,
+        corpus,
+        "-",
+        "--text",
+        "Summaries should be short.",
+        "--text",
+        "Classification assigns a label.",
+        "--jsonl",
+        records_file,
+        "--dataset",
+        dataset,
+        "-m",
+        tiny_models["classify"],
+        "--batch-size",
+        "3",
+        "--threads",
+        "1",
+        input=b"Masked language models predict a hidden word.",
+        check_rc=0,
+    )
     records = jsonl(result.stdout)
     assert [(r["id"], r["source"]) for r in records] == [
         (str(single), str(single)),
@@ -54,10 +69,26 @@ def test_jsonl_on_stdin_with_question_fields_and_a_glob(bigbird, tiny_models, co
     ]
     stdin = "".join(json.dumps(line) + "\n" for line in lines).encode()
     result = bigbird(
-        "qa", "--jsonl", "-", "--text-field", "body", "--id-field", "key", "-Q", "What opened?",
-        corpus, "--glob", "*.md", "-m", tiny_models["qa"], "-o", tmp_path / "out.jsonl", "--quiet",
-        input=stdin, check_rc=0,
-    )  # fmt: skip
+        "qa",
+        "--jsonl",
+        "-",
+        "--text-field",
+        "body",
+        "--id-field",
+        "key",
+        "-Q",
+        "What opened?",
+        corpus,
+        "--glob",
+        "*.md",
+        "-m",
+        tiny_models["qa"],
+        "-o",
+        tmp_path / "out.jsonl",
+        "--quiet",
+        input=stdin,
+        check_rc=0,
+    )
     assert result.stdout == b"" and result.stderr == b""
     records = jsonl(tmp_path / "out.jsonl")
     assert [r["id"] for r in records] == ["long.md", "q1", "q2"]
@@ -70,9 +101,17 @@ def test_dataset_json_file_with_split(bigbird, tiny_models, tmp_path):
     data = tmp_path / "rows.jsonl"
     data.write_text(json.dumps({"text": "First row of the set."}) + "\n" + json.dumps({"text": "Second row."}) + "\n")
     result = bigbird(
-        "mask", "--dataset", data, "--split", "validation", "--text", "A [MASK] here.",
-        "-m", tiny_models["mask"], check_rc=1,
-    )  # fmt: skip
+        "mask",
+        "--dataset",
+        data,
+        "--split",
+        "validation",
+        "--text",
+        "A [MASK] here.",
+        "-m",
+        tiny_models["mask"],
+        check_rc=1,
+    )
     records = jsonl(result.stdout)
     assert [r["id"] for r in records] == ["text:0", "validation:0", "validation:1"]
     assert "predictions" in records[0] and "no [MASK] token" in records[1]["error"]
@@ -106,8 +145,7 @@ def test_the_same_file_name_in_two_folders_gets_two_ids_and_resume_skips_neither
     assert ids == [str(tmp_path / "dupA" / "doc.txt"), str(tmp_path / "dupB" / "doc.txt")]
     out.write_text(out.read_text().splitlines()[0] + "\n")  # as if the run had stopped after the first
     # Resumed with the folders the other way round: dupA's file is done, dupB's is not.
-    result = cli("classify", "-m", tiny_models["classify"], tmp_path / "dupB", tmp_path / "dupA", "-o", out,
-                     "--resume")  # fmt: skip
+    result = cli("classify", "-m", tiny_models["classify"], tmp_path / "dupB", tmp_path / "dupA", "-o", out, "--resume")
     assert "1 done, 0 failed, 1 skipped" in result.output
     assert [r["id"] for r in jsonl(out)] == ids
 

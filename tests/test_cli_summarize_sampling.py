@@ -69,6 +69,18 @@ def test_impossible_settings_are_usage_errors(bigbird, tiny_models, args, messag
 
 
 def test_sampling_options_without_do_sample_are_warned_about(bigbird, tiny_models):
-    result = bigbird("summarize", "--text", "The oven is hot.", "-m", tiny_models["summarize"], "--temperature", "0.5",
-                     "--top-p", "0.9", "--seed", "3", check_rc=0)  # fmt: skip
+    result = bigbird(
+        "summarize",
+        "--text",
+        "The oven is hot.",
+        "-m",
+        tiny_models["summarize"],
+        "--temperature",
+        "0.5",
+        "--top-p",
+        "0.9",
+        "--seed",
+        "3",
+        check_rc=0,
+    )
     assert "warning: --temperature, --top-p, --seed only apply to sampling: add --do-sample." in result.stderr.decode()

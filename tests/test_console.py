@@ -32,8 +32,9 @@ def test_progress_lines_come_at_a_steady_interval():
 
 def test_a_run_logging_to_a_file_prints_plain_progress_lines(bigbird, tiny_models, corpus):
     """stderr not a terminal (here a pipe, as with nohup or Slurm): plain lines, no progress bar's control codes."""
-    result = bigbird("classify", corpus, "-m", tiny_models["classify"], env={"BIGBIRD_PROGRESS_SECONDS": "0"},
-                     check_rc=0)  # fmt: skip
+    result = bigbird(
+        "classify", corpus, "-m", tiny_models["classify"], env={"BIGBIRD_PROGRESS_SECONDS": "0"}, check_rc=0
+    )
     lines = result.stderr.decode().splitlines()
     progress = [line for line in lines if line.startswith("progress: ")]
     assert [line.split(",")[0] for line in progress] == [f"progress: {n}/3 documents" for n in (1, 2, 3)]

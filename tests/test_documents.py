@@ -263,8 +263,10 @@ def test_messages_say_what_a_user_needs(bigbird, tiny_models, tmp_path):
 
     # A folder as --jsonl: exit 2 before the model loads (the model named does not exist).
     folder = bigbird("classify", "--jsonl", tmp_path, "-m", tmp_path / "no-model", check_rc=2)
-    assert folder.stderr.decode() == f"error: --jsonl {tmp_path} is a folder; give a JSONL file, or the folder as a" \
-                                     " path (its files).\n"  # fmt: skip
+    assert (
+        folder.stderr.decode() == f"error: --jsonl {tmp_path} is a folder; give a JSONL file, or the folder as a"
+        " path (its files).\n"
+    )
 
     # A null id: the record gets the line's id, and says so.
     records = tmp_path / "ids.jsonl"

@@ -24,14 +24,20 @@ from bigbird_cli.app import app
 
 # Summaries as the Pegasus checkpoints write them (`<n>` between sentences) and their references.
 SUMMARIES = [
-    ("the river carries sediment to the sea .<n>deltas grow slowly over centuries .",
-     "Rivers carry sediment to the sea.\nThere it settles and builds wide deltas over the centuries."),
-    ("a new wing opened at the museum with paintings and sculptures .",
-     "The museum opened a new wing.\nIt holds paintings, sculptures and rare books."),
-    ("the first bread is ready by six .<n>the baker lights ovens at four in the morning .<n>the town wakes up .",
-     "Every morning the baker lights the oven at four.\nThe first bread is ready by six."),
+    (
+        "the river carries sediment to the sea .<n>deltas grow slowly over centuries .",
+        "Rivers carry sediment to the sea.\nThere it settles and builds wide deltas over the centuries.",
+    ),
+    (
+        "a new wing opened at the museum with paintings and sculptures .",
+        "The museum opened a new wing.\nIt holds paintings, sculptures and rare books.",
+    ),
+    (
+        "the first bread is ready by six .<n>the baker lights ovens at four in the morning .<n>the town wakes up .",
+        "Every morning the baker lights the oven at four.\nThe first bread is ready by six.",
+    ),
     ("snow fell .", "The weather turned cold in November and the first snow fell on the hills."),
-]  # fmt: skip
+]
 
 
 def google_rouge(prediction: str, reference: str) -> dict[str, float]:
@@ -157,7 +163,7 @@ def test_report_means_and_seeded_bootstrap_intervals():
         assert report["intervals"][name] == pytest.approx(list(expected))
         low, high = report["intervals"][name]
         assert low <= report["metrics"][name] <= high
-    assert build_report(TASKS["summarize"], "m", records, {}) ["intervals"] == report["intervals"]  # fmt: skip
+    assert build_report(TASKS["summarize"], "m", records, {})["intervals"] == report["intervals"]
     nothing = build_report(TASKS["summarize"], "m", records[-1:], {})
     assert nothing["failed"] == 1 and set(nothing["metrics"]) == set(report["metrics"])
     assert all(value is None for value in [*nothing["metrics"].values(), *nothing["intervals"].values()])
@@ -184,8 +190,9 @@ def last_report(stdout: bytes) -> dict:
 @pytest.fixture
 def summary_inputs(tmp_path):
     path = tmp_path / "test.jsonl"
-    rows = [{"id": f"doc{i}", "text": LONG_TEXT[: 200 * (i + 1)], "abstract": ref} for i, (_, ref) in
-            enumerate(SUMMARIES)]  # fmt: skip
+    rows = [
+        {"id": f"doc{i}", "text": LONG_TEXT[: 200 * (i + 1)], "abstract": ref} for i, (_, ref) in enumerate(SUMMARIES)
+    ]
     rows.append({"id": "no-ref", "text": LONG_TEXT[:300]})
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
@@ -193,8 +200,21 @@ def summary_inputs(tmp_path):
 
 def test_eval_summarize_end_to_end(bigbird, tiny_models, summary_inputs, tmp_path):
     out = tmp_path / "predictions.jsonl"
-    result = bigbird("eval", "summarize", "-m", tiny_models["summarize"], "--jsonl", summary_inputs,
-                     "--reference-field", "abstract", "-o", out, "--batch-size", "2", check_rc=1)  # fmt: skip
+    result = bigbird(
+        "eval",
+        "summarize",
+        "-m",
+        tiny_models["summarize"],
+        "--jsonl",
+        summary_inputs,
+        "--reference-field",
+        "abstract",
+        "-o",
+        out,
+        "--batch-size",
+        "2",
+        check_rc=1,
+    )
     report = last_report(result.stdout)
     assert result.stdout.decode().count("\n") == 1  # with -o, stdout holds the report alone
     records = jsonl(out)
@@ -212,15 +232,28 @@ def test_eval_summarize_end_to_end(bigbird, tiny_models, summary_inputs, tmp_pat
 def test_a_reference_rouge_cannot_count_is_an_error_record_not_a_zero(bigbird, tmp_path):
     """rouge-score keeps only a-z and 0-9: a Chinese or Russian reference scored 0 against any summary, silently
     pulling the mean down. Such a document is an error record saying so; the others are scored as before."""
-    references = {"en": "Plants make food from light.", "zh": "植物通过光合作用制造食物。", "ru": "Растения растут.",
-                  "mixed": "植物 CO2 光合作用"}  # fmt: skip
+    references = {
+        "en": "Plants make food from light.",
+        "zh": "植物通过光合作用制造食物。",
+        "ru": "Растения растут.",
+        "mixed": "植物 CO2 光合作用",
+    }
     inputs, predictions = scored_files(
         tmp_path,
         [{"id": i, "text": "x", "abstract": r} for i, r in references.items()],
         [{"id": i, "summary": r} for i, r in references.items()],
     )
-    result = bigbird("eval", "summarize", "--predictions", predictions, "--jsonl", inputs,
-                     "--reference-field", "abstract", check_rc=1)  # fmt: skip
+    result = bigbird(
+        "eval",
+        "summarize",
+        "--predictions",
+        predictions,
+        "--jsonl",
+        inputs,
+        "--reference-field",
+        "abstract",
+        check_rc=1,
+    )
     report = last_report(result.stdout)
     records = {r["id"]: r for r in map(json.loads, result.stdout.decode().splitlines()[:-1])}
     assert "no word ROUGE can count" in records["zh"]["error"] and "no word ROUGE can count" in records["ru"]["error"]
@@ -232,12 +265,25 @@ def test_a_reference_rouge_cannot_count_is_an_error_record_not_a_zero(bigbird, t
 
 def test_eval_scores_an_earlier_run_without_a_model(bigbird, summary_inputs, tmp_path):
     predictions = tmp_path / "run.jsonl"
-    rows = [{"id": f"doc{i}", "model": "someone/else", "input_tokens": 40 + i, "summary": summary} for i, (summary, _)
-            in enumerate(SUMMARIES)]  # fmt: skip
+    rows = [
+        {"id": f"doc{i}", "model": "someone/else", "input_tokens": 40 + i, "summary": summary}
+        for i, (summary, _) in enumerate(SUMMARIES)
+    ]
     rows.append({"id": "no-ref", "model": "someone/else", "input_tokens": 7, "summary": "anything ."})
     predictions.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    result = bigbird("eval", "summarize", "--predictions", predictions, "--jsonl", summary_inputs,
-                     "--reference-field", "abstract", "-m", "no/such-model", check_rc=1)  # fmt: skip
+    result = bigbird(
+        "eval",
+        "summarize",
+        "--predictions",
+        predictions,
+        "--jsonl",
+        summary_inputs,
+        "--reference-field",
+        "abstract",
+        "-m",
+        "no/such-model",
+        check_rc=1,
+    )
     report = last_report(result.stdout)
     records = [json.loads(line) for line in result.stdout.decode().splitlines()[:-1]]
     assert [r["id"] for r in records] == [row["id"] for row in rows] and "error" in records[-1]
@@ -251,8 +297,13 @@ def test_eval_scores_an_earlier_run_without_a_model(bigbird, summary_inputs, tmp
 
 def test_eval_classify_with_class_ids_and_a_plot(bigbird, tiny_models, tmp_path):
     inputs = tmp_path / "labelled.jsonl"
-    rows = [("I loved it, a wonderful film.", 2), ("Terrible, boring and too long.", "negative"),
-            ("It was fine, I guess.", 1), ("The best thing all year.", "positive"), ("Meh.", None)]  # fmt: skip
+    rows = [
+        ("I loved it, a wonderful film.", 2),
+        ("Terrible, boring and too long.", "negative"),
+        ("It was fine, I guess.", 1),
+        ("The best thing all year.", "positive"),
+        ("Meh.", None),
+    ]
     inputs.write_text("".join(json.dumps({"text": t, "label": label}) + "\n" for t, label in rows))
     plot = tmp_path / "scores.png"
     result = bigbird("eval", "classify", "-m", tiny_models["classify"], "--jsonl", inputs, "--plot", plot, check_rc=1)
@@ -283,8 +334,9 @@ def test_eval_qa_predictions_take_dataset_answer_shapes(bigbird, tmp_path):
         assert report["metrics"][name] == pytest.approx(np.mean(expected))
 
 
-@pytest.mark.parametrize("task, field", [("summarize", "--reference-field"), ("qa", "--answer-field"),
-                                         ("classify", "--label-field")])  # fmt: skip
+@pytest.mark.parametrize(
+    "task, field", [("summarize", "--reference-field"), ("qa", "--answer-field"), ("classify", "--label-field")]
+)
 def test_eval_help_has_the_task_options_and_its_own(task, field):
     result = CliRunner().invoke(app, ["eval", task, "--help"], terminal_width=200)
     assert result.exit_code == 0 and f"Example: bigbird eval {task} " in result.output
@@ -326,9 +378,17 @@ def test_a_plot_that_cant_be_written_is_refused_before_the_run(path, tmp_path):
 
 @pytest.mark.parametrize(
     "case",
-    ["no inputs", "missing inputs", "empty predictions", "unreadable predictions", "unreadable labels",
-     "-o an input", "-o the predictions", "class ids without --model"],
-)  # fmt: skip
+    [
+        "no inputs",
+        "missing inputs",
+        "empty predictions",
+        "unreadable predictions",
+        "unreadable labels",
+        "-o an input",
+        "-o the predictions",
+        "class ids without --model",
+    ],
+)
 def test_eval_predictions_that_cant_be_scored_are_one_sentence_and_exit_2(case, tmp_path):
     """--predictions problems found before scoring go through the CLI's one error table, like every command's."""
     inputs, predictions = tmp_path / "dev.jsonl", tmp_path / "run.jsonl"
@@ -382,8 +442,10 @@ def test_a_report_without_the_resolved_settings_says_why(tiny_models, monkeypatc
         raise TaskError("/models/pegasus is not a checkpoint directory and not a Hub model id.")
 
     assert eval_command._resolved_settings(None, unavailable) == {}
-    assert warnings == ["the report lacks the task's resolved settings: /models/pegasus is not a checkpoint "
-                        "directory and not a Hub model id."]  # fmt: skip
+    assert warnings == [
+        "the report lacks the task's resolved settings: /models/pegasus is not a checkpoint "
+        "directory and not a Hub model id."
+    ]
 
     def summarize(dry_run=None):
         return SummarizeTask(str(tiny_models["summarize"]), num_beams=3, dry_run=dry_run)
@@ -475,10 +537,20 @@ def test_eval_with_o_dash_writes_the_records_to_stdout(bigbird, tiny_models, tmp
 def test_predictions_that_are_no_text_or_no_record_are_error_records(bigbird, tmp_path):
     """A number or null as the answer was a traceback (AttributeError in the scorer), and a line that is not a
     record (a cut-off last line) was skipped without a word; a reference of the wrong type was called missing."""
-    rows = [{"id": "ok", "answers": ["Paris"]}, {"id": "number", "answers": ["7"]}, {"id": "null", "answers": ["x"]},
-            {"id": "typed", "answers": 7}]  # fmt: skip
-    lines = ['{"id": "ok", "answer": "Paris"}', '{"id": "number", "answer": 7}', '{"id": "null", "answer": null}',
-             '{"id": "typed", "answer": "7"}', "not json", '{"id": "cut", "ans']  # fmt: skip
+    rows = [
+        {"id": "ok", "answers": ["Paris"]},
+        {"id": "number", "answers": ["7"]},
+        {"id": "null", "answers": ["x"]},
+        {"id": "typed", "answers": 7},
+    ]
+    lines = [
+        '{"id": "ok", "answer": "Paris"}',
+        '{"id": "number", "answer": 7}',
+        '{"id": "null", "answer": null}',
+        '{"id": "typed", "answer": "7"}',
+        "not json",
+        '{"id": "cut", "ans',
+    ]
     inputs, predictions = scored_files(tmp_path, [{"text": "t", **row} for row in rows], lines)
     result = bigbird("eval", "qa", "--predictions", predictions, "--jsonl", inputs, check_rc=1)
     report = last_report(result.stdout)

@@ -69,10 +69,15 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         out |= {f"{family}/spm": spm_dir, f"{family}/v5": root / family / "v5"}
         out |= {f"{family}/v5-added": root / family / "v5-added", f"{family}/v4": root / family / "v4"}
     requests = [
-        {"family": family, "model_dir": str(out[f"{family}/spm"]), "fast": True, "save_to": str(out[f"{family}/v4"]),
-         "cases": []}
+        {
+            "family": family,
+            "model_dir": str(out[f"{family}/spm"]),
+            "fast": True,
+            "save_to": str(out[f"{family}/v4"]),
+            "cases": [],
+        }
         for family in FAST
-    ]  # fmt: skip
+    ]
     _oracle(requests)
     return out
 
@@ -86,8 +91,14 @@ def _oracle(requests: list[dict]) -> list[list[dict]]:
 
     env = dict(os.environ, TRANSFORMERS_VERBOSITY="error", HF_HUB_OFFLINE="1", PYTHONNOUSERSITE="1")
     env.pop("PYTHONPATH", None)
-    done = subprocess.run([str(oracle_python()), str(ORACLE_SCRIPT)], input=json.dumps(requests), capture_output=True,
-                          text=True, env=env, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [str(oracle_python()), str(ORACLE_SCRIPT)],
+        input=json.dumps(requests),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout)
 
@@ -175,6 +186,7 @@ def assert_same(ours: Any, theirs: Any, cases_: list[dict], where: str) -> None:
         if got != expected:
             failures.append((case, got, expected))
     import os
+
     if os.environ.get("SHOW_ALL"):
         for f in failures:
             print("CASE", f[0], "\n  OURS  ", f[1], "\n  THEIRS", f[2])
@@ -267,9 +279,14 @@ def test_the_sentencepiece_path_honours_the_added_tokens_of_a_tokenizer_json(fam
     added = [reference.convert_tokens_to_ids(token) for token in ADDED]
     assert ids.count(added[0]) == 1 and ids.count(added[1]) == 1
     plain = SLOW[family].from_pretrained(folders[f"{family}/spm"])
-    assert ids == plain("Flights from", add_special_tokens=False)["input_ids"] + [added[0]] + plain(
-        "on", add_special_tokens=False
-    )["input_ids"] + [added[1]] + plain(".", add_special_tokens=False)["input_ids"]
+    assert (
+        ids
+        == plain("Flights from", add_special_tokens=False)["input_ids"]
+        + [added[0]]
+        + plain("on", add_special_tokens=False)["input_ids"]
+        + [added[1]]
+        + plain(".", add_special_tokens=False)["input_ids"]
+    )
 
 
 def test_which_file_the_ids_come_from(folders: dict, tmp_path) -> None:
@@ -301,8 +318,10 @@ def test_a_spiece_model_and_tokenizer_json_that_disagree_are_refused(change: str
 def test_an_id_the_vocabulary_lacks_is_a_clear_error(folders: dict) -> None:
     from bigbird.models.tokenizers import VocabularyError
 
-    for tokenizer in (BigBirdTokenizer.from_pretrained(folders["bigbird/spm"]),
-                      BigBirdTokenizerFast.from_pretrained(folders["bigbird/v5"])):  # fmt: skip
+    for tokenizer in (
+        BigBirdTokenizer.from_pretrained(folders["bigbird/spm"]),
+        BigBirdTokenizerFast.from_pretrained(folders["bigbird/v5"]),
+    ):
         with pytest.raises(VocabularyError, match="the vocabulary doesn't match the model"):
             tokenizer.decode([5, len(tokenizer) + 3])
         with pytest.raises(VocabularyError):

@@ -36,18 +36,28 @@ def data(tmp_path_factory):
         label = ["weather", "food", "law"][i % 3]
         rows.append({"id": f"d{i}", "text": " ".join(sentences), "label": label})
         answer = sentences[2].split()[1]
-        qa_rows.append({"id": f"q{i}", "text": " ".join(sentences), "question": "Which word comes second?",
-                        "answers": {"text": [answer]} if i % 4 else {"text": []}})  # fmt: skip
+        qa_rows.append(
+            {
+                "id": f"q{i}",
+                "text": " ".join(sentences),
+                "question": "Which word comes second?",
+                "answers": {"text": [answer]} if i % 4 else {"text": []},
+            }
+        )
         sum_rows.append({"id": f"s{i}", "text": " ".join(sentences), "summary": sentences[0]})
-    bad = [{"id": "nolabel", "text": "The committee met."}, {"id": "other", "text": "Rivers carry sediment.",
-           "label": "sports"}]  # fmt: skip
+    bad = [
+        {"id": "nolabel", "text": "The committee met."},
+        {"id": "other", "text": "Rivers carry sediment.", "label": "sports"},
+    ]
     return {
         "train": write_jsonl(root / "train.jsonl", rows[:16] + bad[:1]),
         "dev": write_jsonl(root / "dev.jsonl", rows[16:] + bad),
         "qa": write_jsonl(root / "qa.jsonl", qa_rows),
         "summarize": write_jsonl(root / "sum.jsonl", sum_rows),
-        "multi": write_jsonl(root / "multi.jsonl", [{**r, "label": [r["label"], "x"] if j % 2 else [r["label"]]}
-                                                     for j, r in enumerate(rows)]),  # fmt: skip
+        "multi": write_jsonl(
+            root / "multi.jsonl",
+            [{**r, "label": [r["label"], "x"] if j % 2 else [r["label"]]} for j, r in enumerate(rows)],
+        ),
         "regression": write_jsonl(root / "reg.jsonl", [{**r, "label": j / 7} for j, r in enumerate(rows)]),
     }
 
@@ -64,8 +74,20 @@ def bases(tmp_path_factory):
 
 def test_labels_come_from_the_data_and_bad_records_are_counted(bigbird, bases, data, tmp_path):
     out = tmp_path / "out"
-    result = bigbird("finetune", "classify", "--model", bases["classify"], "--jsonl", data["train"],
-                     "--eval-jsonl", data["dev"], "-o", out, *STEPS, check_rc=0)  # fmt: skip
+    result = bigbird(
+        "finetune",
+        "classify",
+        "--model",
+        bases["classify"],
+        "--jsonl",
+        data["train"],
+        "--eval-jsonl",
+        data["dev"],
+        "-o",
+        out,
+        *STEPS,
+        check_rc=0,
+    )
     said = result.stderr.decode()
     assert "1 without a 'label'" in said  # in the training data
     assert "left out: 1 without a 'label'; 1 with a label the training set doesn't have" in said
@@ -73,8 +95,21 @@ def test_labels_come_from_the_data_and_bad_records_are_counted(bigbird, bases, d
     assert config["id2label"] == {"0": "food", "1": "law", "2": "weather"}
     assert config["problem_type"] == "single_label_classification"
     for kind, problem in (("multi", "multi_label_classification"), ("regression", "regression")):
-        bigbird("finetune", "classify", "--model", bases["classify"], "--jsonl", data[kind], "-o", tmp_path / kind,
-                "--max-steps", "2", "--threads", "1", check_rc=0)  # fmt: skip
+        bigbird(
+            "finetune",
+            "classify",
+            "--model",
+            bases["classify"],
+            "--jsonl",
+            data[kind],
+            "-o",
+            tmp_path / kind,
+            "--max-steps",
+            "2",
+            "--threads",
+            "1",
+            check_rc=0,
+        )
         assert json.loads((tmp_path / kind / "config.json").read_text())["problem_type"] == problem
     assert json.loads((tmp_path / "multi" / "config.json").read_text())["id2label"]["3"] == "x"
 
@@ -101,12 +136,24 @@ def test_a_bad_option_is_one_sentence_before_any_model_loads(bigbird, data, tmp_
 def test_a_stop_and_resume_ends_bit_equal_to_an_unbroken_run(bigbird, bases, data, tmp_path, stop):
     """Dropout is on (0.1), so the random numbers must follow the step for the two runs to agree. SIGTERM (timeout,
     Slurm) stops in order, as Ctrl-C does: one sentence saying how to go on, exit 143, the saved state kept."""
-    common = ["finetune", "classify", "--model", bases["classify"], "--jsonl", data["train"], "--eval-jsonl",
-              data["dev"], *STEPS, "--learning-rate", "3e-3"]  # fmt: skip
+    common = [
+        "finetune",
+        "classify",
+        "--model",
+        bases["classify"],
+        "--jsonl",
+        data["train"],
+        "--eval-jsonl",
+        data["dev"],
+        *STEPS,
+        "--learning-rate",
+        "3e-3",
+    ]
     bigbird(*common, "-o", tmp_path / "a", "--log", tmp_path / "a.log", check_rc=0)
 
-    code, _, said = stopped_run([*common[0:], "-o", tmp_path / "b", "--log", tmp_path / "b.log"],
-                                b"saved the state at step 2", stop)  # fmt: skip
+    code, _, said = stopped_run(
+        [*common[0:], "-o", tmp_path / "b", "--log", tmp_path / "b.log"], b"saved the state at step 2", stop
+    )
     if stop == signal.SIGKILL:
         assert code == -signal.SIGKILL
     else:
@@ -145,15 +192,32 @@ TASK_ARGS = {
 
 
 @pytest.mark.parametrize("task", list(TASK_ARGS))
-def test_out_dir_loads_in_the_task_command_and_in_transformers_with_equal_outputs(bigbird, bases, data, tmp_path,
-                                                                                   task):  # fmt: skip
+def test_out_dir_loads_in_the_task_command_and_in_transformers_with_equal_outputs(bigbird, bases, data, tmp_path, task):
     import transformers
 
     command, flag, name = TASK_ARGS[task]
     out = tmp_path / "out"
     extra = ("--max-target-tokens", "12") if task == "summarize" else ()
-    bigbird("finetune", command, "--model", bases[task], flag, data[name], "-o", out, "--max-steps", "3",
-            "--learning-rate", "1e-2", "--threads", "1", "--max-length", "64", *extra, check_rc=0)  # fmt: skip
+    bigbird(
+        "finetune",
+        command,
+        "--model",
+        bases[task],
+        flag,
+        data[name],
+        "-o",
+        out,
+        "--max-steps",
+        "3",
+        "--learning-rate",
+        "1e-2",
+        "--threads",
+        "1",
+        "--max-length",
+        "64",
+        *extra,
+        check_rc=0,
+    )
     for file in ("config.json", "model.safetensors", "spiece.model", "tokenizer_config.json"):
         assert (out / file).is_file(), file
     assert json.loads((out / "tokenizer_config.json").read_text())["model_max_length"] == 64
@@ -178,8 +242,22 @@ def test_out_dir_loads_in_the_task_command_and_in_transformers_with_equal_output
 
 def test_gradient_checkpointing_trains_the_same_model_and_bfloat16_autocast_trains(bigbird, bases, data, tmp_path):
     """Recomputed layers draw the same dropout masks again (torch restores the generator), so the weights match."""
-    common = ["finetune", "classify", "--model", bases["classify"], "--jsonl", data["train"], "--max-steps", "3",
-              "--batch-size", "4", "--threads", "1", "--learning-rate", "1e-2"]  # fmt: skip
+    common = [
+        "finetune",
+        "classify",
+        "--model",
+        bases["classify"],
+        "--jsonl",
+        data["train"],
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "4",
+        "--threads",
+        "1",
+        "--learning-rate",
+        "1e-2",
+    ]
     bigbird(*common, "-o", tmp_path / "plain", check_rc=0)
     bigbird(*common, "-o", tmp_path / "recomputed", "--gradient-checkpointing", check_rc=0)
     plain, recomputed = (load_file(tmp_path / run / "model.safetensors") for run in ("plain", "recomputed"))

@@ -49,8 +49,15 @@ def test_a_tiny_model_learns_a_keyword_planted_in_2000_token_documents(bigbird, 
     rng = random.Random(0)
     corpus = [" ".join(rng.choice(FILLER) for _ in range(40)) for _ in range(200)]
     corpus += [" ".join(rng.choice(KEYWORDS["A"] + KEYWORDS["B"]) for _ in range(10)) for _ in range(40)]
-    base = make_tiny_checkpoint(tmp_path / "base", "bigbird", "sequence_classification", corpus=corpus,
-                                max_position_embeddings=2048, hidden_size=64, intermediate_size=128)  # fmt: skip
+    base = make_tiny_checkpoint(
+        tmp_path / "base",
+        "bigbird",
+        "sequence_classification",
+        corpus=corpus,
+        max_position_embeddings=2048,
+        hidden_size=64,
+        intermediate_size=128,
+    )
     tokenizer = load_tokenizer(base, "big_bird")
     assert all(len(tokenizer.tokenize(word)) == 1 for pair in KEYWORDS.values() for word in pair)
     filler = [word for word in FILLER if len(tokenizer.tokenize(word)) == 1]
@@ -60,10 +67,38 @@ def test_a_tiny_model_learns_a_keyword_planted_in_2000_token_documents(bigbird, 
     dev = write(tmp_path / "dev.jsonl", dev_rows)
 
     out, log = tmp_path / "out", tmp_path / "log.jsonl"
-    bigbird("finetune", "classify", "--model", base, "--jsonl", train, "--eval-jsonl", dev, "-o", out, "--log", log,
-            "--max-length", "2048", "--batch-size", "4", "--max-steps", "200", "--eval-steps", "20",
-            "--save-steps", "200", "--learning-rate", "5e-3", "--seed", "0", "--threads", "2", "-q",
-            check_rc=0)  # fmt: skip
+    bigbird(
+        "finetune",
+        "classify",
+        "--model",
+        base,
+        "--jsonl",
+        train,
+        "--eval-jsonl",
+        dev,
+        "-o",
+        out,
+        "--log",
+        log,
+        "--max-length",
+        "2048",
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "200",
+        "--eval-steps",
+        "20",
+        "--save-steps",
+        "200",
+        "--learning-rate",
+        "5e-3",
+        "--seed",
+        "0",
+        "--threads",
+        "2",
+        "-q",
+        check_rc=0,
+    )
 
     scored = [entry["dev"]["accuracy"] for entry in jsonl(log) if "dev" in entry]
     assert max(scored) >= 95, scored

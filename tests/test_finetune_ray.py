@@ -33,12 +33,43 @@ def test_ray_train_ends_where_the_local_run_ends(bigbird, ray_address, tmp_path)
     rows = [{"id": str(i), "text": " ".join(CORPUS[i % 16 : i % 16 + 3]), "label": "ab"[i % 2]} for i in range(16)]
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    common = ["finetune", "classify", "--model", base, "--jsonl", data, "--eval-jsonl", data, "--max-steps", "4",
-              "--batch-size", "4", "--save-steps", "2", "--eval-steps", "2", "--learning-rate", "1e-2",
-              "--threads", "1"]  # fmt: skip
+    common = [
+        "finetune",
+        "classify",
+        "--model",
+        base,
+        "--jsonl",
+        data,
+        "--eval-jsonl",
+        data,
+        "--max-steps",
+        "4",
+        "--batch-size",
+        "4",
+        "--save-steps",
+        "2",
+        "--eval-steps",
+        "2",
+        "--learning-rate",
+        "1e-2",
+        "--threads",
+        "1",
+    ]
     bigbird(*common, "-o", tmp_path / "local", "--log", tmp_path / "local.log", check_rc=0)
-    on_ray = bigbird(*common, "-o", tmp_path / "ray", "--log", tmp_path / "ray.log", "--engine", "ray",
-                     "--workers", "2", "--ray-address", ray_address, check_rc=0)  # fmt: skip
+    on_ray = bigbird(
+        *common,
+        "-o",
+        tmp_path / "ray",
+        "--log",
+        tmp_path / "ray.log",
+        "--engine",
+        "ray",
+        "--workers",
+        "2",
+        "--ray-address",
+        ray_address,
+        check_rc=0,
+    )
     assert "training on Ray with 2 workers" in on_ray.stderr.decode()
 
     local, ray = load_file(tmp_path / "local" / "model.safetensors"), load_file(tmp_path / "ray" / "model.safetensors")
@@ -59,9 +90,19 @@ def test_missing_ray_train_is_one_sentence(bigbird, tmp_path):
     (tmp_path / "ray.py").write_text("raise ImportError('No module named ray')\n")  # what a Ray-less install sees
     data = tmp_path / "train.jsonl"
     data.write_text(json.dumps({"text": "hi", "label": "a"}) + "\n")
-    result = bigbird("finetune", "classify", "--jsonl", data, "-o", tmp_path / "o", "--engine", "ray",
-                     env={"PYTHONPATH": str(tmp_path)})  # fmt: skip
+    result = bigbird(
+        "finetune",
+        "classify",
+        "--jsonl",
+        data,
+        "-o",
+        tmp_path / "o",
+        "--engine",
+        "ray",
+        env={"PYTHONPATH": str(tmp_path)},
+    )
     assert result.returncode == 2
-    assert result.stderr.decode() == "error: --engine ray needs Ray Train (pip install " \
-        "'bigbird-cli[ray]', which installs ray[train]).\n"  # fmt: skip
-
+    assert (
+        result.stderr.decode() == "error: --engine ray needs Ray Train (pip install "
+        "'bigbird-cli[ray]', which installs ray[train]).\n"
+    )

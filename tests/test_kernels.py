@@ -72,8 +72,11 @@ def test_two_cpu_generations_of_one_model_name_keep_their_own_choices(fresh_choi
         monkeypatch.setattr(cpu, "cpu_generation", lambda generation=generation: generation)
         paths.add(kernels.cache_path())
         monkeypatch.setattr(kernels, "_chosen", {})
-        monkeypatch.setattr(kernels, "measure", lambda names, run, default, g=generation: {
-            "mkl": 1.0, "onednn": 0.5 if g == "25/17/1" else 2.0})  # fmt: skip
+        monkeypatch.setattr(
+            kernels,
+            "measure",
+            lambda names, run, default, g=generation: {"mkl": 1.0, "onednn": 0.5 if g == "25/17/1" else 2.0},
+        )
         assert kernels.choose("k", ["mkl", "onednn"], run=None) == ("onednn" if generation == "25/17/1" else "mkl")
         assert json.loads(kernels.cache_path().read_text())["cpu"] == f"AMD EPYC ({generation})"
     assert len(paths) == 2

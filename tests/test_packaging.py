@@ -47,7 +47,8 @@ def test_a_users_own_core_package_changes_nothing(tmp_path, where):
     api = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True)
     assert api.returncode == 0, api.stderr
     assert api.stdout.split() == ["True", "Document"]
-    cli = subprocess.run([sys.executable, "-m", "bigbird_cli", "--help"], cwd=cwd, env=env, capture_output=True,
-                         text=True)  # fmt: skip
+    cli = subprocess.run(
+        [sys.executable, "-m", "bigbird_cli", "--help"], cwd=cwd, env=env, capture_output=True, text=True
+    )
     assert cli.returncode == 0, cli.stderr
     assert "summarize" in cli.stdout

@@ -20,11 +20,13 @@ def test_qa_asks_every_question_of_every_document_in_order(bigbird, tiny_models,
     (tmp_path / "a.txt").write_text(BAKER)
     (tmp_path / "b.txt").write_text(MUSEUM)
     files = [tmp_path / "a.txt", tmp_path / "b.txt"]
-    repeated = jsonl(bigbird("qa", *files, "-m", model, *[a for q in QUESTIONS for a in ("-Q", q)], "-q",
-                             check_rc=0).stdout)  # fmt: skip
+    repeated = jsonl(
+        bigbird("qa", *files, "-m", model, *[a for q in QUESTIONS for a in ("-Q", q)], "-q", check_rc=0).stdout
+    )
     (tmp_path / "questions.txt").write_text("\n".join(QUESTIONS) + "\n\n")
-    from_file = jsonl(bigbird("qa", *files, "-m", model, "--questions", tmp_path / "questions.txt", "-q",
-                              check_rc=0).stdout)  # fmt: skip
+    from_file = jsonl(
+        bigbird("qa", *files, "-m", model, "--questions", tmp_path / "questions.txt", "-q", check_rc=0).stdout
+    )
     assert [(r["id"], r["question"]) for r in repeated] == [
         (f"{f}#q{k}", q) for f in files for k, q in enumerate(QUESTIONS, 1)
     ]
@@ -32,16 +34,20 @@ def test_qa_asks_every_question_of_every_document_in_order(bigbird, tiny_models,
     for record in repeated:
         text = BAKER if record["source"].endswith("a.txt") else MUSEUM
         [alone] = QATask(model, question=record["question"])([Document("x", "x", text)])
-        assert (record["answer"], record["start"], record["score"]) == (alone["answer"], alone["start"],
-                                                                       alone["score"])  # fmt: skip
+        assert (record["answer"], record["start"], record["score"]) == (alone["answer"], alone["start"], alone["score"])
 
     records = tmp_path / "in.jsonl"
-    rows = [{"id": "r1", "text": BAKER, "question": QUESTIONS[:2]},
-            {"id": "r2", "text": MUSEUM, "question": "What opened?"}]  # fmt: skip
+    rows = [
+        {"id": "r1", "text": BAKER, "question": QUESTIONS[:2]},
+        {"id": "r2", "text": MUSEUM, "question": "What opened?"},
+    ]
     records.write_text("".join(json.dumps(row) + "\n" for row in rows))
     listed = jsonl(bigbird("qa", "--jsonl", records, "-m", model, "-q", check_rc=0).stdout)
-    assert [(r["id"], r["question"]) for r in listed] == [("r1#q1", QUESTIONS[0]), ("r1#q2", QUESTIONS[1]),
-                                                          ("r2", "What opened?")]  # fmt: skip
+    assert [(r["id"], r["question"]) for r in listed] == [
+        ("r1#q1", QUESTIONS[0]),
+        ("r1#q2", QUESTIONS[1]),
+        ("r2", "What opened?"),
+    ]
 
 
 def test_qa_questions_resume_where_they_stopped(bigbird, tiny_models, tmp_path):
@@ -63,8 +69,9 @@ def test_qa_questions_file_that_cant_be_read_is_one_sentence(bigbird, tiny_model
     missing = bigbird("qa", tmp_path / "a.txt", "-m", tiny_models["qa"], "--questions", tmp_path / "no.txt", check_rc=2)
     assert missing.stderr.decode().count("\n") == 1 and "--questions" in missing.stderr.decode()
     (tmp_path / "blank.txt").write_text("\n \n")
-    blank = bigbird("qa", tmp_path / "a.txt", "-m", tiny_models["qa"], "--questions", tmp_path / "blank.txt",
-                    check_rc=2)  # fmt: skip
+    blank = bigbird(
+        "qa", tmp_path / "a.txt", "-m", tiny_models["qa"], "--questions", tmp_path / "blank.txt", check_rc=2
+    )
     assert "holds no question" in blank.stderr.decode()
 
 

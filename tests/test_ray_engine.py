@@ -98,8 +98,20 @@ def test_eval_summarize_on_ray_reports_the_generation_settings_as_run(bigbird, t
     labelled = tmp_path / "abstracts.jsonl"
     rows = [("The committee met on Tuesday to review the budget.", "A budget review."), ("Plants grow.", "Growth.")]
     labelled.write_text("".join(json.dumps({"text": text, "abstract": ref}) + "\n" for text, ref in rows))
-    args = ["eval", "summarize", "-m", tiny_models["summarize"], "--jsonl", labelled, "--reference-field", "abstract",
-            "--threads", "1", "--max-new-tokens", "5"]  # fmt: skip
+    args = [
+        "eval",
+        "summarize",
+        "-m",
+        tiny_models["summarize"],
+        "--jsonl",
+        labelled,
+        "--reference-field",
+        "abstract",
+        "--threads",
+        "1",
+        "--max-new-tokens",
+        "5",
+    ]
     local = bigbird(*args, check_rc=0)
     on_ray = bigbird(*args, *RAY, "--ray-address", ray_address, check_rc=0)
     assert timeless(jsonl(on_ray.stdout)) == timeless(jsonl(local.stdout))
@@ -275,8 +287,9 @@ def test_the_pool_is_what_the_nodes_hold_and_others_leave_free(monkeypatch, work
 
     monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 1.0}}] * 2)
     monkeypatch.setattr(ray, "available_resources", lambda: {"CPU": free_cpus})
-    settings = RaySettings(address=None, workers=workers, cpus_per_worker=0.5, gpus_per_worker=0, batch_size=1,
-                           threads=1)  # fmt: skip
+    settings = RaySettings(
+        address=None, workers=workers, cpus_per_worker=0.5, gpus_per_worker=0, batch_size=1, threads=1
+    )
     assert ray_engine._pool_size(settings) == expected
 
 

@@ -217,8 +217,12 @@ def test_output_that_stdin_reads_from_is_refused(offline_hub, tiny_models, tmp_p
     records = tmp_path / "in.jsonl"
     records.write_text('{"id": "a", "text": "one"}\n')
     with open(records, "rb") as stdin:
-        done = subprocess.run([bigbird_executable(), "classify", "--jsonl", "-", "-m", tiny_models["classify"],
-                               "-o", records], stdin=stdin, capture_output=True, timeout=120)  # fmt: skip
+        done = subprocess.run(
+            [bigbird_executable(), "classify", "--jsonl", "-", "-m", tiny_models["classify"], "-o", records],
+            stdin=stdin,
+            capture_output=True,
+            timeout=120,
+        )
     assert done.returncode == 2 and b"is the file stdin reads from" in done.stderr
     assert records.read_text() == '{"id": "a", "text": "one"}\n'
 

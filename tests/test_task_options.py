@@ -166,13 +166,19 @@ def test_qa_doc_stride_sets_the_window_overlap(tiny_models):
 # The pipeline's options and ours, by name: (pipeline kwargs, QATask kwargs).
 PIPELINE_CASES = [
     ({"top_k": 3, "doc_stride": 64, "max_seq_len": 256, "max_answer_len": 30}, {"top_k": 3, "doc_stride": 64}),
-    ({"top_k": 4, "align_to_words": False, "max_answer_len": 4, "doc_stride": 50, "max_seq_len": 256},
-     {"top_k": 4, "align_to_words": False, "max_answer_tokens": 4, "doc_stride": 50}),
-    ({"top_k": 3, "handle_impossible_answer": True, "doc_stride": 30, "max_seq_len": 120, "max_answer_len": 15},
-     {"top_k": 3, "handle_impossible_answer": True, "doc_stride": 30, "max_seq_len": 120, "max_answer_tokens": 15}),
-    ({"top_k": 1, "doc_stride": 0, "max_seq_len": 200, "max_answer_len": 8},
-     {"doc_stride": 0, "max_seq_len": 200, "max_answer_tokens": 8}),
-]  # fmt: skip
+    (
+        {"top_k": 4, "align_to_words": False, "max_answer_len": 4, "doc_stride": 50, "max_seq_len": 256},
+        {"top_k": 4, "align_to_words": False, "max_answer_tokens": 4, "doc_stride": 50},
+    ),
+    (
+        {"top_k": 3, "handle_impossible_answer": True, "doc_stride": 30, "max_seq_len": 120, "max_answer_len": 15},
+        {"top_k": 3, "handle_impossible_answer": True, "doc_stride": 30, "max_seq_len": 120, "max_answer_tokens": 15},
+    ),
+    (
+        {"top_k": 1, "doc_stride": 0, "max_seq_len": 200, "max_answer_len": 8},
+        {"doc_stride": 0, "max_seq_len": 200, "max_answer_tokens": 8},
+    ),
+]
 
 
 def test_qa_answers_are_the_question_answering_pipelines(tiny_models):
@@ -185,11 +191,20 @@ def test_qa_answers_are_the_question_answering_pipelines(tiny_models):
     model = str(tiny_models["qa"])
     texts = ["Notes: " + LONG_TEXT, "Preface, " + LONG_TEXT[: len(LONG_TEXT) // 2] + " The bread costs two coins."]
     questions = [QUESTION, "Where does the sediment settle?"]
-    cases = [{"op": "qa_pipeline", "model_dir": model, "question": q, "context": t, "kwargs": kwargs}
-             for kwargs, _ in PIPELINE_CASES for q, t in zip(questions, texts, strict=True)]  # fmt: skip
+    cases = [
+        {"op": "qa_pipeline", "model_dir": model, "question": q, "context": t, "kwargs": kwargs}
+        for kwargs, _ in PIPELINE_CASES
+        for q, t in zip(questions, texts, strict=True)
+    ]
     request = [{"family": "bigbird", "model_dir": model, "cases": cases}]
-    done = subprocess.run([str(oracle_python()), str(ORACLE_SCRIPT)], input=json.dumps(request), capture_output=True,
-                          text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=600)  # fmt: skip
+    done = subprocess.run(
+        [str(oracle_python()), str(ORACLE_SCRIPT)],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     results = iter(json.loads(done.stdout)[0])
     for _, options in PIPELINE_CASES:
@@ -258,8 +273,15 @@ def test_cli_qa_options(bigbird, tiny_models, corpus):
     model = str(tiny_models["qa"])
     args = ["-Q", QUESTION, "--doc-stride", "40", "--handle-impossible-answer", "--top-k", "2", "--piece-spans"]
     records = jsonl(bigbird("qa", corpus, "-m", model, *args, "--max-seq-len", "150", check_rc=0).stdout)
-    task = QATask(model, question=QUESTION, doc_stride=40, handle_impossible_answer=True, top_k=2,
-                  align_to_words=False, max_seq_len=150)  # fmt: skip
+    task = QATask(
+        model,
+        question=QUESTION,
+        doc_stride=40,
+        handle_impossible_answer=True,
+        top_k=2,
+        align_to_words=False,
+        max_seq_len=150,
+    )
     expected = [task([d])[0] for d in Inputs(paths=[str(corpus)]).open()]
     assert [(r["answer"], r["chunks"]) for r in records] == [(r["answer"], r["chunks"]) for r in expected]
 

@@ -329,8 +329,10 @@ def test_a_checkpoint_of_another_head_or_too_big_says_so(bigbird, tiny_models, t
     allocator text. Now: the checkpoint's architecture and the command that runs it; the memory the config needs
     and the memory the machine has."""
     wrong = bigbird("classify", "--text", BAKER, "-m", tiny_models["qa"], check_rc=2).stderr.decode()
-    assert wrong == (f"error: {tiny_models['qa']} is a BigBirdForQuestionAnswering checkpoint, which `bigbird qa` runs;"
-                     " classify needs a BigBirdForSequenceClassification checkpoint.\n")  # fmt: skip
+    assert wrong == (
+        f"error: {tiny_models['qa']} is a BigBirdForQuestionAnswering checkpoint, which `bigbird qa` runs;"
+        " classify needs a BigBirdForSequenceClassification checkpoint.\n"
+    )
     huge = tmp_path / "huge"
     huge.mkdir()
     for name in ("config.json", "spiece.model", "tokenizer_config.json", "special_tokens_map.json"):

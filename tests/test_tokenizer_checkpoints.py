@@ -34,15 +34,27 @@ HYPOTHESES = ["It leaves at noon.", "The sea builds [DATE] deltas."]
 
 # name → (family, our head, the reference's class, config overrides)
 CHECKPOINTS = {
-    "classify": ("bigbird", "sequence_classification", "BigBirdForSequenceClassification",
-                 {"id2label": {0: "no", 1: "maybe", 2: "yes"}}),
-    "pegasus-classify": ("pegasus", "sequence_classification", "BigBirdPegasusForSequenceClassification",
-                         {"id2label": {0: "no", 1: "yes"}}),
+    "classify": (
+        "bigbird",
+        "sequence_classification",
+        "BigBirdForSequenceClassification",
+        {"id2label": {0: "no", 1: "maybe", 2: "yes"}},
+    ),
+    "pegasus-classify": (
+        "pegasus",
+        "sequence_classification",
+        "BigBirdPegasusForSequenceClassification",
+        {"id2label": {0: "no", 1: "yes"}},
+    ),
     "qa": ("bigbird", "question_answering", "BigBirdForQuestionAnswering", {}),
     "mask": ("bigbird", "masked_lm", "BigBirdForMaskedLM", {}),
-    "summarize": ("pegasus", "conditional_generation", "BigBirdPegasusForConditionalGeneration",
-                  {"max_length": 12, "num_beams": 2}),
-}  # fmt: skip
+    "summarize": (
+        "pegasus",
+        "conditional_generation",
+        "BigBirdPegasusForConditionalGeneration",
+        {"max_length": 12, "num_beams": 2},
+    ),
+}
 
 
 class Saved:
@@ -220,12 +232,14 @@ def test_mismatched_tokenizers_exit_2_before_the_first_document(saved: Saved, tm
         assert result.returncode == 2 and result.stdout == b"" and "Traceback" not in stderr, stderr
         assert stderr.count("\n") == 1
         messages[folder.name] = stderr.strip()
-    assert "tokenizer (tokenizer.json) has </s> at id 2 and config.json declares eos_token_id 1" in messages[
-        wrong_special.name
-    ]
+    assert (
+        "tokenizer (tokenizer.json) has </s> at id 2 and config.json declares eos_token_id 1"
+        in messages[wrong_special.name]
+    )
     ids = len(SummarizeTask(str(saved["summarize", False]), dry_run=True).tokenizer)  # spiece.model's count
-    assert f"its spiece.model and tokenizer.json give different ids ({ids} ids in spiece.model, {ids - 1} in " in (
-        messages["pair"]
+    assert (
+        f"its spiece.model and tokenizer.json give different ids ({ids} ids in spiece.model, {ids - 1} in "
+        in (messages["pair"])
     )
     print(json.dumps(messages, indent=1))
 

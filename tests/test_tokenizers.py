@@ -387,8 +387,9 @@ def test_training_is_deterministic(tmp_path: Path) -> None:
 
 def test_tensors_and_batch_encoding(tokenizers: dict) -> None:
     tokenizer = tokenizers["bigbird"]
-    batch = tokenizer(["one text", "a second, longer text"], padding=True, return_tensors="pt",
-                      return_offsets_mapping=True)  # fmt: skip
+    batch = tokenizer(
+        ["one text", "a second, longer text"], padding=True, return_tensors="pt", return_offsets_mapping=True
+    )
     assert batch.input_ids.dtype == torch.long and batch.input_ids.shape == batch["attention_mask"].shape
     assert batch.offset_mapping.shape == (*batch.input_ids.shape, 2)
     assert batch.to("cpu").input_ids.equal(batch.input_ids)
@@ -403,12 +404,23 @@ def test_tensors_and_batch_encoding(tokenizers: dict) -> None:
 def test_question_spans_survive_truncating_only_the_context(tokenizers: dict) -> None:
     tokenizer = tokenizers["bigbird"]
     question, context = "Who wrote  it?", LONG_TEXT
-    out = tokenizer(question, context, truncation="only_second", max_length=64, return_offsets_mapping=True,
-                    return_token_type_ids=True)  # fmt: skip
+    out = tokenizer(
+        question,
+        context,
+        truncation="only_second",
+        max_length=64,
+        return_offsets_mapping=True,
+        return_token_type_ids=True,
+    )
     assert len(out.input_ids) == 64
     types, spans = out.token_type_ids, out.offset_mapping
-    question_spans = [s for s, t, m in zip(spans, types, tokenizer.get_special_tokens_mask(
-        out.input_ids, already_has_special_tokens=True), strict=True) if t == 0 and not m]  # fmt: skip
+    question_spans = [
+        s
+        for s, t, m in zip(
+            spans, types, tokenizer.get_special_tokens_mask(out.input_ids, already_has_special_tokens=True), strict=True
+        )
+        if t == 0 and not m
+    ]
     assert "".join(question[a:b] for a, b in question_spans) == "Whowroteit?"
     context_spans = [s for s, t in zip(spans[:-1], types[:-1], strict=True) if t == 1]
     assert context[context_spans[0][0] : context_spans[-1][1]].startswith("Paragraph 0: the ﬁrst")
@@ -473,8 +485,11 @@ def test_missing_oracle_fails_loudly(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 def test_oracle_is_transformers_456() -> None:
     version = subprocess.run(
         [str(oracle_python()), "-c", "import transformers; print(transformers.__version__)"],
-        capture_output=True, text=True, check=True, env=dict(os.environ, TRANSFORMERS_VERBOSITY="error"),
-    ).stdout.split()[-1]  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        env=dict(os.environ, TRANSFORMERS_VERBOSITY="error"),
+    ).stdout.split()[-1]
     assert version == "4.56.2"
 
 

@@ -20,12 +20,35 @@ transformers.logging.set_verbosity_error()
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SEP, EOS = 66, 1
-BIGBIRD = dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
-               max_position_embeddings=512, block_size=8, num_random_blocks=2, hidden_dropout_prob=0.0,
-               attention_probs_dropout_prob=0.0, initializer_range=0.2, sep_token_id=SEP)  # fmt: skip
-PEGASUS = dict(vocab_size=100, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-               decoder_attention_heads=4, encoder_ffn_dim=48, decoder_ffn_dim=48, max_position_embeddings=256,
-               block_size=8, num_random_blocks=1, dropout=0.0, init_std=0.2)  # fmt: skip
+BIGBIRD = dict(
+    vocab_size=120,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=48,
+    max_position_embeddings=512,
+    block_size=8,
+    num_random_blocks=2,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+    initializer_range=0.2,
+    sep_token_id=SEP,
+)
+PEGASUS = dict(
+    vocab_size=100,
+    d_model=32,
+    encoder_layers=2,
+    decoder_layers=2,
+    encoder_attention_heads=4,
+    decoder_attention_heads=4,
+    encoder_ffn_dim=48,
+    decoder_ffn_dim=48,
+    max_position_embeddings=256,
+    block_size=8,
+    num_random_blocks=1,
+    dropout=0.0,
+    init_std=0.2,
+)
 
 # (case, class, config overrides, labels): every head and loss the command trains.
 SEQ = "BigBirdForSequenceClassification"
@@ -37,7 +60,7 @@ CASES = {
     "seq2seq_lm": ("BigBirdPegasusForConditionalGeneration", {}),
     "pegasus_single_label": ("BigBirdPegasusForSequenceClassification", {"num_labels": 3}),
     "pegasus_qa": ("BigBirdPegasusForQuestionAnswering", {}),
-}  # fmt: skip
+}
 
 
 def batch_for(case: str, seq_len: int) -> dict[str, torch.Tensor]:

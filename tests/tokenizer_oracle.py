@@ -58,10 +58,14 @@ def run_case(tokenizer: Any, case: dict) -> Any:
         from transformers.pipelines.question_answering import select_starts_ends
 
         starts, ends, scores, null = select_starts_ends(
-            np.array([case["start"]]), np.array([case["end"]]), np.array([case["p_mask"]]),
-            np.array([case["attention_mask"]]), top_k=case["top_k"],
-            handle_impossible_answer=case["handle_impossible_answer"], max_answer_len=case["max_answer_len"],
-        )  # fmt: skip
+            np.array([case["start"]]),
+            np.array([case["end"]]),
+            np.array([case["p_mask"]]),
+            np.array([case["attention_mask"]]),
+            top_k=case["top_k"],
+            handle_impossible_answer=case["handle_impossible_answer"],
+            max_answer_len=case["max_answer_len"],
+        )
         return {"starts": starts.tolist(), "ends": ends.tolist(), "scores": scores.tolist(), "null": float(null)}
     if op == "qa_pipeline":  # the whole question-answering pipeline (needs torch here) on a QA checkpoint
         answers = _qa_pipeline(case["model_dir"])(question=case["question"], context=case["context"], **case["kwargs"])

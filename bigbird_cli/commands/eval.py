@@ -284,8 +284,11 @@ def print_tables(report: dict[str, Any]) -> None:
         table.add_column(column, justify="left" if column == "metric" else "right")
     for name, value in report["metrics"].items():
         interval = report["intervals"][name]
-        table.add_row(name, "-" if value is None else f"{value:.2f}", "-" if interval is None else
-                      f"{interval[0]:.2f} – {interval[1]:.2f}")  # fmt: skip
+        table.add_row(
+            name,
+            "-" if value is None else f"{value:.2f}",
+            "-" if interval is None else f"{interval[0]:.2f} – {interval[1]:.2f}",
+        )
     console.print(table)
     confusion = report.get("confusion_matrix")
     if confusion and confusion["labels"]:
@@ -358,8 +361,10 @@ def _evaluating(
         raise typer.Exit(Evaluate(metrics, field, predictions, plot_path, options).run(spec))
 
     params = list(inspect.signature(build).parameters.values())
-    params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=a, default=d) for name, (a, d) in
-               extra.items()]  # fmt: skip
+    params += [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=a, default=d)
+        for name, (a, d) in extra.items()
+    ]
     wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in params}
     wrapper.__doc__ = doc
@@ -426,5 +431,6 @@ def _refuse_another_tasks_records(path: Path, predictions: list[dict[str, Any]],
         return
     other = next((name for name, field in RESULT_FIELDS.items() if all(field in r for r in made)), None)
     if other is not None:
-        raise UsageError(f"{path} holds records of `bigbird {other}`, not of `bigbird {task}`: score it with "
-                         f"`bigbird eval {other}`")  # fmt: skip
+        raise UsageError(
+            f"{path} holds records of `bigbird {other}`, not of `bigbird {task}`: score it with `bigbird eval {other}`"
+        )

@@ -65,8 +65,10 @@ def _rouge_reference(reference: Any) -> str | None:
 def _rouge_refusal(reference: Any) -> str | None:
     if _text(reference) is None or _rouge_reference(reference) is not None:
         return None
-    return ("the reference has no word ROUGE can count: rouge-score keeps only the letters a-z and the digits "
-            "0-9, so a summary would score 0 against it.")  # fmt: skip
+    return (
+        "the reference has no word ROUGE can count: rouge-score keeps only the letters a-z and the digits "
+        "0-9, so a summary would score 0 against it."
+    )
 
 
 def rouge_scores(prediction: str, reference: str) -> dict[str, float]:

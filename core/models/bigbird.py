@@ -155,8 +155,10 @@ class BigBirdModel(BigBirdPretrainedModel):
             bias = additive_mask(attention_mask, x.dtype)
         encoder_bias = None
         if encoder_hidden_states is not None and not self.config.add_cross_attention:
-            raise ValueError("encoder_hidden_states need cross-attention layers: build the model from a config with "
-                             "add_cross_attention=True (and is_decoder=True)")  # fmt: skip
+            raise ValueError(
+                "encoder_hidden_states need cross-attention layers: build the model from a config with "
+                "add_cross_attention=True (and is_decoder=True)"
+            )
         if encoder_hidden_states is not None:
             if encoder_attention_mask is None:
                 encoder_attention_mask = torch.ones(encoder_hidden_states.shape[:2], device=device)

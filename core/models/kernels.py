@@ -142,8 +142,10 @@ def override(kind: Kind) -> str:
     is warned about once and means "auto": silently running torch's default instead would hide the mistake."""
     value = os.environ.get(kind.override, "auto").strip().lower() or "auto"
     if value != "auto" and value not in kind.candidates:
-        _warn_once(f"{kind.override}={value!r} names no {kind.name} kernel (auto, {', '.join(kind.candidates)}); "
-                   "choosing by measurement.")  # fmt: skip
+        _warn_once(
+            f"{kind.override}={value!r} names no {kind.name} kernel (auto, {', '.join(kind.candidates)}); "
+            "choosing by measurement."
+        )
         return "auto"
     return value
 

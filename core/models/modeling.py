@@ -165,8 +165,12 @@ class PretrainedModel(nn.Module):
         model = cls(config)
         missing = load_weights(model, directory, strict=strict)
         if missing:
-            log.warning("%s: %s has no %s in the checkpoint: initialised at random, to be trained.",
-                        name_or_path, cls.__name__, ", ".join(missing))  # fmt: skip
+            log.warning(
+                "%s: %s has no %s in the checkpoint: initialised at random, to be trained.",
+                name_or_path,
+                cls.__name__,
+                ", ".join(missing),
+            )
         dtype = dtype if dtype is not None else torch_dtype
         if dtype is not None:
             model.to(dtype=getattr(torch, dtype) if isinstance(dtype, str) else dtype)

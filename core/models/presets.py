@@ -62,7 +62,7 @@ PRESETS: dict[str, tuple[type[ModelConfig], dict[str, Any]]] = {
             "decoder_ffn_dim": 1024,
             "dropout": 0.0,
         },
-    ),  # fmt: skip
+    ),
     "tiny": (BigBirdConfig, {**BIGBIRD_TINY, "vocab_size": TINY_VOCAB}),
     "tiny-pegasus": (BigBirdPegasusConfig, {**PEGASUS_TINY, "vocab_size": TINY_VOCAB}),
 }

@@ -554,8 +554,10 @@ class Inputs:
         """What the user should hear about the inputs as given: a --split named for a single file, which has none
         (its rows are only named after it)."""
         if self.dataset and self.split != "train" and Path(self.dataset).expanduser().is_file():
-            return [f"--split {self.split}: {self.dataset} is a single file, which has no splits; its rows are read"
-                    f" whole and named {self.split}:N."]  # fmt: skip
+            return [
+                f"--split {self.split}: {self.dataset} is a single file, which has no splits; its rows are read"
+                f" whole and named {self.split}:N."
+            ]
         return []
 
     def missing(self) -> list[str]:

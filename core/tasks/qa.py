@@ -114,9 +114,11 @@ class QATask(Task):
         whole words its tokens touch (False: the token pieces' own characters). `max_seq_len`: the longest window,
         question and special tokens included [default: the model's]."""
         require_positive(
-            top_k=top_k, max_answer_tokens=max_answer_tokens, max_question_tokens=max_question_tokens,
+            top_k=top_k,
+            max_answer_tokens=max_answer_tokens,
+            max_question_tokens=max_question_tokens,
             max_seq_len=max_seq_len,
-        )  # fmt: skip
+        )
         super().__init__(model, **settings)
         self.max_tokens = min(self.max_tokens, max_seq_len or self.max_tokens)
         self.align_to_words = align_to_words
@@ -309,7 +311,8 @@ class QATask(Task):
         twice)."""
         merged: dict[str, dict[str, Any]] = {}
         for score, start, end in candidates:
-            answer = merged.setdefault(text[start:end].lower(), {"answer": text[start:end], "score": 0.0,
-                                                                 "start": start, "end": end})  # fmt: skip
+            answer = merged.setdefault(
+                text[start:end].lower(), {"answer": text[start:end], "score": 0.0, "start": start, "end": end}
+            )
             answer["score"] += score
         return sorted(merged.values(), key=lambda answer: -answer["score"])[: self.top_k]

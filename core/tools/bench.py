@@ -478,8 +478,10 @@ def _measure(spec: BenchSpec, progress: Callable[[str], None] | None) -> Iterato
             for batch in spec.batch_sizes:
                 for seq_len in [0] if spec.mixed else spec.seq_lens:
                     if spec.mixed:
-                        say(f"{attention} batch {batch}: {len(spec.seq_lens)} documents of {min(spec.seq_lens)}"
-                            f"-{max(spec.seq_lens)} tokens")  # fmt: skip
+                        say(
+                            f"{attention} batch {batch}: {len(spec.seq_lens)} documents of {min(spec.seq_lens)}"
+                            f"-{max(spec.seq_lens)} tokens"
+                        )
                     else:
                         say(f"{attention} batch {batch} × {seq_len} tokens")
                     row = [c for c in contenders if c.name != "batch1" or batch > 1]
@@ -699,19 +701,29 @@ def _measure_train(spec: BenchSpec, progress: Callable[[str], None] | None) -> I
                 for model in runs.values():
                     model.zero_grad(set_to_none=True)
                 record: dict[str, Any] = {
-                    "task": "train", "model": spec.preset or spec.model, "attention": attention, "seq_len": seq_len,
-                    "batch_size": batch, "dtype": spec.dtype, "autocast": spec.dtype == "bfloat16",
-                    "threads": torch.get_num_threads(), "repeat": spec.repeat, "warmup": spec.warmup,
+                    "task": "train",
+                    "model": spec.preset or spec.model,
+                    "attention": attention,
+                    "seq_len": seq_len,
+                    "batch_size": batch,
+                    "dtype": spec.dtype,
+                    "autocast": spec.dtype == "bfloat16",
+                    "threads": torch.get_num_threads(),
+                    "repeat": spec.repeat,
+                    "warmup": spec.warmup,
                     "tokens_per_s_counts": "input",
-                }  # fmt: skip
+                }
                 record |= _summary(times["ours"], peaks["ours"], batch * seq_len) | {"loss": losses["ours"]}
                 record["mem_base_bytes"] = bases["ours"]
                 record["checkpointing"] = _summary(times["checkpointing"], peaks["checkpointing"], batch * seq_len)
                 record["checkpointing"]["mem_base_bytes"] = bases["checkpointing"]
                 if "transformers" in runs:
                     theirs_summary = _summary(times["transformers"], peaks["transformers"], batch * seq_len)
-                    record["transformers"] = theirs_summary | {"loss": losses["transformers"], "dtype": "float32",
-                                                               "mem_base_bytes": bases["transformers"]}  # fmt: skip
+                    record["transformers"] = theirs_summary | {
+                        "loss": losses["transformers"],
+                        "dtype": "float32",
+                        "mem_base_bytes": bases["transformers"],
+                    }
                     record["ratio"] = round(theirs_summary["median_s"] / record["median_s"], 3)
                     record["memory_ratio"] = round(record["peak_mem_bytes"] / theirs_summary["peak_mem_bytes"], 3)
                     record["checkpointing_memory_ratio"] = round(
@@ -720,8 +732,10 @@ def _measure_train(spec: BenchSpec, progress: Callable[[str], None] | None) -> I
                 yield record | {
                     "versions": versions,
                     "machine": {
-                        "cpu": cpu.cpu_model(), "cpu_generation": cpu.cpu_generation(), "isa": cpu.isa(),
+                        "cpu": cpu.cpu_model(),
+                        "cpu_generation": cpu.cpu_generation(),
+                        "isa": cpu.isa(),
                         "cpu_count": os.cpu_count(),
                         "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
                     },
-                }  # fmt: skip
+                }

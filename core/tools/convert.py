@@ -353,8 +353,10 @@ def verify(src: Path, dst: Path) -> dict[str, Any]:
     cls = model_class_for(dst_config)
     inputs = probe_inputs(dst_config, cls)
     with torch.inference_mode():
-        loaded = [cls.from_pretrained(d, config=c, dtype=torch.float32, strict=True) for d, c in
-                  ((src, src_config), (dst, dst_config))]  # fmt: skip
+        loaded = [
+            cls.from_pretrained(d, config=c, dtype=torch.float32, strict=True)
+            for d, c in ((src, src_config), (dst, dst_config))
+        ]
         before, after = (_output_tensors(model(**inputs, return_dict=True)) for model in loaded)
     common = [k for k in before if k in after and before[k].shape == after[k].shape]
     if not common:

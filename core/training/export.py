@@ -52,9 +52,12 @@ class TaskKind:
         directory = settings.output if trainer.lead else trainer_scratch(trainer)
         try:
             return self.task_class(
-                str(directory), dry_run=True, strategy=settings.strategy, device=settings.device,
+                str(directory),
+                dry_run=True,
+                strategy=settings.strategy,
+                device=settings.device,
                 **self.options(settings),
-            )  # fmt: skip
+            )
         except TaskError as exc:
             raise TrainingError(str(exc)) from None
 

@@ -111,8 +111,23 @@ class TrainSettings:
 
     def fingerprint(self) -> dict[str, Any]:
         """What a resumed run must share with the stopped one to end where it would have."""
-        keys = ("task", "model", "batch_size", "accumulate", "epochs", "max_steps", "learning_rate", "weight_decay",
-                "warmup_ratio", "max_grad_norm", "seed", "max_length", "strategy", "doc_stride", "dtype")  # fmt: skip
+        keys = (
+            "task",
+            "model",
+            "batch_size",
+            "accumulate",
+            "epochs",
+            "max_steps",
+            "learning_rate",
+            "weight_decay",
+            "warmup_ratio",
+            "max_grad_norm",
+            "seed",
+            "max_length",
+            "strategy",
+            "doc_stride",
+            "dtype",
+        )
         return {key: getattr(self, key) for key in keys}
 
 
@@ -244,8 +259,10 @@ class Trainer:
         except (CheckpointError, ValueError, OSError) as exc:
             raise TrainingError(f"{s.model} can't be used ({exc}).") from None
         if config.model_type not in HEADS[s.task]:
-            raise TrainingError(f"finetune {s.task} needs a {' or '.join(HEADS[s.task])} checkpoint, and {s.model} is "
-                                f"a {config.model_type} model.")  # fmt: skip
+            raise TrainingError(
+                f"finetune {s.task} needs a {' or '.join(HEADS[s.task])} checkpoint, and {s.model} is "
+                f"a {config.model_type} model."
+            )
 
         base_labels = dict(config.id2label)
         self.train_docs = list(self._documents(s.train))
@@ -328,15 +345,27 @@ class Trainer:
     def fit(self) -> Summary:
         s = self.settings
         self._trim_log()
-        self.progress({"event": "start", "step": self.step, "total": self.total, "examples": len(self.examples),
-                       "skipped": self.skipped.describe(), "dev": self.dev.size if self.dev else 0,
-                       "dev_skipped": self.dev.skipped.describe() if self.dev else ""})  # fmt: skip
+        self.progress(
+            {
+                "event": "start",
+                "step": self.step,
+                "total": self.total,
+                "examples": len(self.examples),
+                "skipped": self.skipped.describe(),
+                "dev": self.dev.size if self.dev else 0,
+                "dev_skipped": self.dev.skipped.describe() if self.dev else "",
+            }
+        )
         while self.step < self.total:
             loss = self.train_step()
             self.step += 1
             lr = self.scheduler.get_last_lr()[0]
-            entry: dict[str, Any] = {"step": self.step, "epoch": self.step / self.steps_per_epoch, "loss": loss,
-                                     "lr": lr}  # fmt: skip
+            entry: dict[str, Any] = {
+                "step": self.step,
+                "epoch": self.step / self.steps_per_epoch,
+                "loss": loss,
+                "lr": lr,
+            }
             if self.dev is not None and (self.step % self.eval_steps == 0 or self.step == self.total):
                 entry["dev"] = self.evaluate()
             self._log(entry)
@@ -416,8 +445,9 @@ class Trainer:
         finally:
             self.model.train()
         headline = scores[self.dev.headline]
-        better = self.best is None or (headline < self.best["score"] if self.dev.lower_is_better
-                                       else headline > self.best["score"])  # fmt: skip
+        better = self.best is None or (
+            headline < self.best["score"] if self.dev.lower_is_better else headline > self.best["score"]
+        )
         if better:
             self.best = {"step": self.step, "metric": self.dev.headline, "score": headline}
             self._save_weights(best_file(self.settings.output))
@@ -485,4 +515,3 @@ def finetune(settings: TrainSettings, progress: Progress | None = None) -> Summa
     if progress is not None:
         progress({"event": "done", "seconds": time.perf_counter() - started})
     return summary
-

@@ -62,14 +62,21 @@ class _RichReporter:
 
         kind = event["event"]
         if kind == "ray":
-            self.console.print(f"bigbird finetune: training on Ray with {event['workers']} workers; each step and dev "
-                               "score goes to --log")
+            self.console.print(
+                f"bigbird finetune: training on Ray with {event['workers']} workers; each step and dev "
+                "score goes to --log"
+            )
         elif kind == "start":
             self.console.print(f"bigbird finetune: {start_text(event)}")
             self.bar = Progress(
-                TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                TextColumn("{task.fields[status]}"), console=self.console, transient=False,
-            )  # fmt: skip
+                TextColumn("training"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[status]}"),
+                console=self.console,
+                transient=False,
+            )
             self.bar.start()
             self.task = self.bar.add_task("train", total=event["total"], completed=event["step"], status="")
         elif kind == "step" and self.bar is not None:

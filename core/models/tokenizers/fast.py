@@ -80,6 +80,7 @@ class TokenizersCore(SpecialTokenRoles):
             token.rstrip or token.single_word or any(c.isspace() for c in token.content)
             for token in self.backend.get_added_tokens_decoder().values()
         )
+
     # Vocabulary ---------------------------------------------------------------------------------------------
 
     @property
@@ -169,8 +170,9 @@ class TokenizersCore(SpecialTokenRoles):
         ids = _as_ids(token_ids)
         ids = [ids] if isinstance(ids, int) else ids
         self._check_ids(ids)
-        return self._cleaned(self.backend.decode(ids, skip_special_tokens=skip_special_tokens),
-                             clean_up_tokenization_spaces)  # fmt: skip
+        return self._cleaned(
+            self.backend.decode(ids, skip_special_tokens=skip_special_tokens), clean_up_tokenization_spaces
+        )
 
     # Loading and saving -------------------------------------------------------------------------------------
 

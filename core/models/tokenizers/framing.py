@@ -143,9 +143,13 @@ class Framing:
     ) -> list[int]:
         """The input ids of one text (or pair), as `__call__` builds them."""
         out = self(
-            text, text_pair, add_special_tokens=add_special_tokens, truncation=truncation, max_length=max_length,
+            text,
+            text_pair,
+            add_special_tokens=add_special_tokens,
+            truncation=truncation,
+            max_length=max_length,
             return_attention_mask=False,
-        )  # fmt: skip
+        )
         return out["input_ids"]
 
     def _truncation_plan(

@@ -23,17 +23,29 @@ import sentencepiece as spm
 # The files a checkpoint's tokenizer may be read from: ids from spiece.model when a folder has one, else from
 # tokenizer.json (what transformers 5 saves); the JSON files beside them name the special and added tokens.
 TOKENIZER_FILES = [
-    "spiece.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-]  # fmt: skip
+    "spiece.model",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+]
 # Order in which the roles' ids are listed by `all_special_ids`, the order transformers users know.
 ROLES = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
 # Checkpoints without a length limit often store 1e30 ("no limit") in tokenizer_config.json.
 _NO_LIMIT = 10**20
 # transformers' decode can undo the spaces a word-level detokenizer leaves before punctuation and contractions.
 _CLEAN_UP_SPACES = (
-    (" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"),
-    (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"),
-)  # fmt: skip
+    (" .", "."),
+    (" ?", "?"),
+    (" !", "!"),
+    (" ,", ","),
+    (" ' ", "'"),
+    (" n't", "n't"),
+    (" 'm", "'m"),
+    (" 's", "'s"),
+    (" 've", "'ve"),
+    (" 're", "'re"),
+)
 
 
 @dataclass(frozen=True)
@@ -268,8 +280,14 @@ class SentencePieceCore(SpecialTokenRoles):
         token = self.added_tokens_decoder.get(self._added_ids.get(content, -1), AddedToken(content))
         if not (token.lstrip or token.rstrip):
             return content
-        return {"content": content, "lstrip": token.lstrip, "rstrip": token.rstrip, "normalized": False,
-                "single_word": False, "special": True}  # fmt: skip
+        return {
+            "content": content,
+            "lstrip": token.lstrip,
+            "rstrip": token.rstrip,
+            "normalized": False,
+            "single_word": False,
+            "special": True,
+        }
 
     # Vocabulary ---------------------------------------------------------------------------------------------
 

@@ -25,9 +25,14 @@ def train_bigbird_spm(
     options = {"pad_id": 0, "bos_id": 1, "eos_id": 2, "unk_id": 100, "user_defined_symbols": symbols}
     config = {"tokenizer_class": "BigBirdTokenizer", "model_max_length": model_max_length}
     token_map = {
-        "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>", "sep_token": "[SEP]",
-        "cls_token": "[CLS]", "mask_token": {"content": "[MASK]", "lstrip": True, "rstrip": False},
-    }  # fmt: skip
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+        "pad_token": "<pad>",
+        "sep_token": "[SEP]",
+        "cls_token": "[CLS]",
+        "mask_token": {"content": "[MASK]", "lstrip": True, "rstrip": False},
+    }
     return _train_spm(texts, Path(out_dir), vocab_size, options, config, token_map)
 
 
