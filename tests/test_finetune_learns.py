@@ -6,6 +6,9 @@ The task is a presence test any attention layer over the global [CLS] token can 
 tokenizer is trained here on that vocabulary so each keyword and each filler word is one piece, and each document
 is exactly one 2,000-token window, read with block-sparse attention (blocks of 16). The accuracy is the command's
 own: its dev scoring (--log), and OUT_DIR's records through `bigbird classify`.
+
+The seed is fixed and matters: --seed 0 and 2 reach 100% (the model finds the keywords late, near step 100, then at
+once); --seed 1 stays at 50% (README, Fine-tuning).
 """
 
 from __future__ import annotations

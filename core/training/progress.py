@@ -21,7 +21,7 @@ class _PlainReporter:
         self.stream = stream
 
     def say(self, text: str) -> None:
-        print(f"bigbird finetune: {text}", file=self.stream, flush=True)
+        print(f"finetune: {text}", file=self.stream, flush=True)
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event["event"]
@@ -63,20 +63,14 @@ class _RichReporter:
         kind = event["event"]
         if kind == "ray":
             self.console.print(
-                f"bigbird finetune: training on Ray with {event['workers']} workers; each step and dev "
-                "score goes to --log"
+                f"finetune: training on Ray with {event['workers']} workers; each step and dev score goes to --log"
             )
         elif kind == "start":
-            self.console.print(f"bigbird finetune: {start_text(event)}")
+            self.console.print(f"finetune: {start_text(event)}")
             self.bar = Progress(
-                TextColumn("training"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[status]}"),
-                console=self.console,
-                transient=False,
-            )
+                TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                TextColumn("{task.fields[status]}"), console=self.console, transient=False,
+            )  # fmt: skip
             self.bar.start()
             self.task = self.bar.add_task("train", total=event["total"], completed=event["step"], status="")
         elif kind == "step" and self.bar is not None:
