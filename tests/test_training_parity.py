@@ -12,6 +12,10 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers
+from test_bigbird_parity import SEP
+from test_bigbird_parity import tiny_config as bigbird_config
+from test_pegasus_parity import EOS
+from test_pegasus_parity import tiny_config as pegasus_config
 
 import bigbird
 from bigbird.models.checkpoints import TABLES, translate
@@ -19,36 +23,9 @@ from bigbird.models.checkpoints import TABLES, translate
 transformers.logging.set_verbosity_error()
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SEP, EOS = 66, 1
-BIGBIRD = dict(
-    vocab_size=120,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=48,
-    max_position_embeddings=512,
-    block_size=8,
-    num_random_blocks=2,
-    hidden_dropout_prob=0.0,
-    attention_probs_dropout_prob=0.0,
-    initializer_range=0.2,
-    sep_token_id=SEP,
-)
-PEGASUS = dict(
-    vocab_size=100,
-    d_model=32,
-    encoder_layers=2,
-    decoder_layers=2,
-    encoder_attention_heads=4,
-    decoder_attention_heads=4,
-    encoder_ffn_dim=48,
-    decoder_ffn_dim=48,
-    max_position_embeddings=256,
-    block_size=8,
-    num_random_blocks=1,
-    dropout=0.0,
-    init_std=0.2,
-)
+# The parity tests' tiny configs (8-token blocks, so a couple of hundred tokens run every block-sparse part), with
+# dropout off: one step's loss and gradients must be the reference's to the last rounding.
+BIGBIRD, PEGASUS = bigbird_config(), pegasus_config()
 
 # (case, class, config overrides, labels): every head and loss the command trains.
 SEQ = "BigBirdForSequenceClassification"
