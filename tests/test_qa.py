@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import BAKER, MUSEUM, cli, jsonl, one_sentence
 
 from bigbird.tasks import QATask
@@ -34,7 +35,9 @@ def test_qa_asks_every_question_of_every_document_in_order(bigbird, tiny_models,
     for record in repeated:
         text = BAKER if record["source"].endswith("a.txt") else MUSEUM
         [alone] = QATask(model, question=record["question"])([Document("x", "x", text)])
-        assert (record["answer"], record["start"], record["score"]) == (alone["answer"], alone["start"], alone["score"])
+        assert (record["answer"], record["start"]) == (alone["answer"], alone["start"])
+        # Another process may time its way to another matmul kernel (or thread count): the last bits can differ.
+        assert record["score"] == pytest.approx(alone["score"], rel=1e-6)
 
     records = tmp_path / "in.jsonl"
     rows = [
