@@ -148,15 +148,22 @@ def classify_examples(
         target = _target_or_skip(doc, labels, fields.label, skipped)
         if target is None:
             continue
-        try:
-            chunked = task.split(doc)
-        except DocumentError as exc:
-            skipped.add(f"unusable ({exc})")
+        chunked = _split_or_skip(task, doc, skipped)
+        if chunked is None:
             continue
         for s, e in chunked.windows:
             examples.append(Example(task.wrap(chunked.ids[s:e], chunked.pair), target))
             owners.append(i)
     return examples, owners
+
+
+def _split_or_skip(task: Any, doc: Document, skipped: Skipped) -> Any:
+    """The document cut into the windows inference reads (`Task.split`), or None, counted, where it can't be."""
+    try:
+        return task.split(doc)
+    except DocumentError as exc:
+        skipped.add(f"unusable ({exc})")
+        return None
 
 
 def _target_or_skip(doc: Document, labels: LabelSet, field_name: str, skipped: Skipped) -> Any:
@@ -218,10 +225,8 @@ def qa_examples(
         if doc.fields.get(fields.answer) and not spans:
             skipped.add("whose answer is not in the text")
             continue
-        try:
-            chunked = task.split(doc)
-        except DocumentError as exc:
-            skipped.add(f"unusable ({exc})")
+        chunked = _split_or_skip(task, doc, skipped)
+        if chunked is None:
             continue
         question = chunked.question
         tokens = _token_span(chunked.offsets, spans[0]) if spans else None
@@ -256,10 +261,8 @@ def summarize_examples(
         if not isinstance(reference, str) or not reference.strip():
             skipped.add(f"without a {fields.reference!r} text")
             continue
-        try:
-            chunked = task.split(doc)
-        except DocumentError as exc:
-            skipped.add(f"unusable ({exc})")
+        chunked = _split_or_skip(task, doc, skipped)
+        if chunked is None:
             continue
         ids = chunked.ids
         s, e = chunked.windows[0]
