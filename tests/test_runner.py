@@ -317,3 +317,16 @@ def test_a_field_no_record_has_stops_before_the_model_loads(bigbird, tiny_models
     mixed.write_text(json.dumps({"id": "a", "body": BAKER}) + "\n" + json.dumps({"id": "b", "text": BAKER}) + "\n")
     done = jsonl(bigbird("classify", "--jsonl", mixed, "-m", tiny_models["classify"], "-q", check_rc=1).stdout)
     assert ["error" in r for r in done] == [True, False]
+
+    # One record says so in the singular; an empty object names no field, so it is one bad record, not a wrong name.
+    single = tmp_path / "single.jsonl"
+    single.write_text(json.dumps({"id": "a", "body": BAKER}) + "\n")
+    result = bigbird("classify", "--jsonl", single, "-m", tmp_path / "no-model", check_rc=2)
+    assert result.stderr.decode() == "error: the only record has no 'text' field; records have: id, body.\n"
+    empty = tmp_path / "empty-object.jsonl"
+    empty.write_text("{}\n" + json.dumps({"id": "b", "text": BAKER}) + "\n")
+    done = jsonl(bigbird("classify", "--jsonl", empty, "-m", tiny_models["classify"], "-q", check_rc=1).stdout)
+    assert ["error" in r for r in done] == [True, False]
+    empty.write_text("{}\n")
+    done = jsonl(bigbird("classify", "--jsonl", empty, "-m", tiny_models["classify"], "-q", check_rc=1).stdout)
+    assert done[0]["error"] == "the record has no 'text' field."

@@ -340,12 +340,13 @@ def check_record_fields(docs: Iterator[Document], required: Sequence[str]) -> It
             unseen.difference_update(doc.keys)
         if not unseen or len(ahead) == FIELD_CHECK_RECORDS:
             break
-    seen = [doc.keys for doc in ahead if doc.keys is not None]
+    # Only records with fields say what the fields are called: an empty object is one bad record, not a wrong name.
+    seen = [doc.keys for doc in ahead if doc.keys]
     for name in dict.fromkeys(required):
         if seen and not any(name in keys for keys in seen):
-            have = ", ".join(dict.fromkeys(key for keys in seen for key in keys)) or "no fields at all"
-            some = "the only record has" if len(seen) == 1 else f"none of the first {len(seen)} records has"
-            raise InputError(f"{some} a {name!r} field; records have: {have}")
+            have = ", ".join(dict.fromkeys(key for keys in seen for key in keys))
+            some = "the only record has no" if len(seen) == 1 else f"none of the first {len(seen)} records has a"
+            raise InputError(f"{some} {name!r} field; records have: {have}")
     return itertools.chain(ahead, docs)
 
 
