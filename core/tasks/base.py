@@ -18,8 +18,9 @@ import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -30,6 +31,9 @@ from bigbird.models.modeling import device_available
 
 from .documents import Document, describe
 from .records import Record, error_record, make_record
+
+if TYPE_CHECKING:
+    from bigbird.models.tokenizers.pieces import Tokens
 
 BIGBIRD, PEGASUS = "big_bird", "bigbird_pegasus"
 
@@ -105,6 +109,15 @@ def text_pieces(text: str, size: int | None = None) -> Iterator[tuple[int, int]]
             end = cut if cut > start else end
         yield start, min(end, len(text))
         start = min(end, len(text))
+
+
+def _joined(encoded: Sequence[Tokens], bounds: Sequence[tuple[int, int]], complete: bool) -> Encoding:
+    """One Encoding of a text's consecutive pieces (the first len(encoded) of `bounds`), spans shifted into it."""
+    if not encoded:
+        return Encoding(np.zeros(0, dtype=np.int64), np.zeros((0, 2), dtype=np.int64))
+    ids = np.fromiter(chain.from_iterable(tokens.ids for tokens in encoded), dtype=np.int64)
+    spans = np.concatenate([tokens.offsets + start for tokens, (start, _) in zip(encoded, bounds, strict=False)])
+    return Encoding(ids, spans, complete=complete)
 
 
 def jobs_by_document(jobs: Sequence[tuple[Any, ...]]) -> dict[int, list[int]]:
@@ -335,23 +348,22 @@ class Task:
     def encode(self, text: str, capacity: int | None = None) -> Encoding:
         """Tokenize without special tokens, keeping each token's character span, piece by piece.
 
-        With `capacity` under `--strategy truncate`, reading stops at the first piece that brings more tokens
-        than `capacity`: a 20 MB document costs one piece, not the document.
+        The pieces go to the tokenizer together, one call that all cores share. With `capacity` under
+        `--strategy truncate` they go one at a time instead, and reading stops at the first piece that brings more
+        tokens than `capacity`: a 20 MB document costs one piece, not the document.
         """
         limit = capacity if capacity is not None and self.strategy == "truncate" else None
-        ids: list[np.ndarray] = []
-        spans: list[np.ndarray] = []
-        count = 0
-        for start, end in text_pieces(text):
-            out = self.tokenizer(text[start:end], add_special_tokens=False, return_offsets_mapping=True)
-            ids.append(np.asarray(out["input_ids"], dtype=np.int64))
-            spans.append(np.asarray(out["offset_mapping"], dtype=np.int64).reshape(-1, 2) + start)
-            count += len(ids[-1])
-            if limit is not None and count > limit and end < len(text):
-                return Encoding(np.concatenate(ids), np.concatenate(spans), complete=False)
-        if not ids:
-            return Encoding(np.zeros(0, dtype=np.int64), np.zeros((0, 2), dtype=np.int64))
-        return Encoding(np.concatenate(ids), np.concatenate(spans))
+        bounds = list(text_pieces(text))
+        if limit is None:
+            encoded = self.tokenizer.encode_texts([text[start:end] for start, end in bounds])
+            return _joined(encoded, bounds, complete=True)
+        encoded, count = [], 0
+        for start, end in bounds:
+            encoded += self.tokenizer.encode_texts([text[start:end]])
+            count += len(encoded[-1])
+            if count > limit and end < len(text):
+                return _joined(encoded, bounds, complete=False)
+        return _joined(encoded, bounds, complete=True)
 
     @property
     def num_special(self) -> int:

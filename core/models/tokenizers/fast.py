@@ -32,6 +32,7 @@ from .pieces import (
     SpecialTokenRoles,
     Tokens,
     _as_ids,
+    _offset_array,
     _read_json,
     _visible_spans,
     added_beyond,
@@ -128,9 +129,10 @@ class TokenizersCore(SpecialTokenRoles):
     def tokenize(self, text: str) -> list[str]:
         return self.backend.encode(text, add_special_tokens=False).tokens
 
-    def _encode_texts(self, texts: Sequence[str], with_offsets: bool) -> list[Tokens]:
-        """Many texts in one call of the library, long ones cut into parts so that all cores share them; spans
-        leave out the whitespace a "▁" stands for, as the sentencepiece core's do."""
+    def encode_texts(self, texts: Sequence[str], with_offsets: bool = True) -> list[Tokens]:
+        """Tokens of many texts (no special tokens, no truncation) in one call of the library, long ones cut into
+        parts so that all cores share them; spans leave out the whitespace a "▁" stands for, as the sentencepiece
+        core's do."""
         parts = [self._parts(text) for text in texts]
         flat = [text[start:end] for text, bounds in zip(texts, parts, strict=True) for start, end in bounds]
         if with_offsets:
@@ -139,13 +141,13 @@ class TokenizersCore(SpecialTokenRoles):
             encoded = iter(self.backend.encode_batch_fast(flat, add_special_tokens=False))
         out = []
         for text, bounds in zip(texts, parts, strict=True):
-            pieces = [(next(encoded), start, end) for start, end in bounds]
-            ids = [i for piece, _, _ in pieces for i in piece.ids]
+            pieces = [next(encoded) for _ in bounds]
+            ids = [i for piece in pieces for i in piece.ids]
             if not with_offsets:
                 out.append(Tokens(ids, None))
                 continue
-            spans = [_visible_spans(text[start:end], piece.offsets) + start for piece, start, end in pieces]
-            out.append(Tokens(ids, spans[0] if len(spans) == 1 else np.concatenate(spans)))
+            offsets = [_offset_array(piece.offsets) + start for piece, (start, _) in zip(pieces, bounds, strict=True)]
+            out.append(Tokens(ids, _visible_spans(text, offsets[0] if len(offsets) == 1 else np.concatenate(offsets))))
         return out
 
     def _parts(self, text: str) -> list[tuple[int, int]]:

@@ -3,7 +3,7 @@ strategies, padding, and the columns a call returns (`input_ids`, `attention_mas
 
 A family says only where its special tokens go (`_affixes`); everything that follows from that is here, so the
 tasks ask the tokenizer how a text is framed instead of knowing it themselves. The pieces under it come from
-either backend (`Framing` reads only the core's `_encode_texts`, its special ids and `model_max_length`):
+either backend (`Framing` reads only the core's `encode_texts`, its special ids and `model_max_length`):
 sentencepiece (`SentencePieceTokenizer`, here) or Hugging Face's tokenizers (`TokenizersTokenizer`, fast.py).
 """
 
@@ -38,7 +38,7 @@ class Framing:
     """What every tokenizer here shares above its piece core: texts framed, truncated and padded as the
     reference does it. A family sets the special tokens around one or two texts in `_affixes`."""
 
-    # From the piece core beside it in a class's bases (`_encode_texts` too: tokens of many texts, with spans).
+    # From the piece core beside it in a class's bases (`encode_texts` too: tokens of many texts, with spans).
     pad_token_id: int | None
     model_max_length: int | None
     _special_id_set: set[int]
@@ -114,7 +114,7 @@ class Framing:
         firsts = list(text) if batched else [text]
         seconds = _as_batch(text_pair, batched, len(firsts))
         strategy, limit = self._truncation_plan(truncation, max_length, padding)
-        encoded = self._encode_texts(firsts + (seconds or []), return_offsets_mapping)
+        encoded = self.encode_texts(firsts + (seconds or []), return_offsets_mapping)
         pairs = zip(
             encoded[: len(firsts)], encoded[len(firsts) :] if seconds is not None else [None] * len(firsts), strict=True
         )

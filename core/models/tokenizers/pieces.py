@@ -358,8 +358,9 @@ class SentencePieceCore(SpecialTokenRoles):
             tokens.extend(next(pieces) if index is None else [self.added_tokens_decoder[index].content])
         return tokens
 
-    def _encode_texts(self, texts: Sequence[str], with_offsets: bool) -> list[Tokens]:
-        """Tokenize many texts with one sentencepiece call over all their plain stretches."""
+    def encode_texts(self, texts: Sequence[str], with_offsets: bool = True) -> list[Tokens]:
+        """Tokens of many texts (no special tokens, no truncation) with one sentencepiece call over all their plain
+        stretches, which it shares among all cores."""
         layouts = [self._split(text) for text in texts]
         plain = [
             text[start:end]
@@ -375,7 +376,7 @@ class SentencePieceCore(SpecialTokenRoles):
             return [Tokens(self._shift(ids), None) for ids in self.sp.encode(segments)]
         mapped = self.sp.encode(segments, out_type="offset_mapping")
         return [
-            Tokens(self._shift(item["ids"]), _visible_spans(segment, item["offsets"]))
+            Tokens(self._shift(item["ids"]), _visible_spans(segment, _offset_array(item["offsets"])))
             for segment, item in zip(segments, mapped, strict=True)
         ]
 
@@ -434,16 +435,20 @@ class SentencePieceCore(SpecialTokenRoles):
         return f"{type(self).__name__}({str(self.vocab_file)!r}, vocab_size={self.vocab_size})"
 
 
-def _visible_spans(segment: str, offsets: list[tuple[int, int]]) -> np.ndarray:
-    """Sentencepiece's character spans with the whitespace a leading "▁" stands for left out.
+def _offset_array(offsets: list[tuple[int, int]]) -> np.ndarray:
+    """A library's (start, end) pairs as an (n, 2) array."""
+    return np.fromiter(chain.from_iterable(offsets), dtype=np.int64, count=2 * len(offsets)).reshape(-1, 2)
+
+
+def _visible_spans(segment: str, spans: np.ndarray) -> np.ndarray:
+    """Sentencepiece's character spans (an (n, 2) array, changed in place) with the whitespace a leading "▁"
+    stands for left out.
 
     sentencepiece gives a "▁x" piece the whitespace run before it as well; a span should cover what the token
     shows, so an answer span cut from the text does not start with a blank. A piece that is only "▁" keeps an
     empty span where the next token starts. Pieces of one character that NFKC expands ("ﬁ" -> "f", "i") come
     back as sentencepiece gives them: the earlier pieces empty, the last one covering the whole character.
     """
-    flat = np.fromiter(chain.from_iterable(offsets), dtype=np.int64, count=2 * len(offsets))
-    spans = flat.reshape(-1, 2)
     if not spans.size:
         return spans
     codes = np.frombuffer(segment.encode("utf-32-le"), dtype=np.uint32)
