@@ -203,6 +203,20 @@ def test_mixed_lengths_summarized_together_beside_batch_size_1():
     assert two["speedup_vs_batch1"] == pytest.approx(two["batch1"]["median_s"] / two["median_s"], rel=1e-2)
 
 
+@pytest.mark.skipif(not has_transformers, reason="transformers is not installed")
+def test_mixed_lengths_against_transformers_one_document_at_a_time():
+    """The main job against transformers: the same documents through its generate, one at a time, in documents per
+    hour; the summaries are the same tokens as ours."""
+    spec = tiny(
+        preset="tiny-pegasus", task="summarize", mixed=True, seq_lens=[300, 90], batch_sizes=[2], compare="transformers"
+    )
+    (row,) = run_bench(spec)
+    theirs = row["transformers"]
+    assert row["same_tokens"] is True and row["same_tokens_as_batch1"] is True
+    assert theirs["docs_per_hour"] == pytest.approx(2 * 3600 / theirs["median_s"], rel=1e-3)
+    assert row["ratio"] == pytest.approx(theirs["median_s"] / row["median_s"], rel=1e-2)
+
+
 # --------------------------------------------------------------------------------------------------
 # Through the installed `bigbird` command (the `bigbird` fixture of conftest.py runs it in a subprocess)
 # --------------------------------------------------------------------------------------------------
