@@ -384,6 +384,34 @@ def test_inputs_decoded_together_get_the_tokens_they_get_alone(tmp_path, monkeyp
         assert len({a.shape[1] for a in alone}) > 1 or sample
 
 
+def test_inputs_made_of_earlier_results_join_when_those_are_done(tmp_path):
+    """A feed may say "nothing ready" (None) while the inputs its next ones are made of are in flight (summarize's
+    summaries of summaries): decoding goes on, the later inputs join when made, and every input still gets its
+    tokens alone; None with nothing in flight is a clear error, not a hang."""
+    pair = make_pair(tmp_path, seed=2, attention_type="original_full", eos_bias=2.0)
+    g = torch.Generator().manual_seed(3)
+    first = [torch.randint(3, 100, (1, n), generator=g) for n in (40, 25, 33)]
+    done: dict[int, torch.Tensor] = {}
+    waited = 0
+
+    def feed():
+        nonlocal waited
+        yield from ((x, None) for x in first)
+        while len(done) < len(first):  # the next input is the first three's outputs, joined
+            waited += 1
+            yield None
+        yield torch.cat([done[i][:, 1:] for i in range(len(first))], dim=1), None
+
+    for index, ids in generation.generate_each(pair.ours, feed(), 2, max_length=MAX_LENGTH, num_beams=2):
+        done[index] = ids
+    assert sorted(done) == [0, 1, 2, 3] and waited > 0
+    joined = torch.cat([done[i][:, 1:] for i in range(3)], dim=1)
+    for i, x in enumerate([*first, joined]):
+        assert torch.equal(done[i], pair.ours.generate(x, max_length=MAX_LENGTH, num_beams=2)), i
+    with pytest.raises(ValueError, match="none are"):
+        list(generation.generate_each(pair.ours, iter([None]), 2, max_length=MAX_LENGTH))
+
+
 def test_batched_linear_rows_are_each_inputs_rows_alone():
     """Under rows_per_input, a layer gives every input's rows the bits that input gets alone, on data other than
     the probe's: the kernel's code path depends on the shapes only."""

@@ -72,6 +72,44 @@ def test_a_failing_document_becomes_an_error_record_and_its_batch_mates_succeed(
     assert (stats.ok, stats.failed, stats.exit_code) == (2, 2, 1)
 
 
+class StreamingTask(FakeTask):
+    """Keeps its own batch full (as summarize does): takes whole buckets, and yields records as they are done, here
+    last document first; fails mid-bucket on a 'boom' document."""
+
+    streams = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.streams_given: list[list[str]] = []
+
+    def stream(self, docs, size):
+        self.streams_given.append([d.id for d in docs])
+        for i in reversed(range(len(docs))):
+            if "boom" in docs[i].text:
+                raise RuntimeError("boom happened")
+            yield i, self([docs[i]], size)[0]
+
+
+def test_a_streaming_task_gets_whole_buckets_and_its_records_are_written_in_input_order(tmp_path):
+    texts = ["x" * n for n in (5, 1, 9, 2, 7, 3)]
+    task = StreamingTask()
+    docs = [*docs_of(texts), Document("unreadable", "test", error="it is empty.")]
+    stats, records = run_to_file(tmp_path, task, docs, batch_size=2)
+    assert [r["id"] for r in records] == [*(f"d{i}" for i in range(6)), "unreadable"]
+    assert [r["out"] for r in records[:6]] == [t.upper() for t in texts]
+    assert task.streams_given == [[f"d{i}" for i in range(6)]]  # the readable documents, in input order
+    assert (stats.ok, stats.failed) == (6, 1)
+
+
+def test_a_stream_that_raises_keeps_its_records_and_retries_the_rest_one_at_a_time(tmp_path):
+    task = StreamingTask()
+    stats, records = run_to_file(tmp_path, task, docs_of(["a", "boom", "c", "d"]), batch_size=2)
+    assert [r.get("out", r.get("error")) for r in records] == ["A", "RuntimeError: boom happened.", "C", "D"]
+    # d and c were done before the failure; a and the bad one are retried alone.
+    assert task.batches == [["d3"], ["d2"], ["d0"], ["d1"]]
+    assert (stats.ok, stats.failed) == (3, 1)
+
+
 def test_shards_cover_the_input_exactly_once():
     docs = docs_of([str(i) for i in range(10)])
     seen = [d.id for i in range(3) for d in Shard(i, 3).select(docs)]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import BAKER, LONG_TEXT, WINDOW, cli, jsonl
 
-from bigbird.tasks import ClassifyTask, MaskTask, QATask, SummarizeTask, TaskError
+from bigbird.tasks import ClassifyTask, MaskTask, QATask, SummarizeTask, TaskError, summarize
 from bigbird.tasks import base as task_base
 from bigbird.tasks.base import sliding_windows, split_even
 from bigbird.tasks.documents import Document
@@ -128,16 +128,27 @@ def test_mask_predicts_each_mask_from_a_window_centred_on_it(tiny_models):
     assert cut["truncated"] and len(cut["predictions"]) == 1
 
 
-def test_summarize_chunks_then_summarizes_the_summaries(tiny_models):
+def test_summarize_chunks_then_summarizes_the_summaries(tiny_models, monkeypatch):
     task = SummarizeTask(str(tiny_models["summarize"]), max_new_tokens=5, num_beams=1)
     assert task.generate_options == {"num_beams": 1, "max_new_tokens": 5}
     assert task.generation.num_beams == 1 and task.generation.length_penalty == 0.8 and task.generation.max_length == 6
-    calls = []
-    original = task.summarize_ids
-    task.summarize_ids = lambda inputs, size, seeds=None: calls.append(len(inputs)) or original(inputs, size, seeds)
+    given = []  # the width of every input generate_each is handed, in order
+    original = summarize.generate_each
+
+    def counting(model, inputs, size, **options):
+        def seen():
+            for item in inputs:
+                if item is not None:  # None: nothing ready until an input in flight is done
+                    given.append(item[0].shape[1])
+                yield item
+
+        return original(model, seen(), size, **options)
+
+    monkeypatch.setattr(summarize, "generate_each", counting)
     short, long = task([doc("The committee met on Tuesday.", "s"), doc(LONG_TEXT * 2, "l")])
     assert short["chunks"] == 1 and long["chunks"] == len(split_even(long["input_tokens"], WINDOW - 1)) > 1
-    assert calls == [1 + long["chunks"], 1]  # all chunks at once, then the joined summaries of the long one
+    # The short document, then the long one's chunks; once their summaries are all in, the joined summaries.
+    assert len(given) == 1 + long["chunks"] + 1
     assert isinstance(long["summary"], str) and not long["truncated"]
     [cut] = SummarizeTask(str(tiny_models["summarize"]), strategy="truncate", max_new_tokens=3)([doc(LONG_TEXT)])
     assert cut["truncated"] and cut["chunks"] == 1
@@ -187,20 +198,21 @@ def test_a_tokenizer_of_another_model_is_refused_at_load(tiny_models, tmp_path):
         ClassifyTask(str(mixed))
 
 
-def test_summaries_no_shorter_than_their_chunks_are_cut_at_one_whole_window(tiny_models):
+def test_summaries_no_shorter_than_their_chunks_are_cut_at_one_whole_window(tiny_models, monkeypatch):
     """A model that never stops early: the round cuts the joined summaries so the loop ends. It kept the first of
     several near-equal windows (not a whole one) and still said the text was not cut."""
     task = SummarizeTask(str(tiny_models["summarize"]), num_beams=1)
     seen = []
 
-    def echo(inputs, per_pass, seeds=None):  # each summary is its input again: as long as it
-        seen.append([len(piece) for piece in inputs])
-        return [[task.tokenizer.decode(list(piece))] for piece in inputs], ["original_full"] * len(inputs)
+    def echo(model, inputs, size, **options):  # each summary is its input again: as long as it
+        for n, (input_ids, _) in enumerate(inputs):
+            seen.append(input_ids.shape[1] - task.num_special)
+            yield n, input_ids
 
-    task.summarize_ids = echo
+    monkeypatch.setattr(summarize, "generate_each", echo)
     [record] = task([doc(LONG_TEXT * 3)])
     assert record["chunks"] > 2 and record["truncated"]
-    assert seen[-1] == [task.capacity]  # the last round read one whole window
+    assert seen[-1] == task.capacity  # the last round read one whole window
 
 
 def test_a_question_that_is_a_list_or_an_object_is_an_error_record(tiny_models):

@@ -2,6 +2,8 @@
 
 Documents are read ahead in buckets (a few batches' worth), each bucket sorted by length into batches so that
 batch-mates pad little; a batch that raises is retried one document at a time, so only the bad document fails.
+A task that keeps its own batch full (summarize's continuous batching, `Task.streams`) gets the whole bucket in
+one call instead, and its records are written as they are done.
 The Ray engine (engines/ray.py) runs the same `bucket_records` on each of its workers.
 """
 
@@ -31,6 +33,9 @@ class RecordMaker(Protocol):
     model_name: str
 
     def __call__(self, docs: list[Document], per_pass: int) -> list[Record]: ...
+
+    # A task whose `streams` is true also has `stream(docs, per_pass)`: (index, record) pairs as records are done
+    # (bigbird.tasks.base.Task.stream), and is handed whole buckets.
 
 
 def bucket_size(batch_size: int) -> int:
@@ -80,6 +85,18 @@ def bucket_records(task: RecordMaker, bucket: list[Document], batch_size: int) -
         if doc.error is not None:
             records[i] = error_record(doc, task.model_name, doc.error)
     yield from ready()
+    if getattr(task, "streams", False):  # the task keeps its batch full across the whole bucket itself
+        readable = [i for i, doc in enumerate(bucket) if doc.error is None]
+        try:
+            for j, record in task.stream([bucket[i] for i in readable], batch_size):  # type: ignore[attr-defined]
+                records[readable[j]] = record
+                yield from ready()
+        except Exception:  # as a failed batch: the documents without a record are retried one at a time
+            for i in readable:
+                if records[i] is None:
+                    [records[i]] = _process(task, [bucket[i]], batch_size)
+                    yield from ready()
+        return
     readable = sorted((i for i, doc in enumerate(bucket) if doc.error is None), key=lambda i: len(bucket[i].text))
     for start in range(0, len(readable), batch_size):
         batch = readable[start : start + batch_size]

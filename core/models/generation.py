@@ -506,7 +506,7 @@ class _InFlight:
 @torch.no_grad()
 def generate_each(
     model: Any,
-    inputs: Iterable[tuple[torch.Tensor, list[torch.Generator] | None]],
+    inputs: Iterable[tuple[torch.Tensor, list[torch.Generator] | None] | None],
     size: int,
     **options: Any,
 ) -> Iterator[tuple[int, torch.Tensor]]:
@@ -518,7 +518,9 @@ def generate_each(
     token of all inputs in flight (a `RaggedCache`: attention input by input, every other layer over all rows,
     `linear.rows_per_input` keeping each input's rows the bits they are alone). An input that finishes leaves at
     once and a waiting one takes its place (continuous batching), so memory holds the keys/values of at most
-    `size` inputs. Inputs are read lazily.
+    `size` inputs. Inputs are read lazily, and `inputs` may yield None for "none ready until an input in flight
+    finishes" (a caller whose next inputs are made of finished ones' results: summaries of summaries); `index`
+    counts the inputs given, Nones left out.
     """
     settings = resolve_generation_settings(model.config, options)
     if settings.decoder_start_token_id is None:
@@ -526,11 +528,22 @@ def generate_each(
     eos = _ids(settings.eos_token_id, model.device)
     processors = build_processors(settings, eos, model.device)
     group = settings.rows_per_input
-    waiting = enumerate(inputs)
+    waiting = iter(inputs)
+    given = 0
+    exhausted = False
     flying: list[_InFlight] = []
     while True:
-        while len(flying) < size and (item := next(waiting, None)) is not None:
-            index, (input_ids, generators) = item
+        while len(flying) < size and not exhausted:
+            item = next(waiting, _END)
+            if item is _END:
+                exhausted = True
+                break
+            if item is None:
+                if not flying:
+                    raise ValueError("generate_each: the inputs are waiting on inputs in flight, and none are")
+                break
+            input_ids, generators = item
+            index, given = given, given + 1
             if input_ids.shape[0] != 1:
                 raise ValueError(f"generate_each takes inputs of one row, not {input_ids.shape[0]}")
             encoded = model.model.encoder(input_ids).last_hidden_state
@@ -544,7 +557,9 @@ def generate_each(
             else:
                 flying.append(_InFlight(index, search, cache, encoded))
         if not flying:
-            return
+            if exhausted:
+                return
+            continue
         ragged = RaggedCache([f.cache for f in flying], group)
         rows = torch.cat([f.search.rows()[:, -1:] for f in flying])
         with rows_per_input(group):
@@ -554,6 +569,9 @@ def generate_each(
             if f.search.done:
                 yield f.index, f.search.result()
         flying = [f for f in flying if not f.search.done]
+
+
+_END = object()  # generate_each's inputs have no more
 
 
 def _advance(search: _Sampling | _BeamSearch, cache: DecoderCache, logits: torch.Tensor) -> None:

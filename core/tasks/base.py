@@ -452,6 +452,15 @@ class Task:
         """The task proper: documents → records (one each, in order), at most `per_pass` windows a forward pass."""
         raise NotImplementedError
 
+    # Whether `stream` keeps up to `per_pass` inputs in flight across all the documents it is given and yields
+    # each record when it is done (summarize's continuous batching): the runner then hands it a whole read-ahead
+    # bucket at once, instead of batches it would drain at each one's end.
+    streams: ClassVar[bool] = False
+
+    def stream(self, docs: list[Document], per_pass: int | None = None) -> Iterator[tuple[int, Record]]:
+        """(index in `docs`, record) pairs as records are done; here all together, after `__call__`."""
+        yield from enumerate(self(docs, per_pass))
+
     def split(self, doc: Document) -> Chunked:
         """How the task cuts one document for the model (DocumentError when it can't be processed at all)."""
         raise NotImplementedError

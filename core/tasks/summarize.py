@@ -11,7 +11,10 @@ from the seed, the document id and the input's place in the document (see `Summa
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+import heapq
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,6 +33,7 @@ SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "seed")
 class SummarizeTask(Task):
     name = "summarize"
     heads = {PEGASUS: "BigBirdPegasusForConditionalGeneration"}
+    streams = True
 
     def __init__(
         self,
@@ -104,47 +108,94 @@ class SummarizeTask(Task):
 
     def process(self, docs: list[Document], per_pass: int) -> list[Record]:
         records: list[Record | None] = [None] * len(docs)
-        # pieces[i]: the token windows document i still has to be summarized from; done when a single one is left.
-        pieces: dict[int, list[np.ndarray]] = {}
-        prepared: dict[int, tuple[int, bool, int]] = {}  # document → (input tokens, truncated, chunks)
-        for i, chunked in self.split_each(docs, records).items():
-            pieces[i] = [chunked.ids[s:e] for s, e in chunked.windows]
-            prepared[i] = (len(chunked.ids), chunked.truncated, len(chunked.windows))
-
-        summaries: dict[int, list[str]] = {}
-        sparse: set[int] = set()  # documents any of whose inputs ran block-sparse attention
-        rounds = 0
-        while len(summaries) < len(pieces):
-            todo = [i for i in pieces if i not in summaries]
-            jobs = [(i, k, piece) for i in todo for k, piece in enumerate(pieces[i])]
-            seeds = [self.draw_seed(docs[i].id, rounds, k) for i, k, _ in jobs] if self.seed is not None else None
-            texts, ran = self.summarize_ids([piece for _, _, piece in jobs], per_pass, seeds)
-            sparse.update(i for (i, _, _), attention in zip(jobs, ran, strict=True) if attention == "block_sparse")
-            for i in todo:
-                parts = [text for (j, _, _), text in zip(jobs, texts, strict=True) if j == i]
-                if len(parts) == 1:
-                    summaries[i] = parts[0]
-                    continue
-                # The next round reads the best summary of each piece.
-                joined = self.encode("\n".join(part[0] for part in parts)).ids
-                windows = split_even(len(joined), self.capacity)
-                if len(windows) >= len(pieces[i]):
-                    # The summaries are no shorter than their inputs (a model that never stops early): cut the
-                    # joined summaries at one whole window instead of looping forever, and say the text was cut.
-                    windows = [(0, min(len(joined), self.capacity))]
-                    n, _, chunks = prepared[i]
-                    prepared[i] = (n, True, chunks)
-                pieces[i] = [joined[s:e] for s, e in windows]
-            rounds += 1
-
-        for i, (input_tokens, cut, chunks) in prepared.items():
-            texts = summaries[i]
-            fields: dict[str, Any] = {"summary": texts[0]}
-            if self.generation.num_return_sequences > 1:
-                fields["summaries"] = texts
-            fields["attention"] = "block_sparse" if i in sparse else "original_full"
-            records[i] = self.record(docs[i], input_tokens=input_tokens, truncated=cut, chunks=chunks, **fields)
+        for i, record in self.summaries_as_done(docs, per_pass):
+            records[i] = record
         return records  # type: ignore[return-value]
+
+    def stream(self, docs: list[Document], per_pass: int | None = None) -> Iterator[tuple[int, Record]]:
+        """Records as documents are done, each with `seconds`: the wall time since the record before it, so a
+        call's records add up to its time (a document decoded beside others shares the steps it rode in)."""
+        if self.dry_run:
+            yield from super().stream(docs, per_pass)
+            return
+        last = time.perf_counter()
+        for i, record in self.summaries_as_done(docs, max(1, per_pass or len(docs))):
+            now = time.perf_counter()
+            if "error" not in record:
+                record["seconds"] = round(now - last, 6)
+            last = now
+            yield i, record
+
+    @torch.inference_mode()
+    def summaries_as_done(self, docs: list[Document], per_pass: int) -> Iterator[tuple[int, Record]]:
+        """(index, record) of every document as its summary is done, all the documents' inputs decoded up to
+        `per_pass` at a time (`generation.generate_each`): a document's chunk summaries, joined, become its inputs
+        of the next round as soon as they are all done, and the first documents' inputs go first.
+
+        Each input is encoded alone (a `Task.batches` pass of one, whose `Pass.attention` is what its encoder
+        ran) and decoded beside others of any lengths, each getting the tokens it gets alone, so a record never
+        depends on its batch-mates; with --seed, input k of round r of a document samples from a generator seeded
+        by `draw_seed`.
+        """
+        progress: dict[int, _Progress] = {}
+        for i, doc in enumerate(docs):
+            try:
+                chunked = self.split(doc)
+            except DocumentError as exc:
+                yield i, self.error(doc, str(exc), input_tokens=exc.input_tokens)
+                continue
+            pieces = [chunked.ids[a:b] for a, b in chunked.windows]
+            progress[i] = _Progress(pieces, len(chunked.ids), chunked.truncated, len(chunked.windows))
+        waiting = [(i, 0, k) for i in progress for k in range(len(progress[i].pieces))]  # a heap: (doc, round, k)
+        given: list[tuple[int, int]] = []  # generate input → (document, piece)
+
+        def inputs() -> Iterator[tuple[torch.Tensor, list[torch.Generator] | None] | None]:
+            while progress:
+                if not waiting:
+                    yield None  # the next inputs are summaries still being made
+                    continue
+                i, round_index, k = heapq.heappop(waiting)
+                [step] = self.batches([self.wrap(list(map(int, progress[i].pieces[k])))], 1)
+                progress[i].sparse |= step.attention == "block_sparse"
+                seed = None if self.seed is None else self.draw_seed(docs[i].id, round_index, k)
+                given.append((i, k))
+                yield step.input_ids, None if seed is None else [torch.Generator(self.device).manual_seed(seed)]
+
+        for n, generated in generate_each(self.model, inputs(), per_pass, **self.generate_options):
+            i, k = given[n]
+            doc = progress[i]
+            texts = self.tokenizer.batch_decode(generated.tolist(), skip_special_tokens=True)
+            doc.parts[k] = [text.strip() for text in texts]
+            if len(doc.parts) < len(doc.pieces):
+                continue
+            if len(doc.pieces) == 1:
+                del progress[i]
+                yield i, self._record(docs[i], doc)
+                continue
+            self._next_round(doc)
+            for k in range(len(doc.pieces)):
+                heapq.heappush(waiting, (i, doc.round, k))
+
+    def _next_round(self, doc: _Progress) -> None:
+        """A document's next inputs: its best chunk summaries, joined and cut into windows again."""
+        joined = self.encode("\n".join(doc.parts[k][0] for k in range(len(doc.pieces)))).ids
+        windows = split_even(len(joined), self.capacity)
+        if len(windows) >= len(doc.pieces):
+            # The summaries are no shorter than their inputs (a model that never stops early): cut the joined
+            # summaries at one whole window instead of looping forever, and say the text was cut.
+            windows = [(0, min(len(joined), self.capacity))]
+            doc.truncated = True
+        doc.pieces = [joined[a:b] for a, b in windows]
+        doc.parts = {}
+        doc.round += 1
+
+    def _record(self, doc: Document, done: _Progress) -> Record:
+        texts = done.parts[0]
+        fields: dict[str, Any] = {"summary": texts[0]}
+        if self.generation.num_return_sequences > 1:
+            fields["summaries"] = texts
+        fields["attention"] = "block_sparse" if done.sparse else "original_full"
+        return self.record(doc, input_tokens=done.input_tokens, truncated=done.truncated, chunks=done.chunks, **fields)
 
     def draw_seed(self, doc_id: str, round_index: int, piece: int) -> int:
         """The seed of one generate input: a hash of --seed, the document id, the round (chunk summaries are
@@ -156,29 +207,16 @@ class SummarizeTask(Task):
         key = f"{self.seed}\0{doc_id}\0{round_index}\0{piece}".encode()
         return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1
 
-    @torch.inference_mode()
-    def summarize_ids(
-        self, inputs: Sequence[Sequence[int]], per_pass: int = 1, seeds: list[int] | None = None
-    ) -> tuple[list[list[str]], list[str]]:
-        """The summaries (num_return_sequences of them) of each token window (special tokens are added here), and
-        the encoder attention each window ran; with `seeds`, input i samples from a generator seeded with seeds[i].
 
-        Each window is encoded alone (a `Task.batches` pass of one, whose `Pass.attention` is what its encoder ran)
-        and decoded with up to `per_pass - 1` others (`generation.generate_each`: continuous batching, each input's
-        tokens those it gets alone), so windows of any lengths share a batch and a record never depends on its
-        batch-mates.
-        """
-        out: list[list[str]] = [[] for _ in inputs]
-        ran: list[str] = []
+@dataclass
+class _Progress:
+    """Where one document's summary stands: the token windows of its current round and the summaries of those
+    done (by window), with what its record reports."""
 
-        def each() -> Iterator[tuple[torch.Tensor, list[torch.Generator] | None]]:
-            for step in self.batches((self.wrap(list(map(int, piece))) for piece in inputs), 1):
-                [i] = step.indices
-                ran.append(step.attention)
-                generators = None if seeds is None else [torch.Generator(self.device).manual_seed(seeds[i])]
-                yield step.input_ids, generators
-
-        for i, generated in generate_each(self.model, each(), per_pass, **self.generate_options):
-            texts = self.tokenizer.batch_decode(generated.tolist(), skip_special_tokens=True)
-            out[i] = [text.strip() for text in texts]
-        return out, ran
+    pieces: list[np.ndarray]
+    input_tokens: int
+    truncated: bool
+    chunks: int
+    parts: dict[int, list[str]] = field(default_factory=dict)
+    round: int = 0
+    sparse: bool = False  # whether any of its inputs ran block-sparse attention
