@@ -165,6 +165,9 @@ def bigbird(hf_home):
 
     def run(*args: str | Path, input: bytes | None = None, env: dict[str, str] | None = None, check_rc=None):
         full_env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+        # No progress lines unless a test asks: a run past 30 s on a loaded machine would print one, and tests
+        # compare two runs' stderr (local against Ray).
+        full_env["BIGBIRD_PROGRESS_SECONDS"] = "1000000"
         full_env.pop("BIGBIRD_MODEL_SUMMARIZE", None)
         full_env.update(env or {})
         result = subprocess.run(
