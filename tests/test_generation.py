@@ -412,13 +412,14 @@ def test_inputs_made_of_earlier_results_join_when_those_are_done(tmp_path):
         list(generation.generate_each(pair.ours, iter([None]), 2, max_length=MAX_LENGTH))
 
 
-def test_batched_linear_rows_are_each_inputs_rows_alone():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_batched_linear_rows_are_each_inputs_rows_alone(dtype):
     """Under rows_per_input, a layer gives every input's rows the bits that input gets alone, on data other than
-    the probe's: the kernel's code path depends on the shapes only."""
+    the probe's: the kernel's code path depends on the shapes only (bfloat16's kernels too)."""
     torch.manual_seed(0)
-    layer = Linear(48, 80, activation="gelu").eval()
+    layer = Linear(48, 80, activation="gelu").eval().to(dtype)
     for group, inputs in ((5, 8), (1, 4), (3, 2)):
-        x = torch.randn(group * inputs, 1, 48)
+        x = torch.randn(group * inputs, 1, 48).to(dtype)
         with torch.no_grad(), linear.rows_per_input(group):
             together = layer(x)
         with torch.no_grad():

@@ -40,6 +40,34 @@ def test_inference_kernel_equals_the_training_path(act, kernel, monkeypatch):
     assert (slow - reference).abs().max() < 1e-6
 
 
+@pytest.mark.parametrize("kernel", ["auto", *kernels.CANDIDATES])
+@pytest.mark.parametrize("act", [None, "gelu_new"])
+def test_bfloat16_layers_choose_their_own_kernel_within_bfloat16_rounding(act, kernel, fresh_choices, monkeypatch):
+    """A bfloat16 layer at inference runs one of float32's kernels, chosen (or forced) apart from float32's
+    choices, where the CPU computes bfloat16 natively; elsewhere torch's F.linear. Whatever ran is within
+    bfloat16's rounding of float32 arithmetic on the same bfloat16 numbers."""
+    monkeypatch.setenv("BIGBIRD_KERNELS", kernel)
+    torch.manual_seed(0)
+    layer = Linear(64, 96, activation=act).bfloat16()
+    x = torch.randn(3, 9, 64).bfloat16()
+    reference = F.linear(x.float(), layer.weight.float(), layer.bias.float())
+    if act is not None:
+        reference = ACTIVATIONS[act](reference)
+    with torch.no_grad():
+        y = layer(x)
+    assert y.dtype == torch.bfloat16
+    assert (y.float() - reference).abs().max() < 2**-7 * reference.abs().max()  # bfloat16 keeps 8 bits
+    chosen = kernels.summary()["bfloat16"]
+    if cpu.has_native_bfloat16() and private_ops.private_op("linear-bf16") is not None:
+        key = kernels.shape_key(64, 96, layer.post_op[0], 27, kernels.BFLOAT16).removeprefix("bfloat16 ")
+        assert list(chosen) == [key] and chosen[key] in kernels.CANDIDATES
+        assert kernel == "auto" or chosen[key] == kernel
+        assert layer.packed == (chosen[key] == "onednn-packed")
+    else:
+        assert chosen == {}
+    assert kernels.summary()["float32"] == {}  # its own choices, not float32's
+
+
 def test_no_bias_and_non_contiguous_inputs():
     layer = Linear(16, 8, bias=False, activation="gelu_new")
     x = torch.randn(5, 3, 16).transpose(0, 1)

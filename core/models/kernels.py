@@ -56,11 +56,13 @@ class Kind:
 
 
 FLOAT32 = Kind("float32", "mkl", ("mkl", "onednn", "onednn-packed"), "BIGBIRD_KERNELS")
+# bfloat16 models' matmuls: the same kernels as float32's, chosen apart (bfloat16 has its own speeds).
+BFLOAT16 = Kind("bfloat16", "mkl", FLOAT32.candidates, "BIGBIRD_KERNELS")
 INT8 = Kind("int8", "fbgemm", ("fbgemm", "onednn"), "BIGBIRD_INT8_KERNELS")
 # onednn-bf16 is never timed: an int8 model's keys/values take it by rule (cross_attention.py), since it changes
 # the numbers; forced on a float32 model it means onednn.
 CROSS_ATTENTION = Kind("cross-attention", "sdpa", ("sdpa", "onednn", "onednn-bf16"), "BIGBIRD_CROSS_ATTENTION")
-KINDS = (FLOAT32, INT8, CROSS_ATTENTION)
+KINDS = (FLOAT32, BFLOAT16, INT8, CROSS_ATTENTION)
 CANDIDATES = FLOAT32.candidates
 MARGIN = 0.05  # how much faster than the default a challenger must be to be chosen
 SAMPLE_ROWS = 256  # rows of the input timed: a long input's matmuls run at the speed they reach here
@@ -206,6 +208,7 @@ def summary() -> dict[str, Any]:
         "int8_override": override(INT8),
         "cross_attention_override": override(CROSS_ATTENTION),
         "float32": chosen(FLOAT32),
+        "bfloat16": chosen(BFLOAT16),
         "int8": chosen(INT8),
         "cross_attention": chosen(CROSS_ATTENTION),
         "measured_ms": {key: {n: round(s * 1e3, 3) for n, s in v.items()} for key, v in _measured.items()},

@@ -9,7 +9,9 @@ the choice of kernel at inference on the CPU:
   about twice as fast; on some Intel CPUs MKL wins. Packed weights stream at memory speed on few-row inputs
   (decoder steps: about twice plain oneDNN's rate), so a layer that chooses them keeps its weight packed
   *instead of* plain: one copy, unpacked again where anything needs the plain tensor (see `Linear.pack`).
-  While gradients are tracked, or on other devices, it is plain F.linear.
+  A bfloat16 model chooses among the same three, apart from float32's choices, on CPUs that compute bfloat16
+  natively (avx512_bf16, AMX), where oneDNN's bfloat16 matmul runs at twice float32's rate and torch's F.linear
+  does not always reach it. While gradients are tracked, or on other devices, it is plain F.linear.
 * `quantize_int8` switches a layer to dynamic int8: weights quantized once per output channel, activations
   per call (one scale per tensor), through whichever of fbgemm's and oneDNN's int8 matmuls was fastest here for
   the shape (`kernels.choose` again; both get the same int8 values and scale, so the numbers don't depend on
@@ -136,6 +138,18 @@ def quantize_weights(weight: torch.Tensor, levels: int) -> tuple[torch.Tensor, t
     return torch.round(weight / scales[:, None]).clamp(-levels, levels).to(torch.int8), scales
 
 
+def _float_kind(x: torch.Tensor, weight: torch.Tensor) -> kernels.Kind | None:
+    """The kind of float matmul whose kernel is chosen by measurement (float32, or bfloat16 where the CPU computes
+    it natively), or None for what runs as torch does it (mixed types, half precision)."""
+    if x.dtype != weight.dtype:
+        return None
+    if x.dtype == torch.float32:
+        return kernels.FLOAT32
+    if x.dtype == torch.bfloat16 and cpu.has_native_bfloat16():
+        return kernels.BFLOAT16
+    return None
+
+
 class Linear(nn.Linear):
     """nn.Linear followed by an optional activation (named as in the configs), computed by the fastest kernel
     that gives the same numbers: see the module docstring."""
@@ -162,8 +176,8 @@ class Linear(nn.Linear):
                 return self._per_input(x, group)
             if self.int8 is not None:
                 return self._int8_forward(x)
-            if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
-                return self._float32_forward(x)
+            if _float_kind(x, self.weight) is not None:
+                return self._float_forward(x)
         if self.weight.is_meta:
             raise RuntimeError(f"{INT8_ONLY}, so it can't track gradients or run on {x.device.type}")
         self.unpack()
@@ -174,25 +188,29 @@ class Linear(nn.Linear):
         """Whether the weight is held in oneDNN's packed layout (see `pack`)."""
         return self.weight.is_mkldnn
 
-    def _float32_forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _float_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Through the kernel kernels.choose picks for this shape (timed on this input at the shape's first call)."""
-        return self._run(self._float32_kernel(x, x.numel() // x.shape[-1]), x)
+        return self._run(self._float_kernel(x, x.numel() // x.shape[-1]), x)
 
-    def _float32_kernel(self, x: torch.Tensor, rows: int) -> str:
-        """The float32 kernel for inputs of `rows` rows, chosen (timed on x's first rows) at the shape's first call.
+    def _float_kernel(self, x: torch.Tensor, rows: int) -> str:
+        """The float32 or bfloat16 kernel for inputs of `rows` rows, chosen (timed on x's first rows) at the
+        shape's first call.
 
         A packed layer has only its packed weight, so it runs the packed kernel whatever its input.
         """
         if self.packed:
             return "onednn-packed"
+        kind = _float_kind(x, self.weight)
+        assert kind is not None
+        suffix = "" if kind is kernels.FLOAT32 else "-bf16"
         names = ["mkl"]
-        if private_ops.private_op("linear") is not None and torch.backends.mkldnn.enabled:
+        if private_ops.private_op("linear" + suffix) is not None and torch.backends.mkldnn.enabled:
             names.append("onednn")
-            if private_ops.private_op("linear-packed") is not None and not self.shares_weight:
+            if private_ops.private_op("linear-packed" + suffix) is not None and not self.shares_weight:
                 names.append("onednn-packed")
-        key = kernels.shape_key(self.in_features, self.out_features, self.post_op[0], rows)
+        key = kernels.shape_key(self.in_features, self.out_features, self.post_op[0], rows, kind)
         sample = x.flatten(0, -2)[: min(rows, kernels.SAMPLE_ROWS)]
-        kernel = kernels.choose(key, names, lambda name: self._run(name, sample))
+        kernel = kernels.choose(key, names, lambda name: self._run(name, sample), kind)
         if kernel == "onednn-packed":
             self.pack(rows)
         self._trial = None  # timed but not chosen: don't keep a second copy of the weight
@@ -211,8 +229,7 @@ class Linear(nn.Linear):
         parts = flat.split(group)
         if self.int8 is not None:
             return torch.cat([self._int8_forward(part) for part in parts]).view(*x.shape[:-1], -1)
-        float32 = x.dtype == torch.float32 and self.weight.dtype == torch.float32
-        kernel = self._float32_kernel(parts[0], group) if float32 else "mkl"
+        kernel = self._float_kernel(parts[0], group) if _float_kind(x, self.weight) is not None else "mkl"
         if self._rows_exact(kernel, x.dtype, group, len(parts)):
             y = self._run(kernel, flat)
         else:

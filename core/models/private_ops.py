@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 
 
 def private_op(name: str) -> Any:
-    """The private op `name` ("linear", "linear-packed", "qlinear", "qlinear-fbgemm", "flash", "conv-packed",
-    "conv-packed-bf16") if it works here, else None."""
+    """The private op `name` ("linear", "linear-packed", "linear-bf16", "linear-packed-bf16", "qlinear",
+    "qlinear-fbgemm", "flash", "conv-packed", "conv-packed-bf16") if it works here, else None."""
     if os.environ.get("BIGBIRD_PRIVATE_OPS") == "0":
         return None
     return _verified(name)
@@ -42,16 +42,18 @@ def _verified(name: str) -> Any:
     return op
 
 
-def _check_linear(packed: bool = False) -> tuple[Any, bool]:
+def _check_linear(packed: bool = False, dtype: torch.dtype = torch.float32) -> tuple[Any, bool]:
     op = torch.ops.mkldnn._linear_pointwise
     if not torch.backends.mkldnn.is_available():
         raise RuntimeError("no oneDNN in this torch build")
     g = torch.Generator().manual_seed(0)
-    x, w, b = torch.randn(5, 16, generator=g), torch.randn(8, 16, generator=g), torch.randn(8, generator=g)
+    x, w, b = (t.to(dtype) for t in (torch.randn(5, 16, generator=g), torch.randn(8, 16, generator=g), torch.randn(8)))
     with torch.inference_mode():
         weight = torch.ops.mkldnn._reorder_linear_weight(w, 5) if packed else w
         y = op(x, weight, b, "gelu", [], "tanh")
-    return op, torch.allclose(y, F.gelu(F.linear(x, w, b), approximate="tanh"), atol=1e-4)
+    expected = F.gelu(F.linear(x.float(), w.float(), b.float()), approximate="tanh")
+    tolerance = 1e-4 if dtype == torch.float32 else 3e-2  # bfloat16's output keeps 8 bits of mantissa
+    return op, y.dtype == dtype and torch.allclose(y.float(), expected, rtol=tolerance, atol=tolerance)
 
 
 def _check_qlinear() -> tuple[Any, bool]:
@@ -126,6 +128,8 @@ def _check_flash() -> tuple[Any, bool]:
 _CHECKS: dict[str, Callable[[], tuple[Any, bool]]] = {
     "linear": _check_linear,
     "linear-packed": functools.partial(_check_linear, packed=True),
+    "linear-bf16": functools.partial(_check_linear, dtype=torch.bfloat16),
+    "linear-packed-bf16": functools.partial(_check_linear, packed=True, dtype=torch.bfloat16),
     "qlinear": _check_qlinear,
     "qlinear-fbgemm": _check_qlinear_fbgemm,
     "flash": _check_flash,
