@@ -208,6 +208,8 @@ def where_it_ran(record: dict[str, Any]) -> str:
     generation = f" {machine['cpu_generation']}" if machine.get("cpu_generation") else ""
     line = f"{machine.get('cpu', '?')}{generation} ({' '.join(machine.get('isa', []))}), torch {torch_version}"
     line += kernels_of("float32", "override", "BIGBIRD_KERNELS")
+    if chosen.get("bfloat16"):
+        line += kernels_of("bfloat16", "override", "BIGBIRD_KERNELS")
     if record.get("quantize"):
         line += kernels_of("int8", "int8_override", "BIGBIRD_INT8_KERNELS")
         line += f", int8 weights ±{chosen.get('int8_weight_levels', '?')}"
