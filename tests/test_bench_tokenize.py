@@ -147,3 +147,17 @@ def test_cli_refusals_are_one_sentence_exit_2(extra: list[str], both: Path, text
     args = [{"MODEL": str(both), "TEXT": str(text_file)}.get(arg, arg) for arg in extra]
     result = cli("bench", "--task", "tokenize", *args)
     assert result.exit_code == 2 and one_sentence(result.output), result.output
+
+
+def test_a_bad_text_or_folder_is_refused_before_the_output_is_opened(both: Path, tmp_path: Path) -> None:
+    out = tmp_path / "records.jsonl"
+    result = cli("bench", "--task", "tokenize", "--model", both, "--text", tmp_path / "missing.txt", "-o", out)
+    assert result.exit_code == 2 and one_sentence(result.output) and "does not exist" in result.output
+    assert not out.exists()
+    foreign = Path(shutil.copytree(both, tmp_path / "foreign"))
+    (foreign / "config.json").write_text('{"model_type": "t5"}', encoding="utf-8")
+    text = tmp_path / "text.txt"
+    text.write_text("Rivers carry sediment.", encoding="utf-8")
+    result = cli("bench", "--task", "tokenize", "--model", foreign, "--text", text, "-o", out)
+    assert result.exit_code == 2 and one_sentence(result.output) and "BigBird or Pegasus" in result.output
+    assert not out.exists()

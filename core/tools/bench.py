@@ -472,7 +472,7 @@ def run_bench(spec: BenchSpec, progress: Callable[[str], None] | None = None) ->
     if spec.task == "train":
         return _measure_train(spec, progress)
     if spec.task == "tokenize":
-        return _measure_tokenize(spec, progress)
+        return _measure_tokenize(spec, *_tokenize_setup(spec), progress)
     return _measure(spec, progress)
 
 
@@ -784,26 +784,19 @@ def _measure_train(spec: BenchSpec, progress: Callable[[str], None] | None) -> I
 # --------------------------------------------------------------------------------------------------
 # --task tokenize: a checkpoint's tokenizer files on one text
 # --------------------------------------------------------------------------------------------------
-def _measure_tokenize(spec: BenchSpec, progress: Callable[[str], None] | None) -> Iterator[dict[str, Any]]:
-    """Each tokenizer file of the --model folder on the --text file's text, as the tasks tokenize a document
-    (`bigbird.tools.tokenize_bench`): one record per file, in seconds and seconds per megabyte (10^6 bytes of
-    UTF-8), with whether the tasks read that file (`serves`) and whether every file gave the serving one's ids
-    and character spans (`same_ids`)."""
-    import sentencepiece
-    import tokenizers
-
+def _tokenize_setup(spec: BenchSpec) -> tuple[str, dict[str, Any], str]:
+    """The --text file's text, the --model folder's tokenizers by file (`bigbird.tools.tokenize_bench`), and the
+    file the tasks read; BenchError in one sentence when any can't be had. Run at the call (`run_bench`), so a bad
+    file is refused before any output is opened."""
     from bigbird.models.checkpoints import CONFIG_FILES, TOKENIZER_FILES, CheckpointError, resolve_checkpoint
     from bigbird.models.tokenizers import tokenizer_file
-    from bigbird.tasks.base import text_pieces
     from bigbird.tasks.documents import describe, read_file
     from bigbird.tools import tokenize_bench
 
-    say = progress or (lambda message: None)
     document = read_file(Path(spec.text), "text")  # as the task commands read a text file
     if document.error is not None:
         raise BenchError(f"--text {spec.text}: {document.error}")
-    text = document.text
-    if not text.strip():
+    if not document.text.strip():
         raise BenchError(f"--text {spec.text} holds no text to tokenize.")
     try:
         files = CONFIG_FILES + TOKENIZER_FILES  # a Hub id's tokenizer, not its weights
@@ -812,31 +805,51 @@ def _measure_tokenize(spec: BenchSpec, progress: Callable[[str], None] | None) -
         raise BenchError(str(exc)) from None
     model_type = tokenize_bench.folder_family(directory)
     if model_type is None:
-        raise BenchError(f"{spec.model} names no BigBird or Pegasus model or tokenizer class (config.json).")
+        raise BenchError(
+            f"{spec.model}: neither config.json's model_type nor tokenizer_config.json's tokenizer_class is a"
+            " BigBird or Pegasus one."
+        )
     try:
-        tokenizers_ = tokenize_bench.folder_tokenizers(directory, model_type)
+        tokenizers = tokenize_bench.folder_tokenizers(directory, model_type)
     except Exception as exc:  # an unreadable or foreign file: one sentence, as the tasks say it
         raise BenchError(f"{spec.model}: the tokenizer can't be loaded ({describe(exc)}).") from None
-    if not tokenizers_:
+    if not tokenizers:
         raise BenchError(f"{spec.model} has neither a spiece.model nor a tokenizer.json to time.")
-    serving = tokenizer_file(directory)
+    return document.text, tokenizers, tokenizer_file(directory)
+
+
+def _measure_tokenize(
+    spec: BenchSpec, text: str, tokenizers: dict[str, Any], serving: str, progress: Callable[[str], None] | None
+) -> Iterator[dict[str, Any]]:
+    """Each tokenizer file of the --model folder on the --text file's text, as the tasks tokenize a document
+    (`bigbird.tools.tokenize_bench`): one record per file, in seconds and seconds per megabyte (10^6 bytes of
+    UTF-8), with whether the tasks read that file (`serves`) and whether every file gave the serving one's ids
+    and character spans (`same_ids`)."""
+    import sentencepiece
+    import tokenizers as tokenizers_library
+
+    from bigbird.tasks.base import text_pieces
+    from bigbird.tasks.documents import describe
+    from bigbird.tools import tokenize_bench
+
+    say = progress or (lambda message: None)
     megabytes = len(text.encode("utf-8")) / 1e6
-    say(f"tokenizing {megabytes:.2f} MB through {' and '.join(tokenizers_)} ({spec.warmup} + {spec.repeat} rounds)")
+    say(f"tokenizing {megabytes:.2f} MB through {' and '.join(tokenizers)} ({spec.warmup} + {spec.repeat} rounds)")
     try:
         with tokenize_bench.on_cores(spec.threads) as cores:
-            timed = tokenize_bench.time_tokenizers(tokenizers_, text, spec.repeat, spec.warmup)
+            timed = tokenize_bench.time_tokenizers(tokenizers, text, spec.repeat, spec.warmup)
     except OSError as exc:
         raise BenchError(f"{describe(exc)}.") from None
     served = timed[serving].encoding
     same = all(tokenize_bench.same_encoding(t.encoding, served) for t in timed.values())
-    versions = {"sentencepiece": sentencepiece.__version__, "tokenizers": tokenizers.__version__}
+    versions = {"sentencepiece": sentencepiece.__version__, "tokenizers": tokenizers_library.__version__}
     for name, t in timed.items():
         median = statistics.median(t.seconds)
         yield {
             "task": "tokenize",
             "model": spec.model,
             "tokenizer_file": name,
-            "tokenizer_class": type(tokenizers_[name]).__name__,
+            "tokenizer_class": type(tokenizers[name]).__name__,
             "serves": name == serving,
             "megabytes": round(megabytes, 6),
             "characters": len(text),
