@@ -130,6 +130,12 @@ def command(
 
     **Example:** bigbird bench --preset bigbird-pegasus-large --task summarize --mixed --seq-lens 1500,2500,4000
     --batch-sizes 1,8 --new-tokens 128
+
+    With **--task tokenize** it times the --model folder's tokenizer files (spiece.model, tokenizer.json) on the
+    --text file as the tasks tokenize a document, in turn round by round, in seconds per MB, with whether they
+    gave the same ids; --threads then pins the cores both libraries share.
+
+    **Example:** bigbird bench --task tokenize --model ./my-model --text book.txt --repeat 7
     """
     from bigbird.tools.bench import BenchError, BenchSpec
 
