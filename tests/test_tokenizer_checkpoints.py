@@ -47,6 +47,7 @@ CHECKPOINTS = {
         {"id2label": {0: "no", 1: "yes"}},
     ),
     "qa": ("bigbird", "question_answering", "BigBirdForQuestionAnswering", {}),
+    "pegasus-qa": ("pegasus", "question_answering", "BigBirdPegasusForQuestionAnswering", {}),
     "mask": ("bigbird", "masked_lm", "BigBirdForMaskedLM", {}),
     "summarize": (
         "pegasus",
@@ -108,12 +109,13 @@ def doc(text: str, i: int = 0, **fields) -> Document:
 
 
 @pytest.mark.parametrize("added", [False, True], ids=["plain", "added-tokens"])
-@pytest.mark.parametrize("name", ["classify", "pegasus-classify", "qa", "mask", "summarize"])
+@pytest.mark.parametrize("name", ["classify", "pegasus-classify", "qa", "pegasus-qa", "mask", "summarize"])
 def test_ids_equal_the_reference_tokenizer(name: str, added: bool, saved: Saved) -> None:
     """The task's tokens (piecewise, with offsets) are the reference's, on accents, CJK, emoji, newlines, runs of
     spaces and special and added tokens written in the text."""
     folder = saved[name, added]
-    task = {"summarize": SummarizeTask, "mask": MaskTask, "qa": QATask}.get(name, ClassifyTask)(str(folder))
+    tasks = {"summarize": SummarizeTask, "mask": MaskTask, "qa": QATask, "pegasus-qa": QATask}
+    task = tasks.get(name, ClassifyTask)(str(folder))
     assert task.tokenizer.source == "tokenizer.json"
     reference = reference_tokenizer(name, folder)
     for text in OFFSET_TEXTS + TEXTS + MASKED:
@@ -165,23 +167,25 @@ def test_mask_equals_the_reference(added: bool, saved: Saved) -> None:
 
 
 @pytest.mark.parametrize("added", [False, True], ids=["plain", "added-tokens"])
-def test_qa_equals_the_reference(added: bool, saved: Saved) -> None:
+@pytest.mark.parametrize("name", ["qa", "pegasus-qa"])
+def test_qa_equals_the_reference(name: str, added: bool, saved: Saved) -> None:
     """The best span of the reference's logits over the context tokens (the span's probability: one softmax over
-    [CLS] and the context, start times end), cut from the text through the reference's offsets. Token-level spans
-    (`align_to_words=False`): widening to whole words is the pipeline's step, tested against it in
-    test_task_options.py."""
-    folder = saved["qa", added]
-    model, tokenizer = reference_model("qa", folder), reference_tokenizer("qa", folder)
+    [CLS], where the tokenizer opens the input with one (BigBird; Pegasus has none), and the context, start times
+    end), cut from the text through the reference's offsets. Token-level spans (`align_to_words=False`): widening
+    to whole words is the pipeline's step, tested against it in test_task_options.py."""
+    folder = saved[name, added]
+    model, tokenizer = reference_model(name, folder), reference_tokenizer(name, folder)
     task = QATask(str(folder), question=QUESTION, max_answer_tokens=8, align_to_words=False)
     for record, text in zip(task([doc(t, i) for i, t in enumerate(TEXTS)]), TEXTS, strict=True):
         inputs = tokenizer(QUESTION, text, return_tensors="pt", return_offsets_mapping=True)
         offsets = inputs.pop("offset_mapping")[0].tolist()
+        context = [k for k, sequence in enumerate(inputs.sequence_ids(0)) if sequence == 1]
+        first, last = context[0], context[-1] + 1  # [CLS] Q [SEP] context [SEP] (BigBird), Q context </s> (Pegasus)
         with torch.no_grad():
             out = model(**inputs)
-        n_question = len(tokenizer(QUESTION, add_special_tokens=False)["input_ids"])
-        first, last = n_question + 2, inputs["input_ids"].shape[1] - 1  # [CLS] Q [SEP] context [SEP]
         keep = torch.zeros_like(out.start_logits[0], dtype=torch.bool)
-        keep[0] = keep[first:last] = True
+        keep[first:last] = True
+        keep[0] |= tokenizer.cls_token_id is not None and inputs["input_ids"][0, 0] == tokenizer.cls_token_id
         p_start = out.start_logits[0].masked_fill(~keep, -torch.inf).softmax(-1)
         p_end = out.end_logits[0].masked_fill(~keep, -torch.inf).softmax(-1)
         spans = [(p_start[i] * p_end[j]).item() for i in range(first, last) for j in range(i, min(i + 8, last))]

@@ -27,6 +27,7 @@ class BenchTask(str, Enum):
     encode = "encode"
     summarize = "summarize"
     train = "train"
+    tokenize = "tokenize"
 
 
 class Compare(str, Enum):
@@ -58,8 +59,15 @@ def command(
     revision: Revision = None,
     task: Annotated[
         BenchTask,
-        typer.Option(help="encode: encoder forward; summarize: encoder + generate; train: forward + backward."),
+        typer.Option(
+            help="encode: encoder forward; summarize: encoder + generate; train: forward + backward; tokenize: the"
+            " --model folder's tokenizer files on the --text file, as the tasks tokenize a document."
+        ),
     ] = BenchTask.encode,
+    text: Annotated[
+        Path | None,
+        typer.Option(help="--task tokenize: the text file to tokenize (e.g. 1 MB of real text).", show_default=False),
+    ] = None,
     seq_lens: Annotated[
         str | None,
         typer.Option(
@@ -122,6 +130,12 @@ def command(
 
     **Example:** bigbird bench --preset bigbird-pegasus-large --task summarize --mixed --seq-lens 1500,2500,4000
     --batch-sizes 1,8 --new-tokens 128
+
+    With **--task tokenize** it times the --model folder's tokenizer files (spiece.model, tokenizer.json) on the
+    --text file as the tasks tokenize a document, in turn round by round, in seconds per MB, with whether they
+    gave the same ids; --threads then pins the cores both libraries share.
+
+    **Example:** bigbird bench --task tokenize --model ./my-model --text book.txt --repeat 7
     """
     from bigbird.tools.bench import BenchError, BenchSpec
 
@@ -143,9 +157,12 @@ def command(
         mixed=mixed,
         compare=compare.value if compare else None,
         quantize=quantize.value if quantize else None,
+        text=None if text is None else str(text),
     )
     if model and preset:
         raise UsageError("name the weights with one of --preset and --model, not both.")
+    if plot is not None and spec.task == "tokenize":
+        raise BenchError("--plot draws time against sequence length, which --task tokenize does not measure.")
     if plot is not None:
         from bigbird.eval.report import require_plot
 
@@ -158,7 +175,7 @@ def command(
 
         # Off a terminal rich would squeeze the table into 80 columns; a log file can take the full width.
         wide = console if console.is_terminal else Console(stderr=True, highlight=False, width=220)
-        wide.print(results_table(records))
+        wide.print(tokenize_table(records) if spec.task == "tokenize" else results_table(records))
 
 
 def measure(spec: Any, output: Path | None, plot: Path | None, quiet: bool) -> list[dict[str, Any]]:
@@ -294,4 +311,26 @@ def results_table(records: list[dict[str, Any]]):
         if compare:
             row += compare_cells(r)
         table.add_row(*row)
+    return table
+
+
+def tokenize_table(records: list[dict[str, Any]]):
+    """--task tokenize's records as a rich table: one row per tokenizer file, the serving one marked."""
+    from rich.table import Table
+
+    first = records[0] if records else {}
+    title = f"bigbird bench: {first.get('model', '')} tokenize"
+    if first:
+        machine, versions = first["machine"], first["versions"]
+        title += f" ({first['megabytes']:.2f} MB, {first['threads']} cores, repeat {first['repeat']})\n"
+        title += f"{machine['cpu']} {machine['cpu_generation'] or ''}, load {machine['load_avg_1m']}, "
+        title += ", ".join(f"{name} {version}" for name, version in versions.items())
+    table = Table(title=title)
+    for name in ("file", "serves", "class", "tokens", "median s", "min", "max", "s/MB", "same ids"):
+        table.add_column(name, justify="left" if name in ("file", "class") else "right")
+    for r in records:
+        times = [f"{r[key]:.3f}" for key in ("median_s", "min_s", "max_s", "s_per_mb")]
+        serves = "yes" if r["serves"] else ""
+        same = "yes" if r["same_ids"] else "NO"
+        table.add_row(r["tokenizer_file"], serves, r["tokenizer_class"], f"{r['tokens']:,}", *times, same)
     return table

@@ -120,6 +120,27 @@ def _joined(encoded: Sequence[Tokens], bounds: Sequence[tuple[int, int]], comple
     return Encoding(ids, spans, complete=complete)
 
 
+def encode_document(tokenizer: Any, text: str, limit: int | None = None) -> Encoding:
+    """A document's tokens without special tokens, each with its character span, tokenized piece by piece
+    (`text_pieces`): how every task tokenizes a document, and what `bigbird bench --task tokenize` times.
+
+    The pieces go to the tokenizer together, one call that all cores share. With a `limit` they go one at a time
+    instead, and reading stops at the first piece that brings the count past it: a 20 MB document cut to one
+    window costs one piece, not the document.
+    """
+    bounds = list(text_pieces(text))
+    if limit is None:
+        encoded = tokenizer.encode_texts([text[start:end] for start, end in bounds])
+        return _joined(encoded, bounds, complete=True)
+    encoded, count = [], 0
+    for start, end in bounds:
+        encoded += tokenizer.encode_texts([text[start:end]])
+        count += len(encoded[-1])
+        if count > limit and end < len(text):
+            return _joined(encoded, bounds, complete=False)
+    return _joined(encoded, bounds, complete=True)
+
+
 def jobs_by_document(jobs: Sequence[tuple[Any, ...]]) -> dict[int, list[int]]:
     """The indices of each document's jobs (a job's first field is its document's index), in one pass."""
     rows: dict[int, list[int]] = {}
@@ -346,24 +367,10 @@ class Task:
     # Tokens -------------------------------------------------------------------------------------------------
 
     def encode(self, text: str, capacity: int | None = None) -> Encoding:
-        """Tokenize without special tokens, keeping each token's character span, piece by piece.
-
-        The pieces go to the tokenizer together, one call that all cores share. With `capacity` under
-        `--strategy truncate` they go one at a time instead, and reading stops at the first piece that brings more
-        tokens than `capacity`: a 20 MB document costs one piece, not the document.
-        """
+        """Tokenize without special tokens, keeping each token's character span, piece by piece
+        (`encode_document`); under `--strategy truncate`, reading stops once `capacity` tokens are read."""
         limit = capacity if capacity is not None and self.strategy == "truncate" else None
-        bounds = list(text_pieces(text))
-        if limit is None:
-            encoded = self.tokenizer.encode_texts([text[start:end] for start, end in bounds])
-            return _joined(encoded, bounds, complete=True)
-        encoded, count = [], 0
-        for start, end in bounds:
-            encoded += self.tokenizer.encode_texts([text[start:end]])
-            count += len(encoded[-1])
-            if count > limit and end < len(text):
-                return _joined(encoded, bounds, complete=False)
-        return _joined(encoded, bounds, complete=True)
+        return encode_document(self.tokenizer, text, limit)
 
     @property
     def num_special(self) -> int:

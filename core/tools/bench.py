@@ -49,7 +49,7 @@ from bigbird.models.linear import quantize_int8
 from bigbird.models.modeling import device_available
 from bigbird.models.presets import PRESETS, config_from_name
 
-TASKS = ("encode", "summarize", "train")
+TASKS = ("encode", "summarize", "train", "tokenize")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # First token id used for random inputs: keeps clear of pad/bos/eos/unk.
 FIRST_ORDINARY_ID = 5
@@ -81,10 +81,12 @@ class BenchSpec:
     compare: str | None = None
     quantize: str | None = None
     seed: int = 0
+    text: str | None = None  # --task tokenize: the file whose text is tokenized
 
     def check(self) -> None:
         """Refuse an impossible spec before any model is built (building a large one takes a while)."""
         self._check_names()
+        self._check_tokenize()
         lengths = self.seq_lens if self.seq_lens is not None else DEFAULT_SEQ_LENS  # None: the defaults, positive
         if not lengths or min(lengths) < 1 or not self.batch_sizes or min(self.batch_sizes) < 1:
             raise BenchError("sequence lengths and batch sizes must be positive.")
@@ -110,6 +112,34 @@ class BenchSpec:
             raise BenchError(f"--device takes cpu, cuda, cuda:N or mps, not {self.device!r}.") from None
         if not device_available(device):
             raise BenchError(f"--device {self.device}: no such device is available on this machine.")
+
+    def _check_tokenize(self) -> None:
+        """--task tokenize times a checkpoint's tokenizer on --text: it needs both, and takes none of the model's
+        options; --text is for it alone."""
+        if self.task != "tokenize":
+            if self.text is not None:
+                raise BenchError("--text is the text --task tokenize tokenizes; the other tasks run on random ids.")
+            return
+        if self.model is None:
+            raise BenchError("--task tokenize times a checkpoint's tokenizer, and a preset has none: use --model.")
+        if self.text is None:
+            raise BenchError("--task tokenize needs --text FILE, the text to tokenize.")
+        model_options = {
+            "--seq-lens": self.seq_lens is not None,
+            "--batch-sizes": self.batch_sizes != [1],
+            "--attention": self.attentions != ["block_sparse"],
+            "--device": self.device != "cpu",
+            "--dtype": self.dtype != "float32",
+            "--num-beams": self.num_beams != 5,
+            "--new-tokens": self.new_tokens is not None,
+            "--mixed": self.mixed,
+            "--compare": self.compare is not None,
+            "--quantize": self.quantize is not None,
+        }
+        given = [option for option, set_ in model_options.items() if set_]
+        if given:
+            verb = "does" if len(given) == 1 else "do"
+            raise BenchError(f"{', '.join(given)} {verb} not apply to --task tokenize: it times the tokenizer alone.")
 
     def _check_names(self) -> None:
         """The weights, the task, the attentions and the dtype each name one that exists."""
@@ -393,6 +423,19 @@ def _documents(config: ModelConfig, seq_lens: list[int], batch: int, seed: int, 
     return Documents([_inputs(config, 1, n, seed, device)[0] for n in seq_lens], batch)
 
 
+def machine() -> dict[str, Any]:
+    """What a timing ran on, for every record: the CPU, and the load average (other work on the machine skews
+    timings; the load lets a reader see it did)."""
+    return {
+        "cpu": cpu.cpu_model(),
+        "cpu_generation": cpu.cpu_generation(),  # family/model/stepping: "26/2/1"
+        "isa": cpu.isa(),
+        "cpu_count": os.cpu_count(),
+        "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "platform": platform.platform(),
+    }
+
+
 def _summary(times: list[float], peaks: list[int], work_tokens: int, documents: int = 0) -> dict[str, Any]:
     median = statistics.median(times)
     summary = {
@@ -434,6 +477,8 @@ def run_bench(spec: BenchSpec, progress: Callable[[str], None] | None = None) ->
     spec.check()
     if spec.task == "train":
         return _measure_train(spec, progress)
+    if spec.task == "tokenize":
+        return _measure_tokenize(spec, *_tokenize_setup(spec), progress)
     return _measure(spec, progress)
 
 
@@ -504,15 +549,7 @@ def _measure(spec: BenchSpec, progress: Callable[[str], None] | None) -> Iterato
                         "versions": versions,
                         # The kernels our float32 and int8 layers ran (chosen by measurement on this machine).
                         "kernels": kernels.summary(),
-                        # Other work on the machine skews timings; the load average lets a reader see it did.
-                        "machine": {
-                            "cpu": cpu.cpu_model(),
-                            "cpu_generation": cpu.cpu_generation(),  # family/model/stepping: "26/2/1"
-                            "isa": cpu.isa(),
-                            "cpu_count": os.cpu_count(),
-                            "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-                            "platform": platform.platform(),
-                        },
+                        "machine": machine(),
                     }
 
 
@@ -746,11 +783,92 @@ def _measure_train(spec: BenchSpec, progress: Callable[[str], None] | None) -> I
                     )
                 yield record | {
                     "versions": versions,
-                    "machine": {
-                        "cpu": cpu.cpu_model(),
-                        "cpu_generation": cpu.cpu_generation(),
-                        "isa": cpu.isa(),
-                        "cpu_count": os.cpu_count(),
-                        "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-                    },
+                    "machine": machine(),
                 }
+
+
+# --------------------------------------------------------------------------------------------------
+# --task tokenize: a checkpoint's tokenizer files on one text
+# --------------------------------------------------------------------------------------------------
+def _tokenize_setup(spec: BenchSpec) -> tuple[str, dict[str, Any], str]:
+    """The --text file's text, the --model folder's tokenizers by file (`bigbird.tools.tokenize_bench`), and the
+    file the tasks read; BenchError in one sentence when any can't be had. Run at the call (`run_bench`), so a bad
+    file is refused before any output is opened."""
+    from bigbird.models.checkpoints import CONFIG_FILES, TOKENIZER_FILES, CheckpointError, resolve_checkpoint
+    from bigbird.models.tokenizers import tokenizer_file
+    from bigbird.tasks.documents import describe, read_file
+    from bigbird.tools import tokenize_bench
+
+    document = read_file(Path(spec.text), "text")  # as the task commands read a text file
+    if document.error is not None:
+        raise BenchError(f"--text {spec.text}: {document.error}")
+    if not document.text.strip():
+        raise BenchError(f"--text {spec.text} holds no text to tokenize.")
+    try:
+        files = CONFIG_FILES + TOKENIZER_FILES  # a Hub id's tokenizer, not its weights
+        directory = resolve_checkpoint(spec.model, revision=spec.revision, allow_patterns=files)
+    except CheckpointError as exc:
+        raise BenchError(str(exc)) from None
+    model_type = tokenize_bench.folder_family(directory)
+    if model_type is None:
+        raise BenchError(
+            f"{spec.model}: neither config.json's model_type nor tokenizer_config.json's tokenizer_class is a"
+            " BigBird or Pegasus one."
+        )
+    try:
+        tokenizers = tokenize_bench.folder_tokenizers(directory, model_type)
+    except Exception as exc:  # an unreadable or foreign file: one sentence, as the tasks say it
+        raise BenchError(f"{spec.model}: the tokenizer can't be loaded ({describe(exc)}).") from None
+    if not tokenizers:
+        raise BenchError(f"{spec.model} has neither a spiece.model nor a tokenizer.json to time.")
+    return document.text, tokenizers, tokenizer_file(directory)
+
+
+def _measure_tokenize(
+    spec: BenchSpec, text: str, tokenizers: dict[str, Any], serving: str, progress: Callable[[str], None] | None
+) -> Iterator[dict[str, Any]]:
+    """Each tokenizer file of the --model folder on the --text file's text, as the tasks tokenize a document
+    (`bigbird.tools.tokenize_bench`): one record per file, in seconds and seconds per megabyte (10^6 bytes of
+    UTF-8), with whether the tasks read that file (`serves`) and whether every file gave the serving one's ids
+    and character spans (`same_ids`)."""
+    import sentencepiece
+    import tokenizers as tokenizers_library
+
+    from bigbird.tasks.base import text_pieces
+    from bigbird.tasks.documents import describe
+    from bigbird.tools import tokenize_bench
+
+    say = progress or (lambda message: None)
+    megabytes = len(text.encode("utf-8")) / 1e6
+    say(f"tokenizing {megabytes:.2f} MB through {' and '.join(tokenizers)} ({spec.warmup} + {spec.repeat} rounds)")
+    try:
+        with tokenize_bench.on_cores(spec.threads) as cores:
+            timed = tokenize_bench.time_tokenizers(tokenizers, text, spec.repeat, spec.warmup)
+    except OSError as exc:
+        raise BenchError(f"{describe(exc)}.") from None
+    served = timed[serving].encoding
+    same = all(tokenize_bench.same_encoding(t.encoding, served) for t in timed.values())
+    versions = {"sentencepiece": sentencepiece.__version__, "tokenizers": tokenizers_library.__version__}
+    for name, t in timed.items():
+        median = statistics.median(t.seconds)
+        yield {
+            "task": "tokenize",
+            "model": spec.model,
+            "tokenizer_file": name,
+            "tokenizer_class": type(tokenizers[name]).__name__,
+            "serves": name == serving,
+            "megabytes": round(megabytes, 6),
+            "characters": len(text),
+            "pieces": sum(1 for _ in text_pieces(text)),
+            "tokens": len(t.encoding.ids),
+            "threads": cores,
+            "repeat": spec.repeat,
+            "warmup": spec.warmup,
+            "median_s": round(median, 6),
+            "min_s": round(min(t.seconds), 6),
+            "max_s": round(max(t.seconds), 6),
+            "s_per_mb": round(median / megabytes, 6),
+            "same_ids": same,
+            "versions": versions,
+            "machine": machine(),
+        }

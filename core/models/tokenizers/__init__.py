@@ -16,7 +16,7 @@ from __future__ import annotations
 from .families import BigBirdTokenizer, BigBirdTokenizerFast, PegasusTokenizer, PegasusTokenizerFast
 from .fast import TokenizersTokenizer
 from .framing import BatchEncoding, SentencePieceTokenizer
-from .loading import TokenizerMismatch, config_mismatch, load_tokenizer, tokenizer_file
+from .loading import TokenizerMismatch, config_mismatch, load_tokenizer, load_tokenizer_file, tokenizer_file
 from .pieces import TOKENIZER_FILES, AddedToken, VocabularyError
 from .training import train_bigbird_spm, train_pegasus_spm
 
@@ -46,6 +46,7 @@ __all__ = [
     "VocabularyError",
     "config_mismatch",
     "load_tokenizer",
+    "load_tokenizer_file",
     "tokenizer_class",
     "tokenizer_file",
     "train_bigbird_spm",

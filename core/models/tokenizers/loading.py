@@ -24,6 +24,8 @@ FAMILIES: dict[str, tuple[type[SentencePieceTokenizer], type[TokenizersTokenizer
 }
 # Config fields that name a special token's id, by the tokenizer's role for it.
 CONFIG_ROLES = {"pad": "pad_token_id", "eos": "eos_token_id", "sep": "sep_token_id"}
+# The files a folder's ids can come from, the one served first.
+SOURCES = ("spiece.model", "tokenizer.json")
 
 
 class TokenizerMismatch(ValueError):
@@ -33,28 +35,37 @@ class TokenizerMismatch(ValueError):
 def tokenizer_file(directory: str | Path) -> str | None:
     """The file a checkpoint folder's ids come from: spiece.model, else tokenizer.json, else None."""
     directory = Path(directory)
-    return next((name for name in ("spiece.model", "tokenizer.json") if (directory / name).is_file()), None)
+    return next((name for name in SOURCES if (directory / name).is_file()), None)
 
 
 def load_tokenizer(directory: str | Path, model_type: str) -> SentencePieceTokenizer | TokenizersTokenizer:
     """The tokenizer of a checkpoint folder, from the file `tokenizer_file` names; a spiece.model and a
     tokenizer.json that would give different ids are a TokenizerMismatch."""
     directory = Path(directory)
-    sentencepiece_class, fast_class = FAMILIES[model_type]
     source = tokenizer_file(directory)
     if source is None:
         raise FileNotFoundError(f"{directory} has neither a spiece.model nor a tokenizer.json.")
-    if source == "tokenizer.json":
-        return fast_class.from_pretrained(directory)
-    tokenizer = sentencepiece_class.from_pretrained(directory)
-    if (directory / "tokenizer.json").is_file():
-        problem = different_ids(tokenizer, fast_class.from_pretrained(directory))
+    tokenizer = load_tokenizer_file(directory, model_type, source)
+    if source == "spiece.model" and (directory / "tokenizer.json").is_file():
+        problem = different_ids(tokenizer, load_tokenizer_file(directory, model_type, "tokenizer.json"))
         if problem:
             raise TokenizerMismatch(
                 f"{directory}: its spiece.model and tokenizer.json give different ids ({problem}), so one of them "
                 "belongs to another model: remove it."
             )
     return tokenizer
+
+
+def load_tokenizer_file(
+    directory: str | Path, model_type: str, name: str
+) -> SentencePieceTokenizer | TokenizersTokenizer:
+    """The tokenizer of one of a folder's files, whichever the folder also holds: spiece.model through the family's
+    sentencepiece class, tokenizer.json through its tokenizers class, each with the folder's settings and added
+    tokens. `load_tokenizer` serves the tasks through it; `bench --task tokenize` times each file through it."""
+    sentencepiece_class, fast_class = FAMILIES[model_type]
+    if name not in SOURCES:
+        raise ValueError(f"a tokenizer file is spiece.model or tokenizer.json, not {name!r}")
+    return (sentencepiece_class if name == "spiece.model" else fast_class).from_pretrained(Path(directory))
 
 
 def different_ids(sentencepiece: SentencePieceTokenizer, fast: TokenizersTokenizer) -> str | None:
