@@ -106,6 +106,21 @@ def test_int8_reports_cosine_to_fp32():
     assert record["kernels"]["int8"] and set(record["kernels"]["int8"].values()) <= set(kernels.INT8.candidates)
 
 
+def test_bfloat16_runs_beside_the_float32_model_it_comes_from():
+    """A half-precision run answers "should I use it?": its speedup over the same float32 weights, and how close
+    its numbers stay (the encoder's lowest per-token cosine, or whether a summary has the same tokens)."""
+    (encoded,) = run_bench(tiny(dtype="bfloat16"))
+    assert encoded["dtype"] == "bfloat16" and TIMING_FIELDS <= set(encoded["fp32"])
+    assert encoded["speedup_vs_fp32"] == pytest.approx(encoded["fp32"]["median_s"] / encoded["median_s"], rel=1e-3)
+    assert 0.99 < encoded["cosine_min"] <= 1.0 + 1e-6  # bfloat16 rounding, not another model
+    spec = tiny(
+        preset="tiny-pegasus", task="summarize", dtype="bfloat16", mixed=True, seq_lens=[300, 90], batch_sizes=[2]
+    )
+    (summarized,) = run_bench(spec)
+    assert isinstance(summarized["same_tokens_as_fp32"], bool) and summarized["same_tokens_as_batch1"] is True
+    assert summarized["fp32"]["docs_per_hour"] == pytest.approx(2 * 3600 / summarized["fp32"]["median_s"], rel=1e-3)
+
+
 def test_int8_summarize_reports_whether_the_tokens_match_fp32():
     (record,) = run_bench(tiny(preset="tiny-pegasus", task="summarize", quantize="int8", num_beams=2, new_tokens=4))
     assert record["quantize"] == "int8" and "cosine_min" not in record

@@ -263,11 +263,15 @@ def compare_cells(r: dict[str, Any]) -> list[str]:
 
 
 def results_table(records: list[dict[str, Any]]):
-    """The records as a rich table: ours, then transformers and the ratio, then int8 vs fp32 when present."""
+    """The records as a rich table: ours, then int8's or a half-precision dtype's speedup over float32 when
+    present, then transformers and the ratio."""
     from rich.table import Table
 
     first = records[0] if records else {}
+    low = "int8" if first.get("quantize") else first.get("dtype", "")  # what runs beside float32, if anything
     weights = "int8 linear layers vs float32" if first.get("quantize") else first.get("dtype", "")
+    if any("fp32" in r for r in records) and not first.get("quantize"):
+        weights += " vs float32"
     title = f"bigbird bench: {first.get('model', '')} {first.get('task', '')} ({weights}, "
     title += f"{first.get('device', '')}, {first.get('threads', '')} threads, repeat {first.get('repeat', '')})"
     if first:
@@ -282,11 +286,11 @@ def results_table(records: list[dict[str, Any]]):
         for name in ("docs/h", "batch 1 s", "batch 1 docs/h", "speedup", "vs batch 1"):
             table.add_column(name, justify="right")
     if quantized:
-        for name in ("fp32 s", "int8 speedup", "vs fp32"):
+        for name in ("fp32 s", f"{low} speedup", "vs fp32"):
             table.add_column(name, justify="right")
     if compare:
         # With int8, the ratio is transformers' time over our int8 time, and the closeness is our float32's.
-        ratio, diff = ("ratio to int8", "fp32 |diff|") if quantized else ("ratio", "max |diff|")
+        ratio, diff = ("ratio to int8", "fp32 |diff|") if first.get("quantize") else ("ratio", "max |diff|")
         for name in ("transformers s", "min", "max", "peak MiB", ratio, diff):
             table.add_column(name, justify="right")
     for r in records:

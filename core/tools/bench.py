@@ -22,6 +22,7 @@ transformers is not a dependency: it is imported lazily, only on the `compare="t
 from __future__ import annotations
 
 import contextlib
+import copy
 import gc
 import importlib
 import importlib.util
@@ -294,9 +295,9 @@ def tokenizer_source(spec: BenchSpec) -> str | None:
     return tokenizer_file(resolve_checkpoint(spec.model, revision=spec.revision))
 
 
-def build_model(spec: BenchSpec, config: ModelConfig) -> nn.Module:
-    """Our model: the model type's default class (architectures.DEFAULT_CLASS), which is BigBird's base model or
-    the full Pegasus model (its encoder serves `encode`)."""
+def build_model(spec: BenchSpec, config: ModelConfig, dtype: str | None = None) -> nn.Module:
+    """Our model in `dtype` (the spec's by default): the model type's default class (architectures.DEFAULT_CLASS),
+    which is BigBird's base model or the full Pegasus model (its encoder serves `encode`)."""
     from bigbird.models.architectures import DEFAULT_CLASS, model_class
 
     if spec.task == "summarize" and config.model_type != "bigbird_pegasus":
@@ -311,7 +312,7 @@ def build_model(spec: BenchSpec, config: ModelConfig) -> nn.Module:
         model = cls(config)
     else:
         model = cls.from_pretrained(spec.model, revision=spec.revision, config=config, strict=True)
-    return model.to(device=spec.device, dtype=DTYPES[spec.dtype]).eval()
+    return model.to(device=spec.device, dtype=DTYPES[dtype or spec.dtype]).eval()
 
 
 def _our_contender(name: str, model: nn.Module, spec: BenchSpec) -> Contender:
@@ -464,6 +465,13 @@ def _compare_outputs(a: Any, b: Any) -> dict[str, Any]:
     return {"same_tokens": bool(a.shape == b.shape and torch.equal(a[..., :n].cpu(), b[..., :n].cpu()))}
 
 
+def _same_tokens(a: Any, b: Any) -> bool:
+    """Whether two runs generated the same tokens: one output, or a --mixed row's list of them."""
+    if isinstance(a, list):
+        return all(_compare_outputs(x, y)["same_tokens"] for x, y in zip(a, b, strict=True))
+    return _compare_outputs(a, b)["same_tokens"]
+
+
 def min_token_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     """The lowest cosine similarity between two (B, T, H) hidden states over all tokens."""
     return F.cosine_similarity(a.float(), b.float(), dim=-1).min().item()
@@ -507,25 +515,29 @@ def _measure(spec: BenchSpec, progress: Callable[[str], None] | None) -> Iterato
         # What the checkpoint itself generates at most: its max_length counts the decoder start token.
         spec.new_tokens = max(1, int(getattr(config, "max_length", 21) or 21) - 1)
     say(f"building {spec.preset or spec.model} ({config.model_type})")
-    model = build_model(spec, config)
+    # int8 and a half-precision dtype on the CPU are measured beside the float32 model they come from (contender
+    # "fp32"): their speedup over it and how close their numbers stay are the answer to "should I use it?".
+    beside_float32 = spec.quantize is not None or (spec.dtype != "float32" and spec.device == "cpu")
+    model = build_model(spec, config, "float32" if beside_float32 else None)
     tokenizer = tokenizer_source(spec)
     n_params = sum(p.numel() for p in model.parameters())
-    contenders: list[Contender] = []
     versions = {"torch": torch.__version__}
+    ours = model
     if spec.quantize == "int8":
         try:
-            quantized = quantize_int8(model, keep_float=False)  # as the tasks run it: int8 weights only
+            ours = quantize_int8(model, keep_float=False)  # as the tasks run it: int8 weights only
         except RuntimeError as exc:  # no working int8 kernel in this torch (or BIGBIRD_PRIVATE_OPS=0)
             raise BenchError(f"{exc}.") from None
-        contenders.append(_our_contender("ours", quantized, spec))
+    elif beside_float32:
+        ours = copy.deepcopy(model).to(DTYPES[spec.dtype])
+    contenders = [_our_contender("ours", ours, spec)]
+    if beside_float32:
         contenders.append(_our_contender("fp32", model, spec))
-    else:
-        contenders.append(_our_contender("ours", model, spec))
     if spec.mixed and max(spec.batch_sizes) > 1:
-        contenders.append(_our_contender("batch1", model, spec))  # the same documents one at a time, interleaved
+        contenders.append(_our_contender("batch1", ours, spec))  # the same documents one at a time, interleaved
     if spec.compare == "transformers":
         say("loading the same weights into transformers")
-        contender, versions["transformers"] = _transformers_contender(model, spec)
+        contender, versions["transformers"] = _transformers_contender(model if spec.quantize else ours, spec)
         contenders.append(contender)
     meter = MemoryMeter(device)
 
@@ -624,20 +636,22 @@ def _measure_row(
         same = all(torch.equal(a, b) for a, b in zip(outputs["ours"], outputs["batch1"], strict=True))
         record["same_tokens_as_batch1"] = same
     if "fp32" in times:
-        record["fp32"] = _summary(times["fp32"], peaks["fp32"], work_tokens) | {"mem_base_bytes": base["fp32"]}
+        record["fp32"] = _summary(times["fp32"], peaks["fp32"], work_tokens, documents) | {
+            "mem_base_bytes": base["fp32"]
+        }
         record["speedup_vs_fp32"] = _ratio(record["fp32"]["median_s"], record["median_s"])
         if spec.task == "encode":
             record["cosine_min"] = min_token_cosine(outputs["ours"], outputs["fp32"])
-        else:  # generated tokens: whether int8 picked the same ones
-            record["same_tokens_as_fp32"] = _compare_outputs(outputs["ours"], outputs["fp32"])["same_tokens"]
+        else:  # generated tokens: whether int8 or the half-precision model picked the same ones
+            record["same_tokens_as_fp32"] = _same_tokens(outputs["ours"], outputs["fp32"])
     if "transformers" in times:
         theirs = _summary(times["transformers"], peaks["transformers"], work_tokens, documents)
         record["transformers"] = theirs | {"mem_base_bytes": base["transformers"]}
         record["ratio"] = _ratio(theirs["median_s"], record["median_s"])
-        reference = outputs["fp32"] if "fp32" in outputs else outputs["ours"]
+        # transformers runs the float32 model beside int8, the spec's dtype otherwise.
+        reference = outputs["fp32"] if spec.quantize else outputs["ours"]
         if spec.mixed:
-            pairs = zip(reference, outputs["transformers"], strict=True)
-            record["same_tokens"] = all(_compare_outputs(a, b)["same_tokens"] for a, b in pairs)
+            record["same_tokens"] = _same_tokens(reference, outputs["transformers"])
         else:
             record |= _compare_outputs(reference, outputs["transformers"])
     return record
