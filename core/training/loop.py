@@ -37,7 +37,7 @@ import torch
 from bigbird.models.linear import Linear
 from bigbird.tasks.documents import Document, Inputs
 
-from .data import SINGLE, Example, Fields, LabelSet, Skipped, TrainingError
+from .data import SINGLE, Example, Fields, LabelSet, Skipped, TrainingError, label_folders
 from .export import HEADS, TASKS, best_file, export, prepare_output, scratch_copy, state_file
 from .scoring import DevSet
 
@@ -99,7 +99,12 @@ class TrainSettings:
         if self.strategy not in ("chunk", "truncate"):
             raise TrainingError(f"--strategy takes chunk or truncate, not {self.strategy!r}.")
         if self.train.is_empty():
-            raise TrainingError("no training data: give --jsonl FILE or --dataset NAME.")
+            raise TrainingError("no training data: give --jsonl FILE, --dataset NAME or (classify) a folder.")
+        if self.task != "classify" and (self.train.paths or (self.dev and self.dev.paths)):
+            wanted = {"qa": "question and answer", "summarize": "reference summary"}[self.task]
+            raise TrainingError(
+                f"finetune {self.task} can't train on folders: a file has no {wanted}; give --jsonl or --dataset."
+            )
         missing = self.train.missing() + (self.dev.missing() if self.dev else [])
         if missing:
             raise TrainingError(f"{missing[0]} does not exist.")
@@ -329,7 +334,8 @@ class Trainer:
         s = self.settings
         wanted = (s.fields.label, s.fields.answer, s.fields.reference, s.question_field, s.text_pair_field)
         extra = tuple(dict.fromkeys(f for f in (*inputs.extra_fields, *wanted) if f))
-        return dataclasses.replace(inputs, extra_fields=extra).open()
+        docs = dataclasses.replace(inputs, extra_fields=extra).open()
+        return label_folders(docs, inputs.paths, s.fields.label) if s.task == "classify" else docs
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
