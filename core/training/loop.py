@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bigbird.models.heap import release_free_heap
 from bigbird.models.linear import Linear
 from bigbird.tasks.documents import Document, Inputs
 
@@ -184,16 +185,40 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[s
 def checkpoint_layers(model: torch.nn.Module) -> int:
     """Recompute each transformer layer in the backward pass instead of keeping its activations (memory ≈ one
     layer's instead of all of them). The random numbers a layer drew are drawn again the same (torch restores
-    the generator), so dropout and the random plan match."""
+    the generator), so dropout and the random plan match.
+
+    The heap's free pages go back to the OS after each layer's forward and after each layer's backward
+    (`release_free_heap`): the CLI keeps freed blocks under 32 MiB for reuse (heap.reuse_freed_memory), and
+    between one layer's scratch and the next the long-lived tensors (saved layer inputs, gradients) leave holes
+    the next layer's blocks don't fit, so the process grew by over a GB more than the live tensors
+    (bigbird-roberta-base, 4096 tokens). Handed back, a layer's pages are faulted in again by the next one: a
+    few seconds a step, where checkpointing is chosen for memory anyway."""
     from torch.utils.checkpoint import checkpoint
 
     count = 0
     for module in model.modules():
         if type(module).__name__ in ("BigBirdLayer", "EncoderLayer", "DecoderLayer"):
-            forward = module.forward
-            module.forward = functools.partial(checkpoint, forward, use_reentrant=False)
+            module.forward = functools.partial(_recomputed_layer, functools.partial(checkpoint, module.forward))
             count += 1
     return count
+
+
+def _recomputed_layer(forward: Callable[..., Any], hidden: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+    """A checkpointed layer's forward, handing the heap's free pages back after it and after its backward (which
+    ends where the gradient of its input is made). Not where no gradient is tracked (dev scoring, generation):
+    nothing is recomputed there, and a decoding step would pay for it on every layer."""
+    if not torch.is_grad_enabled():
+        return forward(hidden, *args, use_reentrant=False, **kwargs)
+    if hidden.requires_grad:
+        hidden.register_hook(_release_heap_then_pass)
+    out = forward(hidden, *args, use_reentrant=False, **kwargs)
+    release_free_heap()
+    return out
+
+
+def _release_heap_then_pass(grad: torch.Tensor) -> torch.Tensor:
+    release_free_heap()
+    return grad
 
 
 @contextlib.contextmanager
