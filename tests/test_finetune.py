@@ -279,18 +279,21 @@ def write_folder(root, rows, loose: int = 0):
 
 
 def test_classify_trains_on_folders_whose_subfolders_name_the_labels(bigbird, bases, data, tmp_path):
-    """train/food/*.txt are 'food' documents; a file directly in the folder given has no label: counted, left out.
-    The dev folder (--eval-dir) is scored with the labels its subfolders name."""
+    """train/food/*.txt are 'food' documents; a file directly in the folder given has no label: counted, left out,
+    as is a binary file (the task commands' readers). The dev folder (--eval-dir) is scored with the labels its
+    subfolders name."""
     rows = [json.loads(line) for line in open(data["train"])]
     labelled = [r for r in rows if "label" in r]
     train = write_folder(tmp_path / "train", labelled, loose=2)
+    (tmp_path / "train" / "food" / "scan.txt").write_bytes(b"\x00\x01binary")  # read as inference reads it
+    (tmp_path / "train" / "law" / "latin1.txt").write_bytes("Caf\xe9 law.".encode("latin-1"))  # kept, replaced
     dev_rows = [json.loads(line) for line in open(data["dev"]) if "label" in json.loads(line)]
     dev = write_folder(tmp_path / "dev", dev_rows, loose=1)
     out = tmp_path / "out"
     args = ["finetune", "classify", train, "--eval-dir", dev, "--model", bases["classify"], "-o", out, *STEPS]
     result = bigbird(*args, "--log", tmp_path / "log.jsonl", check_rc=0)
     said = result.stderr.decode()
-    assert "2 without a label folder" in said  # the training folder's loose files
+    assert "2 without a label folder" in said and "1 unreadable" in said  # the loose files; the binary one
     assert "left out: 1 without a label folder; 1 with a label the training set doesn't have" in said  # 'sports'
     config = json.loads((out / "config.json").read_text())
     assert config["id2label"] == {"0": "food", "1": "law", "2": "weather"}
