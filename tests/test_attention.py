@@ -11,7 +11,14 @@ import transformers
 from transformers.models.big_bird.modeling_big_bird import BigBirdBlockSparseAttention
 
 import bigbird
-from bigbird.models.attention import block_sparse_attention, draw_plan, fused_kernel_applies, hf_plan, seeded_plan
+from bigbird.models.attention import (
+    SoftmaxAndLse,
+    block_sparse_attention,
+    draw_plan,
+    fused_kernel_applies,
+    hf_plan,
+    seeded_plan,
+)
 
 
 def dense_oracle(q, k, v, mask, block_size, plan):
@@ -230,3 +237,17 @@ def test_fused_kernel_runs_in_half_precision(dtype):
             exact, _ = block_sparse_attention(q, k, v, mask, bs, plan, fused=False)
         assert low.dtype == dtype
         assert (low.float() - exact).abs().max() < 3e-2
+
+
+def test_softmax_and_lse_gradients_are_the_spelled_out_ones():
+    """The training path's softmax keeps only the probabilities for its backward pass: its gradients through the
+    probabilities, the log-sum-exp or both are checked numerically (float64), and its forward is the spelled-out
+    one bit for bit."""
+    scores = torch.randn(2, 3, 4, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(SoftmaxAndLse.apply, (scores,))
+    assert torch.autograd.gradcheck(lambda s: SoftmaxAndLse.apply(s)[0], (scores,))
+    assert torch.autograd.gradcheck(lambda s: SoftmaxAndLse.apply(s)[1], (scores,))
+    single = torch.randn(2, 5, 8, 24)
+    probs, lse = SoftmaxAndLse.apply(single)
+    assert torch.equal(lse, single.logsumexp(-1))
+    assert torch.equal(probs, torch.exp(single - single.logsumexp(-1)[..., None]))

@@ -3,8 +3,12 @@ checkpointing) against transformers on the same weights, with time and peak memo
 
 from __future__ import annotations
 
-import pytest
+import gc
 
+import pytest
+import torch
+
+from bigbird.tools import bench
 from bigbird.tools.bench import BenchError, BenchSpec, run_bench
 
 
@@ -31,3 +35,21 @@ def test_train_step_row_compares_the_same_loss_with_transformers():
 def test_train_step_needs_a_bigbird_classifier():
     with pytest.raises(BenchError, match="BigBird classifier"):
         list(run_bench(BenchSpec(preset="tiny-pegasus", task="train", seq_lens=[64], repeat=1, warmup=0)))
+
+
+def test_each_side_is_measured_without_the_other_sides_gradients(monkeypatch):
+    """A step's peak counts its own gradients only: at the start of each measurement no model of the row holds
+    any (the sides share weights, not gradients, and one side's left from its own step would count in the
+    next side's peak)."""
+    held = []
+    reset = bench.MemoryMeter.reset
+
+    def counting_reset(self):
+        params = [o for o in gc.get_objects() if isinstance(o, torch.nn.Parameter)]
+        held.append(sum(p.grad is not None for p in params))
+        reset(self)
+
+    monkeypatch.setattr(bench.MemoryMeter, "reset", counting_reset)
+    spec = BenchSpec(preset="tiny", task="train", seq_lens=[320], repeat=1, warmup=1, compare="transformers", threads=1)
+    list(run_bench(spec))
+    assert len(held) == 6 and held == [0] * 6  # 2 rounds × (ours, checkpointing, transformers)

@@ -266,3 +266,48 @@ def test_gradient_checkpointing_trains_the_same_model_and_bfloat16_autocast_trai
     losses = [entry["loss"] for entry in jsonl(tmp_path / "bf16.log")]
     assert len(losses) == 3 and all(0 < loss < 10 for loss in losses)
     assert load_file(tmp_path / "bf16" / "model.safetensors")[next(iter(plain))].dtype == torch.float32
+
+
+def write_folder(root, rows, loose: int = 0):
+    """rows as files sorted into one subfolder per label (`root/food/d3.txt`), plus `loose` files directly in root."""
+    for row in rows:
+        (root / row["label"]).mkdir(parents=True, exist_ok=True)
+        (root / row["label"] / f"{row['id']}.txt").write_text(row["text"])
+    for k in range(loose):
+        (root / f"loose{k}.txt").write_text("A file no label folder holds.")
+    return str(root)
+
+
+def test_classify_trains_on_folders_whose_subfolders_name_the_labels(bigbird, bases, data, tmp_path):
+    """train/food/*.txt are 'food' documents; a file directly in the folder given has no label: counted, left out,
+    as is a binary file (the task commands' readers). The dev folder (--eval-dir) is scored with the labels its
+    subfolders name."""
+    rows = [json.loads(line) for line in open(data["train"])]
+    labelled = [r for r in rows if "label" in r]
+    train = write_folder(tmp_path / "train", labelled, loose=2)
+    (tmp_path / "train" / "food" / "scan.txt").write_bytes(b"\x00\x01binary")  # read as inference reads it
+    (tmp_path / "train" / "law" / "latin1.txt").write_bytes("Caf\xe9 law.".encode("latin-1"))  # kept, replaced
+    dev_rows = [json.loads(line) for line in open(data["dev"]) if "label" in json.loads(line)]
+    dev = write_folder(tmp_path / "dev", dev_rows, loose=1)
+    out = tmp_path / "out"
+    args = ["finetune", "classify", train, "--eval-dir", dev, "--model", bases["classify"], "-o", out, *STEPS]
+    result = bigbird(*args, "--log", tmp_path / "log.jsonl", check_rc=0)
+    said = result.stderr.decode()
+    assert "2 without a label folder" in said and "1 unreadable" in said  # the loose files; the binary one
+    assert "left out: 1 without a label folder; 1 with a label the training set doesn't have" in said  # 'sports'
+    config = json.loads((out / "config.json").read_text())
+    assert config["id2label"] == {"0": "food", "1": "law", "2": "weather"}
+    scored = [e["dev"] for e in jsonl(tmp_path / "log.jsonl") if "dev" in e]
+    assert scored and all(0 <= dev["accuracy"] <= 100 for dev in scored)  # the 8 dev files with a known label
+
+
+@pytest.mark.parametrize("task", ["qa", "summarize"])
+@pytest.mark.parametrize("where", ["train", "dev"])
+def test_qa_and_summarize_refuse_folders_before_any_model_loads(bigbird, data, tmp_path, task, where):
+    folder = write_folder(tmp_path / "docs", [{"id": "a", "text": "Rain fell.", "label": "weather"}])
+    args = [folder, "--jsonl", data[task]] if where == "train" else ["--jsonl", data[task], "--eval-dir", folder]
+    result = bigbird("finetune", task, "--model", tmp_path / "no-such-model", "-o", tmp_path / "o", *args)
+    assert result.returncode == 2
+    err = result.stderr.decode()
+    assert f"finetune {task} can't train on folders" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()

@@ -118,3 +118,34 @@ def test_one_training_step_matches_transformers(case, attention_type, tmp_path):
         assert error < 1e-4 or (ours_named[name] - theirs[name]).norm() < 1e-5, f"{name}: relative error {error:.2e}"
     if sparse:
         assert ours.bert.uses_sparse(160) if hasattr(ours, "bert") else ours.model.encoder.uses_sparse(160)
+
+
+@pytest.mark.parametrize("case", ["single_label", "qa", "seq2seq_lm"])
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(case, tmp_path):
+    """Recomputing each layer in the backward pass (`checkpoint_layers`) changes where activations live, never a
+    number: in train mode with dropout on and block-sparse attention drawing its random blocks, one step's loss
+    and every gradient are the plain step's bit for bit (the recomputation draws the same random numbers)."""
+    from bigbird.training.loop import checkpoint_layers
+
+    _, loaded = models(case, "block_sparse", tmp_path)
+    config = loaded.config.copy()
+    for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout"):
+        if hasattr(config, name):
+            setattr(config, name, 0.1)
+    plain, recomputed = type(loaded)(config), type(loaded)(config)
+    plain.load_state_dict(loaded.state_dict())
+    recomputed.load_state_dict(loaded.state_dict())
+    assert checkpoint_layers(recomputed) >= 2
+    batch = batch_for(case, 160)
+    steps = {}
+    for name, model in (("plain", plain), ("recomputed", recomputed)):
+        model.train()
+        torch.manual_seed(7)
+        loss = model(**batch).loss
+        loss.backward()
+        steps[name] = loss, {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    (loss, grads), (loss_again, grads_again) = steps["plain"], steps["recomputed"]
+    assert torch.equal(loss, loss_again)
+    assert grads.keys() == grads_again.keys() and len(grads) >= 20
+    for name in grads:
+        assert torch.equal(grads[name], grads_again[name]), name

@@ -27,6 +27,7 @@ from ..options import (
     DType,
     Engine,
     EngineName,
+    Glob,
     Group,
     IdField,
     Jsonl,
@@ -78,6 +79,19 @@ SHARED: dict[str, tuple[Any, Any]] = {
         metavar="OUT_DIR",
         help="Where the trained checkpoint goes (and the resumable state, in OUT_DIR/checkpoint).",
     ),
+    # Folders as the task commands take PATHS; a label is the folder a file is in, so classify alone takes them.
+    "paths": (
+        Annotated[
+            list[str] | None,
+            typer.Argument(
+                metavar="FOLDER",
+                help="classify: folders of documents, one subfolder per label (train/positive/*.txt is a "
+                "'positive' document; files directly in FOLDER have no label and are left out).",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
     # The options every command shares, as options.py declares them.
     "jsonl": (Jsonl, None),
     "dataset": (Dataset, None),
@@ -91,10 +105,21 @@ SHARED: dict[str, tuple[Any, Any]] = {
         help="Dev records, scored every --eval-steps (repeatable).",
         show_default=False,
     ),
+    # Its own flag, not a folder at --eval-jsonl: the task commands refuse a folder given as --jsonl.
+    "eval_dir": _option(
+        list[str] | None,
+        None,
+        "--eval-dir",
+        panel=DATA,
+        metavar="FOLDER",
+        help="classify: dev documents, one subfolder per label, as FOLDER (repeatable).",
+        show_default=False,
+    ),
     "eval_dataset": _option(
         str | None, None, "--eval-dataset", panel=DATA, metavar="NAME_OR_PATH", help="Dev data from a dataset."
     ),
     "eval_split": _option(str, "validation", "--eval-split", panel=DATA, help="Split of --eval-dataset."),
+    "glob": (Glob, None),
     "text_field": (TextField, "text"),
     "id_field": (IdField, "id"),
     "device": (DeviceOption, Device.cpu),
@@ -204,14 +229,17 @@ def run(task: str, options: dict[str, Any]) -> None:
     """Build the settings (a bad option is one sentence, exit 2, before any model loads) and train."""
     import sys
 
-    from bigbird.tasks.documents import Inputs
+    from bigbird.tasks.documents import DEFAULT_GLOBS, Inputs
     from bigbird.training import Fields, TrainSettings, finetune
     from bigbird.training.progress import reporter
 
     o = options
+    globs = tuple(o["glob"] or ()) or DEFAULT_GLOBS
     dev = None
-    if o["eval_jsonl"] or o["eval_dataset"]:
+    if o["eval_jsonl"] or o["eval_dataset"] or o["eval_dir"]:
         dev = Inputs(
+            paths=o["eval_dir"] or (),
+            globs=globs,
             jsonl=o["eval_jsonl"] or (),
             dataset=o["eval_dataset"],
             split=o["eval_split"],
@@ -223,6 +251,8 @@ def run(task: str, options: dict[str, Any]) -> None:
         model=o["model"] or DEFAULT_MODELS[task],
         output=o["output"],
         train=Inputs(
+            paths=o["paths"] or (),
+            globs=globs,
             jsonl=o["jsonl"] or (),
             dataset=o["dataset"],
             split=o["split"],
@@ -298,9 +328,12 @@ app.command("classify", cls=Command)(
             ),
             "text_pair_field": _field("--text-pair-field", None, "Field holding the second text of a pair."),
         },
-        """Train a classifier (default start: google/bigbird-roberta-base); the labels come from the data.
+        """Train a classifier (default start: google/bigbird-roberta-base); the labels come from the data: a
+        record's --label-field, or the folder a file is in (`train/positive/*.txt`, `train/negative/*.txt`).
 
         **Example:** bigbird finetune classify --jsonl train.jsonl --eval-jsonl dev.jsonl -o my-classifier
+
+        **Example:** bigbird finetune classify train/ --eval-dir dev/ -o my-classifier
         """,
     )
 )

@@ -749,7 +749,10 @@ def _measure_train(spec: BenchSpec, progress: Callable[[str], None] | None) -> I
                 bases: dict[str, int] = {}
                 for k in range(spec.warmup + spec.repeat):
                     for name, model in runs.items():
-                        model.zero_grad(set_to_none=True)
+                        # Every side's gradients, not only this one's: another model's left from its own step
+                        # would count in this step's peak (the sides share weights, not gradients).
+                        for each in runs.values():
+                            each.zero_grad(set_to_none=True)
                         gc.collect()
                         meter.reset()
                         base = meter.current()

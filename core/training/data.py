@@ -7,15 +7,17 @@ question (the answer's tokens where the window holds the answer, [CLS] where it 
 its first window with the reference as target.
 
 The label set comes from the training data: a list makes the task multi-label, numbers that are not all whole
-make it regression, anything else (names, whole-number class ids) single-label classification.
+make it regression, anything else (names, whole-number class ids) single-label classification. A classifier's
+documents may also come from folders, one subfolder per label (`train/positive/a.txt` is a `positive` document).
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -126,6 +128,33 @@ def _sorted_names(names: set[str]) -> list[str]:
     return sorted(names)
 
 
+def label_folders(docs: Iterable[Document], folders: Sequence[str], label_field: str) -> Iterator[Document]:
+    """The documents, those read from under one of `folders` labelled with the name of the folder holding them.
+
+    What a user who sorted files into `train/positive/` and `train/negative/` means; the label is the folder
+    directly holding the file, relative to the folder given, so a file directly in a given folder (or a file
+    given on its own) has none, and is counted as unusable like a record without a label."""
+    roots = [Path(f) for f in folders if Path(f).is_dir()]
+    for doc in docs:
+        if doc.keys is None and label_field not in doc.fields:  # a file (a record's fields are its own)
+            label = _folder_label(Path(doc.source), roots)
+            if label is not None:
+                doc.fields[label_field] = label
+        yield doc
+
+
+def _folder_label(path: Path, roots: Sequence[Path]) -> str | None:
+    for root in roots:
+        if path.is_relative_to(root) and len(path.relative_to(root).parts) > 1:
+            return path.parent.name
+    return None
+
+
+def missing_label(doc: Document, field_name: str) -> str:
+    """Why a document has no label, as the count of left-out documents says it."""
+    return "without a label folder" if doc.keys is None else f"without a {field_name!r}"
+
+
 # Examples ----------------------------------------------------------------------------------------------------
 
 
@@ -172,7 +201,7 @@ def _target_or_skip(doc: Document, labels: LabelSet, field_name: str, skipped: S
         return None
     value = doc.fields.get(field_name)
     if not has_label(value):
-        skipped.add(f"without a {field_name!r}")
+        skipped.add(missing_label(doc, field_name))
         return None
     try:
         return labels.target(value)

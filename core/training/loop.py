@@ -34,10 +34,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from bigbird.models.heap import release_free_heap
 from bigbird.models.linear import Linear
 from bigbird.tasks.documents import Document, Inputs
 
-from .data import SINGLE, Example, Fields, LabelSet, Skipped, TrainingError
+from .data import SINGLE, Example, Fields, LabelSet, Skipped, TrainingError, label_folders
 from .export import HEADS, TASKS, best_file, export, prepare_output, scratch_copy, state_file
 from .scoring import DevSet
 
@@ -99,7 +100,12 @@ class TrainSettings:
         if self.strategy not in ("chunk", "truncate"):
             raise TrainingError(f"--strategy takes chunk or truncate, not {self.strategy!r}.")
         if self.train.is_empty():
-            raise TrainingError("no training data: give --jsonl FILE or --dataset NAME.")
+            raise TrainingError("no training data: give --jsonl FILE, --dataset NAME or (classify) a folder.")
+        if self.task != "classify" and (self.train.paths or (self.dev and self.dev.paths)):
+            wanted = {"qa": "question and answer", "summarize": "reference summary"}[self.task]
+            raise TrainingError(
+                f"finetune {self.task} can't train on folders: a file has no {wanted}; give --jsonl or --dataset."
+            )
         missing = self.train.missing() + (self.dev.missing() if self.dev else [])
         if missing:
             raise TrainingError(f"{missing[0]} does not exist.")
@@ -179,16 +185,40 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[s
 def checkpoint_layers(model: torch.nn.Module) -> int:
     """Recompute each transformer layer in the backward pass instead of keeping its activations (memory ≈ one
     layer's instead of all of them). The random numbers a layer drew are drawn again the same (torch restores
-    the generator), so dropout and the random plan match."""
+    the generator), so dropout and the random plan match.
+
+    The heap's free pages go back to the OS after each layer's forward and after each layer's backward
+    (`release_free_heap`): the CLI keeps freed blocks under 32 MiB for reuse (heap.reuse_freed_memory), and
+    between one layer's scratch and the next the long-lived tensors (saved layer inputs, gradients) leave holes
+    the next layer's blocks don't fit, so the process grew by over a GB more than the live tensors
+    (bigbird-roberta-base, 4096 tokens). Handed back, a layer's pages are faulted in again by the next one: a
+    few seconds a step, where checkpointing is chosen for memory anyway."""
     from torch.utils.checkpoint import checkpoint
 
     count = 0
     for module in model.modules():
         if type(module).__name__ in ("BigBirdLayer", "EncoderLayer", "DecoderLayer"):
-            forward = module.forward
-            module.forward = functools.partial(checkpoint, forward, use_reentrant=False)
+            module.forward = functools.partial(_recomputed_layer, functools.partial(checkpoint, module.forward))
             count += 1
     return count
+
+
+def _recomputed_layer(forward: Callable[..., Any], hidden: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+    """A checkpointed layer's forward, handing the heap's free pages back after it and after its backward (which
+    ends where the gradient of its input is made). Not where no gradient is tracked (dev scoring, generation):
+    nothing is recomputed there, and a decoding step would pay for it on every layer."""
+    if not torch.is_grad_enabled():
+        return forward(hidden, *args, use_reentrant=False, **kwargs)
+    if hidden.requires_grad:
+        hidden.register_hook(_release_heap_then_pass)
+    out = forward(hidden, *args, use_reentrant=False, **kwargs)
+    release_free_heap()
+    return out
+
+
+def _release_heap_then_pass(grad: torch.Tensor) -> torch.Tensor:
+    release_free_heap()
+    return grad
 
 
 @contextlib.contextmanager
@@ -329,7 +359,8 @@ class Trainer:
         s = self.settings
         wanted = (s.fields.label, s.fields.answer, s.fields.reference, s.question_field, s.text_pair_field)
         extra = tuple(dict.fromkeys(f for f in (*inputs.extra_fields, *wanted) if f))
-        return dataclasses.replace(inputs, extra_fields=extra).open()
+        docs = dataclasses.replace(inputs, extra_fields=extra).open()
+        return label_folders(docs, inputs.paths, s.fields.label) if s.task == "classify" else docs
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])

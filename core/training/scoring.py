@@ -16,7 +16,7 @@ from bigbird.eval.metrics import TASKS as METRICS
 from bigbird.eval.metrics import EvalError, gold_answers, macro_f1, require_rouge
 from bigbird.tasks.documents import Document
 
-from .data import MULTI, REGRESSION, Skipped, TrainingError, has_label, label_name
+from .data import MULTI, REGRESSION, Skipped, TrainingError, has_label, label_name, missing_label
 
 # loop.Trainer: loop imports this module, so naming it here would make an import circle.
 Trainer = Any
@@ -80,7 +80,7 @@ def _reference(trainer: Trainer, doc: Document, skipped: Skipped) -> Any:
     if s.task == "classify":
         value = doc.fields.get(s.fields.label)
         if not has_label(value):
-            skipped.add(f"without a {s.fields.label!r}")
+            skipped.add(missing_label(doc, s.fields.label))
             return None
         try:
             target = trainer.labels.target(value)
