@@ -4,6 +4,7 @@ its cache. No timings are asserted: the decision is tested on given timings, the
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import json
 
@@ -357,3 +358,14 @@ def test_a_tied_weight_is_never_packed(fresh_choices, monkeypatch):
         model.generate(ids, num_beams=2, max_new_tokens=3)
     assert model.model.decoder.layers[0].ffn_in.packed
     assert not model.lm_head.packed and model.lm_head.weight is model.model.shared.weight
+
+
+def test_checking_the_private_ops_leaves_the_global_generator_alone(monkeypatch):
+    """The checks run at a kernel's first use, inside a user's seeded run: a draw from the global generator there
+    moved every later dropout mask and random block plan of the process (a resumed training run differed from
+    an unbroken one)."""
+    monkeypatch.setattr(private_ops, "_verified", functools.cache(private_ops._verified.__wrapped__))
+    before = torch.get_rng_state()
+    for name in private_ops.NAMES:
+        private_ops.private_op(name)
+    assert torch.equal(torch.get_rng_state(), before)
