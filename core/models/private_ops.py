@@ -47,7 +47,7 @@ def _check_linear(packed: bool = False, dtype: torch.dtype = torch.float32) -> t
     if not torch.backends.mkldnn.is_available():
         raise RuntimeError("no oneDNN in this torch build")
     g = torch.Generator().manual_seed(0)
-    x, w, b = (t.to(dtype) for t in (torch.randn(5, 16, generator=g), torch.randn(8, 16, generator=g), torch.randn(8, generator=g)))
+    x, w, b = (torch.randn(*shape, generator=g).to(dtype) for shape in ((5, 16), (8, 16), (8,)))
     with torch.inference_mode():
         weight = torch.ops.mkldnn._reorder_linear_weight(w, 5) if packed else w
         y = op(x, weight, b, "gelu", [], "tanh")
