@@ -68,6 +68,41 @@ def test_bfloat16_layers_choose_their_own_kernel_within_bfloat16_rounding(act, k
     assert kernels.summary()["float32"] == {}  # its own choices, not float32's
 
 
+@pytest.mark.parametrize("kernel", ["auto", "mkl", "onednn"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_training_matmuls_give_f_linears_gradients(kernel, bias, fresh_choices, monkeypatch):
+    """A tracked float32 forward runs backprop.linear: the forward and both gradients each through the kernel
+    chosen (or forced) for its shape, recorded as training choices; the numbers are F.linear's to float32
+    rounding, on a non-contiguous input too."""
+    monkeypatch.setenv("BIGBIRD_KERNELS", kernel)
+    torch.manual_seed(0)
+    layer = Linear(48, 80, bias=bias, activation="gelu_new")
+    x = torch.randn(37, 3, 48).transpose(0, 1).requires_grad_()
+    weight = layer.weight.detach().clone().requires_grad_()
+    b = layer.bias.detach().clone().requires_grad_() if bias else None
+    upstream = torch.randn(3, 37, 80)
+    (layer(x) * upstream).sum().backward()
+    ours = (x.grad, layer.weight.grad, layer.bias.grad if bias else None)
+    x.grad = None
+    (ACTIVATIONS["gelu_new"](F.linear(x, weight, b)) * upstream).sum().backward()
+    for mine, reference in zip(ours, (x.grad, weight.grad, b.grad if bias else None), strict=True):
+        assert (mine is None) == (reference is None)
+        if mine is not None:
+            assert torch.allclose(mine, reference, rtol=1e-5, atol=1e-5)
+    chosen = kernels.summary()["training"]
+    assert {key.split()[0] for key in chosen} == {"forward", "input-grad", "weight-grad"}
+    onednn = private_ops.private_op("linear") is not None
+    assert kernel == "auto" or set(chosen.values()) == {kernel if onednn else "mkl"}
+
+
+def test_training_under_bfloat16_autocast_is_torchs_own_path():
+    """autocast casts inside F.linear; the training matmuls step aside for it (a bfloat16 result, no choice)."""
+    layer = Linear(16, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(torch.randn(4, 16, requires_grad=True))
+    assert y.dtype == torch.bfloat16
+
+
 def test_no_bias_and_non_contiguous_inputs():
     layer = Linear(16, 8, bias=False, activation="gelu_new")
     x = torch.randn(5, 3, 16).transpose(0, 1)

@@ -423,10 +423,17 @@ def block_sparse_attention(
 
 
 def _gather_blocks(x: torch.Tensor, table: torch.Tensor, bs: int) -> torch.Tensor:
-    """(B, H, T, D) and a (H, n-2, slots) block table → each row's key blocks, (B*H, n-2, slots*bs, D)."""
+    """(B, H, T, D) and a (H, n-2, slots) block table → each row's key blocks, (B*H, n-2, slots*bs, D).
+
+    One index_select over the (head, block) pairs as a single dimension: in training its backward is an
+    index_add of whole blocks, where indexing by two index tensors would accumulate through index_put, about
+    five times slower (bigbird-roberta-base at 4096 tokens: 1.0 s of a 13 s step)."""
     b, h, t, d = x.shape
-    heads = torch.arange(h, device=x.device)[:, None, None]
-    return x.unflatten(2, (t // bs, bs))[:, heads, table].flatten(3, 4).flatten(0, 1)
+    n = t // bs
+    rows, slots = table.shape[1:]
+    pairs = (torch.arange(h, device=x.device)[:, None, None] * n + table).flatten()
+    picked = x.reshape(b, h * n, bs, d).index_select(1, pairs)  # (B, H*(n-2)*slots, bs, D)
+    return picked.view(b * h, rows, slots * bs, d)
 
 
 def _shared_blocks(x: torch.Tensor, table: torch.Tensor, bs: int) -> torch.Tensor:

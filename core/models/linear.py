@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import cpu, kernels, private_ops
+from . import backprop, cpu, kernels, private_ops
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": F.gelu,
@@ -181,6 +181,9 @@ class Linear(nn.Linear):
         if self.weight.is_meta:
             raise RuntimeError(f"{INT8_ONLY}, so it can't track gradients or run on {x.device.type}")
         self.unpack()
+        if tracked and backprop.applies(x, self.weight):
+            y = backprop.linear(x, self.weight, self.bias)
+            return y if self.act is None else self.act(y)
         return self._run("mkl", x)
 
     @property
