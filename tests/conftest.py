@@ -197,7 +197,10 @@ def stopped_run(
 ) -> tuple[int, str, str]:
     """Run `bigbird *args`, send it the signal `stop` once its stderr has said `said` `times` times (stdin, when
     given, is written and left open, as a pipe still feeding it); its exit code, stdout and stderr."""
-    command = [bigbird_executable(), *map(str, args)]
+    # Ctrl-C's SIGINT as a terminal sends it: a shell starting the tests in the background (`cmd &` in a script)
+    # hands its children SIGINT ignored, which the CLI then rightly keeps ignoring; the shim puts it back first.
+    reset = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+    command = [sys.executable, "-c", reset, bigbird_executable(), *map(str, args)]
     pipe = subprocess.PIPE
     proc = subprocess.Popen(command, stdin=pipe, stdout=pipe, stderr=pipe, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     try:
