@@ -75,13 +75,13 @@ def _run(kernel: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _key(a: torch.Tensor, b: torch.Tensor, role: str) -> str:
-    """One choice per role, layout and shape; a dimension that is a count of tokens (it varies from batch to
-    batch) to the next power of two, so that a new length doesn't time the kernels again."""
+    """One choice per role, layout and shape; the dimension that counts tokens (it varies from batch to batch) to
+    the next power of two."""
     m, k = a.shape
     n = b.shape[0]
     if role == "weight-grad":  # k counts tokens
-        k = 1 << max(0, k - 1).bit_length()
+        k = kernels.power_of_two_above(k)
     else:  # m counts tokens
-        m = 1 << max(0, m - 1).bit_length()
+        m = kernels.power_of_two_above(m)
     prefix = kernels.TRAINING.key_prefix
     return f"{prefix}{role} {m}x{k}x{n} threads={torch.get_num_threads()}"

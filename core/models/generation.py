@@ -556,10 +556,8 @@ def generate_each(
                 yield index, search.result()
             else:
                 flying.append(_InFlight(index, search, cache, encoded))
-        if not flying:
-            if exhausted:
-                return
-            continue
+        if not flying:  # nothing in flight once the filling stops: the inputs are all done
+            return
         ragged = RaggedCache([f.cache for f in flying], group)
         rows = torch.cat([f.search.rows()[:, -1:] for f in flying])
         with rows_per_input(group):

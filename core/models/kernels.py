@@ -92,10 +92,16 @@ def shape_key(in_features: int, out_features: int, post_op: str, rows: int, kind
     return f"{kind.key_prefix}{in_features}x{out_features} {post_op} {size} threads={torch.get_num_threads()}"
 
 
+def power_of_two_above(n: int) -> int:
+    """The smallest power of two at least n: one key for a range of lengths that vary from input to input, so that
+    a new length doesn't time the kernels again."""
+    return 1 << max(0, n - 1).bit_length()
+
+
 def cross_attention_key(heads: int, head_dim: int, source_len: int, queries: int) -> str:
     """The choice holds for one head layout and thread count, at a source length up to a power of two, and few
     or many query rows per input."""
-    source = 1 << max(0, source_len - 1).bit_length()
+    source = power_of_two_above(source_len)
     size = "queries<=16" if queries <= 16 else "queries>16"
     prefix = CROSS_ATTENTION.key_prefix
     return f"{prefix}{heads}x{head_dim} source<={source} {size} threads={torch.get_num_threads()}"
