@@ -169,9 +169,7 @@ class TokenizersCore(SpecialTokenRoles):
         skip_special_tokens: bool = False,
         clean_up_tokenization_spaces: bool | None = None,
     ) -> str:
-        ids = _as_ids(token_ids)
-        ids = [ids] if isinstance(ids, int) else ids
-        self._check_ids(ids)
+        ids = self._decodable_ids(token_ids)
         return self._cleaned(
             self.backend.decode(ids, skip_special_tokens=skip_special_tokens), clean_up_tokenization_spaces
         )

@@ -137,6 +137,14 @@ class SpecialTokenRoles:
     def convert_tokens_to_ids(self, tokens: str | Sequence[str]) -> int | list[int]:
         raise NotImplementedError
 
+    def _decodable_ids(self, token_ids: Any) -> list[int]:
+        """An id, a list, a tensor or an array of ids as a list, each one this tokenizer has (VocabularyError
+        else): what both piece cores' `decode` starts from."""
+        ids = _as_ids(token_ids)
+        ids = [ids] if isinstance(ids, int) else ids
+        self._check_ids(ids)
+        return ids
+
     def _check_ids(self, ids: list[int]) -> None:
         """VocabularyError for an id this tokenizer has no token for (a model of another vocabulary made it)."""
         size = len(self)  # type: ignore[arg-type]
@@ -407,9 +415,7 @@ class SentencePieceCore(SpecialTokenRoles):
         clean_up_tokenization_spaces: bool | None = None,
     ) -> str:
         """Text of `token_ids`: sentencepiece decodes the ordinary pieces, added tokens are written as they are."""
-        ids = _as_ids(token_ids)
-        ids = [ids] if isinstance(ids, int) else ids
-        self._check_ids(ids)
+        ids = self._decodable_ids(token_ids)
         stretches: list[tuple[bool, str]] = []
         run: list[int] = []
         for index in ids:
