@@ -71,6 +71,16 @@ def kernel_cache(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def quiet_machine(monkeypatch):
+    """Kernel timings count as taken on a quiet machine, as where /proc/stat can't be read: a test that reads the
+    kernel cache file must find the choice written whatever else loads the machine (CI runs tests side by side).
+    The tests of timing under load give their own CPU readings."""
+    from bigbird.models import kernels
+
+    monkeypatch.setattr(kernels, "PROC_STAT", Path(os.devnull) / "no-proc-stat")
+
+
 @pytest.fixture
 def fresh_choices(tmp_path, monkeypatch):
     """An empty kernel cache folder, no override, and no kernel choice made yet in this process."""
@@ -81,6 +91,7 @@ def fresh_choices(tmp_path, monkeypatch):
         monkeypatch.delenv(kind.override, raising=False)
     monkeypatch.setattr(kernels, "_chosen", {})
     monkeypatch.setattr(kernels, "_measured", {})
+    monkeypatch.setattr(kernels, "_contended", {})
     return tmp_path
 
 

@@ -197,6 +197,63 @@ def test_choice_is_measured_once_then_read_from_the_cache(fresh_choices, monkeyp
     assert kernels.choose("k", ["mkl"], run=None) == "mkl" and len(timed) == 1  # nothing to time
 
 
+def _cpu_readings(monkeypatch, others: float) -> None:
+    """Each timing reads the machine's CPU times twice: one second apart on 2 CPUs, in which this process used 0.5 s
+    and other processes `others` of the 2 s."""
+    readings = iter(
+        [kernels.CpuTimes(busy=10.0, total=100.0, own=1.0), kernels.CpuTimes(10.5 + 2 * others, 102.0, 1.5)] * 2
+    )
+    monkeypatch.setattr(kernels, "cpu_times", lambda: next(readings))
+
+
+@pytest.mark.parametrize(("others", "cached"), [(0.9, False), (0.3, False), (0.2, True), (0.0, True)])
+def test_a_choice_timed_under_load_runs_but_is_not_cached(others, cached, fresh_choices, monkeypatch, caplog):
+    """A timing beside other busy processes measures them as much as the kernels: the next process times again."""
+    _cpu_readings(monkeypatch, others)
+    timed: list[list[str]] = []
+    monkeypatch.setattr(
+        kernels, "measure", lambda names, run, default: timed.append(names) or {"mkl": 2.0, "onednn": 1.0}
+    )
+    with caplog.at_level("DEBUG", logger=kernels.__name__):
+        assert kernels.choose("k", ["mkl", "onednn"], run=None) == "onednn"
+    assert kernels.choose("k", ["mkl", "onednn"], run=None) == "onednn" and len(timed) == 1  # this process keeps it
+    assert ("k" in kernels._load()) == cached
+    assert kernels.summary()["contended"] == ({} if cached else {"k": others})
+    assert ("not cached" in caplog.text) != cached
+    monkeypatch.setattr(kernels, "_chosen", {})  # a new process
+    assert kernels.choose("k", ["mkl", "onednn"], run=None) == "onednn"
+    assert len(timed) == (1 if cached else 2)
+
+
+@pytest.mark.parametrize(
+    ("after", "share"),
+    [
+        (kernels.CpuTimes(busy=10.5, total=102.0, own=1.5), 0.0),  # only this process was busy
+        (kernels.CpuTimes(busy=11.5, total=102.0, own=1.5), 0.5),  # one other busy CPU of two
+        (kernels.CpuTimes(busy=12.0, total=102.0, own=1.5), 0.75),
+        (kernels.CpuTimes(busy=10.2, total=102.0, own=1.5), 0.0),  # the ticks undercounted this process
+        (kernels.CpuTimes(busy=10.1, total=100.1, own=1.0), 0.0),  # too short a span to tell
+        (None, 0.0),  # no /proc/stat
+    ],
+)
+def test_others_cpu_share_is_the_machines_busy_time_less_this_process(after, share):
+    before = kernels.CpuTimes(busy=10.0, total=100.0, own=1.0)
+    assert kernels.others_cpu_share(before, after) == pytest.approx(share)
+    assert kernels.others_cpu_share(None, before) == 0.0
+
+
+def test_cpu_times_reads_proc_stat_busy_and_idle(tmp_path, monkeypatch):
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal guest guest_nice: guest time is already counted in user
+    stat.write_text("cpu  1000 20 300 5000 70 4 50 6 900 9\ncpu0 500 10 150 2500 35 2 25 3 450 4\nintr 1 2\n")
+    monkeypatch.setattr(kernels.os, "sysconf", lambda name: 100)
+    monkeypatch.setattr(kernels.time, "process_time", lambda: 7.5)
+    assert kernels.cpu_times(stat) == kernels.CpuTimes(busy=13.8, total=64.5, own=7.5)
+    assert kernels.cpu_times(tmp_path / "missing") is None  # macOS, Windows: counted as quiet
+    stat.write_text("")
+    assert kernels.cpu_times(stat) is None
+
+
 def test_a_cached_choice_is_timed_again_against_a_kernel_it_never_met(fresh_choices, monkeypatch):
     """A cache written by a version with fewer candidates (or on a torch build lacking one) does not hide one."""
     kernels._save("k", "onednn", {"mkl": 2.0, "onednn": 1.0})

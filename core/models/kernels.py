@@ -4,7 +4,8 @@ which of torch's private ops work is private_ops.py's).
 For each kind of matmul (`FLOAT32`, `INT8`, `CROSS_ATTENTION`) torch's default and the challengers are timed on
 the layer's own shapes at first use; the choice is cached per (CPU model and generation, torch version) in the
 user's cache directory. A challenger must beat the default by `MARGIN`, so the choice is never slower than torch's
-default beyond the noise of the measurement.
+default beyond the noise of the measurement. A choice timed while other processes loaded the CPU (`CONTENDED`) is
+run by this process only, never written to the cache: the next process times it again.
 
   - float32: the default is `F.linear` (MKL, which skips AVX-512 on AMD CPUs); the challengers oneDNN, on the
     plain weight or on the weight packed in its own layout (a layer that picks packing keeps only the packed
@@ -70,6 +71,15 @@ MARGIN = 0.05  # how much faster than the default a challenger must be to be cho
 SAMPLE_ROWS = 256  # rows of the input timed: a long input's matmuls run at the speed they reach here
 ROUNDS = 3  # timed calls per candidate (interleaved, the fastest counts), after one warm-up call each
 MORE_ROUNDS = 6  # further rounds when the first ones leave the decision within 2 * MARGIN of flipping
+# Above this share of the machine's CPU time used by other processes while the kernels were timed, the choice is not
+# cached: such timings measure the load as much as the kernels (a choice timed beside a test run kept a summarize
+# benchmark 20% slower on later quiet runs). One other busy thread on a 2-core machine is 0.5; a quiet machine's
+# background a few percent.
+CONTENDED = 0.25
+# /proc/stat counts busy time in clock ticks (10 ms): a timing shorter than this much machine time (wall seconds
+# times CPUs, 20 ticks) can't tell the load, and counts as quiet, as where /proc/stat can't be read.
+LOAD_WINDOW = 0.2
+PROC_STAT = Path("/proc/stat")
 
 
 def cache_path() -> Path:
@@ -83,6 +93,7 @@ def cache_path() -> Path:
 
 _chosen: dict[str, str] = {}  # the choices this process runs, by shape key
 _measured: dict[str, dict[str, float]] = {}  # the microbenchmark numbers this process took, by shape key
+_contended: dict[str, float] = {}  # others' share of the machine while a choice was timed, where over CONTENDED
 
 
 def shape_key(in_features: int, out_features: int, post_op: str, rows: int, kind: Kind = FLOAT32) -> str:
@@ -134,9 +145,15 @@ def choose(key: str, names: list[str], run: Callable[[str], Any], kind: Kind = F
         return choice
     choice, timed = _load().get(key, (None, set()))
     if choice not in names or not set(names) <= timed:  # a kernel the cached choice was not timed against
+        start = cpu_times()
         _measured[key] = measure(names, run, kind.default)
+        load = others_cpu_share(start, cpu_times())
         choice = decide(_measured[key], kind.default)
-        _save(key, choice, _measured[key])
+        if load > CONTENDED:
+            _contended[key] = load
+            log.debug("%s: timed while other processes used %.0f%% of the CPU; not cached", key, load * 100)
+        else:
+            _save(key, choice, _measured[key])
     _chosen[key] = choice
     return choice
 
@@ -173,8 +190,8 @@ def measure(
 ) -> dict[str, float]:
     """Seconds per call of each kernel: the fastest of `ROUNDS` interleaved calls, after a warm-up call each.
 
-    The choice is kept for good, so a close call (a load spike on a shared machine can make it) gets
-    `MORE_ROUNDS` more before it is decided: the fastest of more calls is nearer each kernel's unloaded speed.
+    The choice is kept for good, so a close call (a load spike too short for `CONTENDED` to see can make it)
+    gets `MORE_ROUNDS` more before it is decided: the fastest of more calls is nearer each kernel's unloaded speed.
     """
     for name in names:
         run(name)
@@ -187,6 +204,37 @@ def measure(
             run(name)
             best[name] = min(best[name], clock() - start)
     return best
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """CPU seconds at one moment: the whole machine's busy and total time since boot, and this process's own."""
+
+    busy: float
+    total: float
+    own: float
+
+
+def cpu_times(stat: Path | None = None) -> CpuTimes | None:
+    """Now's CPU times, from /proc/stat's first line (busy: user, nice, system, irq, softirq and steal; idle and
+    iowait are not; guest time is already in user), or None where it can't be read (macOS, Windows)."""
+    try:
+        ticks = [int(n) for n in (stat or PROC_STAT).read_text().split("\n", 1)[0].split()[1:9]]
+        user, nice, system, idle, iowait, irq, softirq, steal = ticks
+        hertz = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
+        return None
+    busy = user + nice + system + irq + softirq + steal
+    return CpuTimes(busy / hertz, (busy + idle + iowait) / hertz, time.process_time())
+
+
+def others_cpu_share(before: CpuTimes | None, after: CpuTimes | None) -> float:
+    """The share of the machine's CPU time (0 to 1) that other processes used between two readings: its busy time
+    less this process's. 0 where it can't be told (no reading, or a span under `LOAD_WINDOW`)."""
+    if before is None or after is None or after.total - before.total < LOAD_WINDOW:
+        return 0.0
+    others = (after.busy - before.busy) - (after.own - before.own)
+    return min(1.0, max(0.0, others / (after.total - before.total)))
 
 
 def _close(seconds: dict[str, float], default: str) -> bool:
@@ -206,7 +254,8 @@ def decide(seconds: dict[str, float], default: str = FLOAT32.default) -> str:
 
 def summary() -> dict[str, Any]:
     """What runs here, for bench's records: the choices this process made for each kind of matmul (with the
-    timings behind those it measured), the int8 weight range, and which private ops are in use."""
+    timings behind those it measured; `contended`: those timed under load, by others' share of the CPU, which were
+    not cached), the int8 weight range, and which private ops are in use."""
 
     def chosen(kind: Kind) -> dict[str, str]:
         return {key.removeprefix(kind.key_prefix): c for key, c in _chosen.items() if kind_of(key) is kind}
@@ -221,6 +270,7 @@ def summary() -> dict[str, Any]:
         "int8": chosen(INT8),
         "cross_attention": chosen(CROSS_ATTENTION),
         "measured_ms": {key: {n: round(s * 1e3, 3) for n, s in v.items()} for key, v in _measured.items()},
+        "contended": {key: round(share, 2) for key, share in _contended.items()},
         "int8_weight_levels": cpu.int8_weight_levels(),
         "private_ops": [name for name in private_ops.NAMES if private_ops.private_op(name) is not None],
     }
