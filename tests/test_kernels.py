@@ -225,6 +225,35 @@ def test_a_choice_timed_under_load_runs_but_is_not_cached(others, cached, fresh_
     assert len(timed) == (1 if cached else 2)
 
 
+def test_a_timing_too_short_to_tell_the_load_is_taken_again_until_it_can(fresh_choices, monkeypatch):
+    """A decoder step's shapes time in milliseconds, under /proc/stat's ticks: more rounds until they span
+    LOAD_WINDOW, each kernel keeping its fastest; the load is then told over the whole span."""
+    span = kernels.LOAD_WINDOW
+    readings = iter(
+        [
+            kernels.CpuTimes(busy=10.0, total=100.0, own=1.0),
+            kernels.CpuTimes(busy=10.0, total=100.0 + span / 4, own=1.0),  # too short
+            kernels.CpuTimes(busy=10.0 + span, total=100.0 + span, own=1.0 + span / 4),  # others 3/4 of it
+        ]
+    )
+    monkeypatch.setattr(kernels, "cpu_times", lambda: next(readings))
+    rounds = iter([{"mkl": 2.0, "onednn": 1.0}, {"mkl": 1.5, "onednn": 1.2}])
+    monkeypatch.setattr(kernels, "measure", lambda names, run, default: next(rounds))
+    assert kernels.choose("k", ["mkl", "onednn"], run=None) == "onednn"
+    assert kernels._measured["k"] == {"mkl": 1.5, "onednn": 1.0}
+    assert kernels.summary()["contended"] == {"k": 0.75} and "k" not in kernels._load()
+
+
+def test_without_cpu_readings_a_timing_is_taken_once(fresh_choices, monkeypatch):
+    monkeypatch.setattr(kernels, "cpu_times", lambda: None)  # macOS, Windows
+    timed: list[list[str]] = []
+    monkeypatch.setattr(
+        kernels, "measure", lambda names, run, default: timed.append(names) or {"mkl": 2.0, "onednn": 1.0}
+    )
+    assert kernels.choose("k", ["mkl", "onednn"], run=None) == "onednn" and len(timed) == 1
+    assert "k" in kernels._load()
+
+
 @pytest.mark.parametrize(
     ("after", "share"),
     [
