@@ -12,7 +12,16 @@ from bigbird.tools import bench
 from bigbird.tools.bench import BenchError, BenchSpec, run_bench
 
 
-def test_train_step_row_compares_the_same_loss_with_transformers():
+@pytest.fixture(autouse=True)
+def large_blocks(monkeypatch):
+    """The training step serves large blocks from the heap, as a training process does: recorded here rather than
+    set for the rest of the test session's process."""
+    calls: list[bool] = []
+    monkeypatch.setattr(bench, "reuse_large_blocks", lambda: calls.append(True) or True)
+    return calls
+
+
+def test_train_step_row_compares_the_same_loss_with_transformers(large_blocks):
     """In full attention: block-sparse training draws its random blocks on each side, differently."""
     spec = BenchSpec(
         preset="tiny",
@@ -30,6 +39,7 @@ def test_train_step_row_compares_the_same_loss_with_transformers():
     for side in (record, record["checkpointing"], record["transformers"]):
         assert side["median_s"] > 0 and side["peak_mem_bytes"] > 0
     assert record["ratio"] > 0 and record["checkpointing_memory_ratio"] > 0
+    assert large_blocks == [True]
 
 
 def test_train_step_needs_a_bigbird_classifier():

@@ -27,13 +27,17 @@ class MallInfo2(ctypes.Structure):
                                                       "fsmblks", "uordblks", "fordblks", "keepcost")]
 libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype = MallInfo2
-if sys.argv[1] == "reuse":
+from bigbird.models.heap import reuse_large_blocks
+mode, floats, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+if mode != "default":
     assert reuse_freed_memory()
+if mode == "large":
+    assert reuse_large_blocks()
 mapped = []
 for _ in range(6):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     mapped_before = libc.mallinfo2().hblkhd
-    held = [torch.empty(2**19).fill_(1.0) for _ in range(50)]
+    held = [torch.empty(floats).fill_(1.0) for _ in range(count)]
     mapped.append(libc.mallinfo2().hblkhd - mapped_before)
     while held:
         held.pop()
@@ -42,9 +46,10 @@ print(json.dumps({"mapped": mapped[0], "faults": faults}))
 """
 
 
-def churn(mode: str) -> dict[str, int]:
+def churn(mode: str, floats: int = 2**19, count: int = 50) -> dict[str, int]:
     env = {k: v for k, v in os.environ.items() if k not in heap.MALLOC_ENVIRONMENT}
-    result = subprocess.run([sys.executable, "-c", CHURN, mode], capture_output=True, text=True, check=True, env=env)
+    command = [sys.executable, "-c", CHURN, mode, str(floats), str(count)]
+    result = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
     return json.loads(result.stdout)
 
 
@@ -57,10 +62,20 @@ def test_freed_activations_are_reused_instead_of_faulted_in_again():
     assert reused["faults"] < 1_000
 
 
+def test_training_reuses_blocks_over_the_mmap_threshold_too():
+    """Blocks over 32 MiB (a float32 training step's attention scores at 4096 tokens) are mapped afresh and faulted
+    in on every allocation, whatever the thresholds; served from the heap, the steady state faults none."""
+    large = 10 * 2**20  # 40 MiB of float32
+    reused, kept = churn("reuse", large, 3), churn("large", large, 3)
+    assert reused["mapped"] >= 120 * 2**20 and reused["faults"] >= 20_000
+    assert kept["mapped"] == 0 and kept["faults"] < 1_000
+
+
 @pytest.mark.parametrize("variable", heap.MALLOC_ENVIRONMENT)
 def test_a_heap_the_user_tunes_is_left_alone(variable, monkeypatch):
     monkeypatch.setenv(variable, "1")
     assert heap.reuse_freed_memory() is False
+    assert heap.reuse_large_blocks() is False
 
 
 def test_the_cli_sets_the_heap_up_before_any_command(monkeypatch):

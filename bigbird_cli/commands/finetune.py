@@ -229,6 +229,7 @@ def run(task: str, options: dict[str, Any]) -> None:
     """Build the settings (a bad option is one sentence, exit 2, before any model loads) and train."""
     import sys
 
+    from bigbird.models.heap import reuse_large_blocks
     from bigbird.tasks.documents import DEFAULT_GLOBS, Inputs
     from bigbird.training import Fields, TrainSettings, finetune
     from bigbird.training.progress import reporter
@@ -296,6 +297,7 @@ def run(task: str, options: dict[str, Any]) -> None:
 
                 summary = finetune_on_ray(settings, o["workers"], o["ray_address"], progress)
             else:
+                reuse_large_blocks()  # training's large activations from the heap: see core/models/heap.py
                 summary = finetune(settings, progress)
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: raised again saying what the stopped run kept
         terminated = by_sigterm(stop)

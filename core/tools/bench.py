@@ -45,7 +45,7 @@ from torch import nn
 from bigbird.models import cpu, kernels
 from bigbird.models.config import ATTENTION_TYPES, ModelConfig
 from bigbird.models.generation import generate_each
-from bigbird.models.heap import release_free_heap
+from bigbird.models.heap import release_free_heap, reuse_large_blocks
 from bigbird.models.linear import quantize_int8
 from bigbird.models.modeling import device_available
 from bigbird.models.presets import PRESETS, config_from_name
@@ -707,6 +707,7 @@ def _measure_train(spec: BenchSpec, progress: Callable[[str], None] | None) -> I
     from bigbird.training.loop import checkpoint_layers
 
     say = progress or (lambda message: None)
+    reuse_large_blocks()  # as a training process has it (the finetune command, each Ray Train worker)
     if spec.threads:
         torch.set_num_threads(spec.threads)
     config = build_config(spec)

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from ..models.heap import reuse_freed_memory, reuse_large_blocks
 from .data import TrainingError
 from .loop import Progress, Summary, Trainer, TrainSettings
 
@@ -57,6 +58,8 @@ def _worker_loop(config: dict[str, Any]) -> None:
     context = train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     settings: TrainSettings = config["settings"]
+    reuse_freed_memory()  # as the CLI's own process does, and training's large blocks too (core/models/heap.py)
+    reuse_large_blocks()
     if settings.threads:
         torch.set_num_threads(settings.threads)
     trainer = Trainer(settings, rank=rank, world=world, reduce=_all_reduce)
