@@ -176,6 +176,46 @@ def test_an_int8_models_keys_values_go_to_bfloat16_within_its_rounding(
     assert (plain_k - k).abs().max() <= k.abs().max() * 2**-8  # bfloat16's rounding of what was packed
 
 
+@needs_bf16_conv
+@pytest.mark.parametrize(("inputs", "group", "new"), [(1, 5, 1), (3, 2, 1)])
+@pytest.mark.parametrize("bias_kind", ["none", "padding"])
+def test_a_bfloat16_models_keys_values_take_the_bfloat16_convolutions(
+    inputs, group, new, bias_kind, fresh_choices, monkeypatch
+):
+    """A bfloat16 model's keys/values are packed as they are, by rule, on a CPU with native bfloat16: the context is
+    within bfloat16's rounding of the float64 oracle on the same (bfloat16) numbers."""
+    monkeypatch.setattr(cpu, "has_native_bfloat16", lambda: True)
+    k, v = (t.to(torch.bfloat16) for t in projected(inputs, seed=9))
+    bias = padding_bias(inputs, bias_kind)
+    kept = CrossKeysValues(k, v, reused=True)
+    for step in range(2):
+        q = torch.randn(inputs * group, HEADS, new, DIM, generator=torch.Generator().manual_seed(step))
+        q = q.to(torch.bfloat16)
+        expected, _ = oracle(q, k, v, bias)
+        with torch.inference_mode():
+            context, _ = kept.attend(q, bias)
+        assert context.dtype == torch.bfloat16
+        assert (context.double() - expected).abs().max() / expected.abs().max() < 2e-2
+    assert kept.packed and kept.packed_dtype == torch.bfloat16
+    assert kernels.summary()["measured_ms"] == {}  # a rule, not a measurement
+    assert any(key.endswith("bfloat16-model") for key in kernels.summary()["cross_attention"])
+
+
+@pytest.mark.parametrize(("native", "forced"), [(False, "auto"), (True, "sdpa"), (True, "onednn")])
+def test_a_bfloat16_model_keeps_torchs_attention_without_native_bfloat16_or_when_told(
+    native, forced, fresh_choices, monkeypatch
+):
+    monkeypatch.setattr(cpu, "has_native_bfloat16", lambda: native)
+    monkeypatch.setenv("BIGBIRD_CROSS_ATTENTION", forced)
+    k, v = (t.to(torch.bfloat16) for t in projected(1, seed=10))
+    q = torch.randn(5, HEADS, 1, DIM).to(torch.bfloat16)
+    kept = CrossKeysValues(k, v, reused=True)
+    with torch.inference_mode():
+        context, _ = kept.attend(q, None)
+    assert not kept.packed and kernels.summary()["measured_ms"] == {}
+    assert (context.double() - oracle(q, k, v, None)[0]).abs().max() < 2e-2
+
+
 @pytest.mark.parametrize(
     ("approximate", "native", "forced", "packs"),
     [

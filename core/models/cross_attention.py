@@ -23,8 +23,9 @@ linear layers' kernels; `BIGBIRD_CROSS_ATTENTION=sdpa|onednn` forces one.
 A model whose projections run in int8 (`--quantize int8`) already trades exactness for speed, and there the keys and
 values are packed in bfloat16 on CPUs that compute it natively (avx512_bf16, AMX): half the bytes for every step to
 stream, and half the memory. Queries and probabilities enter the convolutions in bfloat16 too (oneDNN wants one
-type), while the softmax runs in float32. This is a rule, not a measurement: which kernel runs must never depend on
-a timing when it changes the numbers. `BIGBIRD_CROSS_ATTENTION=sdpa|onednn` keeps float32 there too.
+type), while the softmax runs in float32. A bfloat16 model's keys/values (`--dtype bfloat16`) take the same kernel
+on such CPUs. Both are rules, not measurements: which kernel runs must never depend on a timing when it changes the
+numbers. `BIGBIRD_CROSS_ATTENTION=sdpa|onednn` keeps torch's attention, or float32, there too.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class CrossKeysValues:
             self._chosen = True
             if fast and self._bfloat16_applies(q):
                 self._pack(q.shape[0] // self.inputs * q.shape[2], torch.bfloat16)
-            elif fast:
+            elif fast and q.dtype == torch.float32:  # bfloat16 queries pack by rule or not at all
                 self._choose(q, bias)
         if self.packed and fast:
             return self._attend_packed(q, bias, self.keys, self.values), None
@@ -110,17 +111,20 @@ class CrossKeysValues:
             and dropout == 0.0
             and one_row
             and q.device.type == "cpu"
-            and q.dtype == torch.float32
+            and q.dtype in (torch.float32, torch.bfloat16)
             and torch.backends.mkldnn.enabled
             and private_ops.private_op("conv-packed") is not None
         )
 
     def _bfloat16_applies(self, q: torch.Tensor) -> bool:
-        """Whether these keys/values go to bfloat16: an int8 model's, on a CPU with native bfloat16 whose packed
-        bfloat16 convolution works, unless the environment forces a float32 kernel."""
+        """Whether these keys/values are packed in bfloat16: a bfloat16 model's (they are bfloat16 already) or an int8
+        model's, on a CPU with native bfloat16 whose packed bfloat16 convolution works, unless the environment
+        forces a float32 kernel. A bfloat16 model's is the rule, like an int8 model's, for it is not the numbers of
+        torch's attention either: the scores are rounded to bfloat16 before the float32 softmax (torch keeps them in
+        float32), and in exchange a step's cross-attention reads them at memory speed (pegasus-large, 4096 tokens,
+        AMD EPYC 26/2/1: 34 of a 56 ms step in torch's)."""
         return (
-            self.approximate
-            and q.dtype == torch.float32
+            (q.dtype == torch.bfloat16 or (self.approximate and q.dtype == torch.float32))
             and cpu.has_native_bfloat16()
             and kernels.override(kernels.CROSS_ATTENTION) in ("auto", "onednn-bf16")
             and private_ops.private_op("conv-packed-bf16") is not None
@@ -132,8 +136,8 @@ class CrossKeysValues:
         self.keys, self.values = copies or self._packed_copies(queries, keep_plain=False, dtype=dtype)
         self.packed, self.packed_dtype = True, dtype
         key = kernels.cross_attention_key(self.heads, self.head_dim, self.source_len, queries)
-        if dtype == torch.bfloat16:  # by rule (an int8 model's), beside the measured choice of float32 models
-            kernels.settled(f"{key} int8-model", "onednn-bf16")
+        if dtype == torch.bfloat16:  # by rule (an int8 or bfloat16 model's), beside float32 models' measured choice
+            kernels.settled(f"{key} {'int8' if self.approximate else 'bfloat16'}-model", "onednn-bf16")
         # oneDNN's packed tensors are a little larger than the plain ones (pegasus-large: 16 MiB + 132 KiB),
         # so they never fit the holes the projections leave in the heap, and the next layer's projections
         # land on fresh pages: handed back, the first step's peak is a layer's scratch lower per layer
@@ -214,7 +218,7 @@ class CrossKeysValues:
         x = torch.empty(queries, inputs, h * d, dtype=q.dtype)
         torch.mul(q.transpose(1, 2).reshape(inputs, queries, h * d).transpose(0, 1), 1 / math.sqrt(d), out=x)
         scores = conv(_channels_last(x.to(dtype)), keys, None, [0, 0], [1, 1], [1, 1], groups, "none", [], "")
-        scores = _rows(scores).view(queries, inputs, h, s).to(q.dtype)  # the softmax in the queries' type
+        scores = _rows(scores).view(queries, inputs, h, s).float()  # the softmax in float32
         if bias is not None:
             scores += bias.reshape(bias.shape[0], 1, s)  # (inputs or 1, 1, 1, S)
         probs = scores.softmax(dim=-1).to(dtype)
