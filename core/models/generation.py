@@ -50,6 +50,7 @@ class DecoderCache:
         self.values: list[torch.Tensor | None] = [None] * num_layers
         self.lengths = [0] * num_layers
         self.cross: list[CrossKeysValues | None] = [None] * num_layers
+        self.spares: dict[tuple[int, int], torch.Tensor] = {}  # reorder's second buffers, by (layer, keys 0/values 1)
 
     @property
     def length(self) -> int:
@@ -111,14 +112,23 @@ class DecoderCache:
         return self.cross[layer]
 
     def reorder(self, rows: torch.Tensor) -> None:
-        """Row i of the self-attention cache becomes old row rows[i] (beam reselection); cross K/V are per input."""
-        for layer, (k, v) in enumerate(zip(self.keys, self.values, strict=True)):
-            if k is None:
-                continue
-            used = self.lengths[layer]
-            # index_select then copy: half the time of `k[:, :, :used] = k[rows, :, :used]` (the indexing kernel).
-            for buffer in (k, v):
-                buffer[:, :, :used].copy_(buffer[:, :, :used].index_select(0, rows))
+        """Row i of the self-attention cache becomes old row rows[i] (beam reselection); cross K/V are per input.
+
+        The rows are selected into a second buffer of the same size, which then takes the first one's place: one
+        pass over the cache per step, where selecting and copying back in place takes two (beam search reorders
+        every step: pegasus-large, 5 beams, 128 new tokens: 4.9 ms a step, the largest cost of a step outside the
+        model; the second buffers double the self-attention cache, 42 MB at 128 tokens).
+        """
+        for layer, used in enumerate(self.lengths):
+            for which, buffers in enumerate((self.keys, self.values)):
+                buffer = buffers[layer]
+                if buffer is None:
+                    continue
+                spare = self.spares.get((layer, which))
+                if spare is None or spare.shape != buffer.shape:
+                    spare = torch.empty_like(buffer)
+                torch.index_select(buffer[:, :, :used], 0, rows, out=spare[:, :, :used])
+                buffers[layer], self.spares[layer, which] = spare, buffer
 
 
 class RaggedCache:
