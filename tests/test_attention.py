@@ -72,11 +72,14 @@ def test_kernel_matches_dense_oracle(r, num_blocks, plan_kind, fused):
     assert (ours - expected).abs().max() < 1e-10
 
 
+@pytest.mark.parametrize("middle", ["merged", "joint"])
 @pytest.mark.parametrize("d", [8, 6])  # a head size whose 1/sqrt is a power of two (scaled on the queries), and not
 @pytest.mark.parametrize("r", [0, 2])
-def test_training_gradients_match_the_dense_oracles(d, r):
-    """The spelled-out path's gradients (the windows' own backward, the softmax's row dots, the scale on the queries)
-    are those of block-sparse attention written densely, in float64, over a padded batch and a drawn plan."""
+def test_training_gradients_match_the_dense_oracles(d, r, middle, fresh_choices, monkeypatch):
+    """The training path's gradients, its middle rows as two merged softmaxes (the windows' own backward, the
+    softmax's row dots, the scale on the queries) or as one joint attention, are those of block-sparse attention
+    written densely, in float64, over a padded batch and a drawn plan."""
+    monkeypatch.setenv("BIGBIRD_TRAINING_ATTENTION", middle)
     torch.manual_seed(d * 10 + r)
     bs, h, n = 4, 3, 9
     t = n * bs
@@ -94,6 +97,21 @@ def test_training_gradients_match_the_dense_oracles(d, r):
         grads.append(torch.autograd.grad(out, leaves, upstream))
     for ours, expected in zip(*grads, strict=True):
         assert (ours - expected).abs().max() < 1e-10
+
+
+def test_the_training_middle_rows_are_chosen_by_measurement_once(fresh_choices):
+    """Auto: the first tracked call times both ways (forward and backward) and keeps the choice for its shapes."""
+    leaves = [torch.randn(1, 2, 8 * 4, 8, requires_grad=True) for _ in range(3)]
+    plan = torch.randint(0, 8, (2, 6, 1))
+    for _ in range(2):
+        out, _ = block_sparse_attention(*leaves, torch.ones(1, 32), 4, plan)
+        out.sum().backward()
+    summary = bigbird.models.kernels.summary()
+    (choice,) = summary["training_attention"].values()
+    assert choice in ("merged", "joint") and len(summary["measured_ms"]) == 1
+    with torch.no_grad():  # inference never asks
+        block_sparse_attention(*leaves, torch.ones(1, 32), 4, plan)
+    assert len(bigbird.models.kernels.summary()["measured_ms"]) == 1
 
 
 def dense_oracle_of(mask, block_size, plan):

@@ -62,10 +62,13 @@ BFLOAT16 = Kind("bfloat16", "mkl", FLOAT32.candidates, "BIGBIRD_KERNELS")
 INT8 = Kind("int8", "fbgemm", ("fbgemm", "onednn"), "BIGBIRD_INT8_KERNELS")
 # A training step's float32 matmuls (backprop.py): forward, input gradient and weight gradient, on plain weights.
 TRAINING = Kind("training", "mkl", ("mkl", "onednn"), "BIGBIRD_KERNELS")
+# A training step's block-sparse middle rows: torch's fused attention over the window's and the other blocks' keys
+# concatenated, or the two as spelled-out softmaxes merged through their log-sum-exps (attention.py).
+TRAINING_ATTENTION = Kind("training-attention", "joint", ("joint", "merged"), "BIGBIRD_TRAINING_ATTENTION")
 # onednn-bf16 is never timed: an int8 model's keys/values take it by rule (cross_attention.py), since it changes
 # the numbers; forced on a float32 model it means onednn.
 CROSS_ATTENTION = Kind("cross-attention", "sdpa", ("sdpa", "onednn", "onednn-bf16"), "BIGBIRD_CROSS_ATTENTION")
-KINDS = (FLOAT32, BFLOAT16, TRAINING, INT8, CROSS_ATTENTION)
+KINDS = (FLOAT32, BFLOAT16, TRAINING, TRAINING_ATTENTION, INT8, CROSS_ATTENTION)
 CANDIDATES = FLOAT32.candidates
 MARGIN = 0.05  # how much faster than the default a challenger must be to be chosen
 SAMPLE_ROWS = 256  # rows of the input timed: a long input's matmuls run at the speed they reach here
@@ -285,6 +288,7 @@ def summary() -> dict[str, Any]:
         "float32": chosen(FLOAT32),
         "bfloat16": chosen(BFLOAT16),
         "training": chosen(TRAINING),
+        "training_attention": chosen(TRAINING_ATTENTION),
         "int8": chosen(INT8),
         "cross_attention": chosen(CROSS_ATTENTION),
         "measured_ms": {key: {n: round(s * 1e3, 3) for n, s in v.items()} for key, v in _measured.items()},
