@@ -73,7 +73,7 @@ def test_kernel_matches_dense_oracle(r, num_blocks, plan_kind, fused):
 
 
 @pytest.mark.parametrize("middle", ["merged", "joint"])
-@pytest.mark.parametrize("d", [8, 6])  # a head size whose 1/sqrt is a power of two (scaled on the queries), and not
+@pytest.mark.parametrize("d", [16, 6])  # a head size whose 1/sqrt is a power of two (scaled on the queries), and not
 @pytest.mark.parametrize("r", [0, 2])
 def test_training_gradients_match_the_dense_oracles(d, r, middle, fresh_choices, monkeypatch):
     """The training path's gradients, its middle rows as two merged softmaxes (the windows' own backward, the
@@ -112,6 +112,20 @@ def test_the_training_middle_rows_are_chosen_by_measurement_once(fresh_choices):
     with torch.no_grad():  # inference never asks
         block_sparse_attention(*leaves, torch.ones(1, 32), 4, plan)
     assert len(bigbird.models.kernels.summary()["measured_ms"]) == 1
+
+
+def test_the_training_choice_is_timed_inside_a_checkpointed_layer(fresh_choices):
+    """Gradient checkpointing recomputes a layer's forward in its backward and checks it saved the same tensors: the
+    first call's timing (forward and backward of its own) must not count among the layer's."""
+    leaves = [torch.randn(1, 2, 8 * 4, 8, requires_grad=True) for _ in range(3)]
+    plan = torch.randint(0, 8, (2, 6, 1))
+
+    def layer(q, k, v):
+        return block_sparse_attention(q, k, v, torch.ones(1, 32), 4, plan)[0]
+
+    out = torch.utils.checkpoint.checkpoint(layer, *leaves, use_reentrant=False)
+    out.sum().backward()
+    assert len(bigbird.models.kernels.summary()["training_attention"]) == 1
 
 
 def dense_oracle_of(mask, block_size, plan):

@@ -199,6 +199,11 @@ def test_a_bfloat16_models_keys_values_take_the_bfloat16_convolutions(
     assert kept.packed and kept.packed_dtype == torch.bfloat16
     assert kernels.summary()["measured_ms"] == {}  # a rule, not a measurement
     assert any(key.endswith("bfloat16-model") for key in kernels.summary()["cross_attention"])
+    in_model_type = None if bias is None else bias.to(torch.bfloat16)  # as a bfloat16 model makes its mask
+    with torch.inference_mode():  # a later call off the fast path reads them back in the model's type
+        context, probs = kept.attend(q, in_model_type, output_probs=True)
+    assert context.dtype == probs.dtype == torch.bfloat16
+    assert (context.double() - expected).abs().max() / expected.abs().max() < 2e-2
 
 
 @pytest.mark.parametrize(("native", "forced"), [(False, "auto"), (True, "sdpa"), (True, "onednn")])

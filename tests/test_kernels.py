@@ -225,6 +225,16 @@ def test_a_choice_timed_under_load_runs_but_is_not_cached(others, cached, fresh_
     assert len(timed) == (1 if cached else 2)
 
 
+@pytest.mark.parametrize("kind", [kernels.TRAINING, kernels.TRAINING_ATTENTION])
+def test_training_choices_are_cached_even_when_timed_under_load(kind, fresh_choices, monkeypatch):
+    """They change a training step's rounding: a run resumed in a new process must make the same choice."""
+    _cpu_readings(monkeypatch, 0.9)
+    names = list(kind.candidates)
+    monkeypatch.setattr(kernels, "measure", lambda names, run, default: {name: 1.0 for name in names})
+    assert kernels.choose("k", names, run=None, kind=kind) == kind.default
+    assert "k" in kernels._load() and kernels.summary()["contended"] == {}
+
+
 def test_a_timing_too_short_to_tell_the_load_is_taken_again_until_it_can(fresh_choices, monkeypatch):
     """A decoder step's shapes time in milliseconds, under /proc/stat's ticks: more rounds until they span
     LOAD_WINDOW, each kernel keeping its fastest; the load is then told over the whole span."""

@@ -439,7 +439,8 @@ def block_sparse_attention(
         other_bias = per_head(other_bias.flatten(-2).expand(b, -1, n - 2, -1))
         k_other, v_other = _gather_blocks(k, table, bs), _gather_blocks(v, table, bs)
         parts = (q_rows, windows(k), windows(v), window_bias, k_other, v_other, other_bias)
-        if not fused and not output_probs and torch.is_grad_enabled() and _joint_chosen(*parts, heads=h):
+        tracked = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v))
+        if not fused and not output_probs and tracked and _joint_chosen(*parts, heads=h):
             middle = _joint(*parts)
         else:
             window = partial_attention(*parts[:4], fused)
@@ -519,10 +520,11 @@ def _joint_chosen(
             out = _merged(partial_attention(*leaves[:4], False), partial_attention(leaves[0], *leaves[4:], False))
         out.backward(torch.ones_like(out))
 
-    with torch.enable_grad():
-        return (
-            kernels.choose(key, list(kernels.TRAINING_ATTENTION.candidates), run, kernels.TRAINING_ATTENTION) == "joint"
-        )
+    # The timing's own graphs keep their tensors as they are: inside a checkpointed layer's forward they would
+    # otherwise go through the checkpoint's hooks, and its recomputation (no timing then) would not match.
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
+        choice = kernels.choose(key, list(kernels.TRAINING_ATTENTION.candidates), run, kernels.TRAINING_ATTENTION)
+    return choice == "joint"
 
 
 def _gather_blocks(x: torch.Tensor, table: torch.Tensor, bs: int) -> torch.Tensor:

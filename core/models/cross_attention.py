@@ -59,6 +59,7 @@ class CrossKeysValues:
         self.approximate = approximate
         self.packed = False
         self.packed_dtype = keys.dtype  # what the packed keys/values hold: the input's, or bfloat16
+        self.plain_dtype = keys.dtype  # what they are read back as (plain)
         self._chosen = not reused  # only reused keys/values choose (and may pack) at their first call
 
     def attend(
@@ -93,8 +94,9 @@ class CrossKeysValues:
             return self.keys, self.values
         shape = (self.inputs, self.heads, self.source_len, self.head_dim)
         values = self.values.to_dense().view(self.inputs, self.heads, self.head_dim, self.source_len)
-        # Held in bfloat16 (an int8 model's): read back in the queries' type, so either path takes them.
-        return self.keys.to_dense().view(shape).float(), values.transpose(-1, -2).float()
+        # Held in bfloat16 (an int8 model's): read back in the model's type, so either path takes them.
+        plain = self.plain_dtype
+        return self.keys.to_dense().view(shape).to(plain), values.transpose(-1, -2).to(plain)
 
     # ----------------------------------------------------------------------------------------------
     def _fast_path_applies(

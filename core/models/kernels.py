@@ -69,6 +69,9 @@ TRAINING_ATTENTION = Kind("training-attention", "joint", ("joint", "merged"), "B
 # the numbers; forced on a float32 model it means onednn.
 CROSS_ATTENTION = Kind("cross-attention", "sdpa", ("sdpa", "onednn", "onednn-bf16"), "BIGBIRD_CROSS_ATTENTION")
 KINDS = (FLOAT32, BFLOAT16, TRAINING, TRAINING_ATTENTION, INT8, CROSS_ATTENTION)
+# Training's choices are cached even when timed under load: the kernels round differently, and a run resumed in
+# a new process must compute what the unbroken run would have (the same seed, the same model, bit for bit).
+REPRODUCIBLE = (TRAINING, TRAINING_ATTENTION)
 CANDIDATES = FLOAT32.candidates
 MARGIN = 0.05  # how much faster than the default a challenger must be to be chosen
 SAMPLE_ROWS = 256  # rows of the input timed: a long input's matmuls run at the speed they reach here
@@ -151,7 +154,7 @@ def choose(key: str, names: list[str], run: Callable[[str], Any], kind: Kind = F
     if choice not in names or not set(names) <= timed:  # a kernel the cached choice was not timed against
         _measured[key], load = _measure_and_load(names, run, kind.default)
         choice = decide(_measured[key], kind.default)
-        if load > CONTENDED:
+        if load > CONTENDED and kind not in REPRODUCIBLE:
             _contended[key] = load
             log.debug("%s: timed while other processes used %.0f%% of the CPU; not cached", key, load * 100)
         else:
