@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -438,13 +438,12 @@ def block_sparse_attention(
     else:
         other_bias = per_head(other_bias.flatten(-2).expand(b, -1, n - 2, -1))
         k_other, v_other = _gather_blocks(k, table, bs), _gather_blocks(v, table, bs)
-        parts = (q_rows, windows(k), windows(v), window_bias, k_other, v_other, other_bias)
+        rows = MiddleRows(q_rows, windows(k), windows(v), window_bias, k_other, v_other, other_bias)
         tracked = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v))
-        if not fused and not output_probs and tracked and _joint_chosen(*parts, heads=h):
-            middle = _joint(*parts)
+        if not fused and not output_probs and tracked and _joint_chosen(rows, heads=h):
+            middle = _joint(rows)
         else:
-            window = partial_attention(*parts[:4], fused)
-            other = partial_attention(q_rows, k_other, v_other, other_bias, fused)
+            window, other = _two_parts(rows, fused)
             middle = _merged(window, other)
     middle = middle.unflatten(0, (b, h))
     # Rows are written into (B, T, H, D) memory, so that the caller merges the heads with a view.
@@ -469,55 +468,59 @@ def _merged(window: tuple[torch.Tensor, ...], other: tuple[torch.Tensor, ...]) -
     return torch.lerp(other[0], window[0], share)
 
 
-def _joint(
-    q: torch.Tensor,
-    k_window: torch.Tensor,
-    v_window: torch.Tensor,
-    window_bias: torch.Tensor | None,
-    k_other: torch.Tensor,
-    v_other: torch.Tensor,
-    other_bias: torch.Tensor,
-) -> torch.Tensor:
+class MiddleRows(NamedTuple):
+    """What the middle query blocks attend to in a training step: each row's window and its other blocks, with
+    their key biases, (B*H, n-2, ...) each."""
+
+    q: torch.Tensor
+    k_window: torch.Tensor
+    v_window: torch.Tensor
+    window_bias: torch.Tensor | None
+    k_other: torch.Tensor
+    v_other: torch.Tensor
+    other_bias: torch.Tensor
+
+
+def _two_parts(rows: MiddleRows, fused: bool) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    """The window's and the other blocks' partial attentions, each with its log-sum-exp (for `_merged`)."""
+    window = partial_attention(rows.q, rows.k_window, rows.v_window, rows.window_bias, fused)
+    other = partial_attention(rows.q, rows.k_other, rows.v_other, rows.other_bias, fused)
+    return window, other
+
+
+def _joint(rows: MiddleRows) -> torch.Tensor:
     """The middle rows as one attention over their window's and their other blocks' keys, concatenated (copies of
     both), through torch's fused kernel and its fused backward: the same softmax as `_merged`'s two, rounded
     otherwise. Which of the two a training step runs is measured (`_joint_chosen`)."""
-    keys, values = torch.cat([k_window, k_other], dim=2), torch.cat([v_window, v_other], dim=2)
+    keys = torch.cat([rows.k_window, rows.k_other], dim=2)
+    values = torch.cat([rows.v_window, rows.v_other], dim=2)
+    window_bias = rows.window_bias
     if window_bias is None:
-        window_bias = other_bias.new_zeros(*other_bias.shape[:-1], k_window.shape[2])
-    bias = torch.cat([window_bias, other_bias], dim=-1).to(q.dtype)
-    return F.scaled_dot_product_attention(q, keys, values, attn_mask=bias)
+        window_bias = rows.other_bias.new_zeros(*rows.other_bias.shape[:-1], rows.k_window.shape[2])
+    bias = torch.cat([window_bias, rows.other_bias], dim=-1).to(rows.q.dtype)
+    return F.scaled_dot_product_attention(rows.q, keys, values, attn_mask=bias)
 
 
-def _joint_chosen(
-    q: torch.Tensor,
-    k_window: torch.Tensor,
-    v_window: torch.Tensor,
-    window_bias: torch.Tensor | None,
-    k_other: torch.Tensor,
-    v_other: torch.Tensor,
-    other_bias: torch.Tensor,
-    heads: int,
-) -> bool:
-    """Whether the joint attention (`_joint`) or the merged two (`partial_attention` twice) run this training step's
-    middle rows: measured once per machine, head layout, length, block size and type (forward and backward on
-    copies of this call's tensors), like the matmul kernels, torch's fused kernel being the default. On an AMD EPYC
-    (26/2/1), bigbird-roberta-base at 4096 tokens, a layer's timings were 164 ms joint against 199 ms merged in
-    float32 (the whole step 8.6-8.9 s against 9.4-9.8 s), and 157 ms against 82 ms in bfloat16."""
-    _, rows, bs, dim = q.shape
-    slots = k_other.shape[2] // bs
+def _joint_chosen(rows: MiddleRows, heads: int) -> bool:
+    """Whether the joint attention (`_joint`) or the merged two (`_two_parts`) run this training step's middle rows:
+    measured once per machine, head layout, length, block size and type (forward and backward on copies of this
+    call's tensors), like the matmul kernels, torch's fused kernel being the default. On an AMD EPYC (26/2/1),
+    bigbird-roberta-base at 4096 tokens, a layer's timings were 164 ms joint against 199 ms merged in float32 (the
+    whole step 8.6-8.9 s against 9.4-9.8 s), and 157 ms against 82 ms in bfloat16."""
+    _, blocks, bs, dim = rows.q.shape
+    slots = rows.k_other.shape[2] // bs
     prefix = kernels.TRAINING_ATTENTION.key_prefix
     key = (
-        f"{prefix}{heads}x{dim} rows<={kernels.power_of_two_above(rows)} bs={bs} slots={slots} "
-        f"{str(q.dtype).removeprefix('torch.')} threads={torch.get_num_threads()}"
+        f"{prefix}{heads}x{dim} rows<={kernels.power_of_two_above(blocks)} bs={bs} slots={slots} "
+        f"{str(rows.q.dtype).removeprefix('torch.')} threads={torch.get_num_threads()}"
     )
-    parts = (q, k_window, v_window, window_bias, k_other, v_other, other_bias)
 
     def run(name: str) -> None:
-        leaves = [t.detach().requires_grad_() if i in (0, 1, 2, 4, 5) else t for i, t in enumerate(parts)]  # q, k, v
-        if name == "joint":
-            out = _joint(*leaves)
-        else:
-            out = _merged(partial_attention(*leaves[:4], False), partial_attention(leaves[0], *leaves[4:], False))
+        tracked = {
+            f: getattr(rows, f).detach().requires_grad_() for f in ("q", "k_window", "v_window", "k_other", "v_other")
+        }
+        leaves = rows._replace(**tracked)
+        out = _joint(leaves) if name == "joint" else _merged(*_two_parts(leaves, fused=False))
         out.backward(torch.ones_like(out))
 
     # The timing's own graphs keep their tensors as they are: inside a checkpointed layer's forward they would

@@ -94,7 +94,7 @@ class CrossKeysValues:
             return self.keys, self.values
         shape = (self.inputs, self.heads, self.source_len, self.head_dim)
         values = self.values.to_dense().view(self.inputs, self.heads, self.head_dim, self.source_len)
-        # Held in bfloat16 (an int8 model's): read back in the model's type, so either path takes them.
+        # Held in bfloat16 (an int8 or bfloat16 model's): read back in the model's type, so either path takes them.
         plain = self.plain_dtype
         return self.keys.to_dense().view(shape).to(plain), values.transpose(-1, -2).to(plain)
 

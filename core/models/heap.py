@@ -47,6 +47,15 @@ MALLOC_ENVIRONMENT = (
 )
 
 
+def _tunable_libc() -> ctypes.CDLL | None:
+    """glibc, where its heap is ours to tune: None where the allocator is not glibc's (no mallopt) or where the
+    user's environment already tunes it."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "mallopt") or any(name in os.environ for name in MALLOC_ENVIRONMENT):
+        return None
+    return libc
+
+
 def reuse_freed_memory() -> bool:
     """Keep freed blocks for reuse in this process rather than hand their pages back to the OS after each layer.
 
@@ -63,8 +72,8 @@ def reuse_freed_memory() -> bool:
     nothing where the allocator is not glibc's or where the user's environment already tunes it; returns whether
     it changed anything.
     """
-    libc = _libc()
-    if libc is None or not hasattr(libc, "mallopt") or any(name in os.environ for name in MALLOC_ENVIRONMENT):
+    libc = _tunable_libc()
+    if libc is None:
         return False
     return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
@@ -82,7 +91,7 @@ def reuse_large_blocks() -> bool:
     is what matters, `release_free_heap` still hands free pages back (gradient checkpointing does, per layer).
     Does nothing where the allocator is not glibc's or the user's environment tunes it; returns whether it did.
     """
-    libc = _libc()
-    if libc is None or not hasattr(libc, "mallopt") or any(name in os.environ for name in MALLOC_ENVIRONMENT):
+    libc = _tunable_libc()
+    if libc is None:
         return False
     return bool(libc.mallopt(M_MMAP_MAX, 0))
