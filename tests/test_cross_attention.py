@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bigbird.models import cpu, kernels, private_ops
-from bigbird.models.cross_attention import CrossKeysValues
+from bigbird.models.cross_attention import CrossKeysValues, _transposed
 
 HEADS, SOURCE, DIM = 4, 37, 8
 LOWEST = torch.finfo(torch.float32).min
@@ -85,6 +85,19 @@ def test_packed_keys_values_still_give_probabilities_and_the_plain_tensors(monke
     assert (probs.double() - expected_probs).abs().max() < 1e-6
     plain_k, plain_v = kept.plain()
     assert torch.equal(plain_k, k) and torch.equal(plain_v, v)  # to_dense gives back exactly what was packed
+
+
+@pytest.mark.parametrize("layout", ["projected", "head-major"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_values_are_transposed_exactly_from_either_layout(layout, dtype):
+    """Packing transposes the values by a matrix per input where they come from a projection, and element by
+    element from any other layout: the same tensor either way, in the packed type."""
+    _, v = projected(3, seed=4)
+    if layout == "head-major":
+        v = v.contiguous()
+    out = _transposed(v, dtype)
+    assert out.dtype == dtype and (out.is_contiguous() or layout == "head-major")
+    assert torch.equal(out, v.transpose(-1, -2).to(dtype))
 
 
 @pytest.mark.parametrize("why", ["not reused", "gradient", "probabilities", "dropout", "private ops off"])
