@@ -310,6 +310,54 @@ def test_cache_grows_and_reorders():
     assert torch.equal(cache.values[0][0, :, :3], k[1])
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_reorder_copies_only_where_rows_differ_and_matches_a_whole_copy(seed):
+    """Beam-like reselections (parents repeat, rows stay, a first step of identical rows, a crop): the cache that
+    copies only past the first position where lineage differs holds, bit for bit, what whole-row copies give."""
+    g = torch.Generator().manual_seed(seed)
+    rows, layers = 5, 2
+    cache = DecoderCache(num_layers=layers)
+    whole = [[torch.empty(rows, 2, 0, 3), torch.empty(rows, 2, 0, 3)] for _ in range(layers)]
+    copied = 0
+    for step in range(12):
+        new = 3 if step == 0 else 1
+        for layer in range(layers):
+            k, v = (torch.randn(rows, 2, new, 3, generator=g) for _ in range(2))
+            cache.append(layer, k, v)
+            whole[layer] = [torch.cat([whole[layer][0], k], dim=2), torch.cat([whole[layer][1], v], dim=2)]
+        if step == 5:
+            cache.crop(cache.length - 1)
+            whole = [[t[:, :, : cache.length] for t in pair] for pair in whole]
+        # Mostly the first rows go on (as the best beams do), now and then in another order.
+        order = torch.randint(0, 2 if step % 3 else rows, (rows,), generator=g)
+        if step % 4 == 3:
+            order = torch.arange(rows)
+        before = [buffer[:, :, : cache.length].clone() for buffer in cache.keys]
+        cache.reorder(order)
+        after = [buffer[:, :, : cache.length] for buffer in cache.keys]
+        copied += sum(int((a != b).any(dim=(1, 3)).sum()) for a, b in zip(before, after, strict=True))
+        whole = [[t.index_select(0, order) for t in pair] for pair in whole]
+        for layer in range(layers):
+            assert torch.equal(cache.keys[layer][:, :, : cache.length], whole[layer][0])
+            assert torch.equal(cache.values[layer][:, :, : cache.length], whole[layer][1])
+    assert copied > 0
+
+
+def test_reorder_leaves_the_positions_all_rows_share():
+    """After rows take one row's past, a reorder among them copies nothing before the newest position."""
+    cache = DecoderCache(num_layers=1)
+    cache.append(0, torch.randn(3, 1, 4, 2), torch.randn(3, 1, 4, 2))
+    cache.reorder(torch.tensor([0, 0, 0]))  # all rows now hold row 0's four positions
+    cache.append(0, torch.randn(3, 1, 1, 2), torch.randn(3, 1, 1, 2))
+    for row in range(3):  # mark each row's copy of the shared positions: were they copied, the marks would move
+        cache.keys[0][row, :, :4] = row
+    newest = cache.keys[0][:, :, 4].clone()
+    cache.reorder(torch.tensor([2, 1, 0]))
+    for row in range(3):
+        assert (cache.keys[0][row, :, :4] == row).all()
+    assert torch.equal(cache.keys[0][:, :, 4], newest.flip(0))
+
+
 def test_bad_options_are_refused(tmp_path):
     pair = make_pair(tmp_path, seed=0, attention_type="original_full", eos_bias=0.0)
     ids = batch_inputs()["input_ids"]
