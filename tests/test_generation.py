@@ -475,6 +475,23 @@ def test_batched_linear_rows_are_each_inputs_rows_alone(dtype):
         assert torch.equal(together, alone), (group, inputs)
 
 
+def test_generate_each_hands_the_heap_back_after_each_encoder_and_first_step(tmp_path, monkeypatch):
+    """Twice per input (its encoder's scratch, then its first step's) and never layer by layer in between:
+    trimmed per layer, every layer's scratch was faulted in afresh."""
+    monkeypatch.setenv("BIGBIRD_CROSS_ATTENTION", "onednn")  # pack the kept keys/values where the build can
+    pair = make_pair(tmp_path, seed=3, attention_type="original_full", eos_bias=0.0)
+    trims: list[int] = []
+
+    class Libc:  # every hand-back, from wherever it is asked, goes through glibc's malloc_trim
+        def malloc_trim(self, pad: int) -> None:
+            trims.append(pad)
+
+    monkeypatch.setattr(bigbird.models.heap, "_libc", Libc)
+    inputs = [torch.randint(5, 90, (1, n), generator=torch.Generator().manual_seed(n)) for n in (12, 20, 9)]
+    done = decode_together(pair.ours, inputs, 2, sample=False, num_beams=2)
+    assert sorted(done) == [0, 1, 2] and len(trims) == 2 * len(inputs)
+
+
 def test_generate_each_refuses_batched_rows(tmp_path):
     pair = make_pair(tmp_path, seed=2, attention_type="original_full", eos_bias=0.0)
     with pytest.raises(ValueError, match="one row"):

@@ -36,7 +36,6 @@ import torch
 
 from . import cpu, kernels, private_ops
 from .attention import full_attention
-from .heap import release_free_heap
 
 
 class CrossKeysValues:
@@ -140,11 +139,6 @@ class CrossKeysValues:
         key = kernels.cross_attention_key(self.heads, self.head_dim, self.source_len, queries)
         if dtype == torch.bfloat16:  # by rule (an int8 or bfloat16 model's), beside float32 models' measured choice
             kernels.settled(f"{key} {'int8' if self.approximate else 'bfloat16'}-model", "onednn-bf16")
-        # oneDNN's packed tensors are a little larger than the plain ones (pegasus-large: 16 MiB + 132 KiB),
-        # so they never fit the holes the projections leave in the heap, and the next layer's projections
-        # land on fresh pages: handed back, the first step's peak is a layer's scratch lower per layer
-        # (pegasus-large, 4096 tokens: 115 MiB lower).
-        release_free_heap()
 
     def _choose(self, q: torch.Tensor, bias: torch.Tensor | None) -> None:
         """Time torch's attention against the packed kernel on this call (once per machine and shape), and pack
