@@ -475,9 +475,9 @@ def test_batched_linear_rows_are_each_inputs_rows_alone(dtype):
         assert torch.equal(together, alone), (group, inputs)
 
 
-def test_generate_each_hands_the_heap_back_after_each_encoder_and_first_step(tmp_path, monkeypatch):
+def test_generation_hands_the_heap_back_after_each_encoder_and_first_step(tmp_path, monkeypatch):
     """Twice per input (its encoder's scratch, then its first step's) and never layer by layer in between:
-    trimmed per layer, every layer's scratch was faulted in afresh."""
+    trimmed per layer, every layer's scratch was faulted in afresh. generate_each and generate alike."""
     monkeypatch.setenv("BIGBIRD_CROSS_ATTENTION", "onednn")  # pack the kept keys/values where the build can
     pair = make_pair(tmp_path, seed=3, attention_type="original_full", eos_bias=0.0)
     trims: list[int] = []
@@ -490,6 +490,9 @@ def test_generate_each_hands_the_heap_back_after_each_encoder_and_first_step(tmp
     inputs = [torch.randint(5, 90, (1, n), generator=torch.Generator().manual_seed(n)) for n in (12, 20, 9)]
     done = decode_together(pair.ours, inputs, 2, sample=False, num_beams=2)
     assert sorted(done) == [0, 1, 2] and len(trims) == 2 * len(inputs)
+    trims.clear()
+    pair.ours.generate(inputs[0], num_beams=2, max_length=MAX_LENGTH)
+    assert len(trims) == 2
 
 
 def test_generate_each_refuses_batched_rows(tmp_path):

@@ -239,7 +239,7 @@ def _transposed(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     inputs, heads, s, d = values.shape
     rows = values.transpose(1, 2)  # (inputs, S, heads, D): contiguous when the values are a projection's
     if not rows.is_contiguous():
-        return _in_type(values.transpose(-1, -2), dtype)
+        return _in_type(values.transpose(-1, -2), dtype).contiguous()
     rows = _in_type(rows, dtype).view(inputs, s, heads * d)
     out = rows.new_empty(inputs, heads * d, s)
     for matrix, transposed in zip(rows, out, strict=True):

@@ -672,6 +672,9 @@ def search(
         raise ValueError(f"generators: {len(generators)} given for {prompt.shape[0]} input rows")
     processors = build_processors(settings, _ids(settings.eos_token_id, device), device, skip)
     search = _start_search(prompt, settings, processors, generators)
+    if not search.done:
+        _advance(search, cache, next_scores(search.rows()))
+        release_free_heap()  # the first step's scratch, once it is done (as generate_each hands it back)
     while not search.done:
         _advance(search, cache, next_scores(search.rows()))
     return search.result()
