@@ -508,12 +508,7 @@ def _joint_chosen(rows: MiddleRows, heads: int) -> bool:
     bigbird-roberta-base at 4096 tokens, a layer's timings were 164 ms joint against 199 ms merged in float32 (the
     whole step 8.6-8.9 s against 9.4-9.8 s), and 157 ms against 82 ms in bfloat16."""
     _, blocks, bs, dim = rows.q.shape
-    slots = rows.k_other.shape[2] // bs
-    prefix = kernels.TRAINING_ATTENTION.key_prefix
-    key = (
-        f"{prefix}{heads}x{dim} rows<={kernels.power_of_two_above(blocks)} bs={bs} slots={slots} "
-        f"{str(rows.q.dtype).removeprefix('torch.')} threads={torch.get_num_threads()}"
-    )
+    key = kernels.training_attention_key(heads, dim, blocks, bs, rows.k_other.shape[2] // bs, rows.q.dtype)
 
     def run(name: str) -> None:
         tracked = {

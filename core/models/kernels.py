@@ -125,6 +125,18 @@ def cross_attention_key(heads: int, head_dim: int, source_len: int, queries: int
     return f"{prefix}{heads}x{head_dim} source<={source} {size} threads={torch.get_num_threads()}"
 
 
+def training_attention_key(
+    heads: int, head_dim: int, blocks: int, block_size: int, slots: int, dtype: torch.dtype
+) -> str:
+    """The choice holds for one head layout, block size, count of other blocks, type and thread count, at a number
+    of middle query blocks up to a power of two."""
+    prefix = TRAINING_ATTENTION.key_prefix
+    return (
+        f"{prefix}{heads}x{head_dim} rows<={power_of_two_above(blocks)} bs={block_size} slots={slots} "
+        f"{str(dtype).removeprefix('torch.')} threads={torch.get_num_threads()}"
+    )
+
+
 def kind_of(key: str) -> Kind:
     """The kind of matmul a choice's key belongs to."""
     return next((kind for kind in KINDS if kind.key_prefix and key.startswith(kind.key_prefix)), FLOAT32)
