@@ -18,6 +18,7 @@ from bigbird.models.attention import block_sparse_attention, fused_kernel_applie
 from bigbird.models.cross_attention import CrossKeysValues
 from bigbird.models.linear import Linear
 from bigbird.models.presets import PEGASUS_TINY
+from bigbird.training.loop import unpacked
 
 
 @pytest.mark.parametrize(
@@ -441,19 +442,49 @@ def test_whatever_needs_the_plain_weight_gets_it_back_exactly(need, fresh_choice
     assert not layer.packed and torch.equal(layer.weight.detach(), plain)
 
 
-@needs_packing
-def test_a_tied_weight_is_never_packed(fresh_choices, monkeypatch):
-    """Packing a weight another module shares (the LM head and the embeddings) would need a second copy."""
+def _tied_model_packing_wherever_it_can(monkeypatch) -> bigbird.BigBirdPegasusForConditionalGeneration:
     monkeypatch.setenv("BIGBIRD_KERNELS", "auto")
     model = bigbird.BigBirdPegasusForConditionalGeneration(bigbird.BigBirdPegasusConfig(**PEGASUS_TINY))
     assert model.lm_head.shares_weight and not model.model.decoder.layers[0].ffn_in.shares_weight
     # Packing wins wherever it is a candidate.
     monkeypatch.setattr(kernels, "decide", lambda seconds, default: min(seconds, key=lambda n: n != "onednn-packed"))
+    return model
+
+
+@needs_packing
+def test_a_tied_weight_stays_shared_and_packs_a_copy_beside_it(fresh_choices, monkeypatch):
+    """The LM head's weight is the embeddings' too: packing keeps it where it is and adds one packed copy, which the
+    head then runs on; a change to the shared weight in place makes the copy stale, and the head follows it."""
+    model = _tied_model_packing_wherever_it_can(monkeypatch)
     ids = torch.randint(5, 90, (1, 8))
     with torch.inference_mode():
         model.generate(ids, num_beams=2, max_new_tokens=3)
+    head, shared = model.lm_head, model.model.shared.weight
     assert model.model.decoder.layers[0].ffn_in.packed
-    assert not model.lm_head.packed and model.lm_head.weight is model.model.shared.weight
+    assert not head.packed and head.weight is shared and not shared.is_mkldnn
+    assert head._beside is not None and "packed copy beside" in repr(head)
+    states = torch.randn(5, shared.shape[1])
+    with torch.no_grad():
+        assert torch.allclose(head(states), F.linear(states, shared), atol=1e-5)
+        shared.mul_(2)
+        assert torch.allclose(head(states), F.linear(states, shared), atol=1e-5)
+    assert head._beside is not None and head._beside[1] == shared._version  # packed again, from the new weight
+    model.train()
+    assert head._beside is None and head.weight is shared
+
+
+@needs_packing
+def test_inference_inside_training_keeps_every_weight_the_optimizers_and_adds_no_copy(fresh_choices, monkeypatch):
+    """A training loop's evaluation runs under `unpacked`: no layer swaps its Parameter for a packed one (the
+    optimizer would step a tensor the model no longer uses) or packs a copy of a tied one."""
+    model = _tied_model_packing_wherever_it_can(monkeypatch).eval()
+    before = dict(model.named_parameters())
+    with unpacked(model), torch.no_grad():
+        model.generate(torch.randint(5, 90, (1, 8)), num_beams=2, max_new_tokens=3)
+    after = dict(model.named_parameters())
+    assert after.keys() == before.keys() and all(after[name] is p for name, p in before.items())
+    layers = [m for m in model.modules() if isinstance(m, Linear)]
+    assert all(not layer.packed and layer._beside is None and layer.may_pack for layer in layers)
 
 
 def test_checking_the_private_ops_leaves_the_global_generator_alone(monkeypatch):

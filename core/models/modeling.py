@@ -131,7 +131,7 @@ class PretrainedModel(nn.Module):
             owner_name, _, attr = target.rpartition(".")
             owner = self.get_submodule(owner_name)
             if isinstance(owner, Linear):
-                owner.shares_weight = True  # never packed: that would be a second copy of the shared matrix
+                owner.shares_weight = True  # packed, it keeps a copy beside the shared matrix
             setattr(owner, attr, self.get_parameter(source))
 
     @classmethod

@@ -223,17 +223,18 @@ def _release_heap_then_pass(grad: torch.Tensor) -> torch.Tensor:
 
 @contextlib.contextmanager
 def unpacked(model: torch.nn.Module) -> Iterator[None]:
-    """Inference inside training keeps every Linear's weight the Parameter the optimizer holds: a layer that
-    chose oneDNN's packed layout would replace it with a new one."""
+    """Inference inside training keeps every Linear's weight the Parameter the optimizer holds, and adds no
+    copies: a layer that chose oneDNN's packed layout would replace it with a new one (or, tied, keep a copy that
+    the next optimizer step makes stale)."""
     layers = [m for m in model.modules() if isinstance(m, Linear)]
-    shared = [layer.shares_weight for layer in layers]
+    allowed = [layer.may_pack for layer in layers]
     for layer in layers:
-        layer.shares_weight = True
+        layer.may_pack = False
     try:
         yield
     finally:
-        for layer, was in zip(layers, shared, strict=True):
-            layer.shares_weight = was
+        for layer, was in zip(layers, allowed, strict=True):
+            layer.may_pack = was
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
