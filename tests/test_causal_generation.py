@@ -116,3 +116,20 @@ def test_an_encoder_config_generates_from_a_prompt_long_enough_for_block_sparse(
         out = model.generate(prompt, max_new_tokens=3, min_new_tokens=3)
         first = model(prompt).logits[:, -1].argmax(-1)
     assert out.shape == (2, 206) and torch.equal(out[:, :203], prompt) and torch.equal(out[:, 203], first)
+
+
+def test_a_bfloat16_causal_lm_generates_through_its_float32_cache():
+    """BigBird's decoder attends through the cache as Pegasus's does: a bfloat16 model's cache holds float32 on the
+    CPU (see DecoderCache), and each cached step's logits stay those of the whole sequence's forward pass."""
+    torch.manual_seed(0)
+    model = bigbird.BigBirdForCausalLM(bigbird.BigBirdConfig(**tiny_config(is_decoder=True))).eval().to(torch.bfloat16)
+    prompt = torch.randint(5, 60, (2, 9))
+    with torch.no_grad():
+        out = model.generate(prompt, max_new_tokens=4, min_new_tokens=4)
+        cache, steps = DecoderCache(model.num_cache_layers), []
+        steps.append(model(out[:, :9], past_key_values=cache, use_cache=True).logits[:, -1])
+        for t in range(9, out.shape[1]):
+            steps.append(model(out[:, t : t + 1], past_key_values=cache, use_cache=True).logits[:, -1])
+        whole = model(out).logits[:, 8:]
+    assert out.shape == (2, 13) and all(k.dtype == torch.float32 for k in cache.keys)
+    assert torch.allclose(torch.stack(steps, 1).float(), whole.float(), atol=0.05, rtol=0.02)

@@ -499,3 +499,38 @@ def test_generate_each_refuses_batched_rows(tmp_path):
     pair = make_pair(tmp_path, seed=2, attention_type="original_full", eos_bias=0.0)
     with pytest.raises(ValueError, match="one row"):
         list(generation.generate_each(pair.ours, [(torch.ones(2, 8, dtype=torch.long), None)], 2, max_length=8))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_reduced_precision_decoder_caches_and_attends_in_float32_on_the_cpu(tmp_path, dtype, monkeypatch):
+    """torch's CPU attention is several times slower in bfloat16 and float16 at a decoding step's shapes, so the
+    self-attention cache holds such a model's keys/values in float32 (widening is exact) and its steps attend in
+    float32: each step's logits stay those of the uncached forward pass in the model's type, within its rounding."""
+    pair = make_pair(tmp_path, seed=3, attention_type="original_full", eos_bias=0.0)
+    model = pair.ours.to(dtype)
+    caches: list[DecoderCache] = []
+    init = DecoderCache.__init__
+    monkeypatch.setattr(DecoderCache, "__init__", lambda self, *a, **k: caches.append(self) or init(self, *a, **k))
+    source = torch.randint(3, 100, (2, 20), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = model.generate(source, num_beams=2, max_new_tokens=6, min_new_tokens=6)
+        assert caches and all(k.dtype == torch.float32 for k in caches[0].keys)
+        cache, target, steps = DecoderCache(len(model.model.decoder.layers)), out[:2], []
+        cached = {"input_ids": source, "past_key_values": cache, "use_cache": True}
+        for t in range(target.shape[1]):
+            steps.append(model(decoder_input_ids=target[:, t : t + 1], **cached).logits[:, -1])
+        whole = model(input_ids=source, decoder_input_ids=target).logits
+    assert all(k.dtype == torch.float32 for k in cache.keys)
+    assert torch.allclose(torch.stack(steps, 1).float(), whole.float(), atol=0.05, rtol=0.02)
+
+
+def test_a_bfloat16_model_decoded_together_gets_the_tokens_it_gets_alone(tmp_path):
+    """The float32 cache of a bfloat16 model keeps decoding inputs together exact."""
+    pair = make_pair(tmp_path, seed=2, attention_type="block_sparse", eos_bias=2.0)
+    model = pair.ours.to(torch.bfloat16)
+    g = torch.Generator().manual_seed(1)
+    inputs = [torch.randint(3, 100, (1, n), generator=g) for n in TOGETHER_LENGTHS]
+    options = {"num_beams": 3, "length_penalty": 0.8}
+    alone = [model.generate(x, max_length=MAX_LENGTH, **options) for x in inputs]
+    together = decode_together(model, inputs, 3, False, **options)
+    assert all(torch.equal(together[i], alone[i]) for i in range(len(inputs)))

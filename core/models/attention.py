@@ -671,8 +671,13 @@ class Attention(nn.Module):
             return context.transpose(1, 2).flatten(2), probs
         if encoder_states is None:
             k, v = self._keys_values(hidden)
-            if cache is not None:
-                k, v = cache.append(self.layer_idx, k, v)
+            if cache is not None and not sparse:
+                if bias is None:
+                    bias = additive_mask(mask, q.dtype)
+                context, probs = cache.self_attend(self.layer_idx, q, k, v, bias, dropout, output_attentions)
+                return context.transpose(1, 2).flatten(2), probs
+            if cache is not None:  # an encoder config's block-sparse prompt (the cache may hold a wider type)
+                k, v = (x.to(q.dtype) for x in cache.append(self.layer_idx, k, v))
         else:
             k, v = self._keys_values(encoder_states)
         if sparse:
