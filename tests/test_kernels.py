@@ -468,9 +468,43 @@ def test_a_tied_weight_stays_shared_and_packs_a_copy_beside_it(fresh_choices, mo
         assert torch.allclose(head(states), F.linear(states, shared), atol=1e-5)
         shared.mul_(2)
         assert torch.allclose(head(states), F.linear(states, shared), atol=1e-5)
-    assert head._beside is not None and head._beside[1] == shared._version  # packed again, from the new weight
+    assert head._beside is not None and head._beside[1].matches(shared)  # packed again, from the new weight
     model.train()
     assert head._beside is None and head.weight is shared
+
+
+def _replace_the_data(model: torch.nn.Module) -> None:
+    shared = model.model.shared.weight
+    shared.data = shared.data * 2  # new memory, the version unmoved
+
+
+def _tie_a_new_parameter(model: torch.nn.Module) -> None:
+    weight = torch.nn.Parameter(model.model.shared.weight.detach() * 2)
+    model.model.shared.weight = model.lm_head.weight = weight  # a fresh tensor, at the same version (0)
+
+
+def _convert_the_model_but_not_its_head(model: torch.nn.Module) -> None:
+    model.model.to(torch.bfloat16)  # the shared Parameter changes type in place; the head's module never hears
+
+
+@needs_packing
+@pytest.mark.parametrize("change", [_replace_the_data, _tie_a_new_parameter, _convert_the_model_but_not_its_head])
+def test_a_tied_weight_replaced_without_an_in_place_write_lets_the_packed_copy_go(fresh_choices, monkeypatch, change):
+    """Changes that leave the weight's version where it was: the head must run on the weight it now has, not on the
+    copy of the one it had."""
+    model = _tied_model_packing_wherever_it_can(monkeypatch)
+    with torch.inference_mode():
+        model.generate(torch.randint(5, 90, (1, 8)), num_beams=2, max_new_tokens=3)
+    head = model.lm_head
+    assert head._beside is not None
+    change(model)
+    weight = head.weight
+    states = torch.randn(5, weight.shape[1]).to(weight.dtype)
+    with torch.no_grad():
+        out = head(states)
+    assert out.dtype == weight.dtype
+    torch.testing.assert_close(out, F.linear(states, weight))
+    assert head._beside is None or head._beside[1].matches(weight)
 
 
 @needs_packing

@@ -48,7 +48,9 @@ class DecoderCache:
     decoding step's shapes (5 beams, 16 heads, one query against 128 cached tokens: 462 us in bfloat16, 786 us in
     float16, 60 us in float32; AMD EPYC 26/2/1), which made self-attention the largest part of a bfloat16 step
     by the end of a summary. Widening is exact, so the cache holds the same numbers; the softmax and the sum over
-    values then round once, in float32, rather than in the model's type.
+    values then round once, in float32, rather than in the model's type. It costs twice the memory of the
+    model's type (pegasus-large, 8 inputs of 5 beams, 256 positions: 640 against 320 MiB), beside the cross-
+    attention keys/values, which stay in the model's type.
     """
 
     def __init__(self, num_layers: int, capacity: int | None = None) -> None:

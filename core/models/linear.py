@@ -30,6 +30,7 @@ import contextlib
 import copy
 import dataclasses
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -162,6 +163,27 @@ def _version(weight: torch.Tensor) -> int:
         return -1
 
 
+@dataclass(frozen=True)
+class _Stamp:
+    """What a copy of a weight was made from: the tensor object, its memory, type and in-place version. A copy whose
+    weight no longer matches is stale: the weight was replaced (a new Parameter, `param.data = ...`, a submodule's
+    `.to()` that left the head out) or changed in place. Writes the version can't see (through `.data`, or to an
+    inference tensor) need the layer's `unpack()`."""
+
+    tensor: weakref.ref
+    data_ptr: int
+    dtype: torch.dtype
+    version: int
+
+    @classmethod
+    def of(cls, weight: torch.Tensor) -> _Stamp:
+        return cls(weakref.ref(weight), weight.data_ptr(), weight.dtype, _version(weight))
+
+    def matches(self, weight: torch.Tensor) -> bool:
+        now = (weight.data_ptr(), weight.dtype, _version(weight))
+        return self.tensor() is weight and now == (self.data_ptr, self.dtype, self.version)
+
+
 class Linear(nn.Linear):
     """nn.Linear followed by an optional activation (named as in the configs), computed by the fastest kernel
     that gives the same numbers: see the module docstring."""
@@ -178,8 +200,8 @@ class Linear(nn.Linear):
         self.shares_weight = False
         # Cleared while a training loop runs inference: every weight stays the Parameter its optimizer holds.
         self.may_pack = True
-        # A tied layer's packed copy, and the version of the weight it copies (an in-place change makes it stale).
-        self._beside: tuple[torch.Tensor, int] | None = None
+        # A tied layer's packed copy, and the stamp of the weight it copies (a change to the weight makes it stale).
+        self._beside: tuple[torch.Tensor, _Stamp] | None = None
         self._trial: torch.Tensor | None = None  # a packed copy while the packed kernel is being timed
         self._weight_requires_grad = True  # what an unpacked weight gets back
 
@@ -302,14 +324,15 @@ class Linear(nn.Linear):
         layer should call `unpack()` first.
 
         A tied weight stays where it is, and the packed copy is kept beside it (the one second copy of a weight
-        in the model), until the layer unpacks or the weight is changed in place.
+        in the model), until the layer unpacks or the weight is replaced or changed in place (`_Stamp`); code that
+        writes a tied weight through `.data` should call `unpack()`.
         """
         if self.packed or self._copy_beside() is not None:
             return
         packed = self._trial if self._trial is not None else self._packed_copy(rows)
         self._trial = None
         if self.shares_weight:
-            self._beside = packed, _version(self.weight)
+            self._beside = packed, _Stamp.of(self.weight)
             return
         self._weight_requires_grad = self.weight.requires_grad
         self.weight = nn.Parameter(packed, requires_grad=False)
@@ -322,9 +345,13 @@ class Linear(nn.Linear):
 
     def _copy_beside(self) -> torch.Tensor | None:
         """A tied layer's packed copy, while the weight is as it was copied; a stale one is let go."""
-        if self._beside is not None and self._beside[1] != _version(self.weight):
+        beside = self._beside  # read once: another thread may let it go meanwhile
+        if beside is None:
+            return None
+        if not beside[1].matches(self.weight):
             self._beside = None
-        return None if self._beside is None else self._beside[0]
+            return None
+        return beside[0]
 
     def _plain_weight(self) -> nn.Parameter:
         """A packed weight in the plain layout again, as the Parameter it was (to_dense is exact)."""
