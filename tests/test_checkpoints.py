@@ -17,6 +17,7 @@ from conftest import cli, one_sentence
 
 import bigbird
 from bigbird.models.checkpoints import CheckpointError, checkpoint_state_dict, read_state_dict, write_safetensors
+from bigbird.models.presets import PEGASUS_TINY
 
 TINY = dict(
     vocab_size=80,
@@ -191,7 +192,8 @@ def test_not_a_checkpoint_is_one_clear_sentence(tmp_path):
 HUB_SCRIPT = textwrap.dedent(
     """
     import sys, bigbird
-    from bigbird.models.checkpoints import CheckpointError
+    from bigbird.models.presets import PEGASUS_TINY
+from bigbird.models.checkpoints import CheckpointError
     path = bigbird.resolve_checkpoint("google/tiny-bird")
     print(path)
     model = bigbird.BigBirdForMaskedLM.from_pretrained("google/tiny-bird")
@@ -241,6 +243,43 @@ def test_a_new_head_on_a_pretrained_body_starts_at_random_with_a_warning(tmp_pat
     write_safetensors(tensors, tmp_path / "model.safetensors")
     with pytest.raises(CheckpointError, match=r"output\.dense\.weight is missing"):
         bigbird.BigBirdForSequenceClassification.from_pretrained(tmp_path)
+
+
+def _pegasus_tiny() -> bigbird.BigBirdPegasusForConditionalGeneration:
+    torch.manual_seed(0)
+    return bigbird.BigBirdPegasusForConditionalGeneration(bigbird.BigBirdPegasusConfig(**PEGASUS_TINY)).eval()
+
+
+@pytest.mark.parametrize("build", [tiny_model, _pegasus_tiny], ids=["bigbird", "pegasus"])
+def test_loading_a_whole_checkpoint_draws_no_random_weights(tmp_path, build):
+    """The model is built without its random start, since every weight is loaded next: nothing is drawn (drawing
+    pegasus-large's 570 M numbers was 9 of the 10 seconds of its load), and the model is the checkpoint's."""
+    saved = build()
+    saved.save_pretrained(tmp_path)
+    before = torch.get_rng_state()
+    loaded = type(saved).from_pretrained(tmp_path)
+    assert torch.equal(torch.get_rng_state(), before)
+    expected = saved.state_dict()
+    assert loaded.state_dict().keys() == expected.keys()
+    for name, tensor in loaded.state_dict().items():
+        assert torch.equal(tensor, expected[name]), name
+    assert torch.equal(logits(loaded), logits(saved))
+
+
+def test_a_new_head_is_drawn_by_the_rule_a_random_model_follows(tmp_path):
+    """A head the checkpoint lacks is drawn when it is loaded (its layers were built without a start): normal(0,
+    initializer_range) weights and zero biases, the same for the same seed."""
+    tiny_model().save_pretrained(tmp_path)  # no classifier
+    heads = []
+    for _ in range(2):
+        torch.manual_seed(1)
+        heads.append(bigbird.BigBirdForSequenceClassification.from_pretrained(tmp_path, num_labels=3).classifier)
+    std = heads[0].dense.weight.new_tensor(0.02)  # the config's initializer_range
+    for layer in (heads[0].dense, heads[0].out):
+        assert 0.5 * std < layer.weight.std() < 1.5 * std and layer.weight.mean().abs() < std
+        assert not layer.bias.any()
+    for mine, again in zip(heads[0].parameters(), heads[1].parameters(), strict=True):
+        assert torch.equal(mine, again)
 
 
 @pytest.mark.parametrize(

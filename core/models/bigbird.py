@@ -11,6 +11,7 @@ from torch import nn
 from .attention import Attention, additive_mask, causal_bias, pad_to_blocks, runs_block_sparse
 from .config import BigBirdConfig
 from .generation import DecoderCache, generate_causal
+from .initialization import Embedding
 from .linear import Linear
 from .modeling import ModelOutput, PretrainedModel, feed_forward_in_slices
 
@@ -20,9 +21,9 @@ class Embeddings(nn.Module):
 
     def __init__(self, config: BigBirdConfig) -> None:
         super().__init__()
-        self.tokens = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.types = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.tokens = Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.positions = Embedding(config.max_position_embeddings, config.hidden_size)
+        self.types = Embedding(config.type_vocab_size, config.hidden_size)
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.scale = config.hidden_size**0.5 if config.rescale_embeddings else 1.0

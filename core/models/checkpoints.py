@@ -18,6 +18,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .initialization import init_parameter, initializer_std
+
 CONFIG_FILES = ["config.json", "generation_config.json"]
 TOKENIZER_FILES = [
     "spiece.model",
@@ -329,16 +331,17 @@ def load_weights(model: nn.Module, directory: str | Path, *, strict: bool = True
     """Fill `model` from a checkpoint directory; a missing or mis-shaped tensor is an error naming it.
 
     Unless `strict`, the weights of a head the checkpoint lacks (a classifier on a pretrained body, to fine-tune)
-    keep their random init, and their checkpoint names are returned; the body must still be whole.
+    are drawn at random here (a model built to be loaded has none: `initialization.skipping_init`), and their
+    checkpoint names are returned; the body must still be whole.
     """
     table = TABLES[model.config_class.model_type]
     stored = read_state_dict(directory)
     values: dict[str, torch.Tensor] = {}
-    missing: list[str] = []
+    missing: dict[str, str] = {}  # ours: theirs
     for ours, theirs, param in _stored_names(model):
         found = next((c for c in _candidates(theirs, table) if c in stored), None)
         if found is None and not strict and not ours.startswith(BODY_PREFIXES):
-            missing.append(theirs)
+            missing[ours] = theirs
             continue
         if found is None:
             raise CheckpointError(f"{directory}: weight {theirs} is missing from the checkpoint.")
@@ -349,8 +352,12 @@ def load_weights(model: nn.Module, directory: str | Path, *, strict: bool = True
             )
         values[ours] = tensor
     model.load_state_dict(values, strict=False)
+    std = initializer_std(model.config)
+    for ours in missing:
+        owner, _, name = ours.rpartition(".")
+        init_parameter(model.get_submodule(owner), name, std)
     model.tie_weights()
-    return missing
+    return list(missing.values())
 
 
 def checkpoint_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import backprop, cpu, kernels, private_ops
+from .initialization import init_skipped
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": F.gelu,
@@ -204,6 +205,10 @@ class Linear(nn.Linear):
         self._beside: tuple[torch.Tensor, _Stamp] | None = None
         self._trial: torch.Tensor | None = None  # a packed copy while the packed kernel is being timed
         self._weight_requires_grad = True  # what an unpacked weight gets back
+
+    def reset_parameters(self) -> None:
+        if not init_skipped():  # built to be loaded: see initialization.skipping_init
+            super().reset_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight_grad = self._weight_requires_grad if self.packed else self.weight.requires_grad

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig, apply_generation_config
+from .initialization import init_parameter, init_skipped, initializer_std, skipping_init
 from .linear import Linear
 
 log = logging.getLogger(__name__)
@@ -107,20 +108,13 @@ class PretrainedModel(nn.Module):
         return out.to_tuple() if return_dict is False and isinstance(out, ModelOutput) else out
 
     def init_weights(self) -> None:
-        """Normal(0, initializer_range) for linear and embedding weights, zero biases, unit norms."""
-        std = getattr(self.config, "initializer_range", None) or getattr(self.config, "init_std", 0.02)
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, std=std)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Embedding):
-                nn.init.normal_(module.weight, std=std)
-                if module.padding_idx is not None:
-                    module.weight.data[module.padding_idx].zero_()
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        """Every parameter's random start (`initialization.init_parameter`), left out for a model built to be
+        loaded (`skipping_init`), and the tied parameters tied."""
+        if not init_skipped():
+            std = initializer_std(self.config)
+            for module in self.modules():
+                for name, _ in module.named_parameters(recurse=False):
+                    init_parameter(module, name, std)
         self.tie_weights()
 
     def tie_weights(self) -> None:
@@ -162,7 +156,8 @@ class PretrainedModel(nn.Module):
             config = config.copy()
             for key, value in config_overrides.items():
                 setattr(config, key, value)
-        model = cls(config)
+        with skipping_init():  # every weight is loaded next, or drawn there where the checkpoint lacks it
+            model = cls(config)
         missing = load_weights(model, directory, strict=strict)
         if missing:
             log.warning(

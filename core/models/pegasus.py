@@ -35,6 +35,7 @@ from .bigbird import classification_loss, span_loss
 from .config import GENERATION_DEFAULTS, BigBirdPegasusConfig
 from .cross_attention import CrossKeysValues
 from .generation import DecoderCache, generate
+from .initialization import Embedding
 from .linear import Linear
 from .modeling import ModelOutput, PretrainedModel, feed_forward_in_slices
 
@@ -194,8 +195,8 @@ class Encoder(nn.Module):
         super().__init__()
         self.config = config
         d = config.d_model
-        self.tokens = nn.Embedding(config.vocab_size, d, padding_idx=config.pad_token_id)
-        self.positions = nn.Embedding(config.max_position_embeddings, d)
+        self.tokens = Embedding(config.vocab_size, d, padding_idx=config.pad_token_id)
+        self.positions = Embedding(config.max_position_embeddings, d)
         self.layers = nn.ModuleList(EncoderLayer(config, i) for i in range(config.encoder_layers))
         self.norm = nn.LayerNorm(d)
         self.dropout = nn.Dropout(config.dropout)
@@ -249,8 +250,8 @@ class Decoder(nn.Module):
     def __init__(self, config: BigBirdPegasusConfig) -> None:
         super().__init__()
         d = config.d_model
-        self.tokens = nn.Embedding(config.vocab_size, d, padding_idx=config.pad_token_id)
-        self.positions = nn.Embedding(config.max_position_embeddings, d)
+        self.tokens = Embedding(config.vocab_size, d, padding_idx=config.pad_token_id)
+        self.positions = Embedding(config.max_position_embeddings, d)
         self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.decoder_layers))
         self.norm = nn.LayerNorm(d)
         self.dropout = nn.Dropout(config.dropout)
@@ -352,7 +353,7 @@ class BigBirdPegasusModel(BigBirdPegasusPretrainedModel):
 
     def __init__(self, config: BigBirdPegasusConfig) -> None:
         super().__init__(config)
-        self.shared = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_token_id)
+        self.shared = Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_token_id)
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
         self.init_weights()
