@@ -133,6 +133,27 @@ def test_untied_decoder_is_loaded_from_the_file(tmp_path):
     assert torch.equal(logits(loaded), logits(model))
 
 
+def test_weights_read_as_one_storage_become_separate_weights(tmp_path):
+    """The loader hands the tensors it read to the model rather than copying them in; where a file holds one
+    storage under two names (a pickle of a tied model) and the model keeps them apart, each gets its own memory,
+    so changing one leaves the other alone. In another type the file's tensor is converted."""
+    model = tiny_model(tie_word_embeddings=False)
+    tensors = checkpoint_state_dict(model)
+    tensors["cls.predictions.decoder.weight"] = tensors["bert.embeddings.word_embeddings.weight"]  # one storage
+    tensors["bert.encoder.layer.0.output.dense.weight"] = tensors["bert.encoder.layer.0.output.dense.weight"].half()
+    model.config.save_pretrained(tmp_path)
+    torch.save(tensors, tmp_path / "pytorch_model.bin")
+    loaded = bigbird.BigBirdForMaskedLM.from_pretrained(tmp_path)
+    decoder, embeddings = loaded.lm.decoder.weight, loaded.bert.embeddings.tokens.weight
+    assert torch.equal(decoder, embeddings)
+    with torch.no_grad():
+        decoder.add_(1.0)
+    assert torch.equal(embeddings, tensors["bert.embeddings.word_embeddings.weight"])
+    storages = [p.untyped_storage().data_ptr() for p in loaded.parameters()]
+    assert len(set(storages)) == len(storages)
+    assert all(p.dtype == torch.float32 and p.is_contiguous() for p in loaded.parameters())
+
+
 def test_base_model_loads_from_a_head_checkpoint(tmp_path):
     model = tiny_model()
     model.save_pretrained(tmp_path)
@@ -192,8 +213,7 @@ def test_not_a_checkpoint_is_one_clear_sentence(tmp_path):
 HUB_SCRIPT = textwrap.dedent(
     """
     import sys, bigbird
-    from bigbird.models.presets import PEGASUS_TINY
-from bigbird.models.checkpoints import CheckpointError
+    from bigbird.models.checkpoints import CheckpointError
     path = bigbird.resolve_checkpoint("google/tiny-bird")
     print(path)
     model = bigbird.BigBirdForMaskedLM.from_pretrained("google/tiny-bird")

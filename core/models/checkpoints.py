@@ -333,10 +333,15 @@ def load_weights(model: nn.Module, directory: str | Path, *, strict: bool = True
     Unless `strict`, the weights of a head the checkpoint lacks (a classifier on a pretrained body, to fine-tune)
     are drawn at random here (a model built to be loaded has none: `initialization.skipping_init`), and their
     checkpoint names are returned; the body must still be whole.
+
+    The tensors read become the model's own (in its type, contiguous), rather than being copied into it: a load
+    then holds the weights once, not twice (pegasus-large: 2.3 GB less at its peak). One read twice (a name
+    two of ours map to, a pickle's shared storage) is copied for the second, so no two weights share memory.
     """
     table = TABLES[model.config_class.model_type]
     stored = read_state_dict(directory)
     values: dict[str, torch.Tensor] = {}
+    held: set[int] = set()  # the storages already given to a weight
     missing: dict[str, str] = {}  # ours: theirs
     for ours, theirs, param in _stored_names(model):
         found = next((c for c in _candidates(theirs, table) if c in stored), None)
@@ -350,8 +355,11 @@ def load_weights(model: nn.Module, directory: str | Path, *, strict: bool = True
             raise CheckpointError(
                 f"{directory}: weight {found} has shape {tuple(tensor.shape)}, the model expects {tuple(param.shape)}."
             )
-        values[ours] = tensor
-    model.load_state_dict(values, strict=False)
+        tensor = tensor.to(param.dtype).contiguous()  # each a no-op where it already is
+        storage = tensor.untyped_storage().data_ptr()
+        values[ours] = tensor.clone() if storage in held else tensor
+        held.add(storage)
+    model.load_state_dict(values, strict=False, assign=True)
     std = initializer_std(model.config)
     for ours in missing:
         owner, _, name = ours.rpartition(".")
