@@ -154,6 +154,23 @@ def test_weights_read_as_one_storage_become_separate_weights(tmp_path):
     assert all(p.dtype == torch.float32 and p.is_contiguous() for p in loaded.parameters())
 
 
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux's /proc to see a process's mappings")
+def test_a_loaded_model_owns_its_weights_and_saving_over_its_folder_is_safe(tmp_path):
+    """The weights must not stay views of the file they came from (safetensors maps it by default): a file
+    rewritten in place under a model would fault it or change it. Once loaded, the process maps no checkpoint
+    file; saving into the folder a model was loaded from gives back the same model."""
+    model = tiny_model()
+    model.save_pretrained(tmp_path)
+    tensors = read_state_dict(tmp_path)  # (a tiny model's tensors lie off the 64-byte grid, so a load copies them)
+    assert str(tmp_path) not in Path("/proc/self/maps").read_text()
+    del tensors
+    loaded = bigbird.BigBirdForMaskedLM.from_pretrained(tmp_path)
+    assert str(tmp_path) not in Path("/proc/self/maps").read_text()
+    loaded.save_pretrained(tmp_path)
+    assert not list(tmp_path.glob(".*partial"))
+    assert torch.equal(logits(bigbird.BigBirdForMaskedLM.from_pretrained(tmp_path)), logits(model))
+
+
 def test_base_model_loads_from_a_head_checkpoint(tmp_path):
     model = tiny_model()
     model.save_pretrained(tmp_path)

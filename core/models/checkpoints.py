@@ -7,7 +7,9 @@ to module prefixes on `.` boundaries, so that every tensor's name can be read of
 
 from __future__ import annotations
 
+import inspect
 import json
+import os
 import pickle
 import re
 from collections.abc import Iterator
@@ -127,9 +129,21 @@ def _weight_map(index: Path) -> dict[str, str]:
     return weight_map
 
 
+# safetensors 0.8 and later can read a file's bytes into memory of the reader's own (`backend="pread"`).
+_READS_WITHOUT_MAPPING = "backend" in inspect.signature(load_file).parameters
+
+
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors, in memory this process owns.
+
+    By default safetensors maps the file and hands out views of the mapping: a model holding those would fault,
+    or change, when the file is rewritten in place (`save_pretrained` into the folder it was loaded from, a copy
+    over it). Read with pread they are owned and read once; an older safetensors's are copied out of the mapping.
+    """
     try:
-        return load_file(str(path))
+        if _READS_WITHOUT_MAPPING:
+            return load_file(str(path), backend="pread")
+        return {name: tensor.clone() for name, tensor in load_file(str(path)).items()}
     except FileNotFoundError:
         raise CheckpointError(f"{path.name}, named by the weights index, is missing.") from None
     except Exception:  # safetensors raises its own error type for a file cut short, empty or not safetensors
@@ -161,7 +175,11 @@ def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
 
 
 def write_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(path), metadata={"format": "pt"})
+    """Write beside `path`, then rename: a reader of the old file (another process's model) never sees it half
+    rewritten, and a crash leaves the old file whole."""
+    partial = path.with_name(f".{path.name}.partial")
+    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(partial), metadata={"format": "pt"})
+    os.replace(partial, path)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -335,8 +353,10 @@ def load_weights(model: nn.Module, directory: str | Path, *, strict: bool = True
     checkpoint names are returned; the body must still be whole.
 
     The tensors read become the model's own (in its type, contiguous), rather than being copied into it: a load
-    then holds the weights once, not twice (pegasus-large: 2.3 GB less at its peak). One read twice (a name
-    two of ours map to, a pickle's shared storage) is copied for the second, so no two weights share memory.
+    then holds the weights once, not twice. A tensor is copied where it would not be a weight of its own: read
+    twice (a name two of ours map to, a pickle's shared storage: no two weights share memory), a slice of a
+    larger storage (which it would keep alive), or not at the 64-byte alignment torch gives its own tensors
+    (what the matmul libraries' code paths, and so their bits, may depend on).
     """
     table = TABLES[model.config_class.model_type]
     stored = read_state_dict(directory)
@@ -356,9 +376,12 @@ def load_weights(model: nn.Module, directory: str | Path, *, strict: bool = True
                 f"{directory}: weight {found} has shape {tuple(tensor.shape)}, the model expects {tuple(param.shape)}."
             )
         tensor = tensor.to(param.dtype).contiguous()  # each a no-op where it already is
-        storage = tensor.untyped_storage().data_ptr()
-        values[ours] = tensor.clone() if storage in held else tensor
-        held.add(storage)
+        storage = tensor.untyped_storage()
+        whole = storage.nbytes() == tensor.numel() * tensor.element_size()
+        if storage.data_ptr() in held or not whole or tensor.data_ptr() % 64:
+            tensor = tensor.clone()
+        held.add(storage.data_ptr())
+        values[ours] = tensor
     model.load_state_dict(values, strict=False, assign=True)
     std = initializer_std(model.config)
     for ours in missing:
