@@ -118,9 +118,13 @@ def test_an_encoder_config_generates_from_a_prompt_long_enough_for_block_sparse(
     assert out.shape == (2, 206) and torch.equal(out[:, :203], prompt) and torch.equal(out[:, 203], first)
 
 
-def test_a_bfloat16_causal_lm_generates_through_its_float32_cache():
+def test_a_bfloat16_causal_lm_generates_through_its_float32_cache(monkeypatch):
     """BigBird's decoder attends through the cache as Pegasus's does: a bfloat16 model's cache holds float32 on the
-    CPU (see DecoderCache), and each cached step's logits stay those of the whole sequence's forward pass."""
+    CPU (see DecoderCache), and each cached step's logits stay those of the whole sequence's forward pass.
+
+    One matmul kernel for every shape: measured choices may give a step's rows and the whole pass's different
+    kernels, whose bfloat16 roundings alone come near the tolerance (0.047 of it seen, and past it under load)."""
+    monkeypatch.setenv("BIGBIRD_KERNELS", "mkl")
     torch.manual_seed(0)
     model = bigbird.BigBirdForCausalLM(bigbird.BigBirdConfig(**tiny_config(is_decoder=True))).eval().to(torch.bfloat16)
     prompt = torch.randint(5, 60, (2, 9))
