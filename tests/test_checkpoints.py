@@ -87,6 +87,34 @@ class RunsCode:
         return (Path.touch, (self.marker,))
 
 
+def test_safetensors_read_here_equal_safetensors_own_reading_and_a_cut_file_is_refused(tmp_path):
+    """Our reader (straight into torch's memory, see _read_safetensors) against the safetensors library's, over
+    every element type a checkpoint may hold, a scalar and an empty tensor; each tensor on torch's 64-byte grid.
+    The file cut anywhere, or a header claiming more than there is, is one CheckpointError."""
+    from safetensors.torch import load_file, save_file
+
+    from bigbird.models.checkpoints import SAFETENSORS_DTYPES
+
+    path = tmp_path / "model.safetensors"
+    tensors = {f"t.{dtype}": (torch.randn(3, 5) * 4).to(dtype) for dtype in SAFETENSORS_DTYPES.values()}
+    tensors |= {"scalar": torch.tensor(2.5), "empty": torch.zeros(0, 7, dtype=torch.bfloat16)}
+    save_file(tensors, str(path))
+    ours, theirs = read_state_dict(tmp_path), load_file(str(path))
+    assert ours.keys() == theirs.keys() == tensors.keys()
+    for name, tensor in theirs.items():
+        mine = ours[name]
+        assert mine.dtype == tensor.dtype and mine.shape == tensor.shape and mine.data_ptr() % 64 == 0
+        assert torch.equal(mine.view(-1).view(torch.uint8), tensor.view(-1).view(torch.uint8)), name
+    whole = path.read_bytes()
+    for cut in [0, 7, 8, 12, len(whole) // 2, len(whole) - 1]:
+        path.write_bytes(whole[:cut])
+        with pytest.raises(CheckpointError, match="not a whole safetensors file"):
+            read_state_dict(tmp_path)
+    path.write_bytes(b"\xff" * 8 + whole[8:])
+    with pytest.raises(CheckpointError, match="not a whole safetensors file"):
+        read_state_dict(tmp_path)
+
+
 def test_malicious_pickle_is_refused_and_never_run(tmp_path):
     marker = tmp_path / "pwned"
     tiny_model().config.save_pretrained(tmp_path)

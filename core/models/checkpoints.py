@@ -7,8 +7,8 @@ to module prefixes on `.` boundaries, so that every tensor's name can be read of
 
 from __future__ import annotations
 
-import inspect
 import json
+import math
 import os
 import pickle
 import re
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from .initialization import init_parameter, initializer_std
@@ -129,24 +129,59 @@ def _weight_map(index: Path) -> dict[str, str]:
     return weight_map
 
 
-# safetensors 0.8 and later can read a file's bytes into memory of the reader's own (`backend="pread"`).
-_READS_WITHOUT_MAPPING = "backend" in inspect.signature(load_file).parameters
+# The element types of the safetensors format, by the names its header gives them.
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+}
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """A safetensors file's tensors, in memory this process owns.
+    """A safetensors file's tensors, each read straight into a tensor torch allocated.
 
-    By default safetensors maps the file and hands out views of the mapping: a model holding those would fault,
-    or change, when the file is rewritten in place (`save_pretrained` into the folder it was loaded from, a copy
-    over it). Read with pread they are owned and read once; an older safetensors's are copied out of the mapping.
+    safetensors' own loader maps the file and hands out views of the mapping (0.8: its `pread` backend reads
+    instead, 16 bytes off torch's 64-byte grid). A model keeping those views would fault, or change, when the file
+    is rewritten in place (`save_pretrained` into the folder it came from, a copy over it), and copying them out
+    holds the file twice at the peak. The format is a little-endian header length, a JSON header (each tensor's
+    type, shape and byte range) and the bytes: read here one tensor at a time, every byte checked to be there.
     """
     try:
-        if _READS_WITHOUT_MAPPING:
-            return load_file(str(path), backend="pread")
-        return {name: tensor.clone() for name, tensor in load_file(str(path)).items()}
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            header_len = int.from_bytes(file.read(8), "little")
+            if not 0 < header_len <= size - 8:
+                raise ValueError("header length")
+            header = json.loads(file.read(header_len))
+            data = 8 + header_len
+            tensors: dict[str, torch.Tensor] = {}
+            for name, entry in header.items():
+                if name == "__metadata__":
+                    continue
+                begin, end = entry["data_offsets"]
+                shape, dtype = [int(n) for n in entry["shape"]], SAFETENSORS_DTYPES[entry["dtype"]]
+                nbytes = math.prod(shape) * dtype.itemsize  # checked before anything is allocated
+                if min(shape, default=0) < 0 or not 0 <= begin <= end <= size - data or end - begin != nbytes:
+                    raise ValueError(f"{name}'s bytes")
+                tensor = torch.empty(shape, dtype=dtype)
+                raw = tensor.view(-1).view(torch.uint8)
+                file.seek(data + begin)
+                if file.readinto(memoryview(raw.numpy())) != raw.numel():
+                    raise ValueError(f"{name} cut short")
+                tensors[name] = tensor
+            return tensors
     except FileNotFoundError:
         raise CheckpointError(f"{path.name}, named by the weights index, is missing.") from None
-    except Exception:  # safetensors raises its own error type for a file cut short, empty or not safetensors
+    except (ValueError, KeyError, TypeError, RuntimeError, AttributeError):  # JSON's errors are ValueErrors
         raise CheckpointError(f"{path.name} is not a whole safetensors file (truncated or damaged?).") from None
 
 
