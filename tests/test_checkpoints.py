@@ -114,6 +114,32 @@ def test_safetensors_read_here_equal_safetensors_own_reading_and_a_cut_file_is_r
     with pytest.raises(CheckpointError, match="not a whole safetensors file"):
         read_state_dict(tmp_path)
 
+    def write(header: dict, data: bytes) -> None:
+        text = json.dumps(header).encode()
+        path.write_bytes(len(text).to_bytes(8, "little") + text + data)
+
+    # Two names over the same bytes (a header that could make a reader allocate far more than the file holds).
+    write(
+        {
+            "a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+            "b": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+        },
+        bytes(16),
+    )
+    with pytest.raises(CheckpointError, match="not a whole safetensors file"):
+        read_state_dict(tmp_path)
+    write({"a": {"dtype": "F32", "shape": [True, 4], "data_offsets": [0, 16]}}, bytes(16))
+    with pytest.raises(CheckpointError, match="not a whole safetensors file"):
+        read_state_dict(tmp_path)
+    write({"a": {"dtype": "C64", "shape": [2], "data_offsets": [0, 16]}}, bytes(16))
+    with pytest.raises(CheckpointError, match="holds a as C64, a type bigbird-cli doesn't read"):
+        read_state_dict(tmp_path)
+    write(
+        {"__metadata__": {"format": "pt"}, "a": {"dtype": "I16", "shape": [2, 4], "data_offsets": [0, 16]}},
+        bytes(range(16)),
+    )
+    assert torch.equal(read_state_dict(tmp_path)["a"], load_file(str(path))["a"])
+
 
 def test_malicious_pickle_is_refused_and_never_run(tmp_path):
     marker = tmp_path / "pwned"

@@ -139,11 +139,26 @@ SAFETENSORS_DTYPES = {
     "I32": torch.int32,
     "I16": torch.int16,
     "I8": torch.int8,
+    "U64": torch.uint64,
+    "U32": torch.uint32,
+    "U16": torch.uint16,
     "U8": torch.uint8,
     "BOOL": torch.bool,
     "F8_E4M3": torch.float8_e4m3fn,
     "F8_E5M2": torch.float8_e5m2,
 }
+SAFETENSORS_MAX_HEADER = 100 * 2**20  # the format's own limit
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """Where one tensor lies in a safetensors file: its name, type, shape and bytes [begin, end) after the header."""
+
+    name: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    begin: int
+    end: int
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -153,36 +168,56 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     instead, 16 bytes off torch's 64-byte grid). A model keeping those views would fault, or change, when the file
     is rewritten in place (`save_pretrained` into the folder it came from, a copy over it), and copying them out
     holds the file twice at the peak. The format is a little-endian header length, a JSON header (each tensor's
-    type, shape and byte range) and the bytes: read here one tensor at a time, every byte checked to be there.
+    type, shape and byte range) and the bytes, one tensor after another: the whole layout is checked before
+    anything is allocated, then read one tensor at a time.
     """
     try:
         with open(path, "rb") as file:
             size = os.fstat(file.fileno()).st_size
             header_len = int.from_bytes(file.read(8), "little")
-            if not 0 < header_len <= size - 8:
+            if not 0 < header_len <= min(size - 8, SAFETENSORS_MAX_HEADER):
                 raise ValueError("header length")
-            header = json.loads(file.read(header_len))
-            data = 8 + header_len
+            layout = _safetensors_layout(json.loads(file.read(header_len)), size - 8 - header_len, path)
             tensors: dict[str, torch.Tensor] = {}
-            for name, entry in header.items():
-                if name == "__metadata__":
-                    continue
-                begin, end = entry["data_offsets"]
-                shape, dtype = [int(n) for n in entry["shape"]], SAFETENSORS_DTYPES[entry["dtype"]]
-                nbytes = math.prod(shape) * dtype.itemsize  # checked before anything is allocated
-                if min(shape, default=0) < 0 or not 0 <= begin <= end <= size - data or end - begin != nbytes:
-                    raise ValueError(f"{name}'s bytes")
-                tensor = torch.empty(shape, dtype=dtype)
+            for stored in layout:
+                tensor = torch.empty(stored.shape, dtype=stored.dtype)
                 raw = tensor.view(-1).view(torch.uint8)
-                file.seek(data + begin)
+                file.seek(8 + header_len + stored.begin)
                 if file.readinto(memoryview(raw.numpy())) != raw.numel():
-                    raise ValueError(f"{name} cut short")
-                tensors[name] = tensor
+                    raise ValueError(f"{stored.name} cut short")
+                tensors[stored.name] = tensor
             return tensors
     except FileNotFoundError:
         raise CheckpointError(f"{path.name}, named by the weights index, is missing.") from None
-    except (ValueError, KeyError, TypeError, RuntimeError, AttributeError):  # JSON's errors are ValueErrors
+    except (ValueError, KeyError, TypeError, AttributeError):  # JSON's errors are ValueErrors
         raise CheckpointError(f"{path.name} is not a whole safetensors file (truncated or damaged?).") from None
+
+
+def _safetensors_layout(header: dict, data_bytes: int, path: Path) -> list[_Stored]:
+    """The tensors a safetensors header describes, in file order, once each has been seen to take whole elements
+    of its type and shape, the tensors to follow one another with no gap or overlap, and the last to end where
+    the file does (as safetensors itself requires): a header can't make the reader allocate more than the file
+    holds. ValueError/KeyError/TypeError where it doesn't hold."""
+    layout = []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if entry["dtype"] not in SAFETENSORS_DTYPES:
+            raise CheckpointError(
+                f"{path.name} holds {name} as {entry['dtype']}, a type bigbird-cli doesn't read"
+                f" ({', '.join(SAFETENSORS_DTYPES)})."
+            )
+        dtype, shape, (begin, end) = SAFETENSORS_DTYPES[entry["dtype"]], entry["shape"], entry["data_offsets"]
+        if not all(type(n) is int and n >= 0 for n in [*shape, begin, end]):
+            raise ValueError(f"{name}'s shape or offsets")
+        if end - begin != math.prod(shape) * dtype.itemsize:
+            raise ValueError(f"{name}'s size")
+        layout.append(_Stored(name, dtype, tuple(shape), begin, end))
+    layout.sort(key=lambda stored: (stored.begin, stored.end))
+    ends = [0] + [stored.end for stored in layout]
+    if any(stored.begin != previous for stored, previous in zip(layout, ends, strict=False)) or ends[-1] != data_bytes:
+        raise ValueError("the tensors don't tile the file")
+    return layout
 
 
 def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
