@@ -505,7 +505,9 @@ def test_generate_each_refuses_batched_rows(tmp_path):
 def test_a_reduced_precision_decoder_caches_and_attends_in_float32_on_the_cpu(tmp_path, dtype, monkeypatch):
     """torch's CPU attention is several times slower in bfloat16 and float16 at a decoding step's shapes, so the
     self-attention cache holds such a model's keys/values in float32 (widening is exact) and its steps attend in
-    float32: each step's logits stay those of the uncached forward pass in the model's type, within its rounding."""
+    float32: each step's logits stay those of the uncached forward pass in the model's type, within its rounding.
+    One matmul kernel for every shape, so that the two sides differ by the cache alone (see the causal LM's test)."""
+    monkeypatch.setenv("BIGBIRD_KERNELS", "mkl")
     pair = make_pair(tmp_path, seed=3, attention_type="original_full", eos_bias=0.0)
     model = pair.ours.to(dtype)
     caches: list[DecoderCache] = []
