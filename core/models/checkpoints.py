@@ -177,12 +177,13 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
             header_len = int.from_bytes(file.read(8), "little")
             if not 0 < header_len <= min(size - 8, SAFETENSORS_MAX_HEADER):
                 raise ValueError("header length")
-            layout = _safetensors_layout(json.loads(file.read(header_len)), size - 8 - header_len, path)
+            data = 8 + header_len  # where the tensors' bytes start
+            layout = _safetensors_layout(json.loads(file.read(header_len)), size - data, path)
             tensors: dict[str, torch.Tensor] = {}
             for stored in layout:
                 tensor = torch.empty(stored.shape, dtype=stored.dtype)
                 raw = tensor.view(-1).view(torch.uint8)
-                file.seek(8 + header_len + stored.begin)
+                file.seek(data + stored.begin)
                 if file.readinto(memoryview(raw.numpy())) != raw.numel():
                     raise ValueError(f"{stored.name} cut short")
                 tensors[stored.name] = tensor

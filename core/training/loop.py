@@ -488,11 +488,10 @@ class Trainer:
     # Files ----------------------------------------------------------------------------------------------------
 
     def _save_weights(self, path: Path) -> None:
+        """The weights, written whole or not at all (write_safetensors writes beside the file and renames)."""
         from bigbird.models.checkpoints import checkpoint_state_dict, write_safetensors
 
-        tmp = path.with_name(path.name + ".tmp")
-        write_safetensors(checkpoint_state_dict(self.model), tmp)
-        os.replace(tmp, path)
+        write_safetensors(checkpoint_state_dict(self.model), path)
 
     def save(self) -> None:
         """The resumable state, written whole or not at all (a temporary file renamed into place)."""
