@@ -7,6 +7,8 @@ exercised. Unscaled token embeddings and larger weights keep the random models f
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 import transformers
@@ -391,7 +393,7 @@ TOGETHER_LENGTHS = (61, 47, 30, 90, 25, 73, 38)
 
 def decode_together(model, inputs: list[torch.Tensor], size: int, sample: bool, **options) -> dict[int, torch.Tensor]:
     pairs = ((x, [torch.Generator().manual_seed(100 + i)] if sample else None) for i, x in enumerate(inputs))
-    return dict(generation.generate_each(model, pairs, size, max_length=MAX_LENGTH, **options))
+    return {i: ids for i, ids, _ in generation.generate_each(model, pairs, size, max_length=MAX_LENGTH, **options)}
 
 
 @pytest.mark.parametrize("options", TOGETHER, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()) or "greedy")
@@ -450,7 +452,7 @@ def test_inputs_made_of_earlier_results_join_when_those_are_done(tmp_path):
             yield None
         yield torch.cat([done[i][:, 1:] for i in range(len(first))], dim=1), None
 
-    for index, ids in generation.generate_each(pair.ours, feed(), 2, max_length=MAX_LENGTH, num_beams=2):
+    for index, ids, _ in generation.generate_each(pair.ours, feed(), 2, max_length=MAX_LENGTH, num_beams=2):
         done[index] = ids
     assert sorted(done) == [0, 1, 2, 3] and waited > 0
     joined = torch.cat([done[i][:, 1:] for i in range(3)], dim=1)
@@ -458,6 +460,32 @@ def test_inputs_made_of_earlier_results_join_when_those_are_done(tmp_path):
         assert torch.equal(done[i], pair.ours.generate(x, max_length=MAX_LENGTH, num_beams=2)), i
     with pytest.raises(ValueError, match="none are"):
         list(generation.generate_each(pair.ours, iter([None]), 2, max_length=MAX_LENGTH))
+
+
+def test_each_input_decoded_together_is_given_its_own_share_of_the_time(tmp_path):
+    """An input's seconds hold its own encoding and an equal share of each step it rode in: inputs finishing in
+    the same step each show at least their encoding (a time since the input finished before gave the second of
+    them nothing), and the shares never add up to more than the call took."""
+    pair = make_pair(tmp_path, seed=2, attention_type="original_full", eos_bias=0.0)
+    inputs = [torch.randint(3, 100, (1, n), generator=torch.Generator().manual_seed(n)) for n in (40, 25, 33)]
+    encoder = pair.ours.model.encoder
+    encoding: list[float] = []
+    original = encoder.forward
+
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        out = original(*args, **kwargs)
+        encoding.append(time.perf_counter() - started)
+        return out
+
+    encoder.forward = timed
+    started = time.perf_counter()
+    done = list(generation.generate_each(pair.ours, ((x, None) for x in inputs), 3, max_length=8, min_length=8))
+    took = time.perf_counter() - started
+    assert [index for index, _, _ in done] == [0, 1, 2]  # all three end in the same step, the last one
+    for (index, _, seconds), own in zip(done, encoding, strict=True):
+        assert seconds > own, index
+    assert sum(seconds for _, _, seconds in done) <= took
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
 import pytest
 import torch
@@ -198,6 +199,35 @@ def test_a_tokenizer_of_another_model_is_refused_at_load(tiny_models, tmp_path):
         ClassifyTask(str(mixed))
 
 
+@pytest.mark.parametrize("call", ["stream", "call"])
+def test_summaries_finished_together_each_report_their_own_seconds(tiny_models, call):
+    """Documents decoded together and finishing in the same step: each record's `seconds` holds at least its own
+    encoding (the time since the record before gave all but the first nothing), batched in one call or streamed,
+    and a call's records never add up to more than it took. The long document's rounds are all its own (a
+    batch's time shared equally gave every record the same seconds)."""
+    task = SummarizeTask(str(tiny_models["summarize"]), num_beams=1, max_new_tokens=4, min_new_tokens=4)
+    encoder = task.model.model.encoder
+    encoding: list[float] = []
+    original = encoder.forward
+
+    def timed(input_ids, *args, **kwargs):
+        started = time.perf_counter()
+        out = original(input_ids, *args, **kwargs)
+        encoding.append(time.perf_counter() - started)
+        return out
+
+    encoder.forward = timed
+    docs = [doc("The committee met on Tuesday.", "a"), doc("Rain fell all week.", "b"), doc(LONG_TEXT * 2, "c")]
+    started = time.perf_counter()
+    records = [r for _, r in task.stream(docs, 8)] if call == "stream" else task(docs, 8)
+    took = time.perf_counter() - started
+    records = {r["id"]: r for r in records}
+    assert records["c"]["chunks"] > 1 and len(encoding) > len(docs)  # c's chunks, then their joined summaries
+    assert records["a"]["seconds"] > encoding[0] and records["b"]["seconds"] > encoding[1]
+    assert records["c"]["seconds"] > sum(encoding[2:]) and records["c"]["seconds"] != records["a"]["seconds"]
+    assert sum(r["seconds"] for r in records.values()) <= took
+
+
 def test_summaries_no_shorter_than_their_chunks_are_cut_at_one_whole_window(tiny_models, monkeypatch):
     """A model that never stops early: the round cuts the joined summaries so the loop ends. It kept the first of
     several near-equal windows (not a whole one) and still said the text was not cut."""
@@ -207,7 +237,7 @@ def test_summaries_no_shorter_than_their_chunks_are_cut_at_one_whole_window(tiny
     def echo(model, inputs, size, **options):  # each summary is its input again: as long as it
         for n, (input_ids, _) in enumerate(inputs):
             seen.append(input_ids.shape[1] - task.num_special)
-            yield n, input_ids
+            yield n, input_ids, 0.0
 
     monkeypatch.setattr(summarize, "generate_each", echo)
     [record] = task([doc(LONG_TEXT * 3)])

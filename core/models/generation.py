@@ -13,6 +13,7 @@ for the whole generation and reordered in place when beams are reselected.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any
@@ -549,12 +550,14 @@ def _conditional_step(
 
 @dataclass
 class _InFlight:
-    """One input being decoded in a continuous batch: its place in the inputs, search, cache and encoder states."""
+    """One input being decoded in a continuous batch: its place in the inputs, search, cache and encoder states,
+    and the seconds it has taken so far (see generate_each)."""
 
     index: int
     search: _Sampling | _BeamSearch
     cache: DecoderCache
     encoded: torch.Tensor
+    seconds: float
 
 
 @torch.no_grad()
@@ -563,9 +566,9 @@ def generate_each(
     inputs: Iterable[tuple[torch.Tensor, list[torch.Generator] | None] | None],
     size: int,
     **options: Any,
-) -> Iterator[tuple[int, torch.Tensor]]:
+) -> Iterator[tuple[int, torch.Tensor, float]]:
     """Summaries of many unpadded (1, source) inputs, each exactly what `generate` gives it alone, decoding the
-    beams of up to `size` inputs in one batch: `(index, ids)` pairs as inputs finish, ids as `generate`'s.
+    beams of up to `size` inputs in one batch: `(index, ids, seconds)` as inputs finish, ids as `generate`'s.
 
     Each input comes with its generators (or None) and is encoded alone, and its first step runs alone (that makes
     its cross-attention keys/values as `generate` does); then it joins the batch, whose every step scores the next
@@ -575,6 +578,11 @@ def generate_each(
     `size` inputs. Inputs are read lazily, and `inputs` may yield None for "none ready until an input in flight
     finishes" (a caller whose next inputs are made of finished ones' results: summaries of summaries); `index`
     counts the inputs given, Nones left out.
+
+    `seconds` is the input's share of the wall time: reading it from `inputs`, its encoding and first step, and an
+    equal share of each batched step it rode in. The shares add up to the call's time, less what the caller does
+    while an item is yielded, so an input's cost can be told apart from its batch-mates' (a finish time would give
+    inputs finishing in the same step nothing, and the first to finish everything before it).
     """
     settings = resolve_generation_settings(model.config, options)
     if settings.decoder_start_token_id is None:
@@ -588,6 +596,7 @@ def generate_each(
     flying: list[_InFlight] = []
     while True:
         while len(flying) < size and not exhausted:
+            started = time.perf_counter()
             item = next(waiting, _END)
             if item is _END:
                 exhausted = True
@@ -612,20 +621,25 @@ def generate_each(
             # of 1,500-4,000 tokens took 6.6-6.8 s against 5.4-5.9 s (AMD EPYC 26/2/1), which bought a peak
             # 333 MiB lower at batch 8 and no lower at batch 1 (4,096 tokens: the encoder's peak is higher).
             release_free_heap()
+            alone = _InFlight(index, search, cache, encoded, time.perf_counter() - started)
             if search.done:
-                yield index, search.result()
+                yield index, search.result(), alone.seconds
             else:
-                flying.append(_InFlight(index, search, cache, encoded))
+                flying.append(alone)
         if not flying:  # nothing in flight once the filling stops: the inputs are all done
             return
+        started = time.perf_counter()
         ragged = RaggedCache([f.cache for f in flying], group)
         rows = torch.cat([f.search.rows()[:, -1:] for f in flying])
         with rows_per_input(group):
             logits = _conditional_step(model, ragged, [f.encoded for f in flying], None)(rows)
         for f, part in zip(flying, logits.split(group), strict=True):
             _advance(f.search, f.cache, part)
+        share = (time.perf_counter() - started) / len(flying)
+        for f in flying:
+            f.seconds += share
             if f.search.done:
-                yield f.index, f.search.result()
+                yield f.index, f.search.result(), f.seconds
         flying = [f for f in flying if not f.search.done]
 
 

@@ -7,8 +7,8 @@ so the same object works from Python, in the CLI's runner, or inside a distribut
 Every record says which attention ran for its document (`attention`: block_sparse when any of the document's
 inputs ran through the block-sparse encoder, which depends on its length alone: inputs are batched only with
 others that run as they would alone, see `batches`) and `seconds`, the wall time of the batch it ran in shared
-equally by the batch's documents. A dry run (`dry_run=True`) loads the
-config and tokenizer only, and reports how each document would be split.
+equally by the batch's documents (summarize, which decodes documents together, times each one's own share). A
+dry run (`dry_run=True`) loads the config and tokenizer only, and reports how each document would be split.
 """
 
 from __future__ import annotations
@@ -452,7 +452,7 @@ class Task:
         seconds = round((time.perf_counter() - start) / max(1, len(docs)), 6)
         for record in records:
             if "error" not in record:
-                record["seconds"] = seconds
+                record.setdefault("seconds", seconds)  # a task that times each document (summarize) says so
         return records
 
     def process(self, docs: list[Document], per_pass: int) -> list[Record]:

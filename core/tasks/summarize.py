@@ -113,18 +113,11 @@ class SummarizeTask(Task):
         return records  # type: ignore[return-value]
 
     def stream(self, docs: list[Document], per_pass: int | None = None) -> Iterator[tuple[int, Record]]:
-        """Records as documents are done, each with `seconds`: the wall time since the record before it, so a
-        call's records add up to its time (a document decoded beside others shares the steps it rode in)."""
+        """Records as documents are done (see `summaries_as_done`)."""
         if self.dry_run:
             yield from super().stream(docs, per_pass)
             return
-        last = time.perf_counter()
-        for i, record in self.summaries_as_done(docs, max(1, per_pass or len(docs))):
-            now = time.perf_counter()
-            if "error" not in record:
-                record["seconds"] = round(now - last, 6)
-            last = now
-            yield i, record
+        yield from self.summaries_as_done(docs, max(1, per_pass or len(docs)))
 
     @torch.inference_mode()
     def summaries_as_done(self, docs: list[Document], per_pass: int) -> Iterator[tuple[int, Record]]:
@@ -136,9 +129,14 @@ class SummarizeTask(Task):
         ran) and decoded beside others of any lengths, each getting the tokens it gets alone, so a record never
         depends on its batch-mates; with --seed, input k of round r of a document samples from a generator seeded
         by `draw_seed`.
+
+        A record's `seconds` is its document's share of the time: its tokenizing, each of its inputs' share of
+        the decoding steps it rode in (`generate_each`) and the making of its next rounds and record, so that
+        documents finishing in the same step each show their own cost, and the records of a call add up to its time.
         """
         progress: dict[int, _Progress] = {}
         for i, doc in enumerate(docs):
+            started = time.perf_counter()
             try:
                 chunked = self.split(doc)
             except DocumentError as exc:
@@ -146,6 +144,7 @@ class SummarizeTask(Task):
                 continue
             pieces = [chunked.ids[a:b] for a, b in chunked.windows]
             progress[i] = _Progress(pieces, len(chunked.ids), chunked.truncated, len(chunked.windows))
+            progress[i].seconds = time.perf_counter() - started
         waiting = [(i, 0, k) for i in progress for k in range(len(progress[i].pieces))]  # a heap: (doc, round, k)
         given: list[tuple[int, int]] = []  # generate input → (document, piece)
 
@@ -161,20 +160,23 @@ class SummarizeTask(Task):
                 given.append((i, k))
                 yield step.input_ids, None if seed is None else [torch.Generator(self.device).manual_seed(seed)]
 
-        for n, generated in generate_each(self.model, inputs(), per_pass, **self.generate_options):
+        for n, generated, seconds in generate_each(self.model, inputs(), per_pass, **self.generate_options):
+            started = time.perf_counter()
             i, k = given[n]
             doc = progress[i]
             texts = self.tokenizer.batch_decode(generated.tolist(), skip_special_tokens=True)
             doc.parts[k] = [text.strip() for text in texts]
-            if len(doc.parts) < len(doc.pieces):
-                continue
-            if len(doc.pieces) == 1:
+            if len(doc.parts) == len(doc.pieces) == 1:  # its summary
                 del progress[i]
-                yield i, self._record(docs[i], doc)
+                record = self._record(docs[i], doc)
+                record["seconds"] = round(doc.seconds + seconds + time.perf_counter() - started, 6)
+                yield i, record
                 continue
-            self._next_round(doc)
-            for k in range(len(doc.pieces)):
-                heapq.heappush(waiting, (i, doc.round, k))
+            if len(doc.parts) == len(doc.pieces):  # its chunk summaries: the next round's inputs
+                self._next_round(doc)
+                for k in range(len(doc.pieces)):
+                    heapq.heappush(waiting, (i, doc.round, k))
+            doc.seconds += seconds + time.perf_counter() - started
 
     def _next_round(self, doc: _Progress) -> None:
         """A document's next inputs: its best chunk summaries, joined and cut into windows again."""
@@ -220,3 +222,4 @@ class _Progress:
     parts: dict[int, list[str]] = field(default_factory=dict)
     round: int = 0
     sparse: bool = False  # whether any of its inputs ran block-sparse attention
+    seconds: float = 0.0  # its share of the time so far (see SummarizeTask.summaries_as_done)

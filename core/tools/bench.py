@@ -332,7 +332,8 @@ def _our_contender(name: str, model: nn.Module, spec: BenchSpec) -> Contender:
             tokens = {"num_beams": spec.num_beams, "max_new_tokens": spec.new_tokens, "min_new_tokens": spec.new_tokens}
             if isinstance(ids, Documents):  # as `bigbird summarize` runs them: encoded alone, decoded together
                 pairs = ((doc, None) for doc in ids.inputs)
-                done = dict(generate_each(model, pairs, ids.batch if name != "batch1" else 1, **tokens))
+                size = ids.batch if name != "batch1" else 1
+                done = {i: out for i, out, _ in generate_each(model, pairs, size, **tokens)}
                 return [done[i] for i in range(len(ids.inputs))]
             return model.generate(ids, mask, **tokens)
 
