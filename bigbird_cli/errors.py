@@ -32,14 +32,19 @@ class OutputError(UsageError):
     """The output file can't be opened, locked or written."""
 
 
-@functools.cache
-def _table() -> tuple[tuple[type[BaseException], int], ...]:
-    """Exception types → exit code, most specific first. The core exceptions are imported only once something
-    failed: importing them imports torch, which `--help` should not pay for.
+# The stops, which need no import to be told apart (a stop may come in the middle of one).
+STOPS: tuple[tuple[type[BaseException], int], ...] = (
+    (Terminated, EXIT_TERMINATED),
+    (KeyboardInterrupt, EXIT_INTERRUPTED),
+    (BrokenPipeError, EXIT_BROKEN_PIPE),
+)
 
-    A stop (Ctrl-C, SIGTERM) raised with a message is a run that says what it kept (`interrupted; ...`); a bare
-    one says nothing, as a shell's Ctrl-C. A reader that went away (`bigbird ... | head`) hears nothing either:
-    the status is the one a tool killed by SIGPIPE has (1 would say documents failed).
+
+@functools.cache
+def failures() -> tuple[tuple[type[BaseException], int], ...]:
+    """The failures' exception types → exit code, most specific first. They are imported only when a command runs
+    (`options.Command.invoke` calls this first, with Ctrl-C held back) or something failed: importing them imports
+    torch, which `--help` should not pay for.
     """
     from bigbird.eval.metrics import EvalError
     from bigbird.models.checkpoints import CheckpointError
@@ -50,9 +55,6 @@ def _table() -> tuple[tuple[type[BaseException], int], ...]:
     from bigbird.training.data import TrainingError
 
     return (
-        (Terminated, EXIT_TERMINATED),
-        (KeyboardInterrupt, EXIT_INTERRUPTED),
-        (BrokenPipeError, EXIT_BROKEN_PIPE),
         (UsageError, EXIT_USAGE),
         (InputError, EXIT_USAGE),
         (TaskError, EXIT_USAGE),
@@ -66,8 +68,14 @@ def _table() -> tuple[tuple[type[BaseException], int], ...]:
 
 
 def exit_code_for(exc: BaseException) -> int:
-    """Say `exc` as one sentence on stderr and return its exit code (re-raising exceptions the table lacks)."""
-    for kind, code in _table():
+    """Say `exc` as one sentence on stderr and return its exit code (re-raising exceptions the table lacks).
+
+    A stop (Ctrl-C, SIGTERM) raised with a message is a run that says what it kept (`interrupted; ...`); a bare
+    one says nothing, as a shell's Ctrl-C. A reader that went away (`bigbird ... | head`) hears nothing either:
+    the status is the one a tool killed by SIGPIPE has (1 would say documents failed).
+    """
+    stop = isinstance(exc, tuple(kind for kind, _ in STOPS))
+    for kind, code in STOPS if stop else STOPS + failures():
         if isinstance(exc, kind):
             if isinstance(exc, BrokenPipeError):
                 reader_gone()

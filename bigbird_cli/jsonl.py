@@ -32,7 +32,7 @@ _HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 @contextmanager
-def _signals_held() -> Iterator[None]:
+def signals_held() -> Iterator[None]:
     """Hold back SIGINT/SIGTERM for the duration (they are delivered right after), where the OS allows it."""
     if not hasattr(signal, "pthread_sigmask"):
         yield
@@ -60,7 +60,7 @@ class JsonlWriter:
     def write(self, record: dict[str, Any]) -> None:
         # backslashreplace: a lone surrogate in any field becomes a JSON \\udXXX escape instead of stopping the run.
         line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", errors="backslashreplace")
-        with _signals_held():
+        with signals_held():
             size = _regular_size(self._fd)
             view = memoryview(line)
             try:

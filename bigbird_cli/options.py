@@ -19,6 +19,9 @@ import typer
 
 from bigbird.tasks.documents import DEFAULT_GLOBS, Inputs
 
+from . import errors
+from .jsonl import signals_held
+
 INPUT, MODEL, ENGINE, OUTPUT = "Input", "Model", "Engine", "Output"
 # Far above any batch that fits in memory; it keeps a mistyped --batch-size a usage error, not a crash.
 MAX_BATCH_SIZE = 65536
@@ -33,10 +36,19 @@ def _flags_shown_as_flags(params: list[Any]) -> list[Any]:
 
 
 class Command(typer.core.TyperCommand):
-    """Every command's class: on/off options listed as the flags they are."""
+    """Every command's class: on/off options listed as the flags they are, and the libraries imported whole."""
 
     def get_params(self, ctx: Any) -> list[Any]:
         return _flags_shown_as_flags(super().get_params(ctx))
+
+    def invoke(self, ctx: Any) -> Any:
+        """Run the command once its options parsed, torch and the library imported first with Ctrl-C and SIGTERM
+        held back (delivered right after). A Ctrl-C in the middle of torch's import left it half made, and saying
+        the stop imported it again: tracebacks, crashes, or the stop lost and a document failing on a half-made
+        numpy."""
+        with signals_held():
+            errors.failures()  # the error table's modules: torch, the models, the tasks
+        return super().invoke(ctx)
 
 
 class Group(typer.core.TyperGroup):

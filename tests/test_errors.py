@@ -3,6 +3,9 @@ table, applied by the root command, `app.App.invoke`)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from conftest import cli, one_sentence
 
@@ -52,3 +55,32 @@ def test_a_commands_own_check_raises_and_exits_through_the_table(args, message, 
     """Commands raise; none prints its own error or exits: the root command says it once, with exit 2."""
     result = cli(*args, "--text", "x") if args[0] != "bench" else cli(*args)
     assert result.exit_code == EXIT_USAGE and message in result.output and one_sentence(result.output)
+
+
+# A Ctrl-C in the middle of the libraries' import, as a user's early Ctrl-C lands: the CLI run in a process of its
+# own, its import of the error table's modules sending SIGINT to itself halfway.
+EARLY_CTRL_C = """
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
+from bigbird_cli import app, errors
+real, finished = errors.failures, []
+def interrupted_import():
+    os.kill(os.getpid(), signal.SIGINT)
+    finished.append(real())
+errors.failures = interrupted_import
+sys.argv = ["bigbird", *sys.argv[1:]]
+try:
+    app.main()
+except SystemExit as end:
+    print(end.code, bool(finished))
+"""
+
+
+def test_ctrl_c_while_the_libraries_import_waits_for_them_then_stops(tiny_models):
+    """A Ctrl-C while torch imported left it half made, and saying the stop imported it again: tracebacks, crashes
+    (139, 134), the stop lost (exit 0) or a document failing on a half-made numpy. The import now finishes first and
+    the stop comes right after it: 130, nothing said, no record."""
+    args = ["classify", "--text", "A short text.", "-m", str(tiny_models["classify"])]
+    done = subprocess.run([sys.executable, "-c", EARLY_CTRL_C, *args], capture_output=True, timeout=300)
+    assert done.stdout.decode().splitlines() == ["130 True"], done.stdout.decode() + done.stderr.decode()
+    assert "Traceback" not in done.stderr.decode()
