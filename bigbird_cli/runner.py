@@ -149,6 +149,9 @@ class TaskSpec:
     expand: Callable[[Iterator[Document]], Iterator[Document]] | None = None
     # Why `bigbird eval` can't score this run (qa's questions asked of every document), or None.
     unscorable: str | None = None
+    # Why `bigbird eval` can't score one document (qa: a record asking several questions), or None: that document
+    # becomes an error record in eval, before `expand` sees it.
+    unscorable_document: Callable[[Document], str | None] | None = None
 
 
 def runs(build: Callable[..., TaskSpec]) -> Callable[..., None]:

@@ -88,3 +88,23 @@ def test_eval_qa_refuses_questions_asked_of_every_document(bigbird, tiny_models,
     assert result.exit_code == 2 and one_sentence(result.output), result.output
     assert "eval qa scores one question per document" in result.output
     bigbird("eval", "qa", *args, "-Q", QUESTIONS[0], "-q", check_rc=0)  # one question for every document is scored
+
+
+def test_eval_qa_makes_a_record_asking_several_questions_an_error_record(tiny_models, tmp_path):
+    """Such a record became one document per question, each scored against the record's one reference (and the
+    report counted them all). Now it is one error record, and the others are scored."""
+    records = tmp_path / "dev.jsonl"
+    lines = [
+        {"id": "a", "text": BAKER, "question": [QUESTIONS[0], QUESTIONS[1]], "answers": ["six"]},
+        {"id": "b", "text": BAKER, "question": [QUESTIONS[0]], "answers": ["six"]},  # a list of one is one question
+        {"id": "c", "text": BAKER, "question": QUESTIONS[1], "answers": ["six"]},
+    ]
+    records.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = tmp_path / "scored.jsonl"
+    result = cli("eval", "qa", "--jsonl", records, "-m", tiny_models["qa"], "--answer-field", "answers", "-o", out)
+    assert result.exit_code == 1, result.output
+    done = {r["id"]: r for r in jsonl(out)}
+    assert sorted(done) == ["a", "b#q1", "c"]
+    assert done["a"]["error"] == "eval qa scores one question per document, and this record's 'question' asks 2"
+    assert "metrics" in done["b#q1"] and "metrics" in done["c"]
+    assert "a: eval qa scores one question per document" in result.output

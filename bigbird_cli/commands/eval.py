@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -103,6 +103,7 @@ class Evaluate:
                 common=replace(common, output=output),
                 make_task=make_scored_task,
                 extra_fields=(*spec.extra_fields, self.field),
+                expand=_refusing_unscorable(spec),
             )
             try:
                 run_task(scored, output_name=None if output == common.output else str(target or "FILE"))
@@ -224,6 +225,24 @@ class Evaluate:
             except (OSError, ValueError) as exc:
                 raise UsageError(f"--plot {self.plot} could not be written: {first_line(exc)}.") from None
         return EXIT_SOME_FAILED if report["failed"] else EXIT_OK
+
+
+def _refusing_unscorable(spec: TaskSpec) -> Callable[[Iterator[Document]], Iterator[Document]] | None:
+    """The spec's `expand`, with each document eval can't score (`TaskSpec.unscorable_document`) turned into an error
+    document first, which `expand` passes on as it is: one error record, the run going on."""
+    why, expand = spec.unscorable_document, spec.expand
+    if why is None:
+        return expand
+
+    def refused_then_expanded(docs: Iterator[Document]) -> Iterator[Document]:
+        checked = (doc if doc.error is not None else _refused(doc, why(doc)) for doc in docs)
+        return expand(checked) if expand is not None else checked
+
+    return refused_then_expanded
+
+
+def _refused(doc: Document, reason: str | None) -> Document:
+    return doc if reason is None else replace(doc, error=reason)
 
 
 def _delivered(output: Path, through_tmp: bool, target: Path | None) -> list[Record]:

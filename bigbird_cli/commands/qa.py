@@ -128,7 +128,16 @@ def build(
         unscorable=None
         if several is None
         else "eval qa scores one question per document: give one --question, or records with their own",
+        unscorable_document=None if asked else lambda doc: several_asked(doc, question_field),
     )
+
+
+def several_asked(doc: Document, question_field: str) -> str | None:
+    """Why eval can't score a record that asks a list of questions (its one reference answers one), or None."""
+    asked = doc.fields.get(question_field)
+    if not isinstance(asked, list) or len(asked) < 2:
+        return None
+    return f"eval qa scores one question per document, and this record's {question_field!r} asks {len(asked)}"
 
 
 command = runs(build)
