@@ -493,6 +493,9 @@ def test_a_repeated_id_in_predictions_is_scored_once(bigbird, tmp_path):
     assert report["metrics"]["exact_match"] == pytest.approx(50.0)  # a and b once each, not a twice
     assert report["documents"] == 3 and report["failed"] == 1
     assert f"a: the id is repeated in {predictions}: only its first record is scored." in result.stderr.decode()
+    # Records naming no model: the error record says what the report says ("None" was str() of the missing name).
+    [repeated] = [r for r in jsonl(result.stdout) if "error" in r]
+    assert repeated["model"] == report["model"] == "unknown"
 
 
 def test_resuming_eval_on_a_plain_task_run_is_refused(bigbird, tmp_path):

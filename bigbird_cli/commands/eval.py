@@ -20,7 +20,7 @@ import typer
 from rich.table import Table
 
 from bigbird.eval.metrics import TASKS, TaskMetrics, require_rouge
-from bigbird.eval.references import References
+from bigbird.eval.references import UNKNOWN_MODEL, References, model_of
 from bigbird.tasks.documents import Document, Inputs, describe, first_line
 from bigbird.tasks.records import RESULT_FIELDS, Record, error_record
 
@@ -162,7 +162,7 @@ class Evaluate:
         records = []
         for number in bad_lines:  # a line cut off, or not a record: counted as failed, not skipped silently
             doc = Document(f"{path.name}:{number}", str(path))
-            records.append(error_record(doc, str(predictions[0].get("model")), f"line {number} is not a JSON record."))
+            records.append(error_record(doc, model_of(predictions[0]), f"line {number} is not a JSON record."))
             error(f"{doc.id}: line {number} is not a JSON record.")
         failed = lambda doc_id, why: error(f"{doc_id}: {why}")  # noqa: E731
         records += self.references.score_file(str(path), predictions, references, labels, failed)
@@ -174,7 +174,7 @@ class Evaluate:
                 writer.write(record)
         model = ", ".join(sorted({str(record["model"]) for record in predictions if record.get("model")}))
         settings = {"reference_field": self.field, "predictions": str(path)}
-        return self._report(model or "unknown", records, settings, common.quiet)
+        return self._report(model or UNKNOWN_MODEL, records, settings, common.quiet)
 
     def _read_file(self, inputs: Inputs, path: Path) -> tuple[dict[str, Any], int, list[dict[str, Any]], list[int]]:
         """The inputs' references by id (and how many ids repeat), the file's records, and the numbers of its lines

@@ -92,7 +92,7 @@ class References:
             if doc_id in seen:  # as a repeated id of the inputs is: an error record, not a second score
                 doc = Document(doc_id, str(prediction.get("source", source)))
                 why = f"the id is repeated in {source}: only its first record is scored."
-                records.append(error_record(doc, str(prediction.get("model")), why))
+                records.append(error_record(doc, model_of(prediction), why))
                 failed(doc.id, why)
                 continue
             seen.add(doc_id)
@@ -105,13 +105,23 @@ class References:
                 why = "no input document has this id to give a reference."
                 if doc_id in references:
                     why = self.missing(references[doc_id], labels)
-                record = error_record(doc, str(prediction.get("model")), why)
+                record = error_record(doc, model_of(prediction), why)
             else:
                 record = self.scored(prediction, reference)
             if "error" in record:
                 failed(doc_id, record["error"])
             records.append(record)
         return records
+
+
+UNKNOWN_MODEL = "unknown"  # the model of a record that names none (the report says the same)
+
+
+def model_of(record: dict[str, Any]) -> str:
+    """The model a record names, as a string: `UNKNOWN_MODEL` when it names none (str() of a missing one said
+    "None")."""
+    model = record.get("model")
+    return UNKNOWN_MODEL if model is None or model == "" else str(model)
 
 
 def is_class_id(reference: Any) -> bool:
