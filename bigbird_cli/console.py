@@ -23,14 +23,24 @@ from rich.markup import escape
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+# Control characters as escapes, tab kept: a message names documents, and a file name may hold a newline.
+_ESCAPED = {c: f"\\x{c:02x}" for c in (*range(32), 127) if c != 9} | {10: "\\n", 13: "\\r"}
+
+
+def one_line(text: str) -> str:
+    """`text` as one line of a log: its control characters (a newline in a file's name) written as escapes, so that
+    one message is one line, as a log reader or `grep` expects."""
+    return text.translate(_ESCAPED)
+
+
 def warn(message: str) -> None:
     """A warning line on stderr."""
-    console.print(f"[yellow]warning:[/yellow] {escape(message)}")
+    console.print(f"[yellow]warning:[/yellow] {escape(one_line(message))}")
 
 
 def error(message: str) -> None:
     """An error line on stderr."""
-    console.print(f"[red]error:[/red] {escape(message)}")
+    console.print(f"[red]error:[/red] {escape(one_line(message))}")
 
 
 def info(message: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 
 def test_progress_lines_come_at_a_steady_interval():
     from types import SimpleNamespace
@@ -40,3 +42,16 @@ def test_a_run_logging_to_a_file_prints_plain_progress_lines(bigbird, tiny_model
     assert [line.split(",")[0] for line in progress] == [f"progress: {n}/3 documents" for n in (1, 2, 3)]
     assert all("0 failed" in line and "documents/s" in line and "ETA" in line for line in progress)
     assert not any(c in result.stderr.decode() for c in "\r\x1b\b")
+
+
+def test_a_bad_documents_message_is_one_line_whatever_its_file_is_named(bigbird, tiny_models, tmp_path):
+    """A file named with a newline (or a terminal's escape codes) made its error two lines, or coloured the
+    terminal: control characters are written as escapes in messages, the record's id keeps the name as it is."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "bad\nname\x1b[31m.txt").write_bytes(b"")
+    (folder / "good.txt").write_text("A short text.")
+    result = bigbird("classify", folder, "-m", tiny_models["classify"], "-q", check_rc=1)
+    assert result.stderr.decode().splitlines() == [r"error: bad\nname\x1b[31m.txt: the file is empty."]
+    ids = sorted(json.loads(line)["id"] for line in result.stdout.decode().splitlines())
+    assert ids == ["bad\nname\x1b[31m.txt", "good.txt"]
