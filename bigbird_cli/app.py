@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 
 from bigbird.models.heap import reuse_freed_memory
@@ -19,7 +18,7 @@ from bigbird.models.waiting import wait_passively_when_busy
 from . import __version__
 from .commands import bench, classify, convert, finetune, mask, qa, summarize
 from .commands import eval as evaluate
-from .errors import exit_code_for
+from .errors import UsageError, exit_code_for
 from .options import Command, Group
 
 PROG_NAME = "bigbird"
@@ -29,18 +28,39 @@ SHELLS = ("bash", "zsh", "fish")
 COMPLETIONS_DIR = Path(__file__).resolve().parent.parent / "completions"
 
 
+# Click's usage error and error base, whichever Click typer runs on (its own copy since typer 0.2x, the click
+# package before): BadParameter's bases.
+CLICK_USAGE_ERROR: type[Exception] = typer.BadParameter.__base__
+CLICK_ERROR: type[Exception] = CLICK_USAGE_ERROR.__base__
+
+
 class App(Group):
     """The root command, and the one exit path: whatever a command raises (a usage error, a model that can't be
     had, Ctrl-C, SIGTERM, a reader that went away) becomes a message and an exit code through errors.py's table.
     Commands raise; none of them prints its own error or picks its own exit code."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except CLICK_USAGE_ERROR as exc:  # the root's own options (`bigbird --bogus`)
+            raise typer.Exit(exit_code_for(UsageError(click_usage_error(exc)))) from None
+
+    def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
-            raise  # a finished command's status, or Click's own usage errors
+        except CLICK_USAGE_ERROR as exc:  # Click's parsing: an unknown option or command, a value out of range
+            raise typer.Exit(exit_code_for(UsageError(click_usage_error(exc)))) from None
+        except (typer.Exit, typer.Abort, CLICK_ERROR):
+            raise  # a finished command's status
         except (Exception, KeyboardInterrupt) as exc:
             raise typer.Exit(exit_code_for(exc)) from None
+
+
+def click_usage_error(exc: Any) -> str:
+    """Click's usage error as the sentence every other usage error is (Click framed it in a box of its own, under
+    a usage line), with where to read the options."""
+    command = exc.ctx.command_path if exc.ctx is not None else PROG_NAME
+    return f"{exc.format_message().rstrip('.')} (`{command} -h` lists the options)"
 
 
 app = typer.Typer(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import CLI
+from conftest import CLI, one_sentence
 from typer.testing import CliRunner
 
 from bigbird_cli import __version__
@@ -78,6 +78,25 @@ def test_usage_errors_exit_2_with_one_sentence(args, message, tmp_path, monkeypa
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["classify", "--batch-size", "0", "--text", "x"], "'--batch-size'"),
+        (["summarize", "--strategy", "foo", "--text", "x"], "'foo' is not one of"),
+        (["classify", "--batch-siz", "2"], "No such option: --batch-siz"),
+        (["eval", "qa", "--bogus"], "No such option: --bogus (`bigbird eval qa -h` lists the options)."),
+        (["--bogus"], "No such option: --bogus (`bigbird -h` lists the options)."),
+        (["nosuch"], "No such command 'nosuch'"),
+    ],
+)
+def test_clicks_own_usage_errors_are_one_sentence_too(args, said):
+    """An option out of range, unknown or misspelt was Click's framed box under a usage line, beside the sentence
+    every other usage error is: now that sentence too, saying where the options are listed, with exit 2."""
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and one_sentence(result.output), result.output
+    assert said in result.output and "Usage:" not in result.output
 
 
 def test_an_empty_folder_is_no_input(tmp_path):
