@@ -89,6 +89,7 @@ def test_usage_errors_exit_2_with_one_sentence(args, message, tmp_path, monkeypa
         (["eval", "qa", "--bogus"], "No such option: --bogus (`bigbird eval qa -h` lists the options)."),
         (["--bogus"], "No such option: --bogus (`bigbird -h` lists the options)."),
         (["nosuch"], "No such command 'nosuch'"),
+        (["bench", "--batch-sizes", "0"], "takes positive numbers, e.g. 1,8"),  # it gave --seq-lens' example
     ],
 )
 def test_clicks_own_usage_errors_are_one_sentence_too(args, said):

@@ -34,13 +34,13 @@ class Compare(str, Enum):
     transformers = "transformers"
 
 
-def _int_list(text: str, option: str) -> list[int]:
+def _int_list(text: str, option: str, example: str) -> list[int]:
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise typer.BadParameter(f"takes comma-separated whole numbers, not {text!r}.", param_hint=option) from None
     if not values or min(values) < 1:
-        raise typer.BadParameter("takes positive numbers, e.g. 512,1024.", param_hint=option)
+        raise typer.BadParameter(f"takes positive numbers, e.g. {example}.", param_hint=option)
     return values
 
 
@@ -144,8 +144,8 @@ def command(
         model=model,
         revision=revision,
         task=task.value,
-        seq_lens=None if seq_lens is None else _int_list(seq_lens, "--seq-lens"),
-        batch_sizes=_int_list(batch_sizes, "--batch-sizes"),
+        seq_lens=None if seq_lens is None else _int_list(seq_lens, "--seq-lens", "512,1024"),
+        batch_sizes=_int_list(batch_sizes, "--batch-sizes", "1,8"),
         attentions=[a.strip() for a in attention.split(",") if a.strip()],
         threads=threads,
         device=device,
