@@ -8,7 +8,7 @@ import json
 import pytest
 from conftest import BAKER, MUSEUM, cli, jsonl, one_sentence
 
-from bigbird.tasks import QATask
+from bigbird.tasks import QATask, TaskError
 from bigbird.tasks.documents import Document
 
 QUESTIONS = ["When is the bread ready?", "Who lights the oven?", "What opened?"]
@@ -108,3 +108,20 @@ def test_eval_qa_makes_a_record_asking_several_questions_an_error_record(tiny_mo
     assert done["a"]["error"] == "eval qa scores one question per document, and this record's 'question' asks 2"
     assert "metrics" in done["b#q1"] and "metrics" in done["c"]
     assert "a: eval qa scores one question per document" in result.output
+
+
+def test_max_seq_len_past_the_model_warns_and_one_leaving_no_room_is_refused(tiny_models):
+    """--max-seq-len 100000 on a 256-position model was cut to 256 without a word; --max-seq-len 1 failed every
+    document, naming the 1-token window the model's and pointing at --max-question-tokens only."""
+    model = str(tiny_models["qa"])
+    positions = QATask(model, question="Who?").max_tokens
+    assert QATask(model, question="Who?", max_seq_len=100000).warnings == [
+        f"--max-seq-len 100000 is past the model's {positions} positions: windows are {positions} tokens."
+    ]
+    assert QATask(model, question="Who?", max_seq_len=positions).warnings == []
+    with pytest.raises(TaskError, match="--max-seq-len 1 leaves no room for a question and a document beside"):
+        QATask(model, question="Who?", max_seq_len=1)
+    long_question = "How many bakers " * 8 + "?"
+    [record] = QATask(model, question=long_question, max_seq_len=8)([Document("x", "x", BAKER)])
+    assert "leaves no room in the --max-seq-len's 8-token window" in record["error"]
+    assert record["error"].endswith("lower --max-question-tokens or raise --max-seq-len.")

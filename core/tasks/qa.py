@@ -120,6 +120,12 @@ class QATask(Task):
             max_seq_len=max_seq_len,
         )
         super().__init__(model, **settings)
+        if max_seq_len is not None and max_seq_len > self.max_tokens:
+            self.warnings.append(
+                f"--max-seq-len {max_seq_len} is past the model's {self.max_tokens} positions: windows are "
+                f"{self.max_tokens} tokens."
+            )
+        self.window_is_the_models = max_seq_len is None or max_seq_len >= self.max_tokens
         self.max_tokens = min(self.max_tokens, max_seq_len or self.max_tokens)
         self.align_to_words = align_to_words
         # Which ids open a word: sentencepiece marks a word's first piece with "▁", as the pipeline's fast
@@ -140,6 +146,11 @@ class QATask(Task):
         cls = self.tokenizer.cls_token_id
         self.has_null_span = cls is not None and self.wrap([], [])[:1] == [cls]
         room = self.max_tokens - len(self.wrap([], []))
+        if room < 2:  # a question's token and a document's beside the special tokens
+            raise TaskError(
+                f"--max-seq-len {max_seq_len} leaves no room for a question and a document beside the "
+                f"{self.max_tokens - room} special tokens: give {self.max_tokens - room + 2} or more."
+            )
         if doc_stride is not None and not 0 <= doc_stride < room:
             raise TaskError(f"--doc-stride takes 0 to {room - 1} tokens (a window holds {room}), not {doc_stride}.")
         if handle_impossible_answer and not self.has_null_span:
@@ -172,8 +183,9 @@ class QATask(Task):
         capacity = self.max_tokens - len(self.wrap(q_ids, []))
         if capacity < 1:
             raise DocumentError(
-                f"the question takes {len(q_ids)} tokens and leaves no room in the model's {self.max_tokens}-token"
-                " window; lower --max-question-tokens."
+                f"the question takes {len(q_ids)} tokens and leaves no room in the "
+                f"{'model' if self.window_is_the_models else '--max-seq-len'}'s {self.max_tokens}-token window; "
+                f"lower --max-question-tokens{'' if self.window_is_the_models else ' or raise --max-seq-len'}."
             )
         enc = self.encode(doc.text, capacity)
         if not len(enc.ids):
