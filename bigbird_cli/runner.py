@@ -112,12 +112,14 @@ def run(
             if doc.id in skip_ids and doc.error is None:
                 stats.skipped += 1
                 continue
-            if doc.warning:
-                warn(f"{doc.id}: {doc.warning}")
             yield doc
 
     def emit(record: Record) -> None:
+        # What the record says is said on stderr as it is written: in input order, and the task's own warnings
+        # (a question cut) beside the reading's (bytes replaced).
         writer.write(record)
+        if record.get("warning"):
+            warn(f"{record['id']}: {record['warning']}")
         if "error" in record:
             stats.failed += 1
             error(f"{record['id']}: {record['error']}")

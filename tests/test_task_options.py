@@ -392,3 +392,20 @@ def test_summarize_refuses_impossible_settings(offline_hub, tiny_models, tmp_pat
     result = cli("summarize", "-m", tiny_models["summarize"], "--text", "Some text.", "-o", out, *args)
     assert result.exit_code == 2 and message in result.output and one_sentence(result.output)
     assert not out.exists() or out.read_text() == ""
+
+
+def test_what_a_record_warns_of_is_said_on_stderr_as_it_is_written(bigbird, tiny_models, tmp_path):
+    """A question cut to --max-question-tokens was in its record only, while a read warning (bytes replaced) was
+    said on stderr when the document was read, ahead of the errors of documents read before it: every warning is
+    now said with its record, in input order, an error record's read warning too."""
+    long_question = " ".join(["why"] * 100) + "?"
+    lines = [
+        json.dumps({"id": "empty", "text": "", "question": "When?"}).encode(),
+        json.dumps({"id": "long", "text": "The oven is lit at four.", "question": long_question}).encode(),
+        b'{"id": "bytes", "text": "Lit at \xff four.", "question": "When?"}',
+        b'{"id": "both", "text": "\xff", "question": "When?"}',
+    ]
+    result = bigbird("qa", "-m", tiny_models["qa"], "--jsonl", "-", "-q", input=b"\n".join(lines) + b"\n", check_rc=1)
+    said = [line.split(":")[0] + ": " + line.split(": ")[1] for line in result.stderr.decode().splitlines()]
+    assert said == ["error: empty", "warning: long", "warning: bytes", "warning: both", "error: both"], said
+    assert "warning" in jsonl(result.stdout)[3]

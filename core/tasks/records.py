@@ -32,13 +32,17 @@ def make_record(doc: Document, model: str, *, input_tokens: int, truncated: bool
 
 
 def error_record(doc: Document, model: str, reason: str, *, input_tokens: int | None = None) -> Record:
-    """A failed document's record: the common keys (token count if it was known) and a one-sentence `error`."""
-    return {
+    """A failed document's record: the common keys (token count if it was known), a read warning if there was one,
+    and a one-sentence `error`."""
+    record: Record = {
         "id": doc.id,
         "source": doc.source,
         "model": model,
         "input_tokens": input_tokens,
         "truncated": False,
         "chunks": 0,
-        "error": reason,
     }
+    if doc.warning:
+        record["warning"] = doc.warning
+    record["error"] = reason
+    return record
