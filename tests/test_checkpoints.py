@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import textwrap
@@ -148,6 +149,19 @@ def test_malicious_pickle_is_refused_and_never_run(tmp_path):
     with pytest.raises(CheckpointError, match="refused to load pytorch_model.bin"):
         bigbird.BigBirdForMaskedLM.from_pretrained(tmp_path)
     assert not marker.exists()
+
+
+def test_saved_weights_get_an_ordinary_files_mode(tmp_path):
+    """safetensors writes its files private (0600): a checkpoint saved for a group or another user could not be
+    read by them, while its config.json could. Now every file of a saved model has the umask's mode."""
+    previous = os.umask(0o022)
+    try:
+        tiny_model().save_pretrained(tmp_path)
+        write_safetensors({"x": torch.zeros(2)}, tmp_path / "shard.safetensors")
+    finally:
+        os.umask(previous)
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in tmp_path.iterdir()}
+    assert modes["model.safetensors"] == modes["shard.safetensors"] == modes["config.json"] == 0o644, modes
 
 
 def test_missing_and_misshaped_weights_name_the_tensor(tmp_path):

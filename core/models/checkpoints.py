@@ -247,10 +247,19 @@ def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
 
 def write_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     """Write beside `path`, then rename: a reader of the old file (another process's model) never sees it half
-    rewritten, and a crash leaves the old file whole."""
+    rewritten, and a crash leaves the old file whole. The file gets an ordinary file's mode (0644 under a 022
+    umask): safetensors writes its files private (0600), which kept a shared checkpoint from the others."""
     partial = path.with_name(f".{path.name}.partial")
     save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(partial), metadata={"format": "pt"})
+    partial.chmod(0o666 & ~umask())
     os.replace(partial, path)
+
+
+def umask() -> int:
+    """The process's umask: what an ordinary new file or folder leaves out of 0666 / 0777."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 # --------------------------------------------------------------------------------------------------

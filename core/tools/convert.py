@@ -31,6 +31,7 @@ from bigbird.models.checkpoints import (
     read_state_dict,
     resolve_checkpoint,
     translate,
+    umask,
     write_safetensors,
 )
 from bigbird.models.config import ATTENTION_TYPES, ModelConfig, load_config
@@ -479,11 +480,10 @@ def check_verified(report: dict[str, Any], options: ConvertOptions, tensors: dic
 
 def _normal_permissions(directory: Path) -> None:
     """mkdtemp makes a private (0700) folder; the result is an ordinary one (0755 / 0644 under the umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    directory.chmod(0o777 & ~umask)
+    mask = umask()
+    directory.chmod(0o777 & ~mask)
     for path in directory.iterdir():
-        path.chmod(0o666 & ~umask)
+        path.chmod(0o666 & ~mask)
 
 
 def _replace(tmp: Path, dst: Path, force: bool) -> None:
