@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 
@@ -385,3 +386,27 @@ def test_a_checkpoint_of_another_head_or_too_big_says_so(bigbird, tiny_models, t
     (huge / "model.safetensors").write_bytes((tiny_models["qa"] / "model.safetensors").read_bytes())
     said = bigbird("qa", "--text", BAKER, "-Q", "Who?", "-m", huge, check_rc=2).stderr.decode()
     assert "its config needs" in said and "GiB available." in said and "Allocator" not in said
+
+
+@pytest.mark.parametrize("kind", ["mask", "summarize"])
+def test_a_document_that_could_not_be_read_is_its_error_record_from_python_too(tiny_models, kind):
+    """Document.error was honoured by the CLI's engine only: a Task called from Python ran the document anyway
+    (mask gave predictions; summarize said it had no tokens)."""
+    task = MaskTask(str(tiny_models["mask"])) if kind == "mask" else SummarizeTask(str(tiny_models["summarize"]))
+    text = "Plants make [MASK] from light." if kind == "mask" else "The committee met on Tuesday."
+    docs = [doc(text, "good"), Document("bad", "x", text, error="it could not be read.")]
+    for records in (task(docs), [record for _, record in sorted(task.stream(docs))]):
+        assert "error" not in records[0] and records[1]["error"] == "it could not be read."
+
+
+def test_a_task_given_something_else_than_a_list_of_documents_says_so(tiny_models):
+    task = MaskTask(str(tiny_models["mask"]))
+    one = doc("Plants make [MASK].", "d")
+    for wrong, said in (
+        (one, "not one Document: call task([document])"),
+        ("Plants make [MASK].", "not str"),
+        (["Plants make [MASK]."], "not of str"),
+    ):
+        with pytest.raises(TypeError, match=re.escape(said)):
+            task(wrong)
+    assert task(d for d in [one])[0]["id"] == "d"  # any iterable of Documents

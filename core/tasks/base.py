@@ -445,15 +445,19 @@ class Task:
 
         `per_pass`: the most input windows per forward pass (the runner passes `--batch-size`) [default: as many as
         documents given]."""
+        docs = documents_given(docs)
+        readable = [doc for doc in docs if doc.error is None]  # one that could not be read is its error record
         if self.dry_run:
-            return [self.dry_record(doc) for doc in docs]
-        start = time.perf_counter()
-        records = self.process(docs, max(1, per_pass or len(docs)))
-        seconds = round((time.perf_counter() - start) / max(1, len(docs)), 6)
-        for record in records:
-            if "error" not in record:
-                record.setdefault("seconds", seconds)  # a task that times each document (summarize) says so
-        return records
+            made = [self.dry_record(doc) for doc in readable]
+        else:
+            start = time.perf_counter()
+            made = self.process(readable, max(1, per_pass or len(readable))) if readable else []
+            seconds = round((time.perf_counter() - start) / max(1, len(readable)), 6)
+            for record in made:
+                if "error" not in record:
+                    record.setdefault("seconds", seconds)  # a task that times each document (summarize) says so
+        done = iter(made)
+        return [next(done) if doc.error is None else self.error(doc, doc.error) for doc in docs]
 
     def process(self, docs: list[Document], per_pass: int) -> list[Record]:
         """The task proper: documents → records (one each, in order), at most `per_pass` windows a forward pass."""
@@ -501,3 +505,17 @@ class Task:
             tokenizer=self.tokenizer.source,
             dry_run=True,
         )
+
+
+def documents_given(docs: Iterable[Document]) -> list[Document]:
+    """A Task's documents as a list, or a TypeError in one sentence: a string, a single Document or anything else
+    went deep into a task before failing on a missing attribute."""
+    if isinstance(docs, Document):
+        raise TypeError("a Task takes a list of Documents, not one Document: call task([document])")
+    if isinstance(docs, (str, bytes)) or not isinstance(docs, Iterable):
+        raise TypeError(f"a Task takes a list of Documents, not {type(docs).__name__}: Document(id, source, text)")
+    docs = list(docs)
+    other = next((doc for doc in docs if not isinstance(doc, Document)), None)
+    if other is not None:
+        raise TypeError(f"a Task takes a list of Documents, not of {type(other).__name__}: Document(id, source, text)")
+    return docs

@@ -22,7 +22,7 @@ import torch
 
 from bigbird.models.generation import generate_each, resolve_generation_settings
 
-from .base import NO_TOKENS, PEGASUS, Chunked, DocumentError, Plan, Task, TaskError, split_even
+from .base import NO_TOKENS, PEGASUS, Chunked, DocumentError, Plan, Task, TaskError, documents_given, split_even
 from .documents import Document
 from .records import Record
 
@@ -114,6 +114,7 @@ class SummarizeTask(Task):
 
     def stream(self, docs: list[Document], per_pass: int | None = None) -> Iterator[tuple[int, Record]]:
         """Records as documents are done (see `summaries_as_done`)."""
+        docs = documents_given(docs)
         if self.dry_run:
             yield from super().stream(docs, per_pass)
             return
@@ -136,6 +137,9 @@ class SummarizeTask(Task):
         """
         progress: dict[int, _Progress] = {}
         for i, doc in enumerate(docs):
+            if doc.error is not None:  # it could not be read
+                yield i, self.error(doc, doc.error)
+                continue
             started = time.perf_counter()
             try:
                 chunked = self.split(doc)
