@@ -409,3 +409,18 @@ def test_a_broken_config_is_one_sentence_naming_the_field(offline_hub, tiny_mode
     else:
         result = cli("classify", "-m", model, "--text", "x", "-o", tmp_path / "out.jsonl")
     assert result.exit_code == 2 and field in result.output and one_sentence(result.output), result.output
+
+
+def test_a_folder_that_is_no_checkpoint_or_another_familys_is_one_sentence(tmp_path):
+    """from_pretrained on a folder without config.json raised FileNotFoundError from pathlib; on another family's
+    checkpoint it reported the first weight missing, never saying whose checkpoint it was."""
+    from bigbird.models.config import ConfigError
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="empty has no config.json, so it is not a checkpoint"):
+        bigbird.BigBirdForMaskedLM.from_pretrained(tmp_path / "empty")
+    with pytest.raises(ConfigError, match="nowhere does not exist, so it is not a checkpoint"):
+        bigbird.load_config(tmp_path / "nowhere")
+    tiny_model().save_pretrained(tmp_path / "bigbird")
+    with pytest.raises(ConfigError, match="holds a big_bird checkpoint, and BigBirdPegasusConfig reads bigbird_pegasus"):
+        bigbird.BigBirdPegasusForConditionalGeneration.from_pretrained(tmp_path / "bigbird")

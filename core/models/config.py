@@ -157,7 +157,15 @@ class ModelConfig:
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> ModelConfig:
-        return cls.from_dict(_read_json(path)).check()
+        """A config.json read into this class; ConfigError in one sentence when it is not there or describes
+        another family's model (whose weights would then be reported missing one by one)."""
+        data = _read_json(_config_file(Path(path)))
+        found = data.get("model_type")
+        if cls.model_type and found is not None and found != cls.model_type:
+            raise ConfigError(
+                f"{Path(path).parent} holds a {found} checkpoint, and {cls.__name__} reads {cls.model_type} ones."
+            )
+        return cls.from_dict(data).check()
 
     def save_pretrained(self, directory: str | Path) -> None:
         Path(directory).mkdir(parents=True, exist_ok=True)
@@ -304,14 +312,23 @@ CONFIG_CLASSES: dict[str, type[ModelConfig]] = {
 
 
 def load_config(directory: str | Path) -> ModelConfig:
-    """Read `config.json` in a checkpoint directory into the config class its `model_type` names."""
-    data = _read_json(Path(directory) / "config.json")
+    """Read `config.json` in a checkpoint directory into the config class its `model_type` names (ConfigError in one
+    sentence when the directory or its config.json is not there)."""
+    data = _read_json(_config_file(Path(directory) / "config.json"))
     model_type = data.get("model_type")
     if model_type not in CONFIG_CLASSES:
         raise ConfigError(
             f"{directory}: config.json has model_type {model_type!r}; expected one of {sorted(CONFIG_CLASSES)}."
         )
     return CONFIG_CLASSES[model_type].from_dict(data).check()
+
+
+def _config_file(path: Path) -> Path:
+    """`path` (a folder's config.json) where it is a file; else ConfigError saying the folder is not a checkpoint."""
+    if not path.is_file():
+        where = "does not exist" if not path.parent.exists() else "has no config.json"
+        raise ConfigError(f"{path.parent} {where}, so it is not a checkpoint this toolkit can read.")
+    return path
 
 
 def _read_json(path: str | Path) -> dict[str, Any]:
