@@ -35,13 +35,18 @@ _EXPORTS = {
         "BigBirdPegasusForSequenceClassification",
         "BigBirdPegasusModel",
     ],
-    ".models.config": ["BigBirdConfig", "BigBirdPegasusConfig", "load_config"],
+    ".models.config": ["BigBirdConfig", "BigBirdPegasusConfig", "ConfigError", "load_config"],
     ".models.checkpoints": ["CheckpointError", "resolve_checkpoint"],
     ".models.generation": ["DecoderCache"],
     ".models.tokenizers": ["BigBirdTokenizer", "BigBirdTokenizerFast", "PegasusTokenizer", "PegasusTokenizerFast"],
     ".models.linear": ["Linear", "quantize_int8"],
     ".models.heap": ["reuse_freed_memory"],
     ".tasks.documents": ["Document"],
+    ".tasks.base": ["Task", "TaskError"],
+    ".tasks.summarize": ["SummarizeTask"],
+    ".tasks.qa": ["QATask"],
+    ".tasks.classify": ["ClassifyTask"],
+    ".tasks.mask": ["MaskTask"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

@@ -52,3 +52,17 @@ def test_a_users_own_core_package_changes_nothing(tmp_path, where):
     )
     assert cli.returncode == 0, cli.stderr
     assert "summarize" in cli.stdout
+
+
+def test_every_public_name_is_importable_from_the_package():
+    """The package docstring promises it, and `from bigbird import QATask` failed: the tasks and the errors a
+    loading user catches (ConfigError, TaskError) were left out."""
+    import bigbird
+    import bigbird.tasks
+
+    assert {"SummarizeTask", "QATask", "ClassifyTask", "MaskTask", "Task", "TaskError", "ConfigError"} <= set(
+        bigbird.__all__
+    )
+    for name in bigbird.__all__:
+        assert getattr(bigbird, name) is not None, name
+    assert set(bigbird.tasks.__all__) <= set(dir(bigbird.tasks)) and "importlib" not in dir(bigbird.tasks)
