@@ -14,10 +14,16 @@ RUFF_PATHS := core bigbird_cli tests
 
 .PHONY: demo test lint completions
 
+# The project alone for the demo; the tests' extras (transformers, Ray, matplotlib, ...: over a GB the demo
+# never imports) on top of it for the tests.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
@@ -35,7 +41,7 @@ $(ORACLE_VENV)/.installed:
 demo: $(VENV)/.installed
 	$(PY) -m bigbird_cli.demo
 
-test: $(VENV)/.installed $(ORACLE_VENV)/.installed
+test: $(VENV)/.installed-test $(ORACLE_VENV)/.installed
 	$(VENV)/bin/ruff check $(RUFF_PATHS)
 	$(VENV)/bin/ruff format --check $(RUFF_PATHS)
 	BIGBIRD_TOKENIZER_ORACLE=$(CURDIR)/$(ORACLE_VENV)/bin/python PATH=$(CURDIR)/$(VENV)/bin:$$PATH \
