@@ -424,3 +424,22 @@ def test_a_folder_that_is_no_checkpoint_or_another_familys_is_one_sentence(tmp_p
     tiny_model().save_pretrained(tmp_path / "bigbird")
     with pytest.raises(ConfigError, match="holds a big_bird checkpoint, and BigBirdPegasusConfig reads"):
         bigbird.BigBirdPegasusForConditionalGeneration.from_pretrained(tmp_path / "bigbird")
+
+
+def test_from_pretrained_checks_its_arguments_before_building(tmp_path):
+    """attention_type="sparse" or block_size=0 loaded, then failed at the first forward (a ZeroDivisionError deep
+    in the attention); device="cuda" without one and dtype="float8" failed inside torch."""
+    from bigbird.models.config import ConfigError
+
+    tiny_model().save_pretrained(tmp_path)
+    load = bigbird.BigBirdForMaskedLM.from_pretrained
+    with pytest.raises(ConfigError, match="from_pretrained's arguments: attention_type must be block_sparse or"):
+        load(tmp_path, attention_type="sparse")
+    with pytest.raises(ConfigError, match="from_pretrained's arguments: block_size must be a positive whole number"):
+        load(tmp_path, block_size=0)
+    with pytest.raises(ValueError, match="dtype 'float8' is no torch type"):
+        load(tmp_path, dtype="float8")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device 'cuda' is not available on this machine"):
+            load(tmp_path, device="cuda")
+    assert load(tmp_path, torch_dtype="bfloat16").bert.embeddings.tokens.weight.dtype == torch.bfloat16

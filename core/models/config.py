@@ -76,26 +76,27 @@ class ModelConfig:
         if num_labels is not None and num_labels != len(self.id2label):
             self.num_labels = num_labels
 
-    def check(self) -> ModelConfig:
-        """Refuse values no model can be built from, naming the field, before any weights are read (a zero
-        block size or a gap in the labels would otherwise fail per document, far from its cause)."""
+    def check(self, source: str = "config.json") -> ModelConfig:
+        """Refuse values no model can be built from, naming the field and where it came from (`source`), before
+        any weights are read (a zero block size or a gap in the labels would otherwise fail per document, far from
+        its cause)."""
         for key in POSITIVE_INT_FIELDS:
             if not self._known(key) and key not in type(self).aliases:
                 continue
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"config.json: {key} must be a positive whole number, not {value!r}.")
+                raise ConfigError(f"{source}: {key} must be a positive whole number, not {value!r}.")
         heads = {"num_attention_heads": self.num_attention_heads}
         if self._known("decoder_attention_heads"):
             heads["decoder_attention_heads"] = self.decoder_attention_heads
         for key, count in heads.items():
             if self.hidden_size % count:
-                raise ConfigError(f"config.json: hidden_size {self.hidden_size} is not divisible by {key} {count}.")
+                raise ConfigError(f"{source}: hidden_size {self.hidden_size} is not divisible by {key} {count}.")
         if self._known("attention_type") and self.attention_type not in ATTENTION_TYPES:
             names = " or ".join(ATTENTION_TYPES)
-            raise ConfigError(f"config.json: attention_type must be {names}, not {self.attention_type!r}.")
+            raise ConfigError(f"{source}: attention_type must be {names}, not {self.attention_type!r}.")
         if sorted(self.id2label) != list(range(len(self.id2label))):
-            raise ConfigError(f"config.json: id2label must number its labels 0 to n-1, not {sorted(self.id2label)}.")
+            raise ConfigError(f"{source}: id2label must number its labels 0 to n-1, not {sorted(self.id2label)}.")
         return self
 
     # Attribute access ---------------------------------------------------------------------------

@@ -156,6 +156,14 @@ class PretrainedModel(nn.Module):
             config = config.copy()
             for key, value in config_overrides.items():
                 setattr(config, key, value)
+            config.check(source=f"{cls.__name__}.from_pretrained's arguments")
+        dtype = dtype if dtype is not None else torch_dtype
+        if isinstance(dtype, str):
+            if not isinstance(getattr(torch, dtype, None), torch.dtype):
+                raise ValueError(f"dtype {dtype!r} is no torch type: float32, bfloat16 or float16, for instance.")
+            dtype = getattr(torch, dtype)
+        if device is not None and not device_available(torch.device(device)):
+            raise ValueError(f"device {str(device)!r} is not available on this machine.")
         with skipping_init():  # every weight is loaded next, or drawn there where the checkpoint lacks it
             model = cls(config)
         missing = load_weights(model, directory, strict=strict)
@@ -166,9 +174,8 @@ class PretrainedModel(nn.Module):
                 cls.__name__,
                 ", ".join(missing),
             )
-        dtype = dtype if dtype is not None else torch_dtype
         if dtype is not None:
-            model.to(dtype=getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+            model.to(dtype=dtype)
         if device is not None:
             model.to(device)
         return model.eval()
