@@ -369,6 +369,8 @@ def test_bad_options_are_refused(tmp_path):
         pair.ours.generate(ids, num_beams=2, num_return_sequences=3)
     with pytest.raises(ValueError, match="max_length"):
         pair.ours.generate(ids, max_length=1)
+    with pytest.raises(ValueError, match="max_new_tokens must be at least 1, not 0"):  # it named max_length
+        pair.ours.generate(ids, max_new_tokens=0)
     with pytest.raises(TypeError, match="do_sample, early_stopping"):  # the message lists what is supported
         pair.ours.generate(ids, typical_p=0.5)
     with pytest.raises(ValueError, match="temperature"):

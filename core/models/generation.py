@@ -322,6 +322,8 @@ def resolve_generation_settings(config: Any, options: dict[str, Any], prompt_len
         top_k=int(pick("top_k")),
         top_p=float(pick("top_p")),
     )
+    if max_new is not None and max_new < 1:  # named as given: max_length is made of it
+        raise ValueError(f"max_new_tokens must be at least 1, not {max_new}")
     _check(settings, prompt_length)
     return settings
 
