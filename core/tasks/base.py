@@ -239,7 +239,16 @@ def attention_of(ran: Sequence[str], inputs: Sequence[int]) -> str:
 class Task:
     """Base of the four tasks: load the checkpoint in `__init__`, turn documents into records in `__call__`.
 
-    Subclasses name the model class to use for each kind of checkpoint in `heads` (model_type → class name).
+    Every task takes these settings beside its own: `model` (a Hub id or a folder), `revision` (a Hub branch, tag
+    or commit), `device` ("cpu", "cuda", ...), `dtype` ("float32", "bfloat16", "float16"; default the
+    checkpoint's float32), `quantize` ("int8": the linear layers in int8, faster on CPUs, approximate),
+    `strategy` ("chunk": a document longer than the window is read window by window; "truncate": its first
+    window only) and `dry_run` (load the config and tokenizer only; records say how each document would be split).
+
+    `task(documents, per_pass)` gives one record per Document, in order: a dict with the id, source, model, token
+    count, whether text was cut, the chunks read and the task's fields, or an `error` for a document that could
+    not be processed. Subclasses name the model class to use for each kind of checkpoint in `heads`
+    (model_type → class name).
     """
 
     name: ClassVar[str] = ""

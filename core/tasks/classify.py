@@ -43,6 +43,9 @@ def default_function(problem_type: str | None, num_labels: int) -> str:
 
 
 class ClassifyTask(Task):
+    """Document classification with a fine-tuned checkpoint's labels (config.json's id2label): records with `label`,
+    `score` and `scores`; a long document's chunks are classified in turn and their scores averaged."""
+
     name = "classify"
     heads = {BIGBIRD: "BigBirdForSequenceClassification", PEGASUS: "BigBirdPegasusForSequenceClassification"}
 

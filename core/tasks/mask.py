@@ -31,6 +31,9 @@ from .records import Record
 
 
 class MaskTask(Task):
+    """Fill-mask with BigBird's masked-LM head: `predictions` holds, for each mask token of a document, its best
+    tokens, each with its score and the document's text with it filled in (`sequence`)."""
+
     name = "mask"
     heads = {BIGBIRD: "BigBirdForMaskedLM"}
 

@@ -90,6 +90,10 @@ MAX_QUESTION_TOKENS = 64
 
 
 class QATask(Task):
+    """Extractive question answering: records with `answer` (a span of the document's text, `start`/`end` its
+    character offsets) and `score`, the best spans over all the windows of a long document. The question is
+    `question` for every document or each record's `question_field`."""
+
     name = "qa"
     heads = {BIGBIRD: "BigBirdForQuestionAnswering", PEGASUS: "BigBirdPegasusForQuestionAnswering"}
 

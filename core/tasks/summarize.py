@@ -31,6 +31,11 @@ SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "seed")
 
 
 class SummarizeTask(Task):
+    """Abstractive summaries with a BigBirdPegasus checkpoint: records with `summary` (and `summaries` with several
+    return sequences). A long document is summarized window by window, then the joined summaries again; documents
+    are decoded together up to `per_pass` at a time, each getting the tokens it gets alone. Generation options
+    (`num_beams`, `max_new_tokens`, `do_sample`, `seed`, ...) go over the checkpoint's own settings."""
+
     name = "summarize"
     heads = {PEGASUS: "BigBirdPegasusForConditionalGeneration"}
     streams = True
