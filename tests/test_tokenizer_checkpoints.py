@@ -293,3 +293,20 @@ def test_dry_run_says_which_file_the_ids_come_from(saved: Saved, bigbird) -> Non
     folder = saved["classify", False]
     records = jsonl(bigbird("classify", "--text", "Plants grow.", "-m", folder, "--dry-run", check_rc=0).stdout)
     assert records[0]["tokenizer"] == "tokenizer.json"
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_a_tokenizer_class_of_another_family_warns_that_it_reads_the_folder_its_own_way(tiny_models, caplog, fast):
+    """BigBirdTokenizer on a Pegasus checkpoint loaded without a word and framed texts with [CLS]/[SEP] at ids the
+    Pegasus vocabulary gives other pieces; its own family's class says nothing."""
+    import bigbird
+
+    pegasus, bigbird_folder = tiny_models["summarize"], tiny_models["mask"]
+    suffix = "Fast" if fast else ""
+    with caplog.at_level("WARNING", logger="bigbird.models.tokenizers.pieces"):
+        getattr(bigbird, f"BigBirdTokenizer{suffix}").from_pretrained(pegasus)
+        getattr(bigbird, f"PegasusTokenizer{suffix}").from_pretrained(pegasus)
+        getattr(bigbird, f"BigBirdTokenizer{suffix}").from_pretrained(bigbird_folder)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{pegasus}: its tokenizer_config.json names PegasusTokenizer, read here as a BigBirdTokenizer."
+    ]

@@ -36,6 +36,7 @@ from .pieces import (
     _read_json,
     _visible_spans,
     added_beyond,
+    warn_of_another_family,
 )
 
 # Piece types in a sentencepiece model (sentencepiece_model.proto).
@@ -189,12 +190,17 @@ class TokenizersCore(SpecialTokenRoles):
         return kwargs
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, *, revision: str | None = None) -> TokenizersCore:
+    def from_pretrained(
+        cls, name_or_path: str | Path, *, revision: str | None = None, family_check: bool = True
+    ) -> TokenizersCore:
         """Load from a checkpoint directory or Hub id: its tokenizer.json, else its spiece.model converted; the
-        special tokens from the JSON files beside them, and the tokens a fine-tune added."""
+        special tokens from the JSON files beside them, and the tokens a fine-tune added; a warning where the
+        folder names another family's tokenizer (`pieces.warn_of_another_family`)."""
         from ..checkpoints import resolve_checkpoint  # lazy: torch and the Hub client are not needed to tokenize
 
         directory = Path(resolve_checkpoint(name_or_path, revision=revision, allow_patterns=TOKENIZER_FILES))
+        if family_check:
+            warn_of_another_family(cls, directory)
         settings = cls.read_settings(directory)
         if (directory / "tokenizer.json").is_file():
             tokenizer = cls(tokenizer_file=directory / "tokenizer.json", **settings)  # type: ignore[call-arg]

@@ -65,7 +65,10 @@ def load_tokenizer_file(
     sentencepiece_class, fast_class = FAMILIES[model_type]
     if name not in SOURCES:
         raise ValueError(f"a tokenizer file is spiece.model or tokenizer.json, not {name!r}")
-    return (sentencepiece_class if name == "spiece.model" else fast_class).from_pretrained(Path(directory))
+    # The checks below say more than the family name: the tokenizer_config.json warning is theirs to give.
+    return (sentencepiece_class if name == "spiece.model" else fast_class).from_pretrained(
+        Path(directory), family_check=False
+    )
 
 
 def different_ids(sentencepiece: SentencePieceTokenizer, fast: TokenizersTokenizer) -> str | None:

@@ -9,6 +9,7 @@ special tokens around a text, truncation and padding as the reference does them)
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import sentencepiece as spm
+
+log = logging.getLogger(__name__)
 
 # The files a checkpoint's tokenizer may be read from: ids from spiece.model when a folder has one, else from
 # tokenizer.json (what transformers 5 saves); the JSON files beside them name the special and added tokens.
@@ -240,12 +243,17 @@ class SentencePieceCore(SpecialTokenRoles):
     # Loading ------------------------------------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, *, revision: str | None = None) -> SentencePieceCore:
+    def from_pretrained(
+        cls, name_or_path: str | Path, *, revision: str | None = None, family_check: bool = True
+    ) -> SentencePieceCore:
         """Load from a checkpoint directory or Hub id: spiece.model plus the JSON files beside it, when present,
-        and the tokens a fine-tune added (in tokenizer.json, added_tokens.json or tokenizer_config.json)."""
+        and the tokens a fine-tune added (in tokenizer.json, added_tokens.json or tokenizer_config.json); a
+        warning where the folder names another family's tokenizer (`warn_of_another_family`)."""
         from ..checkpoints import resolve_checkpoint  # lazy: torch and the Hub client are not needed to tokenize
 
         directory = Path(resolve_checkpoint(name_or_path, revision=revision, allow_patterns=TOKENIZER_FILES))
+        if family_check:
+            warn_of_another_family(cls, directory)
         if not (directory / "spiece.model").is_file():
             raise FileNotFoundError(f"{name_or_path} has no spiece.model.")
         tokenizer = cls(directory / "spiece.model", **cls.read_settings(directory))
@@ -494,6 +502,24 @@ def added_beyond(directory: Path, first_free: int) -> dict[int, AddedToken]:
 
 def as_added_token(value: str | AddedToken, lstrip: bool = False) -> AddedToken:
     return value if isinstance(value, AddedToken) else AddedToken(value, lstrip=lstrip)
+
+
+FAMILIES = ("BigBirdTokenizer", "PegasusTokenizer")
+
+
+def warn_of_another_family(cls: type, directory: Path) -> None:
+    """Warn where the folder's tokenizer_config.json names another family's tokenizer than `cls` (a Pegasus folder
+    read as BigBird's): texts would get `cls`'s special tokens, at ids the vocabulary gives other pieces. A Task
+    checks more than the name (loading.py) and says it in one sentence, so its loading skips this."""
+    named, family = _read_json(directory / "tokenizer_config.json").get("tokenizer_class"), _family(cls)
+    if isinstance(named, str) and family is not None and named.removesuffix("Fast") != family:
+        log.warning("%s: its tokenizer_config.json names %s, read here as a %s.", directory, named, family)
+
+
+def _family(cls: type) -> str | None:
+    """The tokenizer family `cls` frames texts as (one of FAMILIES, a Fast class as its family), or None."""
+    names = (c.__name__.removesuffix("Fast") for c in cls.__mro__)
+    return next((name for name in names if name in FAMILIES), None)
 
 
 def _read_json(path: Path) -> dict:
