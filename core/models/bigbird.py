@@ -233,6 +233,8 @@ LM_TIED = (("lm.decoder.weight", "bert.embeddings.tokens.weight"),)
 
 
 class BigBirdForMaskedLM(BigBirdPretrainedModel):
+    """Masked-LM head on the encoder: every position's vocabulary logits (the projection tied to the embeddings)."""
+
     tied = LM_TIED
 
     def __init__(self, config: BigBirdConfig) -> None:
@@ -242,6 +244,8 @@ class BigBirdForMaskedLM(BigBirdPretrainedModel):
         self.init_weights()
 
     def forward(self, input_ids=None, labels=None, **kwargs) -> ModelOutput:
+        """(B, T) ids and the encoder's keywords (`ENCODER_ARGS`) → `logits` (B, T, vocab); with `labels`
+        (B, T; -100 where not scored) the cross-entropy `loss` too."""
         out = self.bert(input_ids, **_encoder_args(kwargs))
         logits = self.lm(out.last_hidden_state)
         loss = None
@@ -276,6 +280,9 @@ class BigBirdForCausalLM(BigBirdPretrainedModel):
         use_cache: bool | None = None,
         **kwargs,
     ) -> ModelOutput:
+        """(B, T) ids (attention_mask and the other encoder arguments as keywords; encoder_hidden_states when the
+        config adds cross-attention) → next-token `logits` (B, T, vocab); with `labels` the shifted LM `loss`; a
+        `past_key_values` DecoderCache with `use_cache` feeds only the new tokens (what `generate` does)."""
         out = self.bert(
             input_ids,
             encoder_hidden_states=encoder_hidden_states,
@@ -321,6 +328,8 @@ class BigBirdForPreTraining(BigBirdPretrainedModel):
         self.init_weights()
 
     def forward(self, input_ids=None, labels=None, next_sentence_label=None, **kwargs) -> ModelOutput:
+        """(B, T) ids and the encoder's keywords (`ENCODER_ARGS`) → masked-LM `logits` and next-sentence
+        `seq_relationship_logits`; with `labels` and `next_sentence_label` the summed `loss`."""
         out = self.bert(input_ids, **_encoder_args(kwargs))
         logits = self.lm(out.last_hidden_state)
         nsp_logits = self.nsp(out.pooler_output)
@@ -365,6 +374,8 @@ class ClassificationHead(nn.Module):
 
 
 class BigBirdForSequenceClassification(BigBirdPretrainedModel):
+    """Classification head on the encoder's first token ([CLS]): `num_labels` logits a sequence."""
+
     def __init__(self, config: BigBirdConfig) -> None:
         super().__init__(config)
         self.bert = BigBirdModel(config)
@@ -372,6 +383,8 @@ class BigBirdForSequenceClassification(BigBirdPretrainedModel):
         self.init_weights()
 
     def forward(self, input_ids=None, labels=None, **kwargs) -> ModelOutput:
+        """(B, T) ids and the encoder's keywords (`ENCODER_ARGS`) → `logits` (B, num_labels); with `labels` the
+        `loss` the config's problem_type names (regression, single- or multi-label)."""
         out = self.bert(input_ids, **_encoder_args(kwargs))
         logits = self.classifier(out.last_hidden_state)
         loss = classification_loss(logits, labels, self.config.problem_type) if labels is not None else None
@@ -389,6 +402,8 @@ class BigBirdForMultipleChoice(BigBirdPretrainedModel):
         self.init_weights()
 
     def forward(self, input_ids=None, labels=None, **kwargs) -> ModelOutput:
+        """(B, C, T) ids of C choices (the encoder's keyword arguments shaped alike) → `logits` (B, C); with
+        `labels` (B,) the cross-entropy `loss`."""
         args = _encoder_args(kwargs)
         shape_source = input_ids if input_ids is not None else args["inputs_embeds"]
         num_choices = shape_source.shape[1]
@@ -400,6 +415,8 @@ class BigBirdForMultipleChoice(BigBirdPretrainedModel):
 
 
 class BigBirdForTokenClassification(BigBirdPretrainedModel):
+    """A linear layer over every position of the encoder: `num_labels` logits a token."""
+
     def __init__(self, config: BigBirdConfig) -> None:
         super().__init__(config)
         p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
@@ -409,6 +426,8 @@ class BigBirdForTokenClassification(BigBirdPretrainedModel):
         self.init_weights()
 
     def forward(self, input_ids=None, labels=None, **kwargs) -> ModelOutput:
+        """(B, T) ids and the encoder's keywords (`ENCODER_ARGS`) → `logits` (B, T, num_labels); with `labels`
+        (B, T; -100 where not scored) the cross-entropy `loss`."""
         out = self.bert(input_ids, **_encoder_args(kwargs))
         logits = self.classifier(self.dropout(out.last_hidden_state))
         loss = None
@@ -464,6 +483,9 @@ class BigBirdForQuestionAnswering(BigBirdPretrainedModel):
     def forward(
         self, input_ids=None, question_lengths=None, start_positions=None, end_positions=None, **kwargs
     ) -> ModelOutput:
+        """(B, T) ids of question then context and the encoder's keywords (`ENCODER_ARGS`) → `start_logits`,
+        `end_logits` (B, T), question tokens masked (`question_lengths`, or each row's first [SEP]); with
+        `start_positions`/`end_positions` the span `loss`."""
         args = _encoder_args(kwargs)
         seq_len = (input_ids if input_ids is not None else args["inputs_embeds"]).shape[1]
         if question_lengths is None and input_ids is not None:

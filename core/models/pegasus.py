@@ -372,6 +372,10 @@ class BigBirdPegasusModel(BigBirdPegasusPretrainedModel):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
     ) -> ModelOutput:
+        """Encoder (block-sparse or full) over (B, S) `input_ids`, then the decoder over `decoder_input_ids`
+        (default: the input shifted right) → `last_hidden_state` of the decoder, `encoder_last_hidden_state`;
+        `encoder_outputs` skips the encoder, a `past_key_values` DecoderCache with `use_cache` feeds only new
+        decoder tokens."""
         c = self.config
         if decoder_input_ids is None and decoder_inputs_embeds is None:
             if input_ids is None:
@@ -437,6 +441,8 @@ class BigBirdPegasusForConditionalGeneration(BigBirdPegasusPretrainedModel):
         use_cache: bool | None = None,
         **kwargs: Any,
     ) -> ModelOutput:
+        """BigBirdPegasusModel's inputs → vocabulary `logits` (B, T, vocab); with `labels` (B, T; -100 where not
+        scored) the cross-entropy `loss`, the decoder reading the labels shifted right. `generate` summarizes."""
         if labels is not None:
             use_cache = False  # training: nothing to decode incrementally
             if decoder_input_ids is None and kwargs.get("decoder_inputs_embeds") is None:
@@ -503,6 +509,8 @@ class BigBirdPegasusForSequenceClassification(BigBirdPegasusPretrainedModel):
     def forward(
         self, input_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None, **kwargs
     ) -> ModelOutput:
+        """(B, S) ids (BigBirdPegasusModel's other inputs as keywords) → `logits` (B, num_labels) from the
+        decoder state at each row's last </s>; with `labels` the `loss` the config's problem_type names."""
         if input_ids is None:
             raise ValueError("BigBirdPegasusForSequenceClassification needs input_ids to find the </s> tokens")
         if labels is not None:
@@ -541,6 +549,8 @@ class BigBirdPegasusForQuestionAnswering(BigBirdPegasusPretrainedModel):
         end_positions: torch.Tensor | None = None,
         **kwargs,
     ) -> ModelOutput:
+        """(B, S) ids of question and context (BigBirdPegasusModel's other inputs as keywords) → `start_logits`,
+        `end_logits` (B, S); with `start_positions`/`end_positions` the span `loss`."""
         labelled = start_positions is not None and end_positions is not None
         if labelled:
             kwargs["use_cache"] = False
@@ -593,6 +603,9 @@ class BigBirdPegasusForCausalLM(BigBirdPegasusPretrainedModel):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
     ) -> ModelOutput:
+        """The decoder alone as a left-to-right LM: (B, T) ids → next-token `logits`; with `labels` (not shifted:
+        the targets of the logits at their positions) the `loss`; cross-attention to `encoder_hidden_states` when
+        given; a `past_key_values` DecoderCache with `use_cache` feeds only the new tokens."""
         out = self.model.decoder(
             input_ids,
             attention_mask,
