@@ -109,8 +109,9 @@ def test_safetensors_read_here_equal_safetensors_own_reading_and_a_cut_file_is_r
     whole = path.read_bytes()
     for cut in [0, 7, 8, 12, len(whole) // 2, len(whole) - 1]:
         path.write_bytes(whole[:cut])
-        with pytest.raises(CheckpointError, match="not a whole safetensors file"):
+        with pytest.raises(CheckpointError, match="not a whole safetensors file") as refused:
             read_state_dict(tmp_path)
+        assert str(refused.value).startswith(f"{path} is"), refused.value  # the folder too, not the file's name
     path.write_bytes(b"\xff" * 8 + whole[8:])
     with pytest.raises(CheckpointError, match="not a whole safetensors file"):
         read_state_dict(tmp_path)
@@ -146,7 +147,7 @@ def test_malicious_pickle_is_refused_and_never_run(tmp_path):
     marker = tmp_path / "pwned"
     tiny_model().config.save_pretrained(tmp_path)
     torch.save({"bert.embeddings.word_embeddings.weight": RunsCode(marker)}, tmp_path / "pytorch_model.bin")
-    with pytest.raises(CheckpointError, match="refused to load pytorch_model.bin"):
+    with pytest.raises(CheckpointError, match="refused to load .*pytorch_model.bin"):
         bigbird.BigBirdForMaskedLM.from_pretrained(tmp_path)
     assert not marker.exists()
 

@@ -189,7 +189,7 @@ def test_malicious_pickle_is_refused_and_never_run(tmp_path):
         torch.load(src / "pytorch_model.bin", weights_only=True)
     assert not marker.exists()
 
-    with pytest.raises(CheckpointError, match="refused to load pytorch_model.bin.*could run code"):
+    with pytest.raises(CheckpointError, match="refused to load .*pytorch_model.bin.*could run code"):
         convert(src, tmp_path / "out")
     assert not marker.exists()
     assert not (tmp_path / "out").exists()

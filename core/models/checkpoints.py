@@ -189,9 +189,9 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
                 tensors[stored.name] = tensor
             return tensors
     except FileNotFoundError:
-        raise CheckpointError(f"{path.name}, named by the weights index, is missing.") from None
+        raise CheckpointError(f"{path}, named by the weights index, is missing.") from None
     except (ValueError, KeyError, TypeError, AttributeError):  # JSON's errors are ValueErrors
-        raise CheckpointError(f"{path.name} is not a whole safetensors file (truncated or damaged?).") from None
+        raise CheckpointError(f"{path} is not a whole safetensors file (truncated or damaged?).") from None
 
 
 def _safetensors_layout(header: dict, data_bytes: int, path: Path) -> list[_Stored]:
@@ -205,7 +205,7 @@ def _safetensors_layout(header: dict, data_bytes: int, path: Path) -> list[_Stor
             continue
         if entry["dtype"] not in SAFETENSORS_DTYPES:
             raise CheckpointError(
-                f"{path.name} holds {name} as {entry['dtype']}, a type bigbird-cli doesn't read"
+                f"{path} holds {name} as {entry['dtype']}, a type bigbird-cli doesn't read"
                 f" ({', '.join(SAFETENSORS_DTYPES)})."
             )
         dtype, shape, (begin, end) = SAFETENSORS_DTYPES[entry["dtype"]], entry["shape"], entry["data_offsets"]
@@ -226,22 +226,22 @@ def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise CheckpointError(
-            f"refused to load {path.name}: it holds more than tensors, and loading it could run code."
+            f"refused to load {path}: it holds more than tensors, and loading it could run code."
         ) from None
     except FileNotFoundError:
-        raise CheckpointError(f"{path.name}, named by the weights index, is missing.") from None
+        raise CheckpointError(f"{path}, named by the weights index, is missing.") from None
     except Exception:  # a zip cut short, an empty file, not a torch file at all
-        raise CheckpointError(f"{path.name} is not a whole PyTorch weights file (truncated or damaged?).") from None
+        raise CheckpointError(f"{path} is not a whole PyTorch weights file (truncated or damaged?).") from None
     if isinstance(data, dict) and not any(isinstance(v, torch.Tensor) for v in data.values()):
         # A training checkpoint: {"state_dict": {...}, "epoch": 3} (or "model"); the weights are the one dict in it.
         inner = [v for k, v in data.items() if k in ("state_dict", "model") and isinstance(v, dict)]
         data = inner[0] if len(inner) == 1 else data
     if not isinstance(data, dict):
-        raise CheckpointError(f"{path.name} does not hold a dictionary of tensors.")
+        raise CheckpointError(f"{path} does not hold a dictionary of tensors.")
     other = next((k for k, v in data.items() if not isinstance(v, torch.Tensor)), None)
     if other is not None:
         kind = type(data[other]).__name__
-        raise CheckpointError(f"{path.name} holds {other!r}, a {kind}, among its weights: save the state dict alone.")
+        raise CheckpointError(f"{path} holds {other!r}, a {kind}, among its weights: save the state dict alone.")
     return data
 
 
