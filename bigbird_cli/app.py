@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -43,24 +43,29 @@ class App(Group):
         try:
             return super().make_context(info_name, args, parent, **extra)
         except CLICK_USAGE_ERROR as exc:  # the root's own options (`bigbird --bogus`)
-            raise typer.Exit(exit_code_for(UsageError(click_usage_error(exc)))) from None
+            raise_as_usage_error(exc)
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
         except CLICK_USAGE_ERROR as exc:  # Click's parsing: an unknown option or command, a value out of range
-            raise typer.Exit(exit_code_for(UsageError(click_usage_error(exc)))) from None
+            raise_as_usage_error(exc)
         except (typer.Exit, typer.Abort, CLICK_ERROR):
             raise  # a finished command's status
         except (Exception, KeyboardInterrupt) as exc:
             raise typer.Exit(exit_code_for(exc)) from None
 
 
-def click_usage_error(exc: Any) -> str:
+def raise_as_usage_error(exc: Any) -> NoReturn:
     """Click's usage error as the sentence every other usage error is (Click framed it in a box of its own, under
-    a usage line), with where to read the options."""
+    a usage line), with where to read the options. A group called bare (`bigbird`, `bigbird eval`) has printed its
+    help, which Click says with a usage error of its own: that one goes on as it is."""
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        raise exc
     command = exc.ctx.command_path if exc.ctx is not None else PROG_NAME
-    return f"{exc.format_message().rstrip('.')} (`{command} -h` lists the options)"
+    raise typer.Exit(
+        exit_code_for(UsageError(f"{exc.format_message().rstrip('.')} (`{command} -h` lists the options)"))
+    )
 
 
 app = typer.Typer(

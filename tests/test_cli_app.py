@@ -100,6 +100,14 @@ def test_clicks_own_usage_errors_are_one_sentence_too(args, said):
     assert said in result.output and "Usage:" not in result.output
 
 
+@pytest.mark.parametrize("args", [[], ["eval"], ["finetune"]])
+def test_a_bare_group_prints_its_help_and_no_error(args):
+    """Click says "no arguments: help shown" with a usage error of its own, which the usage-error sentence caught
+    too: the help ended with an empty `error:` line."""
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "Usage:" in result.output and "error:" not in result.output, result.output
+
+
 def test_an_empty_folder_is_no_input(tmp_path):
     result = runner.invoke(app, ["mask", str(tmp_path)])
     assert result.exit_code == 2 and "hold no documents" in result.output
