@@ -7,11 +7,13 @@ to module prefixes on `.` boundaries, so that every tensor's name can be read of
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import pickle
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -251,14 +253,24 @@ def write_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     umask): safetensors writes its files private (0600), which kept a shared checkpoint from the others."""
     partial = path.with_name(f".{path.name}.partial")
     save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(partial), metadata={"format": "pt"})
-    partial.chmod(0o666 & ~umask())
+    with contextlib.suppress(OSError):  # a file system without modes (vfat, some network mounts) keeps its own
+        partial.chmod(0o666 & ~umask())
     os.replace(partial, path)
 
 
+_UMASK_SWAP = threading.Lock()
+
+
 def umask() -> int:
-    """The process's umask: what an ordinary new file or folder leaves out of 0666 / 0777."""
-    mask = os.umask(0o022)
-    os.umask(mask)
+    """The process's umask: what an ordinary new file or folder leaves out of 0666 / 0777. Read from /proc where
+    Linux shows it; elsewhere set and put back under a lock (two threads swapping at once could leave the
+    process with the value one of them set)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        status = Path("/proc/self/status").read_text()
+        return int(next(line for line in status.splitlines() if line.startswith("Umask:")).split()[1], 8)
+    with _UMASK_SWAP:
+        mask = os.umask(0o022)
+        os.umask(mask)
     return mask
 
 
