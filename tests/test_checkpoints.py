@@ -438,8 +438,13 @@ def test_from_pretrained_checks_its_arguments_before_building(tmp_path):
         load(tmp_path, attention_type="sparse")
     with pytest.raises(ConfigError, match="from_pretrained's arguments: block_size must be a positive whole number"):
         load(tmp_path, block_size=0)
-    with pytest.raises(ValueError, match="dtype 'float8' is no torch type"):
-        load(tmp_path, dtype="float8")
+    for dtype in ("float8", "int8", torch.long):
+        with pytest.raises(ValueError, match="is no floating-point torch type"):
+            load(tmp_path, dtype=dtype)
+    with pytest.raises(ValueError, match="device 'gpu' is no device name"):
+        load(tmp_path, device="gpu")
+    with pytest.raises(ValueError, match="is no floating-point torch type"):  # before the Hub is asked for it
+        load("google/no-such-model-here", dtype="int8")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="device 'cuda' is not available on this machine"):
             load(tmp_path, device="cuda")

@@ -57,6 +57,30 @@ def device_available(device: torch.device) -> bool:
     return True
 
 
+def _float_type(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """A model's dtype argument as a torch type, or ValueError in one sentence: a name torch doesn't know, or a type
+    the weights can't take (int8 is `quantize`, not a dtype)."""
+    if dtype is None:
+        return None
+    found = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
+    if not isinstance(found, torch.dtype) or not found.is_floating_point:
+        raise ValueError(f"dtype {str(dtype)!r} is no floating-point torch type: float32, bfloat16 or float16.")
+    return found
+
+
+def _available(device: str | torch.device | None) -> torch.device | None:
+    """A model's device argument as a torch device this machine has, or ValueError in one sentence."""
+    if device is None:
+        return None
+    try:
+        found = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {str(device)!r} is no device name: cpu, cuda, cuda:1, mps, ...") from None
+    if not device_available(found):
+        raise ValueError(f"device {str(device)!r} is not available on this machine.")
+    return found
+
+
 def feed_forward_in_slices(ffn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, width: int) -> torch.Tensor:
     """`ffn(x)` for a token-wise feed-forward over (B, T, H) whose hidden layer is `width` wide, in token slices."""
     tokens = max(1, FFN_SLICE_ELEMENTS // (x.shape[0] * width))
@@ -150,6 +174,8 @@ class PretrainedModel(nn.Module):
         """
         from .checkpoints import load_weights, resolve_checkpoint
 
+        dtype = _float_type(dtype if dtype is not None else torch_dtype)  # checked before anything is downloaded
+        device = _available(device)
         directory = resolve_checkpoint(name_or_path, revision=revision)
         config = config or cls.read_config(directory)
         if config_overrides:
@@ -157,13 +183,6 @@ class PretrainedModel(nn.Module):
             for key, value in config_overrides.items():
                 setattr(config, key, value)
             config.check(source=f"{cls.__name__}.from_pretrained's arguments")
-        dtype = dtype if dtype is not None else torch_dtype
-        if isinstance(dtype, str):
-            if not isinstance(getattr(torch, dtype, None), torch.dtype):
-                raise ValueError(f"dtype {dtype!r} is no torch type: float32, bfloat16 or float16, for instance.")
-            dtype = getattr(torch, dtype)
-        if device is not None and not device_available(torch.device(device)):
-            raise ValueError(f"device {str(device)!r} is not available on this machine.")
         with skipping_init():  # every weight is loaded next, or drawn there where the checkpoint lacks it
             model = cls(config)
         missing = load_weights(model, directory, strict=strict)
