@@ -23,8 +23,11 @@ from rich.markup import escape
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-# Control characters as escapes, tab kept: a message names documents, and a file name may hold a newline.
-_ESCAPED = {c: f"\\x{c:02x}" for c in (*range(32), 127) if c != 9} | {10: "\\n", 13: "\\r"}
+# Control characters as escapes, tab kept: a message names documents, and a file name may hold a newline. C1
+# controls too (0x9b starts an escape sequence on some terminals, 0x85 is a line break), and the Unicode line and
+# paragraph separators.
+_CONTROLS = (*range(32), *range(127, 160), 0x2028, 0x2029)
+_ESCAPED = {c: f"\\x{c:02x}" if c < 256 else f"\\u{c:04x}" for c in _CONTROLS if c != 9} | {10: "\\n", 13: "\\r"}
 
 
 def one_line(text: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from conftest import jsonl
 
 
 def test_progress_lines_come_at_a_steady_interval():
@@ -49,9 +49,9 @@ def test_a_bad_documents_message_is_one_line_whatever_its_file_is_named(bigbird,
     terminal: control characters are written as escapes in messages, the record's id keeps the name as it is."""
     folder = tmp_path / "in"
     folder.mkdir()
-    (folder / "bad\nname\x1b[31m.txt").write_bytes(b"")
+    (folder / "bad\nname\x1b[31m\u2028.txt").write_bytes(b"")
     (folder / "good.txt").write_text("A short text.")
     result = bigbird("classify", folder, "-m", tiny_models["classify"], "-q", check_rc=1)
-    assert result.stderr.decode().splitlines() == [r"error: bad\nname\x1b[31m.txt: the file is empty."]
-    ids = sorted(json.loads(line)["id"] for line in result.stdout.decode().splitlines())
-    assert ids == ["bad\nname\x1b[31m.txt", "good.txt"]
+    assert result.stderr.decode().split("\n")[:-1] == [r"error: bad\nname\x1b[31m\u2028.txt: the file is empty."]
+    ids = sorted(record["id"] for record in jsonl(result.stdout))
+    assert ids == ["bad\nname\x1b[31m\u2028.txt", "good.txt"]

@@ -310,3 +310,16 @@ def test_a_tokenizer_class_of_another_family_warns_that_it_reads_the_folder_its_
     assert [r.getMessage() for r in caplog.records] == [
         f"{pegasus}: its tokenizer_config.json names PegasusTokenizer, read here as a BigBirdTokenizer."
     ]
+
+
+def test_a_generic_tokenizer_class_name_warns_of_nothing(tiny_models, tmp_path, caplog):
+    """A tokenizer.json-only checkpoint often names PreTrainedTokenizerFast: no family, nothing to warn of."""
+    import bigbird
+
+    folder = tmp_path / "generic"
+    shutil.copytree(tiny_models["mask"], folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "tokenizer_class": "PreTrainedTokenizerFast"}))
+    with caplog.at_level("WARNING", logger="bigbird.models.tokenizers.pieces"):
+        bigbird.BigBirdTokenizerFast.from_pretrained(folder)
+    assert caplog.records == []

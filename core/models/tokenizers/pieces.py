@@ -504,15 +504,16 @@ def as_added_token(value: str | AddedToken, lstrip: bool = False) -> AddedToken:
     return value if isinstance(value, AddedToken) else AddedToken(value, lstrip=lstrip)
 
 
-FAMILIES = ("BigBirdTokenizer", "PegasusTokenizer")
+FAMILIES = frozenset({"BigBirdTokenizer", "PegasusTokenizer"})
 
 
 def warn_of_another_family(cls: type, directory: Path) -> None:
-    """Warn where the folder's tokenizer_config.json names another family's tokenizer than `cls` (a Pegasus folder
-    read as BigBird's): texts would get `cls`'s special tokens, at ids the vocabulary gives other pieces. A Task
-    checks more than the name (loading.py) and says it in one sentence, so its loading skips this."""
+    """Warn where the folder's tokenizer_config.json names the other family's tokenizer than `cls` (a Pegasus
+    folder read as BigBird's; a generic name such as PreTrainedTokenizerFast says nothing): texts would get `cls`'s
+    special tokens, at ids the vocabulary gives other pieces. A Task checks more than the name (loading.py) and
+    says it in one sentence, so its loading skips this."""
     named, family = _read_json(directory / "tokenizer_config.json").get("tokenizer_class"), _family(cls)
-    if isinstance(named, str) and family is not None and named.removesuffix("Fast") != family:
+    if isinstance(named, str) and family is not None and named.removesuffix("Fast") in FAMILIES - {family}:
         log.warning("%s: its tokenizer_config.json names %s, read here as a %s.", directory, named, family)
 
 
