@@ -49,18 +49,26 @@ class JsonlWriter:
 
     A write that fails half-way (a full disk) is cut back to the last whole line where the output is a regular
     file, and raised as OutputError: the run stops with one sentence and the file still ends in a whole line.
+
+    With `replace`, the file's old contents go when the first record is written, or when the writer closes
+    without an error having written none: a run stopped before its first record (the first summary can take a
+    minute) leaves an earlier run's file as it was (`untouched`).
     """
 
-    def __init__(self, stream: IO[bytes] | IO[str], *, close: bool = False, name: str = "stdout") -> None:
+    def __init__(
+        self, stream: IO[bytes] | IO[str], *, close: bool = False, name: str = "stdout", replace: bool = False
+    ) -> None:
         self._stream = stream
         self._fd = stream.fileno()
         self._close = close
         self._name = name
+        self.untouched = replace  # the old contents are still there, to be replaced
 
     def write(self, record: dict[str, Any]) -> None:
         # backslashreplace: a lone surrogate in any field becomes a JSON \\udXXX escape instead of stopping the run.
         line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", errors="backslashreplace")
         with signals_held():
+            self._replace_old()
             size = _regular_size(self._fd)
             view = memoryview(line)
             try:
@@ -74,6 +82,11 @@ class JsonlWriter:
                         os.ftruncate(self._fd, size)
                 raise OutputError(f"{self._name} could not be written: {exc.strerror or exc}.") from None
 
+    def _replace_old(self) -> None:
+        if self.untouched:
+            os.ftruncate(self._fd, 0)
+            self.untouched = False
+
     def close(self) -> None:
         if self._close:
             self._stream.close()
@@ -81,8 +94,12 @@ class JsonlWriter:
     def __enter__(self) -> JsonlWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, error: type[BaseException] | None, *exc: object) -> None:
+        try:
+            if error is None:  # a run that made no record still replaces the old ones (an empty shard)
+                self._replace_old()
+        finally:
+            self.close()
 
 
 def _regular_size(fd: int) -> int | None:
@@ -174,8 +191,8 @@ class Output:
 
     `claim` checks the file can be written and takes an exclusive lock on it, without changing it: a path that
     is a folder, an unwritable place or a file another run is writing is one sentence before any weights load.
-    `writer` then truncates it (or compacts it for `--resume`) and appends records. The lock is what keeps two
-    runs, or two shards, from interleaving records in one file.
+    `writer` then replaces its records from the first new one on (or compacts it for `--resume`) and appends
+    records. The lock is what keeps two runs, or two shards, from interleaving records in one file.
     """
 
     def __init__(
@@ -184,7 +201,8 @@ class Output:
         self.path = output_file(path)
         self.resume = resume
         self.done_ids: set[str] = set()  # with `resume`: the ids already in the file, known once claimed
-        self.opened = False  # whether `writer` ran: until then a file -o names is as it was before the run
+        self.opened = False  # whether `writer` ran
+        self.written: JsonlWriter | None = None  # the writer `writer` gave
         self.check = check  # with `resume`: sees each record kept as done while `claim` reads the file
         self._scanned: tuple[set[str], bool] | None = None  # what `claim` found: done ids, lines to drop
         self._handle: IO[bytes] | None = None
@@ -228,7 +246,8 @@ class Output:
         return handle
 
     def writer(self) -> JsonlWriter:
-        """The writer for the records: stdout, or the claimed file truncated (or compacted with `resume`)."""
+        """The writer for the records: stdout, or the claimed file, its old records replaced from the first new one
+        on (or compacted and appended to with `resume`)."""
         self.opened = True
         if self.path is None:
             sys.stdout.flush()
@@ -242,10 +261,16 @@ class Output:
                 # Compacting renamed a new file into place: lock that one before letting go of the old.
                 old, self._handle = self._handle, self._open_locked(self.path)
                 old.close()
-        elif _regular_size(self._handle.fileno()) is not None:
-            os.ftruncate(self._handle.fileno(), 0)
+        replace = not self.resume and _regular_size(self._handle.fileno()) is not None
         handle, self._handle = self._handle, None
-        return JsonlWriter(handle, close=True, name=str(self.path))
+        self.written = JsonlWriter(handle, close=True, name=str(self.path), replace=replace)
+        return self.written
+
+    @property
+    def as_it_was(self) -> bool:
+        """Whether the file -o names still holds what it held before the run: `writer` not yet given, or given and
+        no record written over the old ones."""
+        return self.path is not None and (not self.opened or (self.written is not None and self.written.untouched))
 
     def close(self) -> None:
         """Let go of a claim `writer` never used: the file is as it was, and one the claim made is removed."""

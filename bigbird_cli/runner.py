@@ -200,7 +200,7 @@ def run_task(spec: TaskSpec, *, output_name: str | None = None) -> int:
         target = output_name or common.output or "FILE"
         terminated = by_sigterm(stop)
         how = "terminated" if terminated else "interrupted"
-        if output.path is not None and not output.opened:  # stopped while the model loaded
+        if output.as_it_was:  # stopped while the model loaded, or before the first record was done
             said = f"{how} before any record was written; -o {target} is as it was."
         else:
             said = f"{how}; the records written so far are whole: rerun with --resume -o {target} to finish."

@@ -311,6 +311,29 @@ def test_a_stop_while_the_model_loads_leaves_the_output_as_it_was(offline_hub, t
     assert cli_classify(tiny_models, "--text", "Plants grow.", "-o", new).exit_code == 130 and not new.exists()
 
 
+def test_a_stop_before_the_first_record_leaves_the_output_as_it_was(offline_hub, tiny_models, tmp_path, monkeypatch):
+    """Once the model had loaded, the output was emptied before the first record was made (a summary can take a
+    minute): a Ctrl-C then lost an earlier run's records and said the (no) records written were whole. They are
+    now replaced only when the first record is written, or when a run that makes none ends."""
+    out = tmp_path / "out.jsonl"
+    old = [{"id": "old", "label": "x"}]
+    out.write_text(json.dumps(old[0]) + "\n")
+
+    def stopped(self, docs, per_pass=None):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ClassifyTask, "__call__", stopped)
+        result = cli_classify(tiny_models, "--text", "Plants grow.", "-o", out)
+    assert result.exit_code == 130 and f"before any record was written; -o {out} is as it was." in result.output
+    assert jsonl(out) == old
+    assert cli_classify(tiny_models, "--text", "Plants grow.", "-o", out).exit_code == 0
+    assert [r["id"] for r in jsonl(out)] == ["text:0"]  # replaced by the first record
+    out.write_text(json.dumps(old[0]) + "\n")
+    assert cli_classify(tiny_models, "--text", "Plants grow.", "-o", out, "--shard", "1/2").exit_code == 0
+    assert jsonl(out) == []  # a run that makes no record (an empty shard) still replaces the old ones
+
+
 def test_piped_stdin_is_read_without_a_dash(bigbird, tiny_models, tmp_path):
     """`cat report.txt | bigbird mask` reads stdin as `-` does; an empty pipe, or stdin from /dev/null (a batch
     job's), is still "no input", exit 2."""
