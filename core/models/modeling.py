@@ -68,16 +68,15 @@ def _float_type(dtype: torch.dtype | str | None) -> torch.dtype | None:
     return found
 
 
-def _available(device: str | torch.device | None) -> torch.device | None:
-    """A model's device argument as a torch device this machine has, or ValueError in one sentence."""
-    if device is None:
-        return None
+def available_device(device: str | torch.device, name: str = "device") -> torch.device:
+    """`device` as a torch device this machine has, or ValueError in one sentence naming the argument as the
+    caller knows it (`name`: from_pretrained's `device`, the commands' `--device`)."""
     try:
         found = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"device {str(device)!r} is no device name: cpu, cuda, cuda:1, mps, ...") from None
+        raise ValueError(f"{name} takes cpu, cuda, cuda:N or mps, not {str(device)!r}.") from None
     if not device_available(found):
-        raise ValueError(f"device {str(device)!r} is not available on this machine.")
+        raise ValueError(f"{name} {device}: no such device is available on this machine.")
     return found
 
 
@@ -175,7 +174,7 @@ class PretrainedModel(nn.Module):
         from .checkpoints import load_weights, resolve_checkpoint
 
         dtype = _float_type(dtype if dtype is not None else torch_dtype)  # checked before anything is downloaded
-        device = _available(device)
+        device = None if device is None else available_device(device)
         directory = resolve_checkpoint(name_or_path, revision=revision)
         config = config or cls.read_config(directory)
         if config_overrides:

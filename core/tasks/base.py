@@ -27,7 +27,7 @@ import torch
 
 from bigbird.models.attention import runs_block_sparse
 from bigbird.models.config import ModelConfig, apply_generation_config, load_config
-from bigbird.models.modeling import device_available
+from bigbird.models.modeling import available_device
 
 from .documents import Document, describe
 from .records import Record, error_record, make_record
@@ -271,9 +271,10 @@ class Task:
         # What a user should hear about the options before the run (the CLI prints them): an option that has no
         # effect with the others given, for example.
         self.warnings: list[str] = []
-        self.device = torch.device(device)
-        if not device_available(self.device):
-            raise TaskError(f"--device {device}: no such device is available on this machine.")
+        try:
+            self.device = available_device(device, "--device")
+        except ValueError as exc:
+            raise TaskError(str(exc)) from None
         self.strategy = strategy
         self.dry_run = dry_run
         self.path, self.config = self._resolve(model, revision)

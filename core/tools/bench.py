@@ -47,7 +47,7 @@ from bigbird.models.config import ATTENTION_TYPES, ModelConfig
 from bigbird.models.generation import generate_each
 from bigbird.models.heap import release_free_heap, reuse_large_blocks
 from bigbird.models.linear import quantize_int8
-from bigbird.models.modeling import device_available
+from bigbird.models.modeling import available_device
 from bigbird.models.presets import PRESETS, config_from_name
 
 TASKS = ("encode", "summarize", "train", "tokenize")
@@ -108,11 +108,9 @@ class BenchSpec:
         if self.quantize and (self.device != "cpu" or self.dtype != "float32"):
             raise BenchError("--quantize int8 runs on the CPU from float32 weights only.")
         try:
-            device = torch.device(self.device)
-        except RuntimeError:
-            raise BenchError(f"--device takes cpu, cuda, cuda:N or mps, not {self.device!r}.") from None
-        if not device_available(device):
-            raise BenchError(f"--device {self.device}: no such device is available on this machine.")
+            available_device(self.device, "--device")
+        except ValueError as exc:
+            raise BenchError(str(exc)) from None
 
     def _check_tokenize(self) -> None:
         """--task tokenize times a checkpoint's tokenizer on --text: it needs both, and takes none of the model's
