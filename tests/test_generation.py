@@ -505,6 +505,22 @@ def test_batched_linear_rows_are_each_inputs_rows_alone(dtype):
         assert torch.equal(together, alone), (group, inputs)
 
 
+@pytest.mark.parametrize(("inputs", "runs"), [(8, [3, 3, 2]), (7, [3, 3, 1]), (4, [3, 1]), (3, [3]), (2, [2])])
+def test_batched_linear_rows_run_as_many_inputs_at_once_as_keep_their_bits(monkeypatch, inputs, runs):
+    """Where a kernel keeps each input's bits for up to 3 inputs' rows at once (here by decree: a BLAS library
+    changes its code path above some number of rows), the inputs run in runs of the most it can, the weight
+    streamed once per run rather than once per input."""
+    monkeypatch.setenv("BIGBIRD_KERNELS", "mkl")  # no timing calls among the counted ones
+    monkeypatch.setattr(Linear, "_rows_exact", lambda self, kernel, dtype, group, n: n <= 3)
+    layer = Linear(48, 80).eval()
+    calls: list[int] = []
+    run = Linear._run
+    monkeypatch.setattr(Linear, "_run", lambda self, kernel, x: calls.append(len(x)) or run(self, kernel, x))
+    with torch.no_grad(), linear.rows_per_input(5):
+        layer(torch.randn(5 * inputs, 1, 48))
+    assert [rows // 5 for rows in calls] == runs
+
+
 def test_generation_hands_the_heap_back_after_each_encoder_and_first_step(tmp_path, monkeypatch):
     """Twice per input (its encoder's scratch, then its first step's) and never layer by layer in between:
     trimmed per layer, every layer's scratch was faulted in afresh. generate_each and generate alike."""
