@@ -407,6 +407,7 @@ def test_inputs_decoded_together_get_the_tokens_they_get_alone(tmp_path, monkeyp
     layer input by input, "probed" over all inputs' rows where the kernel was seen to keep each input's bits."""
     if rows_exact == "never":
         monkeypatch.setattr(Linear, "_rows_exact", lambda *args: False)
+        monkeypatch.setattr(linear, "_RUNS", {})
     pair = make_pair(tmp_path, seed=2, attention_type="block_sparse", eos_bias=2.0)
     g = torch.Generator().manual_seed(1)
     inputs = [torch.randint(3, 100, (1, n), generator=g) for n in TOGETHER_LENGTHS]
@@ -505,13 +506,28 @@ def test_batched_linear_rows_are_each_inputs_rows_alone(dtype):
         assert torch.equal(together, alone), (group, inputs)
 
 
-@pytest.mark.parametrize(("inputs", "runs"), [(8, [3, 3, 2]), (7, [3, 3, 1]), (4, [3, 1]), (3, [3]), (2, [2])])
-def test_batched_linear_rows_run_as_many_inputs_at_once_as_keep_their_bits(monkeypatch, inputs, runs):
-    """Where a kernel keeps each input's bits for up to 3 inputs' rows at once (here by decree: a BLAS library
-    changes its code path above some number of rows), the inputs run in runs of the most it can, the weight
-    streamed once per run rather than once per input."""
+@pytest.mark.parametrize(
+    ("exact", "inputs", "runs"),
+    [
+        ("up to 3", 8, [3, 3, 2]),
+        ("up to 3", 7, [3, 3, 1]),
+        ("up to 3", 4, [3, 1]),
+        ("up to 3", 2, [2]),
+        ("3 or 4", 8, [4, 4]),
+        ("3 or 4", 7, [4, 3]),
+        ("3 or 4", 6, [3, 3]),
+        ("3 or 4", 2, [1, 1]),
+    ],
+)
+def test_batched_linear_rows_run_as_many_inputs_at_once_as_keep_their_bits(monkeypatch, exact, inputs, runs):
+    """Where a kernel keeps each input's bits for some counts of inputs' rows at once (here by decree: a BLAS
+    library changes its code path above some number of rows), the inputs run in runs of the most it can, the
+    weight streamed once per run rather than once per input, and every run's size is one seen to keep the bits
+    (a run of 4 leaving 2 is not taken where 2 is not exact)."""
+    counts = {"up to 3": (2, 3), "3 or 4": (3, 4)}[exact]
     monkeypatch.setenv("BIGBIRD_KERNELS", "mkl")  # no timing calls among the counted ones
-    monkeypatch.setattr(Linear, "_rows_exact", lambda self, kernel, dtype, group, n: n <= 3)
+    monkeypatch.setattr(Linear, "_rows_exact", lambda self, kernel, dtype, group, n: n in counts)
+    monkeypatch.setattr(linear, "_RUNS", {})
     layer = Linear(48, 80).eval()
     calls: list[int] = []
     run = Linear._run

@@ -139,10 +139,13 @@ def training_attention_key(
     return _blocks_key(TRAINING_ATTENTION, heads, head_dim, blocks, f"bs={block_size} slots={slots}", dtype)
 
 
-def window_attention_key(heads: int, head_dim: int, blocks: int, block_size: int, dtype: torch.dtype) -> str:
-    """The choice holds for one head layout, block size, type and thread count, at a number of middle query blocks
-    up to a power of two."""
-    return _blocks_key(WINDOW_ATTENTION, heads, head_dim, blocks, f"bs={block_size}", dtype)
+def window_attention_key(
+    heads: int, head_dim: int, blocks: int, block_size: int, dtype: torch.dtype, batch: int, padded: bool
+) -> str:
+    """The choice holds for one head layout, block size, type, batch size, padding or none, and thread count, at a
+    number of middle query blocks up to a power of two."""
+    layout = f"bs={block_size} batch={batch}{' padded' if padded else ''}"
+    return _blocks_key(WINDOW_ATTENTION, heads, head_dim, blocks, layout, dtype)
 
 
 def _blocks_key(kind: Kind, heads: int, head_dim: int, blocks: int, layout: str, dtype: torch.dtype) -> str:

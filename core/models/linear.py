@@ -76,9 +76,11 @@ ONEDNN_POST_OPS: dict[str | None, tuple[str, str]] = {
 
 # Rows of one input while several inputs' rows run together (a batched decoding step: `rows_per_input`).
 _ROWS_PER_INPUT: ContextVar[int | None] = ContextVar("rows_per_input", default=None)
-# Whether a kernel gives every input's rows of a batch the bits they get alone, by (shape key, kernel, dtype,
-# inputs): measured once per process (see `Linear._rows_exact`).
-_EXACT: dict[tuple[str, str, torch.dtype, int], bool] = {}
+# Whether a kernel gives every input's rows of a batch the bits they get alone, by (weight shape, activation, rows
+# per input, kernel, dtype, threads, inputs): measured once per process (see `Linear._rows_exact`).
+_EXACT: dict[tuple, bool] = {}
+# How many inputs' rows a kernel runs at once, by the same key (see `Linear._exact_inputs`).
+_RUNS: dict[tuple, int] = {}
 
 
 @contextlib.contextmanager
@@ -288,12 +290,22 @@ class Linear(nn.Linear):
     def _exact_inputs(self, kernel: str, dtype: torch.dtype, group: int, inputs: int) -> int:
         """The most inputs of `inputs` whose rows `kernel` can run together, in runs of that many and a shorter last
         one, with every run seen to keep each input's bits (`_rows_exact`); 1 where none can."""
-        for run in range(inputs, 1, -1):
-            last = inputs % run
-            exact = self._rows_exact(kernel, dtype, group, run)
-            if exact and (last < 2 or self._rows_exact(kernel, dtype, group, last)):
-                return run
-        return 1
+        key = (*self._exact_key(kernel, dtype, group), inputs)
+        if key not in _RUNS:
+            _RUNS[key] = next(
+                (
+                    run
+                    for run in range(inputs, 1, -1)
+                    if self._rows_exact(kernel, dtype, group, run)
+                    and (inputs % run < 2 or self._rows_exact(kernel, dtype, group, inputs % run))
+                ),
+                1,
+            )
+        return _RUNS[key]
+
+    def _exact_key(self, kernel: str, dtype: torch.dtype, group: int) -> tuple:
+        """What a kernel's exactness over several inputs may depend on: shapes, activation, type and threads."""
+        return (self.in_features, self.out_features, self.post_op, group, kernel, dtype, torch.get_num_threads())
 
     def _rows_exact(self, kernel: str, dtype: torch.dtype, group: int, inputs: int) -> bool:
         """Whether `kernel` gives `inputs` inputs of `group` rows, run together, the bits each gets alone.
@@ -302,7 +314,7 @@ class Linear(nn.Linear):
         more rows. BLAS libraries pick their code path by shape, never by value, so one trial on random rows
         per shape, kernel and count of inputs settles it for this process.
         """
-        key = (kernels.shape_key(self.in_features, self.out_features, self.post_op[0], group), kernel, dtype, inputs)
+        key = (*self._exact_key(kernel, dtype, group), inputs)
         if key not in _EXACT:
             probe = torch.randn(group * inputs, self.in_features, generator=torch.Generator().manual_seed(0))
             probe = probe.to(dtype)
