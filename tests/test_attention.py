@@ -12,10 +12,7 @@ from transformers.models.big_bird.modeling_big_bird import BigBirdBlockSparseAtt
 
 import bigbird
 from bigbird.models.attention import (
-    MASK_PENALTY,
     SoftmaxAndLse,
-    _window_blocks,
-    _window_pairs,
     block_sparse_attention,
     draw_plan,
     fused_kernel_applies,
@@ -149,57 +146,6 @@ def test_fused_kernel_equals_the_parity_path_in_float32(batch):
             fast, _ = block_sparse_attention(q, k, v, mask, bs, plan)
         slow, _ = block_sparse_attention(q, k, v, mask, bs, plan, fused=False)
         assert (fast - slow).abs().max() < 1e-5
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize(("batch", "n", "padded"), [(1, 10, False), (1, 11, True), (2, 9, False), (2, 10, True)])
-def test_window_pairs_give_the_numbers_of_single_blocks(dtype, batch, n, padded, fresh_choices, monkeypatch):
-    """Query blocks run in pairs against the four key blocks their windows span (-inf outside each block's
-    window) give what single blocks give: even and odd counts of middle blocks, with and without padding, one
-    sequence and a batch (whose padding keeps single blocks), at a real block size and heads-last layout. Both
-    forced and under auto, where pairs are only a candidate after giving the very bits of single blocks."""
-    torch.manual_seed(n * 10 + batch)
-    bs, h, d = 64, 2, 16
-    q, k, v = (torch.randn(batch, n * bs, h, d).transpose(1, 2).to(dtype) for _ in range(3))
-    mask = torch.ones(batch, n * bs)
-    if padded:
-        mask[-1, -70:] = 0
-    plan = hf_plan(n, h, 3)
-    key_bias = (1.0 - mask.to(dtype)) * MASK_PENALTY if padded else None
-    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
-    with torch.no_grad():
-        if batch == 1 or not padded:
-            pairs, blocks = (way(q, k, v, key_bias, bs) for way in (_window_pairs, _window_blocks))
-            for a, b in zip(pairs[:2], blocks[:2], strict=True):  # output and log-sum-exp
-                assert a.shape == b.shape and (a.float() - b.float()).abs().max() < tolerance
-        outputs = {}
-        for way in ("blocks", "auto"):
-            monkeypatch.setenv("BIGBIRD_WINDOW_ATTENTION", way)
-            outputs[way] = block_sparse_attention(q, k, v, mask, bs, plan)[0]
-    assert torch.equal(outputs["auto"], outputs["blocks"])
-
-
-@pytest.mark.skipif(not fused_kernel_applies(torch.zeros(1)), reason="this torch has no fused CPU attention kernel")
-def test_window_pairs_that_round_otherwise_are_never_chosen(fresh_choices, monkeypatch):
-    """Pairs whose numbers differ from single blocks' (here: nudged) are not timed at all, however fast."""
-    from bigbird.models import attention
-
-    pairs = attention._window_pairs
-
-    def nudged(*args):
-        out, lse, scores = pairs(*args)
-        return out + 1e-3, lse, scores
-
-    monkeypatch.setattr(attention, "_window_pairs", nudged)
-    monkeypatch.setattr(attention, "_PAIRS_EXACT", {})
-    timed = []
-    monkeypatch.setattr(bigbird.models.kernels, "measure", lambda names, *a, **k: timed.append(names) or {})
-    q, k, v = (torch.randn(1, 2, 8 * 64, 16) for _ in range(3))
-    with torch.no_grad():
-        out, _ = block_sparse_attention(q, k, v, torch.ones(1, 8 * 64), 64, hf_plan(8, 2, 3))
-        expected, _ = block_sparse_attention(q, k, v, torch.ones(1, 8 * 64), 64, hf_plan(8, 2, 3), fused=False)
-    assert timed == [] and list(attention._PAIRS_EXACT.values()) == [False]
-    assert (out - expected).abs().max() < 1e-5
 
 
 def test_tracked_gradients_take_the_spelled_out_path():

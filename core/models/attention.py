@@ -415,13 +415,14 @@ def block_sparse_attention(
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     q_rows = q.unflatten(2, (n, bs))[:, :, 1:-1].flatten(0, 1)
 
-    def windows(x: torch.Tensor) -> torch.Tensor:
-        return _Windows.apply(x, bs).flatten(0, 1) if x.requires_grad else _unfolded(x, 3 * bs, bs)
+    def per_head(bias: torch.Tensor) -> torch.Tensor:
+        """(B, H|1, n-2, S) key bias → (B*H, n-2, 1, S)."""
+        return bias[:, :, :, None].expand(b, h, -1, -1, -1).flatten(0, 1)
 
-    # The sliding window: through the fused kernel, one query block or two per item (`_fused_window`); else spelled
-    # out, beside the other blocks.
-    window_bias = _per_head(key_bias.unfold(1, 3 * bs, bs)[:, None], h) if padded and not fused else None
-    window = _fused_window(q, k, v, key_bias if padded else None, bs) if fused else None
+    def windows(x: torch.Tensor) -> torch.Tensor:
+        return (_Windows.apply(x, bs) if x.requires_grad else x.unfold(2, 3 * bs, bs).transpose(-1, -2)).flatten(0, 1)
+
+    window_bias = per_head(key_bias.unfold(1, 3 * bs, bs)[:, None]) if padded else None
     table, slot_bias = other_key_blocks(n, plan.to(q.device), merge_repeats=not output_probs, dtype=q.dtype)
     other_bias = key_bias.view(b, n, bs)[:, table] + slot_bias[:, :, None]  # (B, H|1, n-2, slots, bs)
     if table.shape[:2] == (1, 1):
@@ -432,22 +433,18 @@ def block_sparse_attention(
             q[:, :, bs:-bs], _shared_blocks(k, table, bs), _shared_blocks(v, table, bs), shared, fused
         )
         other = out.flatten(0, 1).unflatten(1, (n - 2, bs)), lse.flatten(0, 1).unflatten(1, (n - 2, bs)), None
-        if window is None:
-            window = partial_attention(q_rows, windows(k), windows(v), window_bias, fused)
+        window = partial_attention(q_rows, windows(k), windows(v), window_bias, fused)
         middle = _merged(window, other)
     else:
-        other_bias = _per_head(other_bias.flatten(-2).expand(b, -1, n - 2, -1), h)
+        other_bias = per_head(other_bias.flatten(-2).expand(b, -1, n - 2, -1))
         k_other, v_other = _gather_blocks(k, table, bs), _gather_blocks(v, table, bs)
+        rows = MiddleRows(q_rows, windows(k), windows(v), window_bias, k_other, v_other, other_bias)
         tracked = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v))
-        if window is not None:
-            middle = _merged(window, partial_attention(q_rows, k_other, v_other, other_bias, fused))
+        if not fused and not output_probs and tracked and _joint_chosen(rows, heads=h):
+            middle = _joint(rows)
         else:
-            rows = MiddleRows(q_rows, windows(k), windows(v), window_bias, k_other, v_other, other_bias)
-            if not output_probs and tracked and _joint_chosen(rows, heads=h):
-                middle = _joint(rows)
-            else:
-                window, other = _two_parts(rows, fused)
-                middle = _merged(window, other)
+            window, other = _two_parts(rows, fused)
+            middle = _merged(window, other)
     middle = middle.unflatten(0, (b, h))
     # Rows are written into (B, T, H, D) memory, so that the caller merges the heads with a view.
     context = q.new_empty(b, t, h, d).transpose(1, 2)
@@ -462,104 +459,6 @@ def block_sparse_attention(
         torch.exp(part[2] - lse[..., None]).view(b, h, n - 2, bs, -1) for part in (window, other)
     )
     return context, _dense_probs(global_probs, window_probs, other_probs, table, bs)
-
-
-def _fused_window(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_bias: torch.Tensor | None, bs: int
-) -> tuple[torch.Tensor, torch.Tensor, None]:
-    """The middle query blocks' attention to their windows through torch's fused kernel, with log-sum-exps:
-    (B*H, n-2, bs, D) and (B*H, n-2, bs), from (B, H, T, D) tensors and the (B, T) key bias (None: no padding).
-
-    Either one query block per item of the kernel's batch against its 3-block window (`_window_blocks`), or two
-    neighbouring blocks against the 4 blocks their windows span (`_window_pairs`), whichever measures faster here
-    (`kernels.WINDOW_ATTENTION`), once per machine, head layout, length, type, batch and padding. The fused kernel
-    pays per item, and in bfloat16 with AMX the pairs' fewer, larger items won: bigbird-roberta-base at 4096
-    tokens, 12.8 against 19.4 ms a layer (Intel Xeon 6/167, 2 threads), while float32 kept single blocks (27.0
-    against 21.2 ms). Pairs are a candidate only where they give the blocks' very bits (`_pairs_exact`), so the
-    timing never changes a number.
-    """
-    b, h, t, d = q.shape
-    n = t // bs
-    if n < 4 or (key_bias is not None and b > 1):  # a batch's padding would make pairs' bias per head
-        return _window_blocks(q, k, v, key_bias, bs)
-    key = kernels.window_attention_key(h, d, n - 2, bs, q.dtype, b, padded=key_bias is not None)
-
-    def run(name: str) -> tuple[torch.Tensor, torch.Tensor, None]:
-        return (_window_pairs if name == "pairs" else _window_blocks)(q, k, v, key_bias, bs)
-
-    names = ["blocks", "pairs"] if _pairs_exact(key, run) else ["blocks"]
-    return run(kernels.choose(key, names, run, kernels.WINDOW_ATTENTION))
-
-
-# Whether pairs of query blocks give the window attention the bits single blocks give, by key (see `_pairs_exact`).
-_PAIRS_EXACT: dict[str, bool] = {}
-
-
-def _pairs_exact(key: str, run: Callable[[str], tuple[torch.Tensor, ...]]) -> bool:
-    """Whether `_window_pairs` gives what `_window_blocks` gives, bit for bit, on this call's tensors: tried once
-    per process and key (a kernel picks its code path by shape, not by value).
-
-    It should: the keys outside a query block's window get a bias of -inf, so their weights are exact zeros, and
-    a block is a whole number of the kernel's vectors, so the real terms are summed in the same order. But no
-    library promises how its loops are blocked, so this is checked rather than assumed, memory layout included
-    (what follows, the merge, runs over memory in its order).
-    """
-    if key not in _PAIRS_EXACT:
-        pairs = zip(run("blocks")[:2], run("pairs")[:2], strict=True)
-        _PAIRS_EXACT[key] = all(torch.equal(a, b) and a.stride() == b.stride() for a, b in pairs)
-    return _PAIRS_EXACT[key]
-
-
-def _window_blocks(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_bias: torch.Tensor | None, bs: int
-) -> tuple[torch.Tensor, torch.Tensor, None]:
-    """Each middle query block against its window of 3 key blocks, read as overlapping views of K and V."""
-    n = q.shape[2] // bs
-    rows = q.unflatten(2, (n, bs))[:, :, 1:-1].flatten(0, 1)
-    bias = None if key_bias is None else _per_head(key_bias.unfold(1, 3 * bs, bs)[:, None], q.shape[1])
-    out, lse, _ = partial_attention(rows, _unfolded(k, 3 * bs, bs), _unfolded(v, 3 * bs, bs), bias, fused=True)
-    return out, lse, None
-
-
-def _window_pairs(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_bias: torch.Tensor | None, bs: int
-) -> tuple[torch.Tensor, torch.Tensor, None]:
-    """Query blocks 2j+1 and 2j+2 together against key blocks 2j..2j+3, each query block's two blocks outside its
-    window masked with -inf; an odd last middle block runs alone."""
-    b, h, t, d = q.shape
-    n = t // bs
-    pairs = (n - 2) // 2
-    rows = q[:, :, bs : (2 * pairs + 1) * bs].unflatten(2, (pairs, 2 * bs)).flatten(0, 1)
-    query_block = torch.arange(2 * bs, device=q.device)[:, None] // bs
-    key_block = torch.arange(4 * bs, device=q.device)[None, :] // bs
-    outside = (key_block < query_block) | (key_block > query_block + 2)
-    bias = torch.zeros(2 * bs, 4 * bs, dtype=q.dtype, device=q.device).masked_fill_(outside, float("-inf"))
-    bias = bias.expand(b, 1, pairs, -1, -1)
-    if key_bias is not None:  # one sequence's (a batch with padding runs single blocks)
-        bias = bias + key_bias.unfold(1, 4 * bs, 2 * bs)[:, None, :pairs, None]
-    keys, values = (_unfolded(x, 4 * bs, 2 * bs)[:, :pairs] for x in (k, v))
-    paired = partial_attention(rows, keys, values, bias.expand(b, h, -1, -1, -1).flatten(0, 1), fused=True)
-    # Laid out as the kernel lays out single blocks' results ((B*H, bs, n-2, ...) memory), so that the merge after
-    # runs over the same memory order either way (`_pairs_exact` checks the strides too).
-    out = q.new_empty(b * h, bs, n - 2, d).transpose(1, 2)
-    lse = paired[1].new_empty(b * h, bs, n - 2).transpose(1, 2)
-    for whole, part in zip((out, lse), paired[:2], strict=True):
-        whole[:, : 2 * pairs].unflatten(1, (pairs, 2)).copy_(part.unflatten(2, (2, bs)))
-    if 2 * pairs < n - 2:  # the last middle block, n-2, and its window n-3..n-1
-        last_bias = None if key_bias is None else key_bias[:, -3 * bs :]
-        last = _window_blocks(q[:, :, -3 * bs :], k[:, :, -3 * bs :], v[:, :, -3 * bs :], last_bias, bs)
-        out[:, -1:], lse[:, -1:] = last[0], last[1]
-    return out, lse, None
-
-
-def _per_head(bias: torch.Tensor, heads: int) -> torch.Tensor:
-    """A (B, H|1, rows, S) key bias → (B*H, rows, 1, S), a view where it can be."""
-    return bias[:, :, :, None].expand(bias.shape[0], heads, -1, -1, -1).flatten(0, 1)
-
-
-def _unfolded(x: torch.Tensor, size: int, step: int) -> torch.Tensor:
-    """(B, H, T, D) → overlapping windows of `size` positions every `step`, as views: (B*H, windows, size, D)."""
-    return x.unfold(2, size, step).transpose(-1, -2).flatten(0, 1)
 
 
 def _merged(window: tuple[torch.Tensor, ...], other: tuple[torch.Tensor, ...]) -> torch.Tensor:

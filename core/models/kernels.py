@@ -15,9 +15,6 @@ run by this process only, never written to the cache: the next process times it 
     the challenger oneDNN (its fused activations win long inputs on some CPUs). Both are handed the same int8
     weights and the same activation scale, so they give the same numbers. `BIGBIRD_INT8_KERNELS=fbgemm|onednn`
     overrides it.
-  - block-sparse attention's windows at inference (`WINDOW_ATTENTION`): single query blocks (the default) or
-    pairs of them per item of torch's fused kernel (attention.py's `_fused_window`), offered only where both give
-    the same bits. `BIGBIRD_WINDOW_ATTENTION=blocks|pairs` overrides it.
   - cross-attention of generation (`CROSS_ATTENTION`): the default is torch's attention; the challenger
     oneDNN's grouped convolutions on packed keys/values (see cross_attention.py), timed on a decoder step's
     first call per head layout and source length. `BIGBIRD_CROSS_ATTENTION=sdpa|onednn` overrides it.
@@ -71,10 +68,7 @@ TRAINING_ATTENTION = Kind("training-attention", "joint", ("joint", "merged"), "B
 # onednn-bf16 is never timed: an int8 model's keys/values take it by rule (cross_attention.py), since it changes
 # the numbers; forced on a float32 model it means onednn.
 CROSS_ATTENTION = Kind("cross-attention", "sdpa", ("sdpa", "onednn", "onednn-bf16"), "BIGBIRD_CROSS_ATTENTION")
-# Block-sparse attention's windows at inference (attention.py): one query block per item of torch's fused kernel,
-# or two neighbouring blocks against the four key blocks their windows span; the same bits either way.
-WINDOW_ATTENTION = Kind("window-attention", "blocks", ("blocks", "pairs"), "BIGBIRD_WINDOW_ATTENTION")
-KINDS = (FLOAT32, BFLOAT16, TRAINING, TRAINING_ATTENTION, INT8, CROSS_ATTENTION, WINDOW_ATTENTION)
+KINDS = (FLOAT32, BFLOAT16, TRAINING, TRAINING_ATTENTION, INT8, CROSS_ATTENTION)
 # Training's choices are cached even when timed under load: the kernels round differently, and a run resumed in
 # a new process must compute what the unbroken run would have (the same seed, the same model, bit for bit).
 REPRODUCIBLE = (TRAINING, TRAINING_ATTENTION)
@@ -136,21 +130,9 @@ def training_attention_key(
 ) -> str:
     """The choice holds for one head layout, block size, count of other blocks, type and thread count, at a number
     of middle query blocks up to a power of two."""
-    return _blocks_key(TRAINING_ATTENTION, heads, head_dim, blocks, f"bs={block_size} slots={slots}", dtype)
-
-
-def window_attention_key(
-    heads: int, head_dim: int, blocks: int, block_size: int, dtype: torch.dtype, batch: int, padded: bool
-) -> str:
-    """The choice holds for one head layout, block size, type, batch size, padding or none, and thread count, at a
-    number of middle query blocks up to a power of two."""
-    layout = f"bs={block_size} batch={batch}{' padded' if padded else ''}"
-    return _blocks_key(WINDOW_ATTENTION, heads, head_dim, blocks, layout, dtype)
-
-
-def _blocks_key(kind: Kind, heads: int, head_dim: int, blocks: int, layout: str, dtype: torch.dtype) -> str:
+    prefix = TRAINING_ATTENTION.key_prefix
     return (
-        f"{kind.key_prefix}{heads}x{head_dim} rows<={power_of_two_above(blocks)} {layout} "
+        f"{prefix}{heads}x{head_dim} rows<={power_of_two_above(blocks)} bs={block_size} slots={slots} "
         f"{str(dtype).removeprefix('torch.')} threads={torch.get_num_threads()}"
     )
 
@@ -324,7 +306,6 @@ def summary() -> dict[str, Any]:
         "training_attention": chosen(TRAINING_ATTENTION),
         "int8": chosen(INT8),
         "cross_attention": chosen(CROSS_ATTENTION),
-        "window_attention": chosen(WINDOW_ATTENTION),
         "measured_ms": {key: {n: round(s * 1e3, 3) for n, s in v.items()} for key, v in _measured.items()},
         "contended": {key: round(share, 2) for key, share in _contended.items()},
         "int8_weight_levels": cpu.int8_weight_levels(),
