@@ -143,7 +143,7 @@ class CommonOptions:
     dtype: DType | None
     quantize: Quantize | None
     threads: int | None
-    batch_size: int
+    batch_size: int | None  # None: the task's own default (Task.default_batch_size)
     strategy: Strategy
     engine: EngineName
     ray_address: str | None
@@ -233,7 +233,14 @@ IdField = Annotated[str, typer.Option(help="Id field of JSONL records and datase
 DeviceOption = Annotated[Device, typer.Option(help="Where the model runs.", rich_help_panel=MODEL)]
 BatchSize = Annotated[
     int,
-    typer.Option(min=1, max=MAX_BATCH_SIZE, help="Documents per batch (grouped by length).", rich_help_panel=MODEL),
+    typer.Option(
+        min=1,
+        max=MAX_BATCH_SIZE,
+        help="Documents per batch (grouped by length) [default: 1; summarize on the CPU: as many as half the"
+        " available memory holds, up to 8, since its records are the same at any batch size].",
+        show_default=False,
+        rich_help_panel=MODEL,
+    ),
 ]
 StrategyOption = Annotated[
     Strategy,
@@ -344,7 +351,7 @@ SHARED: dict[str, tuple[Any, Any]] = {
     "dtype": (WeightsDType, None),
     "quantize": (QuantizeOption, None),
     "threads": (Threads, None),
-    "batch_size": (BatchSize, 1),
+    "batch_size": (BatchSize, None),
     "strategy": (StrategyOption, Strategy.chunk),
     "engine": (Engine, EngineName.local),
     "ray_address": (RayAddress, None),

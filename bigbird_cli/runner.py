@@ -398,4 +398,10 @@ def _engine(common: CommonOptions, make_task: Callable[[], RecordMaker], stack: 
     task = make_task()
     for message in getattr(task, "warnings", []):
         warn(message)
-    return local_engine(task, common.batch_size)
+    return local_engine(task, common.batch_size or default_batch_size(task))
+
+
+def default_batch_size(task: RecordMaker) -> int:
+    """The batch size a task runs when --batch-size is not given: its own default, else 1."""
+    own = getattr(task, "default_batch_size", None)
+    return own() if own is not None else 1

@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import BAKER, LONG_TEXT, WINDOW, cli, jsonl
 
+from bigbird.models import generation
 from bigbird.tasks import ClassifyTask, MaskTask, QATask, SummarizeTask, TaskError, summarize
 from bigbird.tasks import base as task_base
 from bigbird.tasks.base import sliding_windows, split_even
@@ -410,3 +411,75 @@ def test_a_task_given_something_else_than_a_list_of_documents_says_so(tiny_model
         with pytest.raises(TypeError, match=re.escape(said)):
             task(wrong)
     assert task(d for d in [one])[0]["id"] == "d"  # any iterable of Documents
+
+
+@pytest.mark.parametrize(("inputs_that_fit", "expected"), [(100, 8), (3, 3), (0, 1)])
+def test_summarize_decodes_as_many_documents_together_as_memory_holds_by_default(
+    tiny_models, monkeypatch, inputs_that_fit, expected
+):
+    """With no batch size named, summarize on the CPU decodes as many inputs together as its share of the available
+    memory holds at their largest, from 1 to 8 (its records are the same at any batch size)."""
+    task = SummarizeTask(str(tiny_models["summarize"]))
+    share = inputs_that_fit * task.memory_per_input() / summarize.MEMORY_SHARE_BY_DEFAULT
+    monkeypatch.setattr(summarize, "available_memory", lambda: int(share))
+    assert task.default_batch_size() == expected
+
+
+def test_other_tasks_and_dry_runs_take_one_document_at_a_time_by_default(tiny_models):
+    assert ClassifyTask(str(tiny_models["classify"])).default_batch_size() == 1
+    assert SummarizeTask(str(tiny_models["summarize"]), dry_run=True).default_batch_size() == 1
+
+
+def test_the_memory_one_input_holds_is_what_summarize_counts_for_it(tiny_models, monkeypatch):
+    """memory_per_input is what one input in flight really holds at a full window and the longest summary: its
+    encoder states, cross-attention keys/values and rows' self-attention cache, as generate_each keeps them
+    (torch's attention forced, so that the keys/values stay plain tensors whose bytes can be counted)."""
+    monkeypatch.setenv("BIGBIRD_CROSS_ATTENTION", "sdpa")
+    task = SummarizeTask(str(tiny_models["summarize"]), strategy="truncate", min_new_tokens=11, max_new_tokens=11)
+    caches: list = []
+    kept = generation.DecoderCache.__init__
+
+    def keeping(self, *args, **kwargs):
+        kept(self, *args, **kwargs)
+        caches.append(self)
+
+    monkeypatch.setattr(generation.DecoderCache, "__init__", keeping)
+    encoded: list[int] = []
+    hook = task.model.model.encoder.register_forward_hook(
+        lambda module, args, out: encoded.append(out.last_hidden_state.nbytes)
+    )
+    try:
+        [record] = task([doc(LONG_TEXT * 2)])
+    finally:
+        hook.remove()
+    assert record["input_tokens"] >= task.max_tokens and record["truncated"]
+    [cache] = caches
+    cross = sum(kv.keys.nbytes + kv.values.nbytes for kv in cache.cross)
+    own = sum(t.nbytes for t in (*cache.keys, *cache.values))
+    assert encoded == [task.max_tokens * task.config.d_model * 4]
+    assert task.memory_per_input() == encoded[0] + cross + own
+
+
+def test_summarize_without_a_batch_size_runs_the_tasks_default_and_gets_the_records_of_one_at_a_time(
+    offline_hub, tiny_models, tmp_path, monkeypatch
+):
+    folder = tmp_path / "papers"
+    folder.mkdir()
+    for name, text in {"a.txt": BAKER, "b.txt": LONG_TEXT, "c.txt": "The committee met on Tuesday."}.items():
+        (folder / name).write_text(text)
+    monkeypatch.setattr(summarize, "available_memory", lambda: 2**50)  # room for the most
+    given = []  # the batch size each stream was handed: the default run's one bucket, then each document alone
+    streaming = SummarizeTask.stream
+
+    def recording(self, docs, per_pass=None):
+        given.append(per_pass)
+        return streaming(self, docs, per_pass)
+
+    monkeypatch.setattr(SummarizeTask, "stream", recording)
+    outputs = [tmp_path / "default.jsonl", tmp_path / "one.jsonl"]
+    for out, size in zip(outputs, ([], ["--batch-size", "1"]), strict=True):
+        result = cli("summarize", folder, "-m", tiny_models["summarize"], "-o", out, "-q", *size)
+        assert result.exit_code == 0, result.output
+    assert given == [summarize.MOST_BY_DEFAULT, 1, 1, 1]
+    default, one_at_a_time = (jsonl(out) for out in outputs)
+    assert len(default) == 3 and all(map(same_result, default, one_at_a_time))

@@ -28,7 +28,15 @@ from ..console import console, error, warn
 from ..errors import EXIT_OK, EXIT_SOME_FAILED, UsageError
 from ..jsonl import open_jsonl, output_file, read_records
 from ..options import Command, CommonOptions, Group
-from ..runner import RecordMaker, TaskFactory, TaskSpec, check_not_an_input, checked_inputs, run_task
+from ..runner import (
+    RecordMaker,
+    TaskFactory,
+    TaskSpec,
+    check_not_an_input,
+    checked_inputs,
+    default_batch_size,
+    run_task,
+)
 from . import classify, qa, summarize
 
 EVALUATION_PANEL = "Evaluation"
@@ -279,6 +287,10 @@ class ScoredTask:
         self.model_name = task.model_name
         self.warnings: list[str] = getattr(task, "warnings", [])
         self.evaluate = evaluate
+
+    def default_batch_size(self) -> int:
+        """The scored task's own (see runner.default_batch_size)."""
+        return default_batch_size(self.task)
 
     def __call__(self, docs: list[Document], per_pass: int) -> list[Record]:
         labels = getattr(self.task, "labels", None)

@@ -77,7 +77,7 @@ class RaySettings:
             workers=common.workers,
             cpus_per_worker=common.cpus_per_worker or 1.0,
             gpus_per_worker=common.gpus_per_worker or 0.0,
-            batch_size=common.batch_size,
+            batch_size=common.batch_size or 1,  # the workers' memory is theirs: their tasks' defaults can't see it
             threads=common.threads,
         )
 

@@ -450,6 +450,11 @@ class Task:
     def error(self, doc: Document, reason: str, *, input_tokens: int | None = None) -> Record:
         return error_record(doc, self.model_name, reason, input_tokens=input_tokens)
 
+    def default_batch_size(self) -> int:
+        """Documents per batch when the user names none (the CLI's --batch-size): one, unless a task's batches are
+        worth their memory and never change a record (summarize's)."""
+        return 1
+
     def __call__(self, docs: list[Document], per_pass: int | None = None) -> list[Record]:
         """Records for a batch of documents, each with its share of the batch's wall time (`seconds`).
 

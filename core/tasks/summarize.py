@@ -22,9 +22,27 @@ import torch
 
 from bigbird.models.generation import generate_each, resolve_generation_settings
 
-from .base import NO_TOKENS, PEGASUS, Chunked, DocumentError, Plan, Task, TaskError, documents_given, split_even
+from .base import (
+    NO_TOKENS,
+    PEGASUS,
+    Chunked,
+    DocumentError,
+    Plan,
+    Task,
+    TaskError,
+    available_memory,
+    documents_given,
+    split_even,
+)
 from .documents import Document
 from .records import Record
+
+# The most inputs decoded together when the user names no batch size: the batch sizes measured (1 to 8, a folder of
+# 1,500-4,000-token papers) gained up to there, and each input in flight holds its own keys/values.
+MOST_BY_DEFAULT = 8
+# The share of the memory available at start that the inputs in flight may take by default: the rest is for the
+# encoder's working memory (one input at a time) and for the rest of the machine.
+MEMORY_SHARE_BY_DEFAULT = 0.5
 
 # Options that only change sampled generation: given without it they do nothing, which the user should hear.
 SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "seed")
@@ -110,6 +128,28 @@ class SummarizeTask(Task):
     def plan(self, doc: Document) -> Plan:
         chunked = self.split(doc)
         return Plan.of(len(chunked.ids), chunked.windows, chunked.truncated, self.num_special)
+
+    def default_batch_size(self) -> int:
+        """Inputs decoded together when the user names no batch size. On the CPU a record is the same at any batch
+        size (`generate_each`), so: as many as `MEMORY_SHARE_BY_DEFAULT` of the memory available now holds with
+        every input at its largest (`memory_per_input`), from 1 to `MOST_BY_DEFAULT`. One elsewhere, where
+        batched matmuls may round an input differently, and in a dry run (no model)."""
+        if self.model is None or self.device.type != "cpu":
+            return 1
+        fits = int(available_memory() * MEMORY_SHARE_BY_DEFAULT) // self.memory_per_input()
+        return max(1, min(MOST_BY_DEFAULT, fits))
+
+    def memory_per_input(self) -> int:
+        """Bytes one input in flight holds at most: its encoder states and its cross-attention keys/values at a
+        full window (in the model's type), and its rows' self-attention cache at the longest summary (held in
+        float32 on the CPU: `generation.DecoderCache`)."""
+        assert self.model is not None
+        width, layers = int(self.config.d_model), int(self.config.decoder_layers)
+        kept = torch.empty((), dtype=self.model.dtype).element_size()
+        encoded = self.max_tokens * width * kept
+        cross = layers * 2 * self.max_tokens * width * kept
+        cache = self.generation.rows_per_input * layers * 2 * self.generation.max_length * width * 4
+        return encoded + cross + cache
 
     def process(self, docs: list[Document], per_pass: int) -> list[Record]:
         records: list[Record | None] = [None] * len(docs)
