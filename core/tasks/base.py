@@ -14,7 +14,6 @@ dry run (`dry_run=True`) loads the config and tokenizer only, and reports how ea
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from bigbird.models.config import ModelConfig, apply_generation_config, load_con
 from bigbird.models.modeling import available_device
 
 from .documents import Document, describe
+from .memory import available_memory
 from .records import Record, error_record, make_record
 
 if TYPE_CHECKING:
@@ -195,18 +195,6 @@ def parameter_count(cls: type, config: ModelConfig) -> int:
     """The weights a config makes, counted on the meta device: shapes, no memory."""
     with torch.device("meta"):
         return sum(p.numel() for p in cls(config).parameters())
-
-
-def available_memory() -> int:
-    """Bytes of memory this machine can still give (Linux's MemAvailable; else the free pages)."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 @dataclass(kw_only=True)

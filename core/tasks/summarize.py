@@ -30,11 +30,11 @@ from .base import (
     Plan,
     Task,
     TaskError,
-    available_memory,
     documents_given,
     split_even,
 )
 from .documents import Document
+from .memory import available_memory
 from .records import Record
 
 # The most inputs decoded together when the user names no batch size: the batch sizes measured (1 to 8, a folder of
