@@ -237,7 +237,8 @@ BatchSize = Annotated[
         min=1,
         max=MAX_BATCH_SIZE,
         help="Documents per batch (grouped by length) [default: 1; summarize on the CPU: as many as half the"
-        " available memory holds, up to 8, since its records are the same at any batch size].",
+        " available memory holds, up to 8, since its records are the same at any batch size (1 with --jsonl -"
+        " or --engine ray)].",
         show_default=False,
         rich_help_panel=MODEL,
     ),

@@ -182,10 +182,10 @@ def run_task(spec: TaskSpec, *, output_name: str | None = None) -> int:
         with ExitStack() as stack:
             stack.callback(output.close)
             stack.enter_context(sigterm_stops_in_order())
-            shard, docs = _prepare(spec.name, common, output, spec.extra_fields)
+            shard, docs, inputs = _prepare(spec.name, common, output, spec.extra_fields)
             docs = spec.expand(docs) if spec.expand is not None else docs
             resumed.warn_of_other_models()  # the output was read as it was claimed, before the model loads
-            engine = _engine(common, spec.make_task, stack)
+            engine = _engine(common, spec.make_task, stack, live="-" in inputs.jsonl)
             with output.writer() as writer:
                 stats = run(
                     engine,
@@ -243,7 +243,7 @@ def _terminate(signum: int, frame: object) -> None:
 
 def _prepare(
     task_name: str, common: CommonOptions, output: Output, extra_fields: tuple[str, ...]
-) -> tuple[Shard | None, Iterator[Document]]:
+) -> tuple[Shard | None, Iterator[Document], Inputs]:
     """The checks that need no model: options, inputs (opened, first document read), the output claimed."""
     if common.model is None or not str(common.model).strip():
         raise UsageError(f"{task_name} needs a model: give --model or set BIGBIRD_MODEL_{task_name.upper()}.")
@@ -267,7 +267,7 @@ def _prepare(
     if first is None:
         raise UsageError("no input: the files and folders given hold no documents (see --glob).")
     output.claim()
-    return shard, itertools.chain([first], docs)
+    return shard, itertools.chain([first], docs), inputs
 
 
 def required_fields(common: CommonOptions, extra_fields: tuple[str, ...]) -> list[str]:
@@ -386,9 +386,15 @@ def _is_stdin(path: Path) -> bool:
         return False
 
 
-def _engine(common: CommonOptions, make_task: Callable[[], RecordMaker], stack: ExitStack) -> Engine:
+def _engine(
+    common: CommonOptions, make_task: Callable[[], RecordMaker], stack: ExitStack, live: bool = False
+) -> Engine:
     """The engine --engine asks for. The local one loads the task here; Ray's connects (or starts a local Ray,
-    shut down when `stack` closes) and loads the task once per worker. Raises TaskError with one sentence."""
+    shut down when `stack` closes) and loads the task once per worker. Raises TaskError with one sentence.
+
+    `live`: the documents arrive as another program writes them (JSONL records on stdin), so without --batch-size
+    each is done as soon as it is read: a task's larger default batch reads that many times 8 documents ahead
+    (`engines.local.bucket_size`) before its first record."""
     if common.engine == "ray":
         from .engines.ray import RaySettings, ray_engine
 
@@ -398,7 +404,7 @@ def _engine(common: CommonOptions, make_task: Callable[[], RecordMaker], stack: 
     task = make_task()
     for message in getattr(task, "warnings", []):
         warn(message)
-    return local_engine(task, common.batch_size or default_batch_size(task))
+    return local_engine(task, common.batch_size or (1 if live else default_batch_size(task)))
 
 
 def default_batch_size(task: RecordMaker) -> int:

@@ -69,3 +69,23 @@ def test_a_limit_far_above_the_machine_or_no_cgroups_leave_the_machines_memory(f
 def test_a_full_cgroup_leaves_no_room(fake_system):
     fake_system(2, "/full", {"/full": (str(2 * GiB), 3 * GiB, 0)})  # over its limit: reclaim is under way
     assert memory.available_memory() == 0
+
+
+def test_a_system_that_cant_tell_its_free_memory_says_none(fake_system, tmp_path, monkeypatch):
+    """macOS has no free-page count in sysconf, Windows no sysconf: None, not a crash (summarize then takes 1)."""
+    (tmp_path / "meminfo").unlink()
+
+    def no_sysconf(name):
+        raise ValueError(f"unrecognized configuration name {name}")
+
+    monkeypatch.setattr(memory.os, "sysconf", no_sysconf)
+    assert memory.available_memory() is None
+    fake_system(2, "/job", {"/job": (str(4 * GiB), GiB, 0)})  # a cgroup's room still counts where it is all there is
+    assert memory.available_memory() == 3 * GiB
+
+
+def test_lines_that_are_not_cgroups_are_passed_over(fake_system, tmp_path):
+    fake_system(2, "/job", {"/job": (str(4 * GiB), GiB, 0)})
+    path = tmp_path / "self-cgroup"
+    path.write_text("garbage\n" + path.read_text())
+    assert memory.available_memory() == 3 * GiB

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,6 +16,7 @@ from conftest import BAKER, MUSEUM, bigbird_executable, cli, cli_classify, jsonl
 from bigbird.tasks import ClassifyTask
 from bigbird.tasks.documents import Document
 from bigbird.tasks.records import make_record
+from bigbird_cli import runner
 from bigbird_cli.engines.local import local_engine
 from bigbird_cli.jsonl import JsonlWriter, compact_for_resume, open_jsonl
 from bigbird_cli.runner import Shard, run
@@ -391,3 +393,19 @@ def test_a_field_no_record_has_stops_before_the_model_loads(bigbird, tiny_models
     empty.write_text("{}\n")
     done = jsonl(bigbird("classify", "--jsonl", empty, "-m", tiny_models["classify"], "-q", check_rc=1).stdout)
     assert done[0]["error"] == "the record has no 'text' field."
+
+
+def test_a_tasks_default_batch_size_unless_records_arrive_live_on_stdin(monkeypatch):
+    """Without --batch-size the local engine runs the task's default, but 1 where the documents are JSONL records
+    another program writes to stdin (a larger batch reads 8 times that many ahead before its first record); a
+    --batch-size given always holds, and a task without a default of its own takes 1."""
+    sizes = []
+    monkeypatch.setattr(runner, "local_engine", lambda task, size: sizes.append(size))
+    task = SimpleNamespace(model_name="fake", default_batch_size=lambda: 8)
+    common = SimpleNamespace(engine="local", threads=None, batch_size=None)
+    for live in (False, True):
+        runner._engine(common, lambda: task, ExitStack(), live=live)
+    runner._engine(common, FakeTask, ExitStack())
+    common.batch_size = 3
+    runner._engine(common, lambda: task, ExitStack(), live=True)
+    assert sizes == [8, 1, 1, 3]

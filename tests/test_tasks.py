@@ -425,17 +425,22 @@ def test_summarize_decodes_as_many_documents_together_as_memory_holds_by_default
     assert task.default_batch_size() == expected
 
 
-def test_other_tasks_and_dry_runs_take_one_document_at_a_time_by_default(tiny_models):
+def test_other_tasks_dry_runs_and_unknown_memory_take_one_document_at_a_time_by_default(tiny_models, monkeypatch):
     assert ClassifyTask(str(tiny_models["classify"])).default_batch_size() == 1
     assert SummarizeTask(str(tiny_models["summarize"]), dry_run=True).default_batch_size() == 1
+    monkeypatch.setattr(summarize, "available_memory", lambda: None)  # a system that can't tell
+    assert SummarizeTask(str(tiny_models["summarize"])).default_batch_size() == 1
 
 
-def test_the_memory_one_input_holds_is_what_summarize_counts_for_it(tiny_models, monkeypatch):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_memory_one_input_holds_is_what_summarize_counts_for_it(tiny_models, monkeypatch, dtype):
     """memory_per_input is what one input in flight really holds at a full window and the longest summary: its
     encoder states, cross-attention keys/values and rows' self-attention cache, as generate_each keeps them
     (torch's attention forced, so that the keys/values stay plain tensors whose bytes can be counted)."""
     monkeypatch.setenv("BIGBIRD_CROSS_ATTENTION", "sdpa")
-    task = SummarizeTask(str(tiny_models["summarize"]), strategy="truncate", min_new_tokens=11, max_new_tokens=11)
+    task = SummarizeTask(
+        str(tiny_models["summarize"]), strategy="truncate", min_new_tokens=11, max_new_tokens=11, dtype=dtype
+    )
     caches: list = []
     kept = generation.DecoderCache.__init__
 
@@ -456,7 +461,9 @@ def test_the_memory_one_input_holds_is_what_summarize_counts_for_it(tiny_models,
     [cache] = caches
     cross = sum(kv.keys.nbytes + kv.values.nbytes for kv in cache.cross)
     own = sum(t.nbytes for t in (*cache.keys, *cache.values))
-    assert encoded == [task.max_tokens * task.config.d_model * 4]
+    width = torch.empty((), dtype=getattr(torch, dtype)).element_size()
+    assert encoded == [task.max_tokens * task.config.d_model * width]
+    assert all(t.dtype == torch.float32 for t in cache.keys)  # the self-attention cache is held wide
     assert task.memory_per_input() == encoded[0] + cross + own
 
 

@@ -327,9 +327,11 @@ class Task:
         if isinstance(exc, MemoryError) or "allocate" in str(exc):
             count = parameter_count(cls, self.config)
             size = torch.empty((), dtype=getattr(torch, dtype or "float32")).element_size()
+            available = available_memory()
+            has = "" if available is None else f", and this machine has {available / 2**30:,.1f} GiB available"
             return (
                 f"{self.model_name}: its config needs {count * size / 2**30:,.1f} GiB for its {count:,} weights in"
-                f" {dtype or 'float32'}, and this machine has {available_memory() / 2**30:,.1f} GiB available."
+                f" {dtype or 'float32'}{has}."
             )
         return f"{self.model_name}: the {cls.__name__} weights can't be loaded ({describe(exc)})."
 

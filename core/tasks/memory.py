@@ -22,23 +22,29 @@ V1_FILES = ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_fi
 NO_LIMIT = 2**62
 
 
-def available_memory() -> int:
-    """Bytes of memory this process can still take: the machine's (Linux's MemAvailable; else the free pages), or
-    what its cgroup still allows where that is less."""
+def available_memory() -> int | None:
+    """Bytes of memory this process can still take: the machine's (Linux's MemAvailable; else the free pages where
+    the system says), or what its cgroup still allows where that is less; None where neither can be told (macOS has
+    no count of free pages in sysconf, Windows no sysconf)."""
     machine = _machine_available()
     room = cgroup_room()
-    return machine if room is None else min(machine, room)
+    if machine is None or room is None:
+        return room if machine is None else machine
+    return min(machine, room)
 
 
-def _machine_available() -> int:
+def _machine_available() -> int | None:
     try:
         with PROC_MEMINFO.open() as meminfo:
             for line in meminfo:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
-    except OSError:
+    except (OSError, ValueError, IndexError):
         pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def cgroup_room() -> int | None:
@@ -50,7 +56,10 @@ def cgroup_room() -> int | None:
         return None
     rooms = []
     for line in lines:
-        _, controllers, path = line.split(":", 2)
+        parts = line.split(":", 2)
+        if len(parts) != 3:  # not a cgroup line: this lookup may never stop a run
+            continue
+        _, controllers, path = parts
         if controllers == "":  # the v2 hierarchy
             base, files = CGROUP_ROOT, V2_FILES
         elif "memory" in controllers.split(","):

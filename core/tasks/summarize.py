@@ -133,10 +133,12 @@ class SummarizeTask(Task):
         """Inputs decoded together when the user names no batch size. On the CPU a record is the same at any batch
         size (`generate_each`), so: as many as `MEMORY_SHARE_BY_DEFAULT` of the memory available now holds with
         every input at its largest (`memory_per_input`), from 1 to `MOST_BY_DEFAULT`. One elsewhere, where
-        batched matmuls may round an input differently, and in a dry run (no model)."""
-        if self.model is None or self.device.type != "cpu":
+        batched matmuls may round an input differently, in a dry run (no model), and where the free memory can't be
+        told."""
+        available = available_memory()
+        if self.model is None or self.device.type != "cpu" or available is None:
             return 1
-        fits = int(available_memory() * MEMORY_SHARE_BY_DEFAULT) // self.memory_per_input()
+        fits = int(available * MEMORY_SHARE_BY_DEFAULT) // self.memory_per_input()
         return max(1, min(MOST_BY_DEFAULT, fits))
 
     def memory_per_input(self) -> int:
