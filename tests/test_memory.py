@@ -21,6 +21,7 @@ def fake_system(tmp_path, monkeypatch):
     monkeypatch.setattr(memory, "PROC_MEMINFO", meminfo)
     monkeypatch.setattr(memory, "CGROUP_ROOT", root)
     monkeypatch.setattr(memory, "PROC_CGROUP", tmp_path / "self-cgroup")
+    monkeypatch.setattr(memory, "PROC_MOUNTINFO", tmp_path / "mountinfo")  # none: the usual mount points
 
     def write(version: int, own: str, groups: dict[str, tuple[str, int, int]]) -> None:
         line = f"0::{own}" if version == 2 else f"4:memory:{own}\n2:cpu,cpuacct:{own}"
@@ -88,4 +89,22 @@ def test_lines_that_are_not_cgroups_are_passed_over(fake_system, tmp_path):
     fake_system(2, "/job", {"/job": (str(4 * GiB), GiB, 0)})
     path = tmp_path / "self-cgroup"
     path.write_text("garbage\n" + path.read_text())
+    assert memory.available_memory() == 3 * GiB
+
+
+@pytest.mark.parametrize("version", [2, 1])
+def test_the_hierarchy_is_found_where_mountinfo_says(fake_system, tmp_path, version):
+    """v1's memory controller mounted beside others (cpu,memory), v2 beside v1 (a hybrid host's unified), and a
+    container that sees its own cgroup at the mount's top without a cgroup namespace."""
+    fake_system(version, "/docker/abc", {})
+    base = tmp_path / "mounted" / ("unified" if version == 2 else "cpu,memory")
+    base.mkdir(parents=True)
+    limit_file, usage_file, _ = memory.V2_FILES if version == 2 else memory.V1_FILES
+    (base / limit_file).write_text(f"{5 * GiB}\n")
+    (base / usage_file).write_text(f"{2 * GiB}\n")
+    kind = "cgroup2 cgroup2 rw" if version == 2 else "cgroup cgroup rw,cpu,memory"
+    (tmp_path / "mountinfo").write_text(
+        "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n"
+        f"35 31 0:32 /docker/abc {base} rw,relatime - {kind}\n"
+    )
     assert memory.available_memory() == 3 * GiB

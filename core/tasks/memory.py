@@ -4,7 +4,8 @@ A container (Docker, Kubernetes, a CI runner) limits its processes' memory throu
 still shows the whole host: a 100 GB host's MemAvailable told a run capped at 8 GB it had room for 8 summaries in
 flight, and the kernel would have killed it. So the room a cgroup leaves (its limit less its usage, the page cache it
 can drop not counted as used) caps the machine's figure, at every level of the process's cgroup path (a parent's
-limit holds for its children), in cgroup v2 and v1 alike.
+limit holds for its children), in cgroup v2 and v1 alike, wherever /proc/self/mountinfo says the hierarchy is
+mounted.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 
 PROC_MEMINFO = Path("/proc/meminfo")
 PROC_CGROUP = Path("/proc/self/cgroup")
-CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_MOUNTINFO = Path("/proc/self/mountinfo")
+CGROUP_ROOT = Path("/sys/fs/cgroup")  # where the hierarchies are mounted when mountinfo can't say
 # Each cgroup version's files: the limit, the usage, and memory.stat's key for page cache it can drop.
 V2_FILES = ("memory.max", "memory.current", "inactive_file")
 V1_FILES = ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
@@ -54,6 +56,7 @@ def cgroup_room() -> int | None:
         lines = PROC_CGROUP.read_text().splitlines()
     except OSError:
         return None
+    mounts = _cgroup_mounts()
     rooms = []
     for line in lines:
         parts = line.split(":", 2)
@@ -61,12 +64,15 @@ def cgroup_room() -> int | None:
             continue
         _, controllers, path = parts
         if controllers == "":  # the v2 hierarchy
-            base, files = CGROUP_ROOT, V2_FILES
+            (base, mount_root), files = mounts.get("v2", (CGROUP_ROOT, "/")), V2_FILES
         elif "memory" in controllers.split(","):
-            base, files = CGROUP_ROOT / "memory", V1_FILES
+            (base, mount_root), files = mounts.get("memory", (CGROUP_ROOT / "memory", "/")), V1_FILES
         else:
             continue
-        folder = base / path.lstrip("/")
+        # The mount shows the hierarchy from `mount_root` down (a container's own cgroup, without a namespace).
+        if not (path + "/").startswith(mount_root.rstrip("/") + "/"):
+            continue
+        folder = base / path[len(mount_root.rstrip("/")) :].lstrip("/")
         while folder.is_relative_to(base):
             room = _room_in(folder, *files)
             if room is not None:
@@ -75,6 +81,27 @@ def cgroup_room() -> int | None:
                 break
             folder = folder.parent
     return min(rooms) if rooms else None
+
+
+def _cgroup_mounts() -> dict[str, tuple[Path, str]]:
+    """Where the v2 hierarchy ("v2") and v1's memory controller ("memory") are mounted, each with the cgroup path the
+    mount shows at its top, from /proc/self/mountinfo; v1's memory may share a mount with other controllers
+    (/sys/fs/cgroup/cpu,memory)."""
+    try:
+        lines = PROC_MOUNTINFO.read_text().splitlines()
+    except OSError:
+        return {}
+    mounts: dict[str, tuple[Path, str]] = {}
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields, kind = left.split(), right.split()
+        if len(fields) < 5 or len(kind) < 3:
+            continue
+        if kind[0] == "cgroup2":
+            mounts.setdefault("v2", (Path(fields[4]), fields[3]))
+        elif kind[0] == "cgroup" and "memory" in kind[2].split(","):
+            mounts.setdefault("memory", (Path(fields[4]), fields[3]))
+    return mounts
 
 
 def _room_in(folder: Path, limit_file: str, usage_file: str, inactive_key: str) -> int | None:
