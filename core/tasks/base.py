@@ -326,7 +326,7 @@ class Task:
             )
         if isinstance(exc, MemoryError) or "allocate" in str(exc):
             count = parameter_count(cls, self.config)
-            size = torch.empty((), dtype=getattr(torch, dtype or "float32")).element_size()
+            size = getattr(torch, dtype or "float32").itemsize
             available = available_memory()
             has = "" if available is None else f", and this machine has {available / 2**30:,.1f} GiB available"
             return (

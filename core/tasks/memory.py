@@ -28,11 +28,8 @@ def available_memory() -> int | None:
     """Bytes of memory this process can still take: the machine's (Linux's MemAvailable; else the free pages where
     the system says), or what its cgroup still allows where that is less; None where neither can be told (macOS has
     no count of free pages in sysconf, Windows no sysconf)."""
-    machine = _machine_available()
-    room = cgroup_room()
-    if machine is None or room is None:
-        return room if machine is None else machine
-    return min(machine, room)
+    known = [size for size in (_machine_available(), cgroup_room()) if size is not None]
+    return min(known, default=None)
 
 
 def _machine_available() -> int | None:
@@ -70,9 +67,10 @@ def cgroup_room() -> int | None:
         else:
             continue
         # The mount shows the hierarchy from `mount_root` down (a container's own cgroup, without a namespace).
-        if not (path + "/").startswith(mount_root.rstrip("/") + "/"):
+        top = mount_root.rstrip("/")
+        if not (path + "/").startswith(top + "/"):
             continue
-        folder = base / path[len(mount_root.rstrip("/")) :].lstrip("/")
+        folder = base / path[len(top) :].lstrip("/")
         while folder.is_relative_to(base):
             room = _room_in(folder, *files)
             if room is not None:
